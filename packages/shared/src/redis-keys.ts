@@ -1,0 +1,29 @@
+/**
+ * Every Redis key nixfarm uses outside BullMQ's own, in one place, so the
+ * coordinator and the workers cannot disagree on a name.
+ */
+export const REDIS_PREFIX = 'nixfarm';
+
+export const redisKeys = {
+  /** HASH per derivation node in the build graph, keyed by the drv's hash part */
+  drv: (hash: string) => `${REDIS_PREFIX}:drv:${hash}`,
+  drvDependents: (hash: string) => `${REDIS_PREFIX}:drv:${hash}:dependents`,
+  drvRuns: (hash: string) => `${REDIS_PREFIX}:drv:${hash}:runs`,
+  run: (id: string) => `${REDIS_PREFIX}:run:${id}`,
+  runDrvs: (id: string) => `${REDIS_PREFIX}:run:${id}:drvs`,
+  runEvents: (id: string) => `${REDIS_PREFIX}:run:${id}:events`,
+  /** ZSET of run ids by creation time */
+  runs: `${REDIS_PREFIX}:runs`,
+  /** SET of runs not finished yet: what a restarted coordinator resumes */
+  activeRuns: `${REDIS_PREFIX}:runs:active`,
+  /** STREAM of worker events (started, finished), read by the coordinator's consumer group */
+  workerEvents: `${REDIS_PREFIX}:worker-events`,
+  workerEventsGroup: 'coordinator',
+  /** SET of build queue names that exist, for workers to discover */
+  queues: `${REDIS_PREFIX}:queues`,
+  /** PUB/SUB channel: a queue name, published when a job was added to it */
+  queueWakeups: `${REDIS_PREFIX}:queue-wakeups`,
+  /** SET of worker names; HASH per worker */
+  workers: `${REDIS_PREFIX}:workers`,
+  worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,
+} as const;

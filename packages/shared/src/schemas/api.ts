@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, storePathSchema, workerNameSchema } from './common.js';
+import { buildTimingsSchema } from './worker-event.js';
+
+const nixIdentifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_'-]*$/, 'a Nix identifier (letters, digits, _ \' -)');
+
+/** POST /api/runs: what `nixfarm build` sends. Mirrors nix-build's flags. */
+export const submitRunRequestSchema = z
+  .object({
+    file: z.string().min(1).max(4096).startsWith('/', 'file must be an absolute path on the coordinator machine').optional(),
+    expr: z.string().min(1).max(1_000_000).optional(),
+    attrs: z.array(z.string().min(1).max(1024)).max(10_000).default([]),
+    args: z.array(z.object({ name: nixIdentifier, expr: z.string().max(100_000) }).strict()).max(1000).default([]),
+    argstrs: z.array(z.object({ name: nixIdentifier, value: z.string().max(100_000) }).strict()).max(1000).default([]),
+    includes: z.array(z.string().min(1).max(4096)).max(1000).default([]),
+    priority: z.number().int().min(-1000).max(1000).default(0),
+  })
+  .strict()
+  .refine((body) => (body.file === undefined) !== (body.expr === undefined), {
+    message: 'give exactly one of file (an absolute path) or expr (a Nix expression)',
+  });
+export type SubmitRunRequest = z.infer<typeof submitRunRequestSchema>;
+
+export const runResultSchema = z.object({
+  attr: z.string(),
+  drvPath: drvPathSchema,
+  outputName: z.string(),
+  outputPath: storePathSchema,
+});
+export type RunResult = z.infer<typeof runResultSchema>;
+
+export const derivationViewSchema = z.object({
+  drvPath: drvPathSchema,
+  name: z.string(),
+  system: z.string(),
+  requiredFeatures: z.array(z.string()),
+  status: buildStatusSchema,
+  worker: workerNameSchema.optional(),
+  pendingInputs: z.number().int(),
+  attempts: z.number().int(),
+  queuedAt: z.number().optional(),
+  startedAt: z.number().optional(),
+  finishedAt: z.number().optional(),
+  timings: buildTimingsSchema.optional(),
+  error: z.string().optional(),
+  logTail: z.array(z.string()).optional(),
+});
+export type DerivationView = z.infer<typeof derivationViewSchema>;
+
+export const runViewSchema = z.object({
+  id: runIdSchema,
+  status: runStatusSchema,
+  createdAt: z.number(),
+  finishedAt: z.number().optional(),
+  request: z.unknown(),
+  results: z.array(runResultSchema),
+  total: z.number().int(),
+  counts: z.record(z.string(), z.number().int()),
+});
+export type RunView = z.infer<typeof runViewSchema>;
+
+export const runEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('run-started'), runId: runIdSchema, total: z.number().int(), at: z.number() }),
+  z.object({ type: z.literal('drv-queued'), drvPath: drvPathSchema, queue: z.string(), at: z.number() }),
+  z.object({ type: z.literal('drv-started'), drvPath: drvPathSchema, worker: workerNameSchema, at: z.number() }),
+  z.object({
+    type: z.literal('drv-finished'),
+    drvPath: drvPathSchema,
+    status: buildStatusSchema,
+    worker: workerNameSchema.optional(),
+    error: z.string().optional(),
+    logTail: z.array(z.string()).optional(),
+    at: z.number(),
+  }),
+  z.object({ type: z.literal('run-finished'), runId: runIdSchema, status: runStatusSchema, at: z.number() }),
+]);
+export type RunEvent = z.infer<typeof runEventSchema>;
+
+export const apiErrorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+export type ApiError = z.infer<typeof apiErrorSchema>;

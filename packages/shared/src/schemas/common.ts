@@ -1,0 +1,30 @@
+import { z } from 'zod';
+import { storePathProblem } from '../store-path.js';
+import { BUILD_STATUSES, RUN_STATUSES } from '../build-status.js';
+
+export const storePathSchema = z.string().superRefine((value, ctx) => {
+  const problem = storePathProblem(value);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `not a valid Nix store path (${problem})` });
+});
+
+export const drvPathSchema = storePathSchema.refine((p) => p.endsWith('.drv'), 'a derivation path must end in .drv');
+
+const TOKEN_RE = /^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$/;
+export const systemSchema = z.string().regex(TOKEN_RE, 'a system is letters, digits and _ . + - (like x86_64-linux)');
+export const featureSchema = z.string().regex(TOKEN_RE, 'a feature is letters, digits and _ . + - (like big-parallel)');
+export const workerNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a worker name is 1-63 letters, digits and _ . - starting with a letter or digit');
+export const outputMapSchema = z.record(z.string().regex(/^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$/), storePathSchema);
+export const buildStatusSchema = z.enum(BUILD_STATUSES as unknown as [string, ...string[]]);
+export const runStatusSchema = z.enum(RUN_STATUSES);
+export const runIdSchema = z.string().regex(/^[a-z0-9]{6,40}$/, 'a run id is lower-case letters and digits');
+
+/** Flattens zod issues into one sentence per field: what the user must change. */
+export function formatZodError(error: z.ZodError, what: string): string {
+  const lines = error.issues.map((issue) => {
+    const where = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+    return `  ${where}: ${issue.message}`;
+  });
+  return `invalid ${what}:\n${lines.join('\n')}`;
+}
