@@ -56,6 +56,7 @@ export const runViewSchema = z.object({
   results: z.array(runResultSchema),
   total: z.number().int(),
   counts: z.record(z.string(), z.number().int()),
+  error: z.string().optional(),
 });
 export type RunView = z.infer<typeof runViewSchema>;
 

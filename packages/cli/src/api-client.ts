@@ -1,0 +1,91 @@
+import { apiErrorSchema, runEventSchema, type RunEvent, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
+import { CliError, EXIT_USAGE } from './exit-codes.js';
+
+/** The HTTP API as the CLI uses it. */
+export class ApiClient {
+  constructor(readonly baseUrl: string) {}
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let response: Response;
+    try {
+      response = await fetch(new URL(path, this.baseUrl), {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (error) {
+      throw new CliError(`cannot reach the coordinator at ${this.baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}): is \`nixfarm coordinator\` running? (set --coordinator or NIXFARM_COORDINATOR)`, EXIT_USAGE);
+    }
+    const text = await response.text();
+    const json = text.length > 0 ? (JSON.parse(text) as unknown) : undefined;
+    if (!response.ok) {
+      const parsed = apiErrorSchema.safeParse(json);
+      const message = parsed.success ? parsed.data.error.message : text;
+      throw new ApiRequestError(response.status, parsed.success ? parsed.data.error.code : 'http-error', message);
+    }
+    return json as T;
+  }
+
+  submitRun(request: SubmitRunRequest): Promise<RunView> {
+    return this.request('POST', '/api/runs', request);
+  }
+
+  getRun(id: string): Promise<RunView> {
+    return this.request('GET', `/api/runs/${encodeURIComponent(id)}`);
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request('GET', path);
+  }
+
+  /** Follows a run's server-sent events until it finishes, resuming after dropped connections. */
+  async *followRun(id: string): AsyncGenerator<RunEvent> {
+    let lastId = '0';
+    let failures = 0;
+    for (;;) {
+      let response: Response;
+      try {
+        response = await fetch(new URL(`/api/runs/${encodeURIComponent(id)}/events?after=${lastId}`, this.baseUrl), { headers: { accept: 'text/event-stream' } });
+        if (!response.ok || response.body === null) throw new Error(`HTTP ${response.status}`);
+      } catch (error) {
+        if (++failures > 30) throw new CliError(`lost the coordinator at ${this.baseUrl}: ${(error as Error).message}`, EXIT_USAGE);
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      failures = 0;
+      const decoder = new TextDecoder();
+      let buffer = '';
+      try {
+        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+          buffer += decoder.decode(chunk, { stream: true });
+          let sep;
+          while ((sep = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, sep);
+            buffer = buffer.slice(sep + 2);
+            let eventId: string | undefined;
+            let data: string | undefined;
+            for (const line of block.split('\n')) {
+              if (line.startsWith('id: ')) eventId = line.slice(4);
+              else if (line.startsWith('data: ')) data = line.slice(6);
+            }
+            if (data === undefined) continue;
+            if (eventId !== undefined) lastId = eventId;
+            const parsed = runEventSchema.safeParse(JSON.parse(data));
+            if (!parsed.success) continue;
+            yield parsed.data;
+            if (parsed.data.type === 'run-finished') return;
+          }
+        }
+      } catch {
+        // connection dropped: reconnect after the last event seen
+      }
+    }
+  }
+}
+
+export class ApiRequestError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+    this.name = 'ApiRequestError';
+  }
+}

@@ -1,0 +1,133 @@
+import path from 'node:path';
+import { Command } from 'commander';
+import { derivationName, type RunEvent, type SubmitRunRequest } from '@nixfarm/shared';
+import { ApiClient, ApiRequestError } from '../api-client.js';
+import { CliError, EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE } from '../exit-codes.js';
+import { collect, integer } from '../config-loader.js';
+
+export const DEFAULT_COORDINATOR_URL = process.env.NIXFARM_COORDINATOR ?? 'http://127.0.0.1:8420';
+
+/** nix-build's two-value flags (`--arg NAME EXPR`) do not fit commander; take them out of argv first. */
+export function extractPairs(argv: readonly string[], flag: string): { pairs: Array<[string, string]>; rest: string[] } {
+  const pairs: Array<[string, string]> = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === flag) {
+      const name = argv[i + 1];
+      const value = argv[i + 2];
+      if (name === undefined || value === undefined) throw new CliError(`${flag} takes two values: ${flag} NAME VALUE`);
+      pairs.push([name, value]);
+      i += 2;
+    } else {
+      rest.push(argv[i]!);
+    }
+  }
+  return { pairs, rest };
+}
+
+class ProgressPrinter {
+  private done = 0;
+  private running = 0;
+  private failed = 0;
+  constructor(private readonly total: number) {}
+
+  private counts(): string {
+    return `[${this.done}/${this.total} done, ${this.running} running${this.failed > 0 ? `, ${this.failed} failed` : ''}]`;
+  }
+
+  print(event: RunEvent): void {
+    const out = (line: string) => process.stderr.write(`${line}\n`);
+    switch (event.type) {
+      case 'run-started':
+      case 'drv-queued':
+      case 'run-finished':
+        return;
+      case 'drv-started':
+        this.running++;
+        out(`${this.counts()} building ${derivationName(event.drvPath)} on ${event.worker}`);
+        return;
+      case 'drv-finished':
+        if (event.status === 'succeeded') {
+          this.running = Math.max(0, this.running - 1);
+          this.done++;
+          out(`${this.counts()} built ${derivationName(event.drvPath)} on ${event.worker ?? '?'}`);
+        } else if (event.status === 'dependency-failed') {
+          this.failed++;
+          out(`${this.counts()} ${derivationName(event.drvPath)}: dependency-failed (${event.error ?? 'an input failed'})`);
+        } else {
+          if (event.worker !== undefined) this.running = Math.max(0, this.running - 1);
+          this.failed++;
+          out(`${this.counts()} ${event.status.toUpperCase()}: ${event.drvPath} on ${event.worker ?? '?'}${event.error === undefined ? '' : `: ${event.error}`}`);
+          if (event.logTail !== undefined && event.logTail.length > 0) {
+            out(`  last ${event.logTail.length} log lines:`);
+            for (const line of event.logTail) out(`  > ${line}`);
+          }
+        }
+        return;
+    }
+  }
+}
+
+export function buildCommand(): Command {
+  return new Command('build')
+    .description('build a Nix expression on the farm, like nix-build: output paths on stdout, progress on stderr')
+    .argument('[file]', 'Nix file to evaluate on the coordinator machine (default ./default.nix unless --expr)')
+    .option('-A, --attr <attr>', 'attribute to build, repeatable', collect)
+    .option('-E, --expr <expr>', 'build this expression instead of a file')
+    .option('-I, --include <path>', 'add a path to the Nix search path, repeatable', collect)
+    .option('--arg <name> <expr>', 'pass a Nix expression as an argument (two values, repeatable)')
+    .option('--argstr <name> <value>', 'pass a string as an argument (two values, repeatable)')
+    .option('--priority <n>', 'higher runs first (-1000 .. 1000, default 0)', integer('--priority'))
+    .option('--coordinator <url>', `coordinator HTTP API (default ${DEFAULT_COORDINATOR_URL}, or $NIXFARM_COORDINATOR)`)
+    .option('--json', 'print the finished run as JSON on stdout instead of output paths')
+    .addHelpText('after', '\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr \'(import ./default.nix {}).app\'\n\nExit codes: 0 built, 1 a build failed, 2 usage, evaluation or connection error.')
+    .action(async () => undefined);
+}
+
+/** Runs `nixfarm build`; separate from commander so that --arg pairs can be taken out first. */
+export async function runBuild(argv: readonly string[]): Promise<number> {
+  const args = extractPairs(argv, '--arg');
+  const argstrs = extractPairs(args.rest, '--argstr');
+  const command = buildCommand();
+  command.exitOverride();
+  command.parse(argstrs.rest, { from: 'user' });
+  const opts = command.opts<{ attr?: string[]; expr?: string; include?: string[]; priority?: number; coordinator?: string; json?: boolean }>();
+  const file = command.args[0];
+  if (file !== undefined && opts.expr !== undefined) throw new CliError('give a file or --expr, not both');
+  const request: SubmitRunRequest = {
+    attrs: opts.attr ?? [],
+    args: args.pairs.map(([name, expr]) => ({ name, expr })),
+    argstrs: argstrs.pairs.map(([name, value]) => ({ name, value })),
+    // Relative search paths and files mean the caller's directory; the coordinator evaluates elsewhere.
+    includes: (opts.include ?? []).map((i) => (i.includes('=') || i.includes('://') || i.startsWith('<') ? i : path.resolve(i))),
+    priority: opts.priority ?? 0,
+    ...(opts.expr !== undefined ? { expr: opts.expr } : { file: path.resolve(file ?? 'default.nix') }),
+  };
+  const client = new ApiClient(opts.coordinator ?? DEFAULT_COORDINATOR_URL);
+  let run;
+  try {
+    run = await client.submitRun(request);
+  } catch (error) {
+    if (error instanceof ApiRequestError) {
+      throw new CliError(error.code === 'evaluation-failed' ? `evaluation failed:\n${error.message}` : `coordinator refused the run (${error.code}): ${error.message}`, EXIT_USAGE);
+    }
+    throw error;
+  }
+  process.stderr.write(`nixfarm: run ${run.id}: ${run.total} derivation${run.total === 1 ? '' : 's'} to build\n`);
+  if (run.status === 'running') {
+    const printer = new ProgressPrinter(run.total);
+    for await (const event of client.followRun(run.id)) printer.print(event);
+    run = await client.getRun(run.id);
+  }
+  if (opts.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
+  if (run.status !== 'succeeded') {
+    const failed = Object.entries(run.counts)
+      .filter(([s]) => s !== 'succeeded')
+      .map(([s, n]) => `${n} ${s}`)
+      .join(', ');
+    process.stderr.write(`nixfarm: run ${run.id} ${run.status}${failed ? `: ${failed}` : ''}${run.error ? ` (${run.error})` : ''}\n`);
+    return EXIT_BUILD_FAILED;
+  }
+  if (!opts.json) for (const r of run.results) process.stdout.write(`${r.outputPath}\n`);
+  return EXIT_OK;
+}

@@ -1,0 +1,52 @@
+import os from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
+import { Coordinator } from '@nixfarm/coordinator';
+import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
+import { integer, loadConfig, parseNixOption } from '../config-loader.js';
+import { waitForShutdownSignal } from '../shutdown.js';
+
+export const DEFAULT_COORDINATOR_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'coordinator');
+
+export function coordinatorCommand(): Command {
+  return new Command('coordinator')
+    .description('run the coordinator: HTTP API, evaluation, the build graph, queues and the SSH endpoint for its Nix store')
+    .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
+    .option('--state-dir <dir>', `host key, authorized_keys, embedded Redis data (default ${DEFAULT_COORDINATOR_STATE})`)
+    .option('--redis <url>', 'Redis URL (redis://host:port); without it a private redis-server is started in the state dir')
+    .option('--http-host <host>', 'HTTP API address (default 127.0.0.1)')
+    .option('--http-port <port>', 'HTTP API port (default 8420; 0 picks a free one)', integer('--http-port'))
+    .option('--ssh-host <host>', 'SSH store endpoint address (default 0.0.0.0)')
+    .option('--ssh-port <port>', 'SSH store endpoint port (default 2222; 0 picks a free one)', integer('--ssh-port'))
+    .option('--gc-roots-dir <dir>', 'where run and result GC roots live (default /nix/var/nix/gcroots/nixfarm)')
+    .option('--nix-option <name=value>', 'extra Nix option for evaluation, repeatable', parseNixOption)
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+    .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
+    .action(async (flags: Record<string, unknown>) => {
+      const config = await loadConfig(
+        coordinatorConfigSchema,
+        flags.config as string | undefined,
+        {
+          stateDir: flags.stateDir,
+          redisUrl: flags.redis,
+          httpHost: flags.httpHost,
+          httpPort: flags.httpPort,
+          sshHost: flags.sshHost,
+          sshPort: flags.sshPort,
+          gcRootsDir: flags.gcRootsDir,
+          nixOptions: flags.nixOption,
+          logLevel: flags.logLevel,
+        },
+        'coordinator config',
+        { stateDir: DEFAULT_COORDINATOR_STATE },
+      );
+      const logger = createLogger({ name: 'coordinator', level: config.logLevel });
+      const coordinator = new Coordinator({ config, logger });
+      const address = await coordinator.start();
+      process.stderr.write(
+        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n`,
+      );
+      await waitForShutdownSignal();
+      await coordinator.stop();
+    });
+}

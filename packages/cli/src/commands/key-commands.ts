@@ -1,0 +1,45 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Command } from 'commander';
+import { AuthorizedKeys } from '@nixfarm/coordinator';
+import { loadOrCreateWorkerKey } from '@nixfarm/worker';
+import { CliError } from '../exit-codes.js';
+import { DEFAULT_COORDINATOR_STATE } from './coordinator-command.js';
+import { DEFAULT_WORKER_STATE } from './worker-command.js';
+
+export function authorizeCommand(): Command {
+  return new Command('authorize')
+    .description("allow a worker's SSH key to use the coordinator's store endpoint (no restart needed)")
+    .argument('<key>', 'the worker\'s public key line ("ssh-ed25519 AAAA... name") or a file holding it')
+    .option('--state-dir <dir>', `the coordinator's state dir (default ${DEFAULT_COORDINATOR_STATE})`)
+    .addHelpText('after', "\nExample:\n  nixfarm authorize --state-dir /var/lib/nixfarm \"$(ssh builder1 nixfarm worker-key)\"")
+    .action(async (key: string, flags: { stateDir?: string }) => {
+      let line = key.trim();
+      if (!/^(ssh-|ecdsa-)/.test(line)) {
+        try {
+          line = (await readFile(key, 'utf8')).trim();
+        } catch {
+          throw new CliError(`${JSON.stringify(key)} is neither a public key line (ssh-ed25519 AAAA...) nor a readable file`);
+        }
+      }
+      const stateDir = path.resolve(flags.stateDir ?? DEFAULT_COORDINATOR_STATE);
+      let fingerprint: string;
+      try {
+        fingerprint = await new AuthorizedKeys(stateDir).add(line);
+      } catch (error) {
+        throw new CliError(`cannot authorise that key: ${(error as Error).message}`);
+      }
+      process.stdout.write(`authorised ${fingerprint} in ${path.join(stateDir, 'authorized_keys')}\n`);
+    });
+}
+
+export function workerKeyCommand(): Command {
+  return new Command('worker-key')
+    .description("print this worker's public SSH key (created on first use), to authorise it on the coordinator")
+    .option('--state-dir <dir>', `the worker's state dir (default ${DEFAULT_WORKER_STATE})`)
+    .addHelpText('after', '\nExample:\n  nixfarm worker-key --state-dir /var/lib/nixfarm-worker')
+    .action(async (flags: { stateDir?: string }) => {
+      const identity = await loadOrCreateWorkerKey(path.resolve(flags.stateDir ?? DEFAULT_WORKER_STATE));
+      process.stdout.write(`${identity.publicKeyLine}\n`);
+    });
+}

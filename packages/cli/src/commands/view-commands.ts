@@ -1,0 +1,64 @@
+import { Command } from 'commander';
+import type { RunView } from '@nixfarm/shared';
+import { ApiClient } from '../api-client.js';
+import { DEFAULT_COORDINATOR_URL } from './build-command.js';
+
+interface WorkerRow {
+  name: string;
+  systems: string[];
+  supportedFeatures: string[];
+  mandatoryFeatures: string[];
+  maxJobs: number;
+  speedFactor: number;
+  running: number;
+  heartbeatAt: number;
+  alive: boolean;
+}
+
+function client(flags: { coordinator?: string }): ApiClient {
+  return new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL);
+}
+
+export function workersCommand(): Command {
+  return new Command('workers')
+    .description('list registered workers with their systems, features, load and last heartbeat')
+    .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nExample:\n  nixfarm workers --json')
+    .action(async (flags: { coordinator?: string; json?: boolean }) => {
+      const { workers } = await client(flags).get<{ workers: WorkerRow[] }>('/api/workers');
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(workers, null, 2)}\n`);
+      for (const w of workers) {
+        const age = ((Date.now() - w.heartbeatAt) / 1000).toFixed(0);
+        process.stdout.write(
+          `${w.name.padEnd(20)} ${w.alive ? 'up  ' : 'GONE'} ${String(w.running)}/${w.maxJobs} jobs  speed ${w.speedFactor}  ${w.systems.join(',')}  features: ${[...w.supportedFeatures, ...w.mandatoryFeatures.map((f) => `${f}!`)].join(',') || '-'}  heartbeat ${age}s ago\n`,
+        );
+      }
+    });
+}
+
+export function runsCommand(): Command {
+  return new Command('runs')
+    .description('list recent runs, or show one run with the status of each derivation')
+    .argument('[run]', 'a run id')
+    .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nExamples:\n  nixfarm runs\n  nixfarm runs lxk2f9a1b2c3d4e5 --json')
+    .action(async (runId: string | undefined, flags: { coordinator?: string; json?: boolean }) => {
+      const api = client(flags);
+      if (runId === undefined) {
+        const { runs } = await api.get<{ runs: RunView[] }>('/api/runs');
+        if (flags.json) return void process.stdout.write(`${JSON.stringify(runs, null, 2)}\n`);
+        for (const r of runs) {
+          const counts = Object.entries(r.counts).map(([s, n]) => `${n} ${s}`).join(', ');
+          process.stdout.write(`${r.id}  ${r.status.padEnd(9)}  ${new Date(r.createdAt).toISOString()}  ${r.total} drvs  ${counts}\n`);
+        }
+        return;
+      }
+      const run = await api.getRun(runId);
+      const { derivations } = await api.get<{ derivations: Array<{ drvPath: string; status: string; worker?: string; error?: string }> }>(`/api/runs/${runId}/derivations`);
+      if (flags.json) return void process.stdout.write(`${JSON.stringify({ ...run, derivations }, null, 2)}\n`);
+      process.stdout.write(`${run.id}  ${run.status}  ${run.total} derivations\n`);
+      for (const d of derivations) process.stdout.write(`  ${d.status.padEnd(18)} ${d.drvPath}${d.worker ? `  on ${d.worker}` : ''}${d.error ? `  (${d.error})` : ''}\n`);
+    });
+}

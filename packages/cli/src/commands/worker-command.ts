@@ -1,0 +1,101 @@
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
+import { FarmWorker } from '@nixfarm/worker';
+import { createLogger, workerConfigSchema } from '@nixfarm/shared';
+import { CliError } from '../exit-codes.js';
+import { commaList, integer, loadConfig, number, parseNixOption, collect } from '../config-loader.js';
+import { waitForShutdownSignal } from '../shutdown.js';
+import { hostSystem } from '../host-system.js';
+
+export const DEFAULT_WORKER_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'worker');
+
+interface CoordinatorFile {
+  redisUrl: string;
+  sshPort: number;
+  hostKey: string;
+}
+
+/** `--join DIR` reads the coordinator.json a coordinator writes: handy when both run on one machine (demo, tests). */
+async function readCoordinatorFile(dir: string): Promise<CoordinatorFile> {
+  const file = path.join(dir, 'coordinator.json');
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as CoordinatorFile;
+  } catch (error) {
+    throw new CliError(`cannot read ${file} (${(error as Error).message}): is a coordinator running with --state-dir ${dir}?`);
+  }
+}
+
+function splitHostPort(value: string): { host: string; port?: number } {
+  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(value);
+  if (m === null || m[1] === undefined) throw new CliError(`--coordinator takes HOST or HOST:PORT, got ${JSON.stringify(value)}`);
+  return { host: m[1], ...(m[2] === undefined ? {} : { port: Number(m[2]) }) };
+}
+
+export function workerCommand(): Command {
+  return new Command('worker')
+    .description('run a worker: take build jobs this machine may build, build them with Nix, copy outputs back to the coordinator')
+    .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
+    .option('--name <name>', 'worker name, unique in the farm (default: host name)')
+    .option('--redis <url>', "the coordinator's Redis (redis://host:port)")
+    .option('--coordinator <host[:port]>', "the coordinator's SSH store endpoint (default port 2222)")
+    .option('--host-key <line>', 'the coordinator\'s SSH host key, "ssh-ed25519 AAAA..." (pinned; shown when the coordinator starts)')
+    .option('--host-key-file <file>', "file holding the coordinator's host key (its ssh_host_ed25519_key.pub)")
+    .option('--join <coordinator-state-dir>', 'take Redis URL, SSH port and host key from a coordinator on this machine')
+    .option('--state-dir <dir>', `worker key and SSH client config (default ${DEFAULT_WORKER_STATE})`)
+    .option('--system <system>', 'a system this worker builds for, repeatable (default: this machine\'s)', collect)
+    .option('--features <list>', 'supported system features, comma-separated (like kvm,big-parallel)', commaList)
+    .option('--mandatory-features <list>', 'features a build must require to run here, comma-separated', commaList)
+    .option('--max-jobs <n>', 'builds at once (default 1)', integer('--max-jobs'))
+    .option('--speed-factor <n>', 'relative speed; faster workers are preferred (default 1)', number('--speed-factor'))
+    .option('--nix-option <name=value>', 'Nix option for every build, repeatable (like sandbox=true)', parseNixOption)
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nixfarm worker --redis redis://coord:6379 --coordinator coord:2222 --host-key-file coord.pub --max-jobs 4 --features kvm,big-parallel\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --name local-1',
+    )
+    .action(async (flags: Record<string, unknown>) => {
+      const fromFlags: Record<string, unknown> = {
+        name: flags.name,
+        redisUrl: flags.redis,
+        stateDir: flags.stateDir,
+        systems: flags.system,
+        supportedFeatures: flags.features,
+        mandatoryFeatures: flags.mandatoryFeatures,
+        maxJobs: flags.maxJobs,
+        speedFactor: flags.speedFactor,
+        nixOptions: flags.nixOption,
+        logLevel: flags.logLevel,
+      };
+      if (typeof flags.join === 'string') {
+        const c = await readCoordinatorFile(flags.join);
+        fromFlags.redisUrl ??= c.redisUrl;
+        fromFlags.coordinatorHost = '127.0.0.1';
+        fromFlags.coordinatorPort = c.sshPort;
+        fromFlags.coordinatorHostKey = c.hostKey;
+      }
+      if (typeof flags.coordinator === 'string') {
+        const { host, port } = splitHostPort(flags.coordinator);
+        fromFlags.coordinatorHost = host;
+        if (port !== undefined) fromFlags.coordinatorPort = port;
+      }
+      if (typeof flags.hostKey === 'string') fromFlags.coordinatorHostKey = flags.hostKey;
+      if (typeof flags.hostKeyFile === 'string') {
+        try {
+          fromFlags.coordinatorHostKey = (await readFile(flags.hostKeyFile, 'utf8')).trim();
+        } catch (error) {
+          throw new CliError(`cannot read --host-key-file ${flags.hostKeyFile}: ${(error as Error).message}`);
+        }
+      }
+      const defaults = { name: os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63), stateDir: DEFAULT_WORKER_STATE, systems: [await hostSystem()] };
+      const config = await loadConfig(workerConfigSchema, flags.config as string | undefined, fromFlags, 'worker config', defaults);
+      const logger = createLogger({ name: 'worker', level: config.logLevel });
+      const worker = new FarmWorker({ config, logger });
+      await worker.start();
+      process.stderr.write(`nixfarm worker ${config.name} ready: ${config.systems.join(', ')}, max-jobs ${config.maxJobs}, speed factor ${config.speedFactor}\n`);
+      await waitForShutdownSignal();
+      process.stderr.write(`nixfarm worker ${config.name}: stopping, waiting for ${worker.runningJobs} running build(s)\n`);
+      await worker.stop();
+    });
+}

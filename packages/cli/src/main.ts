@@ -1,0 +1,44 @@
+import { Command, CommanderError } from 'commander';
+import { NixfarmError } from '@nixfarm/shared';
+import { CliError, EXIT_USAGE } from './exit-codes.js';
+import { coordinatorCommand } from './commands/coordinator-command.js';
+import { workerCommand } from './commands/worker-command.js';
+import { buildCommand, runBuild } from './commands/build-command.js';
+import { authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
+import { runsCommand, workersCommand } from './commands/view-commands.js';
+
+export function program(): Command {
+  return new Command('nixfarm')
+    .description('nixfarm: a distributed build coordinator for Nix')
+    .addCommand(coordinatorCommand())
+    .addCommand(workerCommand())
+    .addCommand(buildCommand())
+    .addCommand(authorizeCommand())
+    .addCommand(workerKeyCommand())
+    .addCommand(workersCommand())
+    .addCommand(runsCommand())
+    .addHelpText('after', '\nQuick start: npm run demo\nEach command has --help with an example.')
+    .exitOverride()
+    .showHelpAfterError();
+}
+
+/** Entry point: returns the process exit code; errors become one clear message. */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    if (argv[0] === 'build' && !argv.includes('--help') && !argv.includes('-h')) return await runBuild(argv.slice(1));
+    await program().parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    if (error instanceof CliError) {
+      process.stderr.write(`nixfarm: ${error.message}\n`);
+      return error.exitCode;
+    }
+    if (error instanceof NixfarmError) {
+      process.stderr.write(`nixfarm: ${error.message}\n`);
+      return EXIT_USAGE;
+    }
+    process.stderr.write(`nixfarm: unexpected error: ${(error as Error).stack ?? String(error)}\n`);
+    return 1;
+  }
+}

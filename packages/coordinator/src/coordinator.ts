@@ -1,0 +1,126 @@
+import { mkdir, writeFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import type { FastifyInstance } from 'fastify';
+import { coordinatorConfigSchema, type CoordinatorConfig, type CoordinatorConfigInput, type Logger } from '@nixfarm/shared';
+import { CoordinatorNix } from './nix/coordinator-nix.js';
+import { BuildPlanner } from './evaluation/build-planner.js';
+import { DerivationGraph } from './graph/derivation-graph.js';
+import { BuildQueues } from './dispatch/build-queues.js';
+import { WorkerDirectory } from './dispatch/worker-directory.js';
+import { RunEvents } from './runs/run-events.js';
+import { GcRoots } from './runs/gc-roots.js';
+import { RunService } from './runs/run-service.js';
+import { WorkerEventHandler } from './events/worker-event-handler.js';
+import { WorkerEventConsumer } from './events/worker-event-consumer.js';
+import { createHttpApi } from './api/http-api.js';
+import { EmbeddedRedis } from './redis/embedded-redis.js';
+import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
+
+/** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
+export interface CoordinatorAddress {
+  httpUrl: string;
+  redisUrl: string;
+  sshHost: string;
+  sshPort: number;
+  hostKey: string;
+  hostKeyFingerprint: string;
+  pid: number;
+}
+
+export interface CoordinatorOptions {
+  config: CoordinatorConfigInput;
+  logger: Logger;
+  /** environment for Nix processes (tests set NIX_CONFIG) */
+  nixEnv?: Record<string, string>;
+}
+
+/**
+ * The coordinator: a thin facade that wires the systems (evaluation and
+ * planning, the graph, the queues, worker events, the store endpoint, the
+ * HTTP API) and owns their start and stop order.
+ */
+export class Coordinator {
+  readonly config: CoordinatorConfig;
+  private readonly logger: Logger;
+  private embeddedRedis: EmbeddedRedis | undefined;
+  private redis: Redis | undefined;
+  private consumer: WorkerEventConsumer | undefined;
+  private queues: BuildQueues | undefined;
+  private http: FastifyInstance | undefined;
+  private endpoint: StoreEndpoint | undefined;
+  private addressInfo: CoordinatorAddress | undefined;
+
+  constructor(private readonly options: CoordinatorOptions) {
+    this.config = coordinatorConfigSchema.parse(options.config);
+    this.logger = options.logger;
+  }
+
+  get address(): CoordinatorAddress {
+    if (this.addressInfo === undefined) throw new Error('coordinator not started');
+    return this.addressInfo;
+  }
+
+  async start(): Promise<CoordinatorAddress> {
+    const { config, logger } = this;
+    const stateDir = path.resolve(config.stateDir);
+    await mkdir(stateDir, { recursive: true });
+    let redisUrl = config.redisUrl;
+    if (redisUrl === undefined) {
+      this.embeddedRedis = new EmbeddedRedis({ dir: path.join(stateDir, 'redis'), logger });
+      redisUrl = await this.embeddedRedis.start();
+    }
+    const redis = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    await redis.connect();
+    this.redis = redis;
+
+    const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
+    const nixVersion = await nix.version();
+    const planner = new BuildPlanner({ nix, logger });
+    const graph = new DerivationGraph(redis);
+    const queues = new BuildQueues({ redis, logger });
+    this.queues = queues;
+    const events = new RunEvents(redis);
+    const gcRoots = new GcRoots(config.gcRootsDir);
+    await mkdir(config.gcRootsDir, { recursive: true });
+    const runs = new RunService({ redis, nix, planner, graph, queues, events, gcRoots, logger });
+    const handler = new WorkerEventHandler({ nix, graph, runs, events, gcRoots, logger });
+    const workers = new WorkerDirectory(redis);
+
+    this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });
+    const ssh = await this.endpoint.start();
+
+    const resumed = await runs.resume();
+    this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler, logger });
+    await this.consumer.start();
+
+    this.http = createHttpApi({ runs, events, workers, queues, redis, logger });
+    await this.http.listen({ host: config.httpHost, port: config.httpPort });
+    const httpAddress = this.http.server.address();
+    const httpPort = typeof httpAddress === 'object' && httpAddress !== null ? httpAddress.port : config.httpPort;
+
+    this.addressInfo = {
+      httpUrl: `http://${config.httpHost}:${httpPort}`,
+      redisUrl,
+      sshHost: config.sshHost,
+      sshPort: ssh.port,
+      hostKey: ssh.hostKey,
+      hostKeyFingerprint: ssh.fingerprint,
+      pid: process.pid,
+    };
+    const file = path.join(stateDir, 'coordinator.json');
+    await writeFile(`${file}.tmp`, JSON.stringify(this.addressInfo, null, 2));
+    await rename(`${file}.tmp`, file);
+    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed }, 'coordinator ready');
+    return this.addressInfo;
+  }
+
+  async stop(): Promise<void> {
+    await this.http?.close();
+    await this.consumer?.stop();
+    await this.endpoint?.stop();
+    await this.queues?.close();
+    this.redis?.disconnect();
+    await this.embeddedRedis?.stop();
+  }
+}

@@ -1,0 +1,73 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { redisKeys, type Logger } from '@nixfarm/shared';
+import type { ReadyDerivation } from '../graph/derivation-graph.js';
+
+export interface BuildQueuesOptions {
+  redis: Redis;
+  logger: Logger;
+}
+
+/** BullMQ priorities: 1 is the highest, 2^21 the lowest; 0 means "no priority" and would jump FIFO. */
+const PRIORITY_BASE = 1_000_000;
+
+/**
+ * The ready queues, one BullMQ queue per (system, feature set). Job id is the
+ * derivation's hash part, so a derivation is never queued twice. After adding,
+ * a wake-up is published so idle workers fetch at once instead of polling.
+ */
+export class BuildQueues {
+  private readonly queues = new Map<string, Queue>();
+  private readonly known = new Set<string>();
+
+  constructor(private readonly options: BuildQueuesOptions) {}
+
+  queue(name: string): Queue {
+    let queue = this.queues.get(name);
+    if (queue === undefined) {
+      queue = new Queue(name, { connection: this.options.redis });
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  async enqueue(ready: readonly ReadyDerivation[]): Promise<void> {
+    if (ready.length === 0) return;
+    const byQueue = new Map<string, ReadyDerivation[]>();
+    for (const r of ready) {
+      const list = byQueue.get(r.queue);
+      if (list === undefined) byQueue.set(r.queue, [r]);
+      else list.push(r);
+    }
+    for (const [name, items] of byQueue) {
+      if (!this.known.has(name)) {
+        await this.options.redis.sadd(redisKeys.queues, name);
+        this.known.add(name);
+      }
+      await this.queue(name).addBulk(
+        items.map((r) => ({
+          name: r.job.name,
+          data: r.job,
+          opts: {
+            jobId: r.attempt === 0 ? r.hash : `${r.hash}.${r.attempt}`,
+            delay: r.delayMs,
+            priority: Math.max(1, Math.min(2 ** 21 - 1, PRIORITY_BASE - r.priority)),
+            removeOnComplete: true,
+            removeOnFail: true,
+          },
+        })),
+      );
+      await this.options.redis.publish(redisKeys.queueWakeups, name);
+      this.options.logger.debug({ queue: name, count: items.length }, 'queued derivations');
+    }
+  }
+
+  async names(): Promise<string[]> {
+    return (await this.options.redis.smembers(redisKeys.queues)).sort();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+  }
+}

@@ -1,0 +1,107 @@
+import { hashPart, queueNameFor, type BuildJob, type Derivation, type Logger } from '@nixfarm/shared';
+import type { CoordinatorNix } from '../nix/coordinator-nix.js';
+
+/** One derivation that must be built, with what the graph and the queue need to know about it. */
+export interface PlannedDerivation {
+  hash: string;
+  drv: Derivation;
+  /** hash parts of input derivations that must be built too (their outputs are not valid yet) */
+  inputs: string[];
+  queue: string;
+  job: BuildJob;
+}
+
+export interface BuildPlan {
+  nodes: PlannedDerivation[];
+  /** derivations read while walking, including those already built */
+  derivationsRead: number;
+}
+
+export interface BuildPlannerOptions {
+  nix: CoordinatorNix;
+  logger: Logger;
+  /** .drv files read at once */
+  readConcurrency?: number;
+}
+
+/**
+ * Walks the derivation closure from the roots, level by level, and keeps only
+ * derivations with an output that is not valid in the coordinator's store. A
+ * derivation whose outputs are all valid is not entered: nothing below it needs
+ * building for this run.
+ */
+export class BuildPlanner {
+  private readonly readConcurrency: number;
+
+  constructor(private readonly options: BuildPlannerOptions) {
+    this.readConcurrency = options.readConcurrency ?? 64;
+  }
+
+  async plan(rootDrvPaths: readonly string[]): Promise<BuildPlan> {
+    const read = new Map<string, Derivation>();
+    const needed = new Map<string, Derivation>();
+    const visited = new Set<string>(rootDrvPaths);
+    let frontier = [...visited];
+    while (frontier.length > 0) {
+      await this.readAll(frontier.filter((p) => !read.has(p)), read);
+      const outputs = frontier.flatMap((p) => Object.values(read.get(p)!.outputs).filter((o) => o !== ''));
+      const invalid = await this.options.nix.invalidPaths(outputs);
+      const next = new Set<string>();
+      for (const path of frontier) {
+        const drv = read.get(path)!;
+        const isBuilt = Object.values(drv.outputs).every((o) => o !== '' && !invalid.has(o));
+        if (isBuilt) continue;
+        needed.set(path, drv);
+        for (const input of Object.keys(drv.inputDrvs)) {
+          if (!visited.has(input)) {
+            visited.add(input);
+            next.add(input);
+          }
+        }
+      }
+      frontier = [...next];
+    }
+
+    const nodes: PlannedDerivation[] = [];
+    for (const drv of needed.values()) {
+      const inputPaths = [...drv.inputSrcs];
+      const inputs: string[] = [];
+      for (const [inputPath, outputNames] of Object.entries(drv.inputDrvs)) {
+        const input = read.get(inputPath)!;
+        for (const name of outputNames) {
+          const out = input.outputs[name];
+          if (out !== undefined && out !== '') inputPaths.push(out);
+        }
+        if (needed.has(inputPath)) inputs.push(hashPart(inputPath));
+      }
+      const requirement = { system: drv.system, requiredFeatures: drv.requiredSystemFeatures };
+      nodes.push({
+        hash: hashPart(drv.path),
+        drv,
+        inputs,
+        queue: queueNameFor(requirement),
+        job: {
+          drvPath: drv.path,
+          name: drv.name,
+          system: drv.system,
+          requiredFeatures: drv.requiredSystemFeatures,
+          outputs: drv.outputs,
+          inputPaths: [...new Set(inputPaths)].sort(),
+        },
+      });
+    }
+    this.options.logger.debug({ roots: rootDrvPaths.length, read: read.size, needed: nodes.length }, 'planned build');
+    return { nodes, derivationsRead: read.size };
+  }
+
+  private async readAll(paths: string[], into: Map<string, Derivation>): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < paths.length) {
+        const path = paths[next++]!;
+        into.set(path, await this.options.nix.readDerivation(path));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.readConcurrency, paths.length) }, worker));
+  }
+}

@@ -1,0 +1,221 @@
+import type { Redis } from 'ioredis';
+import {
+  REDIS_PREFIX,
+  buildJobSchema,
+  isBuildStatus,
+  redisKeys,
+  type BuildJob,
+  type BuildStatus,
+  type BuildTimings,
+  type DerivationView,
+  type TerminalStatus,
+} from '@nixfarm/shared';
+import type { PlannedDerivation } from '../evaluation/build-planner.js';
+import { FINISH_DERIVATION, MARK_STARTED, REGISTER_RUN, REQUEUE } from './graph-scripts.js';
+
+export interface ReadyDerivation {
+  hash: string;
+  queue: string;
+  job: BuildJob;
+  priority: number;
+  /** attempts already started; a retry gets its own BullMQ job id so it never collides with the finished one */
+  attempt: number;
+  /** back-off before a retry may start */
+  delayMs?: number;
+}
+
+export interface FinishOutcome {
+  released: ReadyDerivation[];
+  dependencyFailed: string[];
+  finishedRuns: string[];
+  /** false when the node had already ended: a duplicate or late report */
+  applied: boolean;
+}
+
+export interface FinishDetails {
+  worker?: string;
+  timings?: BuildTimings;
+  error?: string;
+  logTail?: string[];
+  outputs?: Record<string, string>;
+}
+
+/** Nodes registered per script call: keeps each call short so Redis stays responsive. */
+const REGISTER_CHUNK = 5000;
+
+/**
+ * The build DAG, kept in Redis so that no process holds the only copy. A node
+ * is one derivation, shared by every run that needs it; edges point from an
+ * input to its dependents. The coordinator is the only writer.
+ */
+export class DerivationGraph {
+  constructor(private readonly redis: Redis) {
+    redis.defineCommand('nixfarmRegisterRun', { numberOfKeys: 0, lua: REGISTER_RUN });
+    redis.defineCommand('nixfarmMarkStarted', { numberOfKeys: 0, lua: MARK_STARTED });
+    redis.defineCommand('nixfarmFinish', { numberOfKeys: 0, lua: FINISH_DERIVATION });
+    redis.defineCommand('nixfarmRequeue', { numberOfKeys: 0, lua: REQUEUE });
+  }
+
+  private get commands(): GraphCommands {
+    return this.redis as unknown as GraphCommands;
+  }
+
+  /**
+   * Adds a run's derivations: new ones (or ones that ended before) start
+   * waiting; ones another run already builds are joined. Returns those ready now.
+   * Inputs are registered before their dependents so a chunk never counts a
+   * pending input that a later chunk would reset.
+   */
+  async registerRun(runId: string, nodes: readonly PlannedDerivation[], priority: number): Promise<{ ready: ReadyDerivation[]; joined: number }> {
+    const ordered = topologicalOrder(nodes);
+    const ready: string[] = [];
+    let joined = 0;
+    for (let i = 0; i < ordered.length; i += REGISTER_CHUNK) {
+      const chunk = ordered.slice(i, i + REGISTER_CHUNK).map((n) => ({
+        hash: n.hash,
+        inputs: n.inputs,
+        fields: {
+          path: n.drv.path,
+          name: n.drv.name,
+          system: n.drv.system,
+          features: JSON.stringify(n.drv.requiredSystemFeatures),
+          queue: n.queue,
+          job: JSON.stringify(n.job),
+          priority: String(priority),
+        },
+      }));
+      const reply = await this.commands.nixfarmRegisterRun(REDIS_PREFIX, runId, String(Date.now()), JSON.stringify(chunk));
+      const bar = reply.indexOf('|');
+      ready.push(...reply.slice(0, bar));
+      joined += Number(reply[bar + 1]);
+    }
+    return { ready: await this.readyDetails(ready), joined };
+  }
+
+  async markStarted(hash: string, worker: string): Promise<boolean> {
+    return (await this.commands.nixfarmMarkStarted(REDIS_PREFIX, hash, worker, String(Date.now()))) === 1;
+  }
+
+  async finish(hash: string, status: TerminalStatus, details: FinishDetails): Promise<FinishOutcome> {
+    const fields: Record<string, string> = {};
+    if (details.worker !== undefined) fields.worker = details.worker;
+    if (details.timings !== undefined) fields.timings = JSON.stringify(details.timings);
+    if (details.error !== undefined) fields.error = details.error;
+    if (details.logTail !== undefined) fields.logTail = JSON.stringify(details.logTail);
+    if (details.outputs !== undefined) fields.outputs = JSON.stringify(details.outputs);
+    const reply = await this.commands.nixfarmFinish(REDIS_PREFIX, hash, status, String(Date.now()), JSON.stringify(fields));
+    if (reply.length === 0) return { released: [], dependencyFailed: [], finishedRuns: [], applied: false };
+    const [released = [], dependencyFailed = [], finishedRuns = []] = reply;
+    return { released: await this.readyDetails(released), dependencyFailed, finishedRuns, applied: true };
+  }
+
+  async requeue(hash: string, error: string): Promise<ReadyDerivation | undefined> {
+    const ok = await this.commands.nixfarmRequeue(REDIS_PREFIX, hash, String(Date.now()), error);
+    if (ok !== 1) return undefined;
+    return (await this.readyDetails([hash]))[0];
+  }
+
+  /** Everything queued: what a restarted coordinator makes sure BullMQ still holds. */
+  async queuedInRun(runId: string): Promise<ReadyDerivation[]> {
+    const hashes = await this.redis.smembers(redisKeys.runDrvs(runId));
+    const pipeline = this.redis.pipeline();
+    for (const h of hashes) pipeline.hget(redisKeys.drv(h), 'status');
+    const statuses = (await pipeline.exec()) ?? [];
+    return this.readyDetails(hashes.filter((_, i) => statuses[i]?.[1] === 'queued'));
+  }
+
+  async runsOf(hash: string): Promise<string[]> {
+    return this.redis.smembers(redisKeys.drvRuns(hash));
+  }
+
+  async attempts(hash: string): Promise<number> {
+    return Number((await this.redis.hget(redisKeys.drv(hash), 'attempts')) ?? 0);
+  }
+
+  async status(hash: string): Promise<BuildStatus | undefined> {
+    const s = await this.redis.hget(redisKeys.drv(hash), 'status');
+    return s !== null && isBuildStatus(s) ? s : undefined;
+  }
+
+  async view(hash: string): Promise<DerivationView | undefined> {
+    return (await this.views([hash]))[0];
+  }
+
+  async views(hashes: readonly string[]): Promise<DerivationView[]> {
+    const pipeline = this.redis.pipeline();
+    for (const h of hashes) pipeline.hgetall(redisKeys.drv(h));
+    const replies = (await pipeline.exec()) ?? [];
+    const out: DerivationView[] = [];
+    for (const [, value] of replies) {
+      const f = value as Record<string, string> | null;
+      if (f === null || f.path === undefined || f.status === undefined || !isBuildStatus(f.status)) continue;
+      out.push({
+        drvPath: f.path,
+        name: f.name ?? '',
+        system: f.system ?? '',
+        requiredFeatures: JSON.parse(f.features ?? '[]') as string[],
+        status: f.status,
+        worker: f.worker,
+        pendingInputs: Number(f.pending ?? 0),
+        attempts: Number(f.attempts ?? 0),
+        queuedAt: optionalNumber(f.queuedAt),
+        startedAt: optionalNumber(f.startedAt),
+        finishedAt: optionalNumber(f.finishedAt),
+        timings: f.timings === undefined ? undefined : (JSON.parse(f.timings) as BuildTimings),
+        error: f.error,
+        logTail: f.logTail === undefined ? undefined : (JSON.parse(f.logTail) as string[]),
+      });
+    }
+    return out;
+  }
+
+  private async readyDetails(hashes: readonly string[]): Promise<ReadyDerivation[]> {
+    if (hashes.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'queue', 'job', 'priority', 'attempts');
+    const replies = (await pipeline.exec()) ?? [];
+    return hashes.map((hash, i) => {
+      const [queue, job, priority, attempts] = replies[i]?.[1] as [string, string, string, string];
+      return { hash, queue, job: buildJobSchema.parse(JSON.parse(job)), priority: Number(priority ?? 0), attempt: Number(attempts ?? 0) };
+    });
+  }
+}
+
+interface GraphCommands {
+  nixfarmRegisterRun(prefix: string, runId: string, now: string, nodes: string): Promise<string[]>;
+  nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string): Promise<number>;
+  nixfarmFinish(prefix: string, hash: string, status: string, now: string, fields: string): Promise<[string[], string[], string[]] | []>;
+  nixfarmRequeue(prefix: string, hash: string, now: string, error: string): Promise<number>;
+}
+
+function optionalNumber(value: string | undefined): number | undefined {
+  return value === undefined ? undefined : Number(value);
+}
+
+/** Inputs before dependents (Kahn's algorithm over the planned subgraph). */
+export function topologicalOrder(nodes: readonly PlannedDerivation[]): PlannedDerivation[] {
+  const byHash = new Map(nodes.map((n) => [n.hash, n]));
+  const indegree = new Map(nodes.map((n) => [n.hash, n.inputs.filter((i) => byHash.has(i)).length]));
+  const dependents = new Map<string, string[]>();
+  for (const n of nodes) {
+    for (const i of n.inputs) {
+      if (!byHash.has(i)) continue;
+      const list = dependents.get(i);
+      if (list === undefined) dependents.set(i, [n.hash]);
+      else list.push(n.hash);
+    }
+  }
+  const order: PlannedDerivation[] = [];
+  const todo = nodes.filter((n) => indegree.get(n.hash) === 0).map((n) => n.hash);
+  while (todo.length > 0) {
+    const h = todo.pop()!;
+    order.push(byHash.get(h)!);
+    for (const d of dependents.get(h) ?? []) {
+      const left = indegree.get(d)! - 1;
+      indegree.set(d, left);
+      if (left === 0) todo.push(d);
+    }
+  }
+  if (order.length !== nodes.length) throw new Error('derivation graph has a cycle');
+  return order;
+}

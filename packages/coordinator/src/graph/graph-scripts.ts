@@ -1,0 +1,146 @@
+/**
+ * Lua scripts that change the build graph atomically, so that a coordinator
+ * crash between two steps never leaves a node counted twice or a dependent
+ * released before its input is recorded as built.
+ *
+ * Node hash fields: path name system features queue job status pending
+ * attempts worker queuedAt startedAt finishedAt timings error logTail outputs.
+ */
+
+const TERMINAL = `local TERMINAL = { succeeded=true, failed=true, ['dependency-failed']=true, aborted=true, cancelled=true,
+  ['timed-out']=true, ['log-limit-exceeded']=true, ['output-limit-exceeded']=true, ['cached-failure']=true, unsupported=true }`;
+
+/** Marks a node terminal for each of its runs; collects runs that have nothing left. */
+const TERMINATE = `
+local function terminate(prefix, hash, status, finishedRuns)
+  local runs = redis.call('SMEMBERS', prefix .. ':drv:' .. hash .. ':runs')
+  for _, run in ipairs(runs) do
+    local runKey = prefix .. ':run:' .. run
+    if redis.call('HGET', runKey, 'status') == 'running' then
+      if status ~= 'succeeded' then redis.call('HINCRBY', runKey, 'failed', 1) end
+      local left = redis.call('HINCRBY', runKey, 'remaining', -1)
+      if left <= 0 then finishedRuns[#finishedRuns + 1] = run end
+    end
+  end
+end`;
+
+/**
+ * KEYS: none (single-instance Redis; keys are built from ARGV[1]).
+ * ARGV: prefix, runId, now, nodes JSON [{hash, fields:{...}, inputs:[hash]}]
+ * Returns: [readyHashes..., '|', joinedCount]
+ */
+export const REGISTER_RUN = `
+${TERMINAL}
+local prefix, runId, now = ARGV[1], ARGV[2], ARGV[3]
+local nodes = cjson.decode(ARGV[4])
+local runKey = prefix .. ':run:' .. runId
+local fresh = {}
+local joined = 0
+for _, node in ipairs(nodes) do
+  local key = prefix .. ':drv:' .. node.hash
+  local status = redis.call('HGET', key, 'status')
+  if (not status) or TERMINAL[status] then
+    redis.call('DEL', key)
+    local args = { 'status', 'waiting', 'pending', 0, 'attempts', 0, 'createdAt', now }
+    for k, v in pairs(node.fields) do args[#args + 1] = k; args[#args + 1] = v end
+    redis.call('HSET', key, unpack(args))
+    fresh[node.hash] = true
+  else
+    joined = joined + 1
+  end
+  redis.call('SADD', key .. ':runs', runId)
+  redis.call('SADD', runKey .. ':drvs', node.hash)
+  redis.call('HINCRBY', runKey, 'remaining', 1)
+end
+for _, node in ipairs(nodes) do
+  for _, input in ipairs(node.inputs) do
+    redis.call('SADD', prefix .. ':drv:' .. input .. ':dependents', node.hash)
+    if fresh[node.hash] and redis.call('HGET', prefix .. ':drv:' .. input, 'status') ~= 'succeeded' then
+      redis.call('HINCRBY', prefix .. ':drv:' .. node.hash, 'pending', 1)
+    end
+  end
+end
+local ready = {}
+for _, node in ipairs(nodes) do
+  local key = prefix .. ':drv:' .. node.hash
+  if fresh[node.hash] and tonumber(redis.call('HGET', key, 'pending')) == 0 then
+    redis.call('HSET', key, 'status', 'queued', 'queuedAt', now)
+    ready[#ready + 1] = node.hash
+  end
+end
+ready[#ready + 1] = '|'
+ready[#ready + 1] = tostring(joined)
+return ready
+`;
+
+/**
+ * ARGV: prefix, hash, worker, now, attempt
+ * Returns 1 if the node moved to running, 0 if the report was stale.
+ */
+export const MARK_STARTED = `
+local key = ARGV[1] .. ':drv:' .. ARGV[2]
+local status = redis.call('HGET', key, 'status')
+if status ~= 'queued' and status ~= 'running' then return 0 end
+redis.call('HSET', key, 'status', 'running', 'worker', ARGV[3], 'startedAt', ARGV[4])
+redis.call('HINCRBY', key, 'attempts', 1)
+return 1
+`;
+
+/**
+ * ARGV: prefix, hash, status (terminal), now, fields JSON {worker, timings, error, logTail, outputs}
+ * Returns: { released hashes, dependency-failed hashes, finished run ids } as three arrays,
+ * or an empty table when the node was already terminal (a duplicate report).
+ */
+export const FINISH_DERIVATION = `
+${TERMINAL}
+${TERMINATE}
+local prefix, hash, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local fields = cjson.decode(ARGV[5])
+local key = prefix .. ':drv:' .. hash
+local current = redis.call('HGET', key, 'status')
+if (not current) or TERMINAL[current] then return {} end
+local args = { 'status', status, 'finishedAt', now }
+for k, v in pairs(fields) do args[#args + 1] = k; args[#args + 1] = v end
+redis.call('HSET', key, unpack(args))
+local finishedRuns, released, depFailed = {}, {}, {}
+terminate(prefix, hash, status, finishedRuns)
+if status == 'succeeded' then
+  for _, dep in ipairs(redis.call('SMEMBERS', key .. ':dependents')) do
+    local depKey = prefix .. ':drv:' .. dep
+    if redis.call('HGET', depKey, 'status') == 'waiting' then
+      if redis.call('HINCRBY', depKey, 'pending', -1) <= 0 then
+        redis.call('HSET', depKey, 'status', 'queued', 'queuedAt', now)
+        released[#released + 1] = dep
+      end
+    end
+  end
+else
+  local name = redis.call('HGET', key, 'path')
+  local todo = redis.call('SMEMBERS', key .. ':dependents')
+  while #todo > 0 do
+    local dep = table.remove(todo)
+    local depKey = prefix .. ':drv:' .. dep
+    local s = redis.call('HGET', depKey, 'status')
+    if s == 'waiting' or s == 'queued' then
+      redis.call('HSET', depKey, 'status', 'dependency-failed', 'finishedAt', now, 'error', 'input ' .. name .. ' ' .. status)
+      terminate(prefix, dep, 'dependency-failed', finishedRuns)
+      depFailed[#depFailed + 1] = dep
+      for _, next in ipairs(redis.call('SMEMBERS', depKey .. ':dependents')) do todo[#todo + 1] = next end
+    end
+  end
+end
+return { released, depFailed, finishedRuns }
+`;
+
+/**
+ * Puts an aborted (infrastructure) attempt back in the queue.
+ * ARGV: prefix, hash, now, error. Returns 1 if requeued, 0 if the node was not running or queued.
+ */
+export const REQUEUE = `
+local key = ARGV[1] .. ':drv:' .. ARGV[2]
+local status = redis.call('HGET', key, 'status')
+if status ~= 'running' and status ~= 'queued' then return 0 end
+redis.call('HSET', key, 'status', 'queued', 'queuedAt', ARGV[3], 'error', ARGV[4])
+redis.call('HDEL', key, 'worker', 'startedAt')
+return 1
+`;

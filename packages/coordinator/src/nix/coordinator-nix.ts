@@ -1,0 +1,104 @@
+import { readFile, readlink } from 'node:fs/promises';
+import { execa } from 'execa';
+import {
+  NixCommandError,
+  assertDerivationPath,
+  assertStorePath,
+  parseDerivation,
+  type Derivation,
+  type Logger,
+} from '@nixfarm/shared';
+
+/** Every Nix call the coordinator makes goes through this adapter: argument arrays only, never a shell. */
+export interface CoordinatorNixOptions {
+  logger: Logger;
+  /** extra `--option NAME VALUE` pairs for every call */
+  nixOptions: ReadonlyArray<readonly [string, string]>;
+  /** environment overrides for Nix processes (NIX_CONFIG, ...) */
+  env?: Record<string, string>;
+}
+
+export interface InstantiateRequest {
+  file?: string;
+  expr?: string;
+  attrs: readonly string[];
+  args: ReadonlyArray<{ name: string; expr: string }>;
+  argstrs: ReadonlyArray<{ name: string; value: string }>;
+  includes: readonly string[];
+  /** --add-root prefix: nix-instantiate creates <rootPrefix>, <rootPrefix>-2, ... as GC roots for the .drv files */
+  rootPrefix: string;
+}
+
+export interface InstantiatedAttr {
+  /** the -A path that produced it ('' when none was given) */
+  attr: string;
+  drvPath: string;
+  outputName: string;
+}
+
+/** Split so that huge path lists never exceed the OS argument limit. */
+const PATHS_PER_CALL = 2000;
+
+export class CoordinatorNix {
+  constructor(private readonly options: CoordinatorNixOptions) {}
+
+  private optionArgs(): string[] {
+    return this.options.nixOptions.flatMap(([name, value]) => ['--option', name, value]);
+  }
+
+  private async run(command: string, args: string[], code?: string): Promise<string> {
+    const started = Date.now();
+    const result = await execa(command, args, { reject: false, stdin: 'ignore', env: this.options.env, maxBuffer: 512 * 1024 * 1024 });
+    this.options.logger.debug({ command, argc: args.length, ms: Date.now() - started, exitCode: result.exitCode }, 'nix call');
+    if (result.exitCode !== 0) {
+      throw new NixCommandError([command, ...args.slice(0, 12)], result.exitCode, String(result.stderr), code === undefined ? {} : { code });
+    }
+    return String(result.stdout);
+  }
+
+  async version(): Promise<string> {
+    return (await this.run('nix-store', ['--version'])).trim();
+  }
+
+  /** nix-instantiate, as nix-build would call it; evaluation errors carry Nix's own message. */
+  async instantiate(req: InstantiateRequest): Promise<InstantiatedAttr[]> {
+    const args: string[] = [];
+    for (const include of req.includes) args.push('-I', include);
+    for (const { name, expr } of req.args) args.push('--arg', name, expr);
+    for (const { name, value } of req.argstrs) args.push('--argstr', name, value);
+    for (const attr of req.attrs) args.push('-A', attr);
+    args.push('--add-root', req.rootPrefix, ...this.optionArgs());
+    if (req.expr !== undefined) args.push('--expr', req.expr);
+    else if (req.file !== undefined) args.push('--', req.file);
+    const stdout = await this.run('nix-instantiate', args, 'evaluation-failed');
+    const lines = stdout.split('\n').filter((l) => l.length > 0);
+    // With --add-root, nix-instantiate prints the root symlinks (plus `!output`), not the store paths.
+    // An attribute may evaluate to a set or list of derivations; then the lines no longer pair with -A flags.
+    const attrs = lines.length === req.attrs.length ? req.attrs : lines.map(() => req.attrs.join(' '));
+    const out: InstantiatedAttr[] = [];
+    for (const [i, line] of lines.entries()) {
+      const bang = line.lastIndexOf('!');
+      const root = bang >= 0 ? line.slice(0, bang) : line;
+      const outputName = bang >= 0 ? line.slice(bang + 1) : 'out';
+      const drvPath = root.startsWith('/nix/store/') ? root : await readlink(root);
+      out.push({ attr: attrs[i] ?? '', drvPath: assertDerivationPath(drvPath), outputName });
+    }
+    return out;
+  }
+
+  async readDerivation(drvPath: string): Promise<Derivation> {
+    assertDerivationPath(drvPath);
+    return parseDerivation(drvPath, await readFile(drvPath, 'utf8'));
+  }
+
+  /** Which of these paths are not valid in the local store. One process per chunk. */
+  async invalidPaths(paths: readonly string[]): Promise<Set<string>> {
+    const invalid = new Set<string>();
+    for (let i = 0; i < paths.length; i += PATHS_PER_CALL) {
+      const chunk = paths.slice(i, i + PATHS_PER_CALL).map(assertStorePath);
+      const stdout = await this.run('nix-store', ['--check-validity', '--print-invalid', ...chunk]);
+      for (const line of stdout.split('\n')) if (line.length > 0) invalid.add(line);
+    }
+    return invalid;
+  }
+}

@@ -1,0 +1,175 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import {
+  NixfarmError,
+  redisKeys,
+  runIdSchema,
+  type Logger,
+  type RunResult,
+  type RunStatus,
+  type RunView,
+  type SubmitRunRequest,
+} from '@nixfarm/shared';
+import type { BuildPlanner } from '../evaluation/build-planner.js';
+import type { CoordinatorNix } from '../nix/coordinator-nix.js';
+import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph.js';
+import type { BuildQueues } from '../dispatch/build-queues.js';
+import type { RunEvents } from './run-events.js';
+import type { GcRoots } from './gc-roots.js';
+
+export class RunNotFoundError extends NixfarmError {
+  constructor(runId: string) {
+    super('run-not-found', `no run with id ${JSON.stringify(runId)}: list runs with \`nixfarm runs\``);
+  }
+}
+
+export interface RunServiceDeps {
+  redis: Redis;
+  nix: CoordinatorNix;
+  planner: BuildPlanner;
+  graph: DerivationGraph;
+  queues: BuildQueues;
+  events: RunEvents;
+  gcRoots: GcRoots;
+  logger: Logger;
+}
+
+/**
+ * Runs: evaluate, plan, register in the graph, queue what is ready; and close
+ * a run once none of its derivations is pending. A run hash holds `remaining`
+ * (derivations not ended, plus one while registering, so that a run whose
+ * early derivations finish fast is not closed before all are registered).
+ */
+export class RunService {
+  constructor(private readonly deps: RunServiceDeps) {}
+
+  async submit(request: SubmitRunRequest): Promise<RunView> {
+    const { nix, planner, graph, queues, events, gcRoots, redis, logger } = this.deps;
+    const runId = newRunId();
+    await gcRoots.prepareRun(runId);
+    let attrs;
+    try {
+      attrs = await nix.instantiate({ ...request, rootPrefix: gcRoots.derivationRootPrefix(runId) });
+    } catch (error) {
+      await gcRoots.releaseRun(runId);
+      throw error;
+    }
+    const results: RunResult[] = [];
+    for (const a of attrs) {
+      const drv = await nix.readDerivation(a.drvPath);
+      const outputPath = drv.outputs[a.outputName];
+      if (outputPath === undefined || outputPath === '') {
+        await gcRoots.releaseRun(runId);
+        throw new NixfarmError('unsupported-derivation', `${a.drvPath} has no output ${JSON.stringify(a.outputName)} with a known path (content-addressed derivations are not supported yet)`);
+      }
+      results.push({ attr: a.attr, drvPath: a.drvPath, outputName: a.outputName, outputPath });
+    }
+    const plan = await planner.plan(attrs.map((a) => a.drvPath));
+    const now = Date.now();
+    await redis
+      .multi()
+      .hset(redisKeys.run(runId), {
+        status: 'running',
+        createdAt: String(now),
+        request: JSON.stringify(request),
+        results: JSON.stringify(results),
+        total: String(plan.nodes.length),
+        remaining: '1',
+        failed: '0',
+        priority: String(request.priority),
+      })
+      .zadd(redisKeys.runs, now, runId)
+      .sadd(redisKeys.activeRuns, runId)
+      .exec();
+    await events.emit([runId], { type: 'run-started', runId, total: plan.nodes.length, at: now });
+    const { ready, joined } = await graph.registerRun(runId, plan.nodes, request.priority);
+    logger.info({ runId, derivations: plan.nodes.length, ready: ready.length, joined, read: plan.derivationsRead }, 'run submitted');
+    await this.enqueue(ready);
+    // Registration is complete: drop the sentinel; a run with nothing to build ends here.
+    if ((await redis.hincrby(redisKeys.run(runId), 'remaining', -1)) <= 0) await this.finalize(runId);
+    return this.get(runId);
+  }
+
+  async enqueue(ready: readonly ReadyDerivation[]): Promise<void> {
+    if (ready.length === 0) return;
+    await this.deps.queues.enqueue(ready);
+    const at = Date.now();
+    for (const r of ready) {
+      await this.deps.events.emit(await this.deps.graph.runsOf(r.hash), { type: 'drv-queued', drvPath: r.job.drvPath, queue: r.queue, at });
+    }
+  }
+
+  /** Ends a run whose derivations have all ended: result roots on success, the run's temporary roots dropped either way. */
+  async finalize(runId: string): Promise<void> {
+    const { redis, gcRoots, nix, events, logger } = this.deps;
+    const fields = await redis.hmget(redisKeys.run(runId), 'status', 'failed', 'results');
+    if (fields[0] !== 'running') return;
+    const results = JSON.parse(fields[2] ?? '[]') as RunResult[];
+    let status: RunStatus = Number(fields[1] ?? 0) > 0 ? 'failed' : 'succeeded';
+    let error: string | undefined;
+    if (status === 'succeeded') {
+      // The promise of a run: every requested output is valid in this store.
+      const invalid = await nix.invalidPaths(results.map((r) => r.outputPath));
+      if (invalid.size > 0) {
+        status = 'failed';
+        error = `outputs not valid in the coordinator store: ${[...invalid].join(' ')}`;
+      } else {
+        for (const [i, r] of results.entries()) await gcRoots.addResultRoot(runId, i, r.outputPath);
+      }
+    }
+    await gcRoots.releaseRun(runId);
+    const now = Date.now();
+    const update: Record<string, string> = { status, finishedAt: String(now) };
+    if (error !== undefined) update.error = error;
+    await redis.multi().hset(redisKeys.run(runId), update).srem(redisKeys.activeRuns, runId).exec();
+    await events.emit([runId], { type: 'run-finished', runId, status, at: now });
+    logger.info({ runId, status, error }, 'run finished');
+  }
+
+  /** After a restart: every queued derivation of an unfinished run is put back in BullMQ (a no-op where the job survived). */
+  async resume(): Promise<number> {
+    const active = await this.deps.redis.smembers(redisKeys.activeRuns);
+    for (const runId of active) {
+      await this.deps.queues.enqueue(await this.deps.graph.queuedInRun(runId));
+      const remaining = Number(await this.deps.redis.hget(redisKeys.run(runId), 'remaining'));
+      if (remaining <= 0) await this.finalize(runId);
+    }
+    return active.length;
+  }
+
+  async get(runId: string): Promise<RunView> {
+    if (!runIdSchema.safeParse(runId).success) throw new RunNotFoundError(runId);
+    const f = await this.deps.redis.hgetall(redisKeys.run(runId));
+    if (f.status === undefined) throw new RunNotFoundError(runId);
+    const hashes = await this.deps.redis.smembers(redisKeys.runDrvs(runId));
+    const counts: Record<string, number> = {};
+    for (const view of await this.deps.graph.views(hashes)) counts[view.status] = (counts[view.status] ?? 0) + 1;
+    return {
+      id: runId,
+      status: f.status as RunStatus,
+      createdAt: Number(f.createdAt),
+      finishedAt: f.finishedAt === undefined ? undefined : Number(f.finishedAt),
+      request: JSON.parse(f.request ?? 'null') as unknown,
+      results: JSON.parse(f.results ?? '[]') as RunResult[],
+      total: Number(f.total ?? 0),
+      counts,
+      ...(f.error === undefined ? {} : { error: f.error }),
+    };
+  }
+
+  async derivations(runId: string) {
+    await this.get(runId);
+    const hashes = await this.deps.redis.smembers(redisKeys.runDrvs(runId));
+    return this.deps.graph.views(hashes);
+  }
+
+  async list(limit = 50): Promise<RunView[]> {
+    const ids = await this.deps.redis.zrevrange(redisKeys.runs, 0, limit - 1);
+    return Promise.all(ids.map((id) => this.get(id)));
+  }
+}
+
+function newRunId(): string {
+  // Sortable by time, then random: readable in logs and unique without coordination.
+  return Date.now().toString(36) + randomBytes(5).toString('hex');
+}

@@ -1,0 +1,145 @@
+import { mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { workerConfigSchema, type Logger, type WorkerConfig, type WorkerConfigInput, type WorkerInfo } from '@nixfarm/shared';
+import { WorkerNix } from './worker-nix.js';
+import { StoreCopier } from './store-copier.js';
+import { WorkerEventPublisher } from './worker-event-publisher.js';
+import { JobRunner } from './job-runner.js';
+import { JobFetcher } from './job-fetcher.js';
+import { WorkerHeartbeat } from './worker-heartbeat.js';
+import { loadOrCreateWorkerKey, writeSshClientConfig } from './ssh-identity.js';
+import { probeCoordinator } from './coordinator-probe.js';
+
+export interface FarmWorkerOptions {
+  config: WorkerConfigInput;
+  logger: Logger;
+  /** environment for Nix processes */
+  nixEnv?: Record<string, string>;
+  lockDurationMs?: number;
+}
+
+/**
+ * A worker: advertises what it can build, pulls jobs it may take under Nix's
+ * rule, builds at most max-jobs at once, and reports each result.
+ */
+export class FarmWorker {
+  readonly config: WorkerConfig;
+  private readonly logger: Logger;
+  private redis: Redis | undefined;
+  private fetcher: JobFetcher | undefined;
+  private heartbeat: WorkerHeartbeat | undefined;
+  private readonly running = new Set<Promise<void>>();
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+  private slotFreed: (() => void) | undefined;
+
+  constructor(private readonly options: FarmWorkerOptions) {
+    this.config = workerConfigSchema.parse(options.config);
+    this.logger = options.logger;
+  }
+
+  get runningJobs(): number {
+    return this.running.size;
+  }
+
+  async start(): Promise<void> {
+    const { config, logger } = this;
+    const stateDir = path.resolve(config.stateDir);
+    await mkdir(stateDir, { recursive: true });
+    const identity = await loadOrCreateWorkerKey(stateDir);
+    const ssh = await writeSshClientConfig({
+      stateDir,
+      host: config.coordinatorHost,
+      port: config.coordinatorPort,
+      hostKeyLine: config.coordinatorHostKey,
+      privateKeyPath: identity.privateKeyPath,
+    });
+    // Fail at start, with the fingerprint and the command to authorise it, rather than on every build.
+    await probeCoordinator({
+      host: config.coordinatorHost,
+      port: config.coordinatorPort,
+      hostKeyLine: config.coordinatorHostKey,
+      privateKeyPath: identity.privateKeyPath,
+      logger,
+      timeoutMs: 10_000,
+    });
+
+    const nix = new WorkerNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
+    const nixVersion = await nix.version();
+    const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    await redis.connect();
+    this.redis = redis;
+    const lockDurationMs = this.options.lockDurationMs ?? 30_000;
+    const copier = new StoreCopier({ nix, logger, host: ssh.hostAlias, sshOpts: ssh.nixSshOpts });
+    const runner = new JobRunner({ workerName: config.name, nix, copier, publisher: new WorkerEventPublisher(redis), logger, lockDurationMs });
+    const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
+    this.fetcher = new JobFetcher({ redis, subscriber: redis.duplicate(), capabilities, workerName: config.name, logger, lockDurationMs });
+    const startedAt = Date.now();
+    const info = (): WorkerInfo => ({
+      name: config.name,
+      ...capabilities,
+      maxJobs: config.maxJobs,
+      speedFactor: config.speedFactor,
+      running: this.running.size,
+      heartbeatAt: Date.now(),
+      startedAt,
+      host: os.hostname(),
+      publicKeyFingerprint: identity.fingerprint,
+      nixVersion,
+    });
+    this.heartbeat = new WorkerHeartbeat(redis, info);
+    await this.heartbeat.start();
+    await this.fetcher.start();
+    logger.info({ worker: config.name, systems: config.systems, maxJobs: config.maxJobs, speedFactor: config.speedFactor, nixVersion }, 'worker ready');
+    this.loop = this.fetchLoop(runner);
+  }
+
+  private async fetchLoop(runner: JobRunner): Promise<void> {
+    const fetcher = this.fetcher!;
+    while (!this.stopping) {
+      if (this.running.size >= this.config.maxJobs) {
+        await new Promise<void>((resolve) => (this.slotFreed = resolve));
+        continue;
+      }
+      let fetched;
+      try {
+        fetched = await fetcher.fetch();
+      } catch (error) {
+        this.logger.warn({ err: error }, 'fetching jobs failed; retrying');
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      if (fetched === undefined) {
+        await fetcher.idle();
+        await fetcher.refreshQueues().catch(() => undefined);
+        continue;
+      }
+      const task = runner
+        .run(fetched.job, fetched.token)
+        .catch((error: unknown) => this.logger.error({ err: error, jobId: fetched.job.id }, 'job failed to report'))
+        .finally(() => {
+          this.running.delete(task);
+          void this.heartbeat?.beat().catch(() => undefined);
+          const freed = this.slotFreed;
+          this.slotFreed = undefined;
+          freed?.();
+        });
+      this.running.add(task);
+      void this.heartbeat?.beat().catch(() => undefined);
+    }
+  }
+
+  /** Stops taking jobs, lets running builds finish, then leaves. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.fetcher?.wakeUp();
+    this.slotFreed?.();
+    await this.loop;
+    await Promise.allSettled([...this.running]);
+    await this.fetcher?.close();
+    await this.heartbeat?.stop().catch(() => undefined);
+    this.redis?.disconnect();
+  }
+}

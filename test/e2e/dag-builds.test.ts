@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { existsSync } from 'node:fs';
+import { TestFarm } from '../harness/test-farm.js';
+import { freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, derivationClosure } from '../harness/nix-fixtures.js';
+
+interface DerivationRow {
+  drvPath: string;
+  status: string;
+  worker?: string;
+  attempts: number;
+}
+
+describe('building a Nix expression across two workers', () => {
+  let farm: TestFarm;
+
+  before(async () => {
+    farm = await TestFarm.start({ workers: [{ name: 'alpha', maxJobs: 2 }, { name: 'beta', maxJobs: 2 }] });
+  });
+
+  after(async () => {
+    await farm?.stop();
+  });
+
+  it('builds a DAG of 50+ derivations on the workers, each once, with outputs valid on the coordinator and equal to nix-instantiate', async () => {
+    const dag = layeredDag({ layers: 6, width: 9 });
+    assert.ok(dag.expectedDrvCount >= 50, `fixture has ${dag.expectedDrvCount} derivations`);
+    const salt = freshSalt();
+    const result = await farm.build([dag.file, ...dag.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', salt]);
+    assert.equal(result.exitCode, 0, `build failed:\n${result.stderr}\n${farm.diagnostics()}`);
+
+    // Same output paths nix-build would print.
+    const [rootDrv] = await nixInstantiate(dag.file, dag.attrs, { salt });
+    const expected = await outputPathsOf(rootDrv!);
+    assert.deepEqual(result.stdout.trim().split('\n'), expected);
+
+    // Every derivation of the closure is built and valid in the coordinator's (host) store.
+    const drvs = await derivationClosure([rootDrv!]);
+    assert.equal(drvs.length, dag.expectedDrvCount);
+    const outputs = (await Promise.all(drvs.map((d) => outputPathsOf(d)))).flat();
+    const { spawnSync } = await import('node:child_process');
+    const check = spawnSync('nix-store', ['--check-validity', '--print-invalid', ...outputs], { encoding: 'utf8' });
+    assert.equal(check.status, 0);
+    assert.equal(check.stdout.trim(), '', 'every output is valid on the coordinator');
+
+    // Each derivation built exactly once, on a worker, never on the coordinator.
+    const runId = /run (\w+)/.exec(result.stderr)?.[1];
+    assert.ok(runId, 'the CLI names the run');
+    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    assert.equal(derivations.length, dag.expectedDrvCount);
+    for (const d of derivations) {
+      assert.equal(d.status, 'succeeded', d.drvPath);
+      assert.equal(d.attempts, 1, `${d.drvPath} built once`);
+      assert.ok(d.worker === 'alpha' || d.worker === 'beta', `${d.drvPath} built on a worker`);
+    }
+    const usedWorkers = new Set(derivations.map((d) => d.worker));
+    assert.equal(usedWorkers.size, 2, 'both workers took part');
+    for (const d of drvs) {
+      const base = d.slice('/nix/store/'.length);
+      // Nix keeps a build log where a build ran: none may be on the coordinator.
+      assert.ok(!existsSync(`/nix/var/log/nix/drvs/${base.slice(0, 2)}/${base.slice(2)}.bz2`), `${d} was not built on the coordinator`);
+    }
+    const builtOn = await Promise.all([...farm.workers.values()].map(async (w) => (await Promise.all(drvs.map((d) => w.machine.readLog(d)))).filter((l) => l !== undefined).length));
+    assert.equal(builtOn.reduce((a, b) => a + b, 0), dag.expectedDrvCount, 'one build log per derivation across the workers');
+
+    // The progress on stderr says which worker built what.
+    assert.match(result.stderr, /building node-\d+-\d+ on (alpha|beta)/);
+
+    // A second identical run builds nothing.
+    const again = await farm.build([dag.file, ...dag.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', salt]);
+    assert.equal(again.exitCode, 0, again.stderr);
+    assert.equal(again.stdout, result.stdout);
+    assert.match(again.stderr, /run \w+: 0 derivations to build/);
+  });
+
+  it('brings back both outputs of a multi-output derivation', async () => {
+    const fixture = multiOutput();
+    const salt = freshSalt();
+    const result = await farm.build([fixture.file, '-A', 'producer', '-A', 'producer.out', '-A', 'consumer', '--argstr', 'salt', salt]);
+    assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
+    const [producerDrv] = await nixInstantiate(fixture.file, ['producer'], { salt });
+    const outputs = await outputPathsOf(producerDrv!);
+    assert.equal(outputs.length, 2);
+    const lines = result.stdout.trim().split('\n');
+    assert.equal(lines.length, 3);
+    assert.ok(lines[0]!.endsWith('-foo'), `-A producer selects the first output, foo: ${lines[0]}`);
+    assert.deepEqual(new Set(lines.slice(0, 2)), new Set(outputs));
+    const { spawnSync } = await import('node:child_process');
+    const check = spawnSync('nix-store', ['--check-validity', ...lines], { encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stderr);
+  });
+});

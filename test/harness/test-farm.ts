@@ -1,0 +1,252 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SimulatedMachine } from './simulated-machine.js';
+import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
+import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
+
+/** The repository root, from test/dist/harness/. */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const NIXFARM_BIN = join(REPO_ROOT, 'packages', 'cli', 'bin', 'nixfarm.js');
+
+export interface TestWorkerSpec {
+  name: string;
+  systems?: string[];
+  features?: string[];
+  mandatoryFeatures?: string[];
+  maxJobs?: number;
+  speedFactor?: number;
+  /** nix.conf lines for the worker's machine (e.g. `extra-platforms = x86_64-darwin`) */
+  nixConfig?: string[];
+  /** leave the worker's key out of authorized_keys */
+  unauthorised?: boolean;
+}
+
+export interface TestFarmOptions {
+  workers: TestWorkerSpec[];
+}
+
+export interface CommandResult {
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+interface CoordinatorFile {
+  httpUrl: string;
+  redisUrl: string;
+  sshPort: number;
+  hostKey: string;
+}
+
+export interface RunningWorker {
+  spec: TestWorkerSpec;
+  machine: SimulatedMachine;
+  process: ChildProcess;
+  logFile: string;
+}
+
+/** Builds run sandboxed, as the brief asks of tests; no substituters are reachable here. */
+const WORKER_NIX_OPTIONS = ['sandbox=true', 'substituters='];
+
+/**
+ * A whole farm from real parts: a private redis-server, the coordinator (the
+ * real `nixfarm coordinator` process, on the host store), and each worker a
+ * real `nixfarm worker` process inside its own simulated machine with its own
+ * /nix, talking to the coordinator over the real SSH endpoint.
+ */
+export class TestFarm {
+  readonly dir: string;
+  readonly coordinatorStateDir: string;
+  readonly gcRootsDir: string;
+  redis!: PrivateRedis;
+  coordinator!: ChildProcess;
+  address!: CoordinatorFile;
+  readonly workers = new Map<string, RunningWorker>();
+  private readonly unregister: () => void;
+
+  private constructor() {
+    this.dir = mkdtempSync(join(tmpdir(), 'nixfarm-farm-'));
+    this.coordinatorStateDir = join(this.dir, 'coordinator');
+    this.gcRootsDir = `/nix/var/nix/gcroots/nixfarm-test/${this.dir.split('/').pop()}`;
+    this.unregister = onProcessExit(() => {
+      for (const w of this.workers.values()) killGroup(w.process.pid, 'SIGKILL');
+      if (this.coordinator) killGroup(this.coordinator.pid, 'SIGKILL');
+      removeTreeSync(this.dir);
+    });
+  }
+
+  static async start(options: TestFarmOptions): Promise<TestFarm> {
+    const farm = new TestFarm();
+    try {
+      farm.redis = await startPrivateRedis({});
+      await farm.startCoordinator();
+      for (const spec of options.workers) await farm.startWorker(spec);
+      await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
+    } catch (error) {
+      process.stderr.write(farm.diagnostics());
+      await farm.stop();
+      throw error;
+    }
+    return farm;
+  }
+
+  private logFile(name: string): string {
+    return join(this.dir, `${name}.log`);
+  }
+
+  async startCoordinator(): Promise<void> {
+    const log = createWriteStream(this.logFile('coordinator'), { flags: 'a' });
+    const child = spawn(
+      process.execPath,
+      [
+        NIXFARM_BIN,
+        'coordinator',
+        '--state-dir',
+        this.coordinatorStateDir,
+        '--redis',
+        this.redis.url,
+        '--http-port',
+        '0',
+        '--ssh-host',
+        '127.0.0.1',
+        '--ssh-port',
+        '0',
+        '--gc-roots-dir',
+        this.gcRootsDir,
+        '--log-level',
+        'debug',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, NIX_CONFIG: 'substituters =' } },
+    );
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    this.coordinator = child;
+    const file = join(this.coordinatorStateDir, 'coordinator.json');
+    const deadline = Date.now() + 30_000;
+    while (!existsSync(file)) {
+      if (child.exitCode !== null) throw new Error(`coordinator exited with ${child.exitCode}:\n${this.tail('coordinator')}`);
+      if (Date.now() > deadline) throw new Error(`coordinator not ready after 30 s:\n${this.tail('coordinator')}`);
+      await sleep(50);
+    }
+    this.address = JSON.parse(readFileSync(file, 'utf8')) as CoordinatorFile;
+  }
+
+  async startWorker(spec: TestWorkerSpec): Promise<RunningWorker> {
+    mkdirSync(join(this.dir, 'machines'), { recursive: true });
+    // Simulated machines share the host's uids: Nix's build users (nixbld1..) would be picked by several
+    // stores at once, and one store's cleanup kills the other's builder (killUser). Real machines have their own.
+    const machine = new SimulatedMachine(spec.name, { root: join(this.dir, 'machines'), nixConfig: ['build-users-group =', ...(spec.nixConfig ?? [])] });
+    const workerState = join(machine.stateDir, 'worker');
+    if (!spec.unauthorised) {
+      const key = await this.cli(['worker-key', '--state-dir', workerState]);
+      if (key.exitCode !== 0) throw new Error(`worker-key failed: ${key.stderr}`);
+      const auth = await this.cli(['authorize', '--state-dir', this.coordinatorStateDir, key.stdout.trim()]);
+      if (auth.exitCode !== 0) throw new Error(`authorize failed: ${auth.stderr}`);
+    }
+    const args = [NIXFARM_BIN, 'worker', '--join', this.coordinatorStateDir, '--name', spec.name, '--state-dir', workerState, '--log-level', 'debug'];
+    for (const system of spec.systems ?? []) args.push('--system', system);
+    if (spec.features?.length) args.push('--features', spec.features.join(','));
+    if (spec.mandatoryFeatures?.length) args.push('--mandatory-features', spec.mandatoryFeatures.join(','));
+    args.push('--max-jobs', String(spec.maxJobs ?? 1), '--speed-factor', String(spec.speedFactor ?? 1));
+    for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
+    const log = createWriteStream(this.logFile(spec.name), { flags: 'a' });
+    const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    const worker = { spec, machine, process: child, logFile: this.logFile(spec.name) };
+    this.workers.set(spec.name, worker);
+    return worker;
+  }
+
+  async waitForWorkers(names: string[], timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const { workers } = await this.api<{ workers: Array<{ name: string; alive: boolean }> }>('/api/workers');
+      const alive = new Set(workers.filter((w) => w.alive).map((w) => w.name));
+      if (names.every((n) => alive.has(n))) return;
+      for (const n of names) {
+        const w = this.workers.get(n);
+        if (w && w.process.exitCode !== null) throw new Error(`worker ${n} exited with ${w.process.exitCode}:\n${this.tail(n)}`);
+      }
+      if (Date.now() > deadline) throw new Error(`workers ${names.join(', ')} not registered after ${timeoutMs} ms`);
+      await sleep(100);
+    }
+  }
+
+  async api<T>(path: string, init?: RequestInit): Promise<T> {
+    const response = await fetch(new URL(path, this.address.httpUrl), init);
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}: ${text}`);
+    return JSON.parse(text) as T;
+  }
+
+  /** Runs the real `nixfarm` CLI on the host (the coordinator's machine). */
+  cli(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
+    return new Promise((resolvePromise, reject) => {
+      const child = spawn(process.execPath, [NIXFARM_BIN, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIX_CONFIG: 'substituters =' },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 300_000);
+      child.once('error', reject);
+      child.once('close', (exitCode) => {
+        clearTimeout(timer);
+        resolvePromise({ exitCode, stdout, stderr });
+      });
+    });
+  }
+
+  /** `nixfarm build` against this farm. */
+  build(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
+    return this.cli(['build', '--coordinator', this.address.httpUrl, ...args], options);
+  }
+
+  tail(name: string, lines = 40): string {
+    try {
+      return readFileSync(this.logFile(name), 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  diagnostics(): string {
+    return ['coordinator', ...this.workers.keys()].map((n) => `--- ${n} ---\n${this.tail(n)}\n`).join('');
+  }
+
+  async stopWorker(name: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const w = this.workers.get(name);
+    if (w === undefined || w.process.exitCode !== null) return w?.process.exitCode ?? null;
+    const exited = new Promise<number | null>((r) => w.process.once('exit', (code) => r(code)));
+    killGroup(w.process.pid, signal);
+    const code = await Promise.race([exited, sleep(15_000).then(() => null)]);
+    if (w.process.exitCode === null) killGroup(w.process.pid, 'SIGKILL');
+    return code;
+  }
+
+  async stop(): Promise<void> {
+    for (const name of this.workers.keys()) await this.stopWorker(name);
+    for (const w of this.workers.values()) await w.machine.destroy();
+    if (this.coordinator && this.coordinator.exitCode === null) {
+      const exited = new Promise((r) => this.coordinator.once('exit', r));
+      killGroup(this.coordinator.pid, 'SIGTERM');
+      await Promise.race([exited, sleep(10_000)]);
+      if (this.coordinator.exitCode === null) killGroup(this.coordinator.pid, 'SIGKILL');
+    }
+    await this.redis?.stop();
+    await rm(this.gcRootsDir, { recursive: true, force: true });
+    this.unregister();
+    removeTreeSync(this.dir);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
