@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { TestFarm } from '../harness/test-farm.js';
+import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
+
+interface DerivationRow {
+  drvPath: string;
+  status: string;
+  worker?: string;
+  error?: string;
+  logTail?: string[];
+}
+
+function runIdOf(stderr: string): string {
+  const id = /run (\w+)/.exec(stderr)?.[1];
+  assert.ok(id, `the CLI names the run:\n${stderr}`);
+  return id;
+}
+
+describe('failures and bad input', () => {
+  let farm: TestFarm;
+
+  before(async () => {
+    farm = await TestFarm.start({ workers: [{ name: 'gamma', maxJobs: 2 }] });
+  });
+
+  after(async () => {
+    await farm?.stop();
+  });
+
+  it('fails the run with exit 1 when a builder fails; dependents are dependency-failed, an independent branch still builds', async () => {
+    const fixture = failingBranch();
+    const salt = freshSalt();
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', salt]);
+    assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
+    assert.equal(result.stdout, '', 'no output paths for a failed run');
+    // The report names the derivation, the worker, and the log tail.
+    assert.match(result.stderr, new RegExp(`FAILED: /nix/store/\\w{32}-${fixture.names.failing}\\.drv on gamma`));
+    for (const line of fixture.logLines) assert.ok(result.stderr.includes(line), `log tail shows ${JSON.stringify(line)}`);
+
+    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
+    const byName = new Map(derivations.map((d) => [d.drvPath.replace(/^\/nix\/store\/\w{32}-|\.drv$/g, ''), d]));
+    assert.equal(byName.get(fixture.names.failing)?.status, 'failed');
+    assert.equal(byName.get(fixture.names.dependent)?.status, 'dependency-failed');
+    assert.equal(byName.get(fixture.names.dependent)?.worker, undefined, 'a dependency-failed derivation is never built');
+    assert.equal(byName.get(fixture.names.all)?.status, 'dependency-failed');
+    assert.equal(byName.get(fixture.names.independent)?.status, 'succeeded');
+    const [independentDrv] = await nixInstantiate(fixture.file, ['independent'], { salt });
+    const outputs = await outputPathsOf(independentDrv!);
+    assert.equal(spawnSync('nix-store', ['--check-validity', ...outputs]).status, 0, 'the independent branch is valid on the coordinator');
+    const run = await farm.api<{ status: string }>(`/api/runs/${runIdOf(result.stderr)}`);
+    assert.equal(run.status, 'failed');
+  });
+
+  it('keeps GC roots for results of a succeeded run and drops the run\'s temporary roots', async () => {
+    const fixture = chain(3);
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    assert.equal(result.exitCode, 0, result.stderr);
+    const runId = runIdOf(result.stderr);
+    assert.ok(!existsSync(join(farm.gcRootsDir, 'runs', runId)), 'run roots removed when the run ended');
+    const resultDir = join(farm.gcRootsDir, 'results', runId);
+    const links = readdirSync(resultDir).map((l) => readlinkSync(join(resultDir, l)));
+    assert.deepEqual(links, [result.stdout.trim()]);
+  });
+
+  it('exits 2 with Nix\'s message for a missing file, a syntax error, an eval error, an unknown attribute and a non-derivation', async () => {
+    const dir = farm.dir;
+    const syntax = join(dir, 'syntax.nix');
+    writeFileSync(syntax, '{ a = ; }');
+    const throwing = join(dir, 'throw.nix');
+    writeFileSync(throwing, '{ a = throw "nixfarm-test: broken on purpose"; b = assert 1 == 2; 3; n = 42; }');
+    const cases: Array<{ args: string[]; message: RegExp }> = [
+      { args: [join(dir, 'does-not-exist.nix')], message: /does-not-exist\.nix.*(does not exist|No such file)/s },
+      { args: [syntax], message: /syntax error/ },
+      { args: [throwing, '-A', 'a'], message: /nixfarm-test: broken on purpose/ },
+      { args: [throwing, '-A', 'b'], message: /assertion .*failed/ },
+      { args: [throwing, '-A', 'nope'], message: /attribute 'nope'.*not found/ },
+      { args: [throwing, '-A', 'n'], message: /does not evaluate to a derivation/ },
+    ];
+    for (const c of cases) {
+      const result = await farm.build(c.args);
+      assert.equal(result.exitCode, 2, `${c.args.join(' ')}: ${result.stderr}`);
+      assert.match(result.stderr, /evaluation failed/);
+      assert.match(result.stderr, c.message);
+      assert.equal(result.stdout, '');
+    }
+    // Nothing was queued by the bad requests, and the farm still builds.
+    const ok = await farm.build([chain(2).file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    assert.equal(ok.exitCode, 0, ok.stderr);
+  });
+
+  it('rejects malformed API bodies with 400 naming the field', async () => {
+    const post = async (body: string) => {
+      const response = await fetch(new URL('/api/runs', farm.address.httpUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      return { status: response.status, body: (await response.json()) as { error: { code: string; message: string } } };
+    };
+    const unknown = await post(JSON.stringify({ expr: '1', attrs: [], colour: 'red' }));
+    assert.equal(unknown.status, 400);
+    assert.match(unknown.body.error.message, /colour/);
+    const wrongType = await post(JSON.stringify({ expr: '1', attrs: 'all' }));
+    assert.equal(wrongType.status, 400);
+    assert.match(wrongType.body.error.message, /attrs/);
+    const relative = await post(JSON.stringify({ file: 'default.nix' }));
+    assert.equal(relative.status, 400);
+    assert.match(relative.body.error.message, /absolute/);
+    const notJson = await post('{ not json');
+    assert.equal(notJson.status, 400);
+    const huge = await post(JSON.stringify({ expr: 'x'.repeat(2 * 1024 * 1024) }));
+    assert.equal(huge.status, 413);
+    assert.equal(huge.body.error.code, 'body-too-large');
+  });
+
+  it('refuses a worker whose key is not authorised, naming its fingerprint and how to authorise it', async () => {
+    const worker = await farm.startWorker({ name: 'intruder', unauthorised: true });
+    const code = await new Promise<number | null>((resolve) => worker.process.once('exit', (c) => resolve(c)));
+    assert.notEqual(code, 0);
+    const log = farm.tail('intruder', 200);
+    assert.match(log, /SHA256:[A-Za-z0-9+/]{43}/);
+    assert.match(log, /nixfarm authorize/);
+    const { workers } = await farm.api<{ workers: Array<{ name: string }> }>('/api/workers');
+    assert.ok(!workers.some((w) => w.name === 'intruder'), 'an unauthorised worker never registers');
+  });
+});
