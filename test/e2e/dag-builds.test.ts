@@ -9,6 +9,23 @@ interface DerivationRow {
   status: string;
   worker?: string;
   attempts: number;
+  startedAt?: number;
+  finishedAt?: number;
+}
+
+/** The most builds a worker ran at once, from the start and end times it reported. */
+function peakConcurrency(rows: DerivationRow[], worker: string): number {
+  const edges = rows
+    .filter((r) => r.worker === worker)
+    .flatMap((r) => [
+      { t: r.startedAt!, d: 1 },
+      { t: r.finishedAt!, d: -1 },
+    ])
+    .sort((a, b) => a.t - b.t || a.d - b.d);
+  let now = 0;
+  let peak = 0;
+  for (const e of edges) peak = Math.max(peak, (now += e.d));
+  return peak;
 }
 
 describe('building a Nix expression across two workers', () => {
@@ -55,6 +72,11 @@ describe('building a Nix expression across two workers', () => {
     }
     const usedWorkers = new Set(derivations.map((d) => d.worker));
     assert.equal(usedWorkers.size, 2, 'both workers took part');
+    for (const w of ['alpha', 'beta']) {
+      const peak = peakConcurrency(derivations, w);
+      assert.ok(peak <= 2, `${w} ran ${peak} builds at once with max-jobs 2`);
+      assert.ok(peak >= 1);
+    }
     for (const d of drvs) {
       const base = d.slice('/nix/store/'.length);
       // Nix keeps a build log where a build ran: none may be on the coordinator.

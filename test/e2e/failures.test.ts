@@ -113,6 +113,22 @@ describe('failures and bad input', () => {
     assert.equal(huge.body.error.code, 'body-too-large');
   });
 
+  it('says at once when no worker can build a derivation, and builds it when a capable worker registers', async () => {
+    const fixture = chain(2, { system: 'riscv64-linux' });
+    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    const deadline = Date.now() + 10_000;
+    while (!build.stderrSoFar().includes('UNSUPPORTED') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const notice = build.stderrSoFar();
+    assert.match(notice, /UNSUPPORTED: no worker can build \/nix\/store\/\w{32}-link-0\.drv \(system riscv64-linux, no features\)/);
+    assert.match(notice, /gamma: wrong system: needs riscv64-linux, worker has x86_64-linux/);
+    // A capable worker arrives: the queued build proceeds on it.
+    await farm.startWorker({ name: 'riscy', systems: ['riscv64-linux'], nixConfig: ['extra-platforms = riscv64-linux'] });
+    const result = await build.result;
+    assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
+    assert.match(result.stderr, /built link-1 on riscy/);
+    await farm.stopWorker('riscy');
+  });
+
   it('refuses a worker whose key is not authorised, naming its fingerprint and how to authorise it', async () => {
     const worker = await farm.startWorker({ name: 'intruder', unauthorised: true });
     const code = await new Promise<number | null>((resolve) => worker.process.once('exit', (c) => resolve(c)));

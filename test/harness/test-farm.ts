@@ -186,7 +186,13 @@ export class TestFarm {
 
   /** Runs the real `nixfarm` CLI on the host (the coordinator's machine). */
   cli(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
-    return new Promise((resolvePromise, reject) => {
+    return this.spawnCli(args, options).result;
+  }
+
+  /** Like cli(), but gives access to the output while the command still runs. */
+  spawnCli(args: readonly string[], options: { timeoutMs?: number } = {}): { result: Promise<CommandResult>; stderrSoFar: () => string } {
+    let stderrSoFar = '';
+    const result = new Promise<CommandResult>((resolvePromise, reject) => {
       const child = spawn(process.execPath, [NIXFARM_BIN, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIX_CONFIG: 'substituters =' },
@@ -194,7 +200,10 @@ export class TestFarm {
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.stderr.on('data', (c: Buffer) => {
+        stderr += c.toString();
+        stderrSoFar = stderr;
+      });
       const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 300_000);
       child.once('error', reject);
       child.once('close', (exitCode) => {
@@ -202,6 +211,7 @@ export class TestFarm {
         resolvePromise({ exitCode, stdout, stderr });
       });
     });
+    return { result, stderrSoFar: () => stderrSoFar };
   }
 
   /** `nixfarm build` against this farm. */

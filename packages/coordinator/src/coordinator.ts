@@ -83,9 +83,9 @@ export class Coordinator {
     const events = new RunEvents(redis);
     const gcRoots = new GcRoots(config.gcRootsDir);
     await mkdir(config.gcRootsDir, { recursive: true });
-    const runs = new RunService({ redis, nix, planner, graph, queues, events, gcRoots, logger });
-    const handler = new WorkerEventHandler({ nix, graph, runs, events, gcRoots, logger });
     const workers = new WorkerDirectory(redis);
+    const runs = new RunService({ redis, nix, planner, graph, queues, events, gcRoots, workers, logger });
+    const handler = new WorkerEventHandler({ nix, graph, runs, events, gcRoots, logger });
 
     this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });
     const ssh = await this.endpoint.start();

@@ -42,6 +42,13 @@ class ProgressPrinter {
       case 'drv-queued':
       case 'run-finished':
         return;
+      case 'drv-unsupported': {
+        const features = event.requiredFeatures.length > 0 ? `features ${event.requiredFeatures.join(', ')}` : 'no features';
+        const workers =
+          event.workers.length === 0 ? 'no worker is registered' : event.workers.map((w) => `${w.name}: ${w.reason}`).join('; ');
+        out(`UNSUPPORTED: no worker can build ${event.drvPath} (system ${event.system}, ${features}): ${workers}. It stays queued until a capable worker registers (Ctrl-C to stop waiting).`);
+        return;
+      }
       case 'drv-started':
         this.running++;
         out(`${this.counts()} building ${derivationName(event.drvPath)} on ${event.worker}`);

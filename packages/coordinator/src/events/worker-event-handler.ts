@@ -70,7 +70,7 @@ export class WorkerEventHandler {
 
   private async started(event: BuildStartedEvent): Promise<void> {
     const hash = hashPart(event.drvPath);
-    if (await this.deps.graph.markStarted(hash, event.worker)) {
+    if (await this.deps.graph.markStarted(hash, event.worker, event.at)) {
       await this.deps.events.emit(await this.deps.graph.runsOf(hash), { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at });
     }
   }
@@ -104,6 +104,7 @@ export class WorkerEventHandler {
     }
     const outcome = await graph.finish(hash, status, {
       worker: event.worker,
+      finishedAt: event.at,
       timings: event.timings,
       error,
       logTail: event.logTail,

@@ -34,6 +34,8 @@ export interface FinishOutcome {
 
 export interface FinishDetails {
   worker?: string;
+  /** when the worker finished (its clock); the coordinator's clock otherwise */
+  finishedAt?: number;
   timings?: BuildTimings;
   error?: string;
   logTail?: string[];
@@ -92,13 +94,15 @@ export class DerivationGraph {
     return { ready: await this.readyDetails(ready), joined };
   }
 
-  async markStarted(hash: string, worker: string): Promise<boolean> {
-    return (await this.commands.nixfarmMarkStarted(REDIS_PREFIX, hash, worker, String(Date.now()))) === 1;
+  /** `at` is the worker's clock: start and end of one build come from the same clock, so per-worker overlap can be checked. */
+  async markStarted(hash: string, worker: string, at: number): Promise<boolean> {
+    return (await this.commands.nixfarmMarkStarted(REDIS_PREFIX, hash, worker, String(at))) === 1;
   }
 
   async finish(hash: string, status: TerminalStatus, details: FinishDetails): Promise<FinishOutcome> {
     const fields: Record<string, string> = {};
     if (details.worker !== undefined) fields.worker = details.worker;
+    if (details.finishedAt !== undefined) fields.finishedAt = String(details.finishedAt);
     if (details.timings !== undefined) fields.timings = JSON.stringify(details.timings);
     if (details.error !== undefined) fields.error = details.error;
     if (details.logTail !== undefined) fields.logTail = JSON.stringify(details.logTail);

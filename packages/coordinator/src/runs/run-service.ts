@@ -2,6 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
   NixfarmError,
+  describeIneligibility,
+  ineligibilityReason,
+  type WorkerInfo,
   redisKeys,
   runIdSchema,
   type Logger,
@@ -16,6 +19,7 @@ import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
+import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 
 export class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
@@ -31,6 +35,7 @@ export interface RunServiceDeps {
   queues: BuildQueues;
   events: RunEvents;
   gcRoots: GcRoots;
+  workers: WorkerDirectory;
   logger: Logger;
 }
 
@@ -94,8 +99,24 @@ export class RunService {
     if (ready.length === 0) return;
     await this.deps.queues.enqueue(ready);
     const at = Date.now();
+    const alive = (await this.deps.workers.list()).filter((w) => w.alive);
+    const explained = new Map<string, Array<{ name: string; reason: string }> | undefined>();
     for (const r of ready) {
-      await this.deps.events.emit(await this.deps.graph.runsOf(r.hash), { type: 'drv-queued', drvPath: r.job.drvPath, queue: r.queue, at });
+      const runIds = await this.deps.graph.runsOf(r.hash);
+      await this.deps.events.emit(runIds, { type: 'drv-queued', drvPath: r.job.drvPath, queue: r.queue, at });
+      // Say at once when no live worker can ever take it, instead of leaving the client waiting silently.
+      if (!explained.has(r.queue)) explained.set(r.queue, whyNoWorker(alive, r.job));
+      const reasons = explained.get(r.queue);
+      if (reasons !== undefined) {
+        await this.deps.events.emit(runIds, {
+          type: 'drv-unsupported',
+          drvPath: r.job.drvPath,
+          system: r.job.system,
+          requiredFeatures: r.job.requiredFeatures,
+          workers: reasons,
+          at,
+        });
+      }
     }
   }
 
@@ -167,6 +188,18 @@ export class RunService {
     const ids = await this.deps.redis.zrevrange(redisKeys.runs, 0, limit - 1);
     return Promise.all(ids.map((id) => this.get(id)));
   }
+}
+
+/** undefined when some live worker can build it; otherwise each live worker's reason. */
+function whyNoWorker(workers: readonly WorkerInfo[], job: { system: string; requiredFeatures: string[] }): Array<{ name: string; reason: string }> | undefined {
+  const requirement = { system: job.system, requiredFeatures: job.requiredFeatures };
+  const reasons: Array<{ name: string; reason: string }> = [];
+  for (const w of workers) {
+    const why = ineligibilityReason(w, requirement);
+    if (why === undefined) return undefined;
+    reasons.push({ name: w.name, reason: describeIneligibility(why) });
+  }
+  return reasons;
 }
 
 function newRunId(): string {

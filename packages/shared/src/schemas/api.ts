@@ -63,6 +63,15 @@ export type RunView = z.infer<typeof runViewSchema>;
 export const runEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('run-started'), runId: runIdSchema, total: z.number().int(), at: z.number() }),
   z.object({ type: z.literal('drv-queued'), drvPath: drvPathSchema, queue: z.string(), at: z.number() }),
+  z.object({
+    type: z.literal('drv-unsupported'),
+    drvPath: drvPathSchema,
+    system: z.string(),
+    requiredFeatures: z.array(z.string()),
+    /** why each registered worker cannot take it; empty when no worker is registered */
+    workers: z.array(z.object({ name: z.string(), reason: z.string() })),
+    at: z.number(),
+  }),
   z.object({ type: z.literal('drv-started'), drvPath: drvPathSchema, worker: workerNameSchema, at: z.number() }),
   z.object({
     type: z.literal('drv-finished'),
