@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { DerivationGraph, topologicalOrder, type PlannedDerivation } from '@nixfarm/coordinator';
+import { redisKeys } from '@nixfarm/shared';
+import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+
+/** A fake-free check of the graph's Lua scripts against a real redis-server. */
+function node(name: string, inputs: string[] = []): PlannedDerivation {
+  const hash = name.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32);
+  const path = `/nix/store/${hash}-${name}.drv`;
+  return {
+    hash,
+    inputs: inputs.map((i) => i.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32)),
+    queue: 'build@x86_64-linux',
+    drv: { path, name, outputs: { out: `/nix/store/${hash}-${name}` }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
+    job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out: `/nix/store/${hash}-${name}` }, inputPaths: [] },
+  };
+}
+
+async function startRun(redis: Redis, runId: string): Promise<void> {
+  await redis.hset(redisKeys.run(runId), { status: 'running', remaining: '1', failed: '0' });
+}
+
+describe('DerivationGraph on real Redis', () => {
+  let server: PrivateRedis;
+  let redis: Redis;
+  let graph: DerivationGraph;
+
+  before(async () => {
+    server = await startPrivateRedis({});
+  });
+  beforeEach(async () => {
+    redis?.disconnect();
+    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+    await redis.flushall();
+    graph = new DerivationGraph(redis);
+  });
+  after(async () => {
+    redis?.disconnect();
+    await server?.stop();
+  });
+
+  it('queues leaves, releases a dependent only when all its inputs succeeded, and ends the run', async () => {
+    const a = node('a');
+    const b = node('b');
+    const c = node('c', ['a', 'b']);
+    await startRun(redis, 'run1');
+    const { ready } = await graph.registerRun('run1', [c, a, b], 0);
+    assert.deepEqual(ready.map((r) => r.hash).sort(), [a.hash, b.hash].sort());
+    await redis.hincrby(redisKeys.run('run1'), 'remaining', -1);
+
+    assert.equal(await graph.markStarted(a.hash, 'w1', 1), true);
+    const afterA = await graph.finish(a.hash, 'succeeded', { worker: 'w1' });
+    assert.deepEqual(afterA.released, [], 'c still waits for b');
+    const afterB = await graph.finish(b.hash, 'succeeded', { worker: 'w1' });
+    assert.deepEqual(afterB.released.map((r) => r.hash), [c.hash]);
+    assert.equal(afterB.released[0]!.job.drvPath, c.job.drvPath);
+    const afterC = await graph.finish(c.hash, 'succeeded', { worker: 'w1' });
+    assert.deepEqual(afterC.finishedRuns, ['run1']);
+    // A duplicate report changes nothing.
+    const dup = await graph.finish(c.hash, 'failed', {});
+    assert.equal(dup.applied, false);
+    assert.equal(await graph.status(c.hash), 'succeeded');
+  });
+
+  it('marks every transitive dependent dependency-failed and counts them for each run', async () => {
+    const a = node('fa');
+    const b = node('fb', ['fa']);
+    const c = node('fc', ['fb']);
+    const d = node('fd');
+    await startRun(redis, 'run2');
+    await graph.registerRun('run2', [a, b, c, d], 0);
+    await redis.hincrby(redisKeys.run('run2'), 'remaining', -1);
+    const failed = await graph.finish(a.hash, 'failed', { error: 'exit 3' });
+    assert.deepEqual(failed.dependencyFailed.sort(), [b.hash, c.hash].sort());
+    assert.equal(await graph.status(c.hash), 'dependency-failed');
+    assert.deepEqual(failed.finishedRuns, [], 'd is still pending');
+    const done = await graph.finish(d.hash, 'succeeded', {});
+    assert.deepEqual(done.finishedRuns, ['run2']);
+    assert.equal(await redis.hget(redisKeys.run('run2'), 'failed'), '3');
+  });
+
+  it('shares a derivation between two runs: the second joins it instead of queuing it again', async () => {
+    const shared = node('shared');
+    const top1 = node('topone', ['shared']);
+    const top2 = node('toptwo', ['shared']);
+    await startRun(redis, 'r1');
+    await startRun(redis, 'r2');
+    const first = await graph.registerRun('r1', [shared, top1], 0);
+    const second = await graph.registerRun('r2', [shared, top2], 0);
+    assert.deepEqual(first.ready.map((r) => r.hash), [shared.hash]);
+    assert.deepEqual(second.ready, [], 'shared is already queued');
+    assert.equal(second.joined, 1);
+    const out = await graph.finish(shared.hash, 'succeeded', {});
+    assert.deepEqual(out.released.map((r) => r.hash).sort(), [top1.hash, top2.hash].sort());
+    assert.deepEqual((await graph.runsOf(shared.hash)).sort(), ['r1', 'r2']);
+  });
+
+  it('orders inputs before dependents and rejects cycles', () => {
+    const order = topologicalOrder([node('z', ['y']), node('y', ['x']), node('x')]).map((n) => n.drv.name);
+    assert.deepEqual(order, ['x', 'y', 'z']);
+    assert.throws(() => topologicalOrder([node('p', ['q']), node('q', ['p'])]), /cycle/);
+  });
+});
