@@ -12,3 +12,4 @@ export * from './schemas/job.js';
 export * from './schemas/worker-event.js';
 export * from './schemas/worker-info.js';
 export * from './schemas/api.js';
+export * from './ssh-public-key.js';

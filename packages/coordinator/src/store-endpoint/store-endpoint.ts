@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import { resolve as resolvePath } from 'node:path';
 import type { Writable } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AuthContext, ClientInfo, Connection, PublicKeyAuthContext, ServerChannel, Session } from 'ssh2';
@@ -101,7 +102,7 @@ export class StoreEndpoint {
 
   constructor(options: StoreEndpointOptions) {
     this.options = options;
-    this.logger = options.logger.child({ component: 'store-endpoint' });
+    this.logger = options.logger;
     this.authorizedKeys = new AuthorizedKeys(options.stateDir, { logger: this.logger });
   }
 
@@ -233,10 +234,14 @@ export class StoreEndpoint {
     // A client asks about a key, then may sign with it: say it once per connection.
     if (state.loggedKeys.has(described.fingerprint)) return;
     state.loggedKeys.add(described.fingerprint);
-    const authorizeCommand = `nixfarm authorize --state-dir ${shellQuote(this.options.stateDir)} ${shellQuote(described.keyText)}`;
+    if (reason !== 'not authorised') {
+      state.log.warn({ user: ctx.username, fingerprint: described.fingerprint, reason }, `rejected SSH key ${described.fingerprint}: ${reason}`);
+      return;
+    }
+    const authorizeCommand = `nixfarm authorize --state-dir ${shellQuote(resolvePath(this.options.stateDir))} ${shellQuote(described.keyText)}`;
     state.log.warn(
       { user: ctx.username, fingerprint: described.fingerprint, reason, authorizedKeys: this.authorizedKeys.path, authorizeCommand },
-      `rejected SSH key ${described.fingerprint} (${reason}); if it is a worker's key, authorise it with: ${authorizeCommand}`,
+      `rejected SSH key ${described.fingerprint} (not in ${this.authorizedKeys.path}); if it is a worker's key, authorise it with: ${authorizeCommand}`,
     );
   }
 

@@ -1,0 +1,239 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, link, lstat, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import ssh2 from 'ssh2';
+import type { ParsedKey } from 'ssh2';
+import { NixfarmError, ValidationError, formatSshPublicKey, parseSshPublicKey } from '@nixfarm/shared';
+
+export const WORKER_KEY_FILE = 'id_ed25519';
+/** The name Nix is given (`nix-copy-closure --from nixfarm-coordinator`); the ssh config maps it to host and port. */
+export const COORDINATOR_HOST_ALIAS = 'nixfarm-coordinator';
+/** The user name the worker logs in as; the coordinator's endpoint accepts any, this one reads well in its logs. */
+const SSH_USER = 'nixfarm';
+
+export interface WorkerKey {
+  privateKeyPath: string;
+  /** "ssh-ed25519 AAAA... comment": what the coordinator's operator authorises */
+  publicKeyLine: string;
+  fingerprint: string;
+}
+
+export class WorkerKeyFileError extends NixfarmError {
+  constructor(path: string, reason: string, cause?: unknown) {
+    super('invalid-worker-key-file', `cannot use the worker key ${path}: ${reason}`, { retryable: false, cause });
+  }
+}
+
+/**
+ * The worker's SSH identity: created on first start, then kept, since the
+ * coordinator authorises it by its fingerprint. Written in OpenSSH's format
+ * so that the OpenSSH client Nix runs can use it.
+ */
+export async function loadOrCreateWorkerKey(stateDir: string): Promise<WorkerKey> {
+  const dir = resolve(stateDir);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const privateKeyPath = join(dir, WORKER_KEY_FILE);
+  let text = await readIfExists(privateKeyPath);
+  if (text === undefined) {
+    const pair = generateEd25519(`nixfarm-worker@${hostname()}`);
+    text = await createExclusive(privateKeyPath, pair.private);
+  }
+  // ssh refuses an identity others can read ("UNPROTECTED PRIVATE KEY FILE"); the file is ours, so repair it.
+  if (((await stat(privateKeyPath)).mode & 0o077) !== 0) await chmod(privateKeyPath, 0o600);
+
+  const parsed = parsePrivateKey(privateKeyPath, text);
+  let key;
+  try {
+    key = parseSshPublicKey(`${parsed.type} ${parsed.getPublicSSH().toString('base64')} ${parsed.comment}`);
+  } catch (error) {
+    throw new WorkerKeyFileError(privateKeyPath, `${(error as Error).message}; move it away to have a new key made`, error);
+  }
+  const publicKeyLine = formatSshPublicKey(key);
+  const pubPath = `${privateKeyPath}.pub`;
+  if ((await readIfExists(pubPath))?.trim() !== publicKeyLine) await writeFile(pubPath, `${publicKeyLine}\n`, { mode: 0o644 });
+  return { privateKeyPath, publicKeyLine, fingerprint: key.fingerprint };
+}
+
+export interface SshClientConfigOptions {
+  stateDir: string;
+  /** the coordinator's SSH endpoint */
+  host: string;
+  port: number;
+  /** the coordinator's public host key line, pinned: nothing else is trusted */
+  hostKeyLine: string;
+  privateKeyPath: string;
+  /** share one connection between Nix's ssh calls (default true) */
+  controlMaster?: boolean;
+}
+
+export interface SshClientConfig {
+  configPath: string;
+  knownHostsPath: string;
+  /** ControlPath as written in the config (%C unexpanded, other % doubled); undefined without ControlMaster */
+  controlPath: string | undefined;
+  /** the directory of the control socket: <stateDir>/ssh, or a private one under the temp dir when that path is too long */
+  controlDir: string | undefined;
+  hostAlias: typeof COORDINATOR_HOST_ALIAS;
+  /** NIX_SSHOPTS for Nix's ssh calls */
+  nixSshOpts: string;
+}
+
+/** sun_path is 104 bytes on macOS (108 on Linux), including the NUL. */
+const SOCKET_PATH_MAX = 103;
+/** What OpenSSH adds to a ControlPath: `%C` expands to 40 hex digits, and the master binds `<path>.<16 random chars>` before renaming it. */
+const CONTROL_PATH_SUFFIX_LENGTH = '/cm-'.length + 40 + 17;
+
+/**
+ * Writes an OpenSSH client config that reaches the coordinator as
+ * `nixfarm-coordinator`, with its host key pinned, the worker key only,
+ * no prompts, and one multiplexed connection for all of Nix's ssh calls.
+ * `-F` makes ssh read this file alone: nothing in ~/.ssh or /etc/ssh applies.
+ */
+export async function writeSshClientConfig(options: SshClientConfigOptions): Promise<SshClientConfig> {
+  const stateDir = resolve(options.stateDir);
+  assertConfigPath('state dir', stateDir);
+  if (!isAbsolute(options.privateKeyPath)) throw new ValidationError(`the worker key path must be absolute: ${options.privateKeyPath}`);
+  assertConfigPath('worker key path', options.privateKeyPath);
+  if (!/^[A-Za-z0-9.:_-]+$/.test(options.host)) throw new ValidationError(`not a host name or address: ${JSON.stringify(options.host)}`);
+  if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) throw new ValidationError(`not a TCP port: ${options.port}`);
+  const hostKey = parseSshPublicKey(options.hostKeyLine);
+
+  const sshDir = join(stateDir, 'ssh');
+  await mkdir(sshDir, { recursive: true, mode: 0o700 });
+  await chmod(sshDir, 0o700);
+  const configPath = join(sshDir, 'config');
+  const knownHostsPath = join(sshDir, 'known_hosts');
+  const controlDir = options.controlMaster === false ? undefined : await controlSocketDir(sshDir, stateDir);
+  // %C (a hash of host, port and user) is the one token left for ssh to expand.
+  const controlPath = controlDir === undefined ? undefined : `${escapeTokens(controlDir)}/cm-%C`;
+
+  const lines = [
+    '# Written by nixfarm on every worker start; edits are lost.',
+    `Host ${COORDINATOR_HOST_ALIAS}`,
+    `  HostName ${options.host}`,
+    `  Port ${options.port}`,
+    `  User ${SSH_USER}`,
+    `  IdentityFile ${escapeTokens(options.privateKeyPath)}`,
+    '  IdentitiesOnly yes',
+    '  IdentityAgent none',
+    '  PreferredAuthentications publickey',
+    `  UserKnownHostsFile ${escapeTokens(knownHostsPath)}`,
+    '  GlobalKnownHostsFile /dev/null',
+    '  StrictHostKeyChecking yes',
+    '  UpdateHostKeys no',
+    // The alias, not host:port, names the key: moving the coordinator to another address needs no new known_hosts entry.
+    `  HostKeyAlias ${COORDINATOR_HOST_ALIAS}`,
+    '  BatchMode yes',
+    '  ForwardAgent no',
+    '  ForwardX11 no',
+    '  ClearAllForwardings yes',
+    '  LogLevel ERROR',
+    ...(controlPath === undefined
+      ? ['  ControlMaster no']
+      : ['  ControlMaster auto', `  ControlPath ${controlPath}`, '  ControlPersist 60']),
+    '  ServerAliveInterval 15',
+    '  ConnectTimeout 10',
+    '',
+  ];
+  await writeAtomically(knownHostsPath, `${COORDINATOR_HOST_ALIAS} ${hostKey.keyText}\n`);
+  await writeAtomically(configPath, lines.join('\n'));
+  return { configPath, knownHostsPath, controlPath, controlDir, hostAlias: COORDINATOR_HOST_ALIAS, nixSshOpts: `-F ${configPath}` };
+}
+
+/**
+ * Nix splits NIX_SSHOPTS on whitespace without quoting, and ssh_config gives
+ * quotes, backslashes and `#` meanings of their own: such paths cannot be
+ * passed through both faithfully, so they are refused with a clear reason.
+ */
+function assertConfigPath(what: string, path: string): void {
+  const bad = /[\s"'`\\#\x00-\x1f\x7f]/.exec(path);
+  if (bad !== null) {
+    throw new ValidationError(`the ${what} ${JSON.stringify(path)} contains ${JSON.stringify(bad[0])}; nixfarm passes it to ssh through NIX_SSHOPTS and ssh_config, which cannot carry whitespace, quotes, backslashes or #: choose another directory`);
+  }
+}
+
+/** ssh expands %-tokens in IdentityFile, UserKnownHostsFile and ControlPath. */
+function escapeTokens(path: string): string {
+  return path.replace(/%/g, '%%');
+}
+
+/** The state dir if a socket path fits there, else a private directory under the temp dir (or /tmp, as macOS's temp dir is long). */
+async function controlSocketDir(sshDir: string, stateDir: string): Promise<string> {
+  if (Buffer.byteLength(sshDir) + CONTROL_PATH_SUFFIX_LENGTH <= SOCKET_PATH_MAX) return sshDir;
+  const uid = process.getuid?.() ?? 0;
+  const name = `nixfarm-${uid}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 12)}`;
+  for (const base of [tmpdir(), '/tmp']) {
+    const dir = join(base, name);
+    if (Buffer.byteLength(dir) + CONTROL_PATH_SUFFIX_LENGTH > SOCKET_PATH_MAX) continue;
+    await mkdir(dir, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    });
+    // Another local user must not be able to plant a socket we would talk to.
+    const status = await lstat(dir);
+    if (!status.isDirectory() || (process.getuid !== undefined && status.uid !== uid) || (status.mode & 0o077) !== 0) {
+      throw new ValidationError(`${dir} exists but is not a private directory of this user; remove it or use a shorter state dir`);
+    }
+    return dir;
+  }
+  throw new ValidationError(`no directory short enough for an ssh control socket (state dir ${stateDir}); use a shorter state dir`);
+}
+
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(temp, text, { mode: 0o600 });
+  await rename(temp, path);
+}
+
+/**
+ * ssh2 1.17's generateKeyPairSync('ed25519') strips every leading zero byte of
+ * the public key (it means to strip the DER BIT STRING's one padding byte), so
+ * about one key in 256 comes out 31 bytes long: unusable by OpenSSH, and by
+ * ssh2 itself. Generate until the key is well-formed.
+ */
+function generateEd25519(comment: string): { private: string; public: string } {
+  for (let attempt = 0; attempt < 16; attempt += 1) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+    try {
+      parseSshPublicKey(pair.public);
+      return pair;
+    } catch {
+      // a truncated key: draw another
+    }
+  }
+  throw new Error('ssh2 generated no well-formed ed25519 key in 16 attempts');
+}
+
+function parsePrivateKey(path: string, text: string): ParsedKey {
+  const result = ssh2.utils.parseKey(text);
+  const parsed = Array.isArray(result) ? result[0] : result;
+  if (parsed === undefined || parsed instanceof Error) {
+    throw new WorkerKeyFileError(path, `not an OpenSSH private key (${parsed instanceof Error ? parsed.message : 'empty'})`);
+  }
+  if (!parsed.isPrivateKey()) throw new WorkerKeyFileError(path, 'holds a public key, not a private key');
+  return parsed;
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new WorkerKeyFileError(path, 'unreadable', error);
+  }
+}
+
+/** Write-then-link: never half a key, and two processes starting at once agree on one key. */
+async function createExclusive(path: string, text: string): Promise<string> {
+  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(temp, text, { mode: 0o600, flag: 'wx' });
+  try {
+    await link(temp, path);
+    return text;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new WorkerKeyFileError(path, 'cannot be created', error);
+    return readFile(path, 'utf8');
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
