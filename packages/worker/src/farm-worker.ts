@@ -8,6 +8,7 @@ import { StoreCopier } from './store-copier.js';
 import { WorkerEventPublisher } from './worker-event-publisher.js';
 import { JobRunner } from './job-runner.js';
 import { JobFetcher } from './job-fetcher.js';
+import { PlacementGate } from './placement-gate.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
 import { loadOrCreateWorkerKey, writeSshClientConfig } from './ssh-identity.js';
 import { probeCoordinator } from './coordinator-probe.js';
@@ -75,7 +76,11 @@ export class FarmWorker {
     const copier = new StoreCopier({ nix, logger, host: ssh.hostAlias, sshOpts: ssh.nixSshOpts });
     const runner = new JobRunner({ workerName: config.name, nix, copier, publisher: new WorkerEventPublisher(redis), logger, lockDurationMs });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
-    this.fetcher = new JobFetcher({ redis, subscriber: redis.duplicate(), capabilities, workerName: config.name, logger, lockDurationMs });
+    const gate = new PlacementGate({
+      redis,
+      self: () => ({ name: config.name, running: this.running.size, maxJobs: config.maxJobs, speedFactor: config.speedFactor }),
+    });
+    this.fetcher = new JobFetcher({ redis, subscriber: redis.duplicate(), capabilities, workerName: config.name, logger, lockDurationMs, gate });
     const startedAt = Date.now();
     const info = (): WorkerInfo => ({
       name: config.name,

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Worker as BullWorker, type Job } from 'bullmq';
+import { Queue, Worker as BullWorker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { canBuild, parseQueueName, redisKeys, type Logger, type WorkerCapabilities } from '@nixfarm/shared';
+import type { PlacementGate } from './placement-gate.js';
 
 export interface JobFetcherOptions {
   redis: Redis;
@@ -13,6 +14,8 @@ export interface JobFetcherOptions {
   lockDurationMs: number;
   /** how long an idle worker waits for a wake-up before polling again */
   idlePollMs?: number;
+  /** leaves a job to a better-placed idle worker (Nix's speed-factor rule); absent: take whatever comes */
+  gate?: PlacementGate;
 }
 
 export interface FetchedJob {
@@ -30,6 +33,9 @@ export interface FetchedJob {
  */
 export class JobFetcher {
   private readonly queues = new Map<string, BullWorker>();
+  private readonly counters = new Map<string, Queue>();
+  /** set when the last pass left work to a better worker: poll again soon rather than idle long */
+  private yielded = false;
   private readonly ineligible = new Set<string>();
   private wake: (() => void) | undefined;
   private rotation = 0;
@@ -62,7 +68,7 @@ export class JobFetcher {
       const timer = setTimeout(() => {
         this.wake = undefined;
         resolve();
-      }, this.options.idlePollMs ?? 1000);
+      }, this.yielded ? 200 : (this.options.idlePollMs ?? 1000));
       this.wake = () => {
         clearTimeout(timer);
         resolve();
@@ -96,6 +102,7 @@ export class JobFetcher {
       worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
       void worker.startStalledCheckTimer();
       this.queues.set(name, worker);
+      this.counters.set(name, new Queue(name, { connection: this.options.redis }));
       this.options.logger.info({ queue: name }, 'serving queue');
     }
   }
@@ -104,8 +111,17 @@ export class JobFetcher {
   async fetch(): Promise<FetchedJob | undefined> {
     if (this.closed) return undefined;
     const entries = [...this.queues.entries()];
+    this.yielded = false;
     for (let i = 0; i < entries.length; i++) {
       const [queue, worker] = entries[(this.rotation + i) % entries.length]!;
+      if (this.options.gate !== undefined) {
+        const counter = this.counters.get(queue)!;
+        const decision = await this.options.gate.decide(queue, async () => (await counter.getJobCountByTypes('waiting', 'prioritized')) > 0);
+        if (!decision.take) {
+          this.yielded = true;
+          continue;
+        }
+      }
       const token = randomUUID();
       const job = (await worker.getNextJob(token, { block: false })) as Job | undefined;
       if (job !== undefined && job !== null) {
@@ -121,5 +137,6 @@ export class JobFetcher {
     this.wakeUp();
     await this.options.subscriber.quit().catch(() => undefined);
     await Promise.all([...this.queues.values()].map((w) => w.close(true).catch(() => undefined)));
+    await Promise.all([...this.counters.values()].map((q) => q.close().catch(() => undefined)));
   }
 }

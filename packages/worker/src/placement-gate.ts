@@ -1,0 +1,78 @@
+import type { Redis } from 'ioredis';
+import {
+  betterPlacedThan,
+  canBuild,
+  parseQueueName,
+  redisKeys,
+  workerInfoSchema,
+  type PlacementCandidate,
+  type WorkerInfo,
+} from '@nixfarm/shared';
+
+export interface PlacementGateOptions {
+  redis: Redis;
+  self: () => PlacementCandidate;
+  /** how long a worker yields a queue to a better one before taking its work anyway (the better one may be stuck) */
+  graceMs?: number;
+  /** heartbeats older than this are not counted as competitors */
+  staleMs?: number;
+  /** how long the view of other workers is reused */
+  cacheMs?: number;
+}
+
+export interface GateDecision {
+  take: boolean;
+  /** the better-placed workers this one yields to */
+  yieldTo: string[];
+}
+
+/**
+ * Makes a pull model choose like Nix's push model: before taking from a queue,
+ * a worker looks at the other live workers that could serve it; if one with a
+ * free slot ranks ahead (lower load/speed, then faster), it leaves the job to
+ * that one, for a bounded grace time so no job waits on a worker that never comes.
+ */
+export class PlacementGate {
+  private cache: { at: number; workers: WorkerInfo[] } | undefined;
+  private readonly yieldingSince = new Map<string, number>();
+
+  constructor(private readonly options: PlacementGateOptions) {}
+
+  /** `hasWaiting` is asked only when yielding, so the grace time counts from when work actually waits. */
+  async decide(queue: string, hasWaiting: () => Promise<boolean>, now = Date.now()): Promise<GateDecision> {
+    const requirement = parseQueueName(queue);
+    const workers = await this.liveWorkers(now);
+    const self = this.options.self();
+    const competitors = workers.filter((w) => w.name !== self.name && canBuild(w, requirement));
+    const better = betterPlacedThan(self, competitors);
+    if (better.length === 0) {
+      this.yieldingSince.delete(queue);
+      return { take: true, yieldTo: [] };
+    }
+    if (!(await hasWaiting())) {
+      this.yieldingSince.delete(queue);
+      return { take: false, yieldTo: better.map((w) => w.name) };
+    }
+    const since = this.yieldingSince.get(queue) ?? now;
+    this.yieldingSince.set(queue, since);
+    if (now - since >= (this.options.graceMs ?? 1500)) {
+      this.yieldingSince.delete(queue);
+      return { take: true, yieldTo: [] };
+    }
+    return { take: false, yieldTo: better.map((w) => w.name) };
+  }
+
+  private async liveWorkers(now: number): Promise<WorkerInfo[]> {
+    if (this.cache !== undefined && now - this.cache.at < (this.options.cacheMs ?? 100)) return this.cache.workers;
+    const names = await this.options.redis.smembers(redisKeys.workers);
+    const values = names.length === 0 ? [] : await this.options.redis.mget(names.map((n) => redisKeys.worker(n)));
+    const workers: WorkerInfo[] = [];
+    for (const value of values) {
+      if (value === null) continue;
+      const parsed = workerInfoSchema.safeParse(JSON.parse(value));
+      if (parsed.success && now - parsed.data.heartbeatAt < (this.options.staleMs ?? 10_000)) workers.push(parsed.data);
+    }
+    this.cache = { at: now, workers };
+    return workers;
+  }
+}

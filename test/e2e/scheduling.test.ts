@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { TestFarm } from '../harness/test-farm.js';
+import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
+
+interface DerivationRow {
+  drvPath: string;
+  status: string;
+  worker?: string;
+  startedAt?: number;
+  finishedAt?: number;
+}
+
+function peakConcurrency(rows: DerivationRow[], worker: string): number {
+  const edges = rows
+    .filter((r) => r.worker === worker)
+    .flatMap((r) => [
+      { t: r.startedAt!, d: 1 },
+      { t: r.finishedAt!, d: -1 },
+    ])
+    .sort((a, b) => a.t - b.t || a.d - b.d);
+  let now = 0;
+  let peak = 0;
+  for (const e of edges) peak = Math.max(peak, (now += e.d));
+  return peak;
+}
+
+describe("placement by Nix's speed-factor rule in a pull model", () => {
+  let farm: TestFarm;
+
+  before(async () => {
+    farm = await TestFarm.start({
+      workers: [
+        { name: 'fast', speedFactor: 4, maxJobs: 1 },
+        { name: 'slow', speedFactor: 1, maxJobs: 1 },
+      ],
+    });
+  });
+
+  after(async () => {
+    await farm?.stop();
+  });
+
+  async function derivationsOf(stderr: string): Promise<DerivationRow[]> {
+    const runId = /run (\w+)/.exec(stderr)?.[1];
+    assert.ok(runId);
+    return (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+  }
+
+  it('runs a sequential chain on the fast worker when both are idle', async () => {
+    const fixture = chain(20);
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
+    const rows = await derivationsOf(result.stderr);
+    assert.equal(rows.length, 20);
+    const onFast = rows.filter((r) => r.worker === 'fast').length;
+    assert.ok(onFast >= 18, `${onFast} of 20 on the fast worker`);
+  });
+
+  it('spreads a wide layer over both workers without exceeding either max-jobs', async () => {
+    const fixture = layeredDag({ layers: 1, width: 40 });
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
+    const rows = await derivationsOf(result.stderr);
+    const onFast = rows.filter((r) => r.worker === 'fast').length;
+    const onSlow = rows.filter((r) => r.worker === 'slow').length;
+    assert.ok(onFast > 0 && onSlow > 0, `both used (fast ${onFast}, slow ${onSlow})`);
+    assert.equal(peakConcurrency(rows, 'fast'), 1);
+    assert.equal(peakConcurrency(rows, 'slow'), 1);
+  });
+});
