@@ -10,6 +10,3 @@ export * from './redis/embedded-redis.js';
 export * from './store-endpoint/store-endpoint.js';
 export * from './store-endpoint/authorized-keys.js';
 export * from './store-endpoint/host-key.js';
-export * from './store-endpoint/store-endpoint.js';
-export * from './store-endpoint/authorized-keys.js';
-export * from './store-endpoint/host-key.js';

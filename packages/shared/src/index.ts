@@ -13,3 +13,4 @@ export * from './schemas/worker-event.js';
 export * from './schemas/worker-info.js';
 export * from './schemas/api.js';
 export * from './ssh-public-key.js';
+export * from './placement.js';

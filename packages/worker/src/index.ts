@@ -4,5 +4,5 @@ export * from './store-copier.js';
 export * from './job-runner.js';
 export * from './job-fetcher.js';
 export * from './ssh-identity.js';
-export * from './ssh-identity.js';
 export * from './coordinator-probe.js';
+export * from './placement-gate.js';
