@@ -1,4 +1,5 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -35,6 +36,7 @@ export class FarmWorker {
   private loop: Promise<void> | undefined;
   private stopping = false;
   private slotFreed: (() => void) | undefined;
+  private ssh: { configPath: string; hostAlias: string; controlDir: string | undefined; stateDir: string } | undefined;
 
   constructor(private readonly options: FarmWorkerOptions) {
     this.config = workerConfigSchema.parse(options.config);
@@ -57,6 +59,7 @@ export class FarmWorker {
       hostKeyLine: config.coordinatorHostKey,
       privateKeyPath: identity.privateKeyPath,
     });
+    this.ssh = { configPath: ssh.configPath, hostAlias: ssh.hostAlias, controlDir: ssh.controlDir, stateDir };
     // Fail at start, with the fingerprint and the command to authorise it, rather than on every build.
     await probeCoordinator({
       host: config.coordinatorHost,
@@ -146,5 +149,15 @@ export class FarmWorker {
     await this.fetcher?.close();
     await this.heartbeat?.stop().catch(() => undefined);
     this.redis?.disconnect();
+    await this.closeSshMaster();
+  }
+
+  /** The multiplexed SSH connection outlives its users by ControlPersist; a leaving worker closes it now. */
+  private async closeSshMaster(): Promise<void> {
+    const ssh = this.ssh;
+    if (ssh?.controlDir === undefined) return;
+    await execa('ssh', ['-F', ssh.configPath, '-O', 'exit', ssh.hostAlias], { reject: false, stdin: 'ignore', timeout: 5000 });
+    // A fallback socket dir outside the state dir (short path for the socket-length limit) is ours to remove.
+    if (!ssh.controlDir.startsWith(ssh.stateDir)) await rm(ssh.controlDir, { recursive: true, force: true });
   }
 }

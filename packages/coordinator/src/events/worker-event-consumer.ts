@@ -61,13 +61,26 @@ export class WorkerEventConsumer {
         const entries = reply?.[0]?.[1] ?? [];
         if (cursor === '0' && entries.length === 0) cursor = '>';
         for (const [id, fields] of entries) {
-          await this.apply(id, fields);
+          await this.applyUntilDone(id, fields);
           if (cursor !== '>') cursor = id;
         }
       } catch (error) {
         if (!this.running) return;
         this.options.logger.error({ err: error }, 'reading worker events failed; retrying');
         await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  /** Events are applied in order; one that fails (Redis blip, Nix call) is retried, never skipped. */
+  private async applyUntilDone(id: string, fields: string[]): Promise<void> {
+    for (let attempt = 1; this.running; attempt++) {
+      try {
+        await this.apply(id, fields);
+        return;
+      } catch (error) {
+        this.options.logger.error({ err: error, eventId: id, attempt }, 'applying a worker event failed; retrying');
+        await new Promise((r) => setTimeout(r, Math.min(5000, 200 * attempt)));
       }
     }
   }
