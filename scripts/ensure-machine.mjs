@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// Makes a fresh Debian machine ready to build and test nixfarm: the system
+// tools it drives (Nix, redis-server, a static busybox for test derivations,
+// the OpenSSH client) and node_modules. Runs before node_modules exist, so it
+// uses nothing but Node itself. Silent when everything is present already.
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { delimiter, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const say = (line) => process.stderr.write(`ensure-machine: ${line}\n`);
+
+const [major] = process.versions.node.split('.').map(Number);
+if (major < 20) {
+  say(`nixfarm needs Node.js 20 or newer; this is ${process.version} (${process.execPath}). Install Node 20+ and run again.`);
+  process.exit(1);
+}
+
+function onPath(command) {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    const candidate = join(dir, command);
+    try {
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not in this dir
+    }
+  }
+  return undefined;
+}
+
+/**
+ * True for an ELF executable without a program interpreter (PT_INTERP):
+ * statically linked. Test derivations run busybox inside Nix's sandbox,
+ * where no dynamic loader or libc exists, so Debian's dynamically linked
+ * `busybox` package will not do; `busybox-static` will.
+ */
+function isStaticElf(path) {
+  let fd;
+  try {
+    fd = openSync(path, 'r');
+    const header = Buffer.alloc(64);
+    if (readSync(fd, header, 0, 64, 0) < 64 || header.readUInt32BE(0) !== 0x7f454c46) return false;
+    const is64 = header[4] === 2;
+    const le = header[5] === 1;
+    const u16 = (b, o) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+    const u32 = (b, o) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+    const phoff = is64 ? Number(le ? header.readBigUInt64LE(32) : header.readBigUInt64BE(32)) : u32(header, 28);
+    const phentsize = u16(header, is64 ? 54 : 42);
+    const phnum = u16(header, is64 ? 56 : 44);
+    const entry = Buffer.alloc(4);
+    for (let i = 0; i < phnum; i++) {
+      readSync(fd, entry, 0, 4, phoff + i * phentsize);
+      if (u32(entry, 0) === 3 /* PT_INTERP */) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+// What nixfarm needs from the system, and the Debian package that provides it.
+const requirements = [
+  { what: 'nix-store (Nix)', pkg: 'nix-bin', present: () => onPath('nix-store') !== undefined && onPath('nix-instantiate') !== undefined },
+  { what: 'redis-server', pkg: 'redis-server', present: () => onPath('redis-server') !== undefined },
+  { what: 'a static busybox at /bin/busybox', pkg: 'busybox-static', present: () => isStaticElf('/bin/busybox') },
+  { what: 'ssh (OpenSSH client)', pkg: 'openssh-client', present: () => onPath('ssh') !== undefined },
+];
+
+function run(command, args, options = {}) {
+  say(`running ${command} ${args.join(' ')}`);
+  const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, ...options });
+  if (result.error) {
+    say(`could not run ${command}: ${result.error.message}`);
+    return false;
+  }
+  if (result.status !== 0) {
+    say(`${command} ${args.join(' ')} failed with ${result.status ?? result.signal}`);
+    return false;
+  }
+  return true;
+}
+
+let missing = requirements.filter((r) => !r.present());
+if (missing.length > 0) {
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const hasApt = existsSync('/etc/debian_version') && onPath('apt-get') !== undefined;
+  if (isRoot && hasApt) {
+    const packages = missing.map((r) => r.pkg);
+    say(`missing ${missing.map((r) => r.what).join(', ')}: installing ${packages.join(' ')}`);
+    // noninteractive: CI has no stdin, and a debconf prompt would hang it
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    if (!run('apt-get', ['update', '-q'], { env }) || !run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...packages], { env })) {
+      process.exit(1);
+    }
+    missing = requirements.filter((r) => !r.present());
+  }
+  if (missing.length > 0) {
+    say('nixfarm cannot run on this machine yet. Missing:');
+    for (const r of missing) say(`  - ${r.what} (Debian/Ubuntu package: ${r.pkg})`);
+    say('Install them, for example:');
+    say(`  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing.map((r) => r.pkg).join(' ')}`);
+    if (missing.some((r) => r.pkg === 'nix-bin')) say('  Nix elsewhere: https://nixos.org/download (the official installer), then open a new shell so nix-store is on PATH');
+    if (missing.some((r) => r.pkg === 'redis-server')) say('  Redis elsewhere: your distribution\'s redis package, or https://redis.io/docs/latest/operate/oss_and_stack/install/');
+    if (missing.some((r) => r.pkg === 'busybox-static')) say('  busybox: a statically linked busybox must be at /bin/busybox (test derivations run it inside the Nix sandbox)');
+    process.exit(1);
+  }
+}
+
+// node_modules: npm writes node_modules/.package-lock.json on every install;
+// if it is older than package-lock.json, the lock changed since (a pull, a new dependency).
+const lock = join(root, 'package-lock.json');
+const installed = join(root, 'node_modules', '.package-lock.json');
+const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : undefined);
+const lockTime = mtime(lock);
+const installedTime = mtime(installed);
+if (installedTime === undefined || (lockTime !== undefined && installedTime < lockTime)) {
+  const why = installedTime === undefined ? 'node_modules is missing' : 'package-lock.json is newer than node_modules';
+  const npmArgs = lockTime === undefined ? ['install', '--no-audit', '--no-fund'] : ['ci', '--no-audit', '--no-fund'];
+  say(`${why}: npm ${npmArgs[0]}`);
+  // under `npm test`, npm_execpath is the npm that started us: use the same one
+  const npmCli = process.env.npm_execpath;
+  const npm = (args) => (npmCli !== undefined && npmCli.endsWith('.js') ? run(process.execPath, [npmCli, ...args]) : run('npm', args));
+  let ok = npm(npmArgs);
+  if (!ok && npmArgs[0] === 'ci') {
+    // npm 11's ci refuses this lock ("not in sync": optional platform packages
+    // of msgpackr-extract that the registry here does not serve), while
+    // install accepts it and leaves it unchanged.
+    say('npm ci failed; falling back to npm install');
+    ok = npm(['install', '--no-audit', '--no-fund']);
+  }
+  if (!ok) process.exit(1);
+}

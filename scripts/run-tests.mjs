@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// Runs the compiled tests with Node's test runner, whose summary lines are
+// what CI reads. Node 20's `--test` does not expand globs, so the files are
+// listed here.
+//
+//   node scripts/run-tests.mjs                 unit, then e2e
+//   node scripts/run-tests.mjs unit            one group
+//   node scripts/run-tests.mjs e2e dag fail    files of a group whose name contains "dag" or "fail"
+//   node scripts/run-tests.mjs store-path      matching files of every group
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { constants } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'test', 'dist');
+
+// Unit files are independent and run concurrently; e2e files share the
+// machine (its CPUs, /tmp, Nix's host store) and run one file at a time.
+const GROUPS = {
+  unit: [],
+  e2e: ['--test-concurrency=1'],
+};
+
+function testFiles(dir) {
+  if (!existsSync(dir)) return [];
+  const found = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...testFiles(path));
+    else if (entry.isFile() && entry.name.endsWith('.test.js')) found.push(path);
+  }
+  return found.sort();
+}
+
+/** tsc -b never deletes outputs of removed sources; running them would test code that no longer exists. */
+function hasSource(file) {
+  const rel = relative(dist, file).replace(/\.js$/, '');
+  return ['.ts', '.mts', '.tsx'].some((ext) => existsSync(join(root, 'test', rel + ext)));
+}
+
+const args = process.argv.slice(2);
+const chosenGroups = args.filter((a) => a in GROUPS);
+const filters = args.filter((a) => !(a in GROUPS));
+const groups = chosenGroups.length > 0 ? chosenGroups : Object.keys(GROUPS);
+
+const plan = [];
+let compiled = 0;
+for (const group of groups) {
+  const all = testFiles(join(dist, group));
+  compiled += all.length;
+  const current = all.filter((f) => {
+    if (hasSource(f)) return true;
+    process.stderr.write(`run-tests: skipping ${relative(root, f)}: its source is gone (stale build output)\n`);
+    return false;
+  });
+  const files = filters.length === 0 ? current : current.filter((f) => filters.some((s) => relative(join(dist, group), f).includes(s)));
+  if (files.length > 0) plan.push({ group, files });
+}
+
+if (compiled === 0) {
+  process.stderr.write(`run-tests: no compiled tests under ${relative(root, dist)}/{${groups.join(',')}}: the build did not produce tests (run \`npm run build\`)\n`);
+  process.exit(1);
+}
+if (plan.length === 0) {
+  process.stderr.write(`run-tests: no test file in ${groups.join(', ')} matches ${filters.map((f) => JSON.stringify(f)).join(' or ')}\n`);
+  process.exit(1);
+}
+
+let exitCode = 0;
+for (const { group, files } of plan) {
+  process.stderr.write(`run-tests: ${group}: ${files.length} file${files.length === 1 ? '' : 's'}\n`);
+  // --test-force-exit: a test that leaks a handle (a forgotten redis, a
+  // machine never destroyed) must not hang CI; process exit runs the
+  // harness's exit hooks, which kill what the test left behind.
+  const result = spawnSync(process.execPath, ['--test', ...GROUPS[group], '--test-force-exit', '--test-reporter=spec', ...files.map((f) => relative(root, f))], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  const code = result.status ?? 128 + (constants.signals[result.signal] ?? 0);
+  if (result.error) process.stderr.write(`run-tests: could not run node --test: ${result.error.message}\n`);
+  // keep going so that one run reports every group; fail with the first failure's code
+  if (code !== 0 && exitCode === 0) exitCode = code;
+}
+process.exit(exitCode);

@@ -1,0 +1,201 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isAlive, killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
+
+export interface PrivateRedisOptions {
+  /** where redis keeps its data (appendonly files); a fresh temp dir, removed at exit, when absent */
+  dir?: string;
+  /** true for durability tests: every write goes to the append-only file and survives restart() */
+  appendOnly?: boolean;
+  /** a fixed port; a free one is picked when absent. Never 6379: a system redis may be there. */
+  port?: number;
+  /** how long to wait for PING to answer (ms) */
+  startTimeoutMs?: number;
+}
+
+export interface PrivateRedis {
+  url: string;
+  port: number;
+  dir: string;
+  /** pid of the running redis-server, undefined while stopped */
+  readonly pid: number | undefined;
+  /** SIGTERM, then wait for exit (SIGKILL after 5 s). Data in dir is kept for restart(). */
+  stop(): Promise<void>;
+  /** stop if running, then start again on the same port with the same dir */
+  restart(): Promise<void>;
+}
+
+/** Port the system redis may listen on; tests must never touch it. */
+const SYSTEM_REDIS_PORT = 6379;
+
+export class RedisStartError extends Error {
+  constructor(message: string, readonly output: string) {
+    super(`${message}\nredis-server output:\n${output}`);
+    this.name = 'RedisStartError';
+  }
+}
+
+/** Asks the kernel for a free port: bind 127.0.0.1:0, read the port, close. Racy in principle; start() retries. */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const server = createServer();
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const address = server.address();
+        const port = typeof address === 'object' && address !== null ? address.port : 0;
+        server.close(() => resolve(port));
+      });
+    });
+    if (port !== SYSTEM_REDIS_PORT && port !== 0) return port;
+  }
+}
+
+/** One PING over a raw socket: true if redis answered +PONG. */
+function ping(port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    let answer = '';
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      answer += chunk.toString('latin1');
+      if (answer.includes('\r\n')) done(answer.startsWith('+PONG'));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class PrivateRedisServer implements PrivateRedis {
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private output = '';
+  private unregister: () => void = () => {};
+
+  constructor(
+    public port: number,
+    readonly dir: string,
+    private readonly appendOnly: boolean,
+    private readonly startTimeoutMs: number,
+    private readonly ownsDir: boolean,
+  ) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    if (this.port === SYSTEM_REDIS_PORT) throw new Error('refusing to start a test redis on 6379, where a system redis may run');
+    this.output = '';
+    const { command, args } = withParentDeathSignal('redis-server', [
+      '--port', String(this.port),
+      '--bind', '127.0.0.1',
+      '--save', '',
+      '--appendonly', this.appendOnly ? 'yes' : 'no',
+      '--dir', this.dir,
+      '--daemonize', 'no',
+      '--logfile', '',
+    ]);
+    // detached: its own process group, so a Ctrl-C meant for the test runner
+    // does not kill redis before the test's own teardown runs
+    const child = spawn(command, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const keep = (chunk: Buffer) => {
+      this.output = (this.output + chunk.toString()).slice(-8000);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    // A redis someone forgot to stop must not keep the test process alive:
+    // unref it; the exit hook below kills it. stop() waits on it explicitly.
+    child.unref();
+    for (const stream of [child.stdout, child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
+    let exitedEarly = false;
+    this.exited = new Promise((resolve) => {
+      child.once('exit', () => {
+        exitedEarly = true;
+        resolve();
+      });
+      child.once('error', (err) => {
+        this.output += `\nspawn error: ${err.message}`;
+        exitedEarly = true;
+        resolve();
+      });
+    });
+    const pid = child.pid;
+    this.unregister();
+    this.unregister = onProcessExit(() => {
+      killGroup(pid, 'SIGKILL');
+      if (this.ownsDir) removeTreeSync(this.dir);
+    });
+
+    const deadline = Date.now() + this.startTimeoutMs;
+    while (Date.now() < deadline) {
+      if (exitedEarly) throw new RedisStartError(`redis-server on port ${this.port} exited during start`, this.output);
+      if (await ping(this.port)) return;
+      await sleep(20);
+    }
+    killGroup(pid, 'SIGKILL');
+    throw new RedisStartError(`redis-server on port ${this.port} did not answer PING within ${this.startTimeoutMs} ms`, this.output);
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (child === undefined) return;
+    this.child = undefined;
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined && isAlive(child.pid)) {
+      child.ref(); // keep the event loop alive until it has exited
+      killGroup(child.pid, 'SIGTERM');
+      const timer = setTimeout(() => killGroup(child.pid, 'SIGKILL'), 5000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    // keep the dir-removal part of the exit hook when we own the dir; the process is gone
+    this.unregister();
+    this.unregister = this.ownsDir ? onProcessExit(() => removeTreeSync(this.dir)) : () => {};
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+}
+
+/**
+ * Starts a redis-server of its own for one test (file): loopback only, no RDB
+ * snapshots, append-only on request. Always call stop() in the test's teardown;
+ * an exit hook kills it too if a test forgets or crashes.
+ */
+export async function startPrivateRedis(options: PrivateRedisOptions = {}): Promise<PrivateRedis> {
+  const ownsDir = options.dir === undefined;
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'nixfarm-redis-'));
+  mkdirSync(dir, { recursive: true });
+  const timeout = options.startTimeoutMs ?? 10_000;
+  // A picked port can be taken between our probe and redis's bind; try a few.
+  for (let attempt = 0; ; attempt++) {
+    const port = options.port ?? (await freePort());
+    const server = new PrivateRedisServer(port, dir, options.appendOnly ?? false, timeout, ownsDir);
+    try {
+      await server.start();
+      return server;
+    } catch (err) {
+      await server.stop().catch(() => {});
+      if (options.port !== undefined || attempt >= 4 || !(err instanceof RedisStartError)) {
+        if (ownsDir) removeTreeSync(dir);
+        throw err;
+      }
+    }
+  }
+}
