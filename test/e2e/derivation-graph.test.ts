@@ -18,6 +18,8 @@ function node(name: string, inputs: string[] = []): PlannedDerivation {
   };
 }
 
+const OPTS = { priority: 0, rebuildFailed: false };
+
 async function startRun(redis: Redis, runId: string): Promise<void> {
   await redis.hset(redisKeys.run(runId), { status: 'running', remaining: '1', failed: '0' });
 }
@@ -46,7 +48,7 @@ describe('DerivationGraph on real Redis', () => {
     const b = node('b');
     const c = node('c', ['a', 'b']);
     await startRun(redis, 'run1');
-    const { ready } = await graph.registerRun('run1', [c, a, b], 0);
+    const { ready } = await graph.registerRun('run1', [c, a, b], OPTS);
     assert.deepEqual(ready.map((r) => r.hash).sort(), [a.hash, b.hash].sort());
     await redis.hincrby(redisKeys.run('run1'), 'remaining', -1);
 
@@ -70,7 +72,7 @@ describe('DerivationGraph on real Redis', () => {
     const c = node('fc', ['fb']);
     const d = node('fd');
     await startRun(redis, 'run2');
-    await graph.registerRun('run2', [a, b, c, d], 0);
+    await graph.registerRun('run2', [a, b, c, d], OPTS);
     await redis.hincrby(redisKeys.run('run2'), 'remaining', -1);
     const failed = await graph.finish(a.hash, 'failed', { error: 'exit 3' });
     assert.deepEqual(failed.dependencyFailed.sort(), [b.hash, c.hash].sort());
@@ -87,14 +89,34 @@ describe('DerivationGraph on real Redis', () => {
     const top2 = node('toptwo', ['shared']);
     await startRun(redis, 'r1');
     await startRun(redis, 'r2');
-    const first = await graph.registerRun('r1', [shared, top1], 0);
-    const second = await graph.registerRun('r2', [shared, top2], 0);
+    const first = await graph.registerRun('r1', [shared, top1], OPTS);
+    const second = await graph.registerRun('r2', [shared, top2], OPTS);
     assert.deepEqual(first.ready.map((r) => r.hash), [shared.hash]);
     assert.deepEqual(second.ready, [], 'shared is already queued');
     assert.equal(second.joined, 1);
     const out = await graph.finish(shared.hash, 'succeeded', {});
     assert.deepEqual(out.released.map((r) => r.hash).sort(), [top1.hash, top2.hash].sort());
     assert.deepEqual((await graph.runsOf(shared.hash)).sort(), ['r1', 'r2']);
+  });
+
+  it('reports a derivation that failed before as a cached failure, unless asked to rebuild it', async () => {
+    const broken = node('broken');
+    const user = node('user', ['broken']);
+    await startRun(redis, 'first');
+    await graph.registerRun('first', [broken, user], OPTS);
+    await graph.finish(broken.hash, 'failed', { error: 'exit 3' });
+
+    await startRun(redis, 'second');
+    const second = await graph.registerRun('second', [broken, node('user', ['broken'])], OPTS);
+    assert.deepEqual(second.cachedFailures, [broken.hash]);
+    assert.deepEqual(second.dependencyFailed, [user.hash], 'its dependent fails at once, not built');
+    assert.deepEqual(second.ready, []);
+    assert.equal(await redis.hincrby(redisKeys.run('second'), 'remaining', -1), 0, 'nothing left: the run ends at once');
+
+    await startRun(redis, 'third');
+    const third = await graph.registerRun('third', [broken, node('user', ['broken'])], { priority: 0, rebuildFailed: true });
+    assert.deepEqual(third.ready.map((r) => r.hash), [broken.hash], '--rebuild-failed queues it again');
+    assert.deepEqual(third.cachedFailures, []);
   });
 
   it('orders inputs before dependents and rejects cycles', () => {

@@ -53,6 +53,28 @@ describe('failures and bad input', () => {
     assert.equal(spawnSync('nix-store', ['--check-validity', ...outputs]).status, 0, 'the independent branch is valid on the coordinator');
     const run = await farm.api<{ status: string }>(`/api/runs/${runIdOf(result.stderr)}`);
     assert.equal(run.status, 'failed');
+
+    // Submitted again: the failure is reported at once from the cache, nothing is rebuilt.
+    const again = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', salt]);
+    assert.equal(again.exitCode, 1, again.stderr);
+    assert.match(again.stderr, new RegExp(`CACHED-FAILURE: /nix/store/\\w{32}-${fixture.names.failing}\\.drv.*--rebuild-failed`));
+    assert.doesNotMatch(again.stderr, /\] building \S+ on /, 'nothing was built');
+    const cachedRows = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(again.stderr)}/derivations`)).derivations;
+    assert.equal(cachedRows.find((d) => d.drvPath.includes(fixture.names.failing))?.status, 'cached-failure');
+
+    // --rebuild-failed really builds it again (and it fails again, on the worker).
+    const rebuilt = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', salt, '--rebuild-failed']);
+    assert.equal(rebuilt.exitCode, 1);
+    assert.match(rebuilt.stderr, new RegExp(`building ${fixture.names.failing} on gamma`));
+  });
+
+  it('ends a build that runs past --timeout as timed-out', async () => {
+    const fixture = chain(1, { sleepSeconds: 30 });
+    const started = Date.now();
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt(), '--timeout', '2']);
+    assert.equal(result.exitCode, 1, result.stderr);
+    assert.match(result.stderr, /TIMED-OUT: \/nix\/store\/\w{32}-link-0\.drv on gamma/);
+    assert.ok(Date.now() - started < 25_000, 'the worker stopped the build, it did not run its 30 s');
   });
 
   it('keeps GC roots for results of a succeeded run and drops the run\'s temporary roots', async () => {

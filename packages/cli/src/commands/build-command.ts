@@ -85,6 +85,9 @@ export function buildCommand(): Command {
     .option('--arg <name> <expr>', 'pass a Nix expression as an argument (two values, repeatable)')
     .option('--argstr <name> <value>', 'pass a string as an argument (two values, repeatable)')
     .option('--priority <n>', 'higher runs first (-1000 .. 1000, default 0)', integer('--priority'))
+    .option('--rebuild-failed', 'build derivations that failed before instead of reporting them as cached failures')
+    .option('--timeout <seconds>', 'longest a single build may run (default 36000)', integer('--timeout'))
+    .option('--max-silent-time <seconds>', 'longest a build may print nothing (default 3600)', integer('--max-silent-time'))
     .option('--coordinator <url>', `coordinator HTTP API (default ${DEFAULT_COORDINATOR_URL}, or $NIXFARM_COORDINATOR)`)
     .option('--json', 'print the finished run as JSON on stdout instead of output paths')
     .addHelpText('after', '\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr \'(import ./default.nix {}).app\'\n\nExit codes: 0 built, 1 a build failed, 2 usage, evaluation or connection error.')
@@ -98,7 +101,17 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
   const command = buildCommand();
   command.exitOverride();
   command.parse(argstrs.rest, { from: 'user' });
-  const opts = command.opts<{ attr?: string[]; expr?: string; include?: string[]; priority?: number; coordinator?: string; json?: boolean }>();
+  const opts = command.opts<{
+    attr?: string[];
+    expr?: string;
+    include?: string[];
+    priority?: number;
+    coordinator?: string;
+    json?: boolean;
+    rebuildFailed?: boolean;
+    timeout?: number;
+    maxSilentTime?: number;
+  }>();
   const file = command.args[0];
   if (file !== undefined && opts.expr !== undefined) throw new CliError('give a file or --expr, not both');
   const request: SubmitRunRequest = {
@@ -108,6 +121,9 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     // Relative search paths and files mean the caller's directory; the coordinator evaluates elsewhere.
     includes: (opts.include ?? []).map((i) => (i.includes('=') || i.includes('://') || i.startsWith('<') ? i : path.resolve(i))),
     priority: opts.priority ?? 0,
+    rebuildFailed: opts.rebuildFailed ?? false,
+    timeoutSeconds: opts.timeout ?? 36_000,
+    maxSilentSeconds: opts.maxSilentTime ?? 3600,
     ...(opts.expr !== undefined ? { expr: opts.expr } : { file: path.resolve(file ?? 'default.nix') }),
   };
   const client = new ApiClient(opts.coordinator ?? DEFAULT_COORDINATOR_URL);
@@ -121,11 +137,10 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     throw error;
   }
   process.stderr.write(`nixfarm: run ${run.id}: ${run.total} derivation${run.total === 1 ? '' : 's'} to build\n`);
-  if (run.status === 'running') {
-    const printer = new ProgressPrinter(run.total);
-    for await (const event of client.followRun(run.id)) printer.print(event);
-    run = await client.getRun(run.id);
-  }
+  // Even a run that ended during submission is replayed: cached failures are reported as events.
+  const printer = new ProgressPrinter(run.total);
+  for await (const event of client.followRun(run.id)) printer.print(event);
+  run = await client.getRun(run.id);
   if (opts.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
   if (run.status !== 'succeeded') {
     const failed = Object.entries(run.counts)

@@ -24,6 +24,16 @@ export interface ReadyDerivation {
   delayMs?: number;
 }
 
+export interface RegistrationOutcome {
+  ready: ReadyDerivation[];
+  /** hashes of derivations that failed before: reported at once, not rebuilt */
+  cachedFailures: string[];
+  /** hashes of derivations that cannot be built because an input failed before */
+  dependencyFailed: string[];
+  /** derivations another run already had pending */
+  joined: number;
+}
+
 export interface FinishOutcome {
   released: ReadyDerivation[];
   dependencyFailed: string[];
@@ -68,10 +78,14 @@ export class DerivationGraph {
    * Inputs are registered before their dependents so a chunk never counts a
    * pending input that a later chunk would reset.
    */
-  async registerRun(runId: string, nodes: readonly PlannedDerivation[], priority: number): Promise<{ ready: ReadyDerivation[]; joined: number }> {
+  async registerRun(
+    runId: string,
+    nodes: readonly PlannedDerivation[],
+    options: { priority: number; rebuildFailed: boolean },
+  ): Promise<RegistrationOutcome> {
     const ordered = topologicalOrder(nodes);
     const ready: string[] = [];
-    let joined = 0;
+    const outcome: RegistrationOutcome = { ready: [], cachedFailures: [], dependencyFailed: [], joined: 0 };
     for (let i = 0; i < ordered.length; i += REGISTER_CHUNK) {
       const chunk = ordered.slice(i, i + REGISTER_CHUNK).map((n) => ({
         hash: n.hash,
@@ -83,15 +97,23 @@ export class DerivationGraph {
           features: JSON.stringify(n.drv.requiredSystemFeatures),
           queue: n.queue,
           job: JSON.stringify(n.job),
-          priority: String(priority),
+          priority: String(options.priority),
         },
       }));
-      const reply = await this.commands.nixfarmRegisterRun(REDIS_PREFIX, runId, String(Date.now()), JSON.stringify(chunk));
-      const bar = reply.indexOf('|');
-      ready.push(...reply.slice(0, bar));
-      joined += Number(reply[bar + 1]);
+      const [r = [], cached = [], depFailed = [], [joined = '0'] = []] = await this.commands.nixfarmRegisterRun(
+        REDIS_PREFIX,
+        runId,
+        String(Date.now()),
+        options.rebuildFailed ? '1' : '0',
+        JSON.stringify(chunk),
+      );
+      ready.push(...r);
+      outcome.cachedFailures.push(...cached);
+      outcome.dependencyFailed.push(...depFailed);
+      outcome.joined += Number(joined);
     }
-    return { ready: await this.readyDetails(ready), joined };
+    outcome.ready = await this.readyDetails(ready);
+    return outcome;
   }
 
   /** `at` is the worker's clock: start and end of one build come from the same clock, so per-worker overlap can be checked. */
@@ -186,7 +208,7 @@ export class DerivationGraph {
 }
 
 interface GraphCommands {
-  nixfarmRegisterRun(prefix: string, runId: string, now: string, nodes: string): Promise<string[]>;
+  nixfarmRegisterRun(prefix: string, runId: string, now: string, rebuildFailed: string, nodes: string): Promise<[string[], string[], string[], string[]]>;
   nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string): Promise<number>;
   nixfarmFinish(prefix: string, hash: string, status: string, now: string, fields: string): Promise<[string[], string[], string[]] | []>;
   nixfarmRequeue(prefix: string, hash: string, now: string, error: string): Promise<number>;

@@ -26,51 +26,63 @@ end`;
 
 /**
  * KEYS: none (single-instance Redis; keys are built from ARGV[1]).
- * ARGV: prefix, runId, now, nodes JSON [{hash, fields:{...}, inputs:[hash]}]
- * Returns: [readyHashes..., '|', joinedCount]
+ * ARGV: prefix, runId, now, rebuildFailed ('1' or '0'), nodes JSON [{hash, fields:{...}, inputs:[hash]}]
+ * Nodes must come inputs first. A node that failed before is a cached failure
+ * (unless rebuildFailed); a new node with an ended, unsuccessful input is
+ * dependency-failed at once; new nodes with every input built are queued.
+ * Returns: { ready, cachedFailures, dependencyFailed, { joinedCount } }
  */
 export const REGISTER_RUN = `
 ${TERMINAL}
-local prefix, runId, now = ARGV[1], ARGV[2], ARGV[3]
-local nodes = cjson.decode(ARGV[4])
+local prefix, runId, now, rebuildFailed = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
+local nodes = cjson.decode(ARGV[5])
 local runKey = prefix .. ':run:' .. runId
-local fresh = {}
+local ready, cached, depFailed = {}, {}, {}
 local joined = 0
 for _, node in ipairs(nodes) do
   local key = prefix .. ':drv:' .. node.hash
   local status = redis.call('HGET', key, 'status')
-  if (not status) or TERMINAL[status] then
+  redis.call('SADD', key .. ':runs', runId)
+  redis.call('SADD', runKey .. ':drvs', node.hash)
+  for _, input in ipairs(node.inputs) do
+    redis.call('SADD', prefix .. ':drv:' .. input .. ':dependents', node.hash)
+  end
+  if (status == 'failed' or status == 'cached-failure') and not rebuildFailed then
+    redis.call('HSET', key, 'status', 'cached-failure')
+    redis.call('HINCRBY', runKey, 'failed', 1)
+    cached[#cached + 1] = node.hash
+  elseif status and not TERMINAL[status] then
+    joined = joined + 1
+    redis.call('HINCRBY', runKey, 'remaining', 1)
+  else
     redis.call('DEL', key)
     local args = { 'status', 'waiting', 'pending', 0, 'attempts', 0, 'createdAt', now }
     for k, v in pairs(node.fields) do args[#args + 1] = k; args[#args + 1] = v end
     redis.call('HSET', key, unpack(args))
-    fresh[node.hash] = true
-  else
-    joined = joined + 1
-  end
-  redis.call('SADD', key .. ':runs', runId)
-  redis.call('SADD', runKey .. ':drvs', node.hash)
-  redis.call('HINCRBY', runKey, 'remaining', 1)
-end
-for _, node in ipairs(nodes) do
-  for _, input in ipairs(node.inputs) do
-    redis.call('SADD', prefix .. ':drv:' .. input .. ':dependents', node.hash)
-    if fresh[node.hash] and redis.call('HGET', prefix .. ':drv:' .. input, 'status') ~= 'succeeded' then
-      redis.call('HINCRBY', prefix .. ':drv:' .. node.hash, 'pending', 1)
+    local pending, brokenInput = 0, nil
+    for _, input in ipairs(node.inputs) do
+      local inputStatus = redis.call('HGET', prefix .. ':drv:' .. input, 'status')
+      if inputStatus and TERMINAL[inputStatus] and inputStatus ~= 'succeeded' then
+        brokenInput = redis.call('HGET', prefix .. ':drv:' .. input, 'path') .. ' ' .. inputStatus
+      elseif inputStatus ~= 'succeeded' then
+        pending = pending + 1
+      end
+    end
+    if brokenInput then
+      redis.call('HSET', key, 'status', 'dependency-failed', 'finishedAt', now, 'error', 'input ' .. brokenInput)
+      redis.call('HINCRBY', runKey, 'failed', 1)
+      depFailed[#depFailed + 1] = node.hash
+    else
+      redis.call('HINCRBY', runKey, 'remaining', 1)
+      redis.call('HSET', key, 'pending', pending)
+      if pending == 0 then
+        redis.call('HSET', key, 'status', 'queued', 'queuedAt', now)
+        ready[#ready + 1] = node.hash
+      end
     end
   end
 end
-local ready = {}
-for _, node in ipairs(nodes) do
-  local key = prefix .. ':drv:' .. node.hash
-  if fresh[node.hash] and tonumber(redis.call('HGET', key, 'pending')) == 0 then
-    redis.call('HSET', key, 'status', 'queued', 'queuedAt', now)
-    ready[#ready + 1] = node.hash
-  end
-end
-ready[#ready + 1] = '|'
-ready[#ready + 1] = tostring(joined)
-return ready
+return { ready, cached, depFailed, { tostring(joined) } }
 `;
 
 /**

@@ -87,9 +87,29 @@ export class RunService {
       .sadd(redisKeys.activeRuns, runId)
       .exec();
     await events.emit([runId], { type: 'run-started', runId, total: plan.nodes.length, at: now });
-    const { ready, joined } = await graph.registerRun(runId, plan.nodes, request.priority);
-    logger.info({ runId, derivations: plan.nodes.length, ready: ready.length, joined, read: plan.derivationsRead }, 'run submitted');
-    await this.enqueue(ready);
+    for (const node of plan.nodes) {
+      node.job.timeoutSeconds = request.timeoutSeconds;
+      node.job.maxSilentSeconds = request.maxSilentSeconds;
+    }
+    const registered = await graph.registerRun(runId, plan.nodes, { priority: request.priority, rebuildFailed: request.rebuildFailed });
+    logger.info(
+      { runId, derivations: plan.nodes.length, ready: registered.ready.length, joined: registered.joined, cachedFailures: registered.cachedFailures.length, read: plan.derivationsRead },
+      'run submitted',
+    );
+    // Failures known from before are reported at once; nothing is rebuilt unless asked (--rebuild-failed).
+    for (const view of await graph.views([...registered.cachedFailures, ...registered.dependencyFailed])) {
+      const cached = view.status === 'cached-failure';
+      await events.emit([runId], {
+        type: 'drv-finished',
+        drvPath: view.drvPath,
+        status: view.status,
+        ...(view.worker === undefined ? {} : { worker: view.worker }),
+        error: cached ? `failed before${view.error ? ` (${view.error})` : ''}; not rebuilt: pass --rebuild-failed to try again` : (view.error ?? 'an input failed before'),
+        ...(cached && view.logTail !== undefined ? { logTail: view.logTail } : {}),
+        at: now,
+      });
+    }
+    await this.enqueue(registered.ready);
     // Registration is complete: drop the sentinel; a run with nothing to build ends here.
     if ((await redis.hincrby(redisKeys.run(runId), 'remaining', -1)) <= 0) await this.finalize(runId);
     return this.get(runId);

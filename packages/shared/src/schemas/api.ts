@@ -14,6 +14,11 @@ export const submitRunRequestSchema = z
     argstrs: z.array(z.object({ name: nixIdentifier, value: z.string().max(100_000) }).strict()).max(1000).default([]),
     includes: z.array(z.string().min(1).max(4096)).max(1000).default([]),
     priority: z.number().int().min(-1000).max(1000).default(0),
+    /** build derivations that failed before instead of reporting cached-failure */
+    rebuildFailed: z.boolean().default(false),
+    /** per build, enforced by the worker's Nix (defaults as in the design: 10 h and 1 h) */
+    timeoutSeconds: z.number().int().positive().max(7 * 24 * 3600).default(36_000),
+    maxSilentSeconds: z.number().int().positive().max(7 * 24 * 3600).default(3600),
   })
   .strict()
   .refine((body) => (body.file === undefined) !== (body.expr === undefined), {
