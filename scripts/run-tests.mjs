@@ -40,6 +40,10 @@ function hasSource(file) {
   return ['.ts', '.mts', '.tsx'].some((ext) => existsSync(join(root, 'test', rel + ext)));
 }
 
+// --test-force-exit exists since Node 20.14 (--test-concurrency since 20.10)
+const [major, minor] = process.versions.node.split('.').map(Number);
+const FORCE_EXIT = major > 20 || minor >= 14 ? ['--test-force-exit'] : [];
+
 const args = process.argv.slice(2);
 const chosenGroups = args.filter((a) => a in GROUPS);
 const filters = args.filter((a) => !(a in GROUPS));
@@ -74,7 +78,7 @@ for (const { group, files } of plan) {
   // --test-force-exit: a test that leaks a handle (a forgotten redis, a
   // machine never destroyed) must not hang CI; process exit runs the
   // harness's exit hooks, which kill what the test left behind.
-  const result = spawnSync(process.execPath, ['--test', ...GROUPS[group], '--test-force-exit', '--test-reporter=spec', ...files.map((f) => relative(root, f))], {
+  const result = spawnSync(process.execPath, ['--test', ...GROUPS[group], ...FORCE_EXIT, '--test-reporter=spec', ...files.map((f) => relative(root, f))], {
     cwd: root,
     stdio: 'inherit',
   });

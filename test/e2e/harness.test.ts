@@ -6,6 +6,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { parseDerivation } from '@nixfarm/shared';
 import { startPrivateRedis } from '../harness/private-redis.js';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { chain, derivationClosure, failingBranch, freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, outputsOf, type Fixture } from '../harness/nix-fixtures.js';
@@ -179,6 +180,20 @@ describe('nix fixtures, built for real inside a machine with the sandbox on', ()
     assert.deepEqual(hostValid([out!]), new Set(), 'built in the machine only');
     const lines = readFileSync(machine.hostPathOf(out!), 'utf8').trim().split('\n');
     assert.equal(lines.length, 11, 'all + one line per top-layer node');
+    // the shape: every node of layer k>0 has 1-2 inputs from layer k-1, and inputs are shared (a DAG, not a tree)
+    const dependents = new Map<string, number>();
+    for (const path of await derivationClosure([all!])) {
+      const drv = parseDerivation(path, readFileSync(path, 'utf8'));
+      const layer = /^node-(\d+)-/.exec(drv.name)?.[1];
+      const inputs = Object.keys(drv.inputDrvs).map((p) => parseDerivation(p, readFileSync(p, 'utf8')).name);
+      if (layer !== undefined && layer !== '0') {
+        assert.ok(inputs.length >= 1 && inputs.length <= 2, `${drv.name} has ${inputs.length} inputs`);
+        for (const input of inputs) assert.ok(input.startsWith(`node-${Number(layer) - 1}-`), `${drv.name} depends on ${input}`);
+      }
+      for (const input of inputs) dependents.set(input, (dependents.get(input) ?? 0) + 1);
+    }
+    assert.equal(dependents.size, 50, 'every node is an input of something');
+    assert.ok([...dependents.values()].some((n) => n >= 2), 'some inputs are shared');
     // a single node is addressable by name too
     const [node] = await nixInstantiate(fixture.file, ['node-0-3'], { salt });
     assert.match(node!, /-node-0-3\.drv$/);

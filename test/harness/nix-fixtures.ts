@@ -122,7 +122,9 @@ function nixString(value: string): string {
 function preamble(options: FixtureOptions): string {
   const system = options.system === undefined ? 'builtins.currentSystem' : nixString(options.system);
   const features = (options.requiredSystemFeatures ?? []).map(nixString).join(' ');
-  const sleep = options.sleepSeconds === undefined ? '' : `\${bb}/bin/busybox sleep ${Number(options.sleepSeconds)}; `;
+  const seconds = options.sleepSeconds;
+  if (seconds !== undefined && !(Number.isFinite(seconds) && seconds >= 0)) throw new Error(`sleepSeconds must be a number >= 0, not ${seconds}`);
+  const sleep = seconds === undefined ? '' : `\${bb}/bin/busybox sleep ${seconds}; `;
   return `{ salt ? ${nixString(options.salt ?? '')} }:
 let
   bb = builtins.path { path = ./busybox; name = "busybox"; };
@@ -151,8 +153,9 @@ function dependencies(layer: number, index: number, width: number): number[] {
   // shifted input, which makes the graph a DAG with shared inputs, not a tree.
   if (layer === 0) return [];
   const deps = [index];
-  const second = (index * 7 + 3) % width;
-  if (index % 3 !== 2 && second !== index) deps.push(second);
+  if (width === 1 || index % 3 === 2) return deps;
+  // an offset in 1..width-1 that varies by layer: never the node itself
+  deps.push((index + 1 + (layer % (width - 1))) % width);
   return deps;
 }
 

@@ -15,7 +15,8 @@ const cleanups = new Set<Cleanup>();
 let installed = false;
 
 function runAll(): void {
-  for (const cleanup of [...cleanups]) {
+  // last registered first, like deferred calls: a machine is cleaned up before the directory that holds it
+  for (const cleanup of [...cleanups].reverse()) {
     cleanups.delete(cleanup);
     try {
       cleanup();

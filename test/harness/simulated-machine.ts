@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type SpawnOptions, type StdioOptions } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmdirSync } from 'node:fs';
+import { basename, dirname, join, posix, relative } from 'node:path';
 import { assertDerivationPath, assertStorePath, STORE_DIR } from '@nixfarm/shared';
 import { isAlive, killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
 
@@ -88,6 +88,8 @@ export class SimulatedMachine {
   private readonly nixConfig: readonly string[];
   private readonly children = new Set<ChildProcess>();
   private destroyed = false;
+  /** how nixDir appears in other processes' mount tables; computed while it exists */
+  private readonly identity: { device: string; root: string };
   private readonly unregister: () => void;
 
   constructor(name: string, options: SimulatedMachineOptions = {}) {
@@ -98,9 +100,11 @@ export class SimulatedMachine {
     this.homeDir = join(this.dir, 'home');
     this.stateDir = join(this.dir, 'state');
     this.nixConfig = options.nixConfig ?? [];
+    mkdirSync(dirname(this.dir), { recursive: true });
     // recursive: false on the machine dir itself so that two machines cannot share a name by accident
     mkdirSync(this.dir, { recursive: false });
     for (const d of [this.nixDir, this.homeDir, this.stateDir]) mkdirSync(d, { recursive: true });
+    this.identity = this.mountIdentity();
     this.unregister = onProcessExit(() => this.destroySync());
   }
 
@@ -209,11 +213,14 @@ export class SimulatedMachine {
     return join(this.nixDir, 'store', storePath.slice(STORE_DIR.length + 1));
   }
 
-  /** Pids of every process, spawned by us or not, that has this machine's nix dir mounted (found via /proc/<pid>/mountinfo). */
+  /**
+   * Pids of every process, spawned by us or not, that has this machine's nix
+   * dir mounted: its bind mount shows in /proc/<pid>/mountinfo with the
+   * device of the filesystem holding the dir and, as the mount's root, the
+   * dir's path within that filesystem.
+   */
   processesInside(): number[] {
-    // mountinfo's 4th field is the mount's root within its filesystem: for
-    // our bind mount, the machine's nix dir (relative to the fs it lives on).
-    const suffix = `/${basename(this.dir.slice(0, -this.name.length - 1))}/${this.name}/nix`;
+    const { device, root } = this.identity;
     const pids: number[] = [];
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
@@ -226,14 +233,31 @@ export class SimulatedMachine {
         continue;
       }
       for (const line of mountinfo.split('\n')) {
-        const root = line.split(' ')[3];
-        if (root !== undefined && (root.endsWith(suffix) || root.includes(`${suffix}/`))) {
+        const fields = line.split(' ');
+        const mountRoot = fields[3];
+        if (fields[2] === device && mountRoot !== undefined && (mountRoot === root || mountRoot.startsWith(`${root}/`))) {
           pids.push(pid);
           break;
         }
       }
     }
     return pids;
+  }
+
+  /** Device (major:minor) and filesystem-relative path of nixDir, from our own mount table. */
+  private mountIdentity(): { device: string; root: string } {
+    const nixDir = realpathSync(this.nixDir);
+    let best: { mountPoint: string; root: string; device: string } | undefined;
+    for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const [, , device, root, mountPoint] = line.split(' ');
+      if (device === undefined || root === undefined || mountPoint === undefined) continue;
+      const inside = mountPoint === '/' || nixDir === mountPoint || nixDir.startsWith(`${mountPoint}/`);
+      // the last of equally long matches is the one on top
+      if (inside && (best === undefined || mountPoint.length >= best.mountPoint.length)) best = { mountPoint, root, device };
+    }
+    if (best === undefined) throw new Error(`no mount holds ${nixDir}`);
+    const rel = relative(best.mountPoint, nixDir);
+    return { device: best.device, root: rel === '' ? best.root : posix.join(best.root, rel) };
   }
 
   private killEverything(): void {
