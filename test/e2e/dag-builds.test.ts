@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { TestFarm } from '../harness/test-farm.js';
-import { freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, derivationClosure } from '../harness/nix-fixtures.js';
+import { freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, derivationClosure, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
   drvPath: string;
@@ -93,6 +94,28 @@ describe('building a Nix expression across two workers', () => {
     assert.equal(again.exitCode, 0, again.stderr);
     assert.equal(again.stdout, result.stdout);
     assert.match(again.stderr, /run \w+: 0 derivations to build/);
+  });
+
+  it('builds preferLocalBuild derivations on the coordinator itself and the rest on workers', async () => {
+    const dir = join(farm.dir, 'local-build');
+    mkdirSync(dir, { recursive: true });
+    writeBusyboxDir(dir);
+    const file = join(dir, 'local.nix');
+    writeFileSync(
+      file,
+      `{ salt ? "" }:
+let bb = builtins.path { path = ./busybox; name = "busybox"; };
+    mk = attrs: builtins.derivation ({ system = builtins.currentSystem; builder = "\${bb}/bin/sh"; } // attrs);
+in rec {
+  config = mk { name = "local-config"; preferLocalBuild = true; args = [ "-c" "echo config \${salt} > $out" ]; };
+  app = mk { name = "remote-app"; args = [ "-c" "echo app \${config} > $out" ]; };
+}
+`,
+    );
+    const result = await farm.build([file, '-A', 'app', '--argstr', 'salt', freshSalt()]);
+    assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
+    assert.match(result.stderr, /built local-config on coordinator/);
+    assert.match(result.stderr, /built remote-app on (alpha|beta)/);
   });
 
   it('brings back both outputs of a multi-output derivation', async () => {

@@ -16,6 +16,7 @@ import { WorkerEventConsumer } from './events/worker-event-consumer.js';
 import { createHttpApi } from './api/http-api.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
+import { LocalBuilder } from './local/local-builder.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -84,7 +85,10 @@ export class Coordinator {
     const gcRoots = new GcRoots(config.gcRootsDir);
     await mkdir(config.gcRootsDir, { recursive: true });
     const workers = new WorkerDirectory(redis);
-    const runs = new RunService({ redis, nix, planner, graph, queues, events, gcRoots, workers, logger });
+    const localBuilder = config.localBuilds
+      ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs })
+      : undefined;
+    const runs = new RunService({ redis, nix, planner, graph, queues, events, gcRoots, workers, localBuilder, logger });
     const handler = new WorkerEventHandler({ nix, graph, runs, events, gcRoots, logger });
 
     this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });

@@ -8,6 +8,7 @@ import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
 import { WorkerEventPublisher } from './worker-event-publisher.js';
 import { JobRunner } from './job-runner.js';
+import { BuildExecutor } from './build-executor.js';
 import { JobFetcher } from './job-fetcher.js';
 import { PlacementGate } from './placement-gate.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
@@ -70,14 +71,19 @@ export class FarmWorker {
       timeoutMs: 10_000,
     });
 
-    const nix = new WorkerNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
+    // Nix refuses a build whose required features its own system-features lack; what the worker advertises, its Nix must accept.
+    const advertised = [...new Set([...config.supportedFeatures, ...config.mandatoryFeatures])];
+    const nixOptions: Array<readonly [string, string]> = [...config.nixOptions];
+    if (advertised.length > 0) nixOptions.push(['extra-system-features', advertised.join(' ')]);
+    const nix = new WorkerNix({ logger, nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
     const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     await redis.connect();
     this.redis = redis;
     const lockDurationMs = this.options.lockDurationMs ?? 30_000;
     const copier = new StoreCopier({ nix, logger, host: ssh.hostAlias, sshOpts: ssh.nixSshOpts });
-    const runner = new JobRunner({ workerName: config.name, nix, copier, publisher: new WorkerEventPublisher(redis), logger, lockDurationMs });
+    const executor = new BuildExecutor({ workerName: config.name, nix, mover: copier, publisher: new WorkerEventPublisher(redis), logger });
+    const runner = new JobRunner({ executor, logger, lockDurationMs });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({
       redis,

@@ -6,3 +6,5 @@ export * from './job-fetcher.js';
 export * from './ssh-identity.js';
 export * from './coordinator-probe.js';
 export * from './placement-gate.js';
+export * from './build-executor.js';
+export * from './worker-event-publisher.js';

@@ -19,7 +19,9 @@ export function coordinatorCommand(): Command {
     .option('--ssh-host <host>', 'SSH store endpoint address (default 0.0.0.0)')
     .option('--ssh-port <port>', 'SSH store endpoint port (default 2222; 0 picks a free one)', integer('--ssh-port'))
     .option('--gc-roots-dir <dir>', 'where run and result GC roots live (default /nix/var/nix/gcroots/nixfarm)')
-    .option('--nix-option <name=value>', 'extra Nix option for evaluation, repeatable', parseNixOption)
+    .option('--nix-option <name=value>', 'extra Nix option for evaluation and local builds, repeatable', parseNixOption)
+    .option('--no-local-builds', 'send preferLocalBuild derivations to workers too, instead of building them here')
+    .option('--local-max-jobs <n>', 'preferLocalBuild derivations built here at once (default 2)', integer('--local-max-jobs'))
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
     .action(async (flags: Record<string, unknown>) => {
@@ -35,6 +37,8 @@ export function coordinatorCommand(): Command {
           sshPort: flags.sshPort,
           gcRootsDir: flags.gcRootsDir,
           nixOptions: flags.nixOption,
+          localBuilds: flags.localBuilds === false ? false : undefined,
+          localMaxJobs: flags.localMaxJobs,
           logLevel: flags.logLevel,
         },
         'coordinator config',

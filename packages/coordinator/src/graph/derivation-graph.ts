@@ -22,6 +22,8 @@ export interface ReadyDerivation {
   attempt: number;
   /** back-off before a retry may start */
   delayMs?: number;
+  /** the derivation asks to be built where it is needed (preferLocalBuild) */
+  preferLocalBuild?: boolean;
 }
 
 export interface RegistrationOutcome {
@@ -98,6 +100,7 @@ export class DerivationGraph {
           queue: n.queue,
           job: JSON.stringify(n.job),
           priority: String(options.priority),
+          preferLocal: n.drv.preferLocalBuild ? '1' : '0',
         },
       }));
       const [r = [], cached = [], depFailed = [], [joined = '0'] = []] = await this.commands.nixfarmRegisterRun(
@@ -198,11 +201,18 @@ export class DerivationGraph {
   private async readyDetails(hashes: readonly string[]): Promise<ReadyDerivation[]> {
     if (hashes.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'queue', 'job', 'priority', 'attempts');
+    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'queue', 'job', 'priority', 'attempts', 'preferLocal');
     const replies = (await pipeline.exec()) ?? [];
     return hashes.map((hash, i) => {
-      const [queue, job, priority, attempts] = replies[i]?.[1] as [string, string, string, string];
-      return { hash, queue, job: buildJobSchema.parse(JSON.parse(job)), priority: Number(priority ?? 0), attempt: Number(attempts ?? 0) };
+      const [queue, job, priority, attempts, preferLocal] = replies[i]?.[1] as [string, string, string, string, string | null];
+      return {
+        hash,
+        queue,
+        job: buildJobSchema.parse(JSON.parse(job)),
+        priority: Number(priority ?? 0),
+        attempt: Number(attempts ?? 0),
+        preferLocalBuild: preferLocal === '1',
+      };
     });
   }
 }

@@ -56,6 +56,11 @@ export class CoordinatorNix {
     return String(result.stdout);
   }
 
+  /** The system this machine's Nix builds for natively (what preferLocalBuild derivations need). */
+  async currentSystem(): Promise<string> {
+    return JSON.parse((await this.run('nix-instantiate', ['--eval', '--expr', 'builtins.currentSystem', ...this.optionArgs()])).trim()) as string;
+  }
+
   async version(): Promise<string> {
     return (await this.run('nix-store', ['--version'])).trim();
   }

@@ -20,6 +20,7 @@ import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
+import type { LocalBuilder } from '../local/local-builder.js';
 
 export class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
@@ -36,6 +37,8 @@ export interface RunServiceDeps {
   events: RunEvents;
   gcRoots: GcRoots;
   workers: WorkerDirectory;
+  /** builds preferLocalBuild derivations here; absent when turned off */
+  localBuilder?: LocalBuilder;
   logger: Logger;
 }
 
@@ -115,7 +118,12 @@ export class RunService {
     return this.get(runId);
   }
 
-  async enqueue(ready: readonly ReadyDerivation[]): Promise<void> {
+  async enqueue(all: readonly ReadyDerivation[]): Promise<void> {
+    if (all.length === 0) return;
+    const local = this.deps.localBuilder;
+    const ready = local === undefined ? all : all.filter((r) => !local.takes(r));
+    // Local builds never wait for a worker; the coordinator starts them now.
+    if (local !== undefined) for (const r of all) if (local.takes(r)) local.submit(r);
     if (ready.length === 0) return;
     await this.deps.queues.enqueue(ready);
     const at = Date.now();

@@ -20,6 +20,10 @@ export const coordinatorConfigSchema = z
     sshPort: portSchema.default(2222),
     /** a directory under Nix's gcroots: every symlink in it keeps its target alive */
     gcRootsDir: z.string().min(1).default('/nix/var/nix/gcroots/nixfarm'),
+    /** build preferLocalBuild derivations on the coordinator itself, as Nix does, instead of sending them to workers */
+    localBuilds: z.boolean().default(true),
+    /** local builds at once */
+    localMaxJobs: z.number().int().min(1).max(64).default(2),
     /** extra `--option NAME VALUE` for the coordinator's own Nix calls */
     nixOptions: z.array(nixOptionSchema).default([]),
     logLevel: logLevelSchema.default('info'),

@@ -1,0 +1,68 @@
+import type { Redis } from 'ioredis';
+import { BuildExecutor, SAME_STORE, WorkerEventPublisher, WorkerNix } from '@nixfarm/worker';
+import { BUILTIN_SYSTEM, type Logger } from '@nixfarm/shared';
+import type { ReadyDerivation } from '../graph/derivation-graph.js';
+
+export interface LocalBuilderOptions {
+  redis: Redis;
+  logger: Logger;
+  nixOptions: ReadonlyArray<readonly [string, string]>;
+  nixEnv?: Record<string, string>;
+  /** the coordinator's own system */
+  system: string;
+  maxJobs: number;
+}
+
+/** The name local builds are reported under. */
+export const LOCAL_BUILDER_NAME = 'coordinator';
+
+/**
+ * Builds `preferLocalBuild` derivations on the coordinator's own store, as Nix
+ * does (they are cheap: writing a file, a symlink farm) so they never wait for
+ * a worker or pay for two copies. Reports through the same event stream as a
+ * worker, so the graph treats both alike.
+ */
+export class LocalBuilder {
+  private readonly executor: BuildExecutor;
+  private readonly waiting: ReadyDerivation[] = [];
+  private readonly inFlight = new Set<string>();
+  private running = 0;
+
+  constructor(private readonly options: LocalBuilderOptions) {
+    const nix = new WorkerNix({ logger: options.logger, nixOptions: options.nixOptions, env: options.nixEnv });
+    this.executor = new BuildExecutor({
+      workerName: LOCAL_BUILDER_NAME,
+      nix,
+      mover: SAME_STORE,
+      publisher: new WorkerEventPublisher(options.redis),
+      logger: options.logger.child({ component: 'local-builder' }),
+    });
+  }
+
+  /** Whether this ready derivation is one the coordinator builds itself. */
+  takes(ready: ReadyDerivation): boolean {
+    return ready.preferLocalBuild === true && (ready.job.system === this.options.system || ready.job.system === BUILTIN_SYSTEM);
+  }
+
+  submit(ready: ReadyDerivation): void {
+    if (this.inFlight.has(ready.hash)) return;
+    this.inFlight.add(ready.hash);
+    this.waiting.push(ready);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running < this.options.maxJobs && this.waiting.length > 0) {
+      const next = this.waiting.shift()!;
+      this.running++;
+      void this.executor
+        .execute(next.job, { jobId: `local-${next.hash}`, attempt: next.attempt })
+        .catch((error: unknown) => this.options.logger.error({ err: error, drvPath: next.job.drvPath }, 'local build failed to report'))
+        .finally(() => {
+          this.running--;
+          this.inFlight.delete(next.hash);
+          this.pump();
+        });
+    }
+  }
+}

@@ -1,0 +1,114 @@
+import { NixfarmError, type BuildJob, type BuildTimings, type Logger, type WorkerOutcome } from '@nixfarm/shared';
+import type { WorkerNix } from './worker-nix.js';
+import { NIX_BUILD_FAILED, NIX_TIMED_OUT_FLAG } from './worker-nix.js';
+import type { WorkerEventPublisher } from './worker-event-publisher.js';
+import { LogTail } from './log-tail.js';
+
+/** Moves paths in and out of the store that builds; a builder on the coordinator's own store moves nothing. */
+export interface PathMover {
+  copyIn(paths: readonly string[]): Promise<unknown>;
+  copyOut(paths: readonly string[]): Promise<unknown>;
+}
+
+export const SAME_STORE: PathMover = {
+  copyIn: async () => 0,
+  copyOut: async () => undefined,
+};
+
+export interface BuildExecutorDeps {
+  workerName: string;
+  nix: WorkerNix;
+  mover: PathMover;
+  publisher: WorkerEventPublisher;
+  logger: Logger;
+}
+
+/** Lines of log kept for the report on failure. */
+const FAILURE_LOG_LINES = 50;
+/** Lines of log kept for the report on success. */
+const SUCCESS_LOG_LINES = 10;
+
+interface Attempt {
+  outcome: WorkerOutcome;
+  outputs?: Record<string, string>;
+  exitCode?: number;
+  error?: string;
+}
+
+/**
+ * Builds one derivation and reports it: copy in what is missing, realise
+ * exactly that derivation, copy every output back. A builder failure is
+ * `failed` (never retried); anything else that goes wrong is `aborted` (the
+ * coordinator retries it with back-off).
+ */
+export class BuildExecutor {
+  constructor(private readonly deps: BuildExecutorDeps) {}
+
+  async execute(build: BuildJob, job: { jobId: string; attempt: number; signal?: AbortSignal }): Promise<WorkerOutcome> {
+    const { logger, publisher, workerName } = this.deps;
+    const started = Date.now();
+    const log = new LogTail(FAILURE_LOG_LINES);
+    const timings: BuildTimings = { copyInMs: 0, buildMs: 0, copyOutMs: 0, totalMs: 0 };
+    let result: Attempt;
+    try {
+      await publisher.publish({ type: 'started', drvPath: build.drvPath, worker: workerName, jobId: job.jobId, attempt: job.attempt, at: started });
+      result = await this.build(build, log, timings, job.signal);
+    } catch (error) {
+      result = { outcome: 'aborted', error: error instanceof Error ? error.message : String(error) };
+    }
+    timings.totalMs = Date.now() - started;
+    const tail = log.toArray();
+    await publisher.publish({
+      type: 'finished',
+      drvPath: build.drvPath,
+      worker: workerName,
+      jobId: job.jobId,
+      attempt: job.attempt,
+      outcome: result.outcome,
+      ...(result.outputs === undefined ? {} : { outputs: result.outputs }),
+      ...(result.exitCode === undefined ? {} : { exitCode: result.exitCode }),
+      ...(result.error === undefined ? {} : { error: result.error }),
+      logTail: result.outcome === 'succeeded' ? tail.slice(-SUCCESS_LOG_LINES) : tail,
+      timings,
+      at: Date.now(),
+    });
+    logger.info({ drvPath: build.drvPath, outcome: result.outcome, ...timings, error: result.error }, 'build finished');
+    return result.outcome;
+  }
+
+  private async build(build: BuildJob, log: LogTail, timings: BuildTimings, signal: AbortSignal | undefined): Promise<Attempt> {
+    const { nix, mover } = this.deps;
+    let t = Date.now();
+    await mover.copyIn([build.drvPath, ...build.inputPaths]);
+    timings.copyInMs = Date.now() - t;
+
+    t = Date.now();
+    const realised = await nix.realise(build.drvPath, {
+      timeoutSeconds: build.timeoutSeconds,
+      maxSilentSeconds: build.maxSilentSeconds,
+      onLogLine: (line) => log.push(line),
+      signal,
+    });
+    timings.buildMs = Date.now() - t;
+    if (signal?.aborted) return { outcome: 'cancelled', error: `build of ${build.drvPath} cancelled` };
+    if (realised.exitCode !== 0) {
+      const flags = realised.exitCode - NIX_BUILD_FAILED;
+      const timedOut = flags >= 0 && flags < 8 && (flags & NIX_TIMED_OUT_FLAG) !== 0;
+      return {
+        outcome: timedOut ? 'timed-out' : 'failed',
+        exitCode: realised.exitCode,
+        error: `builder for ${build.drvPath} failed with nix exit code ${realised.exitCode}`,
+      };
+    }
+    const expected = Object.values(build.outputs);
+    const missing = expected.filter((p) => !realised.outputPaths.includes(p));
+    if (missing.length > 0) {
+      throw new NixfarmError('unexpected-outputs', `nix-store --realise did not produce the expected outputs ${missing.join(' ')} (got ${realised.outputPaths.join(' ') || 'nothing'})`, { retryable: true });
+    }
+
+    t = Date.now();
+    await mover.copyOut(expected);
+    timings.copyOutMs = Date.now() - t;
+    return { outcome: 'succeeded', outputs: build.outputs };
+  }
+}
