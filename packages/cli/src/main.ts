@@ -6,6 +6,7 @@ import { workerCommand } from './commands/worker-command.js';
 import { buildCommand, runBuild } from './commands/build-command.js';
 import { authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
 import { runsCommand, workersCommand } from './commands/view-commands.js';
+import { whyCommand } from './commands/why-command.js';
 
 export function program(): Command {
   return new Command('nixfarm')
@@ -17,6 +18,7 @@ export function program(): Command {
     .addCommand(workerKeyCommand())
     .addCommand(workersCommand())
     .addCommand(runsCommand())
+    .addCommand(whyCommand())
     .addHelpText('after', '\nQuick start: npm run demo\nEach command has --help with an example.')
     .exitOverride()
     .showHelpAfterError();

@@ -98,7 +98,7 @@ export class Coordinator {
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler, logger });
     await this.consumer.start();
 
-    this.http = createHttpApi({ runs, events, workers, queues, redis, logger });
+    this.http = createHttpApi({ runs, events, workers, queues, redis, logger, nix });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
     const httpPort = typeof httpAddress === 'object' && httpAddress !== null ? httpAddress.port : config.httpPort;

@@ -10,3 +10,4 @@ export * from './redis/embedded-redis.js';
 export * from './store-endpoint/store-endpoint.js';
 export * from './store-endpoint/authorized-keys.js';
 export * from './store-endpoint/host-key.js';
+export * from './explain/index.js';

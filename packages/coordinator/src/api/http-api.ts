@@ -1,10 +1,11 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
-import { NixfarmError, formatZodError, submitRunRequestSchema, type Logger } from '@nixfarm/shared';
+import { NixfarmError, formatZodError, submitRunRequestSchema, type Derivation, type Logger } from '@nixfarm/shared';
 import type { RunService } from '../runs/run-service.js';
 import type { RunEvents } from '../runs/run-events.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
+import { AmbiguousQueryError, DerivationNotFoundError, WhyService } from '../explain/index.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -13,6 +14,8 @@ export interface HttpApiDeps {
   queues: BuildQueues;
   /** used to open one blocking connection per live event stream */
   redis: Redis;
+  /** the coordinator's Nix adapter: `why` reads a .drv to name the inputs it waits for (absent: read the file directly) */
+  nix?: { readDerivation(drvPath: string): Promise<Derivation> };
   logger: Logger;
   bodyLimitBytes?: number;
 }
@@ -111,6 +114,30 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
       queues.push({ name, waiting: (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0), running: counts.active ?? 0 });
     }
     return { queues };
+  });
+
+  // `nixfarm why`: explains one derivation (a .drv path, an output path or a hash prefix).
+  // 200 explained; 400 not a store path or hash prefix; 404 unknown; 409 an ambiguous prefix (candidates listed).
+  const why = new WhyService({
+    redis: deps.redis,
+    workers: deps.workers,
+    queues: deps.queues,
+    ...(deps.nix === undefined ? {} : { readDerivation: (drvPath: string) => deps.nix!.readDerivation(drvPath) }),
+  });
+  app.get<{ Querystring: { path?: string } }>('/api/why', async (request, reply) => {
+    const path = request.query.path;
+    if (typeof path !== 'string' || path.trim() === '') {
+      return sendError(reply, 400, 'invalid-request', 'give ?path= a .drv path, an output path or a hash prefix');
+    }
+    try {
+      return await why.explain(path);
+    } catch (error) {
+      if (error instanceof DerivationNotFoundError) return sendError(reply, 404, error.code, error.message);
+      if (error instanceof AmbiguousQueryError) {
+        return reply.code(409).send({ error: { code: error.code, message: error.message, candidates: error.candidates } });
+      }
+      throw error;
+    }
   });
 
   return app;
