@@ -7,7 +7,7 @@
 //   node scripts/run-tests.mjs unit            one group
 //   node scripts/run-tests.mjs e2e dag fail    files of a group whose name contains "dag" or "fail"
 //   node scripts/run-tests.mjs store-path      matching files of every group
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -73,18 +73,33 @@ if (plan.length === 0) {
 }
 
 let exitCode = 0;
+const totals = { pass: 0, fail: 0, skipped: 0 };
 for (const { group, files } of plan) {
   process.stderr.write(`run-tests: ${group}: ${files.length} file${files.length === 1 ? '' : 's'}\n`);
   // --test-force-exit: a test that leaks a handle (a forgotten redis, a
   // machine never destroyed) must not hang CI; process exit runs the
   // harness's exit hooks, which kill what the test left behind.
-  const result = spawnSync(process.execPath, ['--test', ...GROUPS[group], ...FORCE_EXIT, '--test-reporter=spec', ...files.map((f) => relative(root, f))], {
+  const child = spawn(process.execPath, ['--test', ...GROUPS[group], ...FORCE_EXIT, '--test-reporter=spec', ...files.map((f) => relative(root, f))], {
     cwd: root,
-    stdio: 'inherit',
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const code = result.status ?? 128 + (constants.signals[result.signal] ?? 0);
-  if (result.error) process.stderr.write(`run-tests: could not run node --test: ${result.error.message}\n`);
+  // Passed through as it comes, and read for the spec reporter's summary (ℹ pass N) to print one total at the end.
+  let tail = '';
+  child.stdout.on('data', (chunk) => {
+    process.stdout.write(chunk);
+    tail = (tail + chunk.toString()).slice(-4000);
+  });
+  const code = await new Promise((resolve) => {
+    child.once('error', (error) => {
+      process.stderr.write(`run-tests: could not run node --test: ${error.message}\n`);
+      resolve(1);
+    });
+    child.once('close', (status, signal) => resolve(status ?? 128 + (constants.signals[signal] ?? 0)));
+  });
+  for (const key of Object.keys(totals)) totals[key] += Number(new RegExp(`ℹ ${key} (\\d+)`).exec(tail)?.[1] ?? 0);
   // keep going so that one run reports every group; fail with the first failure's code
   if (code !== 0 && exitCode === 0) exitCode = code;
 }
+if (exitCode !== 0 && totals.fail === 0) totals.fail = 1; // a group that crashed before reporting still failed
+process.stdout.write(`\n${totals.pass} passed, ${totals.fail} failed, ${totals.skipped} skipped\n`);
 process.exit(exitCode);

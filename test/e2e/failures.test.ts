@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
 import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
@@ -12,6 +12,10 @@ interface DerivationRow {
   worker?: string;
   error?: string;
   logTail?: string[];
+}
+
+function nameOf(drvPath: string): string {
+  return drvPath.replace(/^\/nix\/store\/\w{32}-|\.drv$/g, '');
 }
 
 function runIdOf(stderr: string): string {
@@ -42,7 +46,7 @@ describe('failures and bad input', () => {
     for (const line of fixture.logLines) assert.ok(result.stderr.includes(line), `log tail shows ${JSON.stringify(line)}`);
 
     const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
-    const byName = new Map(derivations.map((d) => [d.drvPath.replace(/^\/nix\/store\/\w{32}-|\.drv$/g, ''), d]));
+    const byName = new Map(derivations.map((d) => [nameOf(d.drvPath), d]));
     assert.equal(byName.get(fixture.names.failing)?.status, 'failed');
     assert.equal(byName.get(fixture.names.dependent)?.status, 'dependency-failed');
     assert.equal(byName.get(fixture.names.dependent)?.worker, undefined, 'a dependency-failed derivation is never built');
@@ -60,7 +64,7 @@ describe('failures and bad input', () => {
     assert.match(again.stderr, new RegExp(`CACHED-FAILURE: /nix/store/\\w{32}-${fixture.names.failing}\\.drv.*--rebuild-failed`));
     assert.doesNotMatch(again.stderr, /\] building \S+ on /, 'nothing was built');
     const cachedRows = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(again.stderr)}/derivations`)).derivations;
-    assert.equal(cachedRows.find((d) => d.drvPath.includes(fixture.names.failing))?.status, 'cached-failure');
+    assert.equal(cachedRows.find((d) => nameOf(d.drvPath) === fixture.names.failing)?.status, 'cached-failure');
 
     // --rebuild-failed really builds it again (and it fails again, on the worker).
     const rebuilt = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', salt, '--rebuild-failed']);
@@ -86,6 +90,21 @@ describe('failures and bad input', () => {
     const resultDir = join(farm.gcRootsDir, 'results', runId);
     const links = readdirSync(resultDir).map((l) => readlinkSync(join(resultDir, l)));
     assert.deepEqual(links, [result.stdout.trim()]);
+  });
+
+  it('takes --expr, --arg and -I like nix-build, resolving relative paths in the caller\'s directory', async () => {
+    const fixture = chain(2);
+    const dir = dirname(fixture.file);
+    const salt = freshSalt();
+    const viaExpr = await farm.build(['--expr', `(import ./${basename(fixture.file)} { salt = "${salt}"; }).all`], { cwd: dir });
+    assert.equal(viaExpr.exitCode, 0, viaExpr.stderr);
+    const viaArg = await farm.build([basename(fixture.file), '-A', 'all', '--arg', 'salt', `"${salt}"`], { cwd: dir });
+    assert.equal(viaArg.exitCode, 0, viaArg.stderr);
+    assert.equal(viaArg.stdout, viaExpr.stdout, 'the same derivation either way');
+    assert.match(viaArg.stderr, /0 derivations to build/, 'already built by the first');
+    const viaInclude = await farm.build(['-I', 'fixtures=.', '--expr', `(import <fixtures/${basename(fixture.file)}> { salt = "${salt}"; }).all`], { cwd: dir });
+    assert.equal(viaInclude.exitCode, 0, viaInclude.stderr);
+    assert.equal(viaInclude.stdout, viaExpr.stdout);
   });
 
   it('exits 2 with Nix\'s message for a missing file, a syntax error, an eval error, an unknown attribute and a non-derivation', async () => {

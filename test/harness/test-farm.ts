@@ -185,16 +185,17 @@ export class TestFarm {
   }
 
   /** Runs the real `nixfarm` CLI on the host (the coordinator's machine). */
-  cli(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
+  cli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<CommandResult> {
     return this.spawnCli(args, options).result;
   }
 
   /** Like cli(), but gives access to the output while the command still runs. */
-  spawnCli(args: readonly string[], options: { timeoutMs?: number } = {}): { result: Promise<CommandResult>; stderrSoFar: () => string } {
+  spawnCli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): { result: Promise<CommandResult>; stderrSoFar: () => string } {
     let stderrSoFar = '';
     const result = new Promise<CommandResult>((resolvePromise, reject) => {
       const child = spawn(process.execPath, [NIXFARM_BIN, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
+        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
         env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIX_CONFIG: 'substituters =' },
       });
       let stdout = '';
@@ -215,7 +216,7 @@ export class TestFarm {
   }
 
   /** `nixfarm build` against this farm. */
-  build(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CommandResult> {
+  build(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<CommandResult> {
     return this.cli(['build', '--coordinator', this.address.httpUrl, ...args], options);
   }
 
@@ -236,7 +237,9 @@ export class TestFarm {
     if (w === undefined || w.process.exitCode !== null) return w?.process.exitCode ?? null;
     const exited = new Promise<number | null>((r) => w.process.once('exit', (code) => r(code)));
     killGroup(w.process.pid, signal);
-    const code = await Promise.race([exited, sleep(15_000).then(() => null)]);
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited, new Promise<null>((r) => (timer = setTimeout(() => r(null), 15_000)))]);
+    clearTimeout(timer);
     if (w.process.exitCode === null) killGroup(w.process.pid, 'SIGKILL');
     return code;
   }
@@ -247,7 +250,9 @@ export class TestFarm {
     if (this.coordinator && this.coordinator.exitCode === null) {
       const exited = new Promise((r) => this.coordinator.once('exit', r));
       killGroup(this.coordinator.pid, 'SIGTERM');
-      await Promise.race([exited, sleep(10_000)]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+      clearTimeout(timer);
       if (this.coordinator.exitCode === null) killGroup(this.coordinator.pid, 'SIGKILL');
     }
     await this.redis?.stop();

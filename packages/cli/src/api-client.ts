@@ -38,6 +38,10 @@ export class ApiClient {
     return this.request('GET', path);
   }
 
+  post<T>(path: string, body?: unknown): Promise<T> {
+    return this.request('POST', path, body);
+  }
+
   /** Follows a run's server-sent events until it finishes, resuming after dropped connections. */
   async *followRun(id: string): AsyncGenerator<RunEvent> {
     let lastId = '0';

@@ -1,12 +1,14 @@
 import { Command, CommanderError } from 'commander';
 import { NixfarmError } from '@nixfarm/shared';
 import { CliError, EXIT_USAGE } from './exit-codes.js';
+import { ApiRequestError } from './api-client.js';
 import { coordinatorCommand } from './commands/coordinator-command.js';
 import { workerCommand } from './commands/worker-command.js';
 import { buildCommand, runBuild } from './commands/build-command.js';
 import { authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
 import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
+import { cancelCommand } from './commands/cancel-command.js';
 
 export function program(): Command {
   return new Command('nixfarm')
@@ -19,6 +21,7 @@ export function program(): Command {
     .addCommand(workersCommand())
     .addCommand(runsCommand())
     .addCommand(whyCommand())
+    .addCommand(cancelCommand())
     .addHelpText('after', '\nQuick start: npm run demo\nEach command has --help with an example.')
     .exitOverride()
     .showHelpAfterError();
@@ -32,6 +35,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    if (error instanceof ApiRequestError) {
+      process.stderr.write(`nixfarm: the coordinator answered ${error.status} (${error.code}): ${error.message}\n`);
+      return EXIT_USAGE;
+    }
     if (error instanceof CliError) {
       process.stderr.write(`nixfarm: ${error.message}\n`);
       return error.exitCode;

@@ -51,6 +51,7 @@ export class Coordinator {
   private http: FastifyInstance | undefined;
   private endpoint: StoreEndpoint | undefined;
   private addressInfo: CoordinatorAddress | undefined;
+  private reconciler: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: CoordinatorOptions) {
     this.config = coordinatorConfigSchema.parse(options.config);
@@ -63,6 +64,16 @@ export class Coordinator {
   }
 
   async start(): Promise<CoordinatorAddress> {
+    try {
+      return await this.startSystems();
+    } catch (error) {
+      // Whatever did start (the embedded redis-server above all) must not outlive a failed start.
+      await this.stop().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async startSystems(): Promise<CoordinatorAddress> {
     const { config, logger } = this;
     const stateDir = path.resolve(config.stateDir);
     await mkdir(stateDir, { recursive: true });
@@ -95,6 +106,12 @@ export class Coordinator {
     const ssh = await this.endpoint.start();
 
     const resumed = await runs.resume();
+    // A safety net, like Hydra's periodic queue check: re-queue what the graph says is ready and close runs
+    // with nothing left, should an event's follow-up ever have been interrupted. Re-adding an existing job is a no-op.
+    this.reconciler = setInterval(() => {
+      runs.resume().catch((error: unknown) => logger.warn({ err: error }, 'periodic reconcile failed'));
+    }, 60_000);
+    this.reconciler.unref();
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler, logger });
     await this.consumer.start();
 
@@ -120,6 +137,7 @@ export class Coordinator {
   }
 
   async stop(): Promise<void> {
+    if (this.reconciler !== undefined) clearInterval(this.reconciler);
     await this.http?.close();
     await this.consumer?.stop();
     await this.endpoint?.stop();

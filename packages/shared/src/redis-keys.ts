@@ -23,6 +23,8 @@ export const redisKeys = {
   queues: `${REDIS_PREFIX}:queues`,
   /** PUB/SUB channel: a queue name, published when a job was added to it */
   queueWakeups: `${REDIS_PREFIX}:queue-wakeups`,
+  /** PUB/SUB channel: the hash part of a derivation whose running build must stop */
+  cancelBuilds: `${REDIS_PREFIX}:cancel-builds`,
   /** SET of worker names; HASH per worker */
   workers: `${REDIS_PREFIX}:workers`,
   worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,

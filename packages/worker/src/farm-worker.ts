@@ -3,7 +3,7 @@ import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { workerConfigSchema, type Logger, type WorkerConfig, type WorkerConfigInput, type WorkerInfo } from '@nixfarm/shared';
+import { redisKeys, workerConfigSchema, type Logger, type WorkerConfig, type WorkerConfigInput, type WorkerInfo } from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
 import { WorkerEventPublisher } from './worker-event-publisher.js';
@@ -34,6 +34,9 @@ export class FarmWorker {
   private fetcher: JobFetcher | undefined;
   private heartbeat: WorkerHeartbeat | undefined;
   private readonly running = new Set<Promise<void>>();
+  /** running builds by derivation hash, so the coordinator can stop one (a cancelled run) */
+  private readonly cancellers = new Map<string, AbortController>();
+  private cancelSubscriber: Redis | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
   private slotFreed: (() => void) | undefined;
@@ -105,6 +108,14 @@ export class FarmWorker {
     });
     this.heartbeat = new WorkerHeartbeat(redis, info);
     await this.heartbeat.start();
+    this.cancelSubscriber = redis.duplicate();
+    await this.cancelSubscriber.subscribe(redisKeys.cancelBuilds);
+    this.cancelSubscriber.on('message', (_channel: string, hash: string) => {
+      const canceller = this.cancellers.get(hash);
+      if (canceller === undefined) return;
+      logger.info({ hash }, 'build cancelled by the coordinator; stopping it');
+      canceller.abort();
+    });
     await this.fetcher.start();
     logger.info({ worker: config.name, systems: config.systems, maxJobs: config.maxJobs, speedFactor: config.speedFactor, nixVersion }, 'worker ready');
     this.loop = this.fetchLoop(runner);
@@ -130,11 +141,15 @@ export class FarmWorker {
         await fetcher.refreshQueues().catch(() => undefined);
         continue;
       }
+      const hash = String(fetched.job.id).split('.')[0]!;
+      const canceller = new AbortController();
+      this.cancellers.set(hash, canceller);
       const task = runner
-        .run(fetched.job, fetched.token)
+        .run(fetched.job, fetched.token, canceller.signal)
         .catch((error: unknown) => this.logger.error({ err: error, jobId: fetched.job.id }, 'job failed to report'))
         .finally(() => {
           this.running.delete(task);
+          if (this.cancellers.get(hash) === canceller) this.cancellers.delete(hash);
           void this.heartbeat?.beat().catch(() => undefined);
           const freed = this.slotFreed;
           this.slotFreed = undefined;
@@ -153,6 +168,7 @@ export class FarmWorker {
     await this.loop;
     await Promise.allSettled([...this.running]);
     await this.fetcher?.close();
+    this.cancelSubscriber?.disconnect();
     await this.heartbeat?.stop().catch(() => undefined);
     this.redis?.disconnect();
     await this.closeSshMaster();

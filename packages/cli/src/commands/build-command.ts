@@ -64,7 +64,7 @@ class ProgressPrinter {
         } else {
           if (event.worker !== undefined) this.running = Math.max(0, this.running - 1);
           this.failed++;
-          out(`${this.counts()} ${event.status.toUpperCase()}: ${event.drvPath} on ${event.worker ?? '?'}${event.error === undefined ? '' : `: ${event.error}`}`);
+          out(`${this.counts()} ${event.status.toUpperCase()}: ${event.drvPath}${event.worker === undefined ? '' : ` on ${event.worker}`}${event.error === undefined ? '' : `: ${event.error}`}`);
           if (event.logTail !== undefined && event.logTail.length > 0) {
             out(`  last ${event.logTail.length} log lines:`);
             for (const line of event.logTail) out(`  > ${line}`);
@@ -94,6 +94,14 @@ export function buildCommand(): Command {
     .action(async () => undefined);
 }
 
+/** `-I dir` and `-I name=dir` with a relative dir mean the caller's directory, as with nix-build. */
+function absoluteSearchPath(entry: string): string {
+  const eq = entry.indexOf('=');
+  const [prefix, value] = eq >= 0 ? [entry.slice(0, eq + 1), entry.slice(eq + 1)] : ['', entry];
+  if (value.includes('://') || value.startsWith('<') || value.startsWith('/')) return entry;
+  return prefix + path.resolve(value);
+}
+
 /** Runs `nixfarm build`; separate from commander so that --arg pairs can be taken out first. */
 export async function runBuild(argv: readonly string[]): Promise<number> {
   const args = extractPairs(argv, '--arg');
@@ -119,8 +127,9 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     args: args.pairs.map(([name, expr]) => ({ name, expr })),
     argstrs: argstrs.pairs.map(([name, value]) => ({ name, value })),
     // Relative search paths and files mean the caller's directory; the coordinator evaluates elsewhere.
-    includes: (opts.include ?? []).map((i) => (i.includes('=') || i.includes('://') || i.startsWith('<') ? i : path.resolve(i))),
+    includes: (opts.include ?? []).map(absoluteSearchPath),
     priority: opts.priority ?? 0,
+    cwd: process.cwd(),
     rebuildFailed: opts.rebuildFailed ?? false,
     timeoutSeconds: opts.timeout ?? 36_000,
     maxSilentSeconds: opts.maxSilentTime ?? 3600,
@@ -137,9 +146,21 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     throw error;
   }
   process.stderr.write(`nixfarm: run ${run.id}: ${run.total} derivation${run.total === 1 ? '' : 's'} to build\n`);
+  // Ctrl-C stops the farm's work too, as it would stop a local nix-build; a second one leaves at once.
+  const runId = run.id;
+  const onInterrupt = () => {
+    process.off('SIGINT', onInterrupt);
+    process.stderr.write(`\nnixfarm: cancelling run ${runId} (Ctrl-C again to leave it running)\n`);
+    void client.post(`/api/runs/${encodeURIComponent(runId)}/cancel`).catch(() => undefined);
+  };
+  process.on('SIGINT', onInterrupt);
   // Even a run that ended during submission is replayed: cached failures are reported as events.
   const printer = new ProgressPrinter(run.total);
-  for await (const event of client.followRun(run.id)) printer.print(event);
+  try {
+    for await (const event of client.followRun(run.id)) printer.print(event);
+  } finally {
+    process.off('SIGINT', onInterrupt);
+  }
   run = await client.getRun(run.id);
   if (opts.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
   if (run.status !== 'succeeded') {

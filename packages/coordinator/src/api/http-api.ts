@@ -69,6 +69,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
 
   app.get<{ Params: { id: string } }>('/api/runs/:id', async (request) => deps.runs.get(request.params.id));
 
+  app.post<{ Params: { id: string } }>('/api/runs/:id/cancel', async (request) => deps.runs.cancel(request.params.id));
+
   app.get<{ Params: { id: string } }>('/api/runs/:id/derivations', async (request) => ({ derivations: await deps.runs.derivations(request.params.id) }));
 
   // Server-sent events from the run's durable stream; Last-Event-ID resumes where a client left off.

@@ -62,6 +62,15 @@ export class BuildQueues {
     }
   }
 
+  /** Takes a derivation's waiting jobs out of its queue (every attempt's id); an active job is left to its worker. */
+  async remove(queue: string, hash: string, attempts: number): Promise<void> {
+    const q = this.queue(queue);
+    for (let a = 0; a <= attempts; a++) {
+      const job = await q.getJob(a === 0 ? hash : `${hash}.${a}`);
+      if (job !== undefined && !(await job.isActive())) await job.remove().catch(() => undefined);
+    }
+  }
+
   async names(): Promise<string[]> {
     return (await this.options.redis.smembers(redisKeys.queues)).sort();
   }

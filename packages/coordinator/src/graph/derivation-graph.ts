@@ -11,7 +11,7 @@ import {
   type TerminalStatus,
 } from '@nixfarm/shared';
 import type { PlannedDerivation } from '../evaluation/build-planner.js';
-import { FINISH_DERIVATION, MARK_STARTED, REGISTER_RUN, REQUEUE } from './graph-scripts.js';
+import { CANCEL_RUN, FINISH_DERIVATION, MARK_STARTED, REGISTER_RUN, REQUEUE } from './graph-scripts.js';
 
 export interface ReadyDerivation {
   hash: string;
@@ -68,6 +68,7 @@ export class DerivationGraph {
     redis.defineCommand('nixfarmMarkStarted', { numberOfKeys: 0, lua: MARK_STARTED });
     redis.defineCommand('nixfarmFinish', { numberOfKeys: 0, lua: FINISH_DERIVATION });
     redis.defineCommand('nixfarmRequeue', { numberOfKeys: 0, lua: REQUEUE });
+    redis.defineCommand('nixfarmCancelRun', { numberOfKeys: 0, lua: CANCEL_RUN });
   }
 
   private get commands(): GraphCommands {
@@ -142,6 +143,15 @@ export class DerivationGraph {
     const ok = await this.commands.nixfarmRequeue(REDIS_PREFIX, hash, String(Date.now()), error);
     if (ok !== 1) return undefined;
     return (await this.readyDetails([hash]))[0];
+  }
+
+  /** Ends a running run; returns the derivations it cancelled with their status before, or undefined if the run was not running. */
+  async cancelRun(runId: string): Promise<Array<{ hash: string; was: string }> | undefined> {
+    const reply = await this.commands.nixfarmCancelRun(REDIS_PREFIX, runId, String(Date.now()));
+    if (reply.length === 1 && Number(reply[0]) === -1) return undefined;
+    const out: Array<{ hash: string; was: string }> = [];
+    for (let i = 0; i < reply.length; i += 2) out.push({ hash: String(reply[i]), was: String(reply[i + 1]) });
+    return out;
   }
 
   /** Everything queued: what a restarted coordinator makes sure BullMQ still holds. */
@@ -222,6 +232,7 @@ interface GraphCommands {
   nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string): Promise<number>;
   nixfarmFinish(prefix: string, hash: string, status: string, now: string, fields: string): Promise<[string[], string[], string[]] | []>;
   nixfarmRequeue(prefix: string, hash: string, now: string, error: string): Promise<number>;
+  nixfarmCancelRun(prefix: string, runId: string, now: string): Promise<Array<string | number>>;
 }
 
 function optionalNumber(value: string | undefined): number | undefined {

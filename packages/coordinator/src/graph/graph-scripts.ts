@@ -156,3 +156,34 @@ redis.call('HSET', key, 'status', 'queued', 'queuedAt', ARGV[3], 'error', ARGV[4
 redis.call('HDEL', key, 'worker', 'startedAt')
 return 1
 `;
+
+/**
+ * Cancels a run: every pending derivation no other running run needs ends as
+ * cancelled; shared ones stay for the runs that still need them.
+ * ARGV: prefix, runId, now. Returns a flat list [hash, previousStatus, ...] of
+ * the derivations cancelled, or {-1} when the run is not running.
+ */
+export const CANCEL_RUN = `
+local prefix, runId, now = ARGV[1], ARGV[2], ARGV[3]
+local runKey = prefix .. ':run:' .. runId
+if redis.call('HGET', runKey, 'status') ~= 'running' then return { -1 } end
+redis.call('HSET', runKey, 'status', 'cancelled', 'finishedAt', now)
+redis.call('SREM', prefix .. ':runs:active', runId)
+local out = {}
+for _, hash in ipairs(redis.call('SMEMBERS', runKey .. ':drvs')) do
+  local key = prefix .. ':drv:' .. hash
+  local status = redis.call('HGET', key, 'status')
+  if status == 'waiting' or status == 'queued' or status == 'running' then
+    local neededElsewhere = false
+    for _, other in ipairs(redis.call('SMEMBERS', key .. ':runs')) do
+      if other ~= runId and redis.call('HGET', prefix .. ':run:' .. other, 'status') == 'running' then neededElsewhere = true end
+    end
+    if not neededElsewhere then
+      redis.call('HSET', key, 'status', 'cancelled', 'finishedAt', now, 'error', 'run ' .. runId .. ' cancelled')
+      out[#out + 1] = hash
+      out[#out + 1] = status
+    end
+  end
+end
+return out
+`;

@@ -1,7 +1,9 @@
+import { existsSync } from 'node:fs';
 import { readFile, readlink } from 'node:fs/promises';
 import { execa } from 'execa';
 import {
   NixCommandError,
+  ValidationError,
   assertDerivationPath,
   assertStorePath,
   parseDerivation,
@@ -25,6 +27,8 @@ export interface InstantiateRequest {
   args: ReadonlyArray<{ name: string; expr: string }>;
   argstrs: ReadonlyArray<{ name: string; value: string }>;
   includes: readonly string[];
+  /** the working directory for evaluation: relative paths in --expr and --arg resolve against it */
+  cwd?: string;
   /** --add-root prefix: nix-instantiate creates <rootPrefix>, <rootPrefix>-2, ... as GC roots for the .drv files */
   rootPrefix: string;
 }
@@ -46,9 +50,12 @@ export class CoordinatorNix {
     return this.options.nixOptions.flatMap(([name, value]) => ['--option', name, value]);
   }
 
-  private async run(command: string, args: string[], code?: string): Promise<string> {
+  private async run(command: string, args: string[], code?: string, cwd?: string): Promise<string> {
     const started = Date.now();
-    const result = await execa(command, args, { reject: false, stdin: 'ignore', env: this.options.env, maxBuffer: 512 * 1024 * 1024 });
+    const result = await execa(command, args, { reject: false, stdin: 'ignore', env: this.options.env, maxBuffer: 512 * 1024 * 1024, ...(cwd === undefined ? {} : { cwd }) });
+    if (result.failed && result.exitCode === undefined && cwd !== undefined && !existsSync(cwd)) {
+      throw new ValidationError(`working directory ${cwd} does not exist on the coordinator machine: give absolute paths, or run nixfarm build on the coordinator machine`);
+    }
     this.options.logger.debug({ command, argc: args.length, ms: Date.now() - started, exitCode: result.exitCode }, 'nix call');
     if (result.exitCode !== 0) {
       throw new NixCommandError([command, ...args.slice(0, 12)], result.exitCode, String(result.stderr), code === undefined ? {} : { code });
@@ -75,7 +82,7 @@ export class CoordinatorNix {
     args.push('--add-root', req.rootPrefix, ...this.optionArgs());
     if (req.expr !== undefined) args.push('--expr', req.expr);
     else if (req.file !== undefined) args.push('--', req.file);
-    const stdout = await this.run('nix-instantiate', args, 'evaluation-failed');
+    const stdout = await this.run('nix-instantiate', args, 'evaluation-failed', req.cwd);
     const lines = stdout.split('\n').filter((l) => l.length > 0);
     // With --add-root, nix-instantiate prints the root symlinks (plus `!output`), not the store paths.
     // An attribute may evaluate to a set or list of derivations; then the lines no longer pair with -A flags.

@@ -27,7 +27,12 @@ export class GcRoots {
   async holdOutput(runId: string, outputPath: string): Promise<void> {
     assertStorePath(outputPath);
     const link = path.join(this.runDir(runId), `out-${path.basename(outputPath)}`);
-    await replaceSymlink(outputPath, link);
+    try {
+      await replaceSymlink(outputPath, link);
+    } catch (error) {
+      // The run already ended (cancelled, or finished by another path): it holds nothing any more.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
   }
 
   async releaseRun(runId: string): Promise<void> {

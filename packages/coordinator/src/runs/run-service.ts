@@ -175,6 +175,32 @@ export class RunService {
     logger.info({ runId, status, error }, 'run finished');
   }
 
+  /**
+   * Cancels a run: its queued builds leave their queues, its running builds
+   * are stopped on their workers, except where another running run needs them.
+   */
+  async cancel(runId: string): Promise<RunView> {
+    const { graph, queues, redis, events, gcRoots, logger } = this.deps;
+    await this.get(runId);
+    const cancelled = await graph.cancelRun(runId);
+    if (cancelled === undefined) return this.get(runId);
+    const views = await graph.views(cancelled.map((c) => c.hash));
+    for (const [i, c] of cancelled.entries()) {
+      const view = views[i];
+      if (c.was === 'running') await redis.publish(redisKeys.cancelBuilds, c.hash);
+      else if (c.was === 'queued' && view !== undefined) {
+        const queue = (await redis.hget(redisKeys.drv(c.hash), 'queue')) ?? '';
+        if (queue !== '') await queues.remove(queue, c.hash, view.attempts);
+      }
+    }
+    const now = Date.now();
+    for (const view of views) await events.emit([runId], { type: 'drv-finished', drvPath: view.drvPath, status: 'cancelled', at: now });
+    await gcRoots.releaseRun(runId);
+    await events.emit([runId], { type: 'run-finished', runId, status: 'cancelled', at: now });
+    logger.info({ runId, cancelled: cancelled.length, stopped: cancelled.filter((c) => c.was === 'running').length }, 'run cancelled');
+    return this.get(runId);
+  }
+
   /** After a restart: every queued derivation of an unfinished run is put back in BullMQ (a no-op where the job survived). */
   async resume(): Promise<number> {
     const active = await this.deps.redis.smembers(redisKeys.activeRuns);

@@ -13,6 +13,8 @@ export const submitRunRequestSchema = z
     args: z.array(z.object({ name: nixIdentifier, expr: z.string().max(100_000) }).strict()).max(1000).default([]),
     argstrs: z.array(z.object({ name: nixIdentifier, value: z.string().max(100_000) }).strict()).max(1000).default([]),
     includes: z.array(z.string().min(1).max(4096)).max(1000).default([]),
+    /** where relative paths in expr and args resolve, as nix-build's working directory (must exist on the coordinator machine) */
+    cwd: z.string().min(1).max(4096).startsWith('/', 'cwd must be an absolute path').optional(),
     priority: z.number().int().min(-1000).max(1000).default(0),
     /** build derivations that failed before instead of reporting cached-failure */
     rebuildFailed: z.boolean().default(false),

@@ -1,0 +1,19 @@
+import { Command } from 'commander';
+import type { RunView } from '@nixfarm/shared';
+import { ApiClient } from '../api-client.js';
+import { DEFAULT_COORDINATOR_URL } from './build-command.js';
+
+export function cancelCommand(): Command {
+  return new Command('cancel')
+    .description("cancel a run: its queued builds are dropped and its running builds stopped, unless another run still needs them")
+    .argument('<run>', 'the run id (printed by nixfarm build, listed by nixfarm runs)')
+    .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--json', 'print the cancelled run as JSON')
+    .addHelpText('after', '\nExample:\n  nixfarm cancel mwt6xsw529593a48d6')
+    .action(async (runId: string, flags: { coordinator?: string; json?: boolean }) => {
+      const api = new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL);
+      const run = await api.post<RunView>(`/api/runs/${encodeURIComponent(runId)}/cancel`);
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
+      process.stdout.write(`run ${run.id}: ${run.status}\n`);
+    });
+}
