@@ -162,6 +162,11 @@ describe('failures and bad input', () => {
     const notice = build.stderrSoFar();
     assert.match(notice, /UNSUPPORTED: no worker can build \/nix\/store\/\w{32}-link-0\.drv \(system riscv64-linux, no features\)/);
     assert.match(notice, /gamma: wrong system: needs riscv64-linux, worker has x86_64-linux/);
+    const runId = runIdOf(notice);
+    const shown = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const link0 = shown.find((d) => nameOf(d.drvPath) === 'link-0');
+    assert.equal(link0?.status, 'unsupported', 'the run shows it as unsupported');
+    assert.match(link0?.error ?? '', /system riscv64-linux.*gamma: wrong system/);
     // A capable worker arrives: the queued build proceeds on it.
     await farm.startWorker({ name: 'riscy', systems: ['riscv64-linux'], nixConfig: ['extra-platforms = riscv64-linux'] });
     const result = await build.result;

@@ -2,7 +2,7 @@ import { mkdir, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
-import { coordinatorConfigSchema, type CoordinatorConfig, type CoordinatorConfigInput, type Logger } from '@nixfarm/shared';
+import { coordinatorConfigSchema, redisKeys, type CoordinatorConfig, type CoordinatorConfigInput, type Logger } from '@nixfarm/shared';
 import { CoordinatorNix } from './nix/coordinator-nix.js';
 import { BuildPlanner } from './evaluation/build-planner.js';
 import { DerivationGraph } from './graph/derivation-graph.js';
@@ -100,7 +100,8 @@ export class Coordinator {
       ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs })
       : undefined;
     const runs = new RunService({ redis, nix, planner, graph, queues, events, gcRoots, workers, localBuilder, logger });
-    const handler = new WorkerEventHandler({ nix, graph, runs, events, gcRoots, logger });
+    const durations = { record: async (name: string, ms: number) => void (await redis.hset(redisKeys.durations, name, String(Math.round(ms)))) };
+    const handler = new WorkerEventHandler({ nix, graph, runs, events, gcRoots, durations, logger });
 
     this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });
     const ssh = await this.endpoint.start();

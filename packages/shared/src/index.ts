@@ -14,3 +14,4 @@ export * from './schemas/worker-info.js';
 export * from './schemas/api.js';
 export * from './ssh-public-key.js';
 export * from './placement.js';
+export * from './critical-path.js';

@@ -25,6 +25,8 @@ export const redisKeys = {
   queueWakeups: `${REDIS_PREFIX}:queue-wakeups`,
   /** PUB/SUB channel: the hash part of a derivation whose running build must stop */
   cancelBuilds: `${REDIS_PREFIX}:cancel-builds`,
+  /** HASH: derivation name -> its last build time in ms, the weight of the critical path */
+  durations: `${REDIS_PREFIX}:durations`,
   /** SET of worker names; HASH per worker */
   workers: `${REDIS_PREFIX}:workers`,
   worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,

@@ -85,6 +85,7 @@ export function buildCommand(): Command {
     .option('--arg <name> <expr>', 'pass a Nix expression as an argument (two values, repeatable)')
     .option('--argstr <name> <value>', 'pass a string as an argument (two values, repeatable)')
     .option('--priority <n>', 'higher runs first (-1000 .. 1000, default 0)', integer('--priority'))
+    .option('--order <order>', 'ready builds: critical-path (longest remaining chain first, default) or fifo')
     .option('--rebuild-failed', 'build derivations that failed before instead of reporting them as cached failures')
     .option('--timeout <seconds>', 'longest a single build may run (default 36000)', integer('--timeout'))
     .option('--max-silent-time <seconds>', 'longest a build may print nothing (default 3600)', integer('--max-silent-time'))
@@ -92,6 +93,11 @@ export function buildCommand(): Command {
     .option('--json', 'print the finished run as JSON on stdout instead of output paths')
     .addHelpText('after', '\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr \'(import ./default.nix {}).app\'\n\nExit codes: 0 built, 1 a build failed, 2 usage, evaluation or connection error.')
     .action(async () => undefined);
+}
+
+function orderOf(value: string | undefined): 'critical-path' | 'fifo' {
+  if (value === undefined || value === 'critical-path' || value === 'fifo') return value ?? 'critical-path';
+  throw new CliError(`--order takes critical-path or fifo, got ${JSON.stringify(value)}`);
 }
 
 /** `-I dir` and `-I name=dir` with a relative dir mean the caller's directory, as with nix-build. */
@@ -117,6 +123,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     coordinator?: string;
     json?: boolean;
     rebuildFailed?: boolean;
+    order?: string;
     timeout?: number;
     maxSilentTime?: number;
   }>();
@@ -131,6 +138,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     priority: opts.priority ?? 0,
     cwd: process.cwd(),
     rebuildFailed: opts.rebuildFailed ?? false,
+    order: orderOf(opts.order),
     timeoutSeconds: opts.timeout ?? 36_000,
     maxSilentSeconds: opts.maxSilentTime ?? 3600,
     ...(opts.expr !== undefined ? { expr: opts.expr } : { file: path.resolve(file ?? 'default.nix') }),

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { redisKeys, type Logger } from '@nixfarm/shared';
+import { queuePriority, redisKeys, type Logger } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
 export interface BuildQueuesOptions {
@@ -8,8 +8,6 @@ export interface BuildQueuesOptions {
   logger: Logger;
 }
 
-/** BullMQ priorities: 1 is the highest, 2^21 the lowest; 0 means "no priority" and would jump FIFO. */
-const PRIORITY_BASE = 1_000_000;
 
 /**
  * The ready queues, one BullMQ queue per (system, feature set). Job id is the
@@ -51,7 +49,7 @@ export class BuildQueues {
           opts: {
             jobId: r.attempt === 0 ? r.hash : `${r.hash}.${r.attempt}`,
             delay: r.delayMs,
-            priority: Math.max(1, Math.min(2 ** 21 - 1, PRIORITY_BASE - r.priority)),
+            priority: queuePriority(r.priority, r.criticalPathMs),
             removeOnComplete: true,
             removeOnFail: true,
           },

@@ -1,4 +1,5 @@
 import {
+  derivationName,
   hashPart,
   type BuildFinishedEvent,
   type BuildStartedEvent,
@@ -19,6 +20,7 @@ export interface WorkerEventHandlerDeps {
   runs: RunService;
   events: RunEvents;
   gcRoots: GcRoots;
+  durations: { record(name: string, ms: number): Promise<void> };
   logger: Logger;
   /** tries for an infrastructure failure before the build ends as aborted */
   maxAttempts?: number;
@@ -123,6 +125,8 @@ export class WorkerEventHandler {
     const runIds = await graph.runsOf(hash);
     if (status === 'succeeded') {
       for (const runId of runIds) for (const out of Object.values(event.outputs ?? {})) await gcRoots.holdOutput(runId, out);
+      // Remembered by name: the next run weighs its critical paths with it.
+      await this.deps.durations.record(derivationName(event.drvPath), event.timings.totalMs);
     }
     await events.emit(runIds, {
       type: 'drv-finished',

@@ -24,6 +24,8 @@ export interface ReadyDerivation {
   delayMs?: number;
   /** the derivation asks to be built where it is needed (preferLocalBuild) */
   preferLocalBuild?: boolean;
+  /** expected work from this derivation to the end of its run, ms; absent in FIFO order */
+  criticalPathMs?: number;
 }
 
 export interface RegistrationOutcome {
@@ -84,7 +86,7 @@ export class DerivationGraph {
   async registerRun(
     runId: string,
     nodes: readonly PlannedDerivation[],
-    options: { priority: number; rebuildFailed: boolean },
+    options: { priority: number; rebuildFailed: boolean; criticalPathMs?: ReadonlyMap<string, number> },
   ): Promise<RegistrationOutcome> {
     const ordered = topologicalOrder(nodes);
     const ready: string[] = [];
@@ -102,6 +104,7 @@ export class DerivationGraph {
           job: JSON.stringify(n.job),
           priority: String(options.priority),
           preferLocal: n.drv.preferLocalBuild ? '1' : '0',
+          ...(options.criticalPathMs?.has(n.hash) ? { criticalPath: String(options.criticalPathMs.get(n.hash)) } : {}),
         },
       }));
       const [r = [], cached = [], depFailed = [], [joined = '0'] = []] = await this.commands.nixfarmRegisterRun(
@@ -143,6 +146,11 @@ export class DerivationGraph {
     const ok = await this.commands.nixfarmRequeue(REDIS_PREFIX, hash, String(Date.now()), error);
     if (ok !== 1) return undefined;
     return (await this.readyDetails([hash]))[0];
+  }
+
+  /** Records that no live worker can take this queued derivation; views show it as unsupported until a worker starts it. */
+  async markUnsupported(hash: string, reason: string): Promise<void> {
+    await this.redis.hset(redisKeys.drv(hash), 'unsupported', reason);
   }
 
   /** Ends a running run; returns the derivations it cancelled with their status before, or undefined if the run was not running. */
@@ -193,7 +201,8 @@ export class DerivationGraph {
         name: f.name ?? '',
         system: f.system ?? '',
         requiredFeatures: JSON.parse(f.features ?? '[]') as string[],
-        status: f.status,
+        // Still queued (a capable worker that registers later takes it), but shown as what it is now.
+        status: f.status === 'queued' && f.unsupported !== undefined ? 'unsupported' : f.status,
         worker: f.worker,
         pendingInputs: Number(f.pending ?? 0),
         attempts: Number(f.attempts ?? 0),
@@ -201,7 +210,7 @@ export class DerivationGraph {
         startedAt: optionalNumber(f.startedAt),
         finishedAt: optionalNumber(f.finishedAt),
         timings: f.timings === undefined ? undefined : (JSON.parse(f.timings) as BuildTimings),
-        error: f.error,
+        error: f.status === 'queued' && f.unsupported !== undefined ? f.unsupported : f.error,
         logTail: f.logTail === undefined ? undefined : (JSON.parse(f.logTail) as string[]),
       });
     }
@@ -211,11 +220,12 @@ export class DerivationGraph {
   private async readyDetails(hashes: readonly string[]): Promise<ReadyDerivation[]> {
     if (hashes.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'queue', 'job', 'priority', 'attempts', 'preferLocal');
+    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'queue', 'job', 'priority', 'attempts', 'preferLocal', 'criticalPath');
     const replies = (await pipeline.exec()) ?? [];
     return hashes.map((hash, i) => {
-      const [queue, job, priority, attempts, preferLocal] = replies[i]?.[1] as [string, string, string, string, string | null];
+      const [queue, job, priority, attempts, preferLocal, criticalPath] = replies[i]?.[1] as [string, string, string, string, string | null, string | null];
       return {
+        ...(criticalPath === null ? {} : { criticalPathMs: Number(criticalPath) }),
         hash,
         queue,
         job: buildJobSchema.parse(JSON.parse(job)),

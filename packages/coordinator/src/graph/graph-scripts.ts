@@ -94,6 +94,7 @@ local key = ARGV[1] .. ':drv:' .. ARGV[2]
 local status = redis.call('HGET', key, 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
 redis.call('HSET', key, 'status', 'running', 'worker', ARGV[3], 'startedAt', ARGV[4])
+redis.call('HDEL', key, 'unsupported')
 redis.call('HINCRBY', key, 'attempts', 1)
 return 1
 `;

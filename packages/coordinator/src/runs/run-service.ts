@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
   NixfarmError,
+  criticalPaths,
   describeIneligibility,
   ineligibilityReason,
   type WorkerInfo,
@@ -13,7 +14,7 @@ import {
   type RunView,
   type SubmitRunRequest,
 } from '@nixfarm/shared';
-import type { BuildPlanner } from '../evaluation/build-planner.js';
+import type { BuildPlanner, PlannedDerivation } from '../evaluation/build-planner.js';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
@@ -21,6 +22,9 @@ import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { LocalBuilder } from '../local/local-builder.js';
+
+/** The weight of a derivation never built before: every unknown step counts the same. */
+const DEFAULT_BUILD_MS = 1000;
 
 export class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
@@ -94,7 +98,8 @@ export class RunService {
       node.job.timeoutSeconds = request.timeoutSeconds;
       node.job.maxSilentSeconds = request.maxSilentSeconds;
     }
-    const registered = await graph.registerRun(runId, plan.nodes, { priority: request.priority, rebuildFailed: request.rebuildFailed });
+    const criticalPathMs = request.order === 'fifo' ? undefined : await this.criticalPaths(plan.nodes);
+    const registered = await graph.registerRun(runId, plan.nodes, { priority: request.priority, rebuildFailed: request.rebuildFailed, criticalPathMs });
     logger.info(
       { runId, derivations: plan.nodes.length, ready: registered.ready.length, joined: registered.joined, cachedFailures: registered.cachedFailures.length, read: plan.derivationsRead },
       'run submitted',
@@ -118,6 +123,14 @@ export class RunService {
     return this.get(runId);
   }
 
+  /** Each node's remaining chain of work, weighted by the last known build time of a derivation of the same name. */
+  private async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
+    const names = [...new Set(nodes.map((n) => n.drv.name))];
+    const known = names.length === 0 ? [] : await this.deps.redis.hmget(redisKeys.durations, ...names);
+    const weights = new Map(names.map((name, i) => [name, known[i] === null || known[i] === undefined ? DEFAULT_BUILD_MS : Number(known[i])]));
+    return criticalPaths(nodes.map((n) => ({ hash: n.hash, inputs: n.inputs, weightMs: weights.get(n.drv.name) ?? DEFAULT_BUILD_MS })));
+  }
+
   async enqueue(all: readonly ReadyDerivation[]): Promise<void> {
     if (all.length === 0) return;
     const local = this.deps.localBuilder;
@@ -136,6 +149,9 @@ export class RunService {
       if (!explained.has(r.queue)) explained.set(r.queue, whyNoWorker(alive, r.job));
       const reasons = explained.get(r.queue);
       if (reasons !== undefined) {
+        const features = r.job.requiredFeatures.length > 0 ? `features ${r.job.requiredFeatures.join(', ')}` : 'no features';
+        const who = reasons.length === 0 ? 'no worker is registered' : reasons.map((w) => `${w.name}: ${w.reason}`).join('; ');
+        await this.deps.graph.markUnsupported(r.hash, `no live worker can build it (system ${r.job.system}, ${features}): ${who}`);
         await this.deps.events.emit(runIds, {
           type: 'drv-unsupported',
           drvPath: r.job.drvPath,

@@ -16,6 +16,8 @@ export const submitRunRequestSchema = z
     /** where relative paths in expr and args resolve, as nix-build's working directory (must exist on the coordinator machine) */
     cwd: z.string().min(1).max(4096).startsWith('/', 'cwd must be an absolute path').optional(),
     priority: z.number().int().min(-1000).max(1000).default(0),
+    /** ready builds: longest remaining chain first (default), or first come first served (for comparison) */
+    order: z.enum(['critical-path', 'fifo']).default('critical-path'),
     /** build derivations that failed before instead of reporting cached-failure */
     rebuildFailed: z.boolean().default(false),
     /** per build, enforced by the worker's Nix (defaults as in the design: 10 h and 1 h) */
