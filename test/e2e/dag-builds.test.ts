@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestFarm } from '../harness/test-farm.js';
+import { peakConcurrency } from '../harness/build-timeline.js';
 import { freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, derivationClosure, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
@@ -14,20 +15,6 @@ interface DerivationRow {
   finishedAt?: number;
 }
 
-/** The most builds a worker ran at once, from the start and end times it reported. */
-function peakConcurrency(rows: DerivationRow[], worker: string): number {
-  const edges = rows
-    .filter((r) => r.worker === worker)
-    .flatMap((r) => [
-      { t: r.startedAt!, d: 1 },
-      { t: r.finishedAt!, d: -1 },
-    ])
-    .sort((a, b) => a.t - b.t || a.d - b.d);
-  let now = 0;
-  let peak = 0;
-  for (const e of edges) peak = Math.max(peak, (now += e.d));
-  return peak;
-}
 
 describe('building a Nix expression across two workers', () => {
   let farm: TestFarm;

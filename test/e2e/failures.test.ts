@@ -4,6 +4,7 @@ import { existsSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
+import { runIdOf } from '../harness/build-timeline.js';
 import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
@@ -18,11 +19,6 @@ function nameOf(drvPath: string): string {
   return drvPath.replace(/^\/nix\/store\/\w{32}-|\.drv$/g, '');
 }
 
-function runIdOf(stderr: string): string {
-  const id = /run (\w+)/.exec(stderr)?.[1];
-  assert.ok(id, `the CLI names the run:\n${stderr}`);
-  return id;
-}
 
 describe('failures and bad input', () => {
   let farm: TestFarm;

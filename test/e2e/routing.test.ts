@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { NIXFARM_BIN, TestFarm, sleep } from '../harness/test-farm.js';
+import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import { killGroup } from '../harness/process-cleanup.js';
 
@@ -17,11 +18,6 @@ interface QueueRow {
   running: number;
 }
 
-function runIdOf(stderr: string): string {
-  const id = /run (\w+)/.exec(stderr)?.[1];
-  assert.ok(id, `the CLI names the run:\n${stderr}`);
-  return id;
-}
 
 /** Worker name -> how many of the run's derivations it built. */
 function placement(rows: readonly DerivationRow[]): Map<string, number> {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
+import { peakConcurrency } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
@@ -11,19 +12,6 @@ interface DerivationRow {
   finishedAt?: number;
 }
 
-function peakConcurrency(rows: DerivationRow[], worker: string): number {
-  const edges = rows
-    .filter((r) => r.worker === worker)
-    .flatMap((r) => [
-      { t: r.startedAt!, d: 1 },
-      { t: r.finishedAt!, d: -1 },
-    ])
-    .sort((a, b) => a.t - b.t || a.d - b.d);
-  let now = 0;
-  let peak = 0;
-  for (const e of edges) peak = Math.max(peak, (now += e.d));
-  return peak;
-}
 
 describe("placement by Nix's speed-factor rule in a pull model", () => {
   let farm: TestFarm;

@@ -13,17 +13,24 @@ export interface CriticalPathNode {
 }
 
 /** For each node, its weight plus the heaviest path through its dependents. Nodes may come in any order; the graph must be acyclic. */
-export function criticalPaths(nodes: readonly CriticalPathNode[]): Map<string, number> {
-  const byHash = new Map(nodes.map((n) => [n.hash, n]));
+/** hash -> hashes of the nodes that take it as an input, counting only inputs among `nodes`. */
+export function dependentsOf(nodes: ReadonlyArray<{ hash: string; inputs: readonly string[] }>): Map<string, string[]> {
+  const known = new Set(nodes.map((n) => n.hash));
   const dependents = new Map<string, string[]>();
   for (const n of nodes) {
     for (const i of n.inputs) {
-      if (!byHash.has(i)) continue;
+      if (!known.has(i)) continue;
       const list = dependents.get(i);
       if (list === undefined) dependents.set(i, [n.hash]);
       else list.push(n.hash);
     }
   }
+  return dependents;
+}
+
+export function criticalPaths(nodes: readonly CriticalPathNode[]): Map<string, number> {
+  const byHash = new Map(nodes.map((n) => [n.hash, n]));
+  const dependents = dependentsOf(nodes);
   const result = new Map<string, number>();
   // Iterative post-order: dependents first, without recursion depth limits on long chains.
   for (const start of nodes) {

@@ -15,3 +15,4 @@ export * from './schemas/api.js';
 export * from './ssh-public-key.js';
 export * from './placement.js';
 export * from './critical-path.js';
+export * from './ssh-key-file.js';

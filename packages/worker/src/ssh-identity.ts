@@ -1,10 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, link, lstat, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rename, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import ssh2 from 'ssh2';
-import type { ParsedKey } from 'ssh2';
-import { NixfarmError, ValidationError, formatSshPublicKey, parseSshPublicKey } from '@nixfarm/shared';
+import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey } from '@nixfarm/shared';
 
 export const WORKER_KEY_FILE = 'id_ed25519';
 /** The name Nix is given (`nix-copy-closure --from nixfarm-coordinator`); the ssh config maps it to host and port. */
@@ -33,26 +32,8 @@ export class WorkerKeyFileError extends NixfarmError {
 export async function loadOrCreateWorkerKey(stateDir: string): Promise<WorkerKey> {
   const dir = resolve(stateDir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const privateKeyPath = join(dir, WORKER_KEY_FILE);
-  let text = await readIfExists(privateKeyPath);
-  if (text === undefined) {
-    const pair = generateEd25519(`nixfarm-worker@${hostname()}`);
-    text = await createExclusive(privateKeyPath, pair.private);
-  }
-  // ssh refuses an identity others can read ("UNPROTECTED PRIVATE KEY FILE"); the file is ours, so repair it.
-  if (((await stat(privateKeyPath)).mode & 0o077) !== 0) await chmod(privateKeyPath, 0o600);
-
-  const parsed = parsePrivateKey(privateKeyPath, text);
-  let key;
-  try {
-    key = parseSshPublicKey(`${parsed.type} ${parsed.getPublicSSH().toString('base64')} ${parsed.comment}`);
-  } catch (error) {
-    throw new WorkerKeyFileError(privateKeyPath, `${(error as Error).message}; move it away to have a new key made`, error);
-  }
-  const publicKeyLine = formatSshPublicKey(key);
-  const pubPath = `${privateKeyPath}.pub`;
-  if ((await readIfExists(pubPath))?.trim() !== publicKeyLine) await writeFile(pubPath, `${publicKeyLine}\n`, { mode: 0o644 });
-  return { privateKeyPath, publicKeyLine, fingerprint: key.fingerprint };
+  const key = await loadOrCreateSshKey(join(dir, WORKER_KEY_FILE), `nixfarm-worker@${hostname()}`, (path, reason, cause) => new WorkerKeyFileError(path, reason, cause));
+  return { privateKeyPath: key.privateKeyPath, publicKeyLine: key.publicKeyLine, fingerprint: key.fingerprint };
 }
 
 export interface SshClientConfigOptions {
@@ -185,55 +166,3 @@ async function writeAtomically(path: string, text: string): Promise<void> {
   await rename(temp, path);
 }
 
-/**
- * ssh2 1.17's generateKeyPairSync('ed25519') strips every leading zero byte of
- * the public key (it means to strip the DER BIT STRING's one padding byte), so
- * about one key in 256 comes out 31 bytes long: unusable by OpenSSH, and by
- * ssh2 itself. Generate until the key is well-formed.
- */
-function generateEd25519(comment: string): { private: string; public: string } {
-  for (let attempt = 0; attempt < 16; attempt += 1) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
-    try {
-      parseSshPublicKey(pair.public);
-      return pair;
-    } catch {
-      // a truncated key: draw another
-    }
-  }
-  throw new Error('ssh2 generated no well-formed ed25519 key in 16 attempts');
-}
-
-function parsePrivateKey(path: string, text: string): ParsedKey {
-  const result = ssh2.utils.parseKey(text);
-  const parsed = Array.isArray(result) ? result[0] : result;
-  if (parsed === undefined || parsed instanceof Error) {
-    throw new WorkerKeyFileError(path, `not an OpenSSH private key (${parsed instanceof Error ? parsed.message : 'empty'})`);
-  }
-  if (!parsed.isPrivateKey()) throw new WorkerKeyFileError(path, 'holds a public key, not a private key');
-  return parsed;
-}
-
-async function readIfExists(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new WorkerKeyFileError(path, 'unreadable', error);
-  }
-}
-
-/** Write-then-link: never half a key, and two processes starting at once agree on one key. */
-async function createExclusive(path: string, text: string): Promise<string> {
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(temp, text, { mode: 0o600, flag: 'wx' });
-  try {
-    await link(temp, path);
-    return text;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new WorkerKeyFileError(path, 'cannot be created', error);
-    return readFile(path, 'utf8');
-  } finally {
-    await unlink(temp).catch(() => undefined);
-  }
-}

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import {
   REDIS_PREFIX,
+  dependentsOf,
   buildJobSchema,
   isBuildStatus,
   redisKeys,
@@ -253,15 +254,7 @@ function optionalNumber(value: string | undefined): number | undefined {
 export function topologicalOrder(nodes: readonly PlannedDerivation[]): PlannedDerivation[] {
   const byHash = new Map(nodes.map((n) => [n.hash, n]));
   const indegree = new Map(nodes.map((n) => [n.hash, n.inputs.filter((i) => byHash.has(i)).length]));
-  const dependents = new Map<string, string[]>();
-  for (const n of nodes) {
-    for (const i of n.inputs) {
-      if (!byHash.has(i)) continue;
-      const list = dependents.get(i);
-      if (list === undefined) dependents.set(i, [n.hash]);
-      else list.push(n.hash);
-    }
-  }
+  const dependents = dependentsOf(nodes);
   const order: PlannedDerivation[] = [];
   const todo = nodes.filter((n) => indegree.get(n.hash) === 0).map((n) => n.hash);
   while (todo.length > 0) {
