@@ -23,6 +23,8 @@ export interface TestWorkerSpec {
   nixConfig?: string[];
   /** leave the worker's key out of authorized_keys */
   unauthorised?: boolean;
+  /** --lock-seconds: how soon a killed worker's build is re-run elsewhere */
+  lockSeconds?: number;
 }
 
 export interface TestFarmOptions {
@@ -152,6 +154,7 @@ export class TestFarm {
     if (spec.features?.length) args.push('--features', spec.features.join(','));
     if (spec.mandatoryFeatures?.length) args.push('--mandatory-features', spec.mandatoryFeatures.join(','));
     args.push('--max-jobs', String(spec.maxJobs ?? 1), '--speed-factor', String(spec.speedFactor ?? 1));
+    if (spec.lockSeconds !== undefined) args.push('--lock-seconds', String(spec.lockSeconds));
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
     const log = createWriteStream(this.logFile(spec.name), { flags: 'a' });
     const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

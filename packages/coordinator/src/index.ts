@@ -11,3 +11,5 @@ export * from './store-endpoint/store-endpoint.js';
 export * from './store-endpoint/authorized-keys.js';
 export * from './store-endpoint/host-key.js';
 export * from './explain/index.js';
+export * from './events/worker-event-handler.js';
+export * from './runs/gc-roots.js';

@@ -83,7 +83,7 @@ export class FarmWorker {
     const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     await redis.connect();
     this.redis = redis;
-    const lockDurationMs = this.options.lockDurationMs ?? 30_000;
+    const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
     const copier = new StoreCopier({ nix, logger, host: ssh.hostAlias, sshOpts: ssh.nixSshOpts });
     const executor = new BuildExecutor({ workerName: config.name, nix, mover: copier, publisher: new WorkerEventPublisher(redis), logger });
     const runner = new JobRunner({ executor, logger, lockDurationMs });

@@ -95,7 +95,7 @@ export class JobFetcher {
         autorun: false,
         name: this.options.workerName,
         lockDuration: this.options.lockDurationMs,
-        stalledInterval: Math.max(5000, this.options.lockDurationMs),
+        stalledInterval: Math.max(1000, this.options.lockDurationMs),
         // A build that outlives a lost lock is retried by the coordinator's rules, not dropped by BullMQ's.
         maxStalledCount: 1000,
       });

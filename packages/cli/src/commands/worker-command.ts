@@ -50,6 +50,7 @@ export function workerCommand(): Command {
     .option('--max-jobs <n>', 'builds at once (default 1)', integer('--max-jobs'))
     .option('--speed-factor <n>', 'relative speed; faster workers are preferred (default 1)', number('--speed-factor'))
     .option('--nix-option <name=value>', 'Nix option for every build, repeatable (like sandbox=true)', parseNixOption)
+    .option('--lock-seconds <n>', 'a job claimed by a worker that stops renewing it for this long is re-run elsewhere (default 30)', integer('--lock-seconds'))
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText(
       'after',
@@ -66,6 +67,7 @@ export function workerCommand(): Command {
         maxJobs: flags.maxJobs,
         speedFactor: flags.speedFactor,
         nixOptions: flags.nixOption,
+        lockSeconds: flags.lockSeconds,
         logLevel: flags.logLevel,
       };
       if (typeof flags.join === 'string') {

@@ -77,6 +77,9 @@ export class RunService {
       results.push({ attr: a.attr, drvPath: a.drvPath, outputName: a.outputName, outputPath });
     }
     const plan = await planner.plan(attrs.map((a) => a.drvPath));
+    // Inputs that were already valid are held for the run too: a GC while it runs must not take what its builds copy.
+    const built = new Set(plan.nodes.flatMap((n) => Object.values(n.job.outputs)));
+    for (const input of new Set(plan.nodes.flatMap((n) => n.job.inputPaths))) if (!built.has(input)) await gcRoots.holdOutput(runId, input);
     const now = Date.now();
     await redis
       .multi()

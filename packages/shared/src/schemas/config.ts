@@ -48,6 +48,8 @@ export const workerConfigSchema = z
     maxJobs: z.number().int().min(1).max(1024).default(1),
     speedFactor: z.number().positive().max(1_000_000).default(1),
     nixOptions: z.array(nixOptionSchema).default([]),
+    /** how long a job stays claimed without renewal: a worker that dies is noticed within this plus the stalled check, and its build re-run elsewhere */
+    lockSeconds: z.number().int().min(2).max(3600).default(30),
     logLevel: logLevelSchema.default('info'),
   })
   .strict();

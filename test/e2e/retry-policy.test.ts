@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type PlannedDerivation, type ReadyDerivation, type RunService, type CoordinatorNix } from '@nixfarm/coordinator';
+import { redisKeys, type BuildFinishedEvent } from '@nixfarm/shared';
+import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+
+/**
+ * The retry policy of one module, WorkerEventHandler, on a real graph in a real
+ * redis-server; the Nix adapter and the run service are stand-ins that record
+ * what they are asked (a unit test of one module, so fakes are allowed here).
+ */
+const HASH = 'a'.repeat(32);
+const DRV = `/nix/store/${HASH}-flaky.drv`;
+const OUT = `/nix/store/${'b'.repeat(32)}-flaky`;
+
+function planned(): PlannedDerivation {
+  return {
+    hash: HASH,
+    inputs: [],
+    queue: 'build@x86_64-linux',
+    drv: { path: DRV, name: 'flaky', outputs: { out: OUT }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
+    job: { drvPath: DRV, name: 'flaky', system: 'x86_64-linux', requiredFeatures: [], outputs: { out: OUT }, inputPaths: [] },
+  };
+}
+
+function finished(outcome: BuildFinishedEvent['outcome'], error?: string): BuildFinishedEvent {
+  return { type: 'finished', drvPath: DRV, worker: 'w1', jobId: HASH, attempt: 0, outcome, logTail: [], timings: { copyInMs: 1, buildMs: 1, copyOutMs: 1, totalMs: 3 }, at: Date.now(), ...(error ? { error } : {}) };
+}
+
+describe('retry policy for infrastructure failures', () => {
+  let server: PrivateRedis;
+  let redis: Redis;
+  let rootsDir: string;
+
+  before(async () => {
+    server = await startPrivateRedis({});
+    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+    rootsDir = mkdtempSync(join(tmpdir(), 'nixfarm-roots-'));
+  });
+  after(async () => {
+    redis?.disconnect();
+    await server?.stop();
+    rmSync(rootsDir, { recursive: true, force: true });
+  });
+
+  async function setup() {
+    await redis.flushall();
+    const graph = new DerivationGraph(redis);
+    await redis.hset(redisKeys.run('r1'), { status: 'running', remaining: '1', failed: '0' });
+    await graph.registerRun('r1', [planned()], { priority: 0, rebuildFailed: false });
+    await redis.hincrby(redisKeys.run('r1'), 'remaining', -1);
+    const requeued: ReadyDerivation[] = [];
+    const finalized: string[] = [];
+    const runs = { enqueue: async (r: ReadyDerivation[]) => void requeued.push(...r), finalize: async (id: string) => void finalized.push(id) } as unknown as RunService;
+    const nix = { invalidPaths: async () => new Set<string>() } as unknown as CoordinatorNix;
+    const handler = new WorkerEventHandler({
+      nix,
+      graph,
+      runs,
+      events: new RunEvents(redis),
+      gcRoots: new GcRoots(rootsDir),
+      durations: { record: async () => undefined },
+      logger: pino({ level: 'silent' }),
+    });
+    return { graph, handler, requeued, finalized };
+  }
+
+  it('retries an aborted build with exponential back-off, at most 5 tries, then reports it aborted', async () => {
+    const { graph, handler, requeued, finalized } = await setup();
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      assert.equal(await graph.markStarted(HASH, 'w1', Date.now()), true);
+      await handler.handle(finished('aborted', 'nix-copy-closure failed: connection reset'));
+      if (attempt < 5) {
+        assert.equal(await graph.status(HASH), 'queued', `try ${attempt} is queued again`);
+        assert.equal(requeued.at(-1)?.delayMs, 1000 * 2 ** (attempt - 1), `back-off after try ${attempt}`);
+        assert.equal(requeued.at(-1)?.attempt, attempt, 'a fresh BullMQ job id per try');
+      }
+    }
+    assert.equal(requeued.length, 4);
+    assert.equal(await graph.status(HASH), 'aborted');
+    assert.match((await graph.view(HASH))?.error ?? '', /gave up after 5 tries/);
+    assert.deepEqual(finalized, ['r1']);
+  });
+
+  it('never retries a builder failure', async () => {
+    const { graph, handler, requeued } = await setup();
+    await graph.markStarted(HASH, 'w1', Date.now());
+    await handler.handle(finished('failed', 'builder exited 1'));
+    assert.equal(await graph.status(HASH), 'failed');
+    assert.equal(requeued.length, 0);
+  });
+
+  it('treats a success whose outputs are not valid on the coordinator as an infrastructure failure', async () => {
+    const { graph, handler, requeued } = await setup();
+    const nixMissing = { invalidPaths: async (paths: string[]) => new Set(paths) };
+    const strict = new WorkerEventHandler({ ...(handler as unknown as { deps: ConstructorParameters<typeof WorkerEventHandler>[0] }).deps, nix: nixMissing as unknown as CoordinatorNix });
+    await graph.markStarted(HASH, 'w1', Date.now());
+    await strict.handle({ ...finished('succeeded'), outputs: { out: OUT } });
+    assert.equal(await graph.status(HASH), 'queued');
+    assert.equal(requeued.length, 1);
+  });
+});
