@@ -14,7 +14,7 @@ import {
   type RunView,
   type SubmitRunRequest,
 } from '@nixfarm/shared';
-import type { BuildPlanner, PlannedDerivation } from '../evaluation/build-planner.js';
+import type { BuildPlan, BuildPlanner, PlannedDerivation } from '../evaluation/build-planner.js';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
@@ -56,30 +56,18 @@ export class RunService {
   constructor(private readonly deps: RunServiceDeps) {}
 
   async submit(request: SubmitRunRequest): Promise<RunView> {
-    const { nix, planner, graph, queues, events, gcRoots, redis, logger } = this.deps;
+    const { graph, events, gcRoots, redis, logger } = this.deps;
     const runId = newRunId();
     await gcRoots.prepareRun(runId);
-    let attrs;
+    let results: RunResult[];
+    let plan;
     try {
-      attrs = await nix.instantiate({ ...request, rootPrefix: gcRoots.derivationRootPrefix(runId) });
+      ({ results, plan } = await this.evaluate(request, runId));
     } catch (error) {
+      // Nothing was registered: the run leaves no roots and no trace but the error.
       await gcRoots.releaseRun(runId);
       throw error;
     }
-    const results: RunResult[] = [];
-    for (const a of attrs) {
-      const drv = await nix.readDerivation(a.drvPath);
-      const outputPath = drv.outputs[a.outputName];
-      if (outputPath === undefined || outputPath === '') {
-        await gcRoots.releaseRun(runId);
-        throw new NixfarmError('unsupported-derivation', `${a.drvPath} has no output ${JSON.stringify(a.outputName)} with a known path (content-addressed derivations are not supported yet)`);
-      }
-      results.push({ attr: a.attr, drvPath: a.drvPath, outputName: a.outputName, outputPath });
-    }
-    const plan = await planner.plan(attrs.map((a) => a.drvPath));
-    // Inputs that were already valid are held for the run too: a GC while it runs must not take what its builds copy.
-    const built = new Set(plan.nodes.flatMap((n) => Object.values(n.job.outputs)));
-    for (const input of new Set(plan.nodes.flatMap((n) => n.job.inputPaths))) if (!built.has(input)) await gcRoots.holdOutput(runId, input);
     const now = Date.now();
     await redis
       .multi()
@@ -124,6 +112,26 @@ export class RunService {
     // Registration is complete: drop the sentinel; a run with nothing to build ends here.
     if ((await redis.hincrby(redisKeys.run(runId), 'remaining', -1)) <= 0) await this.finalize(runId);
     return this.get(runId);
+  }
+
+  /** Evaluates, finds each result's output path, plans what to build, and holds what the run will copy. */
+  private async evaluate(request: SubmitRunRequest, runId: string): Promise<{ results: RunResult[]; plan: BuildPlan }> {
+    const { nix, planner, gcRoots } = this.deps;
+    const attrs = await nix.instantiate({ ...request, rootPrefix: gcRoots.derivationRootPrefix(runId) });
+    const results: RunResult[] = [];
+    for (const a of attrs) {
+      const drv = await nix.readDerivation(a.drvPath);
+      const outputPath = drv.outputs[a.outputName];
+      if (outputPath === undefined || outputPath === '') {
+        throw new NixfarmError('unsupported-derivation', `${a.drvPath} has no output ${JSON.stringify(a.outputName)} with a known path (content-addressed derivations are not supported yet)`);
+      }
+      results.push({ attr: a.attr, drvPath: a.drvPath, outputName: a.outputName, outputPath });
+    }
+    const plan = await planner.plan(attrs.map((a) => a.drvPath));
+    // Inputs that were already valid are held for the run too: a GC while it runs must not take what its builds copy.
+    const built = new Set(plan.nodes.flatMap((n) => Object.values(n.job.outputs)));
+    for (const input of new Set(plan.nodes.flatMap((n) => n.job.inputPaths))) if (!built.has(input)) await gcRoots.holdOutput(runId, input);
+    return { results, plan };
   }
 
   /** Each node's remaining chain of work, weighted by the last known build time of a derivation of the same name. */
