@@ -43,7 +43,11 @@ function sendError(reply: FastifyReply, status: number, code: string, message: s
 }
 
 export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
-  const app = Fastify({ loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger, bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024, disableRequestLogging: true });
+  const app = Fastify({
+    // Per-request lines stay out of the log (they are at info); Fastify's own warnings and errors stay in.
+    loggerInstance: deps.logger.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger,
+    bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,
+  });
 
   app.setErrorHandler((error, _request, reply) => {
     const fastifyError = error as { statusCode?: number; code?: string; message: string };
