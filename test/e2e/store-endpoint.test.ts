@@ -50,14 +50,31 @@ let ssh: SshClientConfig;
 const sshConfigs: string[] = [];
 const hostPathsAdded: string[] = [];
 
-async function sshClient(config: string, args: string[], input?: Buffer): Promise<{ exitCode: number | undefined; stdout: Buffer; stderr: string }> {
-  const result = await execa('ssh', ['-F', config, ...args], {
-    reject: false,
-    encoding: 'buffer',
-    timeout: COMMAND_TIMEOUT_MS,
-    ...(input === undefined ? { stdin: 'ignore' as const } : { input }),
+async function sshClient(
+  config: string,
+  args: string[],
+  input?: Buffer,
+  /** keep stdin open until this many bytes came back: hanging up right after a greeting races the server's reply */
+  replyBytes?: number,
+): Promise<{ exitCode: number | undefined; stdout: Buffer; stderr: string }> {
+  if (input === undefined || replyBytes === undefined) {
+    const result = await execa('ssh', ['-F', config, ...args], {
+      reject: false,
+      encoding: 'buffer',
+      timeout: COMMAND_TIMEOUT_MS,
+      ...(input === undefined ? { stdin: 'ignore' as const } : { input }),
+    });
+    return { exitCode: result.exitCode, stdout: Buffer.from(result.stdout), stderr: Buffer.from(result.stderr).toString('utf8') };
+  }
+  const child = execa('ssh', ['-F', config, ...args], { reject: false, encoding: 'buffer', timeout: COMMAND_TIMEOUT_MS, stdin: 'pipe' });
+  let received = 0;
+  child.stdout?.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    if (received >= replyBytes) child.stdin?.end();
   });
-  return { exitCode: result.exitCode, stdout: Buffer.from(result.stdout), stderr: Buffer.from(result.stderr).toString('utf8') };
+  child.stdin?.write(input);
+  const result = await child;
+  return { exitCode: result.exitCode, stdout: Buffer.from(result.stdout as Uint8Array), stderr: Buffer.from(result.stderr as Uint8Array).toString('utf8') };
 }
 
 function inNamespace(command: string[], env: NodeJS.ProcessEnv = NIX_ENV) {
@@ -318,7 +335,7 @@ describe('the store endpoint, with the OpenSSH client and Nix', { timeout: 300_0
   it('serves nix-store --serve, --serve --write and nix-daemon --stdio through OpenSSH, with their exit codes', async () => {
     for (const command of [['nix-store', '--serve'], ['  nix-store   --serve  --write '], ['nix-daemon', '--stdio']]) {
       const greeting = command[0]!.includes('daemon') ? DAEMON_GREETING : SERVE_GREETING;
-      const result = await sshClient(ssh.configPath, ['nixfarm-coordinator', ...command], greeting);
+      const result = await sshClient(ssh.configPath, ['nixfarm-coordinator', ...command], greeting, 16);
       assert.ok(result.stdout.length >= 16, `${command.join(' ')}: ${result.stderr.toString()}`);
       assert.equal(result.stdout.readBigUInt64LE(0), command[0]!.includes('daemon') ? DAEMON_MAGIC_2 : SERVE_MAGIC_2);
       // nix-daemon stops with 1 when the client hangs up mid-handshake; nix-store --serve ends cleanly.
