@@ -16,3 +16,4 @@ export * from './ssh-public-key.js';
 export * from './placement.js';
 export * from './critical-path.js';
 export * from './ssh-key-file.js';
+export * from './worker-registry.js';

@@ -27,7 +27,7 @@ export const redisKeys = {
   cancelBuilds: `${REDIS_PREFIX}:cancel-builds`,
   /** HASH: derivation name -> its last build time in ms, the weight of the critical path */
   durations: `${REDIS_PREFIX}:durations`,
-  /** SET of worker names; HASH per worker */
+  /** SET of worker names; per worker a JSON string (WorkerInfo), rewritten on each heartbeat */
   workers: `${REDIS_PREFIX}:workers`,
   worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,
 } as const;

@@ -3,8 +3,7 @@ import {
   betterPlacedThan,
   canBuild,
   parseQueueName,
-  redisKeys,
-  workerInfoSchema,
+  readWorkerRegistry,
   type PlacementCandidate,
   type WorkerInfo,
 } from '@nixfarm/shared';
@@ -14,8 +13,6 @@ export interface PlacementGateOptions {
   self: () => PlacementCandidate;
   /** how long a worker yields a queue to a better one before taking its work anyway (the better one may be stuck) */
   graceMs?: number;
-  /** heartbeats older than this are not counted as competitors */
-  staleMs?: number;
   /** how long the view of other workers is reused */
   cacheMs?: number;
 }
@@ -64,14 +61,7 @@ export class PlacementGate {
 
   private async liveWorkers(now: number): Promise<WorkerInfo[]> {
     if (this.cache !== undefined && now - this.cache.at < (this.options.cacheMs ?? 100)) return this.cache.workers;
-    const names = await this.options.redis.smembers(redisKeys.workers);
-    const values = names.length === 0 ? [] : await this.options.redis.mget(names.map((n) => redisKeys.worker(n)));
-    const workers: WorkerInfo[] = [];
-    for (const value of values) {
-      if (value === null) continue;
-      const parsed = workerInfoSchema.safeParse(JSON.parse(value));
-      if (parsed.success && now - parsed.data.heartbeatAt < (this.options.staleMs ?? 10_000)) workers.push(parsed.data);
-    }
+    const workers = (await readWorkerRegistry(this.options.redis, now)).filter((w) => w.alive);
     this.cache = { at: now, workers };
     return workers;
   }

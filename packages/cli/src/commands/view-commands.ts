@@ -1,19 +1,8 @@
 import { Command } from 'commander';
-import type { RunView } from '@nixfarm/shared';
+import type { RunView, WorkerListing } from '@nixfarm/shared';
 import { ApiClient } from '../api-client.js';
 import { DEFAULT_COORDINATOR_URL } from './build-command.js';
 
-interface WorkerRow {
-  name: string;
-  systems: string[];
-  supportedFeatures: string[];
-  mandatoryFeatures: string[];
-  maxJobs: number;
-  speedFactor: number;
-  running: number;
-  heartbeatAt: number;
-  alive: boolean;
-}
 
 function client(flags: { coordinator?: string }): ApiClient {
   return new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL);
@@ -26,7 +15,7 @@ export function workersCommand(): Command {
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExample:\n  nixfarm workers --json')
     .action(async (flags: { coordinator?: string; json?: boolean }) => {
-      const { workers } = await client(flags).get<{ workers: WorkerRow[] }>('/api/workers');
+      const { workers } = await client(flags).get<{ workers: WorkerListing[] }>('/api/workers');
       if (flags.json) return void process.stdout.write(`${JSON.stringify(workers, null, 2)}\n`);
       for (const w of workers) {
         const age = ((Date.now() - w.heartbeatAt) / 1000).toFixed(0);
