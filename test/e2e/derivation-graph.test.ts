@@ -13,7 +13,7 @@ function node(name: string, inputs: string[] = []): PlannedDerivation {
     hash,
     inputs: inputs.map((i) => i.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32)),
     queue: 'build@x86_64-linux',
-    drv: { path, name, outputs: { out: `/nix/store/${hash}-${name}` }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
+    drv: { path, name, outputs: { out: `/nix/store/${hash}-${name}` }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
     job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out: `/nix/store/${hash}-${name}` }, inputPaths: [] },
   };
 }

@@ -23,7 +23,7 @@ function planned(): PlannedDerivation {
     hash: HASH,
     inputs: [],
     queue: 'build@x86_64-linux',
-    drv: { path: DRV, name: 'flaky', outputs: { out: OUT }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
+    drv: { path: DRV, name: 'flaky', outputs: { out: OUT }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
     job: { drvPath: DRV, name: 'flaky', system: 'x86_64-linux', requiredFeatures: [], outputs: { out: OUT }, inputPaths: [] },
   };
 }

@@ -11,6 +11,9 @@ export interface Derivation {
   inputSrcs: string[];
   system: string;
   builder: string;
+  args: string[];
+  /** output name -> how a fixed-output derivation's output is checked ('' and '' for input-addressed outputs) */
+  outputHashes: Record<string, { hashAlgo: string; hash: string }>;
   env: Record<string, string>;
   requiredSystemFeatures: string[];
   preferLocalBuild: boolean;
@@ -90,20 +93,22 @@ export function parseDerivation(drvPath: string, text: string): Derivation {
   const r = new ATermReader(text, drvPath);
   r.expect('Derive(');
   const outputs: Record<string, string> = {};
-  for (const [name, path] of r.list(() =>
+  const outputHashes: Record<string, { hashAlgo: string; hash: string }> = {};
+  for (const [name, path, hashAlgo, hash] of r.list(() =>
     r.tuple(() => {
       const name = r.string();
       r.expect(',');
       const path = r.string();
       r.expect(',');
-      r.string();
+      const hashAlgo = r.string();
       r.expect(',');
-      r.string();
-      return [name, path] as const;
+      const hash = r.string();
+      return [name, path, hashAlgo, hash] as const;
     }),
   )) {
     if (path !== '') assertStorePath(path);
     outputs[name] = path;
+    outputHashes[name] = { hashAlgo, hash };
   }
   r.expect(',');
   const inputDrvs: Record<string, string[]> = {};
@@ -124,7 +129,7 @@ export function parseDerivation(drvPath: string, text: string): Derivation {
   r.expect(',');
   const builder = r.string();
   r.expect(',');
-  r.list(() => r.string());
+  const args = r.list(() => r.string());
   r.expect(',');
   const env: Record<string, string> = {};
   for (const [k, v] of r.list(() =>
@@ -148,6 +153,8 @@ export function parseDerivation(drvPath: string, text: string): Derivation {
     inputSrcs,
     system,
     builder,
+    args,
+    outputHashes,
     env,
     requiredSystemFeatures: parseFeatureList(env.requiredSystemFeatures),
     preferLocalBuild: env.preferLocalBuild === '1',

@@ -1,6 +1,5 @@
-import { NixfarmError, type BuildJob, type BuildTimings, type Logger, type WorkerOutcome } from '@nixfarm/shared';
-import type { WorkerNix } from './worker-nix.js';
-import { NIX_BUILD_FAILED, NIX_TIMED_OUT_FLAG } from './worker-nix.js';
+import type { BuildJob, BuildTimings, Logger, WorkerOutcome } from '@nixfarm/shared';
+import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
 import { LogTail } from './log-tail.js';
 
@@ -17,7 +16,7 @@ export const SAME_STORE: PathMover = {
 
 export interface BuildExecutorDeps {
   workerName: string;
-  nix: WorkerNix;
+  builder: DerivationBuilder;
   mover: PathMover;
   publisher: WorkerEventPublisher;
   logger: Logger;
@@ -31,12 +30,11 @@ const SUCCESS_LOG_LINES = 10;
 interface Attempt {
   outcome: WorkerOutcome;
   outputs?: Record<string, string>;
-  exitCode?: number;
   error?: string;
 }
 
 /**
- * Builds one derivation and reports it: copy in what is missing, realise
+ * Builds one derivation and reports it: copy in what is missing, build
  * exactly that derivation, copy every output back. A builder failure is
  * `failed` (never retried); anything else that goes wrong is `aborted` (the
  * coordinator retries it with back-off).
@@ -66,7 +64,6 @@ export class BuildExecutor {
       attempt: job.attempt,
       outcome: result.outcome,
       ...(result.outputs === undefined ? {} : { outputs: result.outputs }),
-      ...(result.exitCode === undefined ? {} : { exitCode: result.exitCode }),
       ...(result.error === undefined ? {} : { error: result.error }),
       logTail: result.outcome === 'succeeded' ? tail.slice(-SUCCESS_LOG_LINES) : tail,
       timings,
@@ -77,37 +74,20 @@ export class BuildExecutor {
   }
 
   private async build(build: BuildJob, log: LogTail, timings: BuildTimings, signal: AbortSignal | undefined): Promise<Attempt> {
-    const { nix, mover } = this.deps;
+    const { builder, mover } = this.deps;
     let t = Date.now();
-    await mover.copyIn([build.drvPath, ...build.inputPaths]);
+    await mover.copyIn(build.inputPaths);
     timings.copyInMs = Date.now() - t;
 
     t = Date.now();
-    const realised = await nix.realise(build.drvPath, {
-      timeoutSeconds: build.timeoutSeconds,
-      maxSilentSeconds: build.maxSilentSeconds,
-      onLogLine: (line) => log.push(line),
-      signal,
-    });
+    const attempt = await builder.build(build, { onLogLine: (line) => log.push(line), signal });
     timings.buildMs = Date.now() - t;
     if (signal?.aborted) return { outcome: 'cancelled', error: `build of ${build.drvPath} cancelled` };
-    if (realised.exitCode !== 0) {
-      const flags = realised.exitCode - NIX_BUILD_FAILED;
-      const timedOut = flags >= 0 && flags < 8 && (flags & NIX_TIMED_OUT_FLAG) !== 0;
-      return {
-        outcome: timedOut ? 'timed-out' : 'failed',
-        exitCode: realised.exitCode,
-        error: `builder for ${build.drvPath} failed with nix exit code ${realised.exitCode}`,
-      };
-    }
-    const expected = Object.values(build.outputs);
-    const missing = expected.filter((p) => !realised.outputPaths.includes(p));
-    if (missing.length > 0) {
-      throw new NixfarmError('unexpected-outputs', `nix-store --realise did not produce the expected outputs ${missing.join(' ')} (got ${realised.outputPaths.join(' ') || 'nothing'})`, { retryable: true });
-    }
+    if (attempt.status !== 'succeeded') return { outcome: attempt.status, error: attempt.error };
 
+    // Reported only once every output is valid in the coordinator's store: dependents are released on this report.
     t = Date.now();
-    await mover.copyOut(expected);
+    await mover.copyOut(Object.values(build.outputs));
     timings.copyOutMs = Date.now() - t;
     return { outcome: 'succeeded', outputs: build.outputs };
   }

@@ -3,9 +3,11 @@ import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { redisKeys, workerConfigSchema, type Logger, type WorkerConfig, type WorkerConfigInput, type WorkerInfo } from '@nixfarm/shared';
+import { localStorePool, parseDerivation, redisKeys, workerConfigSchema, type Logger, type ServePool, type WorkerConfig, type WorkerConfigInput, type WorkerInfo } from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
+import { ServeBuilder } from './serve-builder.js';
+import { coordinatorStorePool } from './coordinator-store-pool.js';
 import { WorkerEventPublisher } from './worker-event-publisher.js';
 import { JobRunner } from './job-runner.js';
 import { BuildExecutor } from './build-executor.js';
@@ -40,6 +42,7 @@ export class FarmWorker {
   private loop: Promise<void> | undefined;
   private stopping = false;
   private slotFreed: (() => void) | undefined;
+  private pools: ServePool[] = [];
   private ssh: { configPath: string; hostAlias: string; controlDir: string | undefined; stateDir: string } | undefined;
 
   constructor(private readonly options: FarmWorkerOptions) {
@@ -78,14 +81,22 @@ export class FarmWorker {
     const advertised = [...new Set([...config.supportedFeatures, ...config.mandatoryFeatures])];
     const nixOptions: Array<readonly [string, string]> = [...config.nixOptions];
     if (advertised.length > 0) nixOptions.push(['extra-system-features', advertised.join(' ')]);
-    const nix = new WorkerNix({ logger, nixOptions, env: this.options.nixEnv });
+    const nix = new WorkerNix({ env: this.options.nixEnv });
     const nixVersion = await nix.version();
+    // Builds hold a local session each, and copies run beside them: one more than max-jobs of each kind stays open.
+    const local = localStorePool({ nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.maxJobs + 1, peer: `the store of worker ${config.name}` });
+    const coordinator = coordinatorStorePool({ sshConfigPath: ssh.configPath, hostAlias: ssh.hostAlias, maxIdle: config.maxJobs + 1, env: this.options.nixEnv });
+    this.pools = [local, coordinator];
     const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     await redis.connect();
     this.redis = redis;
     const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
-    const copier = new StoreCopier({ nix, logger, host: ssh.hostAlias, sshOpts: ssh.nixSshOpts });
-    const executor = new BuildExecutor({ workerName: config.name, nix, mover: copier, publisher: new WorkerEventPublisher(redis), logger });
+    const copier = new StoreCopier({ local, coordinator, logger });
+    const builder = new ServeBuilder({
+      store: local,
+      readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
+    });
+    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new WorkerEventPublisher(redis), logger });
     const runner = new JobRunner({ executor, logger, lockDurationMs });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({
@@ -171,6 +182,7 @@ export class FarmWorker {
     this.cancelSubscriber?.disconnect();
     await this.heartbeat?.stop().catch(() => undefined);
     this.redis?.disconnect();
+    await Promise.all(this.pools.map((p) => p.close()));
     await this.closeSshMaster();
   }
 

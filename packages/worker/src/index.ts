@@ -7,4 +7,7 @@ export * from './ssh-identity.js';
 export * from './coordinator-probe.js';
 export * from './placement-gate.js';
 export * from './build-executor.js';
+export * from './derivation-builder.js';
+export * from './serve-builder.js';
+export * from './coordinator-store-pool.js';
 export * from './worker-event-publisher.js';

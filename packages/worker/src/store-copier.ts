@@ -1,55 +1,92 @@
-import { InfrastructureError, type Logger } from '@nixfarm/shared';
-import type { WorkerNix } from './worker-nix.js';
-import { SerialLock } from './serial-lock.js';
+import { InfrastructureError, type Logger, type ServePool } from '@nixfarm/shared';
 
 export interface StoreCopierOptions {
-  nix: WorkerNix;
+  /** sessions with this worker's store */
+  local: ServePool;
+  /** sessions with the coordinator's store */
+  coordinator: ServePool;
   logger: Logger;
-  /** the ssh host alias of the coordinator (from the worker's ssh config) */
-  host: string;
-  /** NIX_SSHOPTS: `-F <config>`; the config pins the host key and multiplexes one connection */
-  sshOpts: string;
 }
 
 /** A path an input needs that the coordinator does not have: the coordinator's fault, never the builder's. */
 export class MissingInputError extends InfrastructureError {
   constructor(readonly missing: string[]) {
-    super('coordinator-missing-input', `coordinator error: inputs still missing after copying from the coordinator: ${missing.join(' ')}`);
+    super('coordinator-missing-input', `coordinator error: inputs missing from the coordinator's store: ${missing.join(' ')}`);
   }
 }
 
 /**
- * Moves store paths between the coordinator's store and this worker's. Asks
- * the local store first and copies only what is missing, so a worker that
- * already holds a build's inputs pays no SSH round trip.
+ * Moves store paths between the coordinator's store and this worker's over
+ * long-lived serve sessions: one round trip to learn what is missing, then
+ * the whole set in one export/import stream. Copies running at once never
+ * fetch the same path twice: a path already on its way is waited for.
  */
 export class StoreCopier {
-  /**
-   * Copies into this store run one at a time: when two Nix processes import the
-   * same path at once, the one that finds it already valid leaves the NAR
-   * unread and its ssh:// connection desyncs ("not an absolute path:
-   * 'nix-archive-1'", Nix 2.8).
-   */
-  private readonly copyInLock = new SerialLock();
+  private readonly arriving = new Map<string, Promise<void>>();
 
   constructor(private readonly options: StoreCopierOptions) {}
 
-  /** Makes `paths` (and their closures) valid locally. Returns how many top-level paths had to be copied. */
+  /** Makes `paths` and their closures valid locally. Returns how many paths were copied. */
   async copyIn(paths: readonly string[]): Promise<number> {
-    return this.copyInLock.run(() => this.copyMissing(paths));
+    const { local, coordinator } = this.options;
+    if (paths.length === 0) return 0;
+    const wanted = await local.use(async (l) => {
+      const valid = await l.connection.queryValidPaths(paths);
+      return paths.filter((p) => !valid.has(p));
+    });
+    if (wanted.length === 0) return 0;
+    return coordinator.use(async (remote) => {
+      const there = await remote.connection.queryValidPaths(wanted);
+      const absent = wanted.filter((p) => !there.has(p));
+      if (absent.length > 0) throw new MissingInputError(absent);
+      const closure = await remote.connection.queryClosure(wanted);
+      return local.use(async (l) => {
+        const valid = await l.connection.queryValidPaths(closure);
+        const missing = closure.filter((p) => !valid.has(p));
+        const elsewhere = missing.filter((p) => this.arriving.has(p)).map((p) => this.arriving.get(p)!);
+        const mine = missing.filter((p) => !this.arriving.has(p));
+        if (mine.length > 0) {
+          const copy = l.connection.importFrom(remote.connection, mine);
+          const settled = copy.then(
+            () => undefined,
+            () => undefined,
+          );
+          for (const p of mine) this.arriving.set(p, settled);
+          try {
+            await copy;
+          } finally {
+            for (const p of mine) if (this.arriving.get(p) === settled) this.arriving.delete(p);
+          }
+        }
+        await Promise.all(elsewhere);
+        if (elsewhere.length > 0) {
+          // another copy may have failed: whatever is still missing is copied now, on this session
+          const still = await l.connection.queryValidPaths(missing);
+          const retry = missing.filter((p) => !still.has(p));
+          if (retry.length > 0) await l.connection.importFrom(remote.connection, retry);
+        }
+        return mine.length;
+      });
+    });
   }
 
-  private async copyMissing(paths: readonly string[]): Promise<number> {
-    const { nix, host, sshOpts } = this.options;
-    const missing = [...(await nix.invalidPaths(paths))];
-    if (missing.length === 0) return 0;
-    await nix.copyClosure('from', host, missing, sshOpts);
-    const still = [...(await nix.invalidPaths(missing))];
-    if (still.length > 0) throw new MissingInputError(still);
-    return missing.length;
+  /** Makes `paths` and their closures valid in the coordinator's store. Returns how many paths were copied. */
+  async copyOut(paths: readonly string[]): Promise<number> {
+    const { local, coordinator } = this.options;
+    if (paths.length === 0) return 0;
+    return local.use(async (l) => {
+      const closure = await l.connection.queryClosure(paths);
+      return coordinator.use(async (remote) => {
+        const there = await remote.connection.queryValidPaths(closure);
+        const missing = closure.filter((p) => !there.has(p));
+        await remote.connection.importFrom(l.connection, missing);
+        return missing.length;
+      });
+    });
   }
 
-  async copyOut(paths: readonly string[]): Promise<void> {
-    await this.options.nix.copyClosure('to', this.options.host, paths, this.options.sshOpts);
+  /** The contents of a file in the coordinator's store (a .drv). */
+  readCoordinatorFile(path: string): Promise<Buffer> {
+    return this.options.coordinator.use((remote) => remote.connection.readFile(path));
   }
 }

@@ -1,7 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { Coordinator } from '@nixfarm/coordinator';
 import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
 import { integer, loadConfig, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
@@ -45,6 +44,7 @@ export function coordinatorCommand(): Command {
         { stateDir: DEFAULT_COORDINATOR_STATE },
       );
       const logger = createLogger({ name: 'coordinator', level: config.logLevel });
+      const { Coordinator } = await import('@nixfarm/coordinator');
       const coordinator = new Coordinator({ config, logger });
       const address = await coordinator.start();
       process.stderr.write(

@@ -1,8 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command } from 'commander';
-import { AuthorizedKeys } from '@nixfarm/coordinator';
-import { loadOrCreateWorkerKey } from '@nixfarm/worker';
 import { CliError } from '../exit-codes.js';
 import { DEFAULT_COORDINATOR_STATE } from './coordinator-command.js';
 import { DEFAULT_WORKER_STATE } from './worker-command.js';
@@ -25,6 +23,7 @@ export function authorizeCommand(): Command {
       const stateDir = path.resolve(flags.stateDir ?? DEFAULT_COORDINATOR_STATE);
       let fingerprint: string;
       try {
+        const { AuthorizedKeys } = await import('@nixfarm/coordinator');
         fingerprint = await new AuthorizedKeys(stateDir).add(line);
       } catch (error) {
         throw new CliError(`cannot authorise that key: ${(error as Error).message}`);
@@ -39,6 +38,7 @@ export function workerKeyCommand(): Command {
     .option('--state-dir <dir>', `the worker's state dir (default ${DEFAULT_WORKER_STATE})`)
     .addHelpText('after', '\nExample:\n  nixfarm worker-key --state-dir /var/lib/nixfarm-worker')
     .action(async (flags: { stateDir?: string }) => {
+      const { loadOrCreateWorkerKey } = await import('@nixfarm/worker');
       const identity = await loadOrCreateWorkerKey(path.resolve(flags.stateDir ?? DEFAULT_WORKER_STATE));
       process.stdout.write(`${identity.publicKeyLine}\n`);
     });

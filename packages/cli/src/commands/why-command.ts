@@ -1,7 +1,7 @@
 import { readlink } from 'node:fs/promises';
 import { Command } from 'commander';
 import { STORE_DIR } from '@nixfarm/shared';
-import { formatExplanation, parseWhyQuery, type WhyAnswer } from '@nixfarm/coordinator';
+import type { WhyAnswer } from '@nixfarm/coordinator';
 import { ApiClient, ApiRequestError } from '../api-client.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
 import { DEFAULT_COORDINATOR_URL } from './build-command.js';
@@ -38,6 +38,7 @@ export function whyCommand(): Command {
     )
     .action(async (arg: string, flags: { coordinator?: string; json?: boolean }) => {
       const target = await resolveLocalSymlink(arg);
+      const { formatExplanation, parseWhyQuery } = await import('@nixfarm/coordinator');
       parseWhyQuery(target); // the store-path grammar or the hash alphabet, before anything is sent
       const api = new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL);
       let answer: WhyAnswer;

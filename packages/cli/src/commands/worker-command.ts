@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { FarmWorker } from '@nixfarm/worker';
 import { createLogger, workerConfigSchema } from '@nixfarm/shared';
 import { CliError } from '../exit-codes.js';
 import { commaList, integer, loadConfig, number, parseNixOption, collect } from '../config-loader.js';
@@ -93,6 +92,7 @@ export function workerCommand(): Command {
       const defaults = { name: os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63), stateDir: DEFAULT_WORKER_STATE, systems: [await hostSystem()] };
       const config = await loadConfig(workerConfigSchema, flags.config as string | undefined, fromFlags, 'worker config', defaults);
       const logger = createLogger({ name: 'worker', level: config.logLevel });
+      const { FarmWorker } = await import('@nixfarm/worker');
       const worker = new FarmWorker({ config, logger });
       await worker.start();
       process.stderr.write(`nixfarm worker ${config.name} ready: ${config.systems.join(', ')}, max-jobs ${config.maxJobs}, speed factor ${config.speedFactor}\n`);

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
-import { BuildExecutor, SAME_STORE, WorkerEventPublisher, WorkerNix } from '@nixfarm/worker';
-import { BUILTIN_SYSTEM, type Logger } from '@nixfarm/shared';
+import { readFile } from 'node:fs/promises';
+import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/worker';
+import { BUILTIN_SYSTEM, assertDerivationPath, localStorePool, parseDerivation, type Logger, type ServePool } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
 export interface LocalBuilderOptions {
@@ -24,15 +25,20 @@ export const LOCAL_BUILDER_NAME = 'coordinator';
  */
 export class LocalBuilder {
   private readonly executor: BuildExecutor;
+  private readonly store: ServePool;
   private readonly waiting: ReadyDerivation[] = [];
   private readonly inFlight = new Set<string>();
   private running = 0;
 
   constructor(private readonly options: LocalBuilderOptions) {
-    const nix = new WorkerNix({ logger: options.logger, nixOptions: options.nixOptions, env: options.nixEnv });
+    this.store = localStorePool({ nixOptions: options.nixOptions, env: options.nixEnv, write: true, maxIdle: options.maxJobs, peer: "the coordinator's store" });
+    const builder = new ServeBuilder({
+      store: this.store,
+      readDerivation: async (drvPath) => parseDerivation(drvPath, await readFile(assertDerivationPath(drvPath), 'utf8')),
+    });
     this.executor = new BuildExecutor({
       workerName: LOCAL_BUILDER_NAME,
-      nix,
+      builder,
       mover: SAME_STORE,
       publisher: new WorkerEventPublisher(options.redis),
       logger: options.logger.child({ component: 'local-builder' }),
@@ -64,5 +70,10 @@ export class LocalBuilder {
           this.pump();
         });
     }
+  }
+
+  /** Ends the build sessions (running local builds are interrupted and retried by whoever resumes the run). */
+  close(): Promise<void> {
+    return this.store.close();
   }
 }

@@ -5,10 +5,11 @@ import {
   NixCommandError,
   ValidationError,
   assertDerivationPath,
-  assertStorePath,
+  localStorePool,
   parseDerivation,
   type Derivation,
   type Logger,
+  type ServePool,
 } from '@nixfarm/shared';
 
 /** Every Nix call the coordinator makes goes through this adapter: argument arrays only, never a shell. */
@@ -40,11 +41,16 @@ export interface InstantiatedAttr {
   outputName: string;
 }
 
-/** Split so that huge path lists never exceed the OS argument limit. */
-const PATHS_PER_CALL = 2000;
+/** Queries per serve request: keeps each message well below any buffer limit. */
+const PATHS_PER_QUERY = 10_000;
 
 export class CoordinatorNix {
-  constructor(private readonly options: CoordinatorNixOptions) {}
+  /** read-only serve sessions with the coordinator's store, for validity queries without a process per call */
+  private readonly store: ServePool;
+
+  constructor(private readonly options: CoordinatorNixOptions) {
+    this.store = localStorePool({ nixOptions: options.nixOptions, env: options.env, write: false, maxIdle: 2, peer: "the coordinator's store" });
+  }
 
   private optionArgs(): string[] {
     return this.options.nixOptions.flatMap(([name, value]) => ['--option', name, value]);
@@ -103,14 +109,19 @@ export class CoordinatorNix {
     return parseDerivation(drvPath, await readFile(drvPath, 'utf8'));
   }
 
-  /** Which of these paths are not valid in the local store. One process per chunk. */
+  /** Which of these paths are not valid in the local store. */
   async invalidPaths(paths: readonly string[]): Promise<Set<string>> {
     const invalid = new Set<string>();
-    for (let i = 0; i < paths.length; i += PATHS_PER_CALL) {
-      const chunk = paths.slice(i, i + PATHS_PER_CALL).map(assertStorePath);
-      const stdout = await this.run('nix-store', ['--check-validity', '--print-invalid', ...chunk]);
-      for (const line of stdout.split('\n')) if (line.length > 0) invalid.add(line);
+    for (let i = 0; i < paths.length; i += PATHS_PER_QUERY) {
+      const chunk = paths.slice(i, i + PATHS_PER_QUERY);
+      const valid = await this.store.use((session) => session.connection.queryValidPaths(chunk));
+      for (const p of chunk) if (!valid.has(p)) invalid.add(p);
     }
     return invalid;
+  }
+
+  /** Ends the serve sessions. */
+  close(): Promise<void> {
+    return this.store.close();
   }
 }

@@ -1,0 +1,185 @@
+import type { Readable, Writable } from 'node:stream';
+import { assertDerivationPath, assertStorePath } from '../store-path.js';
+import { WireWriter } from './wire-writer.js';
+import { ServeConnectionError, WireReader } from './wire-reader.js';
+import { readNarRegularFile } from './nar-reader.js';
+import {
+  SERVE_CLIENT_VERSION,
+  SERVE_MAGIC_1,
+  SERVE_MAGIC_2,
+  ServeCommand,
+  nixBuildStatus,
+  type BasicDerivation,
+  type ServeBuildResult,
+  type ServeBuildSettings,
+} from './serve-protocol.js';
+
+export interface ServeConnectionOptions {
+  /** the server's stdin */
+  input: Writable;
+  /** the server's stdout */
+  output: Readable;
+  /** names the server in errors */
+  peer: string;
+  stderrTail?: () => string;
+}
+
+/**
+ * One client session of Nix's serve protocol. Commands are strictly one at a
+ * time (the protocol has no request ids): a session belongs to one user at a
+ * time, which ServePool guarantees. After any error the session is broken
+ * and must be thrown away.
+ */
+export class ServeConnection {
+  readonly reader: WireReader;
+  readonly input: Writable;
+  readonly peer: string;
+  serverVersion = 0;
+  private busy = false;
+
+  private constructor(options: ServeConnectionOptions) {
+    this.input = options.input;
+    this.peer = options.peer;
+    this.reader = new WireReader(options.output, options.peer, options.stderrTail);
+    // A write to a dead peer surfaces as a failed read; never as an unhandled error.
+    this.input.on('error', (error) => this.reader.fail(new ServeConnectionError(`${this.peer}: ${error.message}`, error)));
+  }
+
+  static async open(options: ServeConnectionOptions): Promise<ServeConnection> {
+    const connection = new ServeConnection(options);
+    connection.send(new WireWriter().u64(SERVE_MAGIC_1).u64(SERVE_CLIENT_VERSION));
+    const magic = await connection.reader.readU64();
+    if (magic !== SERVE_MAGIC_2) throw new ServeConnectionError(`${options.peer} does not speak Nix's serve protocol (greeting ${magic.toString(16)})`);
+    connection.serverVersion = await connection.reader.readU64();
+    if (connection.serverVersion >> 8 !== 2) throw new ServeConnectionError(`${options.peer} speaks serve protocol ${connection.serverVersion.toString(16)}; nixfarm needs major version 2`);
+    return connection;
+  }
+
+  get broken(): Error | undefined {
+    return this.reader.failed;
+  }
+
+  send(message: WireWriter): void {
+    this.input.write(message.toBuffer());
+  }
+
+  /** Runs one exchange; a second concurrent one is a programming error. */
+  async exchange<T>(body: () => Promise<T>): Promise<T> {
+    if (this.busy) throw new Error(`${this.peer}: serve session used by two callers at once`);
+    if (this.reader.failed !== undefined) throw this.reader.failed;
+    this.busy = true;
+    try {
+      return await body();
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** The subset of `paths` that is valid in the server's store. */
+  queryValidPaths(paths: readonly string[]): Promise<Set<string>> {
+    for (const p of paths) assertStorePath(p);
+    return this.exchange(async () => {
+      this.send(new WireWriter().u64(ServeCommand.QueryValidPaths).u64(0).u64(0).strings(paths));
+      return new Set(await this.reader.readStrings());
+    });
+  }
+
+  /** The closure of `paths` (which must be valid) in the server's store. */
+  queryClosure(paths: readonly string[]): Promise<string[]> {
+    for (const p of paths) assertStorePath(p);
+    return this.exchange(async () => {
+      this.send(new WireWriter().u64(ServeCommand.QueryClosure).u64(0).strings(paths));
+      return this.reader.readStrings();
+    });
+  }
+
+  /** The contents of a store path that is a single file, e.g. a .drv. */
+  readFile(path: string): Promise<Buffer> {
+    assertStorePath(path);
+    return this.exchange(async () => {
+      this.send(new WireWriter().u64(ServeCommand.DumpStorePath).string(path));
+      return readNarRegularFile(this.reader, path);
+    });
+  }
+
+  /**
+   * Builds one derivation whose inputs are valid in the server's store. The
+   * build log arrives on the server's stderr while this runs.
+   */
+  buildDerivation(drvPath: string, drv: BasicDerivation, settings: ServeBuildSettings): Promise<ServeBuildResult> {
+    assertDerivationPath(drvPath);
+    for (const p of drv.inputSrcs) assertStorePath(p);
+    return this.exchange(async () => {
+      const w = new WireWriter().u64(ServeCommand.BuildDerivation).string(drvPath);
+      const outputs = Object.entries(drv.outputs);
+      w.u64(outputs.length);
+      for (const [name, o] of outputs) w.string(name).string(o.path).string(o.hashAlgo).string(o.hash);
+      w.strings(drv.inputSrcs).string(drv.platform).string(drv.builder).strings(drv.args);
+      const env = Object.entries(drv.env);
+      w.u64(env.length);
+      for (const [k, v] of env) w.string(k).string(v);
+      // build settings, minor version >= 3: max-silent-time, timeout, max-log-size, repeat, enforce-determinism
+      w.u64(settings.maxSilentSeconds).u64(settings.timeoutSeconds).u64(settings.maxLogSize).u64(0).u64(0);
+      this.send(w);
+      const statusCode = await this.reader.readU64();
+      const errorMessage = await this.reader.readString();
+      await this.reader.readU64(); // times built
+      await this.reader.readU64(); // is non-deterministic
+      const startTime = await this.reader.readU64();
+      const stopTime = await this.reader.readU64();
+      if ((this.serverVersion & 0xff) >= 6) {
+        // built outputs (content-addressed realisations), unused: the outputs are known from the derivation
+        const count = await this.reader.readU64();
+        for (let i = 0; i < count; i++) {
+          await this.reader.readString();
+          await this.reader.readString();
+        }
+      }
+      return { status: nixBuildStatus(statusCode), statusCode, errorMessage, startTime, stopTime };
+    });
+  }
+
+  /**
+   * Sends ImportPaths here and ExportPaths to `source`, relays the export
+   * stream, and returns once this server has registered every path. Nix
+   * imports each path whole or not at all. On any failure both sessions are
+   * mid-stream, so both are closed.
+   */
+  async importFrom(source: ServeConnection, paths: readonly string[]): Promise<void> {
+    for (const p of paths) assertStorePath(p);
+    if (paths.length === 0) return;
+    try {
+      await this.exchange(() =>
+        source.exchange(async () => {
+          this.send(new WireWriter().u64(ServeCommand.ImportPaths));
+          source.reader.startRelay(this.input);
+          let unsubscribe = (): void => undefined;
+          try {
+            source.send(new WireWriter().u64(ServeCommand.ExportPaths).u64(0).strings(paths));
+            const done = this.reader.readU64();
+            done.catch(() => undefined);
+            // If the exporter dies, the importer would wait for more bytes forever.
+            const exporterDied = new Promise<never>((_, reject) => {
+              unsubscribe = source.reader.onFailure(reject);
+            });
+            const reply = await Promise.race([done, exporterDied]);
+            if (reply !== 1) throw new ServeConnectionError(`${this.peer} answered ${reply} to an import of ${paths.length} paths`);
+          } finally {
+            unsubscribe();
+            source.reader.stopRelay();
+          }
+        }),
+      );
+    } catch (error) {
+      this.close();
+      source.close();
+      throw error;
+    }
+  }
+
+  /** Closing stdin ends the server (and interrupts a running build: Nix watches for the hang-up). */
+  close(): void {
+    this.input.end();
+    this.reader.fail(new ServeConnectionError(`${this.peer}: session closed`));
+  }
+}

@@ -1,0 +1,90 @@
+import { InfrastructureError, type BasicDerivation, type BuildJob, type Derivation, type NixBuildStatus, type ServePool } from '@nixfarm/shared';
+import type { BuildAttempt, BuildAttemptStatus, BuildOptions, DerivationBuilder } from './derivation-builder.js';
+
+export interface ServeBuilderOptions {
+  /** sessions with the store that builds */
+  store: ServePool;
+  /** the parsed .drv (from wherever it lives: the coordinator's store, or this one) */
+  readDerivation: (drvPath: string) => Promise<Derivation>;
+  /** a build whose log grows past this ends as log-limit-exceeded (bytes) */
+  maxLogBytes?: number;
+}
+
+export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Builds through a long-lived `nix-store --serve --write` session, as Hydra's
+ * queue runner does: the derivation travels in the request, so the building
+ * store needs only its inputs (not the .drv closure), and no Nix process
+ * starts per build. Cancelling closes the session; Nix sees the hang-up and
+ * kills the builder.
+ */
+export class ServeBuilder implements DerivationBuilder {
+  constructor(private readonly options: ServeBuilderOptions) {}
+
+  async build(job: BuildJob, { onLogLine, signal }: BuildOptions): Promise<BuildAttempt> {
+    const drv = await this.options.readDerivation(job.drvPath);
+    const basic = basicDerivation(drv, job.inputPaths);
+    if (signal?.aborted) return { status: 'cancelled', error: `build of ${job.drvPath} cancelled` };
+    return this.options.store.use(async (session) => {
+      session.onStderrLine = onLogLine;
+      const cancel = (): void => void session.close();
+      signal?.addEventListener('abort', cancel, { once: true });
+      try {
+        const result = await session.connection.buildDerivation(job.drvPath, basic, {
+          maxSilentSeconds: job.maxSilentSeconds ?? 0,
+          timeoutSeconds: job.timeoutSeconds ?? 0,
+          maxLogSize: this.options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES,
+        });
+        const status = attemptStatus(result.status);
+        if (status === undefined) {
+          throw new InfrastructureError('build-not-done', `Nix could not build ${job.drvPath} (${result.status}): ${result.errorMessage || 'no message'}`);
+        }
+        return status === 'succeeded' ? { status } : { status, error: result.errorMessage || `build of ${job.drvPath} ended with ${result.status}` };
+      } catch (error) {
+        if (signal?.aborted) return { status: 'cancelled', error: `build of ${job.drvPath} cancelled` };
+        throw error;
+      } finally {
+        signal?.removeEventListener('abort', cancel);
+      }
+    });
+  }
+}
+
+/** The build request: the .drv with its input sources widened to every input path, as Nix's build-remote sends it. */
+export function basicDerivation(drv: Derivation, inputPaths: readonly string[]): BasicDerivation {
+  const outputs: BasicDerivation['outputs'] = {};
+  for (const [name, path] of Object.entries(drv.outputs)) {
+    const hash = drv.outputHashes[name] ?? { hashAlgo: '', hash: '' };
+    outputs[name] = { path, hashAlgo: hash.hashAlgo, hash: hash.hash };
+  }
+  return { outputs, inputSrcs: [...inputPaths], platform: drv.system, builder: drv.builder, args: drv.args, env: drv.env };
+}
+
+/** Nix's verdict as nixfarm's; undefined where the builder never ran to an answer (retried elsewhere or later). */
+function attemptStatus(status: NixBuildStatus): BuildAttemptStatus | undefined {
+  switch (status) {
+    case 'Built':
+    case 'Substituted':
+    case 'AlreadyValid':
+    case 'ResolvesToAlreadyValid':
+      return 'succeeded';
+    case 'PermanentFailure':
+    case 'InputRejected':
+    case 'OutputRejected':
+    case 'NotDeterministic':
+    case 'CachedFailure':
+      return 'failed';
+    case 'TimedOut':
+      return 'timed-out';
+    case 'LogLimitExceeded':
+      return 'log-limit-exceeded';
+    // a fixed-output fetch that failed, a full disk, an input that vanished: Hydra retries these too
+    case 'TransientFailure':
+    case 'MiscFailure':
+    case 'DependencyFailed':
+    case 'NoSubstituters':
+    case 'Unknown':
+      return undefined;
+  }
+}
