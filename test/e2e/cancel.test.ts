@@ -76,9 +76,9 @@ describe('cancelling a run', () => {
 
   it('keeps a build another run still needs', async () => {
     const salt = freshSalt();
-    const a = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'topA', '--argstr', 'salt', salt, '--argstr', 'seconds', '3']);
+    const a = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'topA', '--argstr', 'salt', salt, '--argstr', 'seconds', '8']);
     await waitFor('the slow build to start', () => a.stderrSoFar().includes('building slow-shared on epsilon'));
-    const b = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'topB', '--argstr', 'salt', salt, '--argstr', 'seconds', '3']);
+    const b = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'topB', '--argstr', 'salt', salt, '--argstr', 'seconds', '8']);
     await waitFor('run B to start', () => /run \w+/.test(b.stderrSoFar()));
     const runA = /run (\w+)/.exec(a.stderrSoFar())![1]!;
     const cancel = await farm.cli(['cancel', runA, '--coordinator', farm.address.httpUrl]);

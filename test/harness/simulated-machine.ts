@@ -132,9 +132,7 @@ export class SimulatedMachine {
    * (killed as a whole by destroy()) and dies with the test process.
    */
   spawn(command: string, args: readonly string[] = [], options: MachineSpawnOptions = {}): ChildProcess {
-    if (this.destroyed) throw new Error(`machine ${this.name} was destroyed`);
-    const inner = ['-m', '--propagation', 'private', 'sh', '-c', ENTER_SCRIPT, this.nixDir, command, ...args];
-    const wrapped = withParentDeathSignal('unshare', inner);
+    const wrapped = this.commandLine(command, args);
     const spawnOptions: SpawnOptions = {
       env: this.environment(options),
       stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
@@ -146,6 +144,13 @@ export class SimulatedMachine {
     child.once('exit', () => this.children.delete(child));
     child.once('error', () => this.children.delete(child));
     return child;
+  }
+
+  /** The command line that runs `command` inside this machine, for code that spawns processes itself (run it with environment()). */
+  commandLine(command: string, args: readonly string[] = []): { command: string; args: string[] } {
+    if (this.destroyed) throw new Error(`machine ${this.name} was destroyed`);
+    const inner = ['-m', '--propagation', 'private', 'sh', '-c', ENTER_SCRIPT, this.nixDir, command, ...args];
+    return withParentDeathSignal('unshare', inner);
   }
 
   /** Runs a command inside this machine to completion, collecting its output. Never rejects on a non-zero exit. */

@@ -24,3 +24,4 @@ export * from './serve/serve-connection.js';
 export * from './serve/serve-session.js';
 export * from './serve/serve-pool.js';
 export * from './serve/local-store-pool.js';
+export * from './serve/nar-reader.js';
