@@ -84,10 +84,17 @@ for (const { group, files } of plan) {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   // Passed through as it comes, and read for the spec reporter's summary (ℹ pass N) to print one total at the end.
-  let tail = '';
+  // The summary is remembered line by line: a long list of failures can follow it.
+  const summary = { pass: 0, fail: 0, skipped: 0 };
+  let partial = '';
   child.stdout.on('data', (chunk) => {
     process.stdout.write(chunk);
-    tail = (tail + chunk.toString()).slice(-4000);
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      const m = /^ℹ (pass|fail|skipped) (\d+)$/.exec(line.trim());
+      if (m) summary[m[1]] = Number(m[2]);
+    }
   });
   const code = await new Promise((resolve) => {
     child.once('error', (error) => {
@@ -96,7 +103,7 @@ for (const { group, files } of plan) {
     });
     child.once('close', (status, signal) => resolve(status ?? 128 + (constants.signals[signal] ?? 0)));
   });
-  for (const key of Object.keys(totals)) totals[key] += Number(new RegExp(`ℹ ${key} (\\d+)`).exec(tail)?.[1] ?? 0);
+  for (const key of Object.keys(totals)) totals[key] += summary[key];
   // keep going so that one run reports every group; fail with the first failure's code
   if (code !== 0 && exitCode === 0) exitCode = code;
 }
