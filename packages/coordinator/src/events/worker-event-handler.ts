@@ -8,14 +8,15 @@ import {
   type WorkerEvent,
   type WorkerOutcome,
 } from '@nixfarm/shared';
-import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import type { DerivationGraph, FinishOutcome } from '../graph/derivation-graph.js';
 import type { RunEvents } from '../runs/run-events.js';
 import type { RunService } from '../runs/run-service.js';
 import type { GcRoots } from '../runs/gc-roots.js';
+import type { OutputVerifier } from '../runs/output-verifier.js';
 
 export interface WorkerEventHandlerDeps {
-  nix: CoordinatorNix;
+  /** a success counts only when its outputs are valid in the coordinator's store */
+  verifier: OutputVerifier;
   graph: DerivationGraph;
   runs: RunService;
   events: RunEvents;
@@ -78,13 +79,13 @@ export class WorkerEventHandler {
   }
 
   private async finished(event: BuildFinishedEvent): Promise<void> {
-    const { graph, nix, logger } = this.deps;
+    const { graph, verifier, logger } = this.deps;
     const hash = hashPart(event.drvPath);
     let status = terminalStatusFor(event.outcome);
     let error = event.error;
     if (status === 'succeeded') {
       const outputs = Object.values(event.outputs ?? {});
-      const invalid = await nix.invalidPaths(outputs);
+      const invalid = await verifier.invalidPaths(outputs);
       if (outputs.length === 0 || invalid.size > 0) {
         status = undefined;
         error = `worker ${event.worker} reported success but outputs are not valid in the coordinator store: ${[...invalid].join(' ') || '(none reported)'}`;

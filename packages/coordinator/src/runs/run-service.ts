@@ -19,9 +19,16 @@ import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { RunEvents } from './run-events.js';
+import type { OutputVerifier } from './output-verifier.js';
 import type { GcRoots } from './gc-roots.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { LocalBuilder } from '../local/local-builder.js';
+
+/** What evaluation and planning produce: the requested results and the derivations to build. */
+export interface EvaluatedRun {
+  results: RunResult[];
+  plan: BuildPlan;
+}
 
 /** The weight of a derivation never built before: every unknown step counts the same. */
 const DEFAULT_BUILD_MS = 1000;
@@ -34,7 +41,10 @@ export class RunNotFoundError extends NixfarmError {
 
 export interface RunServiceDeps {
   redis: Redis;
-  nix: CoordinatorNix;
+  /** evaluation: nix-instantiate and reading .drv files */
+  nix: Pick<CoordinatorNix, 'instantiate' | 'readDerivation'>;
+  /** whether a finished run's results are valid in the coordinator's store */
+  verifier: OutputVerifier;
   planner: BuildPlanner;
   graph: DerivationGraph;
   queues: BuildQueues;
@@ -56,15 +66,32 @@ export class RunService {
   constructor(private readonly deps: RunServiceDeps) {}
 
   async submit(request: SubmitRunRequest): Promise<RunView> {
-    const { graph, events, gcRoots, redis, logger } = this.deps;
+    const { gcRoots } = this.deps;
     const runId = newRunId();
     await gcRoots.prepareRun(runId);
-    let results: RunResult[];
-    let plan;
+    let evaluated: EvaluatedRun;
     try {
-      ({ results, plan } = await this.evaluate(request, runId));
+      evaluated = await this.evaluate(request, runId);
     } catch (error) {
       // Nothing was registered: the run leaves no roots and no trace but the error.
+      await gcRoots.releaseRun(runId);
+      throw error;
+    }
+    return this.submitEvaluated(request, evaluated, runId);
+  }
+
+  /**
+   * Starts a run from an already evaluated plan: holds its inputs, records it,
+   * registers it in the graph and queues what is ready. submit() ends here;
+   * the scheduler bench enters here with a synthetic plan, skipping Nix.
+   */
+  async submitEvaluated(request: SubmitRunRequest, evaluated: EvaluatedRun, runId = newRunId()): Promise<RunView> {
+    const { graph, events, gcRoots, redis, logger } = this.deps;
+    const { results, plan } = evaluated;
+    await gcRoots.prepareRun(runId);
+    try {
+      await this.holdInputs(runId, plan);
+    } catch (error) {
       await gcRoots.releaseRun(runId);
       throw error;
     }
@@ -115,7 +142,7 @@ export class RunService {
   }
 
   /** Evaluates, finds each result's output path, plans what to build, and holds what the run will copy. */
-  private async evaluate(request: SubmitRunRequest, runId: string): Promise<{ results: RunResult[]; plan: BuildPlan }> {
+  private async evaluate(request: SubmitRunRequest, runId: string): Promise<EvaluatedRun> {
     const { nix, planner, gcRoots } = this.deps;
     const attrs = await nix.instantiate({ ...request, rootPrefix: gcRoots.derivationRootPrefix(runId) });
     const results: RunResult[] = [];
@@ -128,10 +155,13 @@ export class RunService {
       results.push({ attr: a.attr, drvPath: a.drvPath, outputName: a.outputName, outputPath });
     }
     const plan = await planner.plan(attrs.map((a) => a.drvPath));
-    // Inputs that were already valid are held for the run too: a GC while it runs must not take what its builds copy.
-    const built = new Set(plan.nodes.flatMap((n) => Object.values(n.job.outputs)));
-    for (const input of new Set(plan.nodes.flatMap((n) => n.job.inputPaths))) if (!built.has(input)) await gcRoots.holdOutput(runId, input);
     return { results, plan };
+  }
+
+  /** Inputs that were already valid are held for the run too: a GC while it runs must not take what its builds copy. */
+  private async holdInputs(runId: string, plan: BuildPlan): Promise<void> {
+    const built = new Set(plan.nodes.flatMap((n) => Object.values(n.job.outputs)));
+    for (const input of new Set(plan.nodes.flatMap((n) => n.job.inputPaths))) if (!built.has(input)) await this.deps.gcRoots.holdOutput(runId, input);
   }
 
   /** Each node's remaining chain of work, weighted by the last known build time of a derivation of the same name. */
@@ -177,7 +207,7 @@ export class RunService {
 
   /** Ends a run whose derivations have all ended: result roots on success, the run's temporary roots dropped either way. */
   async finalize(runId: string): Promise<void> {
-    const { redis, gcRoots, nix, events, logger } = this.deps;
+    const { redis, gcRoots, verifier, events, logger } = this.deps;
     const fields = await redis.hmget(redisKeys.run(runId), 'status', 'failed', 'results');
     if (fields[0] !== 'running') return;
     const results = JSON.parse(fields[2] ?? '[]') as RunResult[];
@@ -185,7 +215,7 @@ export class RunService {
     let error: string | undefined;
     if (status === 'succeeded') {
       // The promise of a run: every requested output is valid in this store.
-      const invalid = await nix.invalidPaths(results.map((r) => r.outputPath));
+      const invalid = await verifier.invalidPaths(results.map((r) => r.outputPath));
       if (invalid.size > 0) {
         status = 'failed';
         error = `outputs not valid in the coordinator store: ${[...invalid].join(' ')}`;
