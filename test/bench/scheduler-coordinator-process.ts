@@ -22,7 +22,7 @@ function send(message: FromCoordinator): void {
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? '{}') as CoordinatorProcessConfig;
-  const logger = createLogger({ name: 'bench-coordinator', level: 'warn' });
+  const logger = createLogger({ name: 'bench-coordinator', level: process.env.NIXFARM_LOG_LEVEL === undefined ? 'warn' : undefined });
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
   await redis.connect();
   await mkdir(config.gcRootsDir, { recursive: true });
@@ -49,8 +49,8 @@ async function main(): Promise<void> {
         .stop()
         .finally(() => {
           redis.disconnect();
-          send({ type: 'stopped' });
-          process.disconnect();
+          // Exit now rather than when the last handle closes; --cpu-prof writes its profile on the way out.
+          process.exit(0);
         });
     }
   });

@@ -4,8 +4,9 @@ import type { EvaluatedRun, PlannedDerivation } from '@nixfarm/coordinator';
 /**
  * A synthetic, already planned run for the scheduler bench: what evaluation
  * and planning would hand to RunService, without Nix. Layered like a package
- * set: each derivation takes 2-4 inputs from the few layers below it, every
- * derivation is needed by a later one, and one aggregate on top (like
+ * set: each derivation takes 2-4 inputs from the few layers below it, some
+ * also use outputs built by earlier runs (valid already, so held, not built),
+ * every derivation is needed by a later one, and one aggregate on top (like
  * nixpkgs' `tested`) is the run's only result. Store paths are grammatical
  * (32 characters of Nix's base32), so every schema on the way accepts them.
  */
@@ -49,6 +50,8 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
     return `/nix/store/${hash}-${name}`;
   };
   const bootstrap = storePath('bootstrap-tools');
+  // Outputs built by earlier runs (valid already, not in the plan): the run must hold the ones its builds use.
+  const prebuilt = Array.from({ length: Math.max(1, Math.ceil(options.size / 20)) }, (_, i) => storePath(`lib-${i}`));
   const layers = Math.max(1, Math.min(options.layers ?? 40, options.size - 1));
   const width = Math.ceil((options.size - 1) / layers);
   const levels: PlannedDerivation[][] = [];
@@ -64,6 +67,12 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
     if (next() < 0.5) inputSrcs.push(storePath(`${name}-src`));
     const inputDrvs: Record<string, string[]> = {};
     for (const i of inputs) inputDrvs[i.drv.path] = ['out'];
+    const valid: string[] = [];
+    if (next() < 0.3) {
+      const lib = prebuilt[Math.floor(next() * prebuilt.length)]!;
+      inputDrvs[storePath(`${lib.slice(44)}.drv`)] = ['out'];
+      valid.push(lib);
+    }
     const drv: Derivation = {
       path: drvPath,
       name,
@@ -89,7 +98,7 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
         system: SYSTEM,
         requiredFeatures: features,
         outputs: { out },
-        inputPaths: [...inputs.map((i) => i.drv.outputs.out!), ...inputSrcs].sort(),
+        inputPaths: [...inputs.map((i) => i.drv.outputs.out!), ...valid, ...inputSrcs].sort(),
       },
     };
   };

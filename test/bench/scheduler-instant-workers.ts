@@ -1,7 +1,8 @@
 import os from 'node:os';
 import { Redis } from 'ioredis';
-import { JobFetcher, WorkerEventPublisher, type FetchedJob } from '@nixfarm/worker';
-import { buildJobSchema, redisKeys, type Logger, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
+import { Worker as BullWorker, type Job } from 'bullmq';
+import { WorkerEventPublisher } from '@nixfarm/worker';
+import { buildJobSchema, canBuild, parseQueueName, redisKeys, type Logger, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
 
 export interface InstantWorkersOptions {
   redisUrl: string;
@@ -12,15 +13,18 @@ export interface InstantWorkersOptions {
 }
 
 const CAPABILITIES = { systems: ['x86_64-linux'], supportedFeatures: ['big-parallel', 'kvm'], mandatoryFeatures: [] as string[] } satisfies WorkerCapabilities;
-const HEARTBEAT_MS = 2000;
+/** heartbeat and queue discovery */
+const TICK_MS = 1000;
 const ZERO_TIMINGS = { copyInMs: 0, buildMs: 0, copyOutMs: 0, totalMs: 0 };
 
 /**
  * Workers whose builds take no time: each registers and heartbeats in the
- * worker registry like a real one, takes jobs from the BullMQ queues through
- * the worker package's own JobFetcher, reports `started` and `finished`
- * (succeeded, with the job's outputs) on the worker-event stream in the real
- * schema, and completes the job. Everything the coordinator sees is real.
+ * worker registry like a real one, takes jobs from the BullMQ queues it may
+ * serve with BullMQ's own Worker (the cheapest consumer BullMQ has, so the
+ * bench measures the coordinator rather than its workers), reports `started`
+ * and `finished` (succeeded, with the job's outputs) on the worker-event
+ * stream in the real schema before the job completes, as a real worker does.
+ * Everything the coordinator sees is what real workers produce.
  */
 export class InstantWorkers {
   private readonly workers: InstantWorker[] = [];
@@ -48,13 +52,10 @@ export class InstantWorkers {
 class InstantWorker {
   taken = 0;
   private readonly redis: Redis;
-  private readonly fetcher: JobFetcher;
   private readonly publisher: WorkerEventPublisher;
-  private readonly running = new Set<Promise<void>>();
-  private slotFreed: (() => void) | undefined;
-  private heartbeat: NodeJS.Timeout | undefined;
-  private loop: Promise<void> | undefined;
-  private stopping = false;
+  private readonly consumers = new Map<string, BullWorker>();
+  private readonly ineligible = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
   private readonly startedAt = Date.now();
 
   constructor(
@@ -63,14 +64,6 @@ class InstantWorker {
   ) {
     this.redis = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
     this.publisher = new WorkerEventPublisher(this.redis);
-    this.fetcher = new JobFetcher({
-      redis: this.redis,
-      subscriber: this.redis.duplicate(),
-      capabilities: CAPABILITIES,
-      workerName: name,
-      logger: options.logger,
-      lockDurationMs: 30_000,
-    });
   }
 
   private info(): WorkerInfo {
@@ -79,7 +72,7 @@ class InstantWorker {
       ...CAPABILITIES,
       maxJobs: this.options.slots,
       speedFactor: 1,
-      running: this.running.size,
+      running: 0,
       heartbeatAt: Date.now(),
       startedAt: this.startedAt,
       host: os.hostname(),
@@ -88,59 +81,44 @@ class InstantWorker {
     };
   }
 
-  private async beat(): Promise<void> {
-    await this.redis.multi().sadd(redisKeys.workers, this.name).set(redisKeys.worker(this.name), JSON.stringify(this.info())).exec();
-  }
-
   async start(): Promise<void> {
-    await this.beat();
-    this.heartbeat = setInterval(() => void this.beat().catch(() => undefined), HEARTBEAT_MS);
-    await this.fetcher.start();
-    this.loop = this.fetchLoop();
+    await this.tick();
+    // A heartbeat, and a look for queues that appeared (the coordinator creates them on first use).
+    this.timer = setInterval(() => void this.tick().catch((error: unknown) => this.options.logger.warn({ err: error }, 'instant worker tick failed')), TICK_MS);
   }
 
-  private async fetchLoop(): Promise<void> {
-    while (!this.stopping) {
-      if (this.running.size >= this.options.slots) {
-        await new Promise<void>((resolve) => (this.slotFreed = resolve));
+  private async tick(): Promise<void> {
+    await this.redis.multi().sadd(redisKeys.workers, this.name).set(redisKeys.worker(this.name), JSON.stringify(this.info())).exec();
+    for (const queue of await this.redis.smembers(redisKeys.queues)) {
+      if (this.consumers.has(queue) || this.ineligible.has(queue)) continue;
+      if (!canBuild(CAPABILITIES, parseQueueName(queue))) {
+        this.ineligible.add(queue);
         continue;
       }
-      const fetched = await this.fetcher.fetch();
-      if (fetched === undefined) {
-        await this.fetcher.idle();
-        await this.fetcher.refreshQueues();
-        continue;
-      }
-      this.taken++;
-      const task = this.complete(fetched)
-        .catch((error: unknown) => this.options.logger.error({ err: error, jobId: fetched.job.id }, 'instant build failed to report'))
-        .finally(() => {
-          this.running.delete(task);
-          const freed = this.slotFreed;
-          this.slotFreed = undefined;
-          freed?.();
-        });
-      this.running.add(task);
+      // BullMQ's own processing loop: the next job comes back with each completion, one round trip a job.
+      const consumer = new BullWorker(queue, (job) => this.build(job), {
+        connection: this.redis.duplicate(),
+        concurrency: this.options.slots,
+        name: this.name,
+      });
+      consumer.on('error', (error) => this.options.logger.warn({ err: error, queue }, 'instant worker queue error'));
+      this.consumers.set(queue, consumer);
     }
   }
 
   /** What a real worker reports around a build, with the build itself taking no time. */
-  private async complete({ job, token }: FetchedJob): Promise<void> {
+  private async build(job: Job): Promise<{ outcome: 'succeeded' }> {
+    this.taken++;
     const build = buildJobSchema.parse(job.data);
     const common = { drvPath: build.drvPath, worker: this.name, jobId: String(job.id), attempt: job.attemptsStarted ?? 0 };
     await this.publisher.publish({ type: 'started', ...common, at: Date.now() });
     await this.publisher.publish({ type: 'finished', ...common, outcome: 'succeeded', outputs: build.outputs, exitCode: 0, logTail: [], timings: ZERO_TIMINGS, at: Date.now() });
-    await job.moveToCompleted({ outcome: 'succeeded' }, token, false);
+    return { outcome: 'succeeded' };
   }
 
   async stop(): Promise<void> {
-    this.stopping = true;
-    this.fetcher.wakeUp();
-    this.slotFreed?.();
-    await this.loop;
-    await Promise.allSettled([...this.running]);
-    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
-    await this.fetcher.close();
+    if (this.timer !== undefined) clearInterval(this.timer);
+    await Promise.all([...this.consumers.values()].map((c) => c.close()));
     await this.redis.multi().srem(redisKeys.workers, this.name).del(redisKeys.worker(this.name)).exec();
     this.redis.disconnect();
   }

@@ -12,5 +12,4 @@ export type ToCoordinator = { type: 'submit' } | { type: 'stop' };
 export type FromCoordinator =
   | { type: 'ready'; nodes: number; edges: number; dagMs: number }
   | { type: 'submitted'; runId: string; submitMs: number }
-  | { type: 'failed'; error: string }
-  | { type: 'stopped' };
+  | { type: 'failed'; error: string };

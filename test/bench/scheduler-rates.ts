@@ -3,6 +3,10 @@ export interface Sample {
   t: number;
   released: number;
   completed: number;
+  /** waiting in the BullMQ queues: work the workers have not taken */
+  queued?: number;
+  /** worker reports the coordinator has not applied yet */
+  unapplied?: number;
 }
 
 export interface Rates {

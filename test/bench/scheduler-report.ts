@@ -19,6 +19,10 @@ export interface SchedulerBenchReport extends Rates {
   /** submit until the run finished */
   wallSeconds: number;
   coordinatorPeakRssBytes: number;
+  /** CPU used from submit to the end of the run, per process: where the time goes on a machine with few cores */
+  cpu: { coordinatorSeconds: number; redisSeconds: number; benchWorkersSeconds: number };
+  /** Redis time by command, busiest first */
+  redisCommands: Array<{ command: string; calls: number; seconds: number }>;
   redisUsedMemoryBytes: number;
   redisPeakMemoryBytes: number;
   targets: { perSecond: number; rssBytes: number; throughputMet: boolean; rssMet: boolean };
@@ -37,6 +41,7 @@ export function printReport(r: SchedulerBenchReport): void {
     ['completed / s (overall)', r.completedPerSecond.toFixed(0)],
     ['released / s (steady, 10-90 %)', r.steadyReleasedPerSecond.toFixed(0)],
     ['completed / s (steady, 10-90 %)', r.steadyCompletedPerSecond.toFixed(0)],
+    ['CPU s: coordinator / redis / bench workers', `${r.cpu.coordinatorSeconds.toFixed(1)} / ${r.cpu.redisSeconds.toFixed(1)} / ${r.cpu.benchWorkersSeconds.toFixed(1)}`],
     ['coordinator peak RSS', `${(r.coordinatorPeakRssBytes / MIB).toFixed(0)} MiB`],
     ['redis memory (end / peak)', `${(r.redisUsedMemoryBytes / MIB).toFixed(0)} / ${(r.redisPeakMemoryBytes / MIB).toFixed(0)} MiB`],
   ];

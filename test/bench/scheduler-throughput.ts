@@ -15,7 +15,7 @@
  */
 import { fork } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -69,6 +69,26 @@ function peakRss(pid: number): number {
   return match === null ? Number.NaN : Number(match[1]) * 1024;
 }
 
+/** CPU time a process has used (user + system), in seconds. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Where Redis spent its time (INFO commandstats; Lua scripts count as evalsha), busiest first. */
+function topCommands(info: string): Array<{ command: string; calls: number; seconds: number }> {
+  const out: Array<{ command: string; calls: number; seconds: number }> = [];
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out.push({ command: m[1]!, calls: Number(m[2]), seconds: Number(m[3]) / 1e6 });
+  return out.sort((a, b) => b.seconds - a.seconds).slice(0, 12);
+}
+
+function chunkPairs(flat: readonly unknown[]): Array<[string, unknown]> {
+  const out: Array<[string, unknown]> = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([String(flat[i]), flat[i + 1]]);
+  return out;
+}
+
 function gitCommit(): string {
   try {
     return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
@@ -85,7 +105,9 @@ async function main(): Promise<number> {
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   const workers = new InstantWorkers({ redisUrl: redisServer.url, count: workerCount, slots, logger });
   const config: CoordinatorProcessConfig = { redisUrl: redisServer.url, gcRootsDir, size, layers, seed };
-  const execArgv = flags['cpu-prof'] === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', path.resolve(flags['cpu-prof'])];
+  const profileDir = flags['cpu-prof'] === undefined ? undefined : path.resolve(flags['cpu-prof']);
+  if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
+  const execArgv = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
   const child = fork(path.join(here, 'scheduler-coordinator-process.js'), [JSON.stringify(config)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const inbox: FromCoordinator[] = [];
   let waiter: (() => void) | undefined;
@@ -120,7 +142,15 @@ async function main(): Promise<number> {
       return sum;
     };
 
+    // Reports in the worker-event stream that the coordinator has not acknowledged yet: its backlog.
+    const unappliedReports = async (): Promise<number> => {
+      const groups = (await redis.xinfo('GROUPS', redisKeys.workerEvents).catch(() => [])) as unknown[][];
+      const group = groups.map((g) => Object.fromEntries(chunkPairs(g))).find((g) => g.name === redisKeys.workerEventsGroup);
+      return group === undefined ? 0 : Number(group.lag ?? 0) + Number(group.pending ?? 0);
+    };
+
     const samples: Sample[] = [];
+    const cpuAtStart = { coordinator: cpuSeconds(child.pid!), redis: cpuSeconds(redisServer.pid!), workers: process.cpuUsage() };
     const t0 = performance.now();
     tell({ type: 'submit' });
     let submitted: Extract<FromCoordinator, { type: 'submitted' }> | undefined;
@@ -144,7 +174,8 @@ async function main(): Promise<number> {
           completed = Number(total);
         }
       }
-      samples.push({ t, released: workers.taken + (await waiting()), completed });
+      const queued = await waiting();
+      samples.push({ t, released: workers.taken + queued, completed, queued, unapplied: await unappliedReports() });
       if (finishedStatus !== undefined) break;
       // Reported, not thrown: how far a slow scheduler got is the result.
       if (t * 1000 > timeoutMs) {
@@ -154,7 +185,14 @@ async function main(): Promise<number> {
     }
     const wallSeconds = samples.at(-1)!.t;
     const coordinatorPeakRssBytes = peakRss(child.pid!);
+    const workersCpu = process.cpuUsage(cpuAtStart.workers);
+    const cpu = {
+      coordinatorSeconds: cpuSeconds(child.pid!) - cpuAtStart.coordinator,
+      redisSeconds: cpuSeconds(redisServer.pid!) - cpuAtStart.redis,
+      benchWorkersSeconds: (workersCpu.user + workersCpu.system) / 1e6,
+    };
     const memory = await redis.info('memory');
+    const redisCommands = topCommands(await redis.info('commandstats'));
     const redisField = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(memory)?.[1] ?? Number.NaN);
     const rates = computeRates(samples, size);
     const report: SchedulerBenchReport = {
@@ -172,6 +210,8 @@ async function main(): Promise<number> {
       wallSeconds,
       ...rates,
       coordinatorPeakRssBytes,
+      cpu,
+      redisCommands,
       redisUsedMemoryBytes: redisField('used_memory'),
       redisPeakMemoryBytes: redisField('used_memory_peak'),
       targets: {
@@ -188,9 +228,11 @@ async function main(): Promise<number> {
     return report.runStatus === 'succeeded' && report.targets.throughputMet && report.targets.rssMet ? 0 : 1;
   } finally {
     await workers.stop().catch(() => undefined);
-    if (child.exitCode === null) {
+    if (child.exitCode === null && child.signalCode === null) {
       tell({ type: 'stop' });
-      await Promise.race([receive('stopped').catch(() => undefined), new Promise((r) => setTimeout(r, 10_000))]);
+      // Waits for the exit itself: --cpu-prof writes the profile on the way out.
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      if (child.exitCode === null) await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
       if (child.exitCode === null) child.kill('SIGKILL');
     }
     redis.disconnect();

@@ -15,4 +15,5 @@ export * from './events/worker-event-handler.js';
 export * from './runs/gc-roots.js';
 export * from './runs/output-verifier.js';
 export * from './runs/scheduling-core.js';
+export * from './runs/build-durations.js';
 export * from './events/worker-event-consumer.js';

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
-import { redisKeys, type Logger } from '@nixfarm/shared';
+import type { Logger } from '@nixfarm/shared';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import type { LocalBuilder } from '../local/local-builder.js';
 import { BuildPlanner } from '../evaluation/build-planner.js';
@@ -12,6 +12,7 @@ import { WorkerEventConsumer } from '../events/worker-event-consumer.js';
 import { RunEvents } from './run-events.js';
 import { GcRoots } from './gc-roots.js';
 import { RunService } from './run-service.js';
+import { BuildDurations } from './build-durations.js';
 import type { OutputVerifier } from './output-verifier.js';
 
 export interface SchedulingCoreOptions {
@@ -53,9 +54,8 @@ export class SchedulingCore {
     this.gcRoots = new GcRoots(options.gcRootsDir);
     this.workers = new WorkerDirectory(redis);
     const planner = new BuildPlanner({ nix, logger });
-    this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, workers: this.workers, localBuilder, logger });
-    // Remembered by name: the next run weighs its critical paths with it.
-    const durations = { record: async (name: string, ms: number) => void (await redis.hset(redisKeys.durations, name, String(Math.round(ms)))) };
+    const durations = new BuildDurations(redis);
+    this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, workers: this.workers, localBuilder, logger });
     this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger });
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
