@@ -105,31 +105,39 @@ export class DerivationGraph {
     options: { priority: number; rebuildFailed: boolean; criticalPathMs?: ReadonlyMap<string, number> },
   ): Promise<RegistrationOutcome> {
     const ordered = topologicalOrder(nodes);
-    const ready: string[] = [];
     const outcome: RegistrationOutcome = { ready: [], cachedFailures: [], dependencyFailed: [], joined: 0 };
-    for (let i = 0; i < ordered.length; i += REGISTER_CHUNK) {
-      const chunk = ordered.slice(i, i + REGISTER_CHUNK).map((n) => ({
-        hash: n.hash,
-        inputs: n.inputs,
-        fields: {
-          path: n.drv.path,
-          name: n.drv.name,
-          system: n.drv.system,
-          features: JSON.stringify(n.drv.requiredSystemFeatures),
-          queue: n.queue,
-          job: JSON.stringify(n.job),
-          priority: String(options.priority),
-          preferLocal: n.drv.preferLocalBuild ? '1' : '0',
-          ...(options.criticalPathMs?.has(n.hash) ? { criticalPath: String(options.criticalPathMs.get(n.hash)) } : {}),
-        },
-      }));
-      const [r = [], cached = [], depFailed = [], [joined = '0'] = []] = await this.commands.nixfarmRegisterRun(
-        REDIS_PREFIX,
-        runId,
-        String(Date.now()),
-        options.rebuildFailed ? '1' : '0',
-        JSON.stringify(chunk),
+    const now = String(Date.now());
+    const encode = (from: number): string =>
+      JSON.stringify(
+        ordered.slice(from, from + REGISTER_CHUNK).map((n) => ({
+          hash: n.hash,
+          inputs: n.inputs,
+          fields: {
+            path: n.drv.path,
+            name: n.drv.name,
+            system: n.drv.system,
+            features: JSON.stringify(n.drv.requiredSystemFeatures),
+            queue: n.queue,
+            job: JSON.stringify(n.job),
+            priority: String(options.priority),
+            preferLocal: n.drv.preferLocalBuild ? '1' : '0',
+            ...(options.criticalPathMs?.has(n.hash) ? { criticalPath: String(options.criticalPathMs.get(n.hash)) } : {}),
+          },
+        })),
       );
+    // Chunks go out in order on one connection, so Redis runs them in order; the next chunk is encoded
+    // while Redis runs the one before (one in flight at a time keeps the encoded strings few).
+    const replies: Array<Promise<[string[], string[], string[], string[]]>> = [];
+    let inFlight: Promise<unknown> = Promise.resolve();
+    for (let i = 0; i < ordered.length; i += REGISTER_CHUNK) {
+      const chunk = encode(i);
+      await inFlight;
+      const reply = this.commands.nixfarmRegisterRun(REDIS_PREFIX, runId, now, options.rebuildFailed ? '1' : '0', chunk);
+      replies.push(reply);
+      inFlight = reply;
+    }
+    const ready: string[] = [];
+    for (const [r = [], cached = [], depFailed = [], [joined = '0'] = []] of await Promise.all(replies)) {
       ready.push(...r);
       outcome.cachedFailures.push(...cached);
       outcome.dependencyFailed.push(...depFailed);
