@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type PlannedDerivation, type ReadyDerivation, type RunService, type CoordinatorNix } from '@nixfarm/coordinator';
+import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type PlannedDerivation, type ReadyDerivation, type RunService, type OutputVerifier } from '@nixfarm/coordinator';
 import { redisKeys, type BuildFinishedEvent } from '@nixfarm/shared';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
 
@@ -57,9 +57,9 @@ describe('retry policy for infrastructure failures', () => {
     const requeued: ReadyDerivation[] = [];
     const finalized: string[] = [];
     const runs = { enqueue: async (r: ReadyDerivation[]) => void requeued.push(...r), finalize: async (id: string) => void finalized.push(id) } as unknown as RunService;
-    const nix = { invalidPaths: async () => new Set<string>() } as unknown as CoordinatorNix;
+    const verifier: OutputVerifier = { invalidPaths: async () => new Set<string>() };
     const handler = new WorkerEventHandler({
-      nix,
+      verifier,
       graph,
       runs,
       events: new RunEvents(redis),
@@ -97,8 +97,8 @@ describe('retry policy for infrastructure failures', () => {
 
   it('treats a success whose outputs are not valid on the coordinator as an infrastructure failure', async () => {
     const { graph, handler, requeued } = await setup();
-    const nixMissing = { invalidPaths: async (paths: string[]) => new Set(paths) };
-    const strict = new WorkerEventHandler({ ...(handler as unknown as { deps: ConstructorParameters<typeof WorkerEventHandler>[0] }).deps, nix: nixMissing as unknown as CoordinatorNix });
+    const missing: OutputVerifier = { invalidPaths: async (paths) => new Set(paths) };
+    const strict = new WorkerEventHandler({ ...(handler as unknown as { deps: ConstructorParameters<typeof WorkerEventHandler>[0] }).deps, verifier: missing });
     await graph.markStarted(HASH, 'w1', Date.now());
     await strict.handle({ ...finished('succeeded'), outputs: { out: OUT } });
     assert.equal(await graph.status(HASH), 'queued');

@@ -2,17 +2,9 @@ import { mkdir, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
-import { coordinatorConfigSchema, redisKeys, type CoordinatorConfig, type CoordinatorConfigInput, type Logger } from '@nixfarm/shared';
+import { coordinatorConfigSchema, type CoordinatorConfig, type CoordinatorConfigInput, type Logger } from '@nixfarm/shared';
 import { CoordinatorNix } from './nix/coordinator-nix.js';
-import { BuildPlanner } from './evaluation/build-planner.js';
-import { DerivationGraph } from './graph/derivation-graph.js';
-import { BuildQueues } from './dispatch/build-queues.js';
-import { WorkerDirectory } from './dispatch/worker-directory.js';
-import { RunEvents } from './runs/run-events.js';
-import { GcRoots } from './runs/gc-roots.js';
-import { RunService } from './runs/run-service.js';
-import { WorkerEventHandler } from './events/worker-event-handler.js';
-import { WorkerEventConsumer } from './events/worker-event-consumer.js';
+import { SchedulingCore } from './runs/scheduling-core.js';
 import { createHttpApi } from './api/http-api.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
@@ -46,12 +38,10 @@ export class Coordinator {
   private readonly logger: Logger;
   private embeddedRedis: EmbeddedRedis | undefined;
   private redis: Redis | undefined;
-  private consumer: WorkerEventConsumer | undefined;
-  private queues: BuildQueues | undefined;
+  private core: SchedulingCore | undefined;
   private http: FastifyInstance | undefined;
   private endpoint: StoreEndpoint | undefined;
   private addressInfo: CoordinatorAddress | undefined;
-  private reconciler: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: CoordinatorOptions) {
     this.config = coordinatorConfigSchema.parse(options.config);
@@ -88,35 +78,18 @@ export class Coordinator {
 
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
-    const planner = new BuildPlanner({ nix, logger });
-    const graph = new DerivationGraph(redis);
-    const queues = new BuildQueues({ redis, logger });
-    this.queues = queues;
-    const events = new RunEvents(redis);
-    const gcRoots = new GcRoots(config.gcRootsDir);
-    await mkdir(config.gcRootsDir, { recursive: true });
-    const workers = new WorkerDirectory(redis);
     const localBuilder = config.localBuilds
       ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs })
       : undefined;
-    const runs = new RunService({ redis, nix, planner, graph, queues, events, gcRoots, workers, localBuilder, logger });
-    const durations = { record: async (name: string, ms: number) => void (await redis.hset(redisKeys.durations, name, String(Math.round(ms)))) };
-    const handler = new WorkerEventHandler({ nix, graph, runs, events, gcRoots, durations, logger });
+    const core = new SchedulingCore({ redis, logger, nix, verifier: nix, gcRootsDir: config.gcRootsDir, localBuilder });
+    this.core = core;
 
     this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });
     const ssh = await this.endpoint.start();
 
-    const resumed = await runs.resume();
-    // A safety net, like Hydra's periodic queue check: re-queue what the graph says is ready and close runs
-    // with nothing left, should an event's follow-up ever have been interrupted. Re-adding an existing job is a no-op.
-    this.reconciler = setInterval(() => {
-      runs.resume().catch((error: unknown) => logger.warn({ err: error }, 'periodic reconcile failed'));
-    }, 60_000);
-    this.reconciler.unref();
-    this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler, logger });
-    await this.consumer.start();
+    const resumed = await core.start();
 
-    this.http = createHttpApi({ runs, events, workers, queues, redis, logger, nix });
+    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
     const httpPort = typeof httpAddress === 'object' && httpAddress !== null ? httpAddress.port : config.httpPort;
@@ -138,11 +111,9 @@ export class Coordinator {
   }
 
   async stop(): Promise<void> {
-    if (this.reconciler !== undefined) clearInterval(this.reconciler);
     await this.http?.close();
-    await this.consumer?.stop();
+    await this.core?.stop();
     await this.endpoint?.stop();
-    await this.queues?.close();
     this.redis?.disconnect();
     await this.embeddedRedis?.stop();
   }

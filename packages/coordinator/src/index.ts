@@ -13,3 +13,7 @@ export * from './store-endpoint/host-key.js';
 export * from './explain/index.js';
 export * from './events/worker-event-handler.js';
 export * from './runs/gc-roots.js';
+export * from './runs/output-verifier.js';
+export * from './runs/scheduling-core.js';
+export * from './runs/build-durations.js';
+export * from './events/worker-event-consumer.js';

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { formatZodError, redisKeys, workerEventSchema, type Logger } from '@nixfarm/shared';
+import { formatZodError, redisKeys, workerEventSchema, type Logger, type WorkerEvent } from '@nixfarm/shared';
 import type { WorkerEventHandler } from './worker-event-handler.js';
 
 export interface WorkerEventConsumerOptions {
@@ -11,9 +11,13 @@ export interface WorkerEventConsumerOptions {
   blockMs?: number;
 }
 
+/** Events read and applied together: large enough that a busy farm's reports share their round trips. */
+const BATCH_SIZE = 2000;
+
 /**
  * Reads the worker event stream through a consumer group: an event is
- * acknowledged only after it was applied, so a coordinator that dies mid-way
+ * acknowledged only after it was applied (in batches, each step of a batch
+ * grouped into as few round trips as its order allows), so a coordinator that dies mid-way
  * applies it again on restart (every handler step is idempotent).
  */
 export class WorkerEventConsumer {
@@ -51,7 +55,7 @@ export class WorkerEventConsumer {
           redisKeys.workerEventsGroup,
           this.consumer,
           'COUNT',
-          200,
+          BATCH_SIZE,
           'BLOCK',
           this.options.blockMs ?? 1000,
           'STREAMS',
@@ -60,10 +64,9 @@ export class WorkerEventConsumer {
         )) as Array<[string, Array<[string, string[]]>]> | null;
         const entries = reply?.[0]?.[1] ?? [];
         if (cursor === '0' && entries.length === 0) cursor = '>';
-        for (const [id, fields] of entries) {
-          await this.applyUntilDone(id, fields);
-          if (cursor !== '>') cursor = id;
-        }
+        if (entries.length === 0) continue;
+        await this.applyUntilDone(entries);
+        if (cursor !== '>') cursor = entries[entries.length - 1]![0];
       } catch (error) {
         if (!this.running) return;
         this.options.logger.error({ err: error }, 'reading worker events failed; retrying');
@@ -72,35 +75,34 @@ export class WorkerEventConsumer {
     }
   }
 
-  /** Events are applied in order; one that fails (Redis blip, Nix call) is retried, never skipped. */
-  private async applyUntilDone(id: string, fields: string[]): Promise<void> {
+  /** A batch is applied in order; one that fails (Redis blip, Nix call) is retried, never skipped. */
+  private async applyUntilDone(entries: ReadonlyArray<[string, string[]]>): Promise<void> {
+    const events = entries.map(([id, fields]) => this.parse(id, fields)).filter((e) => e !== undefined);
     for (let attempt = 1; this.running; attempt++) {
       try {
-        await this.apply(id, fields);
+        await this.options.handler.handleAll(events);
+        await this.options.redis.xack(redisKeys.workerEvents, redisKeys.workerEventsGroup, ...entries.map(([id]) => id));
         return;
       } catch (error) {
-        this.options.logger.error({ err: error, eventId: id, attempt }, 'applying a worker event failed; retrying');
+        this.options.logger.error({ err: error, firstEventId: entries[0]?.[0], events: entries.length, attempt }, 'applying worker events failed; retrying');
         await new Promise((r) => setTimeout(r, Math.min(5000, 200 * attempt)));
       }
     }
   }
 
-  private async apply(id: string, fields: string[]): Promise<void> {
-    const raw = fields[1];
+  /** A malformed event is logged and dropped (acknowledged with its batch): retrying cannot fix it. */
+  private parse(id: string, fields: string[]): WorkerEvent | undefined {
     let parsed;
     try {
-      parsed = workerEventSchema.safeParse(JSON.parse(raw ?? 'null'));
+      parsed = workerEventSchema.safeParse(JSON.parse(fields[1] ?? 'null'));
     } catch {
       parsed = undefined;
     }
-    if (parsed === undefined || !parsed.success) {
-      this.options.logger.error(
-        { eventId: id, problem: parsed === undefined ? 'not JSON' : formatZodError(parsed.error, 'worker event') },
-        'malformed worker event dropped',
-      );
-    } else {
-      await this.options.handler.handle(parsed.data);
-    }
-    await this.options.redis.xack(redisKeys.workerEvents, redisKeys.workerEventsGroup, id);
+    if (parsed !== undefined && parsed.success) return parsed.data;
+    this.options.logger.error(
+      { eventId: id, problem: parsed === undefined ? 'not JSON' : formatZodError(parsed.error, 'worker event') },
+      'malformed worker event dropped',
+    );
+    return undefined;
   }
 }

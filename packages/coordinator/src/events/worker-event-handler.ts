@@ -8,19 +8,22 @@ import {
   type WorkerEvent,
   type WorkerOutcome,
 } from '@nixfarm/shared';
-import type { CoordinatorNix } from '../nix/coordinator-nix.js';
-import type { DerivationGraph, FinishOutcome } from '../graph/derivation-graph.js';
-import type { RunEvents } from '../runs/run-events.js';
+import type { DerivationGraph, FinishOutcome, GraphTransition } from '../graph/derivation-graph.js';
+import type { RunEventDelivery, RunEvents } from '../runs/run-events.js';
 import type { RunService } from '../runs/run-service.js';
 import type { GcRoots } from '../runs/gc-roots.js';
+import type { OutputVerifier } from '../runs/output-verifier.js';
+import type { BuildDurations } from '../runs/build-durations.js';
 
 export interface WorkerEventHandlerDeps {
-  nix: CoordinatorNix;
+  /** a success counts only when its outputs are valid in the coordinator's store */
+  verifier: OutputVerifier;
   graph: DerivationGraph;
   runs: RunService;
   events: RunEvents;
   gcRoots: GcRoots;
-  durations: { record(name: string, ms: number): Promise<void> };
+  /** last build time per derivation name, the weights of the next run's critical paths */
+  durations: Pick<BuildDurations, 'record'>;
   logger: Logger;
   /** tries for an infrastructure failure before the build ends as aborted */
   maxAttempts?: number;
@@ -62,91 +65,134 @@ export class WorkerEventHandler {
   }
 
   async handle(event: WorkerEvent): Promise<void> {
-    switch (event.type) {
-      case 'started':
-        return this.started(event);
-      case 'finished':
-        return this.finished(event);
-    }
+    await this.handleAll([event]);
   }
 
-  private async started(event: BuildStartedEvent): Promise<void> {
-    const hash = hashPart(event.drvPath);
-    if (await this.deps.graph.markStarted(hash, event.worker, event.at)) {
-      await this.deps.events.emit(await this.deps.graph.runsOf(hash), { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at });
+  /**
+   * Applies a batch of reports in their order, with one check of the store
+   * for every reported output and one round trip for each step that can be
+   * grouped (graph transitions, run lookups, run events, queueing). A report
+   * that needs a retry decision splits the batch, so its attempt count is read
+   * after every earlier report was applied.
+   */
+  async handleAll(events: readonly WorkerEvent[]): Promise<void> {
+    let segment: Applicable[] = [];
+    for (const item of await this.judge(events)) {
+      if (item.event.type === 'started' || !('status' in item) || item.status !== undefined) {
+        segment.push(item as Applicable);
+        continue;
+      }
+      await this.applySegment(segment);
+      segment = [];
+      await this.retryOrAbort(item.event, item.error);
     }
+    await this.applySegment(segment);
   }
 
-  private async finished(event: BuildFinishedEvent): Promise<void> {
-    const { graph, nix, logger } = this.deps;
-    const hash = hashPart(event.drvPath);
-    let status = terminalStatusFor(event.outcome);
-    let error = event.error;
-    if (status === 'succeeded') {
+  /** How each report ends its derivation; a success counts only when every output is valid in the coordinator's store. */
+  private async judge(events: readonly WorkerEvent[]): Promise<Judged[]> {
+    const claimed = events.flatMap((e) => (e.type === 'finished' && e.outcome === 'succeeded' ? Object.values(e.outputs ?? {}) : []));
+    const invalid = claimed.length === 0 ? new Set<string>() : await this.deps.verifier.invalidPaths(claimed);
+    return events.map((event): Judged => {
+      if (event.type === 'started') return { event };
+      const status = terminalStatusFor(event.outcome);
+      if (status !== 'succeeded') return { event, status, error: event.error };
       const outputs = Object.values(event.outputs ?? {});
-      const invalid = await nix.invalidPaths(outputs);
-      if (outputs.length === 0 || invalid.size > 0) {
-        status = undefined;
-        error = `worker ${event.worker} reported success but outputs are not valid in the coordinator store: ${[...invalid].join(' ') || '(none reported)'}`;
-      }
-    }
-    if (status === undefined) {
-      const attempts = await graph.attempts(hash);
-      if (attempts < this.maxAttempts) {
-        const ready = await graph.requeue(hash, error ?? 'aborted');
-        if (ready !== undefined) {
-          ready.delayMs = this.retryBaseDelayMs * 2 ** Math.max(0, attempts - 1);
-          logger.warn({ drvPath: event.drvPath, worker: event.worker, attempts, delayMs: ready.delayMs, error }, 'build aborted, retrying');
-          await this.deps.runs.enqueue([ready]);
-        }
-        return;
-      }
-      status = 'aborted';
-      error = `${error ?? 'aborted'} (gave up after ${attempts} tries)`;
-    }
-    const outcome = await graph.finish(hash, status, {
-      worker: event.worker,
-      finishedAt: event.at,
-      timings: event.timings,
-      error,
-      logTail: event.logTail,
-      outputs: event.outputs,
+      const missing = outputs.filter((o) => invalid.has(o));
+      if (outputs.length > 0 && missing.length === 0) return { event, status, error: event.error };
+      return {
+        event,
+        status: undefined,
+        error: `worker ${event.worker} reported success but outputs are not valid in the coordinator store: ${missing.join(' ') || '(none reported)'}`,
+      };
     });
-    if (!outcome.applied) {
-      logger.debug({ drvPath: event.drvPath, worker: event.worker }, 'late or duplicate result ignored');
+  }
+
+  /** An infrastructure failure: queued again with back-off while tries are left, then aborted. */
+  private async retryOrAbort(event: BuildFinishedEvent, error: string | undefined): Promise<void> {
+    const { graph, logger } = this.deps;
+    const hash = hashPart(event.drvPath);
+    const attempts = await graph.attempts(hash);
+    if (attempts < this.maxAttempts) {
+      const ready = await graph.requeue(hash, error ?? 'aborted');
+      if (ready !== undefined) {
+        ready.delayMs = this.retryBaseDelayMs * 2 ** Math.max(0, attempts - 1);
+        logger.warn({ drvPath: event.drvPath, worker: event.worker, attempts, delayMs: ready.delayMs, error }, 'build aborted, retrying');
+        await this.deps.runs.enqueue([ready]);
+      }
       return;
     }
-    await this.afterFinish(event, status, error, outcome);
+    await this.applySegment([{ event, status: 'aborted', error: `${error ?? 'aborted'} (gave up after ${attempts} tries)` }]);
   }
 
-  private async afterFinish(event: BuildFinishedEvent, status: TerminalStatus, error: string | undefined, outcome: FinishOutcome): Promise<void> {
-    const { graph, events, gcRoots, runs } = this.deps;
-    const hash = hashPart(event.drvPath);
-    const runIds = await graph.runsOf(hash);
-    if (status === 'succeeded') {
-      for (const runId of runIds) for (const out of Object.values(event.outputs ?? {})) await gcRoots.holdOutput(runId, out);
-      // Remembered by name: the next run weighs its critical paths with it.
-      await this.deps.durations.record(derivationName(event.drvPath), event.timings.totalMs);
-    }
-    await events.emit(runIds, {
-      type: 'drv-finished',
-      drvPath: event.drvPath,
-      status,
-      worker: event.worker,
-      ...(error === undefined ? {} : { error }),
-      ...(status === 'succeeded' ? {} : { logTail: event.logTail }),
-      at: event.at,
+  /** Applies starts and terminal finishes to the graph, then does what follows them, each step for the whole segment at once. */
+  private async applySegment(segment: readonly Applicable[]): Promise<void> {
+    if (segment.length === 0) return;
+    const { graph, events, gcRoots, runs, logger } = this.deps;
+    const transitions = segment.map((item): GraphTransition => {
+      const { event } = item;
+      const hash = hashPart(event.drvPath);
+      if (!('status' in item)) return { type: 'start', hash, worker: event.worker, at: event.at };
+      const e = item.event;
+      return {
+        type: 'finish',
+        hash,
+        status: item.status,
+        details: { worker: e.worker, finishedAt: e.at, timings: e.timings, error: item.error, logTail: e.logTail, outputs: e.outputs },
+      };
     });
-    for (const view of await graph.views(outcome.dependencyFailed)) {
-      await events.emit(await graph.runsOf(hashPart(view.drvPath)), {
-        type: 'drv-finished',
-        drvPath: view.drvPath,
-        status: 'dependency-failed',
-        ...(view.error === undefined ? {} : { error: view.error }),
-        at: Date.now(),
+    const outcomes = await graph.apply(transitions);
+
+    const started: Array<{ event: BuildStartedEvent; runIds: string[] }> = [];
+    const finished: Array<{ event: BuildFinishedEvent; status: TerminalStatus; error: string | undefined; outcome: FinishOutcome }> = [];
+    segment.forEach((item, i) => {
+      const outcome = outcomes[i]!;
+      if (!('status' in item)) {
+        if (outcome.applied) started.push({ event: item.event, runIds: outcome.runIds });
+      } else if (outcome.type === 'finish') {
+        if (outcome.applied) finished.push({ ...item, outcome });
+        else logger.debug({ drvPath: item.event.drvPath, worker: item.event.worker }, 'late or duplicate result ignored');
+      }
+    });
+    const succeeded = finished.filter((f) => f.status === 'succeeded');
+    const deliveries: RunEventDelivery[] = [];
+    for (const { event, runIds } of started) deliveries.push({ runIds, event: { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at } });
+    for (const { event, status, error, outcome } of finished) {
+      deliveries.push({
+        runIds: outcome.runIds,
+        event: {
+          type: 'drv-finished',
+          drvPath: event.drvPath,
+          status,
+          worker: event.worker,
+          ...(error === undefined ? {} : { error }),
+          ...(status === 'succeeded' ? {} : { logTail: event.logTail }),
+          at: event.at,
+        },
       });
     }
-    await runs.enqueue(outcome.released);
-    for (const runId of outcome.finishedRuns) await runs.finalize(runId);
+    const failedHashes = finished.flatMap((f) => f.outcome.dependencyFailed);
+    const [dependencyFailed, failedRuns] = await Promise.all([
+      graph.views(failedHashes),
+      graph.runsOfAll(failedHashes),
+      // Outputs are held for their runs before any dependent is queued: a GC in between must not take an input.
+      gcRoots.holdOutputs(succeeded.flatMap(({ event, outcome }) => outcome.runIds.flatMap((runId) => Object.values(event.outputs ?? {}).map((path) => ({ runId, path }))))),
+      // Remembered by name: the next run weighs its critical paths with it.
+      this.deps.durations.record(succeeded.map(({ event }) => ({ name: derivationName(event.drvPath), ms: event.timings.totalMs }))),
+    ]);
+    const at = Date.now();
+    for (const view of dependencyFailed) {
+      deliveries.push({
+        runIds: failedRuns.get(hashPart(view.drvPath)) ?? [],
+        event: { type: 'drv-finished', drvPath: view.drvPath, status: 'dependency-failed', ...(view.error === undefined ? {} : { error: view.error }), at },
+      });
+    }
+    await events.emitAll(deliveries);
+    await runs.enqueue(finished.flatMap((f) => f.outcome.released));
+    for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await runs.finalize(runId);
   }
 }
+
+/** A report with how it ends its derivation; status undefined: a retry decision is due. */
+type Judged = { event: BuildStartedEvent } | { event: BuildFinishedEvent; status: TerminalStatus | undefined; error: string | undefined };
+type Applicable = { event: BuildStartedEvent } | { event: BuildFinishedEvent; status: TerminalStatus; error: string | undefined };

@@ -2,7 +2,6 @@ import type { Redis } from 'ioredis';
 import {
   REDIS_PREFIX,
   dependentsOf,
-  buildJobSchema,
   isBuildStatus,
   redisKeys,
   type BuildJob,
@@ -39,13 +38,29 @@ export interface RegistrationOutcome {
   joined: number;
 }
 
+export interface StartOutcome {
+  type: 'start';
+  /** false when the derivation was not queued or running: a stale report */
+  applied: boolean;
+  /** the runs that need the derivation (when applied) */
+  runIds: string[];
+}
+
 export interface FinishOutcome {
+  type: 'finish';
+  /** the runs that need the derivation (when applied) */
+  runIds: string[];
   released: ReadyDerivation[];
   dependencyFailed: string[];
   finishedRuns: string[];
   /** false when the node had already ended: a duplicate or late report */
   applied: boolean;
 }
+
+/** A change a worker's report makes to one derivation. */
+export type GraphTransition =
+  | { type: 'start'; hash: string; worker: string; at: number }
+  | { type: 'finish'; hash: string; status: TerminalStatus; details: FinishDetails };
 
 export interface FinishDetails {
   worker?: string;
@@ -90,31 +105,39 @@ export class DerivationGraph {
     options: { priority: number; rebuildFailed: boolean; criticalPathMs?: ReadonlyMap<string, number> },
   ): Promise<RegistrationOutcome> {
     const ordered = topologicalOrder(nodes);
-    const ready: string[] = [];
     const outcome: RegistrationOutcome = { ready: [], cachedFailures: [], dependencyFailed: [], joined: 0 };
-    for (let i = 0; i < ordered.length; i += REGISTER_CHUNK) {
-      const chunk = ordered.slice(i, i + REGISTER_CHUNK).map((n) => ({
-        hash: n.hash,
-        inputs: n.inputs,
-        fields: {
-          path: n.drv.path,
-          name: n.drv.name,
-          system: n.drv.system,
-          features: JSON.stringify(n.drv.requiredSystemFeatures),
-          queue: n.queue,
-          job: JSON.stringify(n.job),
-          priority: String(options.priority),
-          preferLocal: n.drv.preferLocalBuild ? '1' : '0',
-          ...(options.criticalPathMs?.has(n.hash) ? { criticalPath: String(options.criticalPathMs.get(n.hash)) } : {}),
-        },
-      }));
-      const [r = [], cached = [], depFailed = [], [joined = '0'] = []] = await this.commands.nixfarmRegisterRun(
-        REDIS_PREFIX,
-        runId,
-        String(Date.now()),
-        options.rebuildFailed ? '1' : '0',
-        JSON.stringify(chunk),
+    const now = String(Date.now());
+    const encode = (from: number): string =>
+      JSON.stringify(
+        ordered.slice(from, from + REGISTER_CHUNK).map((n) => ({
+          hash: n.hash,
+          inputs: n.inputs,
+          fields: {
+            path: n.drv.path,
+            name: n.drv.name,
+            system: n.drv.system,
+            features: JSON.stringify(n.drv.requiredSystemFeatures),
+            queue: n.queue,
+            job: JSON.stringify(n.job),
+            priority: String(options.priority),
+            preferLocal: n.drv.preferLocalBuild ? '1' : '0',
+            ...(options.criticalPathMs?.has(n.hash) ? { criticalPath: String(options.criticalPathMs.get(n.hash)) } : {}),
+          },
+        })),
       );
+    // Chunks go out in order on one connection, so Redis runs them in order; the next chunk is encoded
+    // while Redis runs the one before (one in flight at a time keeps the encoded strings few).
+    const replies: Array<Promise<[string[], string[], string[], string[]]>> = [];
+    let inFlight: Promise<unknown> = Promise.resolve();
+    for (let i = 0; i < ordered.length; i += REGISTER_CHUNK) {
+      const chunk = encode(i);
+      await inFlight;
+      const reply = this.commands.nixfarmRegisterRun(REDIS_PREFIX, runId, now, options.rebuildFailed ? '1' : '0', chunk);
+      replies.push(reply);
+      inFlight = reply;
+    }
+    const ready: string[] = [];
+    for (const [r = [], cached = [], depFailed = [], [joined = '0'] = []] of await Promise.all(replies)) {
       ready.push(...r);
       outcome.cachedFailures.push(...cached);
       outcome.dependencyFailed.push(...depFailed);
@@ -126,21 +149,40 @@ export class DerivationGraph {
 
   /** `at` is the worker's clock: start and end of one build come from the same clock, so per-worker overlap can be checked. */
   async markStarted(hash: string, worker: string, at: number): Promise<boolean> {
-    return (await this.commands.nixfarmMarkStarted(REDIS_PREFIX, hash, worker, String(at))) === 1;
+    const [started] = await this.apply([{ type: 'start', hash, worker, at }]);
+    return started?.applied === true;
   }
 
   async finish(hash: string, status: TerminalStatus, details: FinishDetails): Promise<FinishOutcome> {
-    const fields: Record<string, string> = {};
-    if (details.worker !== undefined) fields.worker = details.worker;
-    if (details.finishedAt !== undefined) fields.finishedAt = String(details.finishedAt);
-    if (details.timings !== undefined) fields.timings = JSON.stringify(details.timings);
-    if (details.error !== undefined) fields.error = details.error;
-    if (details.logTail !== undefined) fields.logTail = JSON.stringify(details.logTail);
-    if (details.outputs !== undefined) fields.outputs = JSON.stringify(details.outputs);
-    const reply = await this.commands.nixfarmFinish(REDIS_PREFIX, hash, status, String(Date.now()), JSON.stringify(fields));
-    if (reply.length === 0) return { released: [], dependencyFailed: [], finishedRuns: [], applied: false };
-    const [released = [], dependencyFailed = [], finishedRuns = []] = reply;
-    return { released: await this.readyDetails(released), dependencyFailed, finishedRuns, applied: true };
+    const [outcome] = await this.apply([{ type: 'finish', hash, status, details }]);
+    if (outcome?.type !== 'finish') throw new Error('a finish transition did not produce a finish outcome');
+    return outcome;
+  }
+
+  /**
+   * Applies many transitions in one round trip, each its own atomic script,
+   * in the order given (a start before the finish of the same derivation).
+   * Each outcome comes with the runs that need the derivation, and a finish
+   * with what it released, read in the same step.
+   */
+  async apply(transitions: readonly GraphTransition[]): Promise<Array<StartOutcome | FinishOutcome>> {
+    if (transitions.length === 0) return [];
+    const pipeline = this.redis.pipeline() as unknown as GraphCommands & { exec(): Promise<Array<[Error | null, unknown]> | null> };
+    const now = String(Date.now());
+    for (const t of transitions) {
+      if (t.type === 'start') pipeline.nixfarmMarkStarted(REDIS_PREFIX, t.hash, t.worker, String(t.at));
+      else pipeline.nixfarmFinish(REDIS_PREFIX, t.hash, t.status, now, JSON.stringify(finishFields(t.details)));
+    }
+    const replies = (await pipeline.exec()) ?? [];
+    return transitions.map((t, i): StartOutcome | FinishOutcome => {
+      const [error, reply] = replies[i] ?? [new Error('no reply from redis'), undefined];
+      if (error) throw error;
+      if (t.type === 'start') return Array.isArray(reply) ? { type: 'start', applied: true, runIds: reply as string[] } : { type: 'start', applied: false, runIds: [] };
+      const finish = reply as [ReadyFields[], string[], string[], string[]] | [];
+      if (finish.length === 0) return { type: 'finish', released: [], dependencyFailed: [], finishedRuns: [], runIds: [], applied: false };
+      const [released, dependencyFailed, finishedRuns, runIds] = finish;
+      return { type: 'finish', released: released.map(([hash, ...fields]) => readyFrom(String(hash), fields)), dependencyFailed, finishedRuns, runIds, applied: true };
+    });
   }
 
   async requeue(hash: string, error: string): Promise<ReadyDerivation | undefined> {
@@ -151,7 +193,14 @@ export class DerivationGraph {
 
   /** Records that no live worker can take this queued derivation; views show it as unsupported until a worker starts it. */
   async markUnsupported(hash: string, reason: string): Promise<void> {
-    await this.redis.hset(redisKeys.drv(hash), 'unsupported', reason);
+    await this.markAllUnsupported([{ hash, reason }]);
+  }
+
+  async markAllUnsupported(marks: ReadonlyArray<{ hash: string; reason: string }>): Promise<void> {
+    if (marks.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const { hash, reason } of marks) pipeline.hset(redisKeys.drv(hash), 'unsupported', reason);
+    await pipeline.exec();
   }
 
   /** Ends a running run; returns the derivations it cancelled with their status before, or undefined if the run was not running. */
@@ -176,6 +225,22 @@ export class DerivationGraph {
     return this.redis.smembers(redisKeys.drvRuns(hash));
   }
 
+  /** The runs of each derivation, in one round trip: hash -> run ids. */
+  async runsOfAll(hashes: Iterable<string>): Promise<Map<string, string[]>> {
+    const unique = [...new Set(hashes)];
+    const out = new Map<string, string[]>();
+    if (unique.length === 0) return out;
+    const pipeline = this.redis.pipeline();
+    for (const h of unique) pipeline.smembers(redisKeys.drvRuns(h));
+    const replies = (await pipeline.exec()) ?? [];
+    unique.forEach((h, i) => {
+      const [error, runs] = replies[i] ?? [new Error('no reply from redis'), undefined];
+      if (error) throw error;
+      out.set(h, runs as string[]);
+    });
+    return out;
+  }
+
   async attempts(hash: string): Promise<number> {
     return Number((await this.redis.hget(redisKeys.drv(hash), 'attempts')) ?? 0);
   }
@@ -187,6 +252,20 @@ export class DerivationGraph {
 
   async view(hash: string): Promise<DerivationView | undefined> {
     return (await this.views([hash]))[0];
+  }
+
+  /** How many of these derivations are in each status, as their views show it; reads only the status, not the whole node. */
+  async statusCounts(hashes: readonly string[]): Promise<Record<string, number>> {
+    const pipeline = this.redis.pipeline();
+    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'path', 'status', 'unsupported');
+    const counts: Record<string, number> = {};
+    for (const [, value] of (await pipeline.exec()) ?? []) {
+      const [path, status, unsupported] = value as [string | null, string | null, string | null];
+      if (path === null || status === null || !isBuildStatus(status)) continue;
+      const shown = status === 'queued' && unsupported !== null ? 'unsupported' : status;
+      counts[shown] = (counts[shown] ?? 0) + 1;
+    }
+    return counts;
   }
 
   async views(hashes: readonly string[]): Promise<DerivationView[]> {
@@ -221,29 +300,47 @@ export class DerivationGraph {
   private async readyDetails(hashes: readonly string[]): Promise<ReadyDerivation[]> {
     if (hashes.length === 0) return [];
     const pipeline = this.redis.pipeline();
-    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'queue', 'job', 'priority', 'attempts', 'preferLocal', 'criticalPath');
+    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), ...READY_FIELDS);
     const replies = (await pipeline.exec()) ?? [];
-    return hashes.map((hash, i) => {
-      const [queue, job, priority, attempts, preferLocal, criticalPath] = replies[i]?.[1] as [string, string, string, string, string | null, string | null];
-      return {
-        ...(criticalPath === null ? {} : { criticalPathMs: Number(criticalPath) }),
-        hash,
-        queue,
-        job: buildJobSchema.parse(JSON.parse(job)),
-        priority: Number(priority ?? 0),
-        attempt: Number(attempts ?? 0),
-        preferLocalBuild: preferLocal === '1',
-      };
-    });
+    return hashes.map((hash, i) => readyFrom(hash, replies[i]?.[1] as ReadyFields));
   }
+}
+
+/** A node's fields for queueing, in this order (the Lua scripts read them in the same order). */
+const READY_FIELDS = ['queue', 'job', 'priority', 'attempts', 'preferLocal', 'criticalPath'] as const;
+type ReadyFields = Array<string | null>;
+
+function readyFrom(hash: string, fields: ReadyFields): ReadyDerivation {
+  const [queue, job, priority, attempts, preferLocal, criticalPath] = fields;
+  return {
+    ...(criticalPath === null || criticalPath === undefined ? {} : { criticalPathMs: Number(criticalPath) }),
+    hash,
+    queue: queue ?? '',
+    // Written by registerRun from the planner's job: our own data, checked again by the worker that takes it.
+    job: JSON.parse(job ?? 'null') as BuildJob,
+    priority: Number(priority ?? 0),
+    attempt: Number(attempts ?? 0),
+    preferLocalBuild: preferLocal === '1',
+  };
 }
 
 interface GraphCommands {
   nixfarmRegisterRun(prefix: string, runId: string, now: string, rebuildFailed: string, nodes: string): Promise<[string[], string[], string[], string[]]>;
-  nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string): Promise<number>;
-  nixfarmFinish(prefix: string, hash: string, status: string, now: string, fields: string): Promise<[string[], string[], string[]] | []>;
+  nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string): Promise<string[] | 0>;
+  nixfarmFinish(prefix: string, hash: string, status: string, now: string, fields: string): Promise<[ReadyFields[], string[], string[], string[]] | []>;
   nixfarmRequeue(prefix: string, hash: string, now: string, error: string): Promise<number>;
   nixfarmCancelRun(prefix: string, runId: string, now: string): Promise<Array<string | number>>;
+}
+
+function finishFields(details: FinishDetails): Record<string, string> {
+  const fields: Record<string, string> = {};
+  if (details.worker !== undefined) fields.worker = details.worker;
+  if (details.finishedAt !== undefined) fields.finishedAt = String(details.finishedAt);
+  if (details.timings !== undefined) fields.timings = JSON.stringify(details.timings);
+  if (details.error !== undefined) fields.error = details.error;
+  if (details.logTail !== undefined) fields.logTail = JSON.stringify(details.logTail);
+  if (details.outputs !== undefined) fields.outputs = JSON.stringify(details.outputs);
+  return fields;
 }
 
 function optionalNumber(value: string | undefined): number | undefined {

@@ -38,56 +38,82 @@ local prefix, runId, now, rebuildFailed = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 
 local nodes = cjson.decode(ARGV[5])
 local runKey = prefix .. ':run:' .. runId
 local ready, cached, depFailed = {}, {}, {}
-local joined = 0
+local joined, remaining, failed = 0, 0, 0
+-- Statuses this call has set: an input registered earlier in the call needs no HGET.
+local known = {}
+local function statusOf(hash)
+  local s = known[hash]
+  if s == nil then s = redis.call('HGET', prefix .. ':drv:' .. hash, 'status') end
+  return s
+end
+-- The run's members are added in groups, far below Lua's unpack limit.
+local members = {}
+local function flushMembers()
+  if #members > 0 then redis.call('SADD', runKey .. ':drvs', unpack(members)) end
+  members = {}
+end
 for _, node in ipairs(nodes) do
   local key = prefix .. ':drv:' .. node.hash
   local status = redis.call('HGET', key, 'status')
   redis.call('SADD', key .. ':runs', runId)
-  redis.call('SADD', runKey .. ':drvs', node.hash)
+  members[#members + 1] = node.hash
+  if #members >= 1000 then flushMembers() end
   for _, input in ipairs(node.inputs) do
     redis.call('SADD', prefix .. ':drv:' .. input .. ':dependents', node.hash)
   end
   if (status == 'failed' or status == 'cached-failure') and not rebuildFailed then
     redis.call('HSET', key, 'status', 'cached-failure')
-    redis.call('HINCRBY', runKey, 'failed', 1)
+    failed = failed + 1
     cached[#cached + 1] = node.hash
+    known[node.hash] = 'cached-failure'
   elseif status and not TERMINAL[status] then
     joined = joined + 1
-    redis.call('HINCRBY', runKey, 'remaining', 1)
+    remaining = remaining + 1
+    known[node.hash] = status
   else
-    redis.call('DEL', key)
-    local args = { 'status', 'waiting', 'pending', 0, 'attempts', 0, 'createdAt', now }
-    for k, v in pairs(node.fields) do args[#args + 1] = k; args[#args + 1] = v end
-    redis.call('HSET', key, unpack(args))
     local pending, brokenInput = 0, nil
     for _, input in ipairs(node.inputs) do
-      local inputStatus = redis.call('HGET', prefix .. ':drv:' .. input, 'status')
+      local inputStatus = statusOf(input)
       if inputStatus and TERMINAL[inputStatus] and inputStatus ~= 'succeeded' then
         brokenInput = redis.call('HGET', prefix .. ':drv:' .. input, 'path') .. ' ' .. inputStatus
       elseif inputStatus ~= 'succeeded' then
         pending = pending + 1
       end
     end
+    -- One write per new node, with the state it ends in.
+    local args
     if brokenInput then
-      redis.call('HSET', key, 'status', 'dependency-failed', 'finishedAt', now, 'error', 'input ' .. brokenInput)
-      redis.call('HINCRBY', runKey, 'failed', 1)
+      args = { 'status', 'dependency-failed', 'pending', 0, 'finishedAt', now, 'error', 'input ' .. brokenInput }
+      failed = failed + 1
       depFailed[#depFailed + 1] = node.hash
+    elseif pending == 0 then
+      args = { 'status', 'queued', 'pending', 0, 'queuedAt', now }
+      remaining = remaining + 1
+      ready[#ready + 1] = node.hash
     else
-      redis.call('HINCRBY', runKey, 'remaining', 1)
-      redis.call('HSET', key, 'pending', pending)
-      if pending == 0 then
-        redis.call('HSET', key, 'status', 'queued', 'queuedAt', now)
-        ready[#ready + 1] = node.hash
-      end
+      args = { 'status', 'waiting', 'pending', pending }
+      remaining = remaining + 1
     end
+    known[node.hash] = args[2]
+    args[#args + 1] = 'attempts'; args[#args + 1] = 0
+    args[#args + 1] = 'createdAt'; args[#args + 1] = now
+    for k, v in pairs(node.fields) do args[#args + 1] = k; args[#args + 1] = v end
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(args))
   end
 end
+flushMembers()
+if remaining > 0 then redis.call('HINCRBY', runKey, 'remaining', remaining) end
+if failed > 0 then redis.call('HINCRBY', runKey, 'failed', failed) end
 return { ready, cached, depFailed, { tostring(joined) } }
 `;
 
+/** The fields a ready node is queued with, in the order DerivationGraph reads them. */
+const READY_FIELDS = `local READY_FIELDS = { 'queue', 'job', 'priority', 'attempts', 'preferLocal', 'criticalPath' }`;
+
 /**
- * ARGV: prefix, hash, worker, now, attempt
- * Returns 1 if the node moved to running, 0 if the report was stale.
+ * ARGV: prefix, hash, worker, now
+ * Returns the node's runs if it moved to running, 0 if the report was stale.
  */
 export const MARK_STARTED = `
 local key = ARGV[1] .. ':drv:' .. ARGV[2]
@@ -96,17 +122,19 @@ if status ~= 'queued' and status ~= 'running' then return 0 end
 redis.call('HSET', key, 'status', 'running', 'worker', ARGV[3], 'startedAt', ARGV[4])
 redis.call('HDEL', key, 'unsupported')
 redis.call('HINCRBY', key, 'attempts', 1)
-return 1
+return redis.call('SMEMBERS', key .. ':runs')
 `;
 
 /**
  * ARGV: prefix, hash, status (terminal), now, fields JSON {worker, timings, error, logTail, outputs}
- * Returns: { released hashes, dependency-failed hashes, finished run ids } as three arrays,
+ * Returns: { released, dependency-failed hashes, finished run ids, the node's runs }, where each
+ * released entry is { hash, READY_FIELDS... } (what queueing it needs, read in the same step);
  * or an empty table when the node was already terminal (a duplicate report).
  */
 export const FINISH_DERIVATION = `
 ${TERMINAL}
 ${TERMINATE}
+${READY_FIELDS}
 local prefix, hash, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fields = cjson.decode(ARGV[5])
 local key = prefix .. ':drv:' .. hash
@@ -123,7 +151,9 @@ if status == 'succeeded' then
     if redis.call('HGET', depKey, 'status') == 'waiting' then
       if redis.call('HINCRBY', depKey, 'pending', -1) <= 0 then
         redis.call('HSET', depKey, 'status', 'queued', 'queuedAt', now)
-        released[#released + 1] = dep
+        local ready = redis.call('HMGET', depKey, unpack(READY_FIELDS))
+        table.insert(ready, 1, dep)
+        released[#released + 1] = ready
       end
     end
   end
@@ -142,7 +172,7 @@ else
     end
   end
 end
-return { released, depFailed, finishedRuns }
+return { released, depFailed, finishedRuns, redis.call('SMEMBERS', key .. ':runs') }
 `;
 
 /**

@@ -2,6 +2,9 @@ import { mkdir, rm, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { assertStorePath, hashPart } from '@nixfarm/shared';
 
+/** Symlink calls in flight at once: enough to keep libuv's thread pool busy, few enough not to flood it. */
+const HOLDS_IN_FLIGHT = 32;
+
 /**
  * GC roots are plain symlinks under a directory inside Nix's gcroots: Nix's
  * collector treats every symlink found there as a root, so no Nix call is
@@ -33,6 +36,18 @@ export class GcRoots {
       // The run already ended (cancelled, or finished by another path): it holds nothing any more.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
+  }
+
+  /** Many holds at once, a bounded number of symlink calls in flight: a run can hold a hundred thousand paths. */
+  async holdOutputs(holds: ReadonlyArray<{ runId: string; path: string }>): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < holds.length) {
+        const { runId, path } = holds[next++]!;
+        await this.holdOutput(runId, path);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(HOLDS_IN_FLIGHT, holds.length) }, worker));
   }
 
   async releaseRun(runId: string): Promise<void> {

@@ -9,14 +9,27 @@ export interface StoredRunEvent {
   event: RunEvent;
 }
 
+export interface RunEventDelivery {
+  runIds: Iterable<string>;
+  event: RunEvent;
+}
+
 export class RunEvents {
   constructor(private readonly redis: Redis) {}
 
   async emit(runIds: Iterable<string>, event: RunEvent): Promise<void> {
+    await this.emitAll([{ runIds, event }]);
+  }
+
+  /** Many events in one round trip, appended in the order given. */
+  async emitAll(deliveries: Iterable<RunEventDelivery>): Promise<void> {
     const pipeline = this.redis.pipeline();
-    const data = JSON.stringify(event);
-    for (const id of runIds) pipeline.xadd(redisKeys.runEvents(id), 'MAXLEN', '~', String(MAX_EVENTS_PER_RUN), '*', 'e', data);
-    await pipeline.exec();
+    for (const { runIds, event } of deliveries) {
+      const data = JSON.stringify(event);
+      for (const id of runIds) pipeline.xadd(redisKeys.runEvents(id), 'MAXLEN', '~', String(MAX_EVENTS_PER_RUN), '*', 'e', data);
+    }
+    if (pipeline.length === 0) return;
+    for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
   }
 
   /** Reads events after `afterId` ('0' for all), blocking up to blockMs when there are none. Needs a connection of its own when blocking. */

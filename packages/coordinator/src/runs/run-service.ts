@@ -18,10 +18,18 @@ import type { BuildPlan, BuildPlanner, PlannedDerivation } from '../evaluation/b
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
-import type { RunEvents } from './run-events.js';
+import type { RunEventDelivery, RunEvents } from './run-events.js';
+import type { BuildDurations } from './build-durations.js';
+import type { OutputVerifier } from './output-verifier.js';
 import type { GcRoots } from './gc-roots.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { LocalBuilder } from '../local/local-builder.js';
+
+/** What evaluation and planning produce: the requested results and the derivations to build. */
+export interface EvaluatedRun {
+  results: RunResult[];
+  plan: BuildPlan;
+}
 
 /** The weight of a derivation never built before: every unknown step counts the same. */
 const DEFAULT_BUILD_MS = 1000;
@@ -34,12 +42,17 @@ export class RunNotFoundError extends NixfarmError {
 
 export interface RunServiceDeps {
   redis: Redis;
-  nix: CoordinatorNix;
+  /** evaluation: nix-instantiate and reading .drv files */
+  nix: Pick<CoordinatorNix, 'instantiate' | 'readDerivation'>;
+  /** whether a finished run's results are valid in the coordinator's store */
+  verifier: OutputVerifier;
   planner: BuildPlanner;
   graph: DerivationGraph;
   queues: BuildQueues;
   events: RunEvents;
   gcRoots: GcRoots;
+  /** last build times by name: the weights of critical paths */
+  durations: Pick<BuildDurations, 'lookup'>;
   workers: WorkerDirectory;
   /** builds preferLocalBuild derivations here; absent when turned off */
   localBuilder?: LocalBuilder;
@@ -56,15 +69,34 @@ export class RunService {
   constructor(private readonly deps: RunServiceDeps) {}
 
   async submit(request: SubmitRunRequest): Promise<RunView> {
-    const { graph, events, gcRoots, redis, logger } = this.deps;
+    const { gcRoots } = this.deps;
     const runId = newRunId();
     await gcRoots.prepareRun(runId);
-    let results: RunResult[];
-    let plan;
+    let evaluated: EvaluatedRun;
     try {
-      ({ results, plan } = await this.evaluate(request, runId));
+      evaluated = await this.evaluate(request, runId);
     } catch (error) {
       // Nothing was registered: the run leaves no roots and no trace but the error.
+      await gcRoots.releaseRun(runId);
+      throw error;
+    }
+    return this.submitEvaluated(request, evaluated, runId);
+  }
+
+  /**
+   * Starts a run from an already evaluated plan: holds its inputs, records it,
+   * registers it in the graph and queues what is ready. submit() ends here;
+   * the scheduler bench enters here with a synthetic plan, skipping Nix.
+   */
+  async submitEvaluated(request: SubmitRunRequest, evaluated: EvaluatedRun, runId = newRunId()): Promise<RunView> {
+    const { graph, events, gcRoots, redis, logger } = this.deps;
+    const { results, plan } = evaluated;
+    const phases = new PhaseTimer();
+    await gcRoots.prepareRun(runId);
+    try {
+      await this.holdInputs(runId, plan);
+      phases.mark('holdInputsMs');
+    } catch (error) {
       await gcRoots.releaseRun(runId);
       throw error;
     }
@@ -90,32 +122,49 @@ export class RunService {
       node.job.maxSilentSeconds = request.maxSilentSeconds;
     }
     const criticalPathMs = request.order === 'fifo' ? undefined : await this.criticalPaths(plan.nodes);
+    phases.mark('criticalPathMs');
     const registered = await graph.registerRun(runId, plan.nodes, { priority: request.priority, rebuildFailed: request.rebuildFailed, criticalPathMs });
+    phases.mark('registerMs');
+    // Failures known from before are reported at once; nothing is rebuilt unless asked (--rebuild-failed).
+    const known = await graph.views([...registered.cachedFailures, ...registered.dependencyFailed]);
+    await events.emitAll(
+      known.map((view) => {
+        const cached = view.status === 'cached-failure';
+        return {
+          runIds: [runId],
+          event: {
+            type: 'drv-finished' as const,
+            drvPath: view.drvPath,
+            status: view.status,
+            ...(view.worker === undefined ? {} : { worker: view.worker }),
+            error: cached ? `failed before${view.error ? ` (${view.error})` : ''}; not rebuilt: pass --rebuild-failed to try again` : (view.error ?? 'an input failed before'),
+            ...(cached && view.logTail !== undefined ? { logTail: view.logTail } : {}),
+            at: now,
+          },
+        };
+      }),
+    );
+    await this.enqueue(registered.ready);
+    phases.mark('enqueueMs');
     logger.info(
-      { runId, derivations: plan.nodes.length, ready: registered.ready.length, joined: registered.joined, cachedFailures: registered.cachedFailures.length, read: plan.derivationsRead },
+      {
+        runId,
+        derivations: plan.nodes.length,
+        ready: registered.ready.length,
+        joined: registered.joined,
+        cachedFailures: registered.cachedFailures.length,
+        read: plan.derivationsRead,
+        ...phases.durations,
+      },
       'run submitted',
     );
-    // Failures known from before are reported at once; nothing is rebuilt unless asked (--rebuild-failed).
-    for (const view of await graph.views([...registered.cachedFailures, ...registered.dependencyFailed])) {
-      const cached = view.status === 'cached-failure';
-      await events.emit([runId], {
-        type: 'drv-finished',
-        drvPath: view.drvPath,
-        status: view.status,
-        ...(view.worker === undefined ? {} : { worker: view.worker }),
-        error: cached ? `failed before${view.error ? ` (${view.error})` : ''}; not rebuilt: pass --rebuild-failed to try again` : (view.error ?? 'an input failed before'),
-        ...(cached && view.logTail !== undefined ? { logTail: view.logTail } : {}),
-        at: now,
-      });
-    }
-    await this.enqueue(registered.ready);
     // Registration is complete: drop the sentinel; a run with nothing to build ends here.
     if ((await redis.hincrby(redisKeys.run(runId), 'remaining', -1)) <= 0) await this.finalize(runId);
     return this.get(runId);
   }
 
   /** Evaluates, finds each result's output path, plans what to build, and holds what the run will copy. */
-  private async evaluate(request: SubmitRunRequest, runId: string): Promise<{ results: RunResult[]; plan: BuildPlan }> {
+  private async evaluate(request: SubmitRunRequest, runId: string): Promise<EvaluatedRun> {
     const { nix, planner, gcRoots } = this.deps;
     const attrs = await nix.instantiate({ ...request, rootPrefix: gcRoots.derivationRootPrefix(runId) });
     const results: RunResult[] = [];
@@ -128,56 +177,73 @@ export class RunService {
       results.push({ attr: a.attr, drvPath: a.drvPath, outputName: a.outputName, outputPath });
     }
     const plan = await planner.plan(attrs.map((a) => a.drvPath));
-    // Inputs that were already valid are held for the run too: a GC while it runs must not take what its builds copy.
-    const built = new Set(plan.nodes.flatMap((n) => Object.values(n.job.outputs)));
-    for (const input of new Set(plan.nodes.flatMap((n) => n.job.inputPaths))) if (!built.has(input)) await gcRoots.holdOutput(runId, input);
     return { results, plan };
+  }
+
+  /**
+   * Outputs of input derivations that were already valid are held for the run
+   * too: a GC while it runs must not take what its builds copy. Input sources
+   * need no root of their own: they are in the closure of the .drv files,
+   * which evaluation rooted.
+   */
+  private async holdInputs(runId: string, plan: BuildPlan): Promise<void> {
+    const built = new Set<string>();
+    const sources = new Set<string>();
+    for (const n of plan.nodes) {
+      for (const out of Object.values(n.job.outputs)) built.add(out);
+      for (const src of n.drv.inputSrcs) sources.add(src);
+    }
+    const held = new Set<string>();
+    for (const n of plan.nodes) for (const input of n.job.inputPaths) if (!built.has(input) && !sources.has(input)) held.add(input);
+    await this.deps.gcRoots.holdOutputs([...held].map((path) => ({ runId, path })));
   }
 
   /** Each node's remaining chain of work, weighted by the last known build time of a derivation of the same name. */
   private async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
-    const names = [...new Set(nodes.map((n) => n.drv.name))];
-    const known = names.length === 0 ? [] : await this.deps.redis.hmget(redisKeys.durations, ...names);
-    const weights = new Map(names.map((name, i) => [name, known[i] === null || known[i] === undefined ? DEFAULT_BUILD_MS : Number(known[i])]));
+    const weights = await this.deps.durations.lookup([...new Set(nodes.map((n) => n.drv.name))]);
     return criticalPaths(nodes.map((n) => ({ hash: n.hash, inputs: n.inputs, weightMs: weights.get(n.drv.name) ?? DEFAULT_BUILD_MS })));
   }
 
+  /**
+   * Queues ready derivations (many at once: one addBulk per queue, one read
+   * of the worker registry, one round trip for their runs and one for their
+   * events) and says at once which no live worker can ever take.
+   */
   async enqueue(all: readonly ReadyDerivation[]): Promise<void> {
     if (all.length === 0) return;
+    const { queues, workers, graph, events } = this.deps;
     const local = this.deps.localBuilder;
     const ready = local === undefined ? all : all.filter((r) => !local.takes(r));
     // Local builds never wait for a worker; the coordinator starts them now.
     if (local !== undefined) for (const r of all) if (local.takes(r)) local.submit(r);
     if (ready.length === 0) return;
-    await this.deps.queues.enqueue(ready);
+    const [, registry, runIds] = await Promise.all([queues.enqueue(ready), workers.list(), graph.runsOfAll(ready.map((r) => r.hash))]);
     const at = Date.now();
-    const alive = (await this.deps.workers.list()).filter((w) => w.alive);
+    const alive = registry.filter((w) => w.alive);
     const explained = new Map<string, Array<{ name: string; reason: string }> | undefined>();
+    const deliveries: RunEventDelivery[] = [];
+    const unsupported: Array<{ hash: string; reason: string }> = [];
     for (const r of ready) {
-      const runIds = await this.deps.graph.runsOf(r.hash);
-      await this.deps.events.emit(runIds, { type: 'drv-queued', drvPath: r.job.drvPath, queue: r.queue, at });
+      const runs = runIds.get(r.hash) ?? [];
+      deliveries.push({ runIds: runs, event: { type: 'drv-queued', drvPath: r.job.drvPath, queue: r.queue, at } });
       // Say at once when no live worker can ever take it, instead of leaving the client waiting silently.
       if (!explained.has(r.queue)) explained.set(r.queue, whyNoWorker(alive, r.job));
       const reasons = explained.get(r.queue);
-      if (reasons !== undefined) {
-        const features = r.job.requiredFeatures.length > 0 ? `features ${r.job.requiredFeatures.join(', ')}` : 'no features';
-        const who = reasons.length === 0 ? 'no worker is registered' : reasons.map((w) => `${w.name}: ${w.reason}`).join('; ');
-        await this.deps.graph.markUnsupported(r.hash, `no live worker can build it (system ${r.job.system}, ${features}): ${who}`);
-        await this.deps.events.emit(runIds, {
-          type: 'drv-unsupported',
-          drvPath: r.job.drvPath,
-          system: r.job.system,
-          requiredFeatures: r.job.requiredFeatures,
-          workers: reasons,
-          at,
-        });
-      }
+      if (reasons === undefined) continue;
+      const features = r.job.requiredFeatures.length > 0 ? `features ${r.job.requiredFeatures.join(', ')}` : 'no features';
+      const who = reasons.length === 0 ? 'no worker is registered' : reasons.map((w) => `${w.name}: ${w.reason}`).join('; ');
+      unsupported.push({ hash: r.hash, reason: `no live worker can build it (system ${r.job.system}, ${features}): ${who}` });
+      deliveries.push({
+        runIds: runs,
+        event: { type: 'drv-unsupported', drvPath: r.job.drvPath, system: r.job.system, requiredFeatures: r.job.requiredFeatures, workers: reasons, at },
+      });
     }
+    await Promise.all([graph.markAllUnsupported(unsupported), events.emitAll(deliveries)]);
   }
 
   /** Ends a run whose derivations have all ended: result roots on success, the run's temporary roots dropped either way. */
   async finalize(runId: string): Promise<void> {
-    const { redis, gcRoots, nix, events, logger } = this.deps;
+    const { redis, gcRoots, verifier, events, logger } = this.deps;
     const fields = await redis.hmget(redisKeys.run(runId), 'status', 'failed', 'results');
     if (fields[0] !== 'running') return;
     const results = JSON.parse(fields[2] ?? '[]') as RunResult[];
@@ -185,7 +251,7 @@ export class RunService {
     let error: string | undefined;
     if (status === 'succeeded') {
       // The promise of a run: every requested output is valid in this store.
-      const invalid = await nix.invalidPaths(results.map((r) => r.outputPath));
+      const invalid = await verifier.invalidPaths(results.map((r) => r.outputPath));
       if (invalid.size > 0) {
         status = 'failed';
         error = `outputs not valid in the coordinator store: ${[...invalid].join(' ')}`;
@@ -221,7 +287,7 @@ export class RunService {
       }
     }
     const now = Date.now();
-    for (const view of views) await events.emit([runId], { type: 'drv-finished', drvPath: view.drvPath, status: 'cancelled', at: now });
+    await events.emitAll(views.map((view) => ({ runIds: [runId], event: { type: 'drv-finished' as const, drvPath: view.drvPath, status: 'cancelled' as const, at: now } })));
     await gcRoots.releaseRun(runId);
     await events.emit([runId], { type: 'run-finished', runId, status: 'cancelled', at: now });
     logger.info({ runId, cancelled: cancelled.length, stopped: cancelled.filter((c) => c.was === 'running').length }, 'run cancelled');
@@ -244,8 +310,7 @@ export class RunService {
     const f = await this.deps.redis.hgetall(redisKeys.run(runId));
     if (f.status === undefined) throw new RunNotFoundError(runId);
     const hashes = await this.deps.redis.smembers(redisKeys.runDrvs(runId));
-    const counts: Record<string, number> = {};
-    for (const view of await this.deps.graph.views(hashes)) counts[view.status] = (counts[view.status] ?? 0) + 1;
+    const counts = await this.deps.graph.statusCounts(hashes);
     return {
       id: runId,
       status: f.status as RunStatus,
@@ -281,6 +346,18 @@ function whyNoWorker(workers: readonly WorkerInfo[], job: { system: string; requ
     reasons.push({ name: w.name, reason: describeIneligibility(why) });
   }
   return reasons;
+}
+
+/** Milliseconds spent in each step of a submission, for its log line: where a large run's time goes. */
+class PhaseTimer {
+  readonly durations: Record<string, number> = {};
+  private last = performance.now();
+
+  mark(name: string): void {
+    const now = performance.now();
+    this.durations[name] = Math.round(now - this.last);
+    this.last = now;
+  }
 }
 
 function newRunId(): string {

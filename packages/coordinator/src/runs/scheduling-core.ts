@@ -1,0 +1,84 @@
+import { mkdir } from 'node:fs/promises';
+import type { Redis } from 'ioredis';
+import type { Logger } from '@nixfarm/shared';
+import type { CoordinatorNix } from '../nix/coordinator-nix.js';
+import type { LocalBuilder } from '../local/local-builder.js';
+import { BuildPlanner } from '../evaluation/build-planner.js';
+import { DerivationGraph } from '../graph/derivation-graph.js';
+import { BuildQueues } from '../dispatch/build-queues.js';
+import { WorkerDirectory } from '../dispatch/worker-directory.js';
+import { WorkerEventHandler } from '../events/worker-event-handler.js';
+import { WorkerEventConsumer } from '../events/worker-event-consumer.js';
+import { RunEvents } from './run-events.js';
+import { GcRoots } from './gc-roots.js';
+import { RunService } from './run-service.js';
+import { BuildDurations } from './build-durations.js';
+import type { OutputVerifier } from './output-verifier.js';
+
+export interface SchedulingCoreOptions {
+  redis: Redis;
+  logger: Logger;
+  /** evaluation and planning (nix-instantiate, reading .drv files) */
+  nix: CoordinatorNix;
+  /** whether outputs are valid in the coordinator's store; production passes `nix` */
+  verifier: OutputVerifier;
+  gcRootsDir: string;
+  /** builds preferLocalBuild derivations on the coordinator; absent when turned off */
+  localBuilder?: LocalBuilder;
+  /** how often the safety-net reconcile runs */
+  reconcileIntervalMs?: number;
+}
+
+/**
+ * Everything that schedules builds, without the HTTP API or the store
+ * endpoint: evaluation and planning, the graph, the queues, runs and their
+ * events, and the consumer of worker reports. The coordinator runs it; the
+ * scheduler bench runs the same object in a process of its own.
+ */
+export class SchedulingCore {
+  readonly graph: DerivationGraph;
+  readonly queues: BuildQueues;
+  readonly events: RunEvents;
+  readonly gcRoots: GcRoots;
+  readonly workers: WorkerDirectory;
+  readonly runs: RunService;
+  readonly handler: WorkerEventHandler;
+  private readonly consumer: WorkerEventConsumer;
+  private reconciler: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: SchedulingCoreOptions) {
+    const { redis, logger, nix, verifier, localBuilder } = options;
+    this.graph = new DerivationGraph(redis);
+    this.queues = new BuildQueues({ redis, logger });
+    this.events = new RunEvents(redis);
+    this.gcRoots = new GcRoots(options.gcRootsDir);
+    this.workers = new WorkerDirectory(redis);
+    const planner = new BuildPlanner({ nix, logger });
+    const durations = new BuildDurations(redis);
+    this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, workers: this.workers, localBuilder, logger });
+    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger });
+    // XREADGROUP blocks its connection: the consumer gets one of its own.
+    this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
+  }
+
+  /** Resumes unfinished runs, starts the periodic reconcile and the consumer of worker events; returns the runs resumed. */
+  async start(): Promise<number> {
+    const { logger } = this.options;
+    await mkdir(this.options.gcRootsDir, { recursive: true });
+    const resumed = await this.runs.resume();
+    // A safety net, like Hydra's periodic queue check: re-queue what the graph says is ready and close runs
+    // with nothing left, should an event's follow-up ever have been interrupted. Re-adding an existing job is a no-op.
+    this.reconciler = setInterval(() => {
+      this.runs.resume().catch((error: unknown) => logger.warn({ err: error }, 'periodic reconcile failed'));
+    }, this.options.reconcileIntervalMs ?? 60_000);
+    this.reconciler.unref();
+    await this.consumer.start();
+    return resumed;
+  }
+
+  async stop(): Promise<void> {
+    if (this.reconciler !== undefined) clearInterval(this.reconciler);
+    await this.consumer.stop();
+    await this.queues.close();
+  }
+}
