@@ -81,6 +81,8 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
       inputSrcs,
       system: SYSTEM,
       builder: `${bootstrap}/bin/sh`,
+      args: [],
+      outputHashes: { out: { hashAlgo: '', hash: '' } },
       env: { name, out, system: SYSTEM, builder: `${bootstrap}/bin/sh` },
       requiredSystemFeatures: features,
       preferLocalBuild: false,

@@ -26,7 +26,7 @@ function node(name: string, inputs: string[] = []): PlannedDerivation {
     hash,
     inputs: inputs.map(hashOf),
     queue: 'build@x86_64-linux',
-    drv: { path, name, outputs: { out }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
+    drv: { path, name, outputs: { out }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
     job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out }, inputPaths: [] },
   };
 }

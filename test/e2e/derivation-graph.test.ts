@@ -66,6 +66,28 @@ describe('DerivationGraph on real Redis', () => {
     assert.equal(await graph.status(c.hash), 'succeeded');
   });
 
+  it('counts a node that succeeded after the planner looked as built, and rebuilds one that succeeded before', async () => {
+    const shared = node('raced');
+    const top = node('racetop', ['raced']);
+    await startRun(redis, 'runA');
+    await graph.registerRun('runA', [shared], OPTS);
+    // run B's planner saw the output invalid just before run A's build finished
+    const checkedAt = Date.now() - 1;
+    await graph.markStarted(shared.hash, 'w1', 1);
+    await graph.finish(shared.hash, 'succeeded', { worker: 'w1' });
+    await startRun(redis, 'runB');
+    const b = await graph.registerRun('runB', [shared, top], { ...OPTS, checkedAt });
+    assert.deepEqual(b.ready.map((r) => r.hash), [top.hash], 'the dependent is ready at once; the finished input is not queued again');
+    assert.equal(await graph.status(shared.hash), 'succeeded');
+    assert.equal(await graph.attempts(shared.hash), 1);
+    assert.equal(await redis.hget(redisKeys.run('runB'), 'remaining'), '2', 'only the dependent (and the sentinel) is pending');
+
+    // A run planned after the success saw the output invalid for another reason (collected since): it rebuilds.
+    await startRun(redis, 'runC');
+    const c = await graph.registerRun('runC', [shared], { ...OPTS, checkedAt: Date.now() + 1000 });
+    assert.deepEqual(c.ready.map((r) => r.hash), [shared.hash]);
+  });
+
   it('marks every transitive dependent dependency-failed and counts them for each run', async () => {
     const a = node('fa');
     const b = node('fb', ['fa']);

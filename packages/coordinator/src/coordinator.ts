@@ -41,6 +41,8 @@ export class Coordinator {
   private core: SchedulingCore | undefined;
   private http: FastifyInstance | undefined;
   private endpoint: StoreEndpoint | undefined;
+  /** serve sessions with the coordinator's own store (validity queries, local builds) */
+  private storeSessions: Array<{ close(): Promise<void> }> = [];
   private addressInfo: CoordinatorAddress | undefined;
 
   constructor(private readonly options: CoordinatorOptions) {
@@ -81,6 +83,7 @@ export class Coordinator {
     const localBuilder = config.localBuilds
       ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs })
       : undefined;
+    this.storeSessions = localBuilder === undefined ? [nix] : [nix, localBuilder];
     const core = new SchedulingCore({ redis, logger, nix, verifier: nix, gcRootsDir: config.gcRootsDir, localBuilder });
     this.core = core;
 
@@ -114,6 +117,7 @@ export class Coordinator {
     await this.http?.close();
     await this.core?.stop();
     await this.endpoint?.stop();
+    await Promise.all(this.storeSessions.map((s) => s.close()));
     this.redis?.disconnect();
     await this.embeddedRedis?.stop();
   }

@@ -15,6 +15,8 @@ export interface BuildPlan {
   nodes: PlannedDerivation[];
   /** derivations read while walking, including those already built */
   derivationsRead: number;
+  /** when the store was first asked which outputs are valid (ms): a build that succeeded after this was not seen */
+  checkedAt?: number;
 }
 
 export interface BuildPlannerOptions {
@@ -42,6 +44,7 @@ export class BuildPlanner {
     const needed = new Map<string, Derivation>();
     const visited = new Set<string>(rootDrvPaths);
     let frontier = [...visited];
+    const checkedAt = Date.now();
     while (frontier.length > 0) {
       await this.readAll(frontier.filter((p) => !read.has(p)), read);
       const outputs = frontier.flatMap((p) => Object.values(read.get(p)!.outputs).filter((o) => o !== ''));
@@ -91,7 +94,7 @@ export class BuildPlanner {
       });
     }
     this.options.logger.debug({ roots: rootDrvPaths.length, read: read.size, needed: nodes.length }, 'planned build');
-    return { nodes, derivationsRead: read.size };
+    return { nodes, derivationsRead: read.size, checkedAt };
   }
 
   private async readAll(paths: string[], into: Map<string, Derivation>): Promise<void> {

@@ -102,7 +102,13 @@ export class DerivationGraph {
   async registerRun(
     runId: string,
     nodes: readonly PlannedDerivation[],
-    options: { priority: number; rebuildFailed: boolean; criticalPathMs?: ReadonlyMap<string, number> },
+    options: {
+      priority: number;
+      rebuildFailed: boolean;
+      criticalPathMs?: ReadonlyMap<string, number>;
+      /** when the planner checked which outputs are valid: a node that succeeded since is built, not rebuilt */
+      checkedAt?: number;
+    },
   ): Promise<RegistrationOutcome> {
     const ordered = topologicalOrder(nodes);
     const outcome: RegistrationOutcome = { ready: [], cachedFailures: [], dependencyFailed: [], joined: 0 };
@@ -132,7 +138,7 @@ export class DerivationGraph {
     for (let i = 0; i < ordered.length; i += REGISTER_CHUNK) {
       const chunk = encode(i);
       await inFlight;
-      const reply = this.commands.nixfarmRegisterRun(REDIS_PREFIX, runId, now, options.rebuildFailed ? '1' : '0', chunk);
+      const reply = this.commands.nixfarmRegisterRun(REDIS_PREFIX, runId, now, options.rebuildFailed ? '1' : '0', chunk, String(options.checkedAt ?? ''));
       replies.push(reply);
       inFlight = reply;
     }
@@ -325,7 +331,7 @@ function readyFrom(hash: string, fields: ReadyFields): ReadyDerivation {
 }
 
 interface GraphCommands {
-  nixfarmRegisterRun(prefix: string, runId: string, now: string, rebuildFailed: string, nodes: string): Promise<[string[], string[], string[], string[]]>;
+  nixfarmRegisterRun(prefix: string, runId: string, now: string, rebuildFailed: string, nodes: string, checkedAt: string): Promise<[string[], string[], string[], string[]]>;
   nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string): Promise<string[] | 0>;
   nixfarmFinish(prefix: string, hash: string, status: string, now: string, fields: string): Promise<[ReadyFields[], string[], string[], string[]] | []>;
   nixfarmRequeue(prefix: string, hash: string, now: string, error: string): Promise<number>;

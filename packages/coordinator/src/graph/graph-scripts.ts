@@ -26,7 +26,8 @@ end`;
 
 /**
  * KEYS: none (single-instance Redis; keys are built from ARGV[1]).
- * ARGV: prefix, runId, now, rebuildFailed ('1' or '0'), nodes JSON [{hash, fields:{...}, inputs:[hash]}]
+ * ARGV: prefix, runId, now, rebuildFailed ('1' or '0'), nodes JSON [{hash, fields:{...}, inputs:[hash]}],
+ * checkedAt (when the planner saw the outputs invalid; '' if unknown)
  * Nodes must come inputs first. A node that failed before is a cached failure
  * (unless rebuildFailed); a new node with an ended, unsuccessful input is
  * dependency-failed at once; new nodes with every input built are queued.
@@ -36,6 +37,7 @@ export const REGISTER_RUN = `
 ${TERMINAL}
 local prefix, runId, now, rebuildFailed = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local nodes = cjson.decode(ARGV[5])
+local checkedAt = tonumber(ARGV[6])
 local runKey = prefix .. ':run:' .. runId
 local ready, cached, depFailed = {}, {}, {}
 local joined, remaining, failed = 0, 0, 0
@@ -70,6 +72,9 @@ for _, node in ipairs(nodes) do
     joined = joined + 1
     remaining = remaining + 1
     known[node.hash] = status
+  elseif status == 'succeeded' and checkedAt and tonumber(redis.call('HGET', key, 'appliedAt') or '0') >= checkedAt then
+    -- built (and its outputs checked valid) after the planner looked: rebuilding would wait on a job id BullMQ already used
+    known[node.hash] = 'succeeded'
   else
     local pending, brokenInput = 0, nil
     for _, input in ipairs(node.inputs) do
@@ -140,7 +145,8 @@ local fields = cjson.decode(ARGV[5])
 local key = prefix .. ':drv:' .. hash
 local current = redis.call('HGET', key, 'status')
 if (not current) or TERMINAL[current] then return {} end
-local args = { 'status', status, 'finishedAt', now }
+-- appliedAt: the coordinator's clock (finishedAt may come from a worker's)
+local args = { 'status', status, 'finishedAt', now, 'appliedAt', now }
 for k, v in pairs(fields) do args[#args + 1] = k; args[#args + 1] = v end
 redis.call('HSET', key, unpack(args))
 local finishedRuns, released, depFailed = {}, {}, {}

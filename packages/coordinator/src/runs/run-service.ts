@@ -123,7 +123,12 @@ export class RunService {
     }
     const criticalPathMs = request.order === 'fifo' ? undefined : await this.criticalPaths(plan.nodes);
     phases.mark('criticalPathMs');
-    const registered = await graph.registerRun(runId, plan.nodes, { priority: request.priority, rebuildFailed: request.rebuildFailed, criticalPathMs });
+    const registered = await graph.registerRun(runId, plan.nodes, {
+      priority: request.priority,
+      rebuildFailed: request.rebuildFailed,
+      criticalPathMs,
+      ...(plan.checkedAt === undefined ? {} : { checkedAt: plan.checkedAt }),
+    });
     phases.mark('registerMs');
     // Failures known from before are reported at once; nothing is rebuilt unless asked (--rebuild-failed).
     const known = await graph.views([...registered.cachedFailures, ...registered.dependencyFailed]);
