@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
 // tools it drives (Nix, redis-server, a static busybox for test derivations,
-// the OpenSSH client) and node_modules. Runs before node_modules exist, so it
+// the OpenSSH client, and sshd for the bench's Nix remote builds) and node_modules. Runs before node_modules exist, so it
 // uses nothing but Node itself. Silent when everything is present already.
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
@@ -68,6 +68,8 @@ const requirements = [
   { what: 'redis-server', pkg: 'redis-server', present: () => onPath('redis-server') !== undefined },
   { what: 'a static busybox at /bin/busybox', pkg: 'busybox-static', present: () => isStaticElf('/bin/busybox') },
   { what: 'ssh (OpenSSH client)', pkg: 'openssh-client', present: () => onPath('ssh') !== undefined },
+  // the bench's Nix remote builds (way b) reach simulated machines through a real sshd each
+  { what: '/usr/sbin/sshd (OpenSSH server)', pkg: 'openssh-server', present: () => existsSync('/usr/sbin/sshd') },
 ];
 
 function run(command, args, options = {}) {
