@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
 // tools it drives (Nix, redis-server, a static busybox for test derivations,
-// the OpenSSH client, and sshd for the bench's Nix remote builds) and node_modules. Runs before node_modules exist, so it
-// uses nothing but Node itself. Silent when everything is present already.
+// the OpenSSH client, sshd for the bench's Nix remote builds) and
+// node_modules. Runs before node_modules exist, so it uses nothing but Node
+// itself. Silent when everything is present already.
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
