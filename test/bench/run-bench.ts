@@ -15,6 +15,7 @@ import { formatReport, OVERHEAD_DEFINITION, writeReport, type BenchReport, type 
 import { evaluateTarget, TARGETS } from './bench-targets.js';
 import type { BenchWay, NixfarmDerivationRow, WayId, WayRun } from './bench-way.js';
 import { calibrateMebibytes } from './cpu-bound-fixture.js';
+import { cpuSnapshot, foreignCores } from './foreign-cpu.js';
 import { nixfarmProfile } from './nixfarm-profile.js';
 import { checkAllBuilt } from './output-check.js';
 import { median } from './statistics.js';
@@ -50,6 +51,8 @@ function makeWay(id: WayId, options: BenchOptions, dir: string, system: string):
 interface Measured {
   salt: string;
   run: WayRun;
+  /** cores' worth of CPU other processes on the machine used during the run */
+  foreignCores: number;
 }
 
 async function main(): Promise<void> {
@@ -58,6 +61,10 @@ async function main(): Promise<void> {
   const dir = mkdtempSync('/tmp/nixfarm-bench-');
   const unregister = onProcessExit(() => removeTreeSync(dir));
   const system = commandOutput('nix-instantiate', ['--eval', '--expr', 'builtins.currentSystem', '--json']).replace(/"/g, '');
+  const idleCheck = cpuSnapshot();
+  await new Promise((r) => setTimeout(r, 2000));
+  const busyBefore = foreignCores(idleCheck, cpuSnapshot());
+  if (busyBefore > 0.2) say(`warning: other processes use ${busyBefore.toFixed(2)} of ${cpus().length} cores right now: they will distort the figures`);
   say(`work dir ${dir}; ways ${options.ways.join(',')}; workloads ${options.workloads.join(',')}; ${options.reps} rep(s); J=${options.maxJobs}${options.quick ? '; quick' : ''}`);
 
   let cpuMebibytes = 1;
@@ -89,10 +96,12 @@ async function main(): Promise<void> {
           const salt = freshSalt();
           const tag = `(${wayId}) ${workload.id} rep ${rep}/${options.reps}`;
           say(`${tag}: building ${workload.fixture.expectedDrvCount} derivations, salt ${salt}`);
+          const before = cpuSnapshot();
           const run = await way.run(workload, salt, (line) => say(`${tag}: ${line}`));
+          const foreign = foreignCores(before, cpuSnapshot());
           await checkAllBuilt(workload, salt);
-          say(`${tag}: ${(run.makespanMs / 1000).toFixed(2)} s, all ${workload.fixture.expectedDrvCount} derivations' outputs valid in the host store`);
-          measured.set(key(workload.id, wayId), [...(measured.get(key(workload.id, wayId)) ?? []), { salt, run }]);
+          say(`${tag}: ${(run.makespanMs / 1000).toFixed(2)} s (other processes used ${foreign.toFixed(2)} cores meanwhile), all ${workload.fixture.expectedDrvCount} derivations' outputs valid in the host store`);
+          measured.set(key(workload.id, wayId), [...(measured.get(key(workload.id, wayId)) ?? []), { salt, run, foreignCores: foreign }]);
         }
       }
     } finally {
@@ -115,6 +124,7 @@ async function main(): Promise<void> {
         title: titles.get(wayId) ?? wayId,
         salts: runs.map((m) => m.salt),
         makespansMs: makespans,
+        foreignCores: runs.map((m) => Number(m.foreignCores.toFixed(2))),
         medianMakespanMs: median(makespans)!,
         medianSpanMs: median(repSpans)!,
       };
