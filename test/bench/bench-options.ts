@@ -8,6 +8,8 @@ export interface BenchOptions {
   /** J: max-jobs per worker machine; local nix-build gets 2 * J */
   maxJobs: number;
   quick: boolean;
+  /** before each run, wait up to this many seconds for other processes to leave the CPU (0: do not wait) */
+  waitIdleSeconds: number;
 }
 
 export const USAGE = `usage: npm run bench -- [--reps N] [--only ${WORKLOAD_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
@@ -15,7 +17,8 @@ export const USAGE = `usage: npm run bench -- [--reps N] [--only ${WORKLOAD_IDS.
   --only LIST     workloads to run (default all)
   --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
   --max-jobs J    jobs per worker machine (default 2)
-  --quick         small sizes for a smoke run`;
+  --quick         small sizes for a smoke run
+  --wait-idle S   before each run, wait up to S seconds until processes outside the bench use < 0.25 cores (default 0)`;
 
 function positiveInteger(flag: string, value: string | undefined): number {
   const n = Number(value);
@@ -37,6 +40,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
   let ways = [...WAY_IDS];
   let maxJobs = 2;
   let quick = false;
+  let waitIdleSeconds = 0;
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
     const [name, inline] = flag.includes('=') ? [flag.slice(0, flag.indexOf('=')), flag.slice(flag.indexOf('=') + 1)] : [flag, undefined];
@@ -54,6 +58,9 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
       case '--max-jobs':
         maxJobs = positiveInteger(name, value());
         break;
+      case '--wait-idle':
+        waitIdleSeconds = positiveInteger(name, value());
+        break;
       case '--quick':
         quick = true;
         break;
@@ -65,5 +72,5 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
         throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
     }
   }
-  return { reps: reps ?? (quick ? 1 : 3), workloads, ways, maxJobs, quick };
+  return { reps: reps ?? (quick ? 1 : 3), workloads, ways, maxJobs, quick, waitIdleSeconds };
 }

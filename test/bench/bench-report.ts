@@ -86,7 +86,7 @@ export function formatReport(report: BenchReport): string {
   out.push(table(['workload (drvs)', 'way', 'makespan', 'min .. max', 'overhead/drv', 'vs (a)', 'vs (b)'], rows, new Set([2, 3, 4, 5, 6])));
   const foreign = report.results.flatMap((r) => Object.values(r.ways).flatMap((w) => w?.foreignCores ?? []));
   const busiest = foreign.length > 0 ? Math.max(...foreign) : 0;
-  if (busiest > 0.2) {
+  if (busiest > 0.25) {
     out.push(`WARNING: processes outside the bench used up to ${busiest.toFixed(2)} of ${m.cores} cores during a run (per run: foreignCores in the JSON);`);
     out.push('  they competed with the builds, so the affected figures overstate that way\'s time and blur the ratios.');
   }

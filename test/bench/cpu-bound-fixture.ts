@@ -1,8 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HOST_BUSYBOX, writeBusyboxDir, type Fixture } from '../harness/nix-fixtures.js';
-import { preciseNow } from './timed-process.js';
 
 export interface CpuBoundFixture extends Fixture {
   /** MiB of zeros each derivation hashes */
@@ -14,20 +13,30 @@ function burnScript(busybox: string, mebibytes: number): string {
   return `${busybox} dd if=/dev/zero bs=1048576 count=${mebibytes} 2>/dev/null | ${busybox} sha256sum`;
 }
 
+/** CPU time (user + system, ms) of this process's reaped children so far, from /proc/self/stat (cutime, cstime). */
+function childrenCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // after the name: state(0) ... cutime(13) cstime(14), in 1/100 s
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
 /**
  * How many MiB make one builder burn about `seconds` of CPU on this machine:
- * the fastest of three timed runs of the same pipeline on the host, since the
+ * the CPU time (not wall time, which other processes on a shared machine
+ * would stretch) of the same pipeline on the host, least of three runs; the
  * sandboxed builder runs the same static busybox on the same CPU.
  */
 export function calibrateMebibytes(seconds: number): number {
-  const probe = 32;
+  const probe = 64;
   let best = Number.POSITIVE_INFINITY;
   for (let i = 0; i < 3; i++) {
-    const t = preciseNow();
+    const before = childrenCpuMs();
     const result = spawnSync(HOST_BUSYBOX, ['sh', '-c', burnScript(HOST_BUSYBOX, probe)], { stdio: 'ignore' });
     if (result.status !== 0) throw new Error(`calibration run of ${HOST_BUSYBOX} failed (${result.status ?? result.signal})`);
-    best = Math.min(best, preciseNow() - t);
+    best = Math.min(best, childrenCpuMs() - before);
   }
+  if (!(best > 0)) throw new Error('calibration measured no CPU time');
   return Math.max(1, Math.round((probe * seconds * 1000) / best));
 }
 

@@ -69,3 +69,17 @@ export function foreignCores(before: CpuSnapshot, after: CpuSnapshot): number {
   const foreignTicks = after.machineBusyTicks - before.machineBusyTicks - (after.benchTicks - before.benchTicks);
   return Math.max(0, Math.min(cpus().length, foreignTicks / TICKS_PER_SECOND / seconds));
 }
+
+/**
+ * Waits until processes outside the bench use less than `maxCores` over a
+ * 2-second window, or until `timeoutSeconds` passed; returns the last reading.
+ */
+export async function waitForQuietMachine(maxCores: number, timeoutSeconds: number): Promise<number> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    const before = cpuSnapshot();
+    await new Promise((r) => setTimeout(r, 2000));
+    const used = foreignCores(before, cpuSnapshot());
+    if (used < maxCores || Date.now() >= deadline) return used;
+  }
+}

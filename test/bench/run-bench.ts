@@ -15,7 +15,7 @@ import { formatReport, OVERHEAD_DEFINITION, writeReport, type BenchReport, type 
 import { evaluateTarget, TARGETS } from './bench-targets.js';
 import type { BenchWay, NixfarmDerivationRow, WayId, WayRun } from './bench-way.js';
 import { calibrateMebibytes } from './cpu-bound-fixture.js';
-import { cpuSnapshot, foreignCores } from './foreign-cpu.js';
+import { cpuSnapshot, foreignCores, waitForQuietMachine } from './foreign-cpu.js';
 import { nixfarmProfile } from './nixfarm-profile.js';
 import { checkAllBuilt } from './output-check.js';
 import { median } from './statistics.js';
@@ -28,6 +28,8 @@ import { FULL_SIZES, makeWorkload, QUICK_SIZES, type Workload, type WorkloadId }
 const MACHINE_NAMES = ['bench-1', 'bench-2'];
 /** Longest one build command may take before the bench gives up on it. */
 const RUN_TIMEOUT_MS = 30 * 60_000;
+/** Below this much CPU used by others (cores), the machine counts as quiet for --wait-idle. */
+const QUIET_CORES = 0.25;
 
 const say = (line: string): void => void process.stderr.write(`bench: ${line}\n`);
 
@@ -64,7 +66,7 @@ async function main(): Promise<void> {
   const idleCheck = cpuSnapshot();
   await new Promise((r) => setTimeout(r, 2000));
   const busyBefore = foreignCores(idleCheck, cpuSnapshot());
-  if (busyBefore > 0.2) say(`warning: other processes use ${busyBefore.toFixed(2)} of ${cpus().length} cores right now: they will distort the figures`);
+  if (busyBefore > QUIET_CORES) say(`warning: other processes use ${busyBefore.toFixed(2)} of ${cpus().length} cores right now: they will distort the figures`);
   say(`work dir ${dir}; ways ${options.ways.join(',')}; workloads ${options.workloads.join(',')}; ${options.reps} rep(s); J=${options.maxJobs}${options.quick ? '; quick' : ''}`);
 
   let cpuMebibytes = 1;
@@ -95,6 +97,10 @@ async function main(): Promise<void> {
         for (let rep = 1; rep <= options.reps; rep++) {
           const salt = freshSalt();
           const tag = `(${wayId}) ${workload.id} rep ${rep}/${options.reps}`;
+          if (options.waitIdleSeconds > 0) {
+            const used = await waitForQuietMachine(QUIET_CORES, options.waitIdleSeconds);
+            if (used >= QUIET_CORES) say(`${tag}: other processes still use ${used.toFixed(2)} cores after waiting ${options.waitIdleSeconds} s; running anyway`);
+          }
           say(`${tag}: building ${workload.fixture.expectedDrvCount} derivations, salt ${salt}`);
           const before = cpuSnapshot();
           const run = await way.run(workload, salt, (line) => say(`${tag}: ${line}`));
