@@ -36,6 +36,11 @@ export async function runNixBuild(workload: Workload, salt: string, options: Nix
     '--option',
     'substituters',
     '',
+    // no build users, as on the simulated machines: Nix kills every process of the build user it picks, and other
+    // stores on this machine (simulated machines of other tests) hand out the same nixbld uids
+    '--option',
+    'build-users-group',
+    '',
     '--log-format',
     'internal-json',
     '-vvv',
