@@ -41,6 +41,8 @@ export interface WorkloadResult {
 
 export interface BenchReport {
   startedAt: string;
+  /** false while ways are still to run (written after each way) */
+  complete: boolean;
   finishedAt: string;
   quick: boolean;
   machine: { nixVersion: string; cores: number; cpuModel: string; nodeVersion: string; kernel: string; system: string };

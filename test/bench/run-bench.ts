@@ -79,9 +79,82 @@ async function main(): Promise<void> {
   const workloads = options.workloads.map((id) => makeWorkload(id, sizes, fixtures, cpuMebibytes));
   const warmUp: Workload = { id: 'dag-50', description: 'warm-up', fixture: layeredDag({ dir: fixtures, layers: 2, width: 2 }) };
 
+  const resultsDir = join(REPO_ROOT, 'bench', 'results');
   const measured = new Map<string, Measured[]>();
   const key = (w: WorkloadId, way: WayId): string => `${w}/${way}`;
   const titles = new Map<WayId, string>();
+  /** The report of what has been measured so far (complete once every way ran). */
+  const summarise = (complete: boolean): BenchReport => {
+    const results: WorkloadResult[] = [];
+    const profiles: BenchReport['profiles'] = {};
+    for (const workload of workloads) {
+      const localSpans = (measured.get(key(workload.id, 'a')) ?? []).flatMap((m) => m.run.spansMs);
+      const localSpan = median(localSpans);
+      const ways: WorkloadResult['ways'] = {};
+      for (const wayId of options.ways) {
+        const runs = measured.get(key(workload.id, wayId)) ?? [];
+        if (runs.length === 0) continue; // not run (yet)
+        const makespans = runs.map((m) => m.run.makespanMs);
+        const repSpans = runs.map((m) => median(m.run.spansMs)!);
+        const result: WayResult = {
+          way: wayId,
+          title: titles.get(wayId) ?? wayId,
+          salts: runs.map((m) => m.salt),
+          makespansMs: makespans,
+          foreignCores: runs.map((m) => Number(m.foreignCores.toFixed(2))),
+          medianMakespanMs: median(makespans)!,
+          medianSpanMs: median(repSpans)!,
+        };
+        if (localSpan !== undefined) result.overheadMs = median(repSpans.map((s) => s - localSpan));
+        ways[wayId] = result;
+      }
+      for (const w of Object.values(ways)) {
+        if (ways.a !== undefined) w.ratioToA = w.medianMakespanMs / ways.a.medianMakespanMs;
+        if (ways.b !== undefined) w.ratioToB = w.medianMakespanMs / ways.b.medianMakespanMs;
+      }
+      const medians: Partial<Record<WayId, number>> = {};
+      for (const [id, w] of Object.entries(ways) as Array<[WayId, WayResult]>) medians[id] = w.medianMakespanMs;
+      results.push({
+        workload: workload.id,
+        description: workload.description,
+        derivations: workload.fixture.expectedDrvCount,
+        ways,
+        targets: TARGETS.filter((t) => t.workload === workload.id).map((t) => evaluateTarget(t, medians)),
+      });
+      const farmRuns = (measured.get(key(workload.id, 'c')) ?? []).map((m) => m.run.nixfarmRows).filter((r): r is NixfarmDerivationRow[] => r !== undefined);
+      if (farmRuns.length > 0) profiles[workload.id] = nixfarmProfile(farmRuns, options.maxJobs);
+    }
+
+    return {
+      startedAt,
+      complete,
+      finishedAt: new Date().toISOString(),
+      quick: options.quick,
+      machine: {
+        nixVersion: commandOutput('nix-build', ['--version']),
+        cores: cpus().length,
+        cpuModel: cpus()[0]?.model ?? 'unknown',
+        nodeVersion: process.version,
+        kernel: release(),
+        system,
+      },
+      settings: {
+        maxJobsPerWorker: options.maxJobs,
+        localJobs: options.maxJobs * MACHINE_NAMES.length,
+        workers: MACHINE_NAMES,
+        reps: options.reps,
+        ways: options.ways,
+        workloads: options.workloads,
+        ...(options.workloads.includes('cpu-40') ? { cpuMebibytes } : {}),
+        setup:
+          'each way set up once, on fresh simulated machines (mount namespaces with empty stores), one unmeasured warm-up build, then every workload x repetition with its own fresh salt; (a) host store; (b) sshd per machine; (c) private redis + coordinator on the host store + one worker per machine, log level info',
+      },
+      overheadDefinition: OVERHEAD_DEFINITION,
+      results,
+      profiles,
+    };
+  };
+
   // One way at a time, set up once: no idle farm or sshd competes with another way's builds. The slowest, (b), last.
   for (const wayId of (['a', 'c', 'b'] as const).filter((w) => options.ways.includes(w))) {
     const way = makeWay(wayId, options, dir, system);
@@ -113,76 +186,13 @@ async function main(): Promise<void> {
     } finally {
       await way.stop();
     }
+    // after each way, so that a later failure or interruption keeps what was measured
+    writeReport(resultsDir, summarise(false));
   }
+  const report = summarise(true);
 
-  const results: WorkloadResult[] = [];
-  const profiles: BenchReport['profiles'] = {};
-  for (const workload of workloads) {
-    const localSpans = (measured.get(key(workload.id, 'a')) ?? []).flatMap((m) => m.run.spansMs);
-    const localSpan = median(localSpans);
-    const ways: WorkloadResult['ways'] = {};
-    for (const wayId of options.ways) {
-      const runs = measured.get(key(workload.id, wayId)) ?? [];
-      const makespans = runs.map((m) => m.run.makespanMs);
-      const repSpans = runs.map((m) => median(m.run.spansMs)!);
-      const result: WayResult = {
-        way: wayId,
-        title: titles.get(wayId) ?? wayId,
-        salts: runs.map((m) => m.salt),
-        makespansMs: makespans,
-        foreignCores: runs.map((m) => Number(m.foreignCores.toFixed(2))),
-        medianMakespanMs: median(makespans)!,
-        medianSpanMs: median(repSpans)!,
-      };
-      if (localSpan !== undefined) result.overheadMs = median(repSpans.map((s) => s - localSpan));
-      ways[wayId] = result;
-    }
-    for (const w of Object.values(ways)) {
-      if (ways.a !== undefined) w.ratioToA = w.medianMakespanMs / ways.a.medianMakespanMs;
-      if (ways.b !== undefined) w.ratioToB = w.medianMakespanMs / ways.b.medianMakespanMs;
-    }
-    const medians: Partial<Record<WayId, number>> = {};
-    for (const [id, w] of Object.entries(ways) as Array<[WayId, WayResult]>) medians[id] = w.medianMakespanMs;
-    results.push({
-      workload: workload.id,
-      description: workload.description,
-      derivations: workload.fixture.expectedDrvCount,
-      ways,
-      targets: TARGETS.filter((t) => t.workload === workload.id).map((t) => evaluateTarget(t, medians)),
-    });
-    const farmRuns = (measured.get(key(workload.id, 'c')) ?? []).map((m) => m.run.nixfarmRows).filter((r): r is NixfarmDerivationRow[] => r !== undefined);
-    if (farmRuns.length > 0) profiles[workload.id] = nixfarmProfile(farmRuns, options.maxJobs);
-  }
-
-  const report: BenchReport = {
-    startedAt,
-    finishedAt: new Date().toISOString(),
-    quick: options.quick,
-    machine: {
-      nixVersion: commandOutput('nix-build', ['--version']),
-      cores: cpus().length,
-      cpuModel: cpus()[0]?.model ?? 'unknown',
-      nodeVersion: process.version,
-      kernel: release(),
-      system,
-    },
-    settings: {
-      maxJobsPerWorker: options.maxJobs,
-      localJobs: options.maxJobs * MACHINE_NAMES.length,
-      workers: MACHINE_NAMES,
-      reps: options.reps,
-      ways: options.ways,
-      workloads: options.workloads,
-      ...(options.workloads.includes('cpu-40') ? { cpuMebibytes } : {}),
-      setup:
-        'each way set up once, on fresh simulated machines (mount namespaces with empty stores), one unmeasured warm-up build, then every workload x repetition with its own fresh salt; (a) host store; (b) sshd per machine; (c) private redis + coordinator on the host store + one worker per machine, log level info',
-    },
-    overheadDefinition: OVERHEAD_DEFINITION,
-    results,
-    profiles,
-  };
   process.stdout.write(formatReport(report));
-  const file = writeReport(join(REPO_ROOT, 'bench', 'results'), report);
+  const file = writeReport(resultsDir, report);
   say(`wrote ${file} and latest.json`);
   unregister();
   removeTreeSync(dir);

@@ -85,7 +85,9 @@ export class SshBuilderMachine {
           'PermitTunnel no',
           'MaxStartups 100:30:200',
           'MaxSessions 100',
-          `SetEnv NIX_CONF_DIR=${nixConfDir} XDG_CONFIG_HOME=${join(machine.homeDir, '.config')} XDG_CACHE_HOME=${join(machine.homeDir, '.cache')}`,
+          // HOME: sshd runs the command through root's shell, and Debian's bash sources $HOME/.bashrc for ssh commands;
+          // the host's (pyenv init: a rehash lock that waits up to 60 s) must not run in every build's session
+          `SetEnv HOME=${machine.homeDir} NIX_CONF_DIR=${nixConfDir} XDG_CONFIG_HOME=${join(machine.homeDir, '.config')} XDG_CACHE_HOME=${join(machine.homeDir, '.cache')}`,
           '',
         ].join('\n'),
       );
