@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
 // tools it drives (Nix, redis-server, a static busybox for test derivations,
-// the OpenSSH client) and node_modules. Runs before node_modules exist, so it
-// uses nothing but Node itself. Silent when everything is present already.
+// the OpenSSH client, sshd for the bench's Nix remote builds) and
+// node_modules. Runs before node_modules exist, so it uses nothing but Node
+// itself. Silent when everything is present already.
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
@@ -68,6 +69,8 @@ const requirements = [
   { what: 'redis-server', pkg: 'redis-server', present: () => onPath('redis-server') !== undefined },
   { what: 'a static busybox at /bin/busybox', pkg: 'busybox-static', present: () => isStaticElf('/bin/busybox') },
   { what: 'ssh (OpenSSH client)', pkg: 'openssh-client', present: () => onPath('ssh') !== undefined },
+  // the bench's Nix remote builds (way b) reach simulated machines through a real sshd each
+  { what: '/usr/sbin/sshd (OpenSSH server)', pkg: 'openssh-server', present: () => existsSync('/usr/sbin/sshd') },
 ];
 
 function run(command, args, options = {}) {

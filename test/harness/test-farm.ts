@@ -29,6 +29,8 @@ export interface TestWorkerSpec {
 
 export interface TestFarmOptions {
   workers: TestWorkerSpec[];
+  /** --log-level of the coordinator and the workers; default debug (benches use info, as deployed) */
+  logLevel?: string;
 }
 
 export interface CommandResult {
@@ -68,6 +70,7 @@ export class TestFarm {
   coordinator!: ChildProcess;
   address!: CoordinatorFile;
   readonly workers = new Map<string, RunningWorker>();
+  private logLevel = 'debug';
   private readonly unregister: () => void;
 
   private constructor() {
@@ -83,6 +86,7 @@ export class TestFarm {
 
   static async start(options: TestFarmOptions): Promise<TestFarm> {
     const farm = new TestFarm();
+    farm.logLevel = options.logLevel ?? 'debug';
     try {
       farm.redis = await startPrivateRedis({});
       await farm.startCoordinator();
@@ -120,7 +124,7 @@ export class TestFarm {
         '--gc-roots-dir',
         this.gcRootsDir,
         '--log-level',
-        'debug',
+        this.logLevel,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, NIX_CONFIG: 'substituters =' } },
     );
@@ -149,7 +153,7 @@ export class TestFarm {
       const auth = await this.cli(['authorize', '--state-dir', this.coordinatorStateDir, key.stdout.trim()]);
       if (auth.exitCode !== 0) throw new Error(`authorize failed: ${auth.stderr}`);
     }
-    const args = [NIXFARM_BIN, 'worker', '--join', this.coordinatorStateDir, '--name', spec.name, '--state-dir', workerState, '--log-level', 'debug'];
+    const args = [NIXFARM_BIN, 'worker', '--join', this.coordinatorStateDir, '--name', spec.name, '--state-dir', workerState, '--log-level', this.logLevel];
     for (const system of spec.systems ?? []) args.push('--system', system);
     if (spec.features?.length) args.push('--features', spec.features.join(','));
     if (spec.mandatoryFeatures?.length) args.push('--mandatory-features', spec.mandatoryFeatures.join(','));

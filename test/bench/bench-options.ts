@@ -1,0 +1,76 @@
+import { WAY_IDS, type WayId } from './bench-way.js';
+import { WORKLOAD_IDS, type WorkloadId } from './workloads.js';
+
+export interface BenchOptions {
+  reps: number;
+  workloads: WorkloadId[];
+  ways: WayId[];
+  /** J: max-jobs per worker machine; local nix-build gets 2 * J */
+  maxJobs: number;
+  quick: boolean;
+  /** before each run, wait up to this many seconds for other processes to leave the CPU (0: do not wait) */
+  waitIdleSeconds: number;
+}
+
+export const USAGE = `usage: npm run bench -- [--reps N] [--only ${WORKLOAD_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
+  --reps N        repetitions per workload and way (default 3; 1 with --quick); figures are medians
+  --only LIST     workloads to run (default all)
+  --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
+  --max-jobs J    jobs per worker machine (default 2)
+  --quick         small sizes for a smoke run
+  --wait-idle S   before each run, wait up to S seconds until processes outside the bench use < 0.25 cores (default 0)`;
+
+function positiveInteger(flag: string, value: string | undefined): number {
+  const n = Number(value);
+  if (value === undefined || !Number.isInteger(n) || n < 1) throw new Error(`${flag} needs a whole number >= 1, not ${value ?? 'nothing'}`);
+  return n;
+}
+
+function list<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T[] {
+  if (value === undefined || value === '') throw new Error(`${flag} needs a comma-separated list of ${allowed.join(', ')}`);
+  const items = value.split(',').map((s) => s.trim());
+  for (const item of items) if (!(allowed as readonly string[]).includes(item)) throw new Error(`${flag}: unknown ${JSON.stringify(item)} (one of ${allowed.join(', ')})`);
+  // in the canonical order, each once
+  return allowed.filter((a) => items.includes(a));
+}
+
+export function parseBenchOptions(argv: readonly string[]): BenchOptions {
+  let reps: number | undefined;
+  let workloads = [...WORKLOAD_IDS];
+  let ways = [...WAY_IDS];
+  let maxJobs = 2;
+  let quick = false;
+  let waitIdleSeconds = 0;
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const [name, inline] = flag.includes('=') ? [flag.slice(0, flag.indexOf('=')), flag.slice(flag.indexOf('=') + 1)] : [flag, undefined];
+    const value = (): string | undefined => inline ?? argv[++i];
+    switch (name) {
+      case '--reps':
+        reps = positiveInteger(name, value());
+        break;
+      case '--only':
+        workloads = list(name, value(), WORKLOAD_IDS);
+        break;
+      case '--ways':
+        ways = list(name, value(), WAY_IDS);
+        break;
+      case '--max-jobs':
+        maxJobs = positiveInteger(name, value());
+        break;
+      case '--wait-idle':
+        waitIdleSeconds = positiveInteger(name, value());
+        break;
+      case '--quick':
+        quick = true;
+        break;
+      case '--help':
+      case '-h':
+        process.stdout.write(`${USAGE}\n`);
+        process.exit(0);
+      default:
+        throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
+    }
+  }
+  return { reps: reps ?? (quick ? 1 : 3), workloads, ways, maxJobs, quick, waitIdleSeconds };
+}
