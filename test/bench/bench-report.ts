@@ -7,9 +7,10 @@ import type { WorkloadId } from './workloads.js';
 
 export const OVERHEAD_DEFINITION = [
   'overhead/drv = median over derivations of (span - median local span of the same workload), median over repetitions, where span is',
-  "  (a), (b): from Nix's last \"trying to build\" of the derivation (a free slot; for (b) the build hook then picks a machine",
-  '            and opens SSH) to the stop of its build activity (outputs valid in the host store; for (b) copied back),',
-  '            read from nix-build --log-format internal-json -vvv, each line timestamped on arrival;',
+  '  (a):      start of its build activity (builder forked in a free slot) to its goal being done (outputs valid in the host store);',
+  "  (b):      from Nix's last \"trying to build\" of the derivation (the build hook then picks a machine and opens SSH)",
+  '            to its goal being done (outputs copied back, valid in the host store);',
+  '            both read from nix-build --log-format internal-json -vvv, each line timestamped on arrival;',
   '  (c):      startedAt to finishedAt of GET /api/runs/:id/derivations (worker took the job -> copy in, realise, copy out',
   '            done, outputs valid in the host store). Dispatch before startedAt and release after finishedAt are in the profile.',
   'makespan = start of the build command (nix-build / nixfarm build, evaluation included) to its exit; every output of every',
