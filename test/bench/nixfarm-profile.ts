@@ -9,7 +9,7 @@ export type ProfilePhase = 'queueWait' | 'dispatch' | 'copyIn' | 'realise' | 'co
 export const PROFILE_PHASES: ReadonlyArray<{ phase: ProfilePhase; label: string; definition: string }> = [
   { phase: 'queueWait', label: 'queue wait', definition: 'startedAt - queuedAt: ready to taken by a worker, including waiting for a free slot' },
   { phase: 'dispatch', label: '  of which dispatch', definition: 'startedAt - max(queuedAt, when a slot of that worker last became free): queue wait without slot contention' },
-  { phase: 'copyIn', label: 'copy in', definition: 'timings.copyInMs: worker asks what of the inputs' closure it lacks and imports it in one stream' },
+  { phase: 'copyIn', label: 'copy in', definition: 'timings.copyInMs: worker asks what of the input closure it lacks and imports it in one stream' },
   { phase: 'realise', label: 'realise', definition: 'timings.buildMs: reading the .drv from the coordinator and building it on a local serve session' },
   { phase: 'copyOut', label: 'copy out', definition: 'timings.copyOutMs: worker copies the outputs to the coordinator' },
   { phase: 'workerOther', label: 'worker other', definition: 'totalMs - copyInMs - buildMs - copyOutMs' },
