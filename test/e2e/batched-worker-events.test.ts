@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation, type RunService } from '@nixfarm/coordinator';
 import { redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type WorkerEvent } from '@nixfarm/shared';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
  * WorkerEventHandler.handleAll on a real graph in a real redis-server: a batch
@@ -19,16 +20,7 @@ function hashOf(name: string): string {
 }
 
 function node(name: string, inputs: string[] = []): PlannedDerivation {
-  const hash = hashOf(name);
-  const path = `/nix/store/${hash}-${name}.drv`;
-  const out = `/nix/store/${hashOf(`${name}out`)}-${name}`;
-  return {
-    hash,
-    inputs: inputs.map(hashOf),
-    queue: 'build@x86_64-linux',
-    drv: { path, name, outputs: { out }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
-    job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out }, inputPaths: [] },
-  };
+  return plannedDerivation({ hash: hashOf(name), name, out: `/nix/store/${hashOf(`${name}out`)}-${name}`, inputs: inputs.map(hashOf) });
 }
 
 const TIMINGS = { copyInMs: 1, buildMs: 1, copyOutMs: 1, totalMs: 3 };

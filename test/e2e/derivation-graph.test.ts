@@ -4,18 +4,18 @@ import { Redis } from 'ioredis';
 import { DerivationGraph, topologicalOrder, type PlannedDerivation } from '@nixfarm/coordinator';
 import { redisKeys } from '@nixfarm/shared';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { plannedDerivation } from '../harness/planned-derivation.js';
 
-/** A fake-free check of the graph's Lua scripts against a real redis-server. */
+// A fake-free check of the graph's Lua scripts against a real redis-server.
+
+/** A name as a 32-character hash part: padded with 0 and reduced to Nix's base-32 alphabet. */
+function hashOf(name: string): string {
+  return name.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32);
+}
+
 function node(name: string, inputs: string[] = []): PlannedDerivation {
-  const hash = name.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32);
-  const path = `/nix/store/${hash}-${name}.drv`;
-  return {
-    hash,
-    inputs: inputs.map((i) => i.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32)),
-    queue: 'build@x86_64-linux',
-    drv: { path, name, outputs: { out: `/nix/store/${hash}-${name}` }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
-    job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out: `/nix/store/${hash}-${name}` }, inputPaths: [] },
-  };
+  const hash = hashOf(name);
+  return plannedDerivation({ hash, name, out: `/nix/store/${hash}-${name}`, inputs: inputs.map(hashOf) });
 }
 
 const OPTS = { priority: 0, rebuildFailed: false };

@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type PlannedDerivation, type ReadyDerivation, type RunService, type OutputVerifier } from '@nixfarm/coordinator';
 import { redisKeys, type BuildFinishedEvent } from '@nixfarm/shared';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
  * The retry policy of one module, WorkerEventHandler, on a real graph in a real
@@ -19,13 +20,7 @@ const DRV = `/nix/store/${HASH}-flaky.drv`;
 const OUT = `/nix/store/${'b'.repeat(32)}-flaky`;
 
 function planned(): PlannedDerivation {
-  return {
-    hash: HASH,
-    inputs: [],
-    queue: 'build@x86_64-linux',
-    drv: { path: DRV, name: 'flaky', outputs: { out: OUT }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
-    job: { drvPath: DRV, name: 'flaky', system: 'x86_64-linux', requiredFeatures: [], outputs: { out: OUT }, inputPaths: [] },
-  };
+  return plannedDerivation({ hash: HASH, name: 'flaky', out: OUT });
 }
 
 function finished(outcome: BuildFinishedEvent['outcome'], error?: string): BuildFinishedEvent {

@@ -81,7 +81,7 @@ export class Coordinator {
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
     const localBuilder = config.localBuilds
-      ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs })
+      ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs, readDerivation: (drvPath) => nix.readDerivation(drvPath) })
       : undefined;
     this.storeSessions = localBuilder === undefined ? [nix] : [nix, localBuilder];
     const core = new SchedulingCore({ redis, logger, nix, verifier: nix, gcRootsDir: config.gcRootsDir, localBuilder });

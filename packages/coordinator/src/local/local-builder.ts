@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
-import { readFile } from 'node:fs/promises';
 import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/worker';
-import { BUILTIN_SYSTEM, assertDerivationPath, localStorePool, parseDerivation, type Logger, type ServePool } from '@nixfarm/shared';
+import { BUILTIN_SYSTEM, localStorePool, type Derivation, type Logger, type ServePool } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
 export interface LocalBuilderOptions {
@@ -12,6 +11,8 @@ export interface LocalBuilderOptions {
   /** the coordinator's own system */
   system: string;
   maxJobs: number;
+  /** the parsed .drv from the coordinator's store (CoordinatorNix.readDerivation) */
+  readDerivation: (drvPath: string) => Promise<Derivation>;
 }
 
 /** The name local builds are reported under. */
@@ -34,7 +35,7 @@ export class LocalBuilder {
     this.store = localStorePool({ nixOptions: options.nixOptions, env: options.nixEnv, write: true, maxIdle: options.maxJobs, peer: "the coordinator's store" });
     const builder = new ServeBuilder({
       store: this.store,
-      readDerivation: async (drvPath) => parseDerivation(drvPath, await readFile(assertDerivationPath(drvPath), 'utf8')),
+      readDerivation: options.readDerivation,
     });
     this.executor = new BuildExecutor({
       workerName: LOCAL_BUILDER_NAME,

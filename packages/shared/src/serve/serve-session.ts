@@ -22,7 +22,6 @@ const STDERR_TAIL = 20;
 export class ServeSession {
   /** receives the server's stderr line by line: a build's log while buildDerivation runs */
   onStderrLine: ((line: string) => void) | undefined;
-  private readonly stderrTail: string[] = [];
 
   private constructor(
     readonly process: ChildProcess,
@@ -59,7 +58,6 @@ export class ServeSession {
       throw error;
     }
     session = new ServeSession(child, connection);
-    session.stderrTail.push(...tail);
     return session;
   }
 

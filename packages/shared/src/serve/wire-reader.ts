@@ -131,10 +131,6 @@ export class WireReader {
     return Number(value);
   }
 
-  async readBool(): Promise<boolean> {
-    return (await this.readU64()) !== 0;
-  }
-
   async readBuffer(max = MAX_STRING): Promise<Buffer> {
     const length = await this.readU64();
     if (length > max) throw new ServeConnectionError(`${this.peer} sent a string of ${length} bytes (at most ${max} expected): the stream is out of sync`);

@@ -1,0 +1,26 @@
+import type { PlannedDerivation } from '@nixfarm/coordinator';
+
+export interface PlannedDerivationSpec {
+  /** the 32-character hash part of the .drv path */
+  hash: string;
+  name: string;
+  /** the `out` output's path */
+  out: string;
+  /** the hashes of input derivations the plan holds */
+  inputs?: readonly string[];
+}
+
+/**
+ * A planned x86_64-linux derivation with no .drv behind it, for tests that
+ * drive the graph and the event handler on a real Redis without Nix.
+ */
+export function plannedDerivation({ hash, name, out, inputs = [] }: PlannedDerivationSpec): PlannedDerivation {
+  const path = `/nix/store/${hash}-${name}.drv`;
+  return {
+    hash,
+    inputs: [...inputs],
+    queue: 'build@x86_64-linux',
+    drv: { path, name, outputs: { out }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
+    job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out }, inputPaths: [] },
+  };
+}
