@@ -25,12 +25,16 @@ export interface TestWorkerSpec {
   unauthorised?: boolean;
   /** --lock-seconds: how soon a killed worker's build is re-run elsewhere */
   lockSeconds?: number;
+  /** more `nixfarm worker` flags, appended as given */
+  extraArgs?: readonly string[];
 }
 
 export interface TestFarmOptions {
   workers: TestWorkerSpec[];
   /** --log-level of the coordinator and the workers; default debug (benches use info, as deployed) */
   logLevel?: string;
+  /** Redis writes every change to its append-only file, so a restart keeps the farm's state */
+  redisAppendOnly?: boolean;
 }
 
 export interface CommandResult {
@@ -88,7 +92,7 @@ export class TestFarm {
     const farm = new TestFarm();
     farm.logLevel = options.logLevel ?? 'debug';
     try {
-      farm.redis = await startPrivateRedis({});
+      farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false });
       await farm.startCoordinator();
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
@@ -160,6 +164,7 @@ export class TestFarm {
     args.push('--max-jobs', String(spec.maxJobs ?? 1), '--speed-factor', String(spec.speedFactor ?? 1));
     if (spec.lockSeconds !== undefined) args.push('--lock-seconds', String(spec.lockSeconds));
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
+    args.push(...(spec.extraArgs ?? []));
     const log = createWriteStream(this.logFile(spec.name), { flags: 'a' });
     const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(log);
