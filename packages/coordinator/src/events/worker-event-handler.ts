@@ -75,7 +75,9 @@ export class WorkerEventHandler {
    * that needs a retry decision splits the batch, so its attempt count is read
    * after every earlier report was applied.
    */
-  async handleAll(events: readonly WorkerEvent[]): Promise<void> {
+  async handleAll(all: readonly WorkerEvent[]): Promise<void> {
+    // Hand-backs are not applied yet (the drain work adds them); the rest are reports of starts and finishes.
+    const events = all.filter((e): e is BuildStartedEvent | BuildFinishedEvent => e.type !== 'handed-back');
     let segment: Applicable[] = [];
     for (const item of await this.judge(events)) {
       if (item.event.type === 'started' || !('status' in item) || item.status !== undefined) {
@@ -90,7 +92,7 @@ export class WorkerEventHandler {
   }
 
   /** How each report ends its derivation; a success counts only when every output is valid in the coordinator's store. */
-  private async judge(events: readonly WorkerEvent[]): Promise<Judged[]> {
+  private async judge(events: ReadonlyArray<BuildStartedEvent | BuildFinishedEvent>): Promise<Judged[]> {
     const claimed = events.flatMap((e) => (e.type === 'finished' && e.outcome === 'succeeded' ? Object.values(e.outputs ?? {}) : []));
     const invalid = claimed.length === 0 ? new Set<string>() : await this.deps.verifier.invalidPaths(claimed);
     return events.map((event): Judged => {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { drvPathSchema, outputMapSchema, workerNameSchema } from './common.js';
+import { drvPathSchema, outputMapSchema, storePathSchema, workerNameSchema } from './common.js';
 
 export const buildTimingsSchema = z.object({
   copyInMs: z.number().nonnegative(),
@@ -12,6 +12,9 @@ export type BuildTimings = z.infer<typeof buildTimingsSchema>;
 /** Outcomes a worker may report; the coordinator derives everything else (dependency-failed, cached-failure, ...). */
 export const WORKER_OUTCOMES = ['succeeded', 'failed', 'aborted', 'timed-out', 'log-limit-exceeded', 'cancelled'] as const;
 export type WorkerOutcome = (typeof WORKER_OUTCOMES)[number];
+
+/** A NAR hash as Nix prints it: `sha256:` and 52 base-32 digits (or 64 hex digits) */
+export const narHashSchema = z.string().regex(/^sha256:([0-9a-df-np-sv-z]{52}|[0-9a-f]{64})$/, 'a NAR hash like sha256:<52 base-32 digits>');
 
 export const buildStartedEventSchema = z.object({
   type: z.literal('started'),
@@ -30,6 +33,8 @@ export const buildFinishedEventSchema = z.object({
   attempt: z.number().int().nonnegative(),
   outcome: z.enum(WORKER_OUTCOMES),
   outputs: outputMapSchema.optional(),
+  /** output path -> NAR hash in the worker's store after the build ("sha256:<base32>"), to tell a reproducible double build from a divergent one */
+  narHashes: z.record(storePathSchema, narHashSchema).optional(),
   exitCode: z.number().int().optional(),
   /** the last lines of the build log (at most 50 on failure) */
   logTail: z.array(z.string()),
@@ -38,7 +43,23 @@ export const buildFinishedEventSchema = z.object({
   at: z.number(),
 });
 
-export const workerEventSchema = z.discriminatedUnion('type', [buildStartedEventSchema, buildFinishedEventSchema]);
+/**
+ * A draining worker gives a build back unfinished (its drain timeout ran out,
+ * or it was told to leave now): the build goes back to its queue for another
+ * worker, and the try does not count against the retry limit.
+ */
+export const buildHandedBackEventSchema = z.object({
+  type: z.literal('handed-back'),
+  drvPath: drvPathSchema,
+  worker: workerNameSchema,
+  jobId: z.string(),
+  attempt: z.number().int().nonnegative(),
+  reason: z.string().max(1000),
+  at: z.number(),
+});
+
+export const workerEventSchema = z.discriminatedUnion('type', [buildStartedEventSchema, buildFinishedEventSchema, buildHandedBackEventSchema]);
 export type BuildStartedEvent = z.infer<typeof buildStartedEventSchema>;
 export type BuildFinishedEvent = z.infer<typeof buildFinishedEventSchema>;
+export type BuildHandedBackEvent = z.infer<typeof buildHandedBackEventSchema>;
 export type WorkerEvent = z.infer<typeof workerEventSchema>;
