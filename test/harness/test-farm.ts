@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { SimulatedMachine } from './simulated-machine.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
+import { TcpProxy } from './tcp-proxy.js';
 
 /** The repository root, from test/dist/harness/. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -27,6 +28,8 @@ export interface TestWorkerSpec {
   lockSeconds?: number;
   /** more `nixfarm worker` flags, appended as given */
   extraArgs?: readonly string[];
+  /** reach the coordinator's SSH endpoint through a TcpProxy the test can cut (RunningWorker.link) */
+  viaProxy?: boolean;
 }
 
 export interface TestFarmOptions {
@@ -44,6 +47,7 @@ export interface CommandResult {
 }
 
 interface CoordinatorFile {
+  pid: number;
   httpUrl: string;
   redisUrl: string;
   sshPort: number;
@@ -55,6 +59,8 @@ export interface RunningWorker {
   machine: SimulatedMachine;
   process: ChildProcess;
   logFile: string;
+  /** the worker's link to the coordinator's store, when started viaProxy */
+  link?: TcpProxy;
 }
 
 /** Builds run sandboxed, as the brief asks of tests; no substituters are reachable here. */
@@ -108,7 +114,8 @@ export class TestFarm {
     return join(this.dir, `${name}.log`);
   }
 
-  async startCoordinator(): Promise<void> {
+  /** Starts the coordinator; on ports of an earlier start when given (a restart: clients and workers keep their addresses). */
+  async startCoordinator(ports: { http: number; ssh: number } = { http: 0, ssh: 0 }): Promise<void> {
     const log = createWriteStream(this.logFile('coordinator'), { flags: 'a' });
     const child = spawn(
       process.execPath,
@@ -120,11 +127,11 @@ export class TestFarm {
         '--redis',
         this.redis.url,
         '--http-port',
-        '0',
+        String(ports.http),
         '--ssh-host',
         '127.0.0.1',
         '--ssh-port',
-        '0',
+        String(ports.ssh),
         '--gc-roots-dir',
         this.gcRootsDir,
         '--log-level',
@@ -137,7 +144,8 @@ export class TestFarm {
     this.coordinator = child;
     const file = join(this.coordinatorStateDir, 'coordinator.json');
     const deadline = Date.now() + 30_000;
-    while (!existsSync(file)) {
+    // A restart finds the file of the previous life until the new process rewrites it.
+    while (!existsSync(file) || (JSON.parse(readFileSync(file, 'utf8')) as CoordinatorFile).pid !== child.pid) {
       if (child.exitCode !== null) throw new Error(`coordinator exited with ${child.exitCode}:\n${this.tail('coordinator')}`);
       if (Date.now() > deadline) throw new Error(`coordinator not ready after 30 s:\n${this.tail('coordinator')}`);
       await sleep(50);
@@ -164,12 +172,14 @@ export class TestFarm {
     args.push('--max-jobs', String(spec.maxJobs ?? 1), '--speed-factor', String(spec.speedFactor ?? 1));
     if (spec.lockSeconds !== undefined) args.push('--lock-seconds', String(spec.lockSeconds));
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
+    const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort }) : undefined;
+    if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));
     const log = createWriteStream(this.logFile(spec.name), { flags: 'a' });
     const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
-    const worker = { spec, machine, process: child, logFile: this.logFile(spec.name) };
+    const worker: RunningWorker = { spec, machine, process: child, logFile: this.logFile(spec.name), ...(link === undefined ? {} : { link }) };
     this.workers.set(spec.name, worker);
     return worker;
   }
@@ -256,7 +266,29 @@ export class TestFarm {
     return code;
   }
 
+  /**
+   * Kills the coordinator (its whole process group, as a crash of its machine
+   * or service would) and waits until it is gone; the workers, Redis and the
+   * clients stay. restartCoordinator() brings it back on the same ports.
+   */
+  async killCoordinator(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.coordinator;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    killGroup(child.pid, signal);
+    await exited;
+  }
+
+  /** Starts the coordinator again with the same state dir, Redis and ports. */
+  async restartCoordinator(): Promise<void> {
+    const previous = this.address;
+    const http = Number(new URL(previous.httpUrl).port);
+    await this.killCoordinator();
+    await this.startCoordinator({ http, ssh: previous.sshPort });
+  }
+
   async stop(): Promise<void> {
+    for (const w of this.workers.values()) await w.link?.close();
     for (const name of this.workers.keys()) await this.stopWorker(name);
     for (const w of this.workers.values()) await w.machine.destroy();
     if (this.coordinator && this.coordinator.exitCode === null) {

@@ -42,21 +42,32 @@ export class ApiClient {
     return this.request('POST', path, body);
   }
 
-  /** Follows a run's server-sent events until it finishes, resuming after dropped connections. */
-  async *followRun(id: string): AsyncGenerator<RunEvent> {
+  /**
+   * Follows a run's server-sent events until it finishes, resuming after the
+   * last event seen when the connection drops (a coordinator restart). Gives
+   * up after `patienceMs` without a connection; the run goes on regardless.
+   */
+  async *followRun(id: string, options: { patienceMs?: number; onReconnecting?: (reason: string) => void } = {}): AsyncGenerator<RunEvent> {
     let lastId = '0';
-    let failures = 0;
+    let lostSince: number | undefined;
     for (;;) {
       let response: Response;
       try {
         response = await fetch(new URL(`/api/runs/${encodeURIComponent(id)}/events?after=${lastId}`, this.baseUrl), { headers: { accept: 'text/event-stream' } });
         if (!response.ok || response.body === null) throw new Error(`HTTP ${response.status}`);
       } catch (error) {
-        if (++failures > 30) throw new CliError(`lost the coordinator at ${this.baseUrl}: ${(error as Error).message}`, EXIT_USAGE);
+        const reason = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message;
+        if (lostSince === undefined) {
+          lostSince = Date.now();
+          options.onReconnecting?.(reason);
+        }
+        if (Date.now() - lostSince > (options.patienceMs ?? 300_000)) {
+          throw new CliError(`lost the coordinator at ${this.baseUrl} (${reason}); the run goes on there: follow it later with \`nixfarm wait ${id}\``, EXIT_USAGE);
+        }
         await new Promise((r) => setTimeout(r, 1000));
         continue;
       }
-      failures = 0;
+      lostSince = undefined;
       const decoder = new TextDecoder();
       let buffer = '';
       try {

@@ -9,6 +9,7 @@ import { authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
 import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
 import { cancelCommand } from './commands/cancel-command.js';
+import { runWait, waitCommand } from './commands/wait-command.js';
 
 export function program(): Command {
   return new Command('nixfarm')
@@ -16,6 +17,7 @@ export function program(): Command {
     .addCommand(coordinatorCommand())
     .addCommand(workerCommand())
     .addCommand(buildCommand())
+    .addCommand(waitCommand())
     .addCommand(authorizeCommand())
     .addCommand(workerKeyCommand())
     .addCommand(workersCommand())
@@ -30,7 +32,10 @@ export function program(): Command {
 /** Entry point: returns the process exit code; errors become one clear message. */
 export async function main(argv: readonly string[]): Promise<number> {
   try {
-    if (argv[0] === 'build' && !argv.includes('--help') && !argv.includes('-h')) return await runBuild(argv.slice(1));
+    const help = argv.includes('--help') || argv.includes('-h');
+    // These two end with the run's outcome as their exit code, so they run outside commander's action flow.
+    if (argv[0] === 'build' && !help) return await runBuild(argv.slice(1));
+    if (argv[0] === 'wait' && !help) return await runWait(argv.slice(1));
     await program().parseAsync(argv, { from: 'user' });
     return 0;
   } catch (error) {

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Command } from 'commander';
-import { derivationName, type RunEvent, type SubmitRunRequest } from '@nixfarm/shared';
+import { derivationName, type RunEvent, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
 import { ApiClient, ApiRequestError } from '../api-client.js';
 import { CliError, EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE } from '../exit-codes.js';
 import { collect, integer } from '../config-loader.js';
@@ -154,8 +154,19 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     throw error;
   }
   process.stderr.write(`nixfarm: run ${run.id}: ${run.total} derivation${run.total === 1 ? '' : 's'} to build\n`);
+  return followRunToEnd(client, run, { json: opts.json ?? false });
+}
+
+/**
+ * Follows a run until it ends, printing progress on stderr, then its output
+ * paths on stdout (or the run as JSON); returns the exit code. `nixfarm build`
+ * and `nixfarm wait` share it. The event stream is replayed from the start and
+ * resumed after dropped connections, so a coordinator restart in between is
+ * only a pause.
+ */
+export async function followRunToEnd(client: ApiClient, started: RunView, options: { json: boolean }): Promise<number> {
   // Ctrl-C stops the farm's work too, as it would stop a local nix-build; a second one leaves at once.
-  const runId = run.id;
+  const runId = started.id;
   const onInterrupt = () => {
     process.off('SIGINT', onInterrupt);
     process.stderr.write(`\nnixfarm: cancelling run ${runId} (Ctrl-C again to leave it running)\n`);
@@ -163,14 +174,16 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
   };
   process.on('SIGINT', onInterrupt);
   // Even a run that ended during submission is replayed: cached failures are reported as events.
-  const printer = new ProgressPrinter(run.total);
+  const printer = new ProgressPrinter(started.total);
   try {
-    for await (const event of client.followRun(run.id)) printer.print(event);
+    const onReconnecting = (reason: string) =>
+      process.stderr.write(`nixfarm: lost the coordinator (${reason}); reconnecting. The run goes on; \`nixfarm wait ${runId}\` follows it from anywhere.\n`);
+    for await (const event of client.followRun(runId, { onReconnecting })) printer.print(event);
   } finally {
     process.off('SIGINT', onInterrupt);
   }
-  run = await client.getRun(run.id);
-  if (opts.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
+  const run = await client.getRun(runId);
+  if (options.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
   if (run.status !== 'succeeded') {
     const failed = Object.entries(run.counts)
       .filter(([s]) => s !== 'succeeded')
@@ -179,6 +192,6 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     process.stderr.write(`nixfarm: run ${run.id} ${run.status}${failed ? `: ${failed}` : ''}${run.error ? ` (${run.error})` : ''}\n`);
     return EXIT_BUILD_FAILED;
   }
-  if (!opts.json) for (const r of run.results) process.stdout.write(`${r.outputPath}\n`);
+  if (!options.json) for (const r of run.results) process.stdout.write(`${r.outputPath}\n`);
   return EXIT_OK;
 }

@@ -220,11 +220,23 @@ export class DerivationGraph {
 
   /** Everything queued: what a restarted coordinator makes sure BullMQ still holds. */
   async queuedInRun(runId: string): Promise<ReadyDerivation[]> {
+    return this.readyDetails(await this.inRun(runId, (status) => status === 'queued'));
+  }
+
+  /** Derivations of a run shown running on this builder: after a restart of the coordinator, its own local builds died with it. */
+  async runningInRunOn(runId: string, worker: string): Promise<string[]> {
+    return this.inRun(runId, (status, by) => status === 'running' && by === worker);
+  }
+
+  private async inRun(runId: string, keep: (status: string | null, worker: string | null) => boolean): Promise<string[]> {
     const hashes = await this.redis.smembers(redisKeys.runDrvs(runId));
     const pipeline = this.redis.pipeline();
-    for (const h of hashes) pipeline.hget(redisKeys.drv(h), 'status');
-    const statuses = (await pipeline.exec()) ?? [];
-    return this.readyDetails(hashes.filter((_, i) => statuses[i]?.[1] === 'queued'));
+    for (const h of hashes) pipeline.hmget(redisKeys.drv(h), 'status', 'worker');
+    const replies = (await pipeline.exec()) ?? [];
+    return hashes.filter((_, i) => {
+      const [status, worker] = (replies[i]?.[1] as [string | null, string | null] | undefined) ?? [null, null];
+      return keep(status, worker);
+    });
   }
 
   async runsOf(hash: string): Promise<string[]> {

@@ -23,7 +23,7 @@ import type { BuildDurations } from './build-durations.js';
 import type { OutputVerifier } from './output-verifier.js';
 import type { GcRoots } from './gc-roots.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
-import type { LocalBuilder } from '../local/local-builder.js';
+import { LOCAL_BUILDER_NAME, type LocalBuilder } from '../local/local-builder.js';
 
 /** What evaluation and planning produce: the requested results and the derivations to build. */
 export interface EvaluatedRun {
@@ -299,12 +299,30 @@ export class RunService {
     return this.get(runId);
   }
 
-  /** After a restart: every queued derivation of an unfinished run is put back in BullMQ (a no-op where the job survived). */
-  async resume(): Promise<number> {
-    const active = await this.deps.redis.smembers(redisKeys.activeRuns);
+  /**
+   * Every queued derivation of an unfinished run is put back in BullMQ (a
+   * no-op where the job survived) or handed to the local builder. After a
+   * restart (`afterRestart`), local builds the previous process was running
+   * died with it: they are queued again. Workers' builds need nothing: their
+   * jobs' locks expire and another worker takes them; their reports wait in
+   * the stream.
+   */
+  async resume(options: { afterRestart?: boolean } = {}): Promise<number> {
+    const { graph, queues, redis, localBuilder: local, logger } = this.deps;
+    const active = await redis.smembers(redisKeys.activeRuns);
     for (const runId of active) {
-      await this.deps.queues.enqueue(await this.deps.graph.queuedInRun(runId));
-      const remaining = Number(await this.deps.redis.hget(redisKeys.run(runId), 'remaining'));
+      const ready = await graph.queuedInRun(runId);
+      if (local !== undefined && options.afterRestart) {
+        for (const hash of await graph.runningInRunOn(runId, LOCAL_BUILDER_NAME)) {
+          const again = await graph.requeue(hash, 'the coordinator restarted during this local build');
+          if (again === undefined) continue;
+          logger.info({ runId, drvPath: again.job.drvPath }, 'local build interrupted by a restart; building it again');
+          ready.push(again);
+        }
+      }
+      for (const r of ready) if (local?.takes(r)) local.submit(r);
+      await queues.enqueue(local === undefined ? ready : ready.filter((r) => !local.takes(r)));
+      const remaining = Number(await redis.hget(redisKeys.run(runId), 'remaining'));
       if (remaining <= 0) await this.finalize(runId);
     }
     return active.length;

@@ -65,7 +65,7 @@ export class SchedulingCore {
   async start(): Promise<number> {
     const { logger } = this.options;
     await mkdir(this.options.gcRootsDir, { recursive: true });
-    const resumed = await this.runs.resume();
+    const resumed = await this.runs.resume({ afterRestart: true });
     // A safety net, like Hydra's periodic queue check: re-queue what the graph says is ready and close runs
     // with nothing left, should an event's follow-up ever have been interrupted. Re-adding an existing job is a no-op.
     this.reconciler = setInterval(() => {

@@ -1,0 +1,81 @@
+import { TestFarm, sleep, type CommandResult } from '../harness/test-farm.js';
+import { auditRun } from './run-audit.js';
+import type { ChaosFixture } from './chaos-fixtures.js';
+import type { ScenarioOutcome } from './chaos-scenario.js';
+import { freshSalt } from '../harness/nix-fixtures.js';
+
+/** Steps the scenarios share: start a build through the real CLI, watch its progress, audit it. */
+export interface StartedBuild {
+  runId: string;
+  /** the `nixfarm build` process's end */
+  result: Promise<CommandResult>;
+  stderrSoFar: () => string;
+}
+
+export async function startBuild(farm: TestFarm, fixture: ChaosFixture, options: { timeoutMs?: number } = {}): Promise<StartedBuild> {
+  const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', fixture.attr, '--argstr', 'salt', freshSalt()], { timeoutMs: options.timeoutMs ?? 600_000 });
+  const runId = await waitFor(() => /nixfarm: run (\w+):/.exec(build.stderrSoFar())?.[1], 120_000, () => `the build to be accepted:\n${build.stderrSoFar()}`);
+  return { runId, result: build.result, stderrSoFar: build.stderrSoFar };
+}
+
+/** Polls until `probe` gives a value (not undefined/false); throws naming what it waited for. */
+export async function waitFor<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs: number, what: () => string, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let value: T | undefined | false;
+    try {
+      value = await probe();
+    } catch {
+      value = undefined; // e.g. the coordinator is down for a moment
+    }
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** How many of a run's derivations succeeded so far (the API's counts). */
+export async function succeededCount(farm: TestFarm, runId: string): Promise<number> {
+  const run = await farm.api<{ counts: Record<string, number> }>(`/api/runs/${runId}`);
+  return run.counts.succeeded ?? 0;
+}
+
+/** The run's end as the API tells it, once it is not running any more. */
+export async function runEnded(farm: TestFarm, runId: string, timeoutMs: number): Promise<string> {
+  return waitFor(
+    async () => {
+      const run = await farm.api<{ status: string }>(`/api/runs/${runId}`);
+      return run.status === 'running' ? undefined : run.status;
+    },
+    timeoutMs,
+    () => `run ${runId} to end`,
+    250,
+  );
+}
+
+/** Audits every run of a scenario into one outcome. */
+export async function auditedOutcome(farm: TestFarm, runIds: readonly string[], recoveredMs: number | undefined, notes: string[]): Promise<ScenarioOutcome> {
+  const outcome: ScenarioOutcome = { derivations: 0, lost: [], builtTwice: 0, builtTwiceDifferent: 0, recoveredMs, notes };
+  for (const runId of runIds) {
+    const audit = await auditRun(farm, runId);
+    if (audit.status !== 'succeeded') outcome.lost.push(`run ${runId} ended ${audit.status}`);
+    outcome.derivations += audit.derivations;
+    outcome.lost.push(...audit.lost);
+    outcome.builtTwice += audit.builtTwice;
+    outcome.builtTwiceDifferent += audit.builtTwiceDifferent;
+  }
+  return outcome;
+}
+
+/** Runs a scenario body on a fresh farm and always tears the farm down; the farm's logs go with a failure. */
+export async function withFarm<T>(start: () => Promise<TestFarm>, body: (farm: TestFarm) => Promise<T>): Promise<T> {
+  const farm = await start();
+  try {
+    return await body(farm);
+  } catch (error) {
+    if (error instanceof Error) error.message += `\n${farm.diagnostics()}`;
+    throw error;
+  } finally {
+    await farm.stop();
+  }
+}

@@ -1,0 +1,116 @@
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+
+export interface TcpProxyOptions {
+  /** where connections are relayed to (the coordinator's SSH endpoint) */
+  targetPort: number;
+  targetHost?: string;
+}
+
+/** Bytes relayed since the proxy started (or since the last arm): up = client to target, down = target to client. */
+export interface Traffic {
+  up: number;
+  down: number;
+}
+
+export interface CutRule {
+  /** cut once this many bytes flowed in this direction since the rule was armed */
+  direction: keyof Traffic;
+  bytes: number;
+}
+
+/**
+ * A network link between one worker and the coordinator that a test can
+ * break: a plain TCP relay on 127.0.0.1 whose connections can all be cut at
+ * once, at a chosen moment or when a copy is under way (measured in bytes:
+ * SSH is encrypted, so the volume is what tells a copy from chatter). A cut
+ * is what a partition looks like to both ends: the socket dies mid-stream.
+ */
+export class TcpProxy {
+  private readonly sockets = new Set<Socket>();
+  private traffic: Traffic = { up: 0, down: 0 };
+  private rule: { rule: CutRule; since: Traffic; resolve: (at: number) => void } | undefined;
+  /** while down, new connections are refused (closed at once), as an unreachable host would be */
+  private down = false;
+
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static async start(options: TcpProxyOptions): Promise<TcpProxy> {
+    let proxy: TcpProxy | undefined;
+    const server = createServer((client) => proxy?.accept(client, options));
+    const port = await new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const address = server.address();
+        resolve(typeof address === 'object' && address !== null ? address.port : 0);
+      });
+    });
+    proxy = new TcpProxy(server, port);
+    return proxy;
+  }
+
+  get bytes(): Traffic {
+    return { ...this.traffic };
+  }
+
+  /** Cuts every connection once `rule.bytes` more bytes flowed in `rule.direction`; resolves with the time of the cut. */
+  cutWhen(rule: CutRule): Promise<number> {
+    return new Promise((resolve) => {
+      this.rule = { rule, since: { ...this.traffic }, resolve };
+    });
+  }
+
+  /** Cuts every open connection now. */
+  cutAll(): void {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+  }
+
+  /** Refuses new connections (and cuts the open ones) until restored: a link that stays down for a while. */
+  takeDown(): void {
+    this.down = true;
+    this.cutAll();
+  }
+
+  restore(): void {
+    this.down = false;
+  }
+
+  async close(): Promise<void> {
+    this.cutAll();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(client: Socket, options: TcpProxyOptions): void {
+    if (this.down) {
+      client.destroy();
+      return;
+    }
+    const target = createConnection({ host: options.targetHost ?? '127.0.0.1', port: options.targetPort });
+    for (const s of [client, target]) {
+      this.sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        this.sockets.delete(s);
+        client.destroy();
+        target.destroy();
+      });
+    }
+    client.on('data', (chunk: Buffer) => this.relay(chunk, target, 'up'));
+    target.on('data', (chunk: Buffer) => this.relay(chunk, client, 'down'));
+  }
+
+  private relay(chunk: Buffer, to: Socket, direction: keyof Traffic): void {
+    this.traffic[direction] += chunk.length;
+    const armed = this.rule;
+    if (armed !== undefined && this.traffic[armed.rule.direction] - armed.since[armed.rule.direction] >= armed.rule.bytes) {
+      this.rule = undefined;
+      this.cutAll();
+      armed.resolve(Date.now());
+      return;
+    }
+    to.write(chunk);
+  }
+}
