@@ -62,6 +62,11 @@ export class TcpProxy {
     });
   }
 
+  /** Forgets an armed cut that has not happened. */
+  disarm(): void {
+    this.rule = undefined;
+  }
+
   /** Cuts every open connection now. */
   cutAll(): void {
     for (const s of this.sockets) s.destroy();
