@@ -1,0 +1,8 @@
+import type { ChaosScenario } from '../chaos-scenario.js';
+import { workerSigkillScenario } from './worker-sigkill.js';
+import { networkCutScenario } from './network-cut.js';
+import { redisRestartScenario } from './redis-restart.js';
+import { coordinatorRestartScenario } from './coordinator-restart.js';
+
+/** Every scenario `npm run chaos` runs, in the issue's order. */
+export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [workerSigkillScenario, networkCutScenario, redisRestartScenario, coordinatorRestartScenario];
