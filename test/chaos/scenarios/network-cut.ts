@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { assertStorePath, parseDerivation } from '@nixfarm/shared';
 import { TestFarm } from '../../harness/test-farm.js';
-import { nixInstantiate, outputsOf } from '../../harness/nix-fixtures.js';
+import { freshSalt, nixInstantiate, outputsOf } from '../../harness/nix-fixtures.js';
 import type { SimulatedMachine } from '../../harness/simulated-machine.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { bulkyCopies, type ChaosFixture } from '../chaos-fixtures.js';
@@ -23,7 +23,7 @@ const MiB = 1024 * 1024;
 export const networkCutScenario: ChaosScenario = {
   name: 'network-cut',
   description: "a worker's link to the coordinator cut mid copy-in and mid copy-out: retried with back-off, no partial path valid",
-  recoveryBoundSeconds: 60,
+  recoveryBoundSeconds: 30,
   run: (options) => withFarm(() => startFarm(options), (farm) => networkCut(farm, options)),
 };
 
@@ -65,10 +65,11 @@ async function cutDuring(farm: TestFarm, fixture: ChaosFixture, direction: 'up' 
   const links = [...farm.workers.entries()].map(([name, w]) => ({ name, link: w.link!, machine: w.machine }));
   const cut = Promise.race(links.map(({ name, link }) => link.cutWhen({ direction, bytes: Math.floor((sizeMiB / 4) * MiB) }).then((at) => ({ name, at }))));
   // The path whose copy is cut: the large input (copy-in) or the large output (copy-out).
-  const [drvPath] = await nixInstantiate(fixture.file, [fixture.attr]);
+  const salt = freshSalt();
+  const [drvPath] = await nixInstantiate(fixture.file, [fixture.attr], { salt });
   const copied = direction === 'down' ? bulkyInput(drvPath!) : Object.values(await outputsOf(drvPath!))[0]!;
 
-  const build = await startBuild(farm, fixture);
+  const build = await startBuild(farm, fixture, { salt });
   const { name: victim, at: cutAt } = await waitFor(() => Promise.race([cut, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]), 120_000, () => `a ${phase} to cut`);
   for (const { link } of links) link.disarm();
   // Right after the cut, the path being copied must not be valid where it was going (the retry waits a back-off first).

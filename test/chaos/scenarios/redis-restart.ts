@@ -12,7 +12,7 @@ import { auditedOutcome, runEnded, startBuild, succeededCount, waitFor, withFarm
 export const redisRestartScenario: ChaosScenario = {
   name: 'redis-restart',
   description: 'Redis (AOF) restarted mid-run: coordinator, workers and the CLI reconnect by themselves and the run finishes',
-  recoveryBoundSeconds: 60,
+  recoveryBoundSeconds: 30,
   run: (options) => withFarm(() => startFarm(options), (farm) => redisRestart(farm, options)),
 };
 
