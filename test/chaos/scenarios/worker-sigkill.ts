@@ -50,7 +50,8 @@ async function workerSigkill(farm: TestFarm, options: ScenarioOptions): Promise<
   // The victim (faster, so preferred) is killed while it runs builds.
   const killed = await waitFor(async () => {
     const running = (await rows()).filter((d) => d.status === 'running' && d.worker === 'victim');
-    return running.length > 0 ? running : undefined;
+    // full size: both of its slots busy, so two builds have to move
+    return running.length >= (full ? 2 : 1) ? running : undefined;
   }, 120_000, () => `a build on the victim, run ${build.runId}`, 50);
   const killedAt = Date.now();
   await farm.stopWorker('victim', 'SIGKILL');
