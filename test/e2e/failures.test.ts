@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
@@ -20,7 +20,8 @@ function nameOf(drvPath: string): string {
 }
 
 
-describe('failures and bad input', () => {
+// Bad input (evaluation errors, malformed API bodies, unauthorised workers) is in bad-input.test.ts, thrown at a farm while a run builds.
+describe('failures', () => {
   let farm: TestFarm;
 
   before(async () => {
@@ -103,53 +104,6 @@ describe('failures and bad input', () => {
     assert.equal(viaInclude.stdout, viaExpr.stdout);
   });
 
-  it('exits 2 with Nix\'s message for a missing file, a syntax error, an eval error, an unknown attribute and a non-derivation', async () => {
-    const dir = farm.dir;
-    const syntax = join(dir, 'syntax.nix');
-    writeFileSync(syntax, '{ a = ; }');
-    const throwing = join(dir, 'throw.nix');
-    writeFileSync(throwing, '{ a = throw "nixfarm-test: broken on purpose"; b = assert 1 == 2; 3; n = 42; }');
-    const cases: Array<{ args: string[]; message: RegExp }> = [
-      { args: [join(dir, 'does-not-exist.nix')], message: /does-not-exist\.nix.*(does not exist|No such file)/s },
-      { args: [syntax], message: /syntax error/ },
-      { args: [throwing, '-A', 'a'], message: /nixfarm-test: broken on purpose/ },
-      { args: [throwing, '-A', 'b'], message: /assertion .*failed/ },
-      { args: [throwing, '-A', 'nope'], message: /attribute 'nope'.*not found/ },
-      { args: [throwing, '-A', 'n'], message: /does not evaluate to a derivation/ },
-    ];
-    for (const c of cases) {
-      const result = await farm.build(c.args);
-      assert.equal(result.exitCode, 2, `${c.args.join(' ')}: ${result.stderr}`);
-      assert.match(result.stderr, /evaluation failed/);
-      assert.match(result.stderr, c.message);
-      assert.equal(result.stdout, '');
-    }
-    // Nothing was queued by the bad requests, and the farm still builds.
-    const ok = await farm.build([chain(2).file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
-    assert.equal(ok.exitCode, 0, ok.stderr);
-  });
-
-  it('rejects malformed API bodies with 400 naming the field', async () => {
-    const post = async (body: string) => {
-      const response = await fetch(new URL('/api/runs', farm.address.httpUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-      return { status: response.status, body: (await response.json()) as { error: { code: string; message: string } } };
-    };
-    const unknown = await post(JSON.stringify({ expr: '1', attrs: [], colour: 'red' }));
-    assert.equal(unknown.status, 400);
-    assert.match(unknown.body.error.message, /colour/);
-    const wrongType = await post(JSON.stringify({ expr: '1', attrs: 'all' }));
-    assert.equal(wrongType.status, 400);
-    assert.match(wrongType.body.error.message, /attrs/);
-    const relative = await post(JSON.stringify({ file: 'default.nix' }));
-    assert.equal(relative.status, 400);
-    assert.match(relative.body.error.message, /absolute/);
-    const notJson = await post('{ not json');
-    assert.equal(notJson.status, 400);
-    const huge = await post(JSON.stringify({ expr: 'x'.repeat(2 * 1024 * 1024) }));
-    assert.equal(huge.status, 413);
-    assert.equal(huge.body.error.code, 'body-too-large');
-  });
-
   it('says at once when no worker can build a derivation, and builds it when a capable worker registers', async () => {
     const fixture = chain(2, { system: 'riscv64-linux' });
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
@@ -169,16 +123,5 @@ describe('failures and bad input', () => {
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
     assert.match(result.stderr, /built link-1 on riscy/);
     await farm.stopWorker('riscy');
-  });
-
-  it('refuses a worker whose key is not authorised, naming its fingerprint and how to authorise it', async () => {
-    const worker = await farm.startWorker({ name: 'intruder', unauthorised: true });
-    const code = await new Promise<number | null>((resolve) => worker.process.once('exit', (c) => resolve(c)));
-    assert.notEqual(code, 0);
-    const log = farm.tail('intruder', 200);
-    assert.match(log, /SHA256:[A-Za-z0-9+/]{43}/);
-    assert.match(log, /nixfarm authorize/);
-    const { workers } = await farm.api<{ workers: Array<{ name: string }> }>('/api/workers');
-    assert.ok(!workers.some((w) => w.name === 'intruder'), 'an unauthorised worker never registers');
   });
 });

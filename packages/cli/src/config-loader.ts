@@ -3,7 +3,23 @@ import type { z } from 'zod';
 import { formatZodError } from '@nixfarm/shared';
 import { CliError } from './exit-codes.js';
 
-/** Reads an optional JSON config file, lets flags override it, and validates the result, naming every bad field. */
+/** Config fields whose flag is not simply the field in kebab-case. */
+const FLAG_FOR_FIELD: Record<string, string> = {
+  redisUrl: '--redis',
+  systems: '--system',
+  supportedFeatures: '--features',
+  nixOptions: '--nix-option',
+  coordinatorHost: '--coordinator',
+  coordinatorPort: '--coordinator HOST:PORT',
+  coordinatorHostKey: '--host-key',
+  localBuilds: '--no-local-builds',
+};
+
+export function flagFor(field: string): string {
+  return FLAG_FOR_FIELD[field] ?? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** Reads an optional JSON config file, lets flags override it, and validates the result, naming every bad field, where it came from and what is allowed. */
 export async function loadConfig<S extends z.ZodType>(
   schema: S,
   file: string | undefined,
@@ -19,16 +35,36 @@ export async function loadConfig<S extends z.ZodType>(
     } catch (error) {
       throw new CliError(`cannot read config file ${file}: ${(error as Error).message}`);
     }
+    let json: unknown;
     try {
-      base = JSON.parse(text) as Record<string, unknown>;
+      json = JSON.parse(text);
     } catch (error) {
       throw new CliError(`config file ${file} is not valid JSON: ${(error as Error).message}`);
     }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+      throw new CliError(`config file ${file} must hold a JSON object of settings (like {"maxJobs": 4}), not ${Array.isArray(json) ? 'a list' : JSON.stringify(json)}`);
+    }
+    base = json as Record<string, unknown>;
   }
   const merged: Record<string, unknown> = { ...defaults, ...base };
-  for (const [k, v] of Object.entries(fromFlags)) if (v !== undefined) merged[k] = v;
-  const parsed = schema.safeParse(merged);
-  if (!parsed.success) throw new CliError(`${formatZodError(parsed.error, what)}\n(see \`nixfarm ${what.split(' ')[0]} --help\`)`);
+  const flagged = new Set<string>();
+  for (const [k, v] of Object.entries(fromFlags)) {
+    if (v === undefined) continue;
+    merged[k] = v;
+    flagged.add(k);
+  }
+  const parsed = schema.safeParse(merged, { reportInput: true });
+  if (!parsed.success) {
+    // Name the field, and where its value came from: a flag, or the config file.
+    const fieldLabel = (path: ReadonlyArray<PropertyKey>): string => {
+      if (path.length === 0) return file === undefined ? 'the settings' : `in ${file}`;
+      const field = String(path[0]);
+      const dotted = path.map(String).join('.');
+      const source = !flagged.has(field) && file !== undefined && field in base ? `in ${file}` : flagFor(field);
+      return `${dotted} (${source})`;
+    };
+    throw new CliError(`${formatZodError(parsed.error, what, { fieldLabel })}\n(see \`nixfarm ${what.split(' ')[0]} --help\`)`);
+  }
   return parsed.data;
 }
 

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { NixfarmError } from '@nixfarm/shared';
+import { NixfarmError, RedisWaitAbortedError } from '@nixfarm/shared';
 import { CliError, EXIT_USAGE } from './exit-codes.js';
 import { ApiRequestError } from './api-client.js';
 import { coordinatorCommand } from './commands/coordinator-command.js';
@@ -43,6 +43,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (error instanceof ApiRequestError) {
       process.stderr.write(`nixfarm: the coordinator answered ${error.status} (${error.code}): ${error.message}\n`);
       return EXIT_USAGE;
+    }
+    if (error instanceof RedisWaitAbortedError) {
+      // Asked to stop before it ever started: a clean exit, not a failure.
+      process.stderr.write(`nixfarm: ${error.message}\n`);
+      return 0;
     }
     if (error instanceof CliError) {
       process.stderr.write(`nixfarm: ${error.message}\n`);

@@ -1,8 +1,8 @@
 import { mkdir, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
-import { coordinatorConfigSchema, type CoordinatorConfig, type CoordinatorConfigInput, type Logger } from '@nixfarm/shared';
+import { connectRedis, coordinatorConfigSchema, type CoordinatorConfig, type CoordinatorConfigInput, type Logger, type RedisWaitHooks } from '@nixfarm/shared';
 import { CoordinatorNix } from './nix/coordinator-nix.js';
 import { SchedulingCore } from './runs/scheduling-core.js';
 import { createHttpApi } from './api/http-api.js';
@@ -26,6 +26,8 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** environment for Nix processes (tests set NIX_CONFIG) */
   nixEnv?: Record<string, string>;
+  /** stop the wait for an unreachable Redis at start, and hear about it */
+  redisWait?: RedisWaitHooks;
 }
 
 /**
@@ -74,8 +76,7 @@ export class Coordinator {
       this.embeddedRedis = new EmbeddedRedis({ dir: path.join(stateDir, 'redis'), logger });
       redisUrl = await this.embeddedRedis.start();
     }
-    const redis = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
-    await redis.connect();
+    const redis = await connectRedis({ url: redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
     this.redis = redis;
 
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });

@@ -2,8 +2,8 @@ import { mkdir, rm } from 'node:fs/promises';
 import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
-import { Redis } from 'ioredis';
-import { localStorePool, parseDerivation, redisKeys, workerConfigSchema, type Logger, type ServePool, type WorkerConfig, type WorkerConfigInput, type WorkerInfo } from '@nixfarm/shared';
+import type { Redis } from 'ioredis';
+import { connectRedis, localStorePool, parseDerivation, redisKeys, workerConfigSchema, type Logger, type ServePool, type WorkerConfig, type WorkerConfigInput, type WorkerInfo, type RedisWaitHooks } from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
 import { ServeBuilder } from './serve-builder.js';
@@ -23,6 +23,8 @@ export interface FarmWorkerOptions {
   /** environment for Nix processes */
   nixEnv?: Record<string, string>;
   lockDurationMs?: number;
+  /** stop the wait for an unreachable Redis at start, and hear about it */
+  redisWait?: RedisWaitHooks;
 }
 
 /**
@@ -87,8 +89,7 @@ export class FarmWorker {
     const local = localStorePool({ nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.maxJobs + 1, peer: `the store of worker ${config.name}` });
     const coordinator = coordinatorStorePool({ sshConfigPath: ssh.configPath, hostAlias: ssh.hostAlias, maxIdle: config.maxJobs + 1, env: this.options.nixEnv });
     this.pools = [local, coordinator];
-    const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
-    await redis.connect();
+    const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
     this.redis = redis;
     const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
     const copier = new StoreCopier({ local, coordinator, logger });

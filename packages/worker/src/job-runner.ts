@@ -15,7 +15,8 @@ export class JobRunner {
 
   async run(job: Job, token: string, signal?: AbortSignal): Promise<void> {
     const { logger } = this.deps;
-    const parsed = buildJobSchema.safeParse(job.data);
+    // reportInput: the message repeats the rejected value (cut short), so the bad path is named.
+    const parsed = buildJobSchema.safeParse(job.data, { reportInput: true });
     if (!parsed.success) {
       // A malformed payload can never succeed: fail that job with the reason, keep the worker going.
       const message = formatZodError(parsed.error, `build job ${job.id ?? '?'} payload`);

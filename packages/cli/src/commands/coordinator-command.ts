@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
 import { integer, loadConfig, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
+import { cliRedisWait } from '../redis-wait.js';
 
 export const DEFAULT_COORDINATOR_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'coordinator');
 
@@ -45,8 +46,9 @@ export function coordinatorCommand(): Command {
       );
       const logger = createLogger({ name: 'coordinator', level: config.logLevel });
       const { Coordinator } = await import('@nixfarm/coordinator');
-      const coordinator = new Coordinator({ config, logger });
-      const address = await coordinator.start();
+      const redisWait = cliRedisWait('nixfarm coordinator');
+      const coordinator = new Coordinator({ config, logger, redisWait: redisWait.hooks });
+      const address = await redisWait.during(coordinator.start());
       process.stderr.write(
         `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n`,
       );

@@ -7,6 +7,7 @@ import { CliError } from '../exit-codes.js';
 import { commaList, integer, loadConfig, number, parseNixOption, collect } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
 import { hostSystem } from '../host-system.js';
+import { cliRedisWait } from '../redis-wait.js';
 
 export const DEFAULT_WORKER_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'worker');
 
@@ -93,8 +94,9 @@ export function workerCommand(): Command {
       const config = await loadConfig(workerConfigSchema, flags.config as string | undefined, fromFlags, 'worker config', defaults);
       const logger = createLogger({ name: 'worker', level: config.logLevel });
       const { FarmWorker } = await import('@nixfarm/worker');
-      const worker = new FarmWorker({ config, logger });
-      await worker.start();
+      const redisWait = cliRedisWait(`nixfarm worker ${config.name}`);
+      const worker = new FarmWorker({ config, logger, redisWait: redisWait.hooks });
+      await redisWait.during(worker.start());
       process.stderr.write(`nixfarm worker ${config.name} ready: ${config.systems.join(', ')}, max-jobs ${config.maxJobs}, speed factor ${config.speedFactor}\n`);
       await waitForShutdownSignal();
       process.stderr.write(`nixfarm worker ${config.name}: stopping, waiting for ${worker.runningJobs} running build(s)\n`);

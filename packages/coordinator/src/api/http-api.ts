@@ -1,6 +1,6 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
-import { NixfarmError, formatZodError, submitRunRequestSchema, type Derivation, type Logger } from '@nixfarm/shared';
+import { NixfarmError, formatZodError, runIdSchema, submitRunRequestSchema, type Derivation, type Logger } from '@nixfarm/shared';
 import type { RunService } from '../runs/run-service.js';
 import type { RunEvents } from '../runs/run-events.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
@@ -42,16 +42,57 @@ function sendError(reply: FastifyReply, status: number, code: string, message: s
   return reply.code(status).send({ error: { code, message } });
 }
 
+const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+function formatBytes(bytes: number): string {
+  return bytes % (1024 * 1024) === 0 ? `${bytes / (1024 * 1024)} MiB` : bytes % 1024 === 0 ? `${bytes / 1024} KiB` : `${bytes} bytes`;
+}
+
+/** Fastify's own refusals of a request (unparsable body, bad URL), reworded to say what to send instead. */
+function describeFrameworkError(error: { code?: string; message: string }, bodyLimit: number): { status: number; code: string; message: string } | undefined {
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return {
+        status: 413,
+        code: 'body-too-large',
+        message: `request body is larger than the API's limit of ${bodyLimit} bytes (${formatBytes(bodyLimit)}); put a large expression in a file and send its path as file`,
+      };
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { status: 400, code: 'invalid-request', message: 'request body is not valid JSON (or has a __proto__ or constructor key): send one JSON object' };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return { status: 400, code: 'invalid-request', message: 'request body is empty but content-type says JSON: send a JSON object, or no content-type' };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return { status: 415, code: 'unsupported-media-type', message: `${error.message}: send JSON with content-type: application/json` };
+    case 'FST_ERR_BAD_URL':
+      return { status: 400, code: 'invalid-request', message: `${error.message}: percent-encode the path correctly` };
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return { status: 414, code: 'invalid-request', message: 'a path parameter is too long: run ids are at most 40 characters' };
+    default:
+      return undefined;
+  }
+}
+
 export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
+  const bodyLimit = deps.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
+  const routes: string[] = [];
   const app = Fastify({
     // Per-request lines stay out of the log (they are at info); Fastify's own warnings and errors stay in.
     loggerInstance: deps.logger.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger,
-    bodyLimit: deps.bodyLimitBytes ?? 1024 * 1024,
+    bodyLimit,
+    // Bad URLs are refused by the router before any handler: in the API's error shape too.
+    frameworkErrors: (error, _request, reply) => {
+      const known = describeFrameworkError(error, bodyLimit) ?? { status: 400, code: 'invalid-request', message: error.message };
+      void sendError(reply, known.status, known.code, known.message);
+    },
+  });
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push(`${method} ${route.url}`);
   });
 
   app.setErrorHandler((error, _request, reply) => {
     const fastifyError = error as { statusCode?: number; code?: string; message: string };
-    if (fastifyError.statusCode === 413) return sendError(reply, 413, 'body-too-large', `request body is larger than ${deps.bodyLimitBytes ?? 1024 * 1024} bytes`);
+    const known = describeFrameworkError(fastifyError, bodyLimit);
+    if (known !== undefined) return sendError(reply, known.status, known.code, known.message);
     if (fastifyError.statusCode !== undefined && fastifyError.statusCode < 500 && !(error instanceof NixfarmError)) {
       return sendError(reply, fastifyError.statusCode, 'invalid-request', fastifyError.message);
     }
@@ -60,10 +101,20 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     return sendError(reply, status, error instanceof NixfarmError ? error.code : 'internal-error', fastifyError.message);
   });
 
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, 404, 'no-such-route', `no route ${request.method} ${request.url.split('?')[0]}; the API has: ${routes.join(', ')}`),
+  );
+
+  /** A run id that cannot be one is a bad request (400); a well-formed unknown one is not found (404, from the run service). */
+  const checkRunId = (id: string, reply: FastifyReply): FastifyReply | undefined =>
+    runIdSchema.safeParse(id).success
+      ? undefined
+      : sendError(reply, 400, 'invalid-request', `${JSON.stringify(id)} is not a run id: run ids are 6-40 lower-case letters and digits, as \`nixfarm build\` prints and \`nixfarm runs\` lists them`);
+
   app.get('/api/health', async () => ({ ok: true }));
 
   app.post('/api/runs', async (request, reply) => {
-    const parsed = submitRunRequestSchema.safeParse(request.body);
+    const parsed = submitRunRequestSchema.safeParse(request.body, { reportInput: true });
     if (!parsed.success) return sendError(reply, 400, 'invalid-request', formatZodError(parsed.error, 'run request'));
     const run = await deps.runs.submit(parsed.data);
     return reply.code(201).send(run);
@@ -71,15 +122,18 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
 
   app.get('/api/runs', async () => ({ runs: await deps.runs.list() }));
 
-  app.get<{ Params: { id: string } }>('/api/runs/:id', async (request) => deps.runs.get(request.params.id));
+  app.get<{ Params: { id: string } }>('/api/runs/:id', async (request, reply) => checkRunId(request.params.id, reply) ?? deps.runs.get(request.params.id));
 
-  app.post<{ Params: { id: string } }>('/api/runs/:id/cancel', async (request) => deps.runs.cancel(request.params.id));
+  app.post<{ Params: { id: string } }>('/api/runs/:id/cancel', async (request, reply) => checkRunId(request.params.id, reply) ?? deps.runs.cancel(request.params.id));
 
-  app.get<{ Params: { id: string } }>('/api/runs/:id/derivations', async (request) => ({ derivations: await deps.runs.derivations(request.params.id) }));
+  app.get<{ Params: { id: string } }>('/api/runs/:id/derivations', async (request, reply) =>
+    checkRunId(request.params.id, reply) ?? { derivations: await deps.runs.derivations(request.params.id) },
+  );
 
   // Server-sent events from the run's durable stream; Last-Event-ID resumes where a client left off.
   app.get<{ Params: { id: string }; Querystring: { after?: string } }>('/api/runs/:id/events', async (request, reply) => {
     const runId = request.params.id;
+    if (checkRunId(runId, reply) !== undefined) return reply;
     await deps.runs.get(runId);
     let cursor = (request.headers['last-event-id'] as string | undefined) ?? request.query.after ?? '0';
     if (!/^\d+-\d+$|^0$/.test(cursor)) return sendError(reply, 400, 'invalid-request', 'after / Last-Event-ID must be a stream id like 1700000000000-0');

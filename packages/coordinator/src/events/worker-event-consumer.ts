@@ -94,7 +94,7 @@ export class WorkerEventConsumer {
   private parse(id: string, fields: string[]): WorkerEvent | undefined {
     let parsed;
     try {
-      parsed = workerEventSchema.safeParse(JSON.parse(fields[1] ?? 'null'));
+      parsed = workerEventSchema.safeParse(JSON.parse(fields[1] ?? 'null'), { reportInput: true });
     } catch {
       parsed = undefined;
     }

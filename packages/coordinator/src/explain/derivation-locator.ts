@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { REDIS_PREFIX, STORE_DIR, ValidationError, assertStorePath, hashPart, isHashPrefix, redisKeys } from '@nixfarm/shared';
+import { InvalidStorePathError, REDIS_PREFIX, STORE_DIR, ValidationError, hashPart, isHashPrefix, redisKeys, storePathProblem } from '@nixfarm/shared';
 
 /** What the user asked about, after validation. */
 export type WhyQuery =
@@ -17,8 +17,16 @@ export function parseWhyQuery(raw: string): WhyQuery {
   const text = raw.trim();
   if (text.startsWith('/')) {
     const prefix = `${STORE_DIR}/`;
-    const topLevel = text.startsWith(prefix) ? prefix + text.slice(prefix.length).split('/')[0] : text;
-    const path = assertStorePath(topLevel);
+    const [object = '', ...inside] = text.startsWith(prefix) ? text.slice(prefix.length).split('/') : [];
+    const topLevel = text.startsWith(prefix) ? prefix + object : text;
+    // The whole argument is named in the message: the part that was cut off may be what looks wrong to the user.
+    const problem = storePathProblem(topLevel);
+    if (problem !== undefined) throw new InvalidStorePathError(text, problem);
+    const path = topLevel;
+    // A path inside the object stands for the object, but only a plain one: no `..`, `.`, whitespace or shell characters.
+    if (inside.at(-1) === '') inside.pop();
+    const bad = inside.find((part) => part === '..' || part === '.' || !/^[A-Za-z0-9+\-._?=@,:%~]+$/.test(part));
+    if (bad !== undefined) throw new InvalidStorePathError(text, `a path inside a store object may not contain ${JSON.stringify(bad)}`);
     return path.endsWith('.drv') ? { kind: 'drv-path', path, hash: hashPart(path) } : { kind: 'output-path', path, hash: hashPart(path) };
   }
   if (isHashPrefix(text)) return { kind: 'hash-prefix', prefix: text };

@@ -20,11 +20,4 @@ export const buildStatusSchema = z.enum(BUILD_STATUSES as unknown as [string, ..
 export const runStatusSchema = z.enum(RUN_STATUSES);
 export const runIdSchema = z.string().regex(/^[a-z0-9]{6,40}$/, 'a run id is lower-case letters and digits');
 
-/** Flattens zod issues into one sentence per field: what the user must change. */
-export function formatZodError(error: z.ZodError, what: string): string {
-  const lines = error.issues.map((issue) => {
-    const where = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
-    return `  ${where}: ${issue.message}`;
-  });
-  return `invalid ${what}:\n${lines.join('\n')}`;
-}
+export { formatZodError, type FormatZodErrorOptions } from './zod-messages.js';
