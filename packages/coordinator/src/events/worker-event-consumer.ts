@@ -63,8 +63,11 @@ export class WorkerEventConsumer {
           cursor,
         )) as Array<[string, Array<[string, string[]]>]> | null;
         const entries = reply?.[0]?.[1] ?? [];
-        if (cursor === '0' && entries.length === 0) cursor = '>';
-        if (entries.length === 0) continue;
+        if (entries.length === 0) {
+          // The history (read by id, which never blocks) is done: from now on, new events (which blocks).
+          cursor = '>';
+          continue;
+        }
         await this.applyUntilDone(entries);
         if (cursor !== '>') cursor = entries[entries.length - 1]![0];
       } catch (error) {
