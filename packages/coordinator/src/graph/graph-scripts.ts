@@ -4,7 +4,11 @@
  * released before its input is recorded as built.
  *
  * Node hash fields: path name system features queue job status pending
- * attempts worker queuedAt startedAt finishedAt timings error logTail outputs.
+ * attempts worker queuedAt startedAt finishedAt timings error logTail outputs;
+ * runningJob runningTry (the BullMQ job id and try of the attempt that runs
+ * now), retiredJobs (JSON: job ids a retry replaced), successes (JSON: every
+ * successful build reported), divergentBuild (a build whose outputs differed
+ * from the coordinator's copy).
  */
 
 const TERMINAL = `local TERMINAL = { succeeded=true, failed=true, ['dependency-failed']=true, aborted=true, cancelled=true,
@@ -117,34 +121,110 @@ return { ready, cached, depFailed, { tostring(joined) } }
 const READY_FIELDS = `local READY_FIELDS = { 'queue', 'job', 'priority', 'attempts', 'preferLocal', 'criticalPath' }`;
 
 /**
- * ARGV: prefix, hash, worker, now
- * Returns the node's runs if it moved to running, 0 if the report was stale.
+ * Whether a worker's report that would end or retry a build speaks for an
+ * attempt that no longer decides it: its job was replaced by a retry, or
+ * another attempt has started since (a worker that lost its lock and the one
+ * that re-ran the build report in any order). `reporter` is
+ * {worker, job, try} or nil (the coordinator's own decision, or a node
+ * started before attempts were recorded: always current). Returns why it is
+ * stale, or nil.
+ */
+const STALE_REPORT = `
+local function retiredJob(key, job)
+  local retired = redis.call('HGET', key, 'retiredJobs')
+  if not retired then return false end
+  for _, j in ipairs(cjson.decode(retired)) do
+    if j == job then return true end
+  end
+  return false
+end
+local function staleReport(key, reporter)
+  if reporter == nil then return nil end
+  if retiredJob(key, reporter.job) then return 'job ' .. reporter.job .. ' was replaced by a retry' end
+  local f = redis.call('HMGET', key, 'runningJob', 'runningTry', 'worker')
+  if f[1] and (f[1] ~= reporter.job or f[2] ~= reporter.try or f[3] ~= reporter.worker) then
+    return 'the running attempt is ' .. tostring(f[3]) .. ' job ' .. f[1] .. ' try ' .. tostring(f[2])
+  end
+  return nil
+end`;
+
+/**
+ * ARGV: prefix, hash, worker, now, job id, try ('' and '' when the caller does not say)
+ * The start of a job's try becomes the running attempt. A start from a job a
+ * retry replaced, or of an earlier try of the running job, is stale; the same
+ * start applied again (a batch re-read after a crash) is counted once.
+ * Returns the node's runs if it is running that attempt, 0 if the report was stale.
  */
 export const MARK_STARTED = `
+${STALE_REPORT}
 local key = ARGV[1] .. ':drv:' .. ARGV[2]
+local worker, now, job, try = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local status = redis.call('HGET', key, 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
-redis.call('HSET', key, 'status', 'running', 'worker', ARGV[3], 'startedAt', ARGV[4])
+if job ~= '' then
+  if retiredJob(key, job) then return 0 end
+  if status == 'running' then
+    local f = redis.call('HMGET', key, 'runningJob', 'runningTry', 'worker')
+    if f[1] == job and tonumber(f[2]) ~= nil then
+      if tonumber(try) < tonumber(f[2]) then return 0 end
+      if f[2] == try and f[3] == worker then return redis.call('SMEMBERS', key .. ':runs') end
+    end
+  end
+  redis.call('HSET', key, 'runningJob', job, 'runningTry', try)
+else
+  -- which attempt runs is unknown: every later report counts, as before attempts were recorded
+  redis.call('HDEL', key, 'runningJob', 'runningTry', 'retiredJobs')
+end
+redis.call('HSET', key, 'status', 'running', 'worker', worker, 'startedAt', now)
 redis.call('HDEL', key, 'unsupported')
 redis.call('HINCRBY', key, 'attempts', 1)
 return redis.call('SMEMBERS', key .. ':runs')
 `;
 
+/** Successful builds remembered per node: far more than any retry policy allows. */
+const MAX_SUCCESSES = 20;
+
 /**
- * ARGV: prefix, hash, status (terminal), now, fields JSON {worker, timings, error, logTail, outputs}
+ * ARGV: prefix, hash, status (terminal), now, fields JSON {worker, timings, error, logTail, outputs},
+ * reporter JSON {worker, job, try} ('' for the coordinator's own decision), divergence ('' if none)
+ * A success from any attempt counts (its outputs were checked valid); any
+ * other end only from the running attempt. Every successful build is
+ * remembered, a late duplicate too, and so is a divergent one.
  * Returns: { released, dependency-failed hashes, finished run ids, the node's runs }, where each
  * released entry is { hash, READY_FIELDS... } (what queueing it needs, read in the same step);
- * or an empty table when the node was already terminal (a duplicate report).
+ * an empty table when the node was already terminal (a duplicate report);
+ * or { 'stale', why } when the report came from an attempt that no longer decides the build.
  */
 export const FINISH_DERIVATION = `
 ${TERMINAL}
 ${TERMINATE}
 ${READY_FIELDS}
+${STALE_REPORT}
 local prefix, hash, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fields = cjson.decode(ARGV[5])
+local reporter = nil
+if ARGV[6] ~= '' then reporter = cjson.decode(ARGV[6]) end
 local key = prefix .. ':drv:' .. hash
 local current = redis.call('HGET', key, 'status')
-if (not current) or TERMINAL[current] then return {} end
+if not current then return {} end
+if status == 'succeeded' and reporter ~= nil then
+  -- once per attempt: a batch applied again after a crash does not count a build twice
+  local successes = cjson.decode(redis.call('HGET', key, 'successes') or '[]')
+  local known = false
+  for _, s in ipairs(successes) do
+    if s.worker == reporter.worker and s.job == reporter.job and s.try == reporter.try then known = true end
+  end
+  if not known and #successes < ${MAX_SUCCESSES} then
+    successes[#successes + 1] = { worker = reporter.worker, job = reporter.job, try = reporter.try }
+    redis.call('HSET', key, 'successes', cjson.encode(successes))
+  end
+end
+if ARGV[7] ~= '' then redis.call('HSET', key, 'divergentBuild', ARGV[7]) end
+if TERMINAL[current] then return {} end
+if status ~= 'succeeded' then
+  local stale = staleReport(key, reporter)
+  if stale then return { 'stale', stale } end
+end
 -- appliedAt: the coordinator's clock (finishedAt may come from a worker's)
 local args = { 'status', status, 'finishedAt', now, 'appliedAt', now }
 for k, v in pairs(fields) do args[#args + 1] = k; args[#args + 1] = v end
@@ -182,15 +262,28 @@ return { released, depFailed, finishedRuns, redis.call('SMEMBERS', key .. ':runs
 `;
 
 /**
- * Puts an aborted (infrastructure) attempt back in the queue.
- * ARGV: prefix, hash, now, error. Returns 1 if requeued, 0 if the node was not running or queued.
+ * Puts an aborted (infrastructure) attempt back in the queue, under a new
+ * job; the reporter's job is retired, so its other tries' reports are stale.
+ * ARGV: prefix, hash, now, error, reporter JSON {worker, job, try} ('' if none).
+ * Returns 1 if requeued, 0 if the node was not running or queued, or why the
+ * report is stale (a string): then nothing changes.
  */
 export const REQUEUE = `
+${STALE_REPORT}
 local key = ARGV[1] .. ':drv:' .. ARGV[2]
 local status = redis.call('HGET', key, 'status')
 if status ~= 'running' and status ~= 'queued' then return 0 end
+local reporter = nil
+if ARGV[5] ~= '' then reporter = cjson.decode(ARGV[5]) end
+local stale = staleReport(key, reporter)
+if stale then return stale end
+if reporter ~= nil then
+  local retired = cjson.decode(redis.call('HGET', key, 'retiredJobs') or '[]')
+  retired[#retired + 1] = reporter.job
+  redis.call('HSET', key, 'retiredJobs', cjson.encode(retired))
+end
 redis.call('HSET', key, 'status', 'queued', 'queuedAt', ARGV[3], 'error', ARGV[4])
-redis.call('HDEL', key, 'worker', 'startedAt')
+redis.call('HDEL', key, 'worker', 'startedAt', 'runningJob', 'runningTry')
 return 1
 `;
 
