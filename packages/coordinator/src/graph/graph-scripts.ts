@@ -5,7 +5,7 @@
  *
  * Node hash fields: path name system features queue job status pending
  * attempts worker queuedAt startedAt finishedAt timings error logTail outputs;
- * runningJob runningTry (the BullMQ job id and try of the attempt that runs
+ * runningAttempt ('<worker> <try> <BullMQ job id>' of the attempt that runs
  * now), retiredJobs (JSON: job ids a retry replaced), successes (JSON: every
  * successful build reported), divergentBuild (a build whose outputs differed
  * from the coordinator's copy).
@@ -130,8 +130,7 @@ const READY_FIELDS = `local READY_FIELDS = { 'queue', 'job', 'priority', 'attemp
  * stale, or nil.
  */
 const STALE_REPORT = `
-local function retiredJob(key, job)
-  local retired = redis.call('HGET', key, 'retiredJobs')
+local function retiredJob(retired, job)
   if not retired then return false end
   for _, j in ipairs(cjson.decode(retired)) do
     if j == job then return true end
@@ -140,10 +139,11 @@ local function retiredJob(key, job)
 end
 local function staleReport(key, reporter)
   if reporter == nil then return nil end
-  if retiredJob(key, reporter.job) then return 'job ' .. reporter.job .. ' was replaced by a retry' end
-  local f = redis.call('HMGET', key, 'runningJob', 'runningTry', 'worker')
-  if f[1] and (f[1] ~= reporter.job or f[2] ~= reporter.try or f[3] ~= reporter.worker) then
-    return 'the running attempt is ' .. tostring(f[3]) .. ' job ' .. f[1] .. ' try ' .. tostring(f[2])
+  local f = redis.call('HMGET', key, 'runningAttempt', 'retiredJobs')
+  if retiredJob(f[2], reporter.job) then return 'job ' .. reporter.job .. ' was replaced by a retry' end
+  if f[1] and f[1] ~= reporter.worker .. ' ' .. reporter.try .. ' ' .. reporter.job then
+    local w, t, j = string.match(f[1], '^(%S+) (%d+) (.*)$')
+    return 'the running attempt is ' .. tostring(w) .. ' job ' .. tostring(j) .. ' try ' .. tostring(t)
   end
   return nil
 end`;
@@ -156,27 +156,31 @@ end`;
  * Returns the node's runs if it is running that attempt, 0 if the report was stale.
  */
 export const MARK_STARTED = `
-${STALE_REPORT}
 local key = ARGV[1] .. ':drv:' .. ARGV[2]
 local worker, now, job, try = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local status = redis.call('HGET', key, 'status')
+-- one read for every check: this runs once per build
+local f = redis.call('HMGET', key, 'status', 'runningAttempt', 'retiredJobs')
+local status = f[1]
 if status ~= 'queued' and status ~= 'running' then return 0 end
 if job ~= '' then
-  if retiredJob(key, job) then return 0 end
-  if status == 'running' then
-    local f = redis.call('HMGET', key, 'runningJob', 'runningTry', 'worker')
-    if f[1] == job and tonumber(f[2]) ~= nil then
-      if tonumber(try) < tonumber(f[2]) then return 0 end
-      if f[2] == try and f[3] == worker then return redis.call('SMEMBERS', key .. ':runs') end
+  if f[3] then
+    for _, j in ipairs(cjson.decode(f[3])) do
+      if j == job then return 0 end
     end
   end
-  redis.call('HSET', key, 'runningJob', job, 'runningTry', try)
+  local attempt = worker .. ' ' .. try .. ' ' .. job
+  if status == 'running' and f[2] then
+    if f[2] == attempt then return redis.call('SMEMBERS', key .. ':runs') end
+    local _, runningTry, runningJob = string.match(f[2], '^(%S+) (%d+) (.*)$')
+    if runningJob == job and tonumber(try) < tonumber(runningTry) then return 0 end
+  end
+  redis.call('HSET', key, 'status', 'running', 'worker', worker, 'startedAt', now, 'runningAttempt', attempt)
+  redis.call('HDEL', key, 'unsupported')
 else
+  redis.call('HSET', key, 'status', 'running', 'worker', worker, 'startedAt', now)
   -- which attempt runs is unknown: every later report counts, as before attempts were recorded
-  redis.call('HDEL', key, 'runningJob', 'runningTry', 'retiredJobs')
+  redis.call('HDEL', key, 'unsupported', 'runningAttempt', 'retiredJobs')
 end
-redis.call('HSET', key, 'status', 'running', 'worker', worker, 'startedAt', now)
-redis.call('HDEL', key, 'unsupported')
 redis.call('HINCRBY', key, 'attempts', 1)
 return redis.call('SMEMBERS', key .. ':runs')
 `;
@@ -202,31 +206,42 @@ ${READY_FIELDS}
 ${STALE_REPORT}
 local prefix, hash, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fields = cjson.decode(ARGV[5])
-local reporter = nil
-if ARGV[6] ~= '' then reporter = cjson.decode(ARGV[6]) end
+local reporterJson = ARGV[6]
 local key = prefix .. ':drv:' .. hash
-local current = redis.call('HGET', key, 'status')
+local f = redis.call('HMGET', key, 'status', 'successes')
+local current = f[1]
 if not current then return {} end
-if status == 'succeeded' and reporter ~= nil then
+-- appliedAt: the coordinator's clock (finishedAt may come from a worker's)
+local args = { 'status', status, 'finishedAt', now, 'appliedAt', now }
+if status == 'succeeded' and reporterJson ~= '' then
+  -- the first success is written as it came (no JSON work on the hot path); later ones
   -- once per attempt: a batch applied again after a crash does not count a build twice
-  local successes = cjson.decode(redis.call('HGET', key, 'successes') or '[]')
-  local known = false
-  for _, s in ipairs(successes) do
-    if s.worker == reporter.worker and s.job == reporter.job and s.try == reporter.try then known = true end
+  local list = nil
+  if not f[2] then
+    list = '[' .. reporterJson .. ']'
+  else
+    local successes, reporter = cjson.decode(f[2]), cjson.decode(reporterJson)
+    local known = false
+    for _, s in ipairs(successes) do
+      if s.worker == reporter.worker and s.job == reporter.job and s.try == reporter.try then known = true end
+    end
+    if not known and #successes < ${MAX_SUCCESSES} then
+      successes[#successes + 1] = reporter
+      list = cjson.encode(successes)
+    end
   end
-  if not known and #successes < ${MAX_SUCCESSES} then
-    successes[#successes + 1] = { worker = reporter.worker, job = reporter.job, try = reporter.try }
-    redis.call('HSET', key, 'successes', cjson.encode(successes))
+  if list then
+    -- written with the finish below, or alone when the node had ended already (a duplicate still counts as a build)
+    if TERMINAL[current] then redis.call('HSET', key, 'successes', list)
+    else args[#args + 1] = 'successes'; args[#args + 1] = list end
   end
 end
 if ARGV[7] ~= '' then redis.call('HSET', key, 'divergentBuild', ARGV[7]) end
 if TERMINAL[current] then return {} end
-if status ~= 'succeeded' then
-  local stale = staleReport(key, reporter)
+if status ~= 'succeeded' and reporterJson ~= '' then
+  local stale = staleReport(key, cjson.decode(reporterJson))
   if stale then return { 'stale', stale } end
 end
--- appliedAt: the coordinator's clock (finishedAt may come from a worker's)
-local args = { 'status', status, 'finishedAt', now, 'appliedAt', now }
 for k, v in pairs(fields) do args[#args + 1] = k; args[#args + 1] = v end
 redis.call('HSET', key, unpack(args))
 local finishedRuns, released, depFailed = {}, {}, {}
@@ -283,7 +298,7 @@ if reporter ~= nil then
   redis.call('HSET', key, 'retiredJobs', cjson.encode(retired))
 end
 redis.call('HSET', key, 'status', 'queued', 'queuedAt', ARGV[3], 'error', ARGV[4])
-redis.call('HDEL', key, 'worker', 'startedAt', 'runningJob', 'runningTry')
+redis.call('HDEL', key, 'worker', 'startedAt', 'runningAttempt')
 return 1
 `;
 
