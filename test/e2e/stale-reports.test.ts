@@ -132,6 +132,24 @@ describe('stale reports after a lost lock', () => {
     assert.equal((await graph.view(n.hash))?.attempts, 3);
   });
 
+  it("retries a build whose job id is reused with the next try (the coordinator's own builder), and only older tries are stale", async () => {
+    const n = node('local');
+    const { graph, handler, queued } = await setup([n]);
+    const local = (attempt: number): Attempt => ({ worker: 'coordinator', jobId: `local-${n.hash}`, attempt });
+    await handler.handleAll([started(n, local(0)), finished(n, local(0), 'aborted', { error: 'store busy' })]);
+    assert.equal(queued.length, 1);
+    await handler.handleAll([started(n, local(1))]);
+    assert.equal((await graph.view(n.hash))?.status, 'running', 'the next try of the same job id runs');
+    await handler.handleAll([finished(n, local(0), 'failed')]);
+    assert.equal(await graph.status(n.hash), 'running', 'the replaced try cannot end it');
+    await handler.handleAll([finished(n, local(1), 'aborted', { error: 'store busy again' })]);
+    assert.equal(queued.length, 2, 'its own abort is retried');
+    await handler.handleAll([started(n, local(2)), finished(n, local(2), 'succeeded')]);
+    const view = await graph.view(n.hash);
+    assert.equal(view?.status, 'succeeded');
+    assert.equal(view?.attempts, 3);
+  });
+
   it('accepts a late success from the stale attempt, counts the build once, and records both builds', async () => {
     const slow = node('late');
     const top = node('latetop', ['late']);

@@ -6,7 +6,7 @@
  * Node hash fields: path name system features queue job status pending
  * attempts worker queuedAt startedAt finishedAt timings error logTail outputs;
  * runningAttempt ('<worker> <try> <BullMQ job id>' of the attempt that runs
- * now), retiredJobs (JSON: job ids a retry replaced), successes (JSON: every
+ * now), retiredJobs (JSON: job id -> the last try a retry replaced), successes (JSON: every
  * successful build reported), divergentBuild (a build whose outputs differed
  * from the coordinator's copy).
  */
@@ -130,17 +130,17 @@ const READY_FIELDS = `local READY_FIELDS = { 'queue', 'job', 'priority', 'attemp
  * stale, or nil.
  */
 const STALE_REPORT = `
-local function retiredJob(retired, job)
+-- A retry replaces a job's tries up to the one that aborted; a later try of the same job id is new
+-- (the coordinator's own builder reuses its job id, with the next try number).
+local function retiredTry(retired, job, try)
   if not retired then return false end
-  for _, j in ipairs(cjson.decode(retired)) do
-    if j == job then return true end
-  end
-  return false
+  local last = cjson.decode(retired)[job]
+  return last ~= nil and tonumber(try) <= tonumber(last)
 end
 local function staleReport(key, reporter)
   if reporter == nil then return nil end
   local f = redis.call('HMGET', key, 'runningAttempt', 'retiredJobs')
-  if retiredJob(f[2], reporter.job) then return 'job ' .. reporter.job .. ' was replaced by a retry' end
+  if retiredTry(f[2], reporter.job, reporter.try) then return 'job ' .. reporter.job .. ' try ' .. reporter.try .. ' was replaced by a retry' end
   if f[1] and f[1] ~= reporter.worker .. ' ' .. reporter.try .. ' ' .. reporter.job then
     local w, t, j = string.match(f[1], '^(%S+) (%d+) (.*)$')
     return 'the running attempt is ' .. tostring(w) .. ' job ' .. tostring(j) .. ' try ' .. tostring(t)
@@ -164,9 +164,8 @@ local status = f[1]
 if status ~= 'queued' and status ~= 'running' then return 0 end
 if job ~= '' then
   if f[3] then
-    for _, j in ipairs(cjson.decode(f[3])) do
-      if j == job then return 0 end
-    end
+    local last = cjson.decode(f[3])[job]
+    if last ~= nil and tonumber(try) <= tonumber(last) then return 0 end
   end
   local attempt = worker .. ' ' .. try .. ' ' .. job
   if status == 'running' and f[2] then
@@ -278,7 +277,8 @@ return { released, depFailed, finishedRuns, redis.call('SMEMBERS', key .. ':runs
 
 /**
  * Puts an aborted (infrastructure) attempt back in the queue, under a new
- * job; the reporter's job is retired, so its other tries' reports are stale.
+ * job; the reporter's job is retired up to its try, so reports of its other
+ * tries (a worker that lost the lock to the one that aborted) are stale.
  * ARGV: prefix, hash, now, error, reporter JSON {worker, job, try} ('' if none).
  * Returns 1 if requeued, 0 if the node was not running or queued, or why the
  * report is stale (a string): then nothing changes.
@@ -293,8 +293,11 @@ if ARGV[5] ~= '' then reporter = cjson.decode(ARGV[5]) end
 local stale = staleReport(key, reporter)
 if stale then return stale end
 if reporter ~= nil then
-  local retired = cjson.decode(redis.call('HGET', key, 'retiredJobs') or '[]')
-  retired[#retired + 1] = reporter.job
+  local retired = {}
+  local field = redis.call('HGET', key, 'retiredJobs')
+  if field then retired = cjson.decode(field) end
+  local last = retired[reporter.job]
+  if last == nil or tonumber(reporter.try) > tonumber(last) then retired[reporter.job] = reporter.try end
   redis.call('HSET', key, 'retiredJobs', cjson.encode(retired))
 end
 redis.call('HSET', key, 'status', 'queued', 'queuedAt', ARGV[3], 'error', ARGV[4])
