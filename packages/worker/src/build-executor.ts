@@ -2,6 +2,7 @@ import type { BuildJob, BuildTimings, Logger, WorkerOutcome } from '@nixfarm/sha
 import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
 import { LogTail } from './log-tail.js';
+import type { OutputHashes } from './output-hashes.js';
 
 /** Moves paths in and out of the store that builds; a builder on the coordinator's own store moves nothing. */
 export interface PathMover {
@@ -20,6 +21,8 @@ export interface BuildExecutorDeps {
   mover: PathMover;
   publisher: WorkerEventPublisher;
   logger: Logger;
+  /** NAR hashes of the outputs in the building store, reported with a success; absent: none are reported */
+  outputHashes?: OutputHashes;
 }
 
 /** Lines of log kept for the report on failure. */
@@ -30,6 +33,7 @@ const SUCCESS_LOG_LINES = 10;
 interface Attempt {
   outcome: WorkerOutcome;
   outputs?: Record<string, string>;
+  narHashes?: Record<string, string>;
   error?: string;
 }
 
@@ -64,6 +68,7 @@ export class BuildExecutor {
       attempt: job.attempt,
       outcome: result.outcome,
       ...(result.outputs === undefined ? {} : { outputs: result.outputs }),
+      ...(result.narHashes === undefined ? {} : { narHashes: result.narHashes }),
       ...(result.error === undefined ? {} : { error: result.error }),
       logTail: result.outcome === 'succeeded' ? tail.slice(-SUCCESS_LOG_LINES) : tail,
       timings,
@@ -89,6 +94,18 @@ export class BuildExecutor {
     t = Date.now();
     await mover.copyOut(Object.values(build.outputs));
     timings.copyOutMs = Date.now() - t;
-    return { outcome: 'succeeded', outputs: build.outputs };
+    return { outcome: 'succeeded', outputs: build.outputs, ...(await this.narHashes(build)) };
+  }
+
+  /** The outputs' NAR hashes: a check for the coordinator, never a reason to fail a build that is done and copied. */
+  private async narHashes(build: BuildJob): Promise<{ narHashes?: Record<string, string> }> {
+    if (this.deps.outputHashes === undefined) return {};
+    try {
+      const hashes = await this.deps.outputHashes(Object.values(build.outputs));
+      return Object.keys(hashes).length === 0 ? {} : { narHashes: hashes };
+    } catch (error) {
+      this.deps.logger.warn({ drvPath: build.drvPath, err: error }, 'could not read the NAR hashes of the outputs; reporting without them');
+      return {};
+    }
   }
 }

@@ -11,6 +11,7 @@ import { coordinatorStorePool } from './coordinator-store-pool.js';
 import { WorkerEventPublisher } from './worker-event-publisher.js';
 import { JobRunner } from './job-runner.js';
 import { BuildExecutor } from './build-executor.js';
+import { narHashesIn } from './output-hashes.js';
 import { JobFetcher } from './job-fetcher.js';
 import { PlacementGate } from './placement-gate.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
@@ -97,7 +98,7 @@ export class FarmWorker {
       store: local,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
-    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new WorkerEventPublisher(redis), logger });
+    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new WorkerEventPublisher(redis), logger, outputHashes: narHashesIn(local) });
     const runner = new JobRunner({ executor, logger, lockDurationMs });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({

@@ -8,11 +8,11 @@ import {
   type WorkerEvent,
   type WorkerOutcome,
 } from '@nixfarm/shared';
-import type { DerivationGraph, FinishOutcome, GraphTransition } from '../graph/derivation-graph.js';
+import type { BuildAttempt, DerivationGraph, FinishOutcome, GraphTransition } from '../graph/derivation-graph.js';
 import type { RunEventDelivery, RunEvents } from '../runs/run-events.js';
 import type { RunService } from '../runs/run-service.js';
 import type { GcRoots } from '../runs/gc-roots.js';
-import type { OutputVerifier } from '../runs/output-verifier.js';
+import { canonicalNarHash, type OutputVerifier } from '../runs/output-verifier.js';
 import type { BuildDurations } from '../runs/build-durations.js';
 
 export interface WorkerEventHandlerDeps {
@@ -91,17 +91,38 @@ export class WorkerEventHandler {
     await this.applySegment(segment);
   }
 
-  /** How each report ends its derivation; a success counts only when every output is valid in the coordinator's store. */
+  /**
+   * How each report ends its derivation; a success counts only when every
+   * output is valid in the coordinator's store. When a success carries NAR
+   * hashes, the same query also returns the coordinator's hashes (no extra
+   * round trip), and a build whose outputs differ from the coordinator's copy
+   * is flagged: the path was already imported from another build of the same
+   * derivation, which therefore is not reproducible.
+   */
   private async judge(events: ReadonlyArray<BuildStartedEvent | BuildFinishedEvent>): Promise<Judged[]> {
-    const claimed = events.flatMap((e) => (e.type === 'finished' && e.outcome === 'succeeded' ? Object.values(e.outputs ?? {}) : []));
-    const invalid = claimed.length === 0 ? new Set<string>() : await this.deps.verifier.invalidPaths(claimed);
+    const successes = events.filter((e): e is BuildFinishedEvent => e.type === 'finished' && e.outcome === 'succeeded');
+    const claimed = successes.flatMap((e) => Object.values(e.outputs ?? {}));
+    const { verifier } = this.deps;
+    let invalid = new Set<string>();
+    let storeHashes: Map<string, string> | undefined;
+    if (claimed.length > 0 && verifier.narHashes !== undefined && successes.some((e) => e.narHashes !== undefined)) {
+      storeHashes = await verifier.narHashes(claimed);
+      invalid = new Set(claimed.filter((p) => !storeHashes!.has(p)));
+    } else if (claimed.length > 0) {
+      invalid = await verifier.invalidPaths(claimed);
+    }
+    const divergences = storeHashes === undefined ? new Map<BuildFinishedEvent, Divergence[]>() : divergentOutputs(successes, storeHashes);
+    const divergenceNotes = await this.describeDivergences(divergences);
     return events.map((event): Judged => {
       if (event.type === 'started') return { event };
       const status = terminalStatusFor(event.outcome);
       if (status !== 'succeeded') return { event, status, error: event.error };
       const outputs = Object.values(event.outputs ?? {});
       const missing = outputs.filter((o) => invalid.has(o));
-      if (outputs.length > 0 && missing.length === 0) return { event, status, error: event.error };
+      if (outputs.length > 0 && missing.length === 0) {
+        const divergence = divergenceNotes.get(event);
+        return { event, status, error: event.error, ...(divergence === undefined ? {} : { divergence }) };
+      }
       return {
         event,
         status: undefined,
@@ -110,17 +131,48 @@ export class WorkerEventHandler {
     });
   }
 
-  /** An infrastructure failure: queued again with back-off while tries are left, then aborted. */
+  /**
+   * Names the builds behind each divergence (one read, only when there is
+   * one) and warns: which derivation, which worker's build, which hashes, and
+   * the workers whose builds were reported before.
+   */
+  private async describeDivergences(divergences: ReadonlyMap<BuildFinishedEvent, Divergence[]>): Promise<Map<BuildFinishedEvent, string>> {
+    const notes = new Map<BuildFinishedEvent, string>();
+    if (divergences.size === 0) return notes;
+    const builders = await this.deps.graph.builders([...divergences.keys()].map((e) => hashPart(e.drvPath)));
+    for (const [event, outputs] of divergences) {
+      const earlier = (builders.get(hashPart(event.drvPath)) ?? []).filter((w, i, all) => all.indexOf(w) === i);
+      const others = earlier.length === 0 ? 'a build not reported yet' : `the build by ${earlier.join(', ')}`;
+      const detail = outputs.map((o) => `${o.path}: ${o.reported} from ${event.worker}, ${o.kept} in the coordinator's store`).join('; ');
+      const note = `not reproducible: the build by ${event.worker} (job ${event.jobId} try ${event.attempt}) gave other outputs than ${others}, whose copy the coordinator kept (${detail})`;
+      notes.set(event, note);
+      this.deps.logger.warn(
+        { drvPath: event.drvPath, worker: event.worker, jobId: event.jobId, attempt: event.attempt, earlierBuilders: earlier, outputs },
+        'divergent double build: outputs differ from the copy in the coordinator store; the coordinator keeps its copy',
+      );
+    }
+    return notes;
+  }
+
+  /**
+   * An infrastructure failure: queued again with back-off while tries are
+   * left, then aborted. Only the running attempt's report decides: a stale
+   * one (a worker that lost its lock while another re-runs the build) would
+   * queue a third build, so it is dropped.
+   */
   private async retryOrAbort(event: BuildFinishedEvent, error: string | undefined): Promise<void> {
     const { graph, logger } = this.deps;
     const hash = hashPart(event.drvPath);
     const attempts = await graph.attempts(hash);
     if (attempts < this.maxAttempts) {
-      const ready = await graph.requeue(hash, error ?? 'aborted');
-      if (ready !== undefined) {
+      const outcome = await graph.requeueAttempt(hash, error ?? 'aborted', reporterOf(event));
+      if (outcome.type === 'requeued') {
+        const { ready } = outcome;
         ready.delayMs = this.retryBaseDelayMs * 2 ** Math.max(0, attempts - 1);
         logger.warn({ drvPath: event.drvPath, worker: event.worker, attempts, delayMs: ready.delayMs, error }, 'build aborted, retrying');
         await this.deps.runs.enqueue([ready]);
+      } else if (outcome.reason === 'stale') {
+        logStale(logger, event, outcome.why, error);
       }
       return;
     }
@@ -134,13 +186,15 @@ export class WorkerEventHandler {
     const transitions = segment.map((item): GraphTransition => {
       const { event } = item;
       const hash = hashPart(event.drvPath);
-      if (!('status' in item)) return { type: 'start', hash, worker: event.worker, at: event.at };
+      if (!('status' in item)) return { type: 'start', hash, worker: event.worker, at: event.at, job: { jobId: event.jobId, attempt: event.attempt } };
       const e = item.event;
       return {
         type: 'finish',
         hash,
         status: item.status,
         details: { worker: e.worker, finishedAt: e.at, timings: e.timings, error: item.error, logTail: e.logTail, outputs: e.outputs },
+        reporter: reporterOf(e),
+        ...(item.divergence === undefined ? {} : { divergence: item.divergence }),
       };
     });
     const outcomes = await graph.apply(transitions);
@@ -153,6 +207,7 @@ export class WorkerEventHandler {
         if (outcome.applied) started.push({ event: item.event, runIds: outcome.runIds });
       } else if (outcome.type === 'finish') {
         if (outcome.applied) finished.push({ ...item, outcome });
+        else if (outcome.stale !== undefined) logStale(logger, item.event, outcome.stale, item.error);
         else logger.debug({ drvPath: item.event.drvPath, worker: item.event.worker }, 'late or duplicate result ignored');
       }
     });
@@ -195,6 +250,45 @@ export class WorkerEventHandler {
   }
 }
 
+/** The attempt a report speaks for: the worker, the BullMQ job and its try. */
+function reporterOf(event: BuildFinishedEvent): BuildAttempt {
+  return { worker: event.worker, jobId: event.jobId, attempt: event.attempt };
+}
+
+function logStale(logger: Logger, event: BuildFinishedEvent, why: string, error: string | undefined): void {
+  logger.warn(
+    { drvPath: event.drvPath, worker: event.worker, jobId: event.jobId, attempt: event.attempt, outcome: event.outcome, why, error },
+    'stale report dropped: it comes from an attempt that no longer decides this build',
+  );
+}
+
+/** An output whose NAR hash in a worker's report is not the one the coordinator's store holds. */
+interface Divergence {
+  path: string;
+  reported: string;
+  kept: string;
+}
+
+/** The successes whose reported NAR hashes differ from the coordinator's store, with the outputs that differ. */
+function divergentOutputs(successes: readonly BuildFinishedEvent[], storeHashes: ReadonlyMap<string, string>): Map<BuildFinishedEvent, Divergence[]> {
+  const out = new Map<BuildFinishedEvent, Divergence[]>();
+  for (const event of successes) {
+    if (event.narHashes === undefined) continue;
+    const outputs = new Set(Object.values(event.outputs ?? {}));
+    const differing: Divergence[] = [];
+    for (const [path, reported] of Object.entries(event.narHashes)) {
+      const kept = storeHashes.get(path);
+      // Only the report's own outputs, and only where the store has a hash to compare with.
+      if (!outputs.has(path) || kept === undefined || kept === '') continue;
+      if (canonicalNarHash(reported) !== canonicalNarHash(kept)) differing.push({ path, reported, kept });
+    }
+    if (differing.length > 0) out.set(event, differing);
+  }
+  return out;
+}
+
 /** A report with how it ends its derivation; status undefined: a retry decision is due. */
-type Judged = { event: BuildStartedEvent } | { event: BuildFinishedEvent; status: TerminalStatus | undefined; error: string | undefined };
-type Applicable = { event: BuildStartedEvent } | { event: BuildFinishedEvent; status: TerminalStatus; error: string | undefined };
+type Judged =
+  | { event: BuildStartedEvent }
+  | { event: BuildFinishedEvent; status: TerminalStatus | undefined; error: string | undefined; divergence?: string };
+type Applicable = { event: BuildStartedEvent } | { event: BuildFinishedEvent; status: TerminalStatus; error: string | undefined; divergence?: string };

@@ -53,14 +53,42 @@ export interface FinishOutcome {
   released: ReadyDerivation[];
   dependencyFailed: string[];
   finishedRuns: string[];
-  /** false when the node had already ended: a duplicate or late report */
+  /** false when the node had already ended (a duplicate or late report), or the report was stale */
   applied: boolean;
+  /** why the report was dropped as stale: it came from an attempt that no longer decides the build */
+  stale?: string;
+}
+
+/** One try of one BullMQ job: the job id and BullMQ's count of its starts (a re-run after a lost lock keeps the id, not the try). */
+export interface JobTry {
+  jobId: string;
+  attempt: number;
+}
+
+/** The attempt a report speaks for. */
+export interface BuildAttempt extends JobTry {
+  worker: string;
 }
 
 /** A change a worker's report makes to one derivation. */
 export type GraphTransition =
-  | { type: 'start'; hash: string; worker: string; at: number }
-  | { type: 'finish'; hash: string; status: TerminalStatus; details: FinishDetails };
+  | { type: 'start'; hash: string; worker: string; at: number; job?: JobTry }
+  | {
+      type: 'finish';
+      hash: string;
+      status: TerminalStatus;
+      details: FinishDetails;
+      /** who reports it: an end other than success applies only from the running attempt; absent: the coordinator's own decision */
+      reporter?: BuildAttempt;
+      /** the build's outputs differ from the coordinator's copy: recorded on the node, also for a duplicate report */
+      divergence?: string;
+    };
+
+/** What a retry request did. */
+export type RequeueOutcome =
+  | { type: 'requeued'; ready: ReadyDerivation }
+  | { type: 'ignored'; reason: 'not-pending' }
+  | { type: 'ignored'; reason: 'stale'; why: string };
 
 export interface FinishDetails {
   worker?: string;
@@ -154,13 +182,13 @@ export class DerivationGraph {
   }
 
   /** `at` is the worker's clock: start and end of one build come from the same clock, so per-worker overlap can be checked. */
-  async markStarted(hash: string, worker: string, at: number): Promise<boolean> {
-    const [started] = await this.apply([{ type: 'start', hash, worker, at }]);
+  async markStarted(hash: string, worker: string, at: number, job?: JobTry): Promise<boolean> {
+    const [started] = await this.apply([{ type: 'start', hash, worker, at, ...(job === undefined ? {} : { job }) }]);
     return started?.applied === true;
   }
 
-  async finish(hash: string, status: TerminalStatus, details: FinishDetails): Promise<FinishOutcome> {
-    const [outcome] = await this.apply([{ type: 'finish', hash, status, details }]);
+  async finish(hash: string, status: TerminalStatus, details: FinishDetails, reporter?: BuildAttempt): Promise<FinishOutcome> {
+    const [outcome] = await this.apply([{ type: 'finish', hash, status, details, ...(reporter === undefined ? {} : { reporter }) }]);
     if (outcome?.type !== 'finish') throw new Error('a finish transition did not produce a finish outcome');
     return outcome;
   }
@@ -176,25 +204,45 @@ export class DerivationGraph {
     const pipeline = this.redis.pipeline() as unknown as GraphCommands & { exec(): Promise<Array<[Error | null, unknown]> | null> };
     const now = String(Date.now());
     for (const t of transitions) {
-      if (t.type === 'start') pipeline.nixfarmMarkStarted(REDIS_PREFIX, t.hash, t.worker, String(t.at));
-      else pipeline.nixfarmFinish(REDIS_PREFIX, t.hash, t.status, now, JSON.stringify(finishFields(t.details)));
+      if (t.type === 'start') pipeline.nixfarmMarkStarted(REDIS_PREFIX, t.hash, t.worker, String(t.at), t.job?.jobId ?? '', t.job === undefined ? '' : String(t.job.attempt));
+      else pipeline.nixfarmFinish(REDIS_PREFIX, t.hash, t.status, now, JSON.stringify(finishFields(t.details)), reporterArg(t.reporter), t.divergence ?? '');
     }
     const replies = (await pipeline.exec()) ?? [];
     return transitions.map((t, i): StartOutcome | FinishOutcome => {
       const [error, reply] = replies[i] ?? [new Error('no reply from redis'), undefined];
       if (error) throw error;
       if (t.type === 'start') return Array.isArray(reply) ? { type: 'start', applied: true, runIds: reply as string[] } : { type: 'start', applied: false, runIds: [] };
-      const finish = reply as [ReadyFields[], string[], string[], string[]] | [];
+      const finish = reply as [ReadyFields[], string[], string[], string[]] | [] | ['stale', string];
       if (finish.length === 0) return { type: 'finish', released: [], dependencyFailed: [], finishedRuns: [], runIds: [], applied: false };
+      if (finish[0] === 'stale') return { type: 'finish', released: [], dependencyFailed: [], finishedRuns: [], runIds: [], applied: false, stale: String(finish[1]) };
       const [released, dependencyFailed, finishedRuns, runIds] = finish;
       return { type: 'finish', released: released.map(([hash, ...fields]) => readyFrom(String(hash), fields)), dependencyFailed, finishedRuns, runIds, applied: true };
     });
   }
 
   async requeue(hash: string, error: string): Promise<ReadyDerivation | undefined> {
-    const ok = await this.commands.nixfarmRequeue(REDIS_PREFIX, hash, String(Date.now()), error);
-    if (ok !== 1) return undefined;
-    return (await this.readyDetails([hash]))[0];
+    const outcome = await this.requeueAttempt(hash, error);
+    return outcome.type === 'requeued' ? outcome.ready : undefined;
+  }
+
+  /** Retries the build a worker reported aborted, unless that report is stale (another attempt runs, or a retry already replaced its job). */
+  async requeueAttempt(hash: string, error: string, reporter?: BuildAttempt): Promise<RequeueOutcome> {
+    const reply = await this.commands.nixfarmRequeue(REDIS_PREFIX, hash, String(Date.now()), error, reporterArg(reporter));
+    if (typeof reply === 'string') return { type: 'ignored', reason: 'stale', why: reply };
+    if (reply !== 1) return { type: 'ignored', reason: 'not-pending' };
+    return { type: 'requeued', ready: (await this.readyDetails([hash]))[0]! };
+  }
+
+  /** The workers whose successful builds of each derivation were reported, in order: hash -> workers. */
+  async builders(hashes: Iterable<string>): Promise<Map<string, string[]>> {
+    const unique = [...new Set(hashes)];
+    const out = new Map<string, string[]>();
+    if (unique.length === 0) return out;
+    const pipeline = this.redis.pipeline();
+    for (const h of unique) pipeline.hget(redisKeys.drv(h), 'successes');
+    const replies = (await pipeline.exec()) ?? [];
+    unique.forEach((h, i) => out.set(h, successesFrom((replies[i]?.[1] as string | null) ?? undefined).map((s) => s.worker)));
+    return out;
   }
 
   /** Records that no live worker can take this queued derivation; views show it as unsupported until a worker starts it. */
@@ -310,6 +358,7 @@ export class DerivationGraph {
         timings: f.timings === undefined ? undefined : (JSON.parse(f.timings) as BuildTimings),
         error: f.status === 'queued' && f.unsupported !== undefined ? f.unsupported : f.error,
         logTail: f.logTail === undefined ? undefined : (JSON.parse(f.logTail) as string[]),
+        ...successView(f),
       });
     }
     return out;
@@ -344,9 +393,17 @@ function readyFrom(hash: string, fields: ReadyFields): ReadyDerivation {
 
 interface GraphCommands {
   nixfarmRegisterRun(prefix: string, runId: string, now: string, rebuildFailed: string, nodes: string, checkedAt: string): Promise<[string[], string[], string[], string[]]>;
-  nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string): Promise<string[] | 0>;
-  nixfarmFinish(prefix: string, hash: string, status: string, now: string, fields: string): Promise<[ReadyFields[], string[], string[], string[]] | []>;
-  nixfarmRequeue(prefix: string, hash: string, now: string, error: string): Promise<number>;
+  nixfarmMarkStarted(prefix: string, hash: string, worker: string, now: string, jobId: string, attempt: string): Promise<string[] | 0>;
+  nixfarmFinish(
+    prefix: string,
+    hash: string,
+    status: string,
+    now: string,
+    fields: string,
+    reporter: string,
+    divergence: string,
+  ): Promise<[ReadyFields[], string[], string[], string[]] | [] | ['stale', string]>;
+  nixfarmRequeue(prefix: string, hash: string, now: string, error: string, reporter: string): Promise<number | string>;
   nixfarmCancelRun(prefix: string, runId: string, now: string): Promise<Array<string | number>>;
 }
 
@@ -359,6 +416,33 @@ function finishFields(details: FinishDetails): Record<string, string> {
   if (details.logTail !== undefined) fields.logTail = JSON.stringify(details.logTail);
   if (details.outputs !== undefined) fields.outputs = JSON.stringify(details.outputs);
   return fields;
+}
+
+/** The reporter as the Lua scripts compare it (every field a string, as Redis stores them). */
+function reporterArg(reporter: BuildAttempt | undefined): string {
+  return reporter === undefined ? '' : JSON.stringify({ worker: reporter.worker, job: reporter.jobId, try: String(reporter.attempt) });
+}
+
+interface RecordedSuccess {
+  worker: string;
+  job: string;
+  try: string;
+}
+
+function successesFrom(field: string | undefined): RecordedSuccess[] {
+  if (field === undefined) return [];
+  // Lua's cjson writes an empty table as {}; the scripts only write non-empty lists, but stay safe.
+  const parsed = JSON.parse(field) as unknown;
+  return Array.isArray(parsed) ? (parsed as RecordedSuccess[]) : [];
+}
+
+/** How often a derivation was built successfully, by whom, and whether one build's outputs differed from the coordinator's copy. */
+function successView(f: Record<string, string>): Pick<DerivationView, 'builds' | 'builtBy' | 'divergentBuild'> {
+  const successes = successesFrom(f.successes);
+  return {
+    ...(successes.length === 0 ? {} : { builds: successes.length, builtBy: successes.map((s) => s.worker) }),
+    ...(f.divergentBuild === undefined ? {} : { divergentBuild: f.divergentBuild }),
+  };
 }
 
 function optionalNumber(value: string | undefined): number | undefined {

@@ -4,7 +4,11 @@
  * released before its input is recorded as built.
  *
  * Node hash fields: path name system features queue job status pending
- * attempts worker queuedAt startedAt finishedAt timings error logTail outputs.
+ * attempts worker queuedAt startedAt finishedAt timings error logTail outputs;
+ * runningAttempt ('<worker> <try> <BullMQ job id>' of the attempt that runs
+ * now), retiredJobs (JSON: job id -> the last try a retry replaced), successes (JSON: every
+ * successful build reported), divergentBuild (a build whose outputs differed
+ * from the coordinator's copy).
  */
 
 const TERMINAL = `local TERMINAL = { succeeded=true, failed=true, ['dependency-failed']=true, aborted=true, cancelled=true,
@@ -117,36 +121,126 @@ return { ready, cached, depFailed, { tostring(joined) } }
 const READY_FIELDS = `local READY_FIELDS = { 'queue', 'job', 'priority', 'attempts', 'preferLocal', 'criticalPath' }`;
 
 /**
- * ARGV: prefix, hash, worker, now
- * Returns the node's runs if it moved to running, 0 if the report was stale.
+ * Whether a worker's report that would end or retry a build speaks for an
+ * attempt that no longer decides it: its job was replaced by a retry, or
+ * another attempt has started since (a worker that lost its lock and the one
+ * that re-ran the build report in any order). `reporter` is
+ * {worker, job, try} or nil (the coordinator's own decision, or a node
+ * started before attempts were recorded: always current). Returns why it is
+ * stale, or nil.
+ */
+const STALE_REPORT = `
+-- A retry replaces a job's tries up to the one that aborted; a later try of the same job id is new
+-- (the coordinator's own builder reuses its job id, with the next try number).
+local function retiredTry(retired, job, try)
+  if not retired then return false end
+  local last = cjson.decode(retired)[job]
+  return last ~= nil and tonumber(try) <= tonumber(last)
+end
+local function staleReport(key, reporter)
+  if reporter == nil then return nil end
+  local f = redis.call('HMGET', key, 'runningAttempt', 'retiredJobs')
+  if retiredTry(f[2], reporter.job, reporter.try) then return 'job ' .. reporter.job .. ' try ' .. reporter.try .. ' was replaced by a retry' end
+  if f[1] and f[1] ~= reporter.worker .. ' ' .. reporter.try .. ' ' .. reporter.job then
+    local w, t, j = string.match(f[1], '^(%S+) (%d+) (.*)$')
+    return 'the running attempt is ' .. tostring(w) .. ' job ' .. tostring(j) .. ' try ' .. tostring(t)
+  end
+  return nil
+end`;
+
+/**
+ * ARGV: prefix, hash, worker, now, job id, try ('' and '' when the caller does not say)
+ * The start of a job's try becomes the running attempt. A start from a job a
+ * retry replaced, or of an earlier try of the running job, is stale; the same
+ * start applied again (a batch re-read after a crash) is counted once.
+ * Returns the node's runs if it is running that attempt, 0 if the report was stale.
  */
 export const MARK_STARTED = `
 local key = ARGV[1] .. ':drv:' .. ARGV[2]
-local status = redis.call('HGET', key, 'status')
+local worker, now, job, try = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+-- one read for every check: this runs once per build
+local f = redis.call('HMGET', key, 'status', 'runningAttempt', 'retiredJobs')
+local status = f[1]
 if status ~= 'queued' and status ~= 'running' then return 0 end
-redis.call('HSET', key, 'status', 'running', 'worker', ARGV[3], 'startedAt', ARGV[4])
-redis.call('HDEL', key, 'unsupported')
+if job ~= '' then
+  if f[3] then
+    local last = cjson.decode(f[3])[job]
+    if last ~= nil and tonumber(try) <= tonumber(last) then return 0 end
+  end
+  local attempt = worker .. ' ' .. try .. ' ' .. job
+  if status == 'running' and f[2] then
+    if f[2] == attempt then return redis.call('SMEMBERS', key .. ':runs') end
+    local _, runningTry, runningJob = string.match(f[2], '^(%S+) (%d+) (.*)$')
+    if runningJob == job and tonumber(try) < tonumber(runningTry) then return 0 end
+  end
+  redis.call('HSET', key, 'status', 'running', 'worker', worker, 'startedAt', now, 'runningAttempt', attempt)
+  redis.call('HDEL', key, 'unsupported')
+else
+  redis.call('HSET', key, 'status', 'running', 'worker', worker, 'startedAt', now)
+  -- which attempt runs is unknown: every later report counts, as before attempts were recorded
+  redis.call('HDEL', key, 'unsupported', 'runningAttempt', 'retiredJobs')
+end
 redis.call('HINCRBY', key, 'attempts', 1)
 return redis.call('SMEMBERS', key .. ':runs')
 `;
 
+/** Successful builds remembered per node: far more than any retry policy allows. */
+const MAX_SUCCESSES = 20;
+
 /**
- * ARGV: prefix, hash, status (terminal), now, fields JSON {worker, timings, error, logTail, outputs}
+ * ARGV: prefix, hash, status (terminal), now, fields JSON {worker, timings, error, logTail, outputs},
+ * reporter JSON {worker, job, try} ('' for the coordinator's own decision), divergence ('' if none)
+ * A success from any attempt counts (its outputs were checked valid); any
+ * other end only from the running attempt. Every successful build is
+ * remembered, a late duplicate too, and so is a divergent one.
  * Returns: { released, dependency-failed hashes, finished run ids, the node's runs }, where each
  * released entry is { hash, READY_FIELDS... } (what queueing it needs, read in the same step);
- * or an empty table when the node was already terminal (a duplicate report).
+ * an empty table when the node was already terminal (a duplicate report);
+ * or { 'stale', why } when the report came from an attempt that no longer decides the build.
  */
 export const FINISH_DERIVATION = `
 ${TERMINAL}
 ${TERMINATE}
 ${READY_FIELDS}
+${STALE_REPORT}
 local prefix, hash, status, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fields = cjson.decode(ARGV[5])
+local reporterJson = ARGV[6]
 local key = prefix .. ':drv:' .. hash
-local current = redis.call('HGET', key, 'status')
-if (not current) or TERMINAL[current] then return {} end
+local f = redis.call('HMGET', key, 'status', 'successes')
+local current = f[1]
+if not current then return {} end
 -- appliedAt: the coordinator's clock (finishedAt may come from a worker's)
 local args = { 'status', status, 'finishedAt', now, 'appliedAt', now }
+if status == 'succeeded' and reporterJson ~= '' then
+  -- the first success is written as it came (no JSON work on the hot path); later ones
+  -- once per attempt: a batch applied again after a crash does not count a build twice
+  local list = nil
+  if not f[2] then
+    list = '[' .. reporterJson .. ']'
+  else
+    local successes, reporter = cjson.decode(f[2]), cjson.decode(reporterJson)
+    local known = false
+    for _, s in ipairs(successes) do
+      if s.worker == reporter.worker and s.job == reporter.job and s.try == reporter.try then known = true end
+    end
+    if not known and #successes < ${MAX_SUCCESSES} then
+      successes[#successes + 1] = reporter
+      list = cjson.encode(successes)
+    end
+  end
+  if list then
+    -- written with the finish below, or alone when the node had ended already (a duplicate still counts as a build)
+    if TERMINAL[current] then redis.call('HSET', key, 'successes', list)
+    else args[#args + 1] = 'successes'; args[#args + 1] = list end
+  end
+end
+if ARGV[7] ~= '' then redis.call('HSET', key, 'divergentBuild', ARGV[7]) end
+if TERMINAL[current] then return {} end
+if status ~= 'succeeded' and reporterJson ~= '' then
+  local stale = staleReport(key, cjson.decode(reporterJson))
+  if stale then return { 'stale', stale } end
+end
 for k, v in pairs(fields) do args[#args + 1] = k; args[#args + 1] = v end
 redis.call('HSET', key, unpack(args))
 local finishedRuns, released, depFailed = {}, {}, {}
@@ -182,15 +276,32 @@ return { released, depFailed, finishedRuns, redis.call('SMEMBERS', key .. ':runs
 `;
 
 /**
- * Puts an aborted (infrastructure) attempt back in the queue.
- * ARGV: prefix, hash, now, error. Returns 1 if requeued, 0 if the node was not running or queued.
+ * Puts an aborted (infrastructure) attempt back in the queue, under a new
+ * job; the reporter's job is retired up to its try, so reports of its other
+ * tries (a worker that lost the lock to the one that aborted) are stale.
+ * ARGV: prefix, hash, now, error, reporter JSON {worker, job, try} ('' if none).
+ * Returns 1 if requeued, 0 if the node was not running or queued, or why the
+ * report is stale (a string): then nothing changes.
  */
 export const REQUEUE = `
+${STALE_REPORT}
 local key = ARGV[1] .. ':drv:' .. ARGV[2]
 local status = redis.call('HGET', key, 'status')
 if status ~= 'running' and status ~= 'queued' then return 0 end
+local reporter = nil
+if ARGV[5] ~= '' then reporter = cjson.decode(ARGV[5]) end
+local stale = staleReport(key, reporter)
+if stale then return stale end
+if reporter ~= nil then
+  local retired = {}
+  local field = redis.call('HGET', key, 'retiredJobs')
+  if field then retired = cjson.decode(field) end
+  local last = retired[reporter.job]
+  if last == nil or tonumber(reporter.try) > tonumber(last) then retired[reporter.job] = reporter.try end
+  redis.call('HSET', key, 'retiredJobs', cjson.encode(retired))
+end
 redis.call('HSET', key, 'status', 'queued', 'queuedAt', ARGV[3], 'error', ARGV[4])
-redis.call('HDEL', key, 'worker', 'startedAt')
+redis.call('HDEL', key, 'worker', 'startedAt', 'runningAttempt')
 return 1
 `;
 

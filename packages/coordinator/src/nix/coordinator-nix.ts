@@ -120,6 +120,21 @@ export class CoordinatorNix {
     return invalid;
   }
 
+  /**
+   * NAR hashes of those of `paths` that are valid in the local store (an
+   * invalid path is absent): validity and contents in one query per chunk.
+   */
+  async narHashes(paths: readonly string[]): Promise<Map<string, string>> {
+    const hashes = new Map<string, string>();
+    for (let i = 0; i < paths.length; i += PATHS_PER_QUERY) {
+      const chunk = paths.slice(i, i + PATHS_PER_QUERY);
+      const infos = await this.store.use((session) => session.connection.queryPathInfos(chunk));
+      // Nix 2.x always sends the hash to this client (minor version 6); '' would only come from a pre-2.0 server.
+      for (const [path, info] of infos) hashes.set(path, info.narHash ?? '');
+    }
+    return hashes;
+  }
+
   /** Ends the serve sessions. */
   close(): Promise<void> {
     return this.store.close();

@@ -53,6 +53,12 @@ export const derivationViewSchema = z.object({
   timings: buildTimingsSchema.optional(),
   error: z.string().optional(),
   logTail: z.array(z.string()).optional(),
+  /** successful builds reported (more than one: re-run after a lost lock, or a late duplicate); absent before the first */
+  builds: z.number().int().optional(),
+  /** the workers of those builds, in the order their reports were applied */
+  builtBy: z.array(workerNameSchema).optional(),
+  /** a build whose outputs had other NAR hashes than the coordinator's copy (the derivation is not reproducible); the run used the coordinator's copy */
+  divergentBuild: z.string().optional(),
 });
 export type DerivationView = z.infer<typeof derivationViewSchema>;
 

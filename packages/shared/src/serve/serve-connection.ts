@@ -11,6 +11,7 @@ import {
   nixBuildStatus,
   type BasicDerivation,
   type ServeBuildResult,
+  type ServePathInfo,
   type ServeBuildSettings,
 } from './serve-protocol.js';
 
@@ -90,6 +91,40 @@ export class ServeConnection {
     return this.exchange(async () => {
       this.send(new WireWriter().u64(ServeCommand.QueryClosure).u64(0).strings(paths));
       return this.reader.readStrings();
+    });
+  }
+
+  /**
+   * What the server's store records about each of `paths` that is valid
+   * there; invalid ones are left out. NAR hash, content address and
+   * signatures come only from servers of minor version 4 on (every Nix since
+   * 2.0); older ones leave them empty.
+   */
+  queryPathInfos(paths: readonly string[]): Promise<Map<string, ServePathInfo>> {
+    for (const p of paths) assertStorePath(p);
+    return this.exchange(async () => {
+      this.send(new WireWriter().u64(ServeCommand.QueryPathInfos).strings(paths));
+      const infos = new Map<string, ServePathInfo>();
+      for (;;) {
+        const path = await this.reader.readString();
+        if (path === '') return infos;
+        assertStorePath(path);
+        const deriver = await this.reader.readString();
+        if (deriver !== '') assertStorePath(deriver);
+        const references = await this.reader.readStrings();
+        for (const r of references) assertStorePath(r);
+        await this.reader.readU64(); // download size: Nix sends the NAR size again
+        const narSize = await this.reader.readU64();
+        const info: ServePathInfo = { path, deriver: deriver === '' ? undefined : deriver, references, narSize, narHash: undefined, ca: undefined, sigs: [] };
+        if ((this.serverVersion & 0xff) >= 4) {
+          const narHash = await this.reader.readString();
+          const ca = await this.reader.readString();
+          info.narHash = narHash === '' ? undefined : narHash;
+          info.ca = ca === '' ? undefined : ca;
+          info.sigs = await this.reader.readStrings();
+        }
+        infos.set(path, info);
+      }
     });
   }
 

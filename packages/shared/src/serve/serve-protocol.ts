@@ -43,6 +43,20 @@ export function nixBuildStatus(code: number): NixBuildStatus {
   return NIX_BUILD_STATUSES[code] ?? 'Unknown';
 }
 
+/** What QueryPathInfos tells about one valid path. */
+export interface ServePathInfo {
+  path: string;
+  /** the .drv that built it, when the store knows */
+  deriver: string | undefined;
+  references: string[];
+  narSize: number;
+  /** "sha256:<base-32>" as Nix prints it; undefined from a server older than minor version 4 */
+  narHash: string | undefined;
+  /** content address, for content-addressed paths */
+  ca: string | undefined;
+  sigs: string[];
+}
+
 /** A derivation as the serve protocol sends it: the .drv's contents with inputSrcs widened to every input path. */
 export interface BasicDerivation {
   outputs: Record<string, { path: string; hashAlgo: string; hash: string }>;
