@@ -3,6 +3,7 @@ import { workerSigkillScenario } from './worker-sigkill.js';
 import { networkCutScenario } from './network-cut.js';
 import { redisRestartScenario } from './redis-restart.js';
 import { coordinatorRestartScenario } from './coordinator-restart.js';
+import { lostLockScenario } from './lost-lock.js';
 
 /** Every scenario `npm run chaos` runs, in the issue's order. */
-export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [workerSigkillScenario, networkCutScenario, redisRestartScenario, coordinatorRestartScenario];
+export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [workerSigkillScenario, networkCutScenario, redisRestartScenario, coordinatorRestartScenario, lostLockScenario];
