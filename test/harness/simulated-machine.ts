@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess, type SpawnOptions, type StdioOptions } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess, type SpawnOptions, type StdioOptions } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmdirSync } from 'node:fs';
 import { basename, dirname, join, posix, relative } from 'node:path';
 import { assertDerivationPath, assertStorePath, STORE_DIR } from '@nixfarm/shared';
@@ -9,6 +9,8 @@ export interface SimulatedMachineOptions {
   root?: string;
   /** nix.conf lines for every process of this machine, after `substituters =` (e.g. `extra-platforms = x86_64-darwin`) */
   nixConfig?: readonly string[];
+  /** the machine's /nix is a tmpfs of this many MiB (mounted from the host, so a test can fill it): a machine with a small disk */
+  nixTmpfsMiB?: number;
 }
 
 export interface MachineSpawnOptions {
@@ -86,6 +88,8 @@ export class SimulatedMachine {
   /** free for the test: a worker's stateDir, config files, keys */
   readonly stateDir: string;
   private readonly nixConfig: readonly string[];
+  /** nixDir is a tmpfs we mounted (unmounted on destroy) */
+  private readonly ownMount: boolean;
   private readonly children = new Set<ChildProcess>();
   private destroyed = false;
   /** how nixDir appears in other processes' mount tables; computed while it exists */
@@ -104,6 +108,12 @@ export class SimulatedMachine {
     // recursive: false on the machine dir itself so that two machines cannot share a name by accident
     mkdirSync(this.dir, { recursive: false });
     for (const d of [this.nixDir, this.homeDir, this.stateDir]) mkdirSync(d, { recursive: true });
+    // Before anything uses the dir, and before its mount identity is read: processes inside bind-mount the tmpfs.
+    this.ownMount = options.nixTmpfsMiB !== undefined;
+    if (options.nixTmpfsMiB !== undefined) {
+      if (!Number.isInteger(options.nixTmpfsMiB) || options.nixTmpfsMiB < 1) throw new Error(`nixTmpfsMiB must be a positive integer, not ${options.nixTmpfsMiB}`);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${options.nixTmpfsMiB}m,mode=0755`, `nixfarm-${name}`, this.nixDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    }
     this.identity = this.mountIdentity();
     this.unregister = onProcessExit(() => this.destroySync());
   }
@@ -240,13 +250,25 @@ export class SimulatedMachine {
       for (const line of mountinfo.split('\n')) {
         const fields = line.split(' ');
         const mountRoot = fields[3];
-        if (fields[2] === device && mountRoot !== undefined && (mountRoot === root || mountRoot.startsWith(`${root}/`))) {
+        if (fields[2] === device && mountRoot !== undefined && (mountRoot === root || mountRoot.startsWith(`${root}/`)) && this.seenFromInside(fields[4])) {
           pids.push(pid);
           break;
         }
       }
     }
     return pids;
+  }
+
+  /**
+   * Whether a mount of this machine's nix dir is how a process inside sees it:
+   * on /nix (or below, or as the root of a sandboxed builder). Needed for a
+   * tmpfs of our own: every process on the host, and in namespaces made since
+   * it was mounted, also has it in its table, at the host path, and must
+   * never be taken for one inside.
+   */
+  private seenFromInside(mountPoint: string | undefined): boolean {
+    if (!this.ownMount) return true;
+    return mountPoint === '/nix' || mountPoint?.startsWith('/nix/') === true || mountPoint === '/';
   }
 
   /** Device (major:minor) and filesystem-relative path of nixDir, from our own mount table. */
@@ -282,6 +304,8 @@ export class SimulatedMachine {
     if (this.destroyed) return;
     this.destroyed = true;
     this.killEverything();
+    // Lazy: a process that is still dying may hold it for a moment; the tmpfs goes with its last user.
+    if (this.ownMount) spawnSync('umount', ['--lazy', this.nixDir], { stdio: 'ignore' });
     if (process.env.NIXFARM_KEEP_TEST_DIRS !== '1') removeTreeSync(this.dir);
   }
 

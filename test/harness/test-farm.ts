@@ -30,6 +30,8 @@ export interface TestWorkerSpec {
   extraArgs?: readonly string[];
   /** reach the coordinator's SSH endpoint through a TcpProxy the test can cut (RunningWorker.link) */
   viaProxy?: boolean;
+  /** the machine's /nix is a tmpfs of this size (MiB): a worker with a small disk */
+  nixTmpfsMiB?: number;
 }
 
 export interface TestFarmOptions {
@@ -157,7 +159,11 @@ export class TestFarm {
     mkdirSync(join(this.dir, 'machines'), { recursive: true });
     // Simulated machines share the host's uids: Nix's build users (nixbld1..) would be picked by several
     // stores at once, and one store's cleanup kills the other's builder (killUser). Real machines have their own.
-    const machine = new SimulatedMachine(spec.name, { root: join(this.dir, 'machines'), nixConfig: ['build-users-group =', ...(spec.nixConfig ?? [])] });
+    const machine = new SimulatedMachine(spec.name, {
+      root: join(this.dir, 'machines'),
+      nixConfig: ['build-users-group =', ...(spec.nixConfig ?? [])],
+      ...(spec.nixTmpfsMiB === undefined ? {} : { nixTmpfsMiB: spec.nixTmpfsMiB }),
+    });
     const workerState = join(machine.stateDir, 'worker');
     if (!spec.unauthorised) {
       const key = await this.cli(['worker-key', '--state-dir', workerState]);

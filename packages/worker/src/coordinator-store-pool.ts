@@ -23,6 +23,8 @@ export function coordinatorStorePool(options: CoordinatorStorePoolOptions): Serv
         args: ['-F', options.sshConfigPath, options.hostAlias, 'nix-store', '--serve', '--write'],
         env: options.env === undefined ? undefined : { ...process.env, ...options.env },
         peer: "the coordinator's store",
+        // a draining worker's copies must survive the signal that started the drain
+        ownProcessGroup: true,
       }),
   });
 }

@@ -3,12 +3,26 @@ import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
-import { connectRedis, localStorePool, parseDerivation, redisKeys, workerConfigSchema, type Logger, type ServePool, type WorkerConfig, type WorkerConfigInput, type WorkerInfo, type RedisWaitHooks } from '@nixfarm/shared';
+import {
+  STORE_DIR,
+  connectRedis,
+  localStorePool,
+  parseDerivation,
+  redisKeys,
+  workerConfigSchema,
+  type Logger,
+  type RedisWaitHooks,
+  type ServePool,
+  type WorkerConfig,
+  type WorkerConfigInput,
+  type WorkerInfo,
+} from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
 import { ServeBuilder } from './serve-builder.js';
 import { coordinatorStorePool } from './coordinator-store-pool.js';
-import { WorkerEventPublisher } from './worker-event-publisher.js';
+import { HandBackPublisher, HandBackRegistry } from './hand-back.js';
+import { DiskFloor } from './disk-floor.js';
 import { JobRunner } from './job-runner.js';
 import { BuildExecutor } from './build-executor.js';
 import { narHashesIn } from './output-hashes.js';
@@ -26,6 +40,31 @@ export interface FarmWorkerOptions {
   lockDurationMs?: number;
   /** stop the wait for an unreachable Redis at start, and hear about it */
   redisWait?: RedisWaitHooks;
+  /** where the free-space floor is measured; default the Nix store */
+  storeDir?: string;
+}
+
+export interface DrainOptions {
+  /** how long running builds may go on before they are handed back; default the config's drainSeconds */
+  timeoutMs?: number;
+  /** settles when the running builds are to be handed back at once (a second SIGTERM) */
+  handBackNow?: Promise<unknown>;
+  /** told once the worker takes no new builds: how many it waits for, and until when */
+  onDraining?: (state: { running: number; deadline: number }) => void;
+}
+
+export interface DrainResult {
+  /** builds that ran when the drain began */
+  waitedFor: number;
+  /** of those, builds given back to their queue unfinished (the rest ended and were reported as usual) */
+  handedBack: number;
+  /** why running builds were handed back: the drain timeout ran out, or the worker was told to leave now */
+  handBackCause?: 'timeout' | 'told';
+}
+
+interface RunningBuild {
+  jobId: string;
+  canceller: AbortController;
 }
 
 /**
@@ -39,8 +78,12 @@ export class FarmWorker {
   private fetcher: JobFetcher | undefined;
   private heartbeat: WorkerHeartbeat | undefined;
   private readonly running = new Set<Promise<void>>();
-  /** running builds by derivation hash, so the coordinator can stop one (a cancelled run) */
-  private readonly cancellers = new Map<string, AbortController>();
+  /** running builds by derivation hash, so the coordinator can stop one (a cancelled run) and a leaving worker can hand them back */
+  private readonly builds = new Map<string, RunningBuild>();
+  private readonly handBacks = new HandBackRegistry();
+  private readonly diskFloor: DiskFloor;
+  /** leaving: takes no new builds, advertises it */
+  private draining = false;
   private cancelSubscriber: Redis | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
@@ -51,6 +94,12 @@ export class FarmWorker {
   constructor(private readonly options: FarmWorkerOptions) {
     this.config = workerConfigSchema.parse(options.config);
     this.logger = options.logger;
+    this.diskFloor = new DiskFloor({
+      path: options.storeDir ?? STORE_DIR,
+      minFreeBytes: this.config.minFreeDiskMiB * 1024 * 1024,
+      setting: '--min-free-disk',
+      logger: this.logger,
+    });
   }
 
   get runningJobs(): number {
@@ -87,7 +136,8 @@ export class FarmWorker {
     const nix = new WorkerNix({ env: this.options.nixEnv });
     const nixVersion = await nix.version();
     // Builds hold a local session each, and copies run beside them: one more than max-jobs of each kind stays open.
-    const local = localStorePool({ nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.maxJobs + 1, peer: `the store of worker ${config.name}` });
+    // Sessions in their own process groups: the SIGTERM or Ctrl-C that starts a drain must not stop the builds it waits for.
+    const local = localStorePool({ nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.maxJobs + 1, peer: `the store of worker ${config.name}`, ownProcessGroup: true });
     const coordinator = coordinatorStorePool({ sshConfigPath: ssh.configPath, hostAlias: ssh.hostAlias, maxIdle: config.maxJobs + 1, env: this.options.nixEnv });
     this.pools = [local, coordinator];
     const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
@@ -98,8 +148,8 @@ export class FarmWorker {
       store: local,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
-    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new WorkerEventPublisher(redis), logger, outputHashes: narHashesIn(local) });
-    const runner = new JobRunner({ executor, logger, lockDurationMs });
+    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local) });
+    const runner = new JobRunner({ executor, logger, lockDurationMs, handBacks: this.handBacks });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({
       redis,
@@ -107,38 +157,59 @@ export class FarmWorker {
     });
     this.fetcher = new JobFetcher({ redis, subscriber: redis.duplicate(), capabilities, workerName: config.name, logger, lockDurationMs, gate });
     const startedAt = Date.now();
-    const info = (): WorkerInfo => ({
-      name: config.name,
-      ...capabilities,
-      maxJobs: config.maxJobs,
-      speedFactor: config.speedFactor,
-      running: this.running.size,
-      heartbeatAt: Date.now(),
-      startedAt,
-      host: os.hostname(),
-      publicKeyFingerprint: identity.fingerprint,
-      nixVersion,
-    });
-    this.heartbeat = new WorkerHeartbeat(redis, info);
+    const info = (): WorkerInfo => {
+      const disk = this.diskFloor.current;
+      return {
+        name: config.name,
+        ...capabilities,
+        maxJobs: config.maxJobs,
+        speedFactor: config.speedFactor,
+        running: this.running.size,
+        heartbeatAt: Date.now(),
+        startedAt,
+        host: os.hostname(),
+        publicKeyFingerprint: identity.fingerprint,
+        nixVersion,
+        draining: this.draining,
+        ...(disk.freeBytes === undefined ? {} : { freeDiskBytes: disk.freeBytes }),
+        ...(disk.paused === undefined ? {} : { paused: disk.paused }),
+      };
+    };
+    // Free space is measured on every periodic beat (and before each fetch), never in the way of a load update.
+    this.heartbeat = new WorkerHeartbeat(redis, info, { refresh: () => this.diskFloor.check() });
     await this.heartbeat.start();
     this.cancelSubscriber = redis.duplicate();
     await this.cancelSubscriber.subscribe(redisKeys.cancelBuilds);
     this.cancelSubscriber.on('message', (_channel: string, hash: string) => {
-      const canceller = this.cancellers.get(hash);
-      if (canceller === undefined) return;
+      const build = this.builds.get(hash);
+      if (build === undefined) return;
       logger.info({ hash }, 'build cancelled by the coordinator; stopping it');
-      canceller.abort();
+      build.canceller.abort();
     });
     await this.fetcher.start();
-    logger.info({ worker: config.name, systems: config.systems, maxJobs: config.maxJobs, speedFactor: config.speedFactor, nixVersion }, 'worker ready');
+    logger.info(
+      { worker: config.name, systems: config.systems, maxJobs: config.maxJobs, speedFactor: config.speedFactor, nixVersion, minFreeDiskMiB: config.minFreeDiskMiB, drainSeconds: config.drainSeconds },
+      'worker ready',
+    );
     this.loop = this.fetchLoop(runner);
   }
 
   private async fetchLoop(runner: JobRunner): Promise<void> {
     const fetcher = this.fetcher!;
+    let paused: string | undefined;
     while (!this.stopping) {
       if (this.running.size >= this.config.maxJobs) {
         await new Promise<void>((resolve) => (this.slotFreed = resolve));
+        continue;
+      }
+      // Low on disk: no new builds (running ones go on) until space is back; the change is advertised at once.
+      const disk = await this.diskFloor.check();
+      if (disk.paused !== paused) {
+        paused = disk.paused;
+        void this.heartbeat?.beat().catch(() => undefined);
+      }
+      if (paused !== undefined) {
+        await fetcher.idle();
         continue;
       }
       let fetched;
@@ -154,15 +225,20 @@ export class FarmWorker {
         await fetcher.refreshQueues().catch(() => undefined);
         continue;
       }
+      if (this.stopping) {
+        // Taken while the worker began to leave: straight back to its queue, never started (no report to undo).
+        await fetched.job.moveToWait(fetched.token).catch((error: unknown) => this.logger.warn({ err: error, jobId: fetched.job.id }, 'returning a job taken while leaving failed; its lock expires'));
+        break;
+      }
       const hash = String(fetched.job.id).split('.')[0]!;
-      const canceller = new AbortController();
-      this.cancellers.set(hash, canceller);
+      const build: RunningBuild = { jobId: String(fetched.job.id), canceller: new AbortController() };
+      this.builds.set(hash, build);
       const task = runner
-        .run(fetched.job, fetched.token, canceller.signal)
+        .run(fetched.job, fetched.token, build.canceller.signal)
         .catch((error: unknown) => this.logger.error({ err: error, jobId: fetched.job.id }, 'job failed to report'))
         .finally(() => {
           this.running.delete(task);
-          if (this.cancellers.get(hash) === canceller) this.cancellers.delete(hash);
+          if (this.builds.get(hash) === build) this.builds.delete(hash);
           void this.heartbeat?.beat().catch(() => undefined);
           const freed = this.slotFreed;
           this.slotFreed = undefined;
@@ -173,12 +249,62 @@ export class FarmWorker {
     }
   }
 
-  /** Stops taking jobs, lets running builds finish, then leaves. */
-  async stop(): Promise<void> {
+  /**
+   * Leaves without losing work: takes no new builds at once (and says so in
+   * its heartbeat), lets running builds finish until the drain timeout, then
+   * hands back what still runs (also when `handBackNow` settles first): each
+   * build is stopped, reported handed back, and its job returned to its
+   * queue for another worker. Then stops.
+   */
+  async drain(options: DrainOptions = {}): Promise<DrainResult> {
+    const timeoutMs = options.timeoutMs ?? this.config.drainSeconds * 1000;
+    const deadline = Date.now() + timeoutMs;
+    this.draining = true;
+    await this.stopFetching();
+    await this.heartbeat?.beat().catch(() => undefined);
+    const waitedFor = this.running.size;
+    this.logger.info({ running: waitedFor, deadline: new Date(deadline).toISOString(), drainSeconds: timeoutMs / 1000 }, 'draining: taking no new builds');
+    options.onDraining?.({ running: waitedFor, deadline });
+    let timer: NodeJS.Timeout | undefined;
+    const cause = await Promise.race([
+      Promise.allSettled([...this.running]).then(() => undefined),
+      new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs))),
+      ...(options.handBackNow === undefined ? [] : [options.handBackNow.then(() => 'told' as const, () => 'told' as const)]),
+    ]);
+    clearTimeout(timer);
+    const before = this.handBacks.total;
+    if (cause !== undefined && this.running.size > 0) {
+      this.handBackRunning(
+        cause === 'timeout'
+          ? `worker ${this.config.name} is leaving and its drain timeout of ${timeoutMs / 1000} s ran out`
+          : `worker ${this.config.name} was told to leave now`,
+      );
+    }
+    await this.stop();
+    const handedBack = this.handBacks.total - before;
+    return { waitedFor, handedBack, ...(cause === undefined || handedBack === 0 ? {} : { handBackCause: cause }) };
+  }
+
+  /** Stops every running build for a hand-back; a build already past its build step (copying out) ends as usual. */
+  private handBackRunning(reason: string): void {
+    for (const [hash, build] of this.builds) {
+      this.logger.info({ hash, jobId: build.jobId, reason }, 'handing the build back');
+      this.handBacks.request(build.jobId, reason);
+      build.canceller.abort();
+    }
+  }
+
+  /** No fetch is under way or will start; a job taken meanwhile went back to its queue. */
+  private async stopFetching(): Promise<void> {
     this.stopping = true;
     this.fetcher?.wakeUp();
     this.slotFreed?.();
     await this.loop;
+  }
+
+  /** Stops taking jobs, lets running builds finish, then leaves. */
+  async stop(): Promise<void> {
+    await this.stopFetching();
     await Promise.allSettled([...this.running]);
     await this.fetcher?.close();
     this.cancelSubscriber?.disconnect();

@@ -11,3 +11,5 @@ export * from './derivation-builder.js';
 export * from './serve-builder.js';
 export * from './coordinator-store-pool.js';
 export * from './worker-event-publisher.js';
+export * from './hand-back.js';
+export * from './disk-floor.js';

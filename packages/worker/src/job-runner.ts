@@ -1,12 +1,15 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import { buildJobSchema, formatZodError, type Logger } from '@nixfarm/shared';
 import type { BuildExecutor } from './build-executor.js';
+import type { HandBackRegistry } from './hand-back.js';
 
 export interface JobRunnerDeps {
   executor: BuildExecutor;
   logger: Logger;
   /** how long a job's lock lasts; renewed at half of it while the build runs */
   lockDurationMs: number;
+  /** builds a leaving worker gave back: their jobs return to the queue instead of completing */
+  handBacks?: HandBackRegistry;
 }
 
 /** Runs one BullMQ job: validates its payload, keeps its lock while building, and completes it after the report. */
@@ -33,6 +36,14 @@ export class JobRunner {
       outcome = await this.deps.executor.execute(build, { jobId: String(job.id), attempt: job.attemptsStarted ?? 0, signal });
     } finally {
       clearInterval(renew);
+    }
+    if (this.deps.handBacks?.take(String(job.id)) === true) {
+      // Back to its queue under the same id, for another worker at once. The handed-back report is in the stream
+      // before the job can be taken again, so the coordinator applies it before another worker's start.
+      // A lost lock refuses this: BullMQ's stalled check returns the job then.
+      await job.moveToWait(token);
+      logger.info({ drvPath: build.drvPath, jobId: job.id }, 'build handed back to its queue');
+      return;
     }
     // The report is in the stream before the job leaves BullMQ: a crash in between re-runs the job, never loses the result.
     await job.moveToCompleted(outcome, token, false);

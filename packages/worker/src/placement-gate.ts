@@ -4,6 +4,7 @@ import {
   canBuild,
   parseQueueName,
   readWorkerRegistry,
+  takesNewBuilds,
   type PlacementCandidate,
   type WorkerInfo,
 } from '@nixfarm/shared';
@@ -28,6 +29,7 @@ export interface GateDecision {
  * a worker looks at the other live workers that could serve it; if one with a
  * free slot ranks ahead (lower load/speed, then faster), it leaves the job to
  * that one, for a bounded grace time so no job waits on a worker that never comes.
+ * Workers that take no new builds (draining, paused) are not competitors.
  */
 export class PlacementGate {
   private cache: { at: number; workers: WorkerInfo[] } | undefined;
@@ -40,7 +42,8 @@ export class PlacementGate {
     const requirement = parseQueueName(queue);
     const workers = await this.liveWorkers(now);
     const self = this.options.self();
-    const competitors = workers.filter((w) => w.name !== self.name && canBuild(w, requirement));
+    // A draining or paused worker has a free slot it will not use: yielding to it would only delay the build.
+    const competitors = workers.filter((w) => w.name !== self.name && takesNewBuilds(w) && canBuild(w, requirement));
     const better = betterPlacedThan(self, competitors);
     if (better.length === 0) {
       this.yieldingSince.delete(queue);

@@ -53,6 +53,10 @@ class ProgressPrinter {
         this.running++;
         out(`${this.counts()} building ${derivationName(event.drvPath)} on ${event.worker}`);
         return;
+      case 'drv-handed-back':
+        this.running = Math.max(0, this.running - 1);
+        out(`${this.counts()} ${derivationName(event.drvPath)} handed back by ${event.worker} (${event.reason}); queued again`);
+        return;
       case 'drv-finished':
         if (event.status === 'succeeded') {
           this.running = Math.max(0, this.running - 1);

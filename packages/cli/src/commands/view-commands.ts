@@ -10,7 +10,7 @@ function client(flags: { coordinator?: string }): ApiClient {
 
 export function workersCommand(): Command {
   return new Command('workers')
-    .description('list registered workers with their systems, features, load and last heartbeat')
+    .description('list registered workers with their systems, features, load, free disk, last heartbeat, and whether they take builds (draining, paused)')
     .option('--coordinator <url>', 'coordinator HTTP API')
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExample:\n  nixfarm workers --json')
@@ -19,11 +19,31 @@ export function workersCommand(): Command {
       if (flags.json) return void process.stdout.write(`${JSON.stringify(workers, null, 2)}\n`);
       for (const w of workers) {
         const age = ((Date.now() - w.heartbeatAt) / 1000).toFixed(0);
+        const disk = w.freeDiskBytes === undefined ? '' : `  disk ${formatBytes(w.freeDiskBytes)} free`;
         process.stdout.write(
-          `${w.name.padEnd(20)} ${w.alive ? 'up  ' : 'GONE'} ${String(w.running)}/${w.maxJobs} jobs  speed ${w.speedFactor}  ${w.systems.join(',')}  features: ${[...w.supportedFeatures, ...w.mandatoryFeatures.map((f) => `${f}!`)].join(',') || '-'}  heartbeat ${age}s ago\n`,
+          `${w.name.padEnd(20)} ${w.alive ? 'up  ' : 'GONE'} ${String(w.running)}/${w.maxJobs} jobs  speed ${w.speedFactor}  ${w.systems.join(',')}  features: ${[...w.supportedFeatures, ...w.mandatoryFeatures.map((f) => `${f}!`)].join(',') || '-'}  heartbeat ${age}s ago${disk}${availability(w)}\n`,
         );
       }
     });
+}
+
+/** Why a live worker takes no new builds, if it does not. */
+function availability(w: WorkerListing): string {
+  if (!w.alive) return '';
+  if (w.draining === true) return '  DRAINING: takes no new builds, finishing or handing back its running ones';
+  if (w.paused !== undefined) return `  PAUSED: takes no new builds: ${w.paused}`;
+  return '';
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
 export function runsCommand(): Command {

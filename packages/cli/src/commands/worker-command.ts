@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { createLogger, workerConfigSchema } from '@nixfarm/shared';
 import { CliError } from '../exit-codes.js';
 import { commaList, integer, loadConfig, number, parseNixOption, collect } from '../config-loader.js';
-import { waitForShutdownSignal } from '../shutdown.js';
+import { listenForShutdownSignals } from '../shutdown.js';
 import { hostSystem } from '../host-system.js';
 import { cliRedisWait } from '../redis-wait.js';
 
@@ -51,10 +51,16 @@ export function workerCommand(): Command {
     .option('--speed-factor <n>', 'relative speed; faster workers are preferred (default 1)', number('--speed-factor'))
     .option('--nix-option <name=value>', 'Nix option for every build, repeatable (like sandbox=true)', parseNixOption)
     .option('--lock-seconds <n>', 'a job claimed by a worker that stops renewing it for this long is re-run elsewhere (default 30)', integer('--lock-seconds'))
+    .option(
+      '--drain-seconds <n>',
+      'on SIGTERM/Ctrl-C: take no new builds, let running ones finish for up to this long, then hand them back to the queue; a second signal hands them back at once (default 300)',
+      integer('--drain-seconds'),
+    )
+    .option('--min-free-disk <MiB>', 'take no new builds while the Nix store\'s filesystem has less free space than this; resume when it is back (default 1024, 0: no floor)', integer('--min-free-disk'))
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText(
       'after',
-      '\nExamples:\n  nixfarm worker --redis redis://coord:6379 --coordinator coord:2222 --host-key-file coord.pub --max-jobs 4 --features kvm,big-parallel\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --name local-1',
+      '\nExamples:\n  nixfarm worker --redis redis://coord:6379 --coordinator coord:2222 --host-key-file coord.pub --max-jobs 4 --features kvm,big-parallel\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --name local-1\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --drain-seconds 60 --min-free-disk 4096\n\nStopping: the first SIGTERM (or Ctrl-C) drains: no new builds, running ones finish within --drain-seconds\nor go back to the queue for another worker; a second one hands them back at once. Either way it exits 0.',
     )
     .action(async (flags: Record<string, unknown>) => {
       const fromFlags: Record<string, unknown> = {
@@ -68,6 +74,8 @@ export function workerCommand(): Command {
         speedFactor: flags.speedFactor,
         nixOptions: flags.nixOption,
         lockSeconds: flags.lockSeconds,
+        drainSeconds: flags.drainSeconds,
+        minFreeDiskMiB: flags.minFreeDisk,
         logLevel: flags.logLevel,
       };
       if (typeof flags.join === 'string') {
@@ -98,8 +106,23 @@ export function workerCommand(): Command {
       const worker = new FarmWorker({ config, logger, redisWait: redisWait.hooks });
       await redisWait.during(worker.start());
       process.stderr.write(`nixfarm worker ${config.name} ready: ${config.systems.join(', ')}, max-jobs ${config.maxJobs}, speed factor ${config.speedFactor}\n`);
-      await waitForShutdownSignal();
-      process.stderr.write(`nixfarm worker ${config.name}: stopping, waiting for ${worker.runningJobs} running build(s)\n`);
-      await worker.stop();
+      const signals = listenForShutdownSignals();
+      try {
+        const signal = await signals.first;
+        const say = (line: string) => process.stderr.write(`nixfarm worker ${config.name}: ${line}\n`);
+        const result = await worker.drain({
+          handBackNow: signals.second.then((again) => say(`${again} again: handing running builds back now`)),
+          onDraining: ({ running, deadline }) =>
+            say(
+              running === 0
+                ? `${signal}: draining: taking no new builds; none running`
+                : `${signal}: draining: taking no new builds; waiting for ${running} running build(s) until ${new Date(deadline).toISOString()} (--drain-seconds ${config.drainSeconds}), then handing them back; ${signal} again hands them back now`,
+            ),
+        });
+        if (result.handedBack > 0) say(`handed ${result.handedBack} build(s) back to the queue (${result.handBackCause === 'told' ? 'told to leave now' : 'drain timeout ran out'}); stopped`);
+        else say(result.waitedFor === 0 ? 'stopped' : `the ${result.waitedFor} running build(s) ended; stopped`);
+      } finally {
+        signals.dispose();
+      }
     });
 }

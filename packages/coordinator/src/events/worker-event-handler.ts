@@ -2,6 +2,7 @@ import {
   derivationName,
   hashPart,
   type BuildFinishedEvent,
+  type BuildHandedBackEvent,
   type BuildStartedEvent,
   type Logger,
   type TerminalStatus,
@@ -76,8 +77,39 @@ export class WorkerEventHandler {
    * after every earlier report was applied.
    */
   async handleAll(all: readonly WorkerEvent[]): Promise<void> {
-    // Hand-backs are not applied yet (the drain work adds them); the rest are reports of starts and finishes.
-    const events = all.filter((e): e is BuildStartedEvent | BuildFinishedEvent => e.type !== 'handed-back');
+    // A hand-back splits the batch: a build handed back and started elsewhere in the same batch is applied in that order.
+    let reports: Array<BuildStartedEvent | BuildFinishedEvent> = [];
+    for (const event of all) {
+      if (event.type !== 'handed-back') {
+        reports.push(event);
+        continue;
+      }
+      await this.handleReports(reports);
+      reports = [];
+      await this.applyHandBack(event);
+    }
+    await this.handleReports(reports);
+  }
+
+  /**
+   * A draining worker gave a running build back: it is queued again (the
+   * worker returned its BullMQ job under the same id), without counting the
+   * try. Ignored unless the node runs on that worker.
+   */
+  private async applyHandBack(event: BuildHandedBackEvent): Promise<void> {
+    const { graph, events, logger } = this.deps;
+    const runIds = await graph.handBack(hashPart(event.drvPath), { worker: event.worker, reason: event.reason, at: event.at });
+    if (runIds === undefined) {
+      logger.debug({ drvPath: event.drvPath, worker: event.worker }, 'stale hand-back ignored: the build does not run on that worker');
+      return;
+    }
+    logger.info({ drvPath: event.drvPath, worker: event.worker, reason: event.reason }, 'build handed back; queued again');
+    await events.emit(runIds, { type: 'drv-handed-back', drvPath: event.drvPath, worker: event.worker, reason: event.reason, at: event.at });
+  }
+
+  /** Reports of starts and finishes, in their order. */
+  private async handleReports(events: ReadonlyArray<BuildStartedEvent | BuildFinishedEvent>): Promise<void> {
+    if (events.length === 0) return;
     let segment: Applicable[] = [];
     for (const item of await this.judge(events)) {
       if (item.event.type === 'started' || !('status' in item) || item.status !== undefined) {

@@ -34,6 +34,8 @@ export interface NodeFacts {
   error?: string;
   logTail?: readonly string[];
   outputs?: Record<string, string>;
+  /** the last time a leaving worker gave it back unfinished */
+  handedBack?: { worker: string; reason: string; at: number };
   runs: ReadonlyArray<{ id: string; active: boolean }>;
 }
 
@@ -55,6 +57,11 @@ export interface WorkerFacts {
   running: number;
   heartbeatAt: number;
   alive: boolean;
+  /** leaving: takes no new builds */
+  draining?: boolean;
+  /** why it takes no new builds for now (low on disk) */
+  paused?: string;
+  freeDiskBytes?: number;
 }
 
 /** BullMQ's view of the node's job: its state, and how much waits in the same queue. */
@@ -77,7 +84,7 @@ export interface ExplainInput {
   now: number;
 }
 
-export type WorkerVerdictKind = 'free' | 'busy' | 'gone' | 'ineligible';
+export type WorkerVerdictKind = 'free' | 'busy' | 'draining' | 'paused' | 'gone' | 'ineligible';
 
 export interface WorkerVerdict {
   name: string;
@@ -130,7 +137,7 @@ export interface Explanation {
 export const PLACEMENT_RULE =
   "among free capable workers Nix's rule picks the lowest load/speed factor, then the higher speed factor, then the lower load";
 
-const VERDICT_ORDER: Record<WorkerVerdictKind, number> = { free: 0, busy: 1, gone: 2, ineligible: 3 };
+const VERDICT_ORDER: Record<WorkerVerdictKind, number> = { free: 0, busy: 1, paused: 2, draining: 3, gone: 4, ineligible: 5 };
 
 function seconds(ms: number): number {
   return Math.max(0, Math.round(ms / 1000));
@@ -148,6 +155,8 @@ export function judgeWorkers(node: Pick<NodeFacts, 'system' | 'requiredFeatures'
     const why = ineligibilityReason(w, requirement);
     if (why !== undefined) return { ...base, verdict: 'ineligible', reason: describeIneligibility(why) };
     if (!w.alive) return { ...base, verdict: 'gone', reason: `gone: no heartbeat for ${seconds(now - w.heartbeatAt)} s` };
+    if (w.draining === true) return { ...base, verdict: 'draining', reason: `draining: it is leaving and takes no new builds (its ${w.running} running build(s) finish or go back to the queue)` };
+    if (w.paused !== undefined) return { ...base, verdict: 'paused', reason: `paused: takes no new builds until it resumes by itself: ${w.paused}` };
     if (w.running >= w.maxJobs) return { ...base, verdict: 'busy', reason: `busy at ${w.running}/${w.maxJobs}` };
     return { ...base, verdict: 'free', reason: `eligible and free (${w.running}/${w.maxJobs} jobs, speed factor ${w.speedFactor})` };
   });
@@ -212,6 +221,7 @@ function explainReady(input: ExplainInput, e: Explanation): void {
   const capable = verdicts.filter((v) => v.verdict !== 'ineligible');
   const free = verdicts.filter((v) => v.verdict === 'free');
   const busy = verdicts.filter((v) => v.verdict === 'busy');
+  const notTaking = verdicts.filter((v) => v.verdict === 'draining' || v.verdict === 'paused');
   const unsupported = node.status === 'unsupported';
   const lead = unsupported ? `${describeStatus(node.status)}` : 'ready';
   const queue = input.queue;
@@ -221,6 +231,10 @@ function explainReady(input: ExplainInput, e: Explanation): void {
     e.notes.push(`retrying after an infrastructure fault: backing off${until}${node.error === undefined ? '' : ` (last error: ${node.error})`}`);
   } else if (node.attempts > 0 && node.error !== undefined) {
     e.notes.push(`attempt ${node.attempts} ended with: ${node.error}; queued again`);
+  }
+  if (node.handedBack !== undefined) {
+    const h = node.handedBack;
+    e.notes.push(`handed back unfinished by ${h.worker} at ${new Date(h.at).toISOString()} (${h.reason}); queued again for another worker, the try not counted`);
   }
   if (queue?.jobState === 'missing') e.notes.push(`its job is missing from queue ${queue.name}: a restarted coordinator queues it again`);
   if (queue?.jobState === 'active') e.notes.push('a worker has just taken its job; the start is not recorded yet');
@@ -235,8 +249,14 @@ function explainReady(input: ExplainInput, e: Explanation): void {
     const others = free.length > 1 ? ` (${free.length} capable workers are free: ${PLACEMENT_RULE}; ${best.name} ranks first)` : '';
     e.summary = `${lead}: ${best.name} is eligible and free, so it should be taken within seconds; a faster worker may be preferred${others}`;
     if (free.length === 1) e.notes.push(`placement: ${PLACEMENT_RULE}; a free worker leaves a build to a better-placed free one for a short grace time`);
-  } else if (busy.length > 0) {
+  } else if (busy.length > 0 && notTaking.length === 0) {
     e.summary = `${lead}, waiting for a free slot: every capable live worker is busy (${listed(busy, (v) => `${v.name} ${v.running}/${v.maxJobs}`)})`;
+  } else if (busy.length > 0) {
+    e.summary = `${lead}, waiting for a free slot: every capable live worker is busy or takes no new builds (${listed([...busy, ...notTaking], (v) =>
+      v.verdict === 'busy' ? `${v.name} ${v.running}/${v.maxJobs}` : `${v.name} ${v.reason}`,
+    )})`;
+  } else if (notTaking.length > 0) {
+    e.summary = `${lead}, waiting: no capable live worker takes new builds now (${listed(notTaking, (v) => `${v.name} ${v.reason}`)}); a paused worker resumes by itself, a draining one is leaving: start another worker if none comes back`;
   } else {
     e.summary = `${lead}, but every worker that could build it is gone (${listed(capable, (v) => `${v.name}: ${v.reason}`)}): start or fix one of them`;
   }
@@ -257,6 +277,8 @@ function explainRunning(input: ExplainInput, e: Explanation): void {
   e.summary = `building on ${worker}${since}${attempt}`;
   if (listing === undefined) e.notes.push(`${worker} is not registered any more: the build is retried when its job's lock expires`);
   else if (!listing.alive) e.notes.push(`${worker} has sent no heartbeat for ${seconds(now - listing.heartbeatAt)} s: if it is lost, the build is retried (aborted)`);
+  else if (listing.draining === true) e.notes.push(`${worker} is draining: it finishes this build within its drain timeout, or hands it back to the queue for another worker`);
+  else if (listing.paused !== undefined) e.notes.push(`${worker} is paused (${listing.paused}): it takes no new builds; this one goes on`);
 }
 
 function explainEnded(input: ExplainInput, e: Explanation): void {

@@ -100,6 +100,7 @@ export class WhyService {
       ...optional('error', fields.error),
       ...optional('logTail', jsonField<string[]>(fields.logTail)),
       ...optional('outputs', typeof outputs === 'string' ? jsonField<Record<string, string>>(outputs) : outputs),
+      ...optional('handedBack', handedBackField(fields.handedBack)),
       runs: runIds.map((id, i) => ({ id, active: active[i]?.[1] === 1 })),
     };
   }
@@ -151,6 +152,13 @@ function jsonField<T>(value: string | undefined): T | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The graph's `handedBack` field (our own JSON), only when it has the expected shape. */
+function handedBackField(value: string | undefined): NodeFacts['handedBack'] {
+  const h = jsonField<{ worker?: unknown; reason?: unknown; at?: unknown }>(value);
+  if (h === undefined || h === null || typeof h.worker !== 'string' || typeof h.reason !== 'string' || typeof h.at !== 'number') return undefined;
+  return { worker: h.worker, reason: h.reason, at: h.at };
 }
 
 function num(value: string | undefined): number | undefined {

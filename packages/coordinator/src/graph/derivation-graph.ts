@@ -11,7 +11,7 @@ import {
   type TerminalStatus,
 } from '@nixfarm/shared';
 import type { PlannedDerivation } from '../evaluation/build-planner.js';
-import { CANCEL_RUN, FINISH_DERIVATION, MARK_STARTED, REGISTER_RUN, REQUEUE } from './graph-scripts.js';
+import { CANCEL_RUN, FINISH_DERIVATION, HAND_BACK, MARK_STARTED, REGISTER_RUN, REQUEUE } from './graph-scripts.js';
 
 export interface ReadyDerivation {
   hash: string;
@@ -100,6 +100,14 @@ export interface FinishDetails {
   outputs?: Record<string, string>;
 }
 
+/** The last hand-back of a node (field `handedBack`), for `nixfarm why`. */
+export interface HandedBack {
+  worker: string;
+  reason: string;
+  /** the worker's clock */
+  at: number;
+}
+
 /** Nodes registered per script call: keeps each call short so Redis stays responsive. */
 const REGISTER_CHUNK = 5000;
 
@@ -115,6 +123,7 @@ export class DerivationGraph {
     redis.defineCommand('nixfarmFinish', { numberOfKeys: 0, lua: FINISH_DERIVATION });
     redis.defineCommand('nixfarmRequeue', { numberOfKeys: 0, lua: REQUEUE });
     redis.defineCommand('nixfarmCancelRun', { numberOfKeys: 0, lua: CANCEL_RUN });
+    redis.defineCommand('nixfarmHandBack', { numberOfKeys: 0, lua: HAND_BACK });
   }
 
   private get commands(): GraphCommands {
@@ -243,6 +252,16 @@ export class DerivationGraph {
     const replies = (await pipeline.exec()) ?? [];
     unique.forEach((h, i) => out.set(h, successesFrom((replies[i]?.[1] as string | null) ?? undefined).map((s) => s.worker)));
     return out;
+  }
+
+  /**
+   * A draining worker gave back a build it was running: queued again, the try
+   * not counted. Returns the runs that need it, or undefined when the node is
+   * not running on that worker (a stale or repeated hand-back: nothing changes).
+   */
+  async handBack(hash: string, handedBack: HandedBack): Promise<string[] | undefined> {
+    const reply = await this.commands.nixfarmHandBack(REDIS_PREFIX, hash, handedBack.worker, String(Date.now()), JSON.stringify(handedBack));
+    return Array.isArray(reply) ? reply : undefined;
   }
 
   /** Records that no live worker can take this queued derivation; views show it as unsupported until a worker starts it. */
@@ -405,6 +424,7 @@ interface GraphCommands {
   ): Promise<[ReadyFields[], string[], string[], string[]] | [] | ['stale', string]>;
   nixfarmRequeue(prefix: string, hash: string, now: string, error: string, reporter: string): Promise<number | string>;
   nixfarmCancelRun(prefix: string, runId: string, now: string): Promise<Array<string | number>>;
+  nixfarmHandBack(prefix: string, hash: string, worker: string, now: string, handedBack: string): Promise<string[] | 0>;
 }
 
 function finishFields(details: FinishDetails): Record<string, string> {

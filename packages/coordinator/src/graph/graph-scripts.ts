@@ -306,6 +306,25 @@ return 1
 `;
 
 /**
+ * A draining worker gave a running build back: the node is queued again (its
+ * BullMQ job, same id, went back to the queue), and the try it started is not
+ * counted (MARK_STARTED's increment is undone). Applied only while the node
+ * runs on that worker: a late hand-back never touches a build another worker
+ * has taken since.
+ * ARGV: prefix, hash, worker, now, handedBack JSON {worker, reason, at}.
+ * Returns the node's runs if applied, 0 otherwise.
+ */
+export const HAND_BACK = `
+local key = ARGV[1] .. ':drv:' .. ARGV[2]
+local status, worker, attempts = unpack(redis.call('HMGET', key, 'status', 'worker', 'attempts'))
+if status ~= 'running' or worker ~= ARGV[3] then return 0 end
+redis.call('HSET', key, 'status', 'queued', 'queuedAt', ARGV[4], 'handedBack', ARGV[5])
+redis.call('HDEL', key, 'worker', 'startedAt')
+if tonumber(attempts or '0') > 0 then redis.call('HINCRBY', key, 'attempts', -1) end
+return redis.call('SMEMBERS', key .. ':runs')
+`;
+
+/**
  * Cancels a run: every pending derivation no other running run needs ends as
  * cancelled; shared ones stay for the runs that still need them.
  * ARGV: prefix, runId, now. Returns a flat list [hash, previousStatus, ...] of

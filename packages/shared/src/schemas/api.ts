@@ -88,6 +88,8 @@ export const runEventSchema = z.discriminatedUnion('type', [
     at: z.number(),
   }),
   z.object({ type: z.literal('drv-started'), drvPath: drvPathSchema, worker: workerNameSchema, at: z.number() }),
+  /** a draining worker gave the build back unfinished; it is queued again for another worker (the try is not counted) */
+  z.object({ type: z.literal('drv-handed-back'), drvPath: drvPathSchema, worker: workerNameSchema, reason: z.string(), at: z.number() }),
   z.object({
     type: z.literal('drv-finished'),
     drvPath: drvPathSchema,

@@ -50,6 +50,10 @@ export const workerConfigSchema = z
     nixOptions: z.array(nixOptionSchema).default([]),
     /** how long a job stays claimed without renewal: a worker that dies is noticed within this plus the stalled check, and its build re-run elsewhere */
     lockSeconds: z.number().int().min(2).max(3600).default(30),
+    /** after SIGTERM/SIGINT: how long running builds may go on before they are handed back to the queue */
+    drainSeconds: z.number().int().min(0).max(86_400).default(300),
+    /** below this much free space on the Nix store's filesystem the worker takes no new builds (MiB; 0: no floor) */
+    minFreeDiskMiB: z.number().int().min(0).max(1024 * 1024 * 1024).default(1024),
     logLevel: logLevelSchema.default('info'),
   })
   .strict();

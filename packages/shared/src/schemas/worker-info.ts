@@ -15,5 +15,16 @@ export const workerInfoSchema = z.object({
   host: z.string(),
   publicKeyFingerprint: z.string(),
   nixVersion: z.string(),
+  /** leaving (SIGTERM): takes no new builds, finishes or hands back its running ones; absent (older entries): false */
+  draining: z.boolean().optional(),
+  /** free bytes on the filesystem of its Nix store, as of its last heartbeat */
+  freeDiskBytes: z.number().nonnegative().optional(),
+  /** why it takes no new builds for now (e.g. low on disk); it resumes by itself when the cause goes */
+  paused: z.string().max(1000).optional(),
 });
 export type WorkerInfo = z.infer<typeof workerInfoSchema>;
+
+/** Whether a worker takes new builds now: not while it drains or is paused; placement never waits for one that does not. */
+export function takesNewBuilds(worker: Pick<WorkerInfo, 'draining' | 'paused'>): boolean {
+  return worker.draining !== true && worker.paused === undefined;
+}

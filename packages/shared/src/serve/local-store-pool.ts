@@ -10,6 +10,8 @@ export interface LocalStorePoolOptions {
   maxIdle: number;
   /** names the store in errors */
   peer?: string;
+  /** each session's process in a group of its own (see ServeSessionOptions) */
+  ownProcessGroup?: boolean;
 }
 
 /** Serve sessions with this machine's own store: `nix-store --serve [--write]`, started once and reused. */
@@ -17,6 +19,6 @@ export function localStorePool(options: LocalStorePoolOptions): ServePool {
   const args = ['--serve', ...(options.write ? ['--write'] : []), ...(options.nixOptions ?? []).flatMap(([name, value]) => ['--option', name, value])];
   return new ServePool({
     maxIdle: options.maxIdle,
-    start: () => ServeSession.start({ command: 'nix-store', args, env: options.env === undefined ? undefined : { ...process.env, ...options.env }, peer: options.peer ?? 'the local Nix store' }),
+    start: () => ServeSession.start({ command: 'nix-store', args, env: options.env === undefined ? undefined : { ...process.env, ...options.env }, peer: options.peer ?? 'the local Nix store', ownProcessGroup: options.ownProcessGroup }),
   });
 }

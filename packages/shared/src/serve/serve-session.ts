@@ -9,6 +9,12 @@ export interface ServeSessionOptions {
   env?: NodeJS.ProcessEnv;
   /** names the server in errors, e.g. "the coordinator's store" */
   peer: string;
+  /**
+   * Start the server in a process group of its own, so that a signal meant for
+   * the owner's group (Ctrl-C, a service manager's SIGTERM) does not cut short
+   * a build or copy the owner means to finish; closing the session stops it.
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** Lines of the server's stderr kept for error messages. */
@@ -29,7 +35,7 @@ export class ServeSession {
   ) {}
 
   static async start(options: ServeSessionOptions): Promise<ServeSession> {
-    const child = spawn(options.command, [...options.args], { stdio: ['pipe', 'pipe', 'pipe'], env: options.env });
+    const child = spawn(options.command, [...options.args], { stdio: ['pipe', 'pipe', 'pipe'], env: options.env, detached: options.ownProcessGroup === true });
     const tail: string[] = [];
     let session: ServeSession | undefined;
     let partial = '';

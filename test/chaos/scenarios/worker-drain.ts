@@ -1,0 +1,118 @@
+import { TestFarm, type CommandResult } from '../../harness/test-farm.js';
+import { runIdOf } from '../../harness/build-timeline.js';
+import { freshSalt, layeredDag } from '../../harness/nix-fixtures.js';
+import { pollFor } from '../../harness/poll.js';
+import { signalWorker, workerExit } from '../../harness/worker-signals.js';
+import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
+import { auditRun } from '../run-audit.js';
+import { eventsOfType, workerEventLog } from '../worker-event-log.js';
+
+/** A short drain: the running builds outlive it, so they are handed back. */
+const DRAIN_SECONDS = 1;
+const WORKERS = ['w1', 'w2'] as const;
+
+export interface WorkerDrainFacts {
+  victim: string;
+  exitCode: number | null | 'running';
+  /** derivations the victim handed back */
+  handedBack: string[];
+  /** derivations the victim started after the signal was handled (must be none) */
+  startedAfterSignal: string[];
+  /** attempts the graph counts for each handed-back derivation once the run ended */
+  attemptsOfHandedBack: number[];
+  /** hand-backs of the victim that a `finished` report of the victim also covers (must be none) */
+  alsoReportedFinished: string[];
+  build: CommandResult;
+}
+
+/**
+ * Scenario 5: a worker is told to stop (SIGTERM to its process group, as a
+ * service manager does) while it runs builds, with a drain timeout shorter
+ * than they take. It must take no new builds at once, hand its running
+ * builds back when the timeout runs out (no `finished` report for them), and
+ * exit 0; the other worker builds them, the try is not counted, and the run
+ * succeeds with every output valid in the coordinator's store.
+ * Recovered: from the signal until every handed-back build started on the
+ * other worker (until the worker exited, if nothing had to be handed back).
+ */
+export const workerDrainScenario: ChaosScenario = {
+  name: 'worker-drain',
+  description: `SIGTERM to a worker mid-build with --drain-seconds ${DRAIN_SECONDS}: no new builds, running ones handed back and built elsewhere, exit 0`,
+  recoveryBoundSeconds: 90,
+  run: async (options) => (await runWorkerDrain(options)).outcome,
+};
+
+/** The scenario with the facts behind its outcome, for the e2e test's own assertions. */
+export async function runWorkerDrain(options: ScenarioOptions): Promise<{ outcome: ScenarioOutcome; facts: WorkerDrainFacts }> {
+  const farm = await TestFarm.start({
+    workers: WORKERS.map((name) => ({ name, maxJobs: 2, extraArgs: ['--drain-seconds', String(DRAIN_SECONDS)] })),
+    ...(options.logLevel === undefined ? {} : { logLevel: options.logLevel }),
+  });
+  try {
+    return await drainOneWorker(farm, options);
+  } catch (error) {
+    if (error instanceof Error) error.message += `\n${farm.diagnostics()}`;
+    throw error;
+  } finally {
+    await farm.stop();
+  }
+}
+
+async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise<{ outcome: ScenarioOutcome; facts: WorkerDrainFacts }> {
+  const full = options.size === 'full';
+  const fixture = layeredDag({ layers: full ? 3 : 2, width: full ? 6 : 3, sleepSeconds: full ? 4 : 3 });
+  const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', freshSalt()], {
+    timeoutMs: 600_000,
+  });
+  // The victim: a worker with both slots busy, so that two builds are in flight when the signal comes.
+  const victim = await pollFor(
+    async () => (await farm.api<{ workers: Array<{ name: string; running: number }> }>('/api/workers')).workers.find((w) => w.running >= 2)?.name,
+    120_000,
+    () => `a worker running two builds:\n${build.stderrSoFar()}`,
+    50,
+  );
+  const signalAt = Date.now();
+  signalWorker(farm, victim, 'SIGTERM');
+  options.progress?.(`SIGTERM to ${victim} while it runs 2 builds (drain ${DRAIN_SECONDS} s)`);
+  const exitCode = await workerExit(farm, victim, 60_000);
+  const exitedAt = Date.now();
+  const result = await build.result;
+  const runId = runIdOf(result.stderr);
+  const audit = await auditRun(farm, runId);
+
+  const events = await workerEventLog(farm);
+  const handedBack = eventsOfType(events, 'handed-back').filter((e) => e.worker === victim);
+  const restarts = handedBack.map((h) => eventsOfType(events, 'started').find((s) => s.drvPath === h.drvPath && s.worker !== victim && s.at >= h.at));
+  const recoveredMs =
+    handedBack.length === 0 ? exitedAt - signalAt : restarts.every((s) => s !== undefined) ? Math.max(...restarts.map((s) => s!.at)) - signalAt : undefined;
+  // A start the worker sent before it handled the signal carries a time just before or at it; a second covers that.
+  const startedAfterSignal = eventsOfType(events, 'started')
+    .filter((s) => s.worker === victim && s.at > signalAt + 1000)
+    .map((s) => s.drvPath);
+  const finishedByVictim = new Set(eventsOfType(events, 'finished').filter((f) => f.worker === victim).map((f) => f.jobId));
+  const alsoReportedFinished = handedBack.filter((h) => finishedByVictim.has(h.jobId)).map((h) => h.drvPath);
+  const { derivations } = await farm.api<{ derivations: Array<{ drvPath: string; attempts: number }> }>(`/api/runs/${runId}/derivations`);
+  const attemptsOfHandedBack = handedBack.map((h) => derivations.find((d) => d.drvPath === h.drvPath)?.attempts ?? -1);
+
+  const lost = [...audit.lost];
+  if (audit.status !== 'succeeded') lost.push(`run ${runId} ended ${audit.status}`);
+  if (result.exitCode !== 0) lost.push(`nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-2000)}`);
+  if (exitCode !== 0) lost.push(`the drained worker ${victim} ${exitCode === 'running' ? 'did not exit within 60 s' : `exited with ${exitCode}, not 0`}`);
+  if (startedAfterSignal.length > 0) lost.push(`${victim} started builds after SIGTERM: ${startedAfterSignal.join(' ')}`);
+  if (alsoReportedFinished.length > 0) lost.push(`${victim} reported handed-back builds finished too: ${alsoReportedFinished.join(' ')}`);
+  const facts: WorkerDrainFacts = { victim, exitCode, handedBack: handedBack.map((h) => h.drvPath), startedAfterSignal, attemptsOfHandedBack, alsoReportedFinished, build: result };
+  return {
+    facts,
+    outcome: {
+      derivations: audit.derivations,
+      lost,
+      builtTwice: audit.builtTwice,
+      builtTwiceDifferent: audit.builtTwiceDifferent,
+      recoveredMs,
+      notes: [
+        `${victim} exited ${exitCode} ${((exitedAt - signalAt) / 1000).toFixed(1)} s after SIGTERM`,
+        `${handedBack.length} build(s) handed back${handedBack.length === 0 ? '' : ` (attempts counted afterwards: ${attemptsOfHandedBack.join(', ')})`}`,
+      ],
+    },
+  };
+}
