@@ -4,6 +4,8 @@ import { networkCutScenario } from './network-cut.js';
 import { redisRestartScenario } from './redis-restart.js';
 import { coordinatorRestartScenario } from './coordinator-restart.js';
 import { lostLockScenario } from './lost-lock.js';
+import { workerDrainScenario } from './worker-drain.js';
+import { diskFloorScenario } from './disk-floor.js';
 
 /** Every scenario `npm run chaos` runs, in the issue's order. */
-export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [workerSigkillScenario, networkCutScenario, redisRestartScenario, coordinatorRestartScenario, lostLockScenario];
+export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [workerSigkillScenario, networkCutScenario, redisRestartScenario, coordinatorRestartScenario, workerDrainScenario, lostLockScenario, diskFloorScenario];
