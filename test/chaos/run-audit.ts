@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { assertDerivationPath, assertStorePath, hashPart, redisKeys } from '@nixfarm/shared';
 import type { TestFarm } from '../harness/test-farm.js';
 import { outputsOf } from '../harness/nix-fixtures.js';
+import type { ScenarioOutcome } from './chaos-scenario.js';
 
 const run = promisify(execFile);
 
@@ -59,6 +60,13 @@ export async function auditRun(farm: TestFarm, runId: string): Promise<RunAudit>
   }
   const { builtTwice, builtTwiceDifferent } = await doubleBuilds(farm, new Set(derivations.map((d) => d.drvPath)));
   return { runId, status: view.status, derivations: derivations.length, lost, builtTwice, builtTwiceDifferent };
+}
+
+/** A scenario's outcome from one audited run, with the scenario's own problems (first) and notes. */
+export function outcomeOf(audit: RunAudit, extra: { problems?: readonly string[]; recoveredMs: number | undefined; notes: string[] }): ScenarioOutcome {
+  const lost = [...(extra.problems ?? []), ...audit.lost];
+  if (audit.status !== 'succeeded') lost.unshift(`run ${audit.runId} ended ${audit.status}`);
+  return { derivations: audit.derivations, lost, builtTwice: audit.builtTwice, builtTwiceDifferent: audit.builtTwiceDifferent, recoveredMs: extra.recoveredMs, notes: extra.notes };
 }
 
 /** Successful reports per derivation, read from the worker event stream (it keeps up to a million reports). */

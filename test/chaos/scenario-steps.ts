@@ -1,5 +1,6 @@
 import { TestFarm, sleep, type CommandResult } from '../harness/test-farm.js';
-import { auditRun } from './run-audit.js';
+import { pollFor } from '../harness/poll.js';
+import { auditRun, outcomeOf } from './run-audit.js';
 import type { ChaosFixture } from './chaos-fixtures.js';
 import type { ScenarioOutcome } from './chaos-scenario.js';
 import { freshSalt } from '../harness/nix-fixtures.js';
@@ -16,24 +17,8 @@ export interface StartedBuild {
 export async function startBuild(farm: TestFarm, fixture: ChaosFixture, options: { timeoutMs?: number; salt?: string } = {}): Promise<StartedBuild> {
   const salt = options.salt ?? freshSalt();
   const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', fixture.attr, '--argstr', 'salt', salt], { timeoutMs: options.timeoutMs ?? 600_000 });
-  const runId = await waitFor(() => /nixfarm: run (\w+):/.exec(build.stderrSoFar())?.[1], 120_000, () => `the build to be accepted:\n${build.stderrSoFar()}`);
+  const runId = await pollFor(() => /nixfarm: run (\w+):/.exec(build.stderrSoFar())?.[1], 120_000, () => `the build to be accepted:\n${build.stderrSoFar()}`);
   return { runId, result: build.result, stderrSoFar: build.stderrSoFar };
-}
-
-/** Polls until `probe` gives a value (not undefined/false); throws naming what it waited for. */
-export async function waitFor<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs: number, what: () => string, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let value: T | undefined | false;
-    try {
-      value = await probe();
-    } catch {
-      value = undefined; // e.g. the coordinator is down for a moment
-    }
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
-    await sleep(intervalMs);
-  }
 }
 
 /** How many of a run's derivations succeeded so far (the API's counts). */
@@ -44,7 +29,7 @@ export async function succeededCount(farm: TestFarm, runId: string): Promise<num
 
 /** The run's end as the API tells it, once it is not running any more. */
 export async function runEnded(farm: TestFarm, runId: string, timeoutMs: number): Promise<string> {
-  return waitFor(
+  return pollFor(
     async () => {
       const run = await farm.api<{ status: string }>(`/api/runs/${runId}`);
       return run.status === 'running' ? undefined : run.status;
@@ -59,12 +44,11 @@ export async function runEnded(farm: TestFarm, runId: string, timeoutMs: number)
 export async function auditedOutcome(farm: TestFarm, runIds: readonly string[], recoveredMs: number | undefined, notes: string[]): Promise<ScenarioOutcome> {
   const outcome: ScenarioOutcome = { derivations: 0, lost: [], builtTwice: 0, builtTwiceDifferent: 0, recoveredMs, notes };
   for (const runId of runIds) {
-    const audit = await auditRun(farm, runId);
-    if (audit.status !== 'succeeded') outcome.lost.push(`run ${runId} ended ${audit.status}`);
-    outcome.derivations += audit.derivations;
-    outcome.lost.push(...audit.lost);
-    outcome.builtTwice += audit.builtTwice;
-    outcome.builtTwiceDifferent += audit.builtTwiceDifferent;
+    const one = outcomeOf(await auditRun(farm, runId), { recoveredMs, notes });
+    outcome.derivations += one.derivations;
+    outcome.lost.push(...one.lost);
+    outcome.builtTwice += one.builtTwice;
+    outcome.builtTwiceDifferent += one.builtTwiceDifferent;
   }
   return outcome;
 }

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { queueNameFor, redisKeys } from '@nixfarm/shared';
+import { pollFor } from '../harness/poll.js';
 import { TestFarm, sleep, type CommandResult } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, outputPathsOf, nixInstantiate } from '../harness/nix-fixtures.js';
@@ -358,7 +359,11 @@ describe('bad input while a good run builds', () => {
       else worker.process.once('exit', (c) => resolve(c));
     });
     assert.notEqual(code, 0);
-    const log = farm.tail('intruder', 200);
+    // The process has exited, but its output reaches the log file through a pipe a moment later.
+    const log = await pollFor(() => {
+      const text = farm.tail('intruder', 200);
+      return /to authorise it/.test(text) ? text : undefined;
+    }, 10_000, () => `the intruder's refusal in its log:\n${farm.tail('intruder', 200)}`).catch(() => farm.tail('intruder', 200));
     assert.match(log, /refused this worker's SSH key SHA256:[A-Za-z0-9+/]{43}/);
     assert.match(log, /to authorise it, on the coordinator machine run: nixfarm authorize --state-dir .+ 'ssh-ed25519 [A-Za-z0-9+/=]+/);
     const { workers } = await farm.api<{ workers: Array<{ name: string; alive: boolean }> }>('/api/workers');

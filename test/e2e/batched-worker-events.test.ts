@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, beforeEach, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
-import { pino } from 'pino';
-import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation, type RunService } from '@nixfarm/coordinator';
-import { redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type WorkerEvent } from '@nixfarm/shared';
-import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { describe, it } from 'node:test';
+import type { OutputVerifier, PlannedDerivation } from '@nixfarm/coordinator';
+import { redisKeys, type BuildFinishedEvent, type BuildStartedEvent } from '@nixfarm/shared';
+import { handlerTestBed } from '../harness/handler-test-bed.js';
 import { plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
@@ -34,51 +31,14 @@ function finished(n: PlannedDerivation, outcome: BuildFinishedEvent['outcome']):
 }
 
 describe('worker reports applied in batches', () => {
-  let server: PrivateRedis;
-  let redis: Redis;
-  let rootsDir: string;
+  const bed = handlerTestBed();
 
-  before(async () => {
-    server = await startPrivateRedis({});
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  });
-  beforeEach(() => {
-    if (rootsDir !== undefined) rmSync(rootsDir, { recursive: true, force: true });
-    rootsDir = mkdtempSync(join(tmpdir(), 'nixfarm-roots-'));
-  });
-  after(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    rmSync(rootsDir, { recursive: true, force: true });
-  });
-
-  async function setup(nodes: PlannedDerivation[], verifier: OutputVerifier = { invalidPaths: async () => new Set() }) {
-    await redis.flushall();
-    const graph = new DerivationGraph(redis);
-    const gcRoots = new GcRoots(rootsDir);
-    await gcRoots.prepareRun('r1');
-    await redis.hset(redisKeys.run('r1'), { status: 'running', remaining: '1', failed: '0' });
-    const { ready } = await graph.registerRun('r1', nodes, { priority: 0, rebuildFailed: false });
-    await redis.hincrby(redisKeys.run('r1'), 'remaining', -1);
-    const queued: ReadyDerivation[] = [];
-    const finalized: string[] = [];
-    const runs = { enqueue: async (r: ReadyDerivation[]) => void queued.push(...r), finalize: async (id: string) => void finalized.push(id) } as unknown as RunService;
-    const recorded: string[] = [];
-    const handler = new WorkerEventHandler({
-      verifier,
-      graph,
-      runs,
-      events: new RunEvents(redis),
-      gcRoots,
-      durations: { record: async (d) => void recorded.push(...d.map((x) => x.name)) },
-      logger: pino({ level: 'silent' }),
-      retryBaseDelayMs: 10,
-    });
-    return { graph, handler, queued, finalized, recorded, ready };
+  function setup(nodes: PlannedDerivation[], verifier?: OutputVerifier) {
+    return bed.setup(nodes, { ...(verifier === undefined ? {} : { verifier }), retryBaseDelayMs: 10 });
   }
 
   async function runEvents(): Promise<string[]> {
-    const entries = await redis.xrange(redisKeys.runEvents('r1'), '-', '+');
+    const entries = await bed.redis().xrange(redisKeys.runEvents('r1'), '-', '+');
     return entries.map(([, fields]) => {
       const e = JSON.parse(fields[1] ?? '{}') as { type: string; drvPath?: string; status?: string };
       return `${e.type} ${e.drvPath?.slice(44) ?? ''}${e.status ? ` ${e.status}` : ''}`;
@@ -89,7 +49,7 @@ describe('worker reports applied in batches', () => {
     const a = node('a');
     const b = node('b');
     const c = node('c', ['a', 'b']);
-    const { graph, handler, queued, finalized, recorded } = await setup([a, b, c]);
+    const { graph, handler, queued, finalized, recorded, rootsDir } = await setup([a, b, c]);
     await handler.handleAll([started(a), started(b), finished(a, 'succeeded'), finished(b, 'succeeded')]);
     assert.deepEqual(queued.map((r) => r.hash), [c.hash], 'c is released once, with its job');
     assert.equal(queued[0]?.job.drvPath, c.drv.path);
@@ -148,8 +108,8 @@ describe('worker reports applied in batches', () => {
     const { graph, ready } = await setup([...chain].reverse());
     assert.deepEqual(ready.map((r) => r.hash), [chain[0]!.hash]);
     assert.deepEqual(await graph.statusCounts(chain.map((n) => n.hash)), { queued: 1, waiting: 12_000 });
-    assert.equal(Number(await redis.hget(redisKeys.run('r1'), 'remaining')), 12_001);
-    assert.equal(await redis.scard(redisKeys.runDrvs('r1')), 12_001);
+    assert.equal(Number(await bed.redis().hget(redisKeys.run('r1'), 'remaining')), 12_001);
+    assert.equal(await bed.redis().scard(redisKeys.runDrvs('r1')), 12_001);
   });
 
   it('counts statuses as views show them', async () => {

@@ -1,13 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
-import { pino } from 'pino';
-import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type PlannedDerivation, type ReadyDerivation, type RunService } from '@nixfarm/coordinator';
+import { describe, it } from 'node:test';
+import type { PlannedDerivation } from '@nixfarm/coordinator';
 import { redisKeys, runEventSchema, type BuildHandedBackEvent, type BuildStartedEvent, type RunEvent } from '@nixfarm/shared';
-import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { handlerTestBed } from '../harness/handler-test-bed.js';
 import { plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
@@ -29,40 +24,12 @@ const started = (worker: string, at: number): BuildStartedEvent => ({ type: 'sta
 const handedBack = (worker: string, at: number): BuildHandedBackEvent => ({ type: 'handed-back', drvPath: DRV, worker, jobId: HASH, attempt: 0, reason: `worker ${worker} was told to leave now`, at });
 
 describe('applying hand-backs', () => {
-  let server: PrivateRedis;
-  let redis: Redis;
-  let rootsDir: string;
-
-  before(async () => {
-    server = await startPrivateRedis({});
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-    rootsDir = mkdtempSync(join(tmpdir(), 'nixfarm-roots-'));
-  });
-  after(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    rmSync(rootsDir, { recursive: true, force: true });
-  });
+  const bed = handlerTestBed();
 
   async function setup() {
-    await redis.flushall();
-    const graph = new DerivationGraph(redis);
-    await redis.hset(redisKeys.run('r1'), { status: 'running', remaining: '1', failed: '0' });
-    await graph.registerRun('r1', [planned()], { priority: 0, rebuildFailed: false });
-    await redis.hincrby(redisKeys.run('r1'), 'remaining', -1);
-    const enqueued: ReadyDerivation[] = [];
-    const runs = { enqueue: async (r: ReadyDerivation[]) => void enqueued.push(...r), finalize: async () => undefined } as unknown as RunService;
-    const handler = new WorkerEventHandler({
-      verifier: { invalidPaths: async () => new Set<string>() },
-      graph,
-      runs,
-      events: new RunEvents(redis),
-      gcRoots: new GcRoots(rootsDir),
-      durations: { record: async () => undefined },
-      logger: pino({ level: 'silent' }),
-    });
+    const { graph, handler, queued: enqueued } = await bed.setup([planned()]);
     const runEvents = async (): Promise<RunEvent[]> =>
-      ((await redis.xrange(redisKeys.runEvents('r1'), '-', '+')) as Array<[string, string[]]>).map(([, f]) => runEventSchema.parse(JSON.parse(f[1]!)));
+      ((await bed.redis().xrange(redisKeys.runEvents('r1'), '-', '+')) as Array<[string, string[]]>).map(([, f]) => runEventSchema.parse(JSON.parse(f[1]!)));
     return { graph, handler, enqueued, runEvents };
   }
 
@@ -77,7 +44,7 @@ describe('applying hand-backs', () => {
     assert.equal(view?.worker, undefined);
     assert.equal(view?.startedAt, undefined);
     assert.deepEqual(enqueued, [], 'the worker returned the BullMQ job itself: nothing is queued twice');
-    assert.deepEqual(JSON.parse((await redis.hget(redisKeys.drv(HASH), 'handedBack'))!), { worker: 'w1', reason: 'worker w1 was told to leave now', at: 2000 });
+    assert.deepEqual(JSON.parse((await bed.redis().hget(redisKeys.drv(HASH), 'handedBack'))!), { worker: 'w1', reason: 'worker w1 was told to leave now', at: 2000 });
     assert.deepEqual((await runEvents()).map((e) => e.type), ['drv-started', 'drv-handed-back']);
     assert.deepEqual((await runEvents())[1], { type: 'drv-handed-back', drvPath: DRV, worker: 'w1', reason: 'worker w1 was told to leave now', at: 2000 });
 

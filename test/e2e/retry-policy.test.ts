@@ -1,13 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
-import { pino } from 'pino';
-import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type PlannedDerivation, type ReadyDerivation, type RunService, type OutputVerifier } from '@nixfarm/coordinator';
-import { redisKeys, type BuildFinishedEvent } from '@nixfarm/shared';
-import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { describe, it } from 'node:test';
+import { WorkerEventHandler, type PlannedDerivation, type OutputVerifier } from '@nixfarm/coordinator';
+import type { BuildFinishedEvent } from '@nixfarm/shared';
+import { handlerTestBed } from '../harness/handler-test-bed.js';
 import { plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
@@ -28,40 +23,10 @@ function finished(outcome: BuildFinishedEvent['outcome'], error?: string): Build
 }
 
 describe('retry policy for infrastructure failures', () => {
-  let server: PrivateRedis;
-  let redis: Redis;
-  let rootsDir: string;
-
-  before(async () => {
-    server = await startPrivateRedis({});
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-    rootsDir = mkdtempSync(join(tmpdir(), 'nixfarm-roots-'));
-  });
-  after(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    rmSync(rootsDir, { recursive: true, force: true });
-  });
+  const bed = handlerTestBed();
 
   async function setup() {
-    await redis.flushall();
-    const graph = new DerivationGraph(redis);
-    await redis.hset(redisKeys.run('r1'), { status: 'running', remaining: '1', failed: '0' });
-    await graph.registerRun('r1', [planned()], { priority: 0, rebuildFailed: false });
-    await redis.hincrby(redisKeys.run('r1'), 'remaining', -1);
-    const requeued: ReadyDerivation[] = [];
-    const finalized: string[] = [];
-    const runs = { enqueue: async (r: ReadyDerivation[]) => void requeued.push(...r), finalize: async (id: string) => void finalized.push(id) } as unknown as RunService;
-    const verifier: OutputVerifier = { invalidPaths: async () => new Set<string>() };
-    const handler = new WorkerEventHandler({
-      verifier,
-      graph,
-      runs,
-      events: new RunEvents(redis),
-      gcRoots: new GcRoots(rootsDir),
-      durations: { record: async () => undefined },
-      logger: pino({ level: 'silent' }),
-    });
+    const { graph, handler, queued: requeued, finalized } = await bed.setup([planned()]);
     return { graph, handler, requeued, finalized };
   }
 

@@ -1,13 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, beforeEach, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { describe, it } from 'node:test';
 import { pino } from 'pino';
-import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation, type RunService } from '@nixfarm/coordinator';
+import type { OutputVerifier, PlannedDerivation } from '@nixfarm/coordinator';
 import { redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type WorkerOutcome } from '@nixfarm/shared';
-import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { handlerTestBed } from '../harness/handler-test-bed.js';
 import { plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
@@ -45,39 +41,12 @@ function finished(n: PlannedDerivation, a: Attempt, outcome: WorkerOutcome, extr
 }
 
 describe('stale reports after a lost lock', () => {
-  let server: PrivateRedis;
-  let redis: Redis;
-  let rootsDir: string;
+  const bed = handlerTestBed();
 
-  before(async () => {
-    server = await startPrivateRedis({});
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  });
-  beforeEach(() => {
-    if (rootsDir !== undefined) rmSync(rootsDir, { recursive: true, force: true });
-    rootsDir = mkdtempSync(join(tmpdir(), 'nixfarm-roots-'));
-  });
-  after(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    rmSync(rootsDir, { recursive: true, force: true });
-  });
-
-  async function setup(nodes: PlannedDerivation[], verifier: OutputVerifier = { invalidPaths: async () => new Set() }) {
-    await redis.flushall();
-    const graph = new DerivationGraph(redis);
-    const gcRoots = new GcRoots(rootsDir);
-    await gcRoots.prepareRun('r1');
-    await redis.hset(redisKeys.run('r1'), { status: 'running', remaining: '1', failed: '0' });
-    await graph.registerRun('r1', nodes, { priority: 0, rebuildFailed: false });
-    await redis.hincrby(redisKeys.run('r1'), 'remaining', -1);
-    const queued: ReadyDerivation[] = [];
-    const finalized: string[] = [];
-    const runs = { enqueue: async (r: ReadyDerivation[]) => void queued.push(...r), finalize: async (id: string) => void finalized.push(id) } as unknown as RunService;
+  async function setup(nodes: PlannedDerivation[], verifier?: OutputVerifier) {
     const warnings: Array<{ msg: string; fields: Record<string, unknown> }> = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push({ msg: JSON.parse(line).msg as string, fields: JSON.parse(line) as Record<string, unknown> }) });
-    const handler = new WorkerEventHandler({ verifier, graph, runs, events: new RunEvents(redis), gcRoots, durations: { record: async () => undefined }, logger, retryBaseDelayMs: 10 });
-    return { graph, handler, queued, finalized, warnings };
+    return { ...(await bed.setup(nodes, { ...(verifier === undefined ? {} : { verifier }), logger, retryBaseDelayMs: 10 })), warnings };
   }
 
   const A1 = (n: PlannedDerivation): Attempt => ({ worker: 'alpha', jobId: n.hash, attempt: 1 });
@@ -109,7 +78,7 @@ describe('stale reports after a lost lock', () => {
     assert.equal(view?.builds, 1);
     assert.deepEqual(view?.builtBy, ['beta']);
     assert.deepEqual(finalized, [], 'the run goes on with its dependent');
-    assert.equal(await redis.hget(redisKeys.run('r1'), 'failed'), '0');
+    assert.equal(await bed.redis().hget(redisKeys.run('r1'), 'failed'), '0');
   });
 
   it('the running attempt still decides: its abort is retried and then a late failure of the replaced job is stale', async () => {
@@ -159,7 +128,7 @@ describe('stale reports after a lost lock', () => {
     assert.equal(await graph.status(slow.hash), 'succeeded', 'a success from any attempt: its outputs are valid');
     await handler.handleAll([finished(slow, B2(slow), 'succeeded')]);
     assert.deepEqual(queued.map((r) => r.hash), [top.hash], 'released once');
-    assert.equal(await redis.hget(redisKeys.run('r1'), 'remaining'), '1', 'counted once: only the dependent is left');
+    assert.equal(await bed.redis().hget(redisKeys.run('r1'), 'remaining'), '1', 'counted once: only the dependent is left');
     const view = await graph.view(slow.hash);
     assert.equal(view?.builds, 2);
     assert.deepEqual(view?.builtBy, ['alpha', 'beta']);

@@ -1,7 +1,8 @@
 import { TestFarm, sleep } from '../../harness/test-farm.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
-import { auditedOutcome, runEnded, startBuild, succeededCount, waitFor, withFarm } from '../scenario-steps.js';
+import { auditedOutcome, runEnded, startBuild, succeededCount, withFarm } from '../scenario-steps.js';
+import { pollFor } from '../../harness/poll.js';
 
 /**
  * Scenario 4: the coordinator dies (SIGKILL of its whole process group:
@@ -34,7 +35,7 @@ async function coordinatorRestart(farm: TestFarm, options: ScenarioOptions): Pro
   const fixture = sleepyDag({ layers: full ? 6 : 4, width: full ? 5 : 3, sleepSeconds: 1.5, withLocalBuilds: true });
   const build = await startBuild(farm, fixture);
   // Kill it while it runs a local build and workers run theirs: both must survive.
-  const atKill = await waitFor(async () => {
+  const atKill = await pollFor(async () => {
     const { derivations } = await farm.api<{ derivations: Array<{ name: string; status: string; worker?: string }> }>(`/api/runs/${build.runId}/derivations`);
     const local = derivations.find((d) => d.status === 'running' && d.worker === 'coordinator');
     return local === undefined ? undefined : { local: local.name, done: derivations.filter((d) => d.status === 'succeeded').length };
@@ -47,7 +48,7 @@ async function coordinatorRestart(farm: TestFarm, options: ScenarioOptions): Pro
   await farm.restartCoordinator();
   const restartedAt = Date.now();
   // Recovered: a derivation succeeded that had not before the kill.
-  await waitFor(async () => (await succeededCount(farm, build.runId)) > before, 120_000, () => `progress after the restart of run ${build.runId}`, 200);
+  await pollFor(async () => (await succeededCount(farm, build.runId)) > before, 120_000, () => `progress after the restart of run ${build.runId}`, 200);
   const recoveredMs = Date.now() - killedAt;
   const notes = [`coordinator down ${((restartedAt - killedAt) / 1000).toFixed(1)} s`, `killed after ${before}/${fixture.derivations} built, during local build ${atKill.local}`];
 

@@ -5,7 +5,7 @@ import { runIdOf } from '../../harness/build-timeline.js';
 import { freshSalt, layeredDag } from '../../harness/nix-fixtures.js';
 import { pollFor } from '../../harness/poll.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
-import { auditRun } from '../run-audit.js';
+import { auditRun, outcomeOf } from '../run-audit.js';
 import { eventsOfType, workerEventLog } from '../worker-event-log.js';
 
 /** The small worker's disk: its /nix is a tmpfs this big, with a floor that fits in it. */
@@ -104,8 +104,7 @@ export async function runDiskFloor(options: ScenarioOptions): Promise<{ outcome:
     const startedWhilePaused = starts.filter((s) => s.worker === 'phi' && s.at > pausedAt && s.at < freedAt).map((s) => s.drvPath);
     const builtElsewhereWhilePaused = starts.filter((s) => s.worker === 'chi' && s.at > pausedAt && s.at < freedAt).length;
 
-    const lost = [...audit.lost];
-    if (audit.status !== 'succeeded') lost.push(`run ${runId} ended ${audit.status}`);
+    const lost: string[] = [];
     if (result.exitCode !== 0) lost.push(`nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-2000)}`);
     if (startedWhilePaused.length > 0) lost.push(`phi started builds while below its disk floor: ${startedWhilePaused.join(' ')}`);
     const facts: DiskFloorFacts = {
@@ -117,14 +116,11 @@ export async function runDiskFloor(options: ScenarioOptions): Promise<{ outcome:
     };
     return {
       facts,
-      outcome: {
-        derivations: audit.derivations,
-        lost,
-        builtTwice: audit.builtTwice,
-        builtTwiceDifferent: audit.builtTwiceDifferent,
+      outcome: outcomeOf(audit, {
+        problems: lost,
         recoveredMs,
         notes: [`phi paused ${((freedAt - pausedAt) / 1000).toFixed(1)} s: "${paused.paused}"`, `chi started ${builtElsewhereWhilePaused} build(s) meanwhile`],
-      },
+      }),
     };
   } catch (error) {
     if (error instanceof Error) error.message += `\n${farm.diagnostics()}`;

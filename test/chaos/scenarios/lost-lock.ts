@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { redisKeys } from '@nixfarm/shared';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
-import { auditRun } from '../run-audit.js';
+import { auditRun, outcomeOf } from '../run-audit.js';
 import { TestFarm, sleep, type CommandResult } from '../../harness/test-farm.js';
 import { runIdOf } from '../../harness/build-timeline.js';
+import { pollFor } from '../../harness/poll.js';
 import { freshSalt, nixInstantiate, writeBusyboxDir } from '../../harness/nix-fixtures.js';
 
 /**
@@ -104,17 +105,6 @@ async function streamEvents(redis: Redis, drvPath: string): Promise<StreamEvent[
   return entries.map(([, fields]) => JSON.parse(fields[1] ?? 'null') as StreamEvent).filter((e) => e?.drvPath === drvPath);
 }
 
-/** Polls until `found` returns a value, or gives up after `timeoutMs` with a message naming what did not happen. */
-async function waitFor<T>(what: string, timeoutMs: number, found: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await found();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 function builderRunning(marker: string): boolean {
   return spawnSync('pgrep', ['-f', marker]).status === 0;
 }
@@ -144,18 +134,16 @@ export async function runLostLock(options: LostLockOptions): Promise<LostLockRes
   let stoppedPid: number | undefined;
   try {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'all', '--argstr', 'salt', salt]);
-    const first = await waitFor('the slow build to start', 120_000, async () => (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started'));
+    const first = await pollFor(async () => (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started'), 120_000, () => 'the slow build to start');
     const victim = first.worker;
     const survivor = WORKERS.find((w) => w !== victim)!;
     // Stop the worker once its builder runs (not during its copy-in, which the node process relays).
-    await waitFor(`the builder of the slow derivation on ${victim}`, 60_000, async () => (builderRunning(marker) ? true : undefined));
+    await pollFor(async () => (builderRunning(marker) ? true : undefined), 60_000, () => `the builder of the slow derivation on ${victim}`);
     stoppedPid = assertWorkerProcess(farm.workers.get(victim)?.process.pid, victim);
     process.kill(stoppedPid, 'SIGSTOP');
     const stoppedAt = Date.now();
     progress(`stopped ${victim} (pid ${stoppedPid}) mid-build; waiting for ${survivor} to re-run it`);
-    const rerun = await waitFor(`${survivor} to re-run the slow derivation after ${victim} lost its lock`, 60_000, async () =>
-      (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started' && e.worker === survivor),
-    );
+    const rerun = await pollFor(async () => (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started' && e.worker === survivor), 60_000, () => `${survivor} to re-run the slow derivation after ${victim} lost its lock`);
     // The victim stayed stopped for longer than its lock plus a stalled check: that is how the survivor got the job.
     process.kill(stoppedPid, 'SIGCONT');
     const pausedMs = Date.now() - stoppedAt;
@@ -166,10 +154,10 @@ export async function runLostLock(options: LostLockOptions): Promise<LostLockRes
     const result = await build.result;
     const runId = runIdOf(result.stderr);
     // Both attempts report: the run may end on the first report, the other comes later and must change nothing.
-    const reports = await waitFor(`reports from both ${victim} and ${survivor}`, 90_000, async () => {
+    const reports = await pollFor(async () => {
       const finished = (await streamEvents(redis, slowDrv!)).filter((e) => e.type === 'finished');
       return WORKERS.every((w) => finished.some((e) => e.worker === w)) ? finished : undefined;
-    }).catch(async () => (await streamEvents(redis, slowDrv!)).filter((e) => e.type === 'finished'));
+    }, 90_000, () => `reports from both ${victim} and ${survivor}`).catch(async () => (await streamEvents(redis, slowDrv!)).filter((e) => e.type === 'finished'));
     // The coordinator applies the late report from its stream shortly after it was written.
     await sleep(1500);
 
@@ -177,8 +165,7 @@ export async function runLostLock(options: LostLockOptions): Promise<LostLockRes
     const view = await farm.api<{ status: string; counts: Record<string, number> }>(`/api/runs/${runId}`);
     const { derivations } = await farm.api<{ derivations: SlowDerivationRow[] }>(`/api/runs/${runId}/derivations`);
     const slow = derivations.find((d) => d.drvPath === slowDrv)!;
-    const lost = [...audit.lost];
-    if (audit.status !== 'succeeded') lost.push(`run ${runId} ended ${audit.status}`);
+    const lost: string[] = [];
     const countedOnce = Object.keys(view.counts).length === 1 && view.counts.succeeded === audit.derivations;
     if (!countedOnce) lost.push(`run counts ${JSON.stringify(view.counts)}: expected ${audit.derivations} succeeded and nothing else`);
     const notes = [
@@ -188,7 +175,7 @@ export async function runLostLock(options: LostLockOptions): Promise<LostLockRes
       ...(slow.divergentBuild === undefined ? [] : [`flagged: ${slow.divergentBuild}`]),
     ];
     return {
-      outcome: { derivations: audit.derivations, lost, builtTwice: audit.builtTwice, builtTwiceDifferent: audit.builtTwiceDifferent, recoveredMs, notes },
+      outcome: outcomeOf(audit, { problems: lost, recoveredMs, notes }),
       build: result,
       runId,
       runStatus: view.status,

@@ -6,7 +6,8 @@ import { freshSalt, nixInstantiate, outputsOf } from '../../harness/nix-fixtures
 import type { SimulatedMachine } from '../../harness/simulated-machine.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { bulkyCopies, type ChaosFixture } from '../chaos-fixtures.js';
-import { auditedOutcome, runEnded, startBuild, waitFor, withFarm } from '../scenario-steps.js';
+import { auditedOutcome, runEnded, startBuild, withFarm } from '../scenario-steps.js';
+import { pollFor } from '../../harness/poll.js';
 
 const MiB = 1024 * 1024;
 
@@ -70,7 +71,7 @@ async function cutDuring(farm: TestFarm, fixture: ChaosFixture, direction: 'up' 
   const copied = direction === 'down' ? bulkyInput(drvPath!) : Object.values(await outputsOf(drvPath!))[0]!;
 
   const build = await startBuild(farm, fixture, { salt });
-  const { name: victim, at: cutAt } = await waitFor(() => Promise.race([cut, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]), 120_000, () => `a ${phase} to cut`);
+  const { name: victim, at: cutAt } = await pollFor(() => Promise.race([cut, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]), 120_000, () => `a ${phase} to cut`);
   for (const { link } of links) link.disarm();
   // Right after the cut, the path being copied must not be valid where it was going (the retry waits a back-off first).
   const receiver = direction === 'down' ? farm.workers.get(victim)!.machine : undefined;

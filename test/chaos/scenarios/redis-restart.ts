@@ -1,7 +1,8 @@
 import { TestFarm, sleep } from '../../harness/test-farm.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
-import { auditedOutcome, runEnded, startBuild, succeededCount, waitFor, withFarm } from '../scenario-steps.js';
+import { auditedOutcome, runEnded, startBuild, succeededCount, withFarm } from '../scenario-steps.js';
+import { pollFor } from '../../harness/poll.js';
 
 /**
  * Scenario 3: Redis (append-only file on) is stopped in the middle of a run
@@ -31,7 +32,7 @@ async function redisRestart(farm: TestFarm, options: ScenarioOptions): Promise<S
   const full = options.size === 'full';
   const fixture = sleepyDag({ layers: full ? 6 : 4, width: full ? 5 : 3, sleepSeconds: 1.5, withLocalBuilds: true });
   const build = await startBuild(farm, fixture);
-  const before = await waitFor(async () => {
+  const before = await pollFor(async () => {
     const done = await succeededCount(farm, build.runId);
     return done >= (full ? 6 : 3) ? done : undefined;
   }, 120_000, () => `the first builds of run ${build.runId}`);
@@ -42,7 +43,7 @@ async function redisRestart(farm: TestFarm, options: ScenarioOptions): Promise<S
   await sleep(downMs);
   await farm.redis.restart();
   const restartedAt = Date.now();
-  await waitFor(async () => (await succeededCount(farm, build.runId)) > before, 120_000, () => `progress after Redis came back, run ${build.runId}`, 200);
+  await pollFor(async () => (await succeededCount(farm, build.runId)) > before, 120_000, () => `progress after Redis came back, run ${build.runId}`, 200);
   const recoveredMs = Date.now() - restartedAt;
   const status = await runEnded(farm, build.runId, full ? 300_000 : 180_000);
   const result = await build.result;

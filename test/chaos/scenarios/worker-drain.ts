@@ -4,7 +4,7 @@ import { freshSalt, layeredDag } from '../../harness/nix-fixtures.js';
 import { pollFor } from '../../harness/poll.js';
 import { signalWorker, workerExit } from '../../harness/worker-signals.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
-import { auditRun } from '../run-audit.js';
+import { auditRun, outcomeOf } from '../run-audit.js';
 import { eventsOfType, workerEventLog } from '../worker-event-log.js';
 
 /** A short drain: the running builds outlive it, so they are handed back. */
@@ -94,8 +94,7 @@ async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise
   const { derivations } = await farm.api<{ derivations: Array<{ drvPath: string; attempts: number }> }>(`/api/runs/${runId}/derivations`);
   const attemptsOfHandedBack = handedBack.map((h) => derivations.find((d) => d.drvPath === h.drvPath)?.attempts ?? -1);
 
-  const lost = [...audit.lost];
-  if (audit.status !== 'succeeded') lost.push(`run ${runId} ended ${audit.status}`);
+  const lost: string[] = [];
   if (result.exitCode !== 0) lost.push(`nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-2000)}`);
   if (exitCode !== 0) lost.push(`the drained worker ${victim} ${exitCode === 'running' ? 'did not exit within 60 s' : `exited with ${exitCode}, not 0`}`);
   if (startedAfterSignal.length > 0) lost.push(`${victim} started builds after SIGTERM: ${startedAfterSignal.join(' ')}`);
@@ -103,16 +102,13 @@ async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise
   const facts: WorkerDrainFacts = { victim, exitCode, handedBack: handedBack.map((h) => h.drvPath), startedAfterSignal, attemptsOfHandedBack, alsoReportedFinished, build: result };
   return {
     facts,
-    outcome: {
-      derivations: audit.derivations,
-      lost,
-      builtTwice: audit.builtTwice,
-      builtTwiceDifferent: audit.builtTwiceDifferent,
+    outcome: outcomeOf(audit, {
+      problems: lost,
       recoveredMs,
       notes: [
         `${victim} exited ${exitCode} ${((exitedAt - signalAt) / 1000).toFixed(1)} s after SIGTERM`,
         `${handedBack.length} build(s) handed back${handedBack.length === 0 ? '' : ` (attempts counted afterwards: ${attemptsOfHandedBack.join(', ')})`}`,
       ],
-    },
+    }),
   };
 }

@@ -1,7 +1,8 @@
 import { TestFarm } from '../../harness/test-farm.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
-import { auditedOutcome, runEnded, startBuild, waitFor, withFarm } from '../scenario-steps.js';
+import { auditedOutcome, runEnded, startBuild, withFarm } from '../scenario-steps.js';
+import { pollFor } from '../../harness/poll.js';
 
 /**
  * --lock-seconds of the scenario's workers. A dead worker's lock lapses within
@@ -48,7 +49,7 @@ async function workerSigkill(farm: TestFarm, options: ScenarioOptions): Promise<
   const build = await startBuild(farm, fixture);
   const rows = async () => (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${build.runId}/derivations`)).derivations;
   // The victim (faster, so preferred) is killed while it runs builds.
-  const killed = await waitFor(async () => {
+  const killed = await pollFor(async () => {
     const running = (await rows()).filter((d) => d.status === 'running' && d.worker === 'victim');
     // full size: both of its slots busy, so two builds have to move
     return running.length >= (full ? 2 : 1) ? running : undefined;
@@ -57,7 +58,7 @@ async function workerSigkill(farm: TestFarm, options: ScenarioOptions): Promise<
   await farm.stopWorker('victim', 'SIGKILL');
   options.progress?.(`victim killed while building ${killed.map((d) => d.name).join(', ')}`);
   // Recovered: every build the victim held started again on the survivor.
-  const restarted = await waitFor(async () => {
+  const restarted = await pollFor(async () => {
     const now = await rows();
     const again = killed.map((k) => now.find((d) => d.drvPath === k.drvPath && d.worker === 'survivor' && d.startedAt !== undefined && d.startedAt >= killedAt));
     return again.every((d) => d !== undefined) ? again : undefined;

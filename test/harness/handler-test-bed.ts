@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation, type RunService } from '@nixfarm/coordinator';
+import { redisKeys, type Logger } from '@nixfarm/shared';
+import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
+
+export interface HandlerBedOptions {
+  /** default: every output valid */
+  verifier?: OutputVerifier;
+  /** default: silent */
+  logger?: Logger;
+  retryBaseDelayMs?: number;
+}
+
+export interface HandlerBed {
+  graph: DerivationGraph;
+  handler: WorkerEventHandler;
+  /** what the handler queued (released dependents, retries) */
+  queued: ReadyDerivation[];
+  /** runs the handler finalized */
+  finalized: string[];
+  /** derivation names whose build times were recorded */
+  recorded: string[];
+  /** what registration made ready */
+  ready: ReadyDerivation[];
+  /** the GC roots dir of this setup */
+  rootsDir: string;
+}
+
+/**
+ * WorkerEventHandler on a real DerivationGraph in a private redis-server, with
+ * a run service that records what it is asked to queue and finalize: for
+ * tests of how reports change the graph. Call inside a describe(); it adds
+ * the suite's before/after hooks. Each setup() starts from an empty Redis
+ * with run r1 holding the given nodes.
+ */
+export function handlerTestBed(): { redis: () => Redis; setup(nodes: PlannedDerivation[], options?: HandlerBedOptions): Promise<HandlerBed> } {
+  let server: PrivateRedis | undefined;
+  let redis: Redis | undefined;
+  const rootsDirs: string[] = [];
+  before(async () => {
+    server = await startPrivateRedis({});
+    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+  });
+  after(async () => {
+    redis?.disconnect();
+    await server?.stop();
+    for (const dir of rootsDirs) rmSync(dir, { recursive: true, force: true });
+  });
+  const client = () => {
+    if (redis === undefined) throw new Error('handlerTestBed: Redis is not started yet (call setup() inside a test)');
+    return redis;
+  };
+  return {
+    redis: client,
+    async setup(nodes, options = {}) {
+      const redis = client();
+      await redis.flushall();
+      const graph = new DerivationGraph(redis);
+      const rootsDir = mkdtempSync(join(tmpdir(), 'nixfarm-roots-'));
+      rootsDirs.push(rootsDir);
+      const gcRoots = new GcRoots(rootsDir);
+      await gcRoots.prepareRun('r1');
+      await redis.hset(redisKeys.run('r1'), { status: 'running', remaining: '1', failed: '0' });
+      const { ready } = await graph.registerRun('r1', nodes, { priority: 0, rebuildFailed: false });
+      await redis.hincrby(redisKeys.run('r1'), 'remaining', -1);
+      const queued: ReadyDerivation[] = [];
+      const finalized: string[] = [];
+      const recorded: string[] = [];
+      const runs = { enqueue: async (r: ReadyDerivation[]) => void queued.push(...r), finalize: async (id: string) => void finalized.push(id) } as unknown as RunService;
+      const handler = new WorkerEventHandler({
+        verifier: options.verifier ?? { invalidPaths: async () => new Set<string>() },
+        graph,
+        runs,
+        events: new RunEvents(redis),
+        gcRoots,
+        durations: { record: async (d) => void recorded.push(...d.map((x) => x.name)) },
+        logger: options.logger ?? pino({ level: 'silent' }),
+        ...(options.retryBaseDelayMs === undefined ? {} : { retryBaseDelayMs: options.retryBaseDelayMs }),
+      });
+      return { graph, handler, queued, finalized, recorded, ready, rootsDir };
+    },
+  };
+}
