@@ -10,6 +10,7 @@ import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
 import { cancelCommand } from './commands/cancel-command.js';
 import { runWait, waitCommand } from './commands/wait-command.js';
+import { statusCommand } from './commands/status-command.js';
 
 export function program(): Command {
   return new Command('nixfarm')
@@ -20,6 +21,7 @@ export function program(): Command {
     .addCommand(waitCommand())
     .addCommand(authorizeCommand())
     .addCommand(workerKeyCommand())
+    .addCommand(statusCommand())
     .addCommand(workersCommand())
     .addCommand(runsCommand())
     .addCommand(whyCommand())

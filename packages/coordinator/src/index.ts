@@ -17,3 +17,7 @@ export * from './runs/output-verifier.js';
 export * from './runs/scheduling-core.js';
 export * from './runs/build-durations.js';
 export * from './events/worker-event-consumer.js';
+export * from './metrics/farm-metrics.js';
+export * from './metrics/scaling-signal.js';
+export * from './metrics/queue-wait-tracker.js';
+export * from './metrics/farm-status-collector.js';

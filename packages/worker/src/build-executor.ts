@@ -67,6 +67,7 @@ export class BuildExecutor {
       jobId: job.jobId,
       attempt: job.attempt,
       outcome: result.outcome,
+      system: build.system,
       ...(result.outputs === undefined ? {} : { outputs: result.outputs }),
       ...(result.narHashes === undefined ? {} : { narHashes: result.narHashes }),
       ...(result.error === undefined ? {} : { error: result.error }),

@@ -6,6 +6,8 @@ import type { RunEvents } from '../runs/run-events.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import { AmbiguousQueryError, DerivationNotFoundError, WhyService } from '../explain/index.js';
+import type { FarmMetrics } from '../metrics/farm-metrics.js';
+import { registerMetricsRoutes } from './metrics-routes.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -18,6 +20,8 @@ export interface HttpApiDeps {
   nix?: { readDerivation(drvPath: string): Promise<Derivation> };
   logger: Logger;
   bodyLimitBytes?: number;
+  /** the scheduling core's metrics: GET /metrics and GET /api/status */
+  metrics?: FarmMetrics;
 }
 
 /** HTTP status for each error code the API can return. */
@@ -165,6 +169,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
   });
 
   app.get('/api/workers', async () => ({ workers: await deps.workers.list() }));
+
+  if (deps.metrics !== undefined) registerMetricsRoutes(app, { ...deps, metrics: deps.metrics });
 
   app.get('/api/queues', async () => {
     const names = await deps.queues.names();

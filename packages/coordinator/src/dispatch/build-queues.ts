@@ -6,6 +6,8 @@ import type { ReadyDerivation } from '../graph/derivation-graph.js';
 export interface BuildQueuesOptions {
   redis: Redis;
   logger: Logger;
+  /** told of each job queued (its id, queue, and when it becomes takeable) and of each removed: feeds the queue-wait metrics in memory */
+  waits?: { queued(jobs: ReadonlyArray<{ jobId: string; queue: string; since: number }>): void; take(jobId: string): unknown };
 }
 
 
@@ -42,12 +44,13 @@ export class BuildQueues {
         await this.options.redis.sadd(redisKeys.queues, name);
         this.known.add(name);
       }
+      const now = Date.now();
       await this.queue(name).addBulk(
         items.map((r) => ({
           name: r.job.name,
           data: r.job,
           opts: {
-            jobId: r.attempt === 0 ? r.hash : `${r.hash}.${r.attempt}`,
+            jobId: jobIdOf(r.hash, r.attempt),
             delay: r.delayMs,
             priority: queuePriority(r.priority, r.criticalPathMs),
             removeOnComplete: true,
@@ -55,6 +58,7 @@ export class BuildQueues {
           },
         })),
       );
+      this.options.waits?.queued(items.map((r) => ({ jobId: jobIdOf(r.hash, r.attempt), queue: name, since: now + (r.delayMs ?? 0) })));
       await this.options.redis.publish(redisKeys.queueWakeups, name);
       this.options.logger.debug({ queue: name, count: items.length }, 'queued derivations');
     }
@@ -64,7 +68,8 @@ export class BuildQueues {
   async remove(queue: string, hash: string, attempts: number): Promise<void> {
     const q = this.queue(queue);
     for (let a = 0; a <= attempts; a++) {
-      const job = await q.getJob(a === 0 ? hash : `${hash}.${a}`);
+      this.options.waits?.take(jobIdOf(hash, a));
+      const job = await q.getJob(jobIdOf(hash, a));
       if (job !== undefined && !(await job.isActive())) await job.remove().catch(() => undefined);
     }
   }
@@ -77,4 +82,9 @@ export class BuildQueues {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
     this.queues.clear();
   }
+}
+
+/** A retry gets its own BullMQ job id so it never collides with the finished one. */
+function jobIdOf(hash: string, attempt: number): string {
+  return attempt === 0 ? hash : `${hash}.${attempt}`;
 }

@@ -15,6 +15,7 @@ import type { RunService } from '../runs/run-service.js';
 import type { GcRoots } from '../runs/gc-roots.js';
 import { canonicalNarHash, type OutputVerifier } from '../runs/output-verifier.js';
 import type { BuildDurations } from '../runs/build-durations.js';
+import type { FarmMetrics } from '../metrics/farm-metrics.js';
 
 export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
@@ -26,6 +27,8 @@ export interface WorkerEventHandlerDeps {
   /** last build time per derivation name, the weights of the next run's critical paths */
   durations: Pick<BuildDurations, 'record'>;
   logger: Logger;
+  /** counters and histograms, updated in memory from each applied batch */
+  metrics?: Pick<FarmMetrics, 'buildsStarted' | 'buildsFinished'>;
   /** tries for an infrastructure failure before the build ends as aborted */
   maxAttempts?: number;
   /** first retry delay; doubled each try */
@@ -243,6 +246,9 @@ export class WorkerEventHandler {
         else logger.debug({ drvPath: item.event.drvPath, worker: item.event.worker }, 'late or duplicate result ignored');
       }
     });
+    // In memory only: the reports already carry what the metrics need.
+    this.deps.metrics?.buildsStarted(started.map(({ event }) => ({ jobId: event.jobId, at: event.at })));
+    this.deps.metrics?.buildsFinished(finished.map(({ event, status }) => ({ status, timings: event.timings, ...(event.system === undefined ? {} : { system: event.system }) })));
     const succeeded = finished.filter((f) => f.status === 'succeeded');
     const deliveries: RunEventDelivery[] = [];
     for (const { event, runIds } of started) deliveries.push({ runIds, event: { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at } });

@@ -24,6 +24,7 @@ import type { OutputVerifier } from './output-verifier.js';
 import type { GcRoots } from './gc-roots.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import { LOCAL_BUILDER_NAME, type LocalBuilder } from '../local/local-builder.js';
+import type { FarmMetrics } from '../metrics/farm-metrics.js';
 
 /** What evaluation and planning produce: the requested results and the derivations to build. */
 export interface EvaluatedRun {
@@ -57,6 +58,8 @@ export interface RunServiceDeps {
   /** builds preferLocalBuild derivations here; absent when turned off */
   localBuilder?: LocalBuilder;
   logger: Logger;
+  /** counts runs started and ended (in memory) */
+  metrics?: Pick<FarmMetrics, 'runStarted' | 'runFinished'>;
 }
 
 /**
@@ -117,6 +120,7 @@ export class RunService {
       .sadd(redisKeys.activeRuns, runId)
       .exec();
     await events.emit([runId], { type: 'run-started', runId, total: plan.nodes.length, at: now });
+    this.deps.metrics?.runStarted();
     for (const node of plan.nodes) {
       node.job.timeoutSeconds = request.timeoutSeconds;
       node.job.maxSilentSeconds = request.maxSilentSeconds;
@@ -270,6 +274,7 @@ export class RunService {
     if (error !== undefined) update.error = error;
     await redis.multi().hset(redisKeys.run(runId), update).srem(redisKeys.activeRuns, runId).exec();
     await events.emit([runId], { type: 'run-finished', runId, status, at: now });
+    this.deps.metrics?.runFinished(status);
     logger.info({ runId, status, error }, 'run finished');
   }
 
@@ -295,6 +300,7 @@ export class RunService {
     await events.emitAll(views.map((view) => ({ runIds: [runId], event: { type: 'drv-finished' as const, drvPath: view.drvPath, status: 'cancelled' as const, at: now } })));
     await gcRoots.releaseRun(runId);
     await events.emit([runId], { type: 'run-finished', runId, status: 'cancelled', at: now });
+    this.deps.metrics?.runFinished('cancelled');
     logger.info({ runId, cancelled: cancelled.length, stopped: cancelled.filter((c) => c.was === 'running').length }, 'run cancelled');
     return this.get(runId);
   }

@@ -14,6 +14,7 @@ import { GcRoots } from './gc-roots.js';
 import { RunService } from './run-service.js';
 import { BuildDurations } from './build-durations.js';
 import type { OutputVerifier } from './output-verifier.js';
+import { FarmMetrics } from '../metrics/farm-metrics.js';
 
 export interface SchedulingCoreOptions {
   redis: Redis;
@@ -43,20 +44,22 @@ export class SchedulingCore {
   readonly workers: WorkerDirectory;
   readonly runs: RunService;
   readonly handler: WorkerEventHandler;
+  /** this process's Prometheus registry, fed by the queues, the runs and the report handler */
+  readonly metrics = new FarmMetrics();
   private readonly consumer: WorkerEventConsumer;
   private reconciler: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SchedulingCoreOptions) {
     const { redis, logger, nix, verifier, localBuilder } = options;
     this.graph = new DerivationGraph(redis);
-    this.queues = new BuildQueues({ redis, logger });
+    this.queues = new BuildQueues({ redis, logger, waits: this.metrics.queueWaits });
     this.events = new RunEvents(redis);
     this.gcRoots = new GcRoots(options.gcRootsDir);
     this.workers = new WorkerDirectory(redis);
     const planner = new BuildPlanner({ nix, logger });
     const durations = new BuildDurations(redis);
-    this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, workers: this.workers, localBuilder, logger });
-    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger });
+    this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, workers: this.workers, localBuilder, logger, metrics: this.metrics });
+    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger, metrics: this.metrics });
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }

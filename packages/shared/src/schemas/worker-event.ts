@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { drvPathSchema, outputMapSchema, storePathSchema, workerNameSchema } from './common.js';
+import { drvPathSchema, outputMapSchema, storePathSchema, systemSchema, workerNameSchema } from './common.js';
 
 export const buildTimingsSchema = z.object({
   copyInMs: z.number().nonnegative(),
@@ -32,6 +32,8 @@ export const buildFinishedEventSchema = z.object({
   jobId: z.string(),
   attempt: z.number().int().nonnegative(),
   outcome: z.enum(WORKER_OUTCOMES),
+  /** the derivation's system, for the coordinator's per-system metrics; absent from older workers */
+  system: systemSchema.optional(),
   outputs: outputMapSchema.optional(),
   /** output path -> NAR hash in the worker's store after the build ("sha256:<base32>"), to tell a reproducible double build from a divergent one */
   narHashes: z.record(storePathSchema, narHashSchema).optional(),

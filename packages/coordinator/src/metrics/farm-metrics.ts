@@ -1,0 +1,138 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BuildTimings, FarmStatus } from '@nixfarm/shared';
+import { QueueWaitTracker } from './queue-wait-tracker.js';
+
+/** Seconds, from a trivial derivation's copy to a long compile. */
+const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200];
+
+/** A finished build as the metrics see it. */
+export interface FinishedBuild {
+  status: string;
+  /** absent from older workers' reports */
+  system?: string;
+  timings: BuildTimings;
+}
+
+/**
+ * The coordinator's Prometheus metrics, on a registry of its own (two
+ * coordinators in one process, as in tests, never share counters). Counters
+ * and histograms are plain in-memory increments on the path that applies
+ * worker reports; gauges are set from one status snapshot per scrape.
+ */
+export class FarmMetrics {
+  readonly registry = new Registry();
+  readonly queueWaits = new QueueWaitTracker();
+
+  private readonly finished: Counter<'status' | 'system'>;
+  private readonly runsStarted: Counter;
+  private readonly runsFinished: Counter<'status'>;
+  private readonly buildSeconds: Histogram<'system'>;
+  private readonly totalSeconds: Histogram<'system'>;
+  private readonly copyInSeconds: Histogram<'system'>;
+  private readonly copyOutSeconds: Histogram<'system'>;
+  private readonly queueWaitSeconds: Histogram<'queue'>;
+  private readonly gauges: {
+    queueWaiting: Gauge<'queue' | 'system' | 'features'>;
+    queueRunning: Gauge<'queue' | 'system' | 'features'>;
+    queueOldest: Gauge<'queue' | 'system' | 'features'>;
+    workerRunning: Gauge<'worker'>;
+    workerMaxJobs: Gauge<'worker'>;
+    workerHeartbeatAge: Gauge<'worker'>;
+    workerUp: Gauge<'worker'>;
+    workerDraining: Gauge<'worker'>;
+    workerPaused: Gauge<'worker'>;
+    workerFreeDisk: Gauge<'worker'>;
+    workersNeeded: Gauge<'system'>;
+    unserved: Gauge<'system'>;
+    freeSlots: Gauge<'system'>;
+    activeRuns: Gauge;
+  };
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'nixfarm_coordinator_' });
+    const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Counter<L>({ name, help, labelNames, registers });
+    const histogram = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Histogram<L>({ name, help, labelNames, buckets: DURATION_BUCKETS, registers });
+    const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Gauge<L>({ name, help, labelNames, registers });
+    this.finished = counter('nixfarm_derivations_finished_total', 'Derivations ended by a worker report, by terminal status and system', ['status', 'system']);
+    this.runsStarted = counter('nixfarm_runs_started_total', 'Runs submitted', []);
+    this.runsFinished = counter('nixfarm_runs_finished_total', 'Runs ended, by status', ['status']);
+    this.buildSeconds = histogram('nixfarm_build_duration_seconds', 'Time in the builder (nix-store --realise), per finished build', ['system']);
+    this.totalSeconds = histogram('nixfarm_build_total_seconds', 'Time from a worker taking a build to its report: copy in, build, copy out', ['system']);
+    this.copyInSeconds = histogram('nixfarm_build_copy_in_seconds', "Time copying a build's inputs into the worker's store", ['system']);
+    this.copyOutSeconds = histogram('nixfarm_build_copy_out_seconds', "Time copying a build's outputs to the coordinator's store", ['system']);
+    this.queueWaitSeconds = histogram('nixfarm_queue_wait_seconds', 'Time from a job becoming takeable to a worker starting it', ['queue']);
+    const q = ['queue', 'system', 'features'] as const;
+    this.gauges = {
+      queueWaiting: gauge('nixfarm_queue_waiting_jobs', 'Jobs waiting in a build queue (incl. prioritized and delayed retries)', q),
+      queueRunning: gauge('nixfarm_queue_running_jobs', 'Jobs of a build queue a worker runs', q),
+      queueOldest: gauge('nixfarm_queue_oldest_wait_seconds', 'Age of the oldest job of a queue no worker has started; 0 when none waits', q),
+      workerRunning: gauge('nixfarm_worker_running_jobs', 'Builds a worker runs, as of its last heartbeat', ['worker']),
+      workerMaxJobs: gauge('nixfarm_worker_max_jobs', 'Builds a worker runs at once at most', ['worker']),
+      workerHeartbeatAge: gauge('nixfarm_worker_heartbeat_age_seconds', "Seconds since a worker's last heartbeat", ['worker']),
+      workerUp: gauge('nixfarm_worker_up', '1 when the heartbeat is fresh (under 15 s), else 0', ['worker']),
+      workerDraining: gauge('nixfarm_worker_draining', '1 while a worker drains (takes no new builds, then leaves)', ['worker']),
+      workerPaused: gauge('nixfarm_worker_paused', '1 while a worker takes no new builds for now (e.g. low disk)', ['worker']),
+      workerFreeDisk: gauge('nixfarm_worker_free_disk_bytes', "Free bytes on the filesystem of a worker's Nix store", ['worker']),
+      workersNeeded: gauge('nixfarm_workers_needed', 'More workers the waiting work of a system needs: ceil(unserved jobs / median max-jobs of its workers)', ['system']),
+      unserved: gauge('nixfarm_unserved_jobs', 'Waiting jobs of a system that no free slot of a live capable worker can take', ['system']),
+      freeSlots: gauge('nixfarm_free_slots', 'Free build slots of live workers that take new builds, per system they serve', ['system']),
+      activeRuns: gauge('nixfarm_runs_active', 'Runs not finished yet', []),
+    };
+  }
+
+  /** Builds that started: their queue wait, if this process queued them. */
+  buildsStarted(starts: ReadonlyArray<{ jobId: string; at: number }>): void {
+    for (const s of starts) {
+      const queued = this.queueWaits.take(s.jobId);
+      if (queued !== undefined) this.queueWaitSeconds.observe({ queue: queued.queue }, Math.max(0, s.at - queued.since) / 1000);
+    }
+  }
+
+  buildsFinished(builds: readonly FinishedBuild[]): void {
+    for (const b of builds) {
+      const system = b.system ?? 'unknown';
+      this.finished.inc({ status: b.status, system });
+      this.buildSeconds.observe({ system }, b.timings.buildMs / 1000);
+      this.totalSeconds.observe({ system }, b.timings.totalMs / 1000);
+      this.copyInSeconds.observe({ system }, b.timings.copyInMs / 1000);
+      this.copyOutSeconds.observe({ system }, b.timings.copyOutMs / 1000);
+    }
+  }
+
+  runStarted(): void {
+    this.runsStarted.inc();
+  }
+
+  runFinished(status: string): void {
+    this.runsFinished.inc({ status });
+  }
+
+  /** Sets every gauge from one snapshot; series of queues and workers that are gone disappear. */
+  setStatus(status: FarmStatus): void {
+    const g = this.gauges;
+    for (const gauge of Object.values(g)) gauge.reset();
+    for (const q of status.queues) {
+      const labels = { queue: q.name, system: q.system, features: q.features.join(',') };
+      g.queueWaiting.set(labels, q.waiting);
+      g.queueRunning.set(labels, q.running);
+      g.queueOldest.set(labels, q.oldestWaitSeconds);
+    }
+    for (const w of status.workers) {
+      const worker = { worker: w.name };
+      g.workerRunning.set(worker, w.running);
+      g.workerMaxJobs.set(worker, w.maxJobs);
+      g.workerHeartbeatAge.set(worker, w.heartbeatAgeSeconds);
+      g.workerUp.set(worker, w.up ? 1 : 0);
+      g.workerDraining.set(worker, w.draining ? 1 : 0);
+      g.workerPaused.set(worker, w.paused === undefined ? 0 : 1);
+      if (w.freeDiskBytes !== undefined) g.workerFreeDisk.set(worker, w.freeDiskBytes);
+    }
+    for (const s of status.scaling) {
+      g.workersNeeded.set({ system: s.system }, s.workersNeeded);
+      g.unserved.set({ system: s.system }, s.unserved);
+      g.freeSlots.set({ system: s.system }, s.freeSlots);
+    }
+    g.activeRuns.set(status.activeRuns);
+  }
+}

@@ -1,0 +1,78 @@
+import type { Redis } from 'ioredis';
+import { parseQueueName, redisKeys, takesNewBuilds, type FarmStatus, type Logger, type QueueStatus } from '@nixfarm/shared';
+import type { BuildQueues } from '../dispatch/build-queues.js';
+import type { WorkerDirectory } from '../dispatch/worker-directory.js';
+import type { QueueWaitTracker } from './queue-wait-tracker.js';
+import { scalingSignal } from './scaling-signal.js';
+
+export interface FarmStatusCollectorOptions {
+  redis: Redis;
+  queues: BuildQueues;
+  workers: WorkerDirectory;
+  queueWaits: QueueWaitTracker;
+  logger: Logger;
+}
+
+/**
+ * One snapshot of the farm, for both GET /metrics and GET /api/status so the
+ * two never disagree: queue depths (one round trip per queue), the worker
+ * registry (one), active runs (one), and the scaling signal computed from them.
+ */
+export class FarmStatusCollector {
+  constructor(private readonly options: FarmStatusCollectorOptions) {}
+
+  async collect(): Promise<FarmStatus> {
+    const { redis, queues, workers, queueWaits, logger } = this.options;
+    const names = await queues.names();
+    const [counts, registry, activeRuns] = await Promise.all([
+      Promise.all(names.map((name) => queues.queue(name).getJobCounts('waiting', 'prioritized', 'delayed', 'active'))),
+      workers.list(),
+      redis.scard(redisKeys.activeRuns),
+    ]);
+    const now = Date.now();
+    const oldest = queueWaits.oldest(now);
+    const queueStatuses: QueueStatus[] = [];
+    names.forEach((name, i) => {
+      let requirement;
+      try {
+        requirement = parseQueueName(name);
+      } catch (error) {
+        logger.warn({ queue: name, err: error }, 'not a build queue name: left out of the status');
+        return;
+      }
+      const c = counts[i]!;
+      const waiting = (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
+      if (waiting === 0) queueWaits.forgetQueue(name);
+      const since = waiting === 0 ? undefined : oldest.get(name);
+      queueStatuses.push({
+        name,
+        system: requirement.system,
+        features: [...requirement.requiredFeatures],
+        waiting,
+        running: c.active ?? 0,
+        oldestWaitSeconds: since === undefined ? 0 : Math.max(0, now - since) / 1000,
+      });
+    });
+    const scaling = scalingSignal(
+      queueStatuses.map((q) => ({ name: q.name, system: q.system, requiredFeatures: q.features, waiting: q.waiting })),
+      registry.map((w) => ({ ...w, takesNewBuilds: takesNewBuilds(w) })),
+    );
+    return {
+      at: now,
+      queues: queueStatuses,
+      workers: registry.map((w) => ({
+        name: w.name,
+        up: w.alive,
+        systems: w.systems,
+        running: w.running,
+        maxJobs: w.maxJobs,
+        draining: w.draining === true,
+        ...(w.paused === undefined ? {} : { paused: w.paused }),
+        heartbeatAgeSeconds: Math.max(0, now - w.heartbeatAt) / 1000,
+        ...(w.freeDiskBytes === undefined ? {} : { freeDiskBytes: w.freeDiskBytes }),
+      })),
+      scaling,
+      activeRuns,
+    };
+  }
+}
