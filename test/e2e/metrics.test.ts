@@ -54,7 +54,7 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     await farm?.stop();
   });
 
-  it('counts a run of 3 derivations on w1: succeeded counter 3, each timing histogram 3 observations, runs 1 started and 1 succeeded', async () => {
+  it('counts a run of 3 derivations on w1: succeeded counter 3, each timing and byte histogram 3 observations, runs 1 started and 1 succeeded', async () => {
     const result = await farm.build([chain(3, { sleepSeconds: 0.5 }).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 120_000 });
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
     const { samples } = await scrape();
@@ -67,6 +67,12 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     // each builder sleeps 0.5 s: the build time cannot be less, and the total includes it
     assert.ok(valueOf(samples, 'nixfarm_build_duration_seconds_sum', { system }) >= 1.5);
     assert.ok(valueOf(samples, 'nixfarm_build_total_seconds_sum', { system }) >= valueOf(samples, 'nixfarm_build_duration_seconds_sum', { system }));
+    // bytes: every build copied its output out (a NAR of a small file and its metadata: over 100 bytes each);
+    // the first copied busybox in, a static binary of several hundred KiB
+    assert.equal(valueOf(samples, 'nixfarm_build_copy_out_bytes_count', { system }), 3);
+    assert.ok(valueOf(samples, 'nixfarm_build_copy_out_bytes_sum', { system }) >= 300);
+    assert.equal(valueOf(samples, 'nixfarm_build_copy_in_bytes_count', { system }), 3);
+    assert.ok(valueOf(samples, 'nixfarm_build_copy_in_bytes_sum', { system }) > 100_000, 'busybox was copied in');
     const queue = `build@${system}`;
     assert.equal(valueOf(samples, 'nixfarm_queue_wait_seconds_count', { queue }), 3, 'each start had its wait observed');
     assert.equal(valueOf(samples, 'nixfarm_runs_started_total'), 1);

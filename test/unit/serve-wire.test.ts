@@ -44,7 +44,7 @@ describe("Nix's wire format", () => {
     await assert.rejects(reader.readString(), /out of sync/);
   });
 
-  it('relays raw bytes to another stream until told to stop, then decodes again', async () => {
+  it('relays raw bytes to another stream until told to stop, counting them, then decodes again', async () => {
     const { reader, stream } = readerOf(Buffer.from('head'));
     const target = new PassThrough();
     const relayed: Buffer[] = [];
@@ -52,7 +52,7 @@ describe("Nix's wire format", () => {
     reader.startRelay(target);
     stream.write(Buffer.from('-tail'));
     await new Promise((r) => setImmediate(r));
-    reader.stopRelay();
+    assert.equal(reader.stopRelay(), 'head-tail'.length, 'it counts what it relayed (buffered bytes too), for the copy metrics');
     stream.write(new WireWriter().u64(42).toBuffer());
     assert.equal(Buffer.concat(relayed).toString(), 'head-tail');
     assert.equal(await reader.readU64(), 42);

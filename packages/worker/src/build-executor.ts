@@ -3,11 +3,13 @@ import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
 import { LogTail } from './log-tail.js';
 import type { OutputHashes } from './output-hashes.js';
+import type { ByteTally } from './store-copier.js';
 
 /** Moves paths in and out of the store that builds; a builder on the coordinator's own store moves nothing. */
 export interface PathMover {
-  copyIn(paths: readonly string[]): Promise<unknown>;
-  copyOut(paths: readonly string[]): Promise<unknown>;
+  /** `tally`, when given, gets the bytes streamed: reported with the timings for the coordinator's metrics */
+  copyIn(paths: readonly string[], tally?: ByteTally): Promise<unknown>;
+  copyOut(paths: readonly string[], tally?: ByteTally): Promise<unknown>;
 }
 
 export const SAME_STORE: PathMover = {
@@ -82,8 +84,10 @@ export class BuildExecutor {
   private async build(build: BuildJob, log: LogTail, timings: BuildTimings, signal: AbortSignal | undefined): Promise<Attempt> {
     const { builder, mover } = this.deps;
     let t = Date.now();
-    await mover.copyIn(build.inputPaths);
+    const copiedIn: ByteTally = { bytes: 0 };
+    await mover.copyIn(build.inputPaths, copiedIn);
     timings.copyInMs = Date.now() - t;
+    timings.copyInBytes = copiedIn.bytes;
 
     t = Date.now();
     const attempt = await builder.build(build, { onLogLine: (line) => log.push(line), signal });
@@ -93,8 +97,10 @@ export class BuildExecutor {
 
     // Reported only once every output is valid in the coordinator's store: dependents are released on this report.
     t = Date.now();
-    await mover.copyOut(Object.values(build.outputs));
+    const copiedOut: ByteTally = { bytes: 0 };
+    await mover.copyOut(Object.values(build.outputs), copiedOut);
     timings.copyOutMs = Date.now() - t;
+    timings.copyOutBytes = copiedOut.bytes;
     return { outcome: 'succeeded', outputs: build.outputs, ...(await this.narHashes(build)) };
   }
 

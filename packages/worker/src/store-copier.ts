@@ -1,5 +1,10 @@
 import { InfrastructureError, type Logger, type ServePool } from '@nixfarm/shared';
 
+/** Adds up the bytes a build's copies stream (Nix's export format: each path's NAR plus a little metadata). */
+export interface ByteTally {
+  bytes: number;
+}
+
 export interface StoreCopierOptions {
   /** sessions with this worker's store */
   local: ServePool;
@@ -26,8 +31,11 @@ export class StoreCopier {
 
   constructor(private readonly options: StoreCopierOptions) {}
 
-  /** Makes `paths` and their closures valid locally. Returns how many paths were copied. */
-  async copyIn(paths: readonly string[]): Promise<number> {
+  /**
+   * Makes `paths` and their closures valid locally. Returns how many paths were
+   * copied; their bytes go to `tally` (not those of paths another copy brought).
+   */
+  async copyIn(paths: readonly string[], tally?: ByteTally): Promise<number> {
     const { local, coordinator } = this.options;
     if (paths.length === 0) return 0;
     const wanted = await local.use(async (l) => {
@@ -46,7 +54,9 @@ export class StoreCopier {
         const elsewhere = missing.filter((p) => this.arriving.has(p)).map((p) => this.arriving.get(p)!);
         const mine = missing.filter((p) => !this.arriving.has(p));
         if (mine.length > 0) {
-          const copy = l.connection.importFrom(remote.connection, mine);
+          const copy = l.connection.importFrom(remote.connection, mine).then((bytes) => {
+            if (tally !== undefined) tally.bytes += bytes;
+          });
           const settled = copy.then(
             () => undefined,
             () => undefined,
@@ -63,15 +73,18 @@ export class StoreCopier {
           // another copy may have failed: whatever is still missing is copied now, on this session
           const still = await l.connection.queryValidPaths(missing);
           const retry = missing.filter((p) => !still.has(p));
-          if (retry.length > 0) await l.connection.importFrom(remote.connection, retry);
+          if (retry.length > 0) {
+            const bytes = await l.connection.importFrom(remote.connection, retry);
+            if (tally !== undefined) tally.bytes += bytes;
+          }
         }
         return mine.length;
       });
     });
   }
 
-  /** Makes `paths` and their closures valid in the coordinator's store. Returns how many paths were copied. */
-  async copyOut(paths: readonly string[]): Promise<number> {
+  /** Makes `paths` and their closures valid in the coordinator's store. Returns how many paths were copied; their bytes go to `tally`. */
+  async copyOut(paths: readonly string[], tally?: ByteTally): Promise<number> {
     const { local, coordinator } = this.options;
     if (paths.length === 0) return 0;
     return local.use(async (l) => {
@@ -79,7 +92,8 @@ export class StoreCopier {
       return coordinator.use(async (remote) => {
         const there = await remote.connection.queryValidPaths(closure);
         const missing = closure.filter((p) => !there.has(p));
-        await remote.connection.importFrom(l.connection, missing);
+        const bytes = await remote.connection.importFrom(l.connection, missing);
+        if (tally !== undefined) tally.bytes += bytes;
         return missing.length;
       });
     });

@@ -1,9 +1,12 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
 import type { BuildTimings, FarmStatus } from '@nixfarm/shared';
 import { QueueWaitTracker } from './queue-wait-tracker.js';
 
 /** Seconds, from a trivial derivation's copy to a long compile. */
 const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200];
+
+/** Bytes: 1 KiB to 16 GiB, by fours. */
+const BYTE_BUCKETS = exponentialBuckets(1024, 4, 13);
 
 /** A finished build as the metrics see it. */
 export interface FinishedBuild {
@@ -30,6 +33,8 @@ export class FarmMetrics {
   private readonly totalSeconds: Histogram<'system'>;
   private readonly copyInSeconds: Histogram<'system'>;
   private readonly copyOutSeconds: Histogram<'system'>;
+  private readonly copyInBytes: Histogram<'system'>;
+  private readonly copyOutBytes: Histogram<'system'>;
   private readonly queueWaitSeconds: Histogram<'queue'>;
   private readonly gauges: {
     queueWaiting: Gauge<'queue' | 'system' | 'features'>;
@@ -61,6 +66,8 @@ export class FarmMetrics {
     this.totalSeconds = histogram('nixfarm_build_total_seconds', 'Time from a worker taking a build to its report: copy in, build, copy out', ['system']);
     this.copyInSeconds = histogram('nixfarm_build_copy_in_seconds', "Time copying a build's inputs into the worker's store", ['system']);
     this.copyOutSeconds = histogram('nixfarm_build_copy_out_seconds', "Time copying a build's outputs to the coordinator's store", ['system']);
+    this.copyInBytes = new Histogram({ name: 'nixfarm_build_copy_in_bytes', help: "Bytes a build's own copy-in streamed (NARs plus metadata; inputs already there or brought by another build count 0)", labelNames: ['system'], buckets: BYTE_BUCKETS, registers });
+    this.copyOutBytes = new Histogram({ name: 'nixfarm_build_copy_out_bytes', help: "Bytes a build's copy-out streamed to the coordinator's store (NARs plus metadata)", labelNames: ['system'], buckets: BYTE_BUCKETS, registers });
     this.queueWaitSeconds = histogram('nixfarm_queue_wait_seconds', 'Time from a job becoming takeable to a worker starting it', ['queue']);
     const q = ['queue', 'system', 'features'] as const;
     this.gauges = {
@@ -97,6 +104,9 @@ export class FarmMetrics {
       this.totalSeconds.observe({ system }, b.timings.totalMs / 1000);
       this.copyInSeconds.observe({ system }, b.timings.copyInMs / 1000);
       this.copyOutSeconds.observe({ system }, b.timings.copyOutMs / 1000);
+      // Older workers do not report bytes: no observation rather than a false 0.
+      if (b.timings.copyInBytes !== undefined) this.copyInBytes.observe({ system }, b.timings.copyInBytes);
+      if (b.timings.copyOutBytes !== undefined) this.copyOutBytes.observe({ system }, b.timings.copyOutBytes);
     }
   }
 

@@ -6,6 +6,9 @@ export const buildTimingsSchema = z.object({
   buildMs: z.number().nonnegative(),
   copyOutMs: z.number().nonnegative(),
   totalMs: z.number().nonnegative(),
+  /** bytes streamed by this build's own copies (Nix's export format: NARs plus per-path metadata); absent from older workers */
+  copyInBytes: z.number().int().nonnegative().optional(),
+  copyOutBytes: z.number().int().nonnegative().optional(),
 });
 export type BuildTimings = z.infer<typeof buildTimingsSchema>;
 

@@ -178,11 +178,12 @@ export class ServeConnection {
    * Sends ImportPaths here and ExportPaths to `source`, relays the export
    * stream, and returns once this server has registered every path. Nix
    * imports each path whole or not at all. On any failure both sessions are
-   * mid-stream, so both are closed.
+   * mid-stream, so both are closed. Returns the bytes of the export stream.
    */
-  async importFrom(source: ServeConnection, paths: readonly string[]): Promise<void> {
+  async importFrom(source: ServeConnection, paths: readonly string[]): Promise<number> {
     for (const p of paths) assertStorePath(p);
-    if (paths.length === 0) return;
+    if (paths.length === 0) return 0;
+    let bytes = 0;
     try {
       await this.exchange(() =>
         source.exchange(async () => {
@@ -201,10 +202,11 @@ export class ServeConnection {
             if (reply !== 1) throw new ServeConnectionError(`${this.peer} answered ${reply} to an import of ${paths.length} paths`);
           } finally {
             unsubscribe();
-            source.reader.stopRelay();
+            bytes = source.reader.stopRelay();
           }
         }),
       );
+      return bytes;
     } catch (error) {
       this.close();
       source.close();

@@ -28,6 +28,8 @@ export class WireReader {
   private waiter: Waiter | undefined;
   private failure: Error | undefined;
   private relayTarget: Writable | undefined;
+  /** bytes relayed since startRelay(): what a copy moved, for the metrics */
+  private relayed = 0;
   private readonly failureListeners = new Set<(error: Error) => void>();
 
   constructor(
@@ -75,6 +77,7 @@ export class WireReader {
   private onData(chunk: Buffer): void {
     const target = this.relayTarget;
     if (target !== undefined) {
+      this.relayed += chunk.length;
       if (!target.write(chunk)) {
         this.source.pause();
         target.once('drain', () => this.source.resume());
@@ -158,13 +161,18 @@ export class WireReader {
   startRelay(target: Writable): void {
     if (this.relayTarget !== undefined) throw new Error(`${this.peer}: already relaying`);
     for (const chunk of this.chunks) target.write(chunk);
+    this.relayed = this.buffered;
     this.chunks = [];
     this.buffered = 0;
     this.relayTarget = target;
   }
 
-  stopRelay(): void {
+  /** Ends the relay; returns how many bytes it passed on. */
+  stopRelay(): number {
     this.relayTarget = undefined;
     if (this.source.isPaused()) this.source.resume();
+    const relayed = this.relayed;
+    this.relayed = 0;
+    return relayed;
   }
 }
