@@ -247,7 +247,8 @@ export class WorkerEventHandler {
       }
     });
     // In memory only: the reports already carry what the metrics need.
-    this.deps.metrics?.buildsStarted(started.map(({ event }) => ({ jobId: event.jobId, at: event.at })));
+    // Every start leaves the wait tracker (a stale one too, so nothing lingers there); applied ones are observed.
+    this.deps.metrics?.buildsStarted(segment.flatMap((item, i) => (!('status' in item) ? [{ jobId: item.event.jobId, at: item.event.at, applied: outcomes[i]!.applied }] : [])));
     this.deps.metrics?.buildsFinished(finished.map(({ event, status }) => ({ status, timings: event.timings, ...(event.system === undefined ? {} : { system: event.system }) })));
     const succeeded = finished.filter((f) => f.status === 'succeeded');
     const deliveries: RunEventDelivery[] = [];

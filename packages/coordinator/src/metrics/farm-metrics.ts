@@ -88,11 +88,11 @@ export class FarmMetrics {
     };
   }
 
-  /** Builds that started: their queue wait, if this process queued them. */
-  buildsStarted(starts: ReadonlyArray<{ jobId: string; at: number }>): void {
+  /** Builds that started: their queue wait, if this process queued them and the start counted. */
+  buildsStarted(starts: ReadonlyArray<{ jobId: string; at: number; applied: boolean }>): void {
     for (const s of starts) {
       const queued = this.queueWaits.take(s.jobId);
-      if (queued !== undefined) this.queueWaitSeconds.observe({ queue: queued.queue }, Math.max(0, s.at - queued.since) / 1000);
+      if (queued !== undefined && s.applied) this.queueWaitSeconds.observe({ queue: queued.queue }, Math.max(0, s.at - queued.since) / 1000);
     }
   }
 
