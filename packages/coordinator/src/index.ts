@@ -17,3 +17,6 @@ export * from './runs/output-verifier.js';
 export * from './runs/scheduling-core.js';
 export * from './runs/build-durations.js';
 export * from './events/worker-event-consumer.js';
+export * from './logs/build-log-store.js';
+export * from './logs/build-log-service.js';
+export * from './logs/log-renderer.js';

@@ -6,6 +6,8 @@ import type { RunEvents } from '../runs/run-events.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import { AmbiguousQueryError, DerivationNotFoundError, WhyService } from '../explain/index.js';
+import type { BuildLogService } from '../logs/build-log-service.js';
+import { registerLogRoutes } from './log-routes.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -18,6 +20,8 @@ export interface HttpApiDeps {
   nix?: { readDerivation(drvPath: string): Promise<Derivation> };
   logger: Logger;
   bodyLimitBytes?: number;
+  /** build logs (absent: no log routes) */
+  logs?: BuildLogService;
 }
 
 /** HTTP status for each error code the API can return. */
@@ -199,6 +203,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
       throw error;
     }
   });
+
+  if (deps.logs !== undefined) registerLogRoutes(app, { redis: deps.redis, runs: deps.runs, logs: deps.logs, logger: deps.logger });
 
   return app;
 }

@@ -14,6 +14,7 @@ import { GcRoots } from './gc-roots.js';
 import { RunService } from './run-service.js';
 import { BuildDurations } from './build-durations.js';
 import type { OutputVerifier } from './output-verifier.js';
+import type { BuildLogService } from '../logs/build-log-service.js';
 
 export interface SchedulingCoreOptions {
   redis: Redis;
@@ -25,6 +26,8 @@ export interface SchedulingCoreOptions {
   gcRootsDir: string;
   /** builds preferLocalBuild derivations on the coordinator; absent when turned off */
   localBuilder?: LocalBuilder;
+  /** stores build logs as builds end; absent: logs stay in Redis only */
+  logs?: BuildLogService;
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
 }
@@ -56,7 +59,7 @@ export class SchedulingCore {
     const planner = new BuildPlanner({ nix, logger });
     const durations = new BuildDurations(redis);
     this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, workers: this.workers, localBuilder, logger });
-    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger });
+    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger, ...(options.logs === undefined ? {} : { logs: options.logs }) });
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }
