@@ -36,6 +36,7 @@ in {
   slow = mk "slow" ("echo 'slow: begun " + salt + "'; " + sleep 6 + "echo 'slow: middle'; " + sleep 3 + "echo 'slow: finished'; echo ok > $out");
   killable = mk "killable" ("echo 'killable: part one " + salt + "'; " + sleep 10 + "echo 'killable: part two'; echo ok > $out");
   failing = mk "failing" ("echo 'failing: about to fail " + salt + "'; exit 3");
+  local = derivation { name = "local"; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; preferLocalBuild = true; args = [ "-c" ("echo 'local: built on the coordinator " + salt + "'; echo ok > $out") ]; };
 }
 `,
   );
@@ -133,6 +134,18 @@ describe('build logs', () => {
     const meta = JSON.parse((await farm.cli(['log', drvPath!, '--json'])).stdout) as { status: string; attempts: Array<{ end: string }> };
     assert.equal(meta.status, 'failed');
     assert.equal(meta.attempts[0]?.end, 'failed');
+  });
+
+  it('stores the log of a build on the coordinator itself (preferLocalBuild)', async () => {
+    const salt = freshSalt();
+    const [drvPath] = await nixInstantiate(file, ['local'], { salt });
+    const built = await farm.build([file, '-A', 'local', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
+    assert.equal(built.exitCode, 0, built.stderr);
+    const meta = JSON.parse((await farm.cli(['log', drvPath!, '--json'])).stdout) as { attempts: Array<{ worker: string; end: string }> };
+    assert.deepEqual(meta.attempts.map((a) => [a.worker, a.end]), [['coordinator', 'succeeded']]);
+    const shown = await farm.cli(['log', drvPath!]);
+    assert.ok(shown.stdout.includes(`local: built on the coordinator ${salt}`), shown.stdout);
+    assert.ok((await readLogWithNix(farm, drvPath!)).includes(`local: built on the coordinator ${salt}`));
   });
 
   it('follows a running build live with -f and exits when it ends', async () => {

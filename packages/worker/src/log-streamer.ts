@@ -67,33 +67,44 @@ export class LogStreamer {
 
   /** Sends what is batched; writes stay in order. */
   private flush(): void {
+    const lines = this.takeBatch();
+    if (lines !== undefined) this.enqueue([{ [LOG_FIELD.lines]: lines }], LOG_STREAM_TTL_WHILE_OPEN_SECONDS);
+  }
+
+  private takeBatch(): string | undefined {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.batch.length === 0) return;
+    if (this.batch.length === 0) return undefined;
     const lines = this.batch.join('\n');
     this.batch = [];
     this.batchBytes = 0;
-    this.enqueue({ [LOG_FIELD.lines]: lines }, LOG_STREAM_TTL_WHILE_OPEN_SECONDS);
+    return lines;
   }
 
-  private enqueue(fields: Record<string, string>, ttlSeconds: number): void {
+  /** One round trip for the entries and the key's expiry. */
+  private enqueue(entries: ReadonlyArray<Record<string, string>>, ttlSeconds: number): void {
     const { redis, worker, jobId, attempt } = this.options;
-    const flat = [LOG_FIELD.worker, worker, LOG_FIELD.jobId, jobId, LOG_FIELD.attempt, String(attempt), ...Object.entries(fields).flat()];
+    const tag = [LOG_FIELD.worker, worker, LOG_FIELD.jobId, jobId, LOG_FIELD.attempt, String(attempt)];
     this.writing = this.writing.then(async () => {
       try {
-        await redis.multi().xadd(this.key, 'MAXLEN', '~', String(MAX_STREAM_ENTRIES), '*', ...flat).expire(this.key, ttlSeconds).exec();
+        const multi = redis.multi();
+        for (const fields of entries) multi.xadd(this.key, 'MAXLEN', '~', String(MAX_STREAM_ENTRIES), '*', ...tag, ...Object.entries(fields).flat());
+        await multi.expire(this.key, ttlSeconds).exec();
       } catch (error) {
         this.options.logger.warn({ err: error, drvPath: this.options.drvPath }, 'streaming build log lines failed; they are missing from the stored log');
       }
     });
   }
 
-  /** Flushes the rest and marks the attempt's end with its outcome; settles once everything is written. Nothing is written for a silent build. */
+  /** Flushes the rest and marks the attempt's end with its outcome, in one round trip; settles once everything is written. Nothing is written for a silent build. */
   async end(outcome: string): Promise<void> {
-    this.flush();
+    const lines = this.takeBatch();
     if (this.streamed) {
-      if (this.truncated) this.enqueue({ [LOG_FIELD.lines]: `nixfarm: log cut at ${this.options.maxBytes} bytes` }, LOG_STREAM_TTL_WHILE_OPEN_SECONDS);
-      this.enqueue({ [LOG_FIELD.end]: outcome }, LOG_STREAM_TTL_AFTER_END_SECONDS);
+      const entries: Array<Record<string, string>> = [];
+      if (lines !== undefined) entries.push({ [LOG_FIELD.lines]: lines });
+      if (this.truncated) entries.push({ [LOG_FIELD.lines]: `nixfarm: log cut at ${this.options.maxBytes} bytes` });
+      entries.push({ [LOG_FIELD.end]: outcome });
+      this.enqueue(entries, LOG_STREAM_TTL_AFTER_END_SECONDS);
     }
     await this.writing;
   }
