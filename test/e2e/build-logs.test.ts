@@ -221,4 +221,30 @@ describe('build logs', () => {
       ],
     );
   });
+
+  // Runs last: it kills the farm's last worker.
+  it('stores a killed worker\'s part, marked incomplete, when the run is cancelled before any re-run', async () => {
+    const salt = freshSalt();
+    const [drvPath] = await nixInstantiate(file, ['killable'], { salt });
+    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'killable', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
+    const runId = await pollFor(() => /run ([a-z0-9]+):/.exec(build.stderrSoFar())?.[1], 30_000, () => `the run id in: ${build.stderrSoFar()}`);
+    const worker = await pollFor(
+      async () => {
+        const r = await farm.cli(['log', drvPath!, '--json']);
+        if (r.exitCode !== 0) return undefined;
+        const meta = JSON.parse(r.stdout) as { live: boolean; attempts: Array<{ worker: string; lines: number }> };
+        return meta.live && (meta.attempts[0]?.lines ?? 0) > 0 ? meta.attempts[0]!.worker : undefined;
+      },
+      60_000,
+      () => 'the first part of the log streamed',
+    );
+    await farm.stopWorker(worker, 'SIGKILL');
+    const cancelled = await farm.cli(['cancel', runId]);
+    assert.equal(cancelled.exitCode, 0, cancelled.stderr);
+    await build.result;
+    const shown = await farm.cli(['log', drvPath!]);
+    assert.equal(shown.exitCode, 0, shown.stderr);
+    assert.match(shown.stdout, new RegExp(`^killable: part one ${salt}\\nnixfarm: log incomplete: worker ${worker} stopped reporting \\(job ${hashPart(drvPath!)}\\S*, try \\d+\\)\\n$`));
+    assert.equal(await readLogWithNix(farm, drvPath!), shown.stdout, 'stored in Nix\'s layout too');
+  });
 });

@@ -75,7 +75,14 @@ export class BuildLogService {
       let text = entries.map(([, flat]) => renderer.consume(fieldsOf(flat))).join('');
       const liveKey = BuildLogService.liveKeyIn(node.liveKey, renderer.attemptList);
       text += renderer.finish(liveKey);
-      const stored = await this.options.store.read(drvPath);
+      let stored = await this.options.store.read(drvPath);
+      // A build that ended without a last report (its worker died, then the run was cancelled or gave up) is stored when first read.
+      if (isBuildStatus(node.status) && isTerminal(node.status) && stored !== text) {
+        await this.options.store.write(drvPath, text).then(
+          () => (stored = text),
+          (error: unknown) => this.options.logger.warn({ err: error, drvPath }, 'storing the build log failed'),
+        );
+      }
       const info: BuildLogInfo = {
         drvPath,
         status: node.status,
