@@ -78,6 +78,8 @@ export class TestFarm {
   readonly dir: string;
   readonly coordinatorStateDir: string;
   readonly gcRootsDir: string;
+  /** the coordinator's NIX_LOG_DIR: build logs are stored under drvs/ there (`nix-store --read-log` with the same NIX_LOG_DIR reads them) */
+  readonly nixLogDir: string;
   redis!: PrivateRedis;
   coordinator!: ChildProcess;
   address!: CoordinatorFile;
@@ -89,6 +91,7 @@ export class TestFarm {
     this.dir = mkdtempSync(join(tmpdir(), 'nixfarm-farm-'));
     this.coordinatorStateDir = join(this.dir, 'coordinator');
     this.gcRootsDir = `/nix/var/nix/gcroots/nixfarm-test/${this.dir.split('/').pop()}`;
+    this.nixLogDir = join(this.dir, 'nix-log');
     this.unregister = onProcessExit(() => {
       for (const w of this.workers.values()) killGroup(w.process.pid, 'SIGKILL');
       if (this.coordinator) killGroup(this.coordinator.pid, 'SIGKILL');
@@ -139,7 +142,7 @@ export class TestFarm {
         '--log-level',
         this.logLevel,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, NIX_CONFIG: 'substituters =' } },
+      { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, NIX_CONFIG: 'substituters =', NIX_LOG_DIR: this.nixLogDir } },
     );
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
@@ -218,8 +221,9 @@ export class TestFarm {
   }
 
   /** Like cli(), but gives access to the output while the command still runs. */
-  spawnCli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): { result: Promise<CommandResult>; stderrSoFar: () => string } {
+  spawnCli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): { result: Promise<CommandResult>; stderrSoFar: () => string; stdoutSoFar: () => string } {
     let stderrSoFar = '';
+    let stdoutSoFar = '';
     const result = new Promise<CommandResult>((resolvePromise, reject) => {
       const child = spawn(process.execPath, [NIXFARM_BIN, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -228,7 +232,10 @@ export class TestFarm {
       });
       let stdout = '';
       let stderr = '';
-      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stdout.on('data', (c: Buffer) => {
+        stdout += c.toString();
+        stdoutSoFar = stdout;
+      });
       child.stderr.on('data', (c: Buffer) => {
         stderr += c.toString();
         stderrSoFar = stderr;
@@ -240,7 +247,7 @@ export class TestFarm {
         resolvePromise({ exitCode, stdout, stderr });
       });
     });
-    return { result, stderrSoFar: () => stderrSoFar };
+    return { result, stderrSoFar: () => stderrSoFar, stdoutSoFar: () => stdoutSoFar };
   }
 
   /** `nixfarm build` against this farm. */

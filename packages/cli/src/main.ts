@@ -8,6 +8,7 @@ import { buildCommand, runBuild } from './commands/build-command.js';
 import { authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
 import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
+import { logCommand } from './commands/log-command.js';
 import { cancelCommand } from './commands/cancel-command.js';
 import { runWait, waitCommand } from './commands/wait-command.js';
 import { statusCommand } from './commands/status-command.js';
@@ -25,6 +26,7 @@ export function program(): Command {
     .addCommand(workersCommand())
     .addCommand(runsCommand())
     .addCommand(whyCommand())
+    .addCommand(logCommand())
     .addCommand(cancelCommand())
     .addHelpText('after', '\nQuick start: npm run demo\nEach command has --help with an example.')
     .exitOverride()

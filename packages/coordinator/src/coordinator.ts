@@ -9,6 +9,8 @@ import { createHttpApi } from './api/http-api.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
 import { LocalBuilder } from './local/local-builder.js';
+import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
+import { BuildLogService } from './logs/build-log-service.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -85,7 +87,10 @@ export class Coordinator {
       ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs, readDerivation: (drvPath) => nix.readDerivation(drvPath) })
       : undefined;
     this.storeSessions = localBuilder === undefined ? [nix] : [nix, localBuilder];
-    const core = new SchedulingCore({ redis, logger, nix, verifier: nix, gcRootsDir: config.gcRootsDir, localBuilder });
+    // Nix's own log dir, so `nix-store --read-log` on this machine shows what workers built.
+    const logDir = config.logDir ?? this.options.nixEnv?.NIX_LOG_DIR ?? process.env.NIX_LOG_DIR ?? DEFAULT_NIX_LOG_DIR;
+    const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logger.child({ component: 'build-logs' }) });
+    const core = new SchedulingCore({ redis, logger, nix, verifier: nix, gcRootsDir: config.gcRootsDir, localBuilder, logs });
     this.core = core;
 
     this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });
@@ -93,7 +98,7 @@ export class Coordinator {
 
     const resumed = await core.start();
 
-    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix, metrics: core.metrics });
+    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix, metrics: core.metrics, logs });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
     const httpPort = typeof httpAddress === 'object' && httpAddress !== null ? httpAddress.port : config.httpPort;
@@ -110,7 +115,7 @@ export class Coordinator {
     const file = path.join(stateDir, 'coordinator.json');
     await writeFile(`${file}.tmp`, JSON.stringify(this.addressInfo, null, 2));
     await rename(`${file}.tmp`, file);
-    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed }, 'coordinator ready');
+    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir }, 'coordinator ready');
     return this.addressInfo;
   }
 

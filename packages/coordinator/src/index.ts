@@ -21,3 +21,6 @@ export * from './metrics/farm-metrics.js';
 export * from './metrics/scaling-signal.js';
 export * from './metrics/queue-wait-tracker.js';
 export * from './metrics/farm-status-collector.js';
+export * from './logs/build-log-store.js';
+export * from './logs/build-log-service.js';
+export * from './logs/log-renderer.js';

@@ -6,6 +6,7 @@ export * from './eligibility.js';
 export * from './queue-name.js';
 export * from './logger.js';
 export * from './redis-keys.js';
+export * from './build-log-entry.js';
 export * from './redis-connection.js';
 export * from './schemas/common.js';
 export * from './schemas/config.js';

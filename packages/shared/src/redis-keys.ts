@@ -30,4 +30,6 @@ export const redisKeys = {
   /** SET of worker names; per worker a JSON string (WorkerInfo), rewritten on each heartbeat */
   workers: `${REDIS_PREFIX}:workers`,
   worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,
+  /** STREAM per derivation (hash part): its build log in batches of lines, each tagged with its attempt; an end entry per attempt */
+  buildLog: (hash: string) => `${REDIS_PREFIX}:log:${hash}`,
 } as const;

@@ -1,4 +1,6 @@
+import type { Redis } from 'ioredis';
 import type { BuildJob, BuildTimings, Logger, WorkerOutcome } from '@nixfarm/shared';
+import { LogStreamer } from './log-streamer.js';
 import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
 import { LogTail } from './log-tail.js';
@@ -25,6 +27,8 @@ export interface BuildExecutorDeps {
   logger: Logger;
   /** NAR hashes of the outputs in the building store, reported with a success; absent: none are reported */
   outputHashes?: OutputHashes;
+  /** streams each build's log live to Redis, for the coordinator to follow and store; absent: only the tail travels in the report */
+  logStream?: { redis: Redis; maxBytes?: number };
 }
 
 /** Lines of log kept for the report on failure. */
@@ -52,14 +56,23 @@ export class BuildExecutor {
     const { logger, publisher, workerName } = this.deps;
     const started = Date.now();
     const log = new LogTail(FAILURE_LOG_LINES);
+    const stream =
+      this.deps.logStream === undefined
+        ? undefined
+        : new LogStreamer({ ...this.deps.logStream, logger, drvPath: build.drvPath, worker: workerName, jobId: job.jobId, attempt: job.attempt });
     const timings: BuildTimings = { copyInMs: 0, buildMs: 0, copyOutMs: 0, totalMs: 0 };
     let result: Attempt;
     try {
       await publisher.publish({ type: 'started', drvPath: build.drvPath, worker: workerName, jobId: job.jobId, attempt: job.attempt, at: started });
-      result = await this.build(build, log, timings, job.signal);
+      result = await this.build(build, (line) => {
+        log.push(line);
+        stream?.push(line);
+      }, timings, job.signal);
     } catch (error) {
       result = { outcome: 'aborted', error: error instanceof Error ? error.message : String(error) };
     }
+    // The whole log is in Redis before the report: the coordinator stores it when it applies the report.
+    await stream?.end(result.outcome);
     timings.totalMs = Date.now() - started;
     const tail = log.toArray();
     await publisher.publish({
@@ -74,6 +87,7 @@ export class BuildExecutor {
       ...(result.narHashes === undefined ? {} : { narHashes: result.narHashes }),
       ...(result.error === undefined ? {} : { error: result.error }),
       logTail: result.outcome === 'succeeded' ? tail.slice(-SUCCESS_LOG_LINES) : tail,
+      ...(stream?.hasStreamed === true ? { logStreamed: true } : {}),
       timings,
       at: Date.now(),
     });
@@ -81,7 +95,7 @@ export class BuildExecutor {
     return result.outcome;
   }
 
-  private async build(build: BuildJob, log: LogTail, timings: BuildTimings, signal: AbortSignal | undefined): Promise<Attempt> {
+  private async build(build: BuildJob, onLogLine: (line: string) => void, timings: BuildTimings, signal: AbortSignal | undefined): Promise<Attempt> {
     const { builder, mover } = this.deps;
     let t = Date.now();
     const copiedIn: ByteTally = { bytes: 0 };
@@ -90,7 +104,7 @@ export class BuildExecutor {
     timings.copyInBytes = copiedIn.bytes;
 
     t = Date.now();
-    const attempt = await builder.build(build, { onLogLine: (line) => log.push(line), signal });
+    const attempt = await builder.build(build, { onLogLine, signal });
     timings.buildMs = Date.now() - t;
     if (signal?.aborted) return { outcome: 'cancelled', error: `build of ${build.drvPath} cancelled` };
     if (attempt.status !== 'succeeded') return { outcome: attempt.status, error: attempt.error };

@@ -19,7 +19,7 @@ import {
 } from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
-import { ServeBuilder } from './serve-builder.js';
+import { DEFAULT_MAX_LOG_BYTES, ServeBuilder } from './serve-builder.js';
 import { coordinatorStorePool } from './coordinator-store-pool.js';
 import { HandBackPublisher, HandBackRegistry } from './hand-back.js';
 import { DiskFloor } from './disk-floor.js';
@@ -148,7 +148,7 @@ export class FarmWorker {
       store: local,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
-    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local) });
+    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local), logStream: { redis, maxBytes: DEFAULT_MAX_LOG_BYTES } });
     const runner = new JobRunner({ executor, logger, lockDurationMs, handBacks: this.handBacks });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({

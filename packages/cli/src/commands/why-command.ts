@@ -7,7 +7,7 @@ import { CliError, EXIT_USAGE } from '../exit-codes.js';
 import { DEFAULT_COORDINATOR_URL } from './build-command.js';
 
 /** `./result` (a symlink nix-build or nixfarm left) stands for the store path it points to. */
-async function resolveLocalSymlink(arg: string): Promise<string> {
+export async function resolveLocalSymlink(arg: string): Promise<string> {
   if (arg.startsWith(`${STORE_DIR}/`)) return arg;
   try {
     const target = await readlink(arg);

@@ -8,6 +8,8 @@ import type { BuildQueues } from '../dispatch/build-queues.js';
 import { AmbiguousQueryError, DerivationNotFoundError, WhyService } from '../explain/index.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import { registerMetricsRoutes } from './metrics-routes.js';
+import type { BuildLogService } from '../logs/build-log-service.js';
+import { registerLogRoutes } from './log-routes.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -22,6 +24,8 @@ export interface HttpApiDeps {
   bodyLimitBytes?: number;
   /** the scheduling core's metrics: GET /metrics and GET /api/status */
   metrics?: FarmMetrics;
+  /** build logs (absent: no log routes) */
+  logs?: BuildLogService;
 }
 
 /** HTTP status for each error code the API can return. */
@@ -205,6 +209,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
       throw error;
     }
   });
+
+  if (deps.logs !== undefined) registerLogRoutes(app, { redis: deps.redis, runs: deps.runs, logs: deps.logs, logger: deps.logger });
 
   return app;
 }

@@ -16,6 +16,7 @@ import type { GcRoots } from '../runs/gc-roots.js';
 import { canonicalNarHash, type OutputVerifier } from '../runs/output-verifier.js';
 import type { BuildDurations } from '../runs/build-durations.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
+import type { BuildLogService } from '../logs/build-log-service.js';
 
 export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
@@ -29,6 +30,8 @@ export interface WorkerEventHandlerDeps {
   logger: Logger;
   /** counters and histograms, updated in memory from each applied batch */
   metrics?: Pick<FarmMetrics, 'buildsStarted' | 'buildsFinished'>;
+  /** stores build logs as builds end (absent: logs stay in Redis only) */
+  logs?: Pick<BuildLogService, 'archive'>;
   /** tries for an infrastructure failure before the build ends as aborted */
   maxAttempts?: number;
   /** first retry delay; doubled each try */
@@ -80,6 +83,8 @@ export class WorkerEventHandler {
    * after every earlier report was applied.
    */
   async handleAll(all: readonly WorkerEvent[]): Promise<void> {
+    // Before the reports are applied: a run that ends with this batch has its logs stored when it is reported finished.
+    await this.archiveLogs(all);
     // A hand-back splits the batch: a build handed back and started elsewhere in the same batch is applied in that order.
     let reports: Array<BuildStartedEvent | BuildFinishedEvent> = [];
     for (const event of all) {
@@ -92,6 +97,15 @@ export class WorkerEventHandler {
       await this.applyHandBack(event);
     }
     await this.handleReports(reports);
+  }
+
+  private async archiveLogs(all: readonly WorkerEvent[]): Promise<void> {
+    if (this.deps.logs === undefined) return;
+    try {
+      await this.deps.logs.archive(all.filter((e): e is BuildStartedEvent | BuildFinishedEvent => e.type !== 'handed-back'));
+    } catch (error) {
+      this.deps.logger.warn({ err: error }, 'reading build logs to store them failed; they stay readable from Redis');
+    }
   }
 
   /**

@@ -43,6 +43,7 @@ export class LocalBuilder {
       mover: SAME_STORE,
       publisher: new WorkerEventPublisher(options.redis),
       logger: options.logger.child({ component: 'local-builder' }),
+      logStream: { redis: options.redis },
     });
   }
 

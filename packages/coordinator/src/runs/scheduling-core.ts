@@ -15,6 +15,7 @@ import { RunService } from './run-service.js';
 import { BuildDurations } from './build-durations.js';
 import type { OutputVerifier } from './output-verifier.js';
 import { FarmMetrics } from '../metrics/farm-metrics.js';
+import type { BuildLogService } from '../logs/build-log-service.js';
 
 export interface SchedulingCoreOptions {
   redis: Redis;
@@ -26,6 +27,8 @@ export interface SchedulingCoreOptions {
   gcRootsDir: string;
   /** builds preferLocalBuild derivations on the coordinator; absent when turned off */
   localBuilder?: LocalBuilder;
+  /** stores build logs as builds end; absent: logs stay in Redis only */
+  logs?: BuildLogService;
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
 }
@@ -59,7 +62,7 @@ export class SchedulingCore {
     const planner = new BuildPlanner({ nix, logger });
     const durations = new BuildDurations(redis);
     this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, workers: this.workers, localBuilder, logger, metrics: this.metrics });
-    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger, metrics: this.metrics });
+    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger, metrics: this.metrics, ...(options.logs === undefined ? {} : { logs: options.logs }) });
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }

@@ -24,6 +24,8 @@ export const coordinatorConfigSchema = z
     localBuilds: z.boolean().default(true),
     /** local builds at once */
     localMaxJobs: z.number().int().min(1).max(64).default(2),
+    /** Nix's log directory, where build logs are stored for `nix-store --read-log` (default NIX_LOG_DIR, else /nix/var/log/nix) */
+    logDir: z.string().min(1).optional(),
     /** extra `--option NAME VALUE` for the coordinator's own Nix calls */
     nixOptions: z.array(nixOptionSchema).default([]),
     logLevel: logLevelSchema.default('info'),

@@ -43,6 +43,8 @@ export const buildFinishedEventSchema = z.object({
   exitCode: z.number().int().optional(),
   /** the last lines of the build log (at most 50 on failure) */
   logTail: z.array(z.string()),
+  /** the attempt streamed log lines to redisKeys.buildLog (absent: it printed nothing, there is no log to store) */
+  logStreamed: z.boolean().optional(),
   error: z.string().optional(),
   timings: buildTimingsSchema,
   at: z.number(),

@@ -1,0 +1,103 @@
+import { Command } from 'commander';
+import { apiErrorSchema, isHashPrefix, runIdSchema } from '@nixfarm/shared';
+import { CliError, EXIT_USAGE } from '../exit-codes.js';
+import { DEFAULT_COORDINATOR_URL } from './build-command.js';
+import { resolveLocalSymlink } from './why-command.js';
+
+interface LogFlags {
+  coordinator?: string;
+  follow?: boolean;
+  json?: boolean;
+}
+
+/** A refusal by the coordinator (unknown derivation or run, ambiguous prefix, bad argument): exit 2. */
+class LogRequestError extends CliError {
+  constructor(readonly status: number, message: string) {
+    super(message, EXIT_USAGE);
+  }
+}
+
+async function request(baseUrl: string, query: URLSearchParams): Promise<Response> {
+  let response: Response;
+  try {
+    response = await fetch(new URL(`/api/logs?${query.toString()}`, baseUrl));
+  } catch (error) {
+    throw new CliError(`cannot reach the coordinator at ${baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}): is \`nixfarm coordinator\` running? (set --coordinator or NIXFARM_COORDINATOR)`, EXIT_USAGE);
+  }
+  if (response.ok) return response;
+  const text = await response.text();
+  let message = text;
+  try {
+    const parsed = apiErrorSchema.safeParse(JSON.parse(text));
+    if (parsed.success) message = parsed.data.error.message;
+  } catch {
+    // not JSON: the text is the message
+  }
+  throw new LogRequestError(response.status, message);
+}
+
+/**
+ * What the argument names: a store path or hash prefix (path=), or a run
+ * (run=). A word that can be either (run ids and hash prefixes share
+ * letters) is tried as a derivation first, then as a run.
+ */
+function queriesFor(target: string, attr: string | undefined): URLSearchParams[] {
+  if (attr !== undefined) return [new URLSearchParams({ run: target, attr })];
+  if (target.startsWith('/')) return [new URLSearchParams({ path: target })];
+  const canBeRun = runIdSchema.safeParse(target).success;
+  if (!isHashPrefix(target)) return canBeRun ? [new URLSearchParams({ run: target })] : [new URLSearchParams({ path: target })];
+  return canBeRun ? [new URLSearchParams({ path: target }), new URLSearchParams({ run: target })] : [new URLSearchParams({ path: target })];
+}
+
+export function logCommand(): Command {
+  return new Command('log')
+    .description("print a build's log (live while it builds): by .drv path, output path, hash prefix, or a run and its attribute")
+    .argument('<target>', 'a .drv path, an output path (or a ./result symlink), a unique hash prefix, or a run id')
+    .argument('[attr]', "with a run id: the attribute whose derivation's log to print (not needed when the run built one derivation)")
+    .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('-f, --follow', 'keep printing the log as it is written until the build ends')
+    .option('--json', 'print what is known about the log (status, live, complete, attempts, stored file) as JSON instead of the log')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'The coordinator also stores each log in Nix\'s layout: `nix-store --read-log DRV` on it shows the same text.',
+        'A build whose worker stopped reporting keeps what it streamed, ending in "nixfarm: log incomplete: ...".',
+        '',
+        'Exit status: 0 printed, 2 unknown derivation or run, ambiguous prefix, or not a valid argument.',
+        '',
+        'Examples:',
+        '  nixfarm log /nix/store/0c5x...-hello-2.12.drv',
+        '  nixfarm log 0c5x4q -f          # follow a running build',
+        '  nixfarm log ./result',
+        '  nixfarm log mwt6xsw529593a48d6 hello',
+      ].join('\n'),
+    )
+    .action(async (rawTarget: string, attr: string | undefined, flags: LogFlags) => {
+      const baseUrl = flags.coordinator ?? DEFAULT_COORDINATOR_URL;
+      const target = attr === undefined ? await resolveLocalSymlink(rawTarget) : rawTarget;
+      if (target.startsWith('/')) {
+        const { parseWhyQuery } = await import('@nixfarm/coordinator');
+        parseWhyQuery(target); // the store-path grammar, before anything is sent
+      }
+      let response: Response | undefined;
+      const candidates = queriesFor(target, attr);
+      for (const [i, query] of candidates.entries()) {
+        if (flags.json) query.set('info', '1');
+        else if (flags.follow) query.set('follow', '1');
+        try {
+          response = await request(baseUrl, query);
+          break;
+        } catch (error) {
+          // A word that named no derivation may still be a run id.
+          if (error instanceof LogRequestError && (error.status === 404 || error.status === 400) && i + 1 < candidates.length) continue;
+          throw error;
+        }
+      }
+      if (response === undefined || response.body === null) throw new CliError(`the coordinator sent no log for ${target}`, EXIT_USAGE);
+      if (flags.json) return void process.stdout.write(`${JSON.stringify(await response.json(), null, 2)}\n`);
+      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+        if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
+      }
+    });
+}

@@ -1,0 +1,101 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import { NixfarmError, assertDerivationPath, formatZodError, redisKeys, runIdSchema, type Logger } from '@nixfarm/shared';
+import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseWhyQuery } from '../explain/index.js';
+import type { RunService } from '../runs/run-service.js';
+import type { BuildLogService } from '../logs/build-log-service.js';
+
+export interface LogRoutesDeps {
+  redis: Redis;
+  runs: Pick<RunService, 'get'>;
+  logs: BuildLogService;
+  logger: Logger;
+}
+
+/** A run whose results have no attribute by that name, or several derivations where one was meant. */
+export class RunAttributeError extends NixfarmError {
+  constructor(message: string) {
+    super('attribute-not-found', message);
+  }
+}
+
+const logQuerySchema = z
+  .object({
+    path: z.string().min(1).max(1000).optional(),
+    run: runIdSchema.optional(),
+    attr: z.string().max(1024).optional(),
+    follow: z.enum(['0', '1']).optional(),
+    info: z.enum(['0', '1']).optional(),
+  })
+  .strict()
+  .refine((q) => (q.path === undefined) !== (q.run === undefined), { message: 'give exactly one of path (a .drv path, an output path or a hash prefix) or run (a run id, with attr)' });
+
+function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  return reply.code(status).send({ error: { code, message } });
+}
+
+/**
+ * Build logs: GET /api/logs?path=<drv|output|hash prefix> or ?run=<id>&attr=<name>
+ * answers the log as text/plain (live while the build runs, else the stored
+ * file), with follow=1 streams it until the build ends, with info=1 answers
+ * JSON about it (status, live, complete, attempts, the stored file).
+ */
+export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): void {
+  const locator = new DerivationLocator(deps.redis);
+
+  /** The .drv path a query means; throws the API's not-found and ambiguity errors. */
+  const resolve = async (query: z.infer<typeof logQuerySchema>): Promise<string> => {
+    if (query.run !== undefined) {
+      const run = await deps.runs.get(query.run);
+      const matching = run.results.filter((r) => query.attr === undefined || r.attr === query.attr);
+      const drvPaths = [...new Set(matching.map((r) => r.drvPath))];
+      const attrs = [...new Set(run.results.map((r) => r.attr || '(no attribute)'))].join(', ');
+      if (drvPaths.length === 0) throw new RunAttributeError(`run ${run.id} has no result for attribute ${JSON.stringify(query.attr)}; its attributes: ${attrs || '(none)'}`);
+      if (drvPaths.length > 1) throw new RunAttributeError(`run ${run.id} built ${drvPaths.length} derivations; name one of its attributes: ${attrs}`);
+      return assertDerivationPath(drvPaths[0]!);
+    }
+    const raw = query.path!;
+    const resolution = await locator.resolve(parseWhyQuery(raw));
+    if (resolution.kind === 'not-found') throw new DerivationNotFoundError(raw.trim());
+    if (resolution.kind === 'ambiguous') throw new AmbiguousQueryError(raw.trim(), resolution.candidates, resolution.total);
+    const drvPath = await deps.redis.hget(redisKeys.drv(resolution.hash), 'path');
+    if (drvPath === null) throw new DerivationNotFoundError(raw.trim());
+    return assertDerivationPath(drvPath);
+  };
+
+  app.get('/api/logs', async (request, reply) => {
+    const parsed = logQuerySchema.safeParse(request.query);
+    if (!parsed.success) return sendError(reply, 400, 'invalid-request', formatZodError(parsed.error, 'log query'));
+    let drvPath: string;
+    try {
+      drvPath = await resolve(parsed.data);
+    } catch (error) {
+      if (error instanceof DerivationNotFoundError || error instanceof RunAttributeError) return sendError(reply, 404, error.code, error.message);
+      if (error instanceof AmbiguousQueryError) return reply.code(409).send({ error: { code: error.code, message: error.message, candidates: error.candidates } });
+      throw error;
+    }
+    if (parsed.data.follow !== '1') {
+      const found = await deps.logs.read(drvPath);
+      if (found === undefined) return sendError(reply, 404, 'derivation-not-found', `no derivation known for ${drvPath}`);
+      if (parsed.data.info === '1') return found.info;
+      return reply
+        .header('content-type', 'text/plain; charset=utf-8')
+        .header('x-nixfarm-drv-path', drvPath)
+        .header('x-nixfarm-log-complete', String(found.info.complete))
+        .send(found.text);
+    }
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache', 'x-nixfarm-drv-path': drvPath });
+    const closed = new AbortController();
+    request.raw.on('close', () => closed.abort());
+    try {
+      await deps.logs.follow(drvPath, (text) => raw.write(text), closed.signal);
+    } catch (error) {
+      deps.logger.warn({ err: error, drvPath }, 'following a build log ended');
+    } finally {
+      raw.end();
+    }
+  });
+}

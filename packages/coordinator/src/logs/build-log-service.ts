@@ -1,0 +1,182 @@
+import type { Redis } from 'ioredis';
+import { hashPart, isBuildStatus, isTerminal, logAttemptKey, redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type Logger } from '@nixfarm/shared';
+import type { BuildLogStore } from './build-log-store.js';
+import { LogRenderer, type LogAttemptInfo } from './log-renderer.js';
+
+export interface BuildLogServiceOptions {
+  redis: Redis;
+  store: BuildLogStore;
+  logger: Logger;
+}
+
+/** What a log read found, besides its text. */
+export interface BuildLogInfo {
+  drvPath: string;
+  /** the derivation's status in the graph */
+  status: string;
+  /** where the text came from: the live stream in Redis, the stored file, or nowhere (the build printed nothing or has not started) */
+  source: 'stream' | 'file' | 'none';
+  /** still being written by a running build */
+  live: boolean;
+  /** every attempt reported its end (false: a worker stopped reporting mid-build; what it streamed is kept) */
+  complete: boolean;
+  attempts: LogAttemptInfo[];
+  /** the stored file in Nix's layout (`nix-store --read-log` reads it), when written */
+  file?: string;
+}
+
+type StreamEntry = [id: string, fields: string[]];
+
+function fieldsOf(flat: readonly string[]): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!;
+  return fields;
+}
+
+/**
+ * Build logs on the coordinator: reads the live stream workers write, stores
+ * each derivation's log as a file in Nix's layout when a build ends (and when
+ * a re-run starts, so a dead worker's part is on disk), and follows a
+ * running build.
+ */
+export class BuildLogService {
+  constructor(private readonly options: BuildLogServiceOptions) {}
+
+  /** The graph's status and running attempt of a derivation; undefined when unknown. */
+  private async node(hash: string): Promise<{ status: string; liveKey: string | undefined } | undefined> {
+    const [path, status, runningAttempt, worker] = await this.options.redis.hmget(redisKeys.drv(hash), 'path', 'status', 'runningAttempt', 'worker');
+    if (path == null || status == null) return undefined;
+    if (status !== 'running') return { status, liveKey: undefined };
+    // runningAttempt is "worker try job", the form of logAttemptKey; older nodes name only the worker
+    return { status, liveKey: runningAttempt ?? (worker == null ? undefined : `${worker} `) };
+  }
+
+  private static isLive(liveKey: string | undefined, key: string): boolean {
+    return liveKey !== undefined && (liveKey === key || (liveKey.endsWith(' ') && key.startsWith(liveKey)));
+  }
+
+  /** The live key as the renderer knows it (an old node's worker-only key matched to its latest attempt). */
+  private static liveKeyIn(liveKey: string | undefined, attempts: readonly LogAttemptInfo[]): string | undefined {
+    const last = attempts.at(-1);
+    if (last === undefined) return undefined;
+    const key = logAttemptKey(last.worker, last.attempt, last.jobId);
+    return BuildLogService.isLive(liveKey, key) ? key : undefined;
+  }
+
+  /** The whole log so far; undefined when the derivation is unknown to the graph. */
+  async read(drvPath: string): Promise<{ text: string; info: BuildLogInfo } | undefined> {
+    const hash = hashPart(drvPath);
+    const node = await this.node(hash);
+    if (node === undefined) return undefined;
+    const file = this.options.store.pathFor(drvPath);
+    const entries = (await this.options.redis.xrange(redisKeys.buildLog(hash), '-', '+')) as StreamEntry[];
+    if (entries.length > 0) {
+      const renderer = new LogRenderer();
+      let text = entries.map(([, flat]) => renderer.consume(fieldsOf(flat))).join('');
+      const liveKey = BuildLogService.liveKeyIn(node.liveKey, renderer.attemptList);
+      text += renderer.finish(liveKey);
+      let stored = await this.options.store.read(drvPath);
+      // A build that ended without a last report (its worker died, then the run was cancelled or gave up) is stored when first read.
+      if (isBuildStatus(node.status) && isTerminal(node.status) && stored !== text) {
+        await this.options.store.write(drvPath, text).then(
+          () => (stored = text),
+          (error: unknown) => this.options.logger.warn({ err: error, drvPath }, 'storing the build log failed'),
+        );
+      }
+      const info: BuildLogInfo = {
+        drvPath,
+        status: node.status,
+        source: 'stream',
+        live: liveKey !== undefined,
+        complete: renderer.complete(liveKey),
+        attempts: renderer.attemptList,
+        ...(stored === undefined ? {} : { file }),
+      };
+      return { text, info };
+    }
+    const stored = await this.options.store.read(drvPath);
+    if (stored !== undefined) {
+      const complete = !/^nixfarm: log incomplete: /m.test(stored);
+      return { text: stored, info: { drvPath, status: node.status, source: 'file', live: false, complete, attempts: [], file } };
+    }
+    return { text: '', info: { drvPath, status: node.status, source: 'none', live: node.status === 'running', complete: true, attempts: [] } };
+  }
+
+  /**
+   * The log as it is written: what is there, then each batch as it arrives,
+   * until the derivation ends (terminal in the graph and nothing more to
+   * read) or `signal` aborts. Reads on its own connection (XREAD blocks).
+   */
+  async follow(drvPath: string, write: (text: string) => void, signal: AbortSignal, pollMs = 1000): Promise<void> {
+    const hash = hashPart(drvPath);
+    const key = redisKeys.buildLog(hash);
+    const connection = this.options.redis.duplicate();
+    const abort = (): void => connection.disconnect();
+    signal.addEventListener('abort', abort, { once: true });
+    try {
+      const renderer = new LogRenderer();
+      let cursor = '0';
+      let sawStream = false;
+      while (!signal.aborted) {
+        const reply = (await connection.xread('COUNT', 1000, 'BLOCK', pollMs, 'STREAMS', key, cursor)) as Array<[string, StreamEntry[]]> | null;
+        const entries = reply?.[0]?.[1] ?? [];
+        for (const [id, flat] of entries) {
+          cursor = id;
+          sawStream = true;
+          const text = renderer.consume(fieldsOf(flat));
+          if (text.length > 0) write(text);
+        }
+        if (entries.length > 0) continue;
+        const node = await this.node(hash);
+        if (node === undefined || (isBuildStatus(node.status) && isTerminal(node.status))) {
+          if (!sawStream) {
+            // Nothing streamed while following (the stream expired): the stored log is all there is.
+            const stored = await this.options.store.read(drvPath);
+            if (stored !== undefined) write(stored);
+          } else {
+            write(renderer.finish());
+          }
+          return;
+        }
+      }
+    } catch (error) {
+      if (!signal.aborted) throw error;
+    } finally {
+      signal.removeEventListener('abort', abort);
+      connection.disconnect();
+    }
+  }
+
+  /**
+   * Stores the logs of builds that reported their end with a streamed log,
+   * and of re-runs starting (the earlier attempt's part, marked incomplete
+   * when its worker vanished). The file holds every attempt in order: a
+   * re-run's log follows the lost one's. Failures are logged, never thrown:
+   * a log must not hold up the graph.
+   */
+  async archive(events: ReadonlyArray<BuildStartedEvent | BuildFinishedEvent>): Promise<void> {
+    const drvPaths = new Set<string>();
+    for (const event of events) {
+      if (event.type === 'finished' ? event.logStreamed === true : event.attempt > 1) drvPaths.add(event.drvPath);
+    }
+    if (drvPaths.size === 0) return;
+    const { redis, store, logger } = this.options;
+    const pipeline = redis.pipeline();
+    for (const drvPath of drvPaths) pipeline.xrange(redisKeys.buildLog(hashPart(drvPath)), '-', '+');
+    const replies = (await pipeline.exec()) ?? [];
+    await Promise.all(
+      [...drvPaths].map(async (drvPath, i) => {
+        const entries = (replies[i]?.[1] ?? []) as StreamEntry[];
+        if (entries.length === 0) return;
+        const renderer = new LogRenderer();
+        const text = entries.map(([, flat]) => renderer.consume(fieldsOf(flat))).join('') + renderer.finish();
+        try {
+          const file = await store.write(drvPath, text);
+          logger.debug({ drvPath, file, bytes: text.length }, 'build log stored');
+        } catch (error) {
+          logger.warn({ err: error, drvPath }, 'storing the build log failed; it stays readable from Redis until the stream expires');
+        }
+      }),
+    );
+  }
+}
