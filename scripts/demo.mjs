@@ -266,8 +266,11 @@ async function stopProcess(entry) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The coordinator's read token, once it has started (the API wants a bearer token on every route but /api/health). */
+let apiToken;
+
 async function api(base, path) {
-  const response = await fetch(new URL(path, base), { signal: AbortSignal.timeout(10_000) });
+  const response = await fetch(new URL(path, base), { signal: AbortSignal.timeout(10_000), headers: { authorization: `Bearer ${apiToken}` } });
   const text = await response.text();
   if (!response.ok) throw new Error(`GET ${path}: HTTP ${response.status}: ${text}`);
   return JSON.parse(text);
@@ -378,7 +381,10 @@ async function main() {
     await sleep(50);
   }
   const address = JSON.parse(readFileSync(addressFile, 'utf8'));
-  detail(`API        ${address.httpUrl}`);
+  apiToken = readFileSync(join(coordinatorState, 'api-token-read'), 'utf8').trim();
+  // The CLI finds the admin token in the coordinator's state dir, as it does on the coordinator's own machine.
+  process.env.NIXFARM_STATE_DIR = coordinatorState;
+  detail(`API        ${address.httpUrl} ${dim(`(tokens: ${relative(ROOT, join(coordinatorState, 'api-token-admin'))}, api-token-read)`)}`);
   detail(`Redis      ${address.redisUrl} ${dim('(its own redis-server, data in the state dir)')}`);
   detail(`SSH store  ${address.sshHost}:${address.sshPort}, host key ${address.hostKeyFingerprint}`);
 

@@ -33,7 +33,7 @@ export class NixfarmWay implements BenchWay {
     let result;
     try {
       result = await runTimed(process.execPath, args, {
-        env: { ...process.env, NIX_CONFIG: 'substituters =' },
+        env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: farm.adminToken },
         timeoutMs: this.options.timeoutMs,
         onLine: (line) => (lastLine = line.text),
       });

@@ -69,7 +69,7 @@ describe('bad input while a good run builds', () => {
   const goodRows = async (): Promise<DerivationRow[]> => (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${good.runId}/derivations`)).derivations;
 
   const request = async (path: string, init?: RequestInit): Promise<{ status: number; body: ApiErrorBody; text: string }> => {
-    const response = await fetch(new URL(path, farm.address.httpUrl), init);
+    const response = await fetch(new URL(path, farm.address.httpUrl), { ...init, headers: { ...farm.authHeaders(), ...(init?.headers as Record<string, string> | undefined) } });
     const text = await response.text();
     let body: ApiErrorBody;
     try {

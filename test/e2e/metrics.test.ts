@@ -38,7 +38,8 @@ describe('metrics, status and the scaling signal (real farm)', () => {
   let system: string;
 
   async function scrape(): Promise<{ text: string; samples: Sample[] }> {
-    const response = await fetch(new URL('/metrics', farm.address.httpUrl));
+    // A scraper holds the read token.
+    const response = await fetch(new URL('/metrics', farm.address.httpUrl), { headers: farm.authHeaders('read') });
     assert.equal(response.status, 200);
     assert.match(response.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
     const text = await response.text();

@@ -175,6 +175,7 @@ describe('coordinator and worker started before Redis', () => {
   let relay: RedisRelay | undefined;
   let coordinator: Started;
   let httpUrl: string;
+  const auth = (): RequestInit => ({ headers: { authorization: `Bearer ${readFileSync(join(stateDir, 'api-token-read'), 'utf8').trim()}` } });
   const unregister = onProcessExit(() => {
     for (const p of processes) killGroup(p.pid, 'SIGKILL');
     removeTreeSync(dir);
@@ -211,7 +212,8 @@ describe('coordinator and worker started before Redis', () => {
 
   function cli(args: readonly string[]): Promise<CommandResult> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [NIXFARM_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_CONFIG: 'substituters =' } });
+      // The CLI finds the admin token in the coordinator's state dir, as on the coordinator's machine.
+      const child = spawn(process.execPath, [NIXFARM_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: '', NIXFARM_STATE_DIR: stateDir } });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -285,7 +287,7 @@ describe('coordinator and worker started before Redis', () => {
     await sleep(4000);
     assert.equal(worker.process.exitCode, null, 'still running, still trying');
     assert.equal(unreachableNotices(worker.output(), who).length, 1, 'said once');
-    const before = (await (await fetch(new URL('/api/workers', httpUrl))).json()) as { workers: Array<{ name: string }> };
+    const before = (await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: Array<{ name: string }> };
     assert.ok(!before.workers.some((w) => w.name === 'late'), 'not registered without Redis');
 
     relay = new RedisRelay(relayPort, redisPort);
@@ -294,7 +296,7 @@ describe('coordinator and worker started before Redis', () => {
     assert.match(worker.output(), new RegExp(`${who}: connected to Redis at redis://127\\.0\\.0\\.1:${relayPort} after \\d+ s`));
     await waitFor(
       'the worker registered',
-      async () => ((await (await fetch(new URL('/api/workers', httpUrl))).json()) as { workers: Array<{ name: string; alive: boolean }> }).workers.some((w) => w.name === 'late' && w.alive),
+      async () => ((await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: Array<{ name: string; alive: boolean }> }).workers.some((w) => w.name === 'late' && w.alive),
       30_000,
       diagnostics(worker, coordinator),
     );
@@ -312,7 +314,7 @@ describe('coordinator and worker started before Redis', () => {
     assert.equal(await terminate(worker, 10_000), 0, diagnostics(worker)());
     assert.ok(Date.now() - stoppedAt < 10_000);
     assert.match(worker.output(), new RegExp(`nixfarm: stopped while waiting for Redis at ${dead.replace(/\./g, '\\.')}; nothing was started`));
-    const { workers } = (await (await fetch(new URL('/api/workers', httpUrl))).json()) as { workers: Array<{ name: string }> };
+    const { workers } = (await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: Array<{ name: string }> };
     assert.ok(!workers.some((w) => w.name === 'quitter'));
   });
 

@@ -99,7 +99,7 @@ describe('platforms never starve each other (real workers)', () => {
     flood = spawn(process.execPath, [NIXFARM_BIN, 'build', '--coordinator', farm.address.httpUrl, linuxFlood.file, '-A', 'all', '--argstr', 'salt', freshSalt()], {
       stdio: 'ignore',
       detached: true,
-      env: { ...process.env, NIX_CONFIG: 'substituters =' },
+      env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: farm.adminToken },
     });
 
     // until the flood is queued and the linux worker is busy with it

@@ -205,13 +205,13 @@ describe('nixfarm why on a real farm', () => {
     const ambiguous = await why('99999999');
     assert.equal(ambiguous.exitCode, 2);
     assert.match(ambiguous.stderr, /"99999999" matches 2 derivations; give a longer prefix or the whole path:\n\s+waiting\s+\/nix\/store\/9{31}1-twin-1\.drv\n\s+waiting\s+\/nix\/store\/9{31}2-twin-2\.drv/);
-    const response409 = await fetch(new URL('/api/why?path=99999999', farm.address.httpUrl));
+    const response409 = await fetch(new URL('/api/why?path=99999999', farm.address.httpUrl), { headers: farm.authHeaders() });
     assert.equal(response409.status, 409);
     const body = (await response409.json()) as { error: { code: string; candidates: unknown[] } };
     assert.equal(body.error.code, 'ambiguous-query');
     assert.equal(body.error.candidates.length, 2);
     // the API refuses the same before touching Redis
-    const response = await fetch(new URL('/api/why?path=%2Fetc%2Fpasswd', farm.address.httpUrl));
+    const response = await fetch(new URL('/api/why?path=%2Fetc%2Fpasswd', farm.address.httpUrl), { headers: farm.authHeaders() });
     assert.equal(response.status, 400);
   });
 });

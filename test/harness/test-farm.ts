@@ -42,6 +42,13 @@ export interface TestFarmOptions {
   redisAppendOnly?: boolean;
 }
 
+export interface CliOptions {
+  timeoutMs?: number;
+  cwd?: string;
+  /** more environment for the CLI, over the farm's (NIXFARM_COORDINATOR, NIXFARM_TOKEN) */
+  env?: Record<string, string>;
+}
+
 export interface CommandResult {
   exitCode: number | null;
   stdout: string;
@@ -83,6 +90,8 @@ export class TestFarm {
   redis!: PrivateRedis;
   coordinator!: ChildProcess;
   address!: CoordinatorFile;
+  /** the coordinator's admin API token, read from its state dir once it is ready */
+  adminToken!: string;
   readonly workers = new Map<string, RunningWorker>();
   private logLevel = 'debug';
   private readonly unregister: () => void;
@@ -156,6 +165,17 @@ export class TestFarm {
       await sleep(50);
     }
     this.address = JSON.parse(readFileSync(file, 'utf8')) as CoordinatorFile;
+    this.adminToken = this.apiToken('admin');
+  }
+
+  /** One of the coordinator's API tokens, as its state dir holds it. */
+  apiToken(scope: 'read' | 'admin'): string {
+    return readFileSync(join(this.coordinatorStateDir, `api-token-${scope}`), 'utf8').trim();
+  }
+
+  /** The Authorization header the API needs, for tests that call fetch() themselves. */
+  authHeaders(scope: 'read' | 'admin' = 'admin'): Record<string, string> {
+    return { authorization: `Bearer ${scope === 'admin' ? this.adminToken : this.apiToken(scope)}` };
   }
 
   async startWorker(spec: TestWorkerSpec): Promise<RunningWorker> {
@@ -209,26 +229,27 @@ export class TestFarm {
   }
 
   async api<T>(path: string, init?: RequestInit): Promise<T> {
-    const response = await fetch(new URL(path, this.address.httpUrl), init);
+    const response = await fetch(new URL(path, this.address.httpUrl), { ...init, headers: { ...this.authHeaders(), ...(init?.headers as Record<string, string> | undefined) } });
     const text = await response.text();
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}: ${text}`);
     return JSON.parse(text) as T;
   }
 
   /** Runs the real `nixfarm` CLI on the host (the coordinator's machine). */
-  cli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<CommandResult> {
+  cli(args: readonly string[], options: CliOptions = {}): Promise<CommandResult> {
     return this.spawnCli(args, options).result;
   }
 
   /** Like cli(), but gives access to the output while the command still runs. */
-  spawnCli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): { result: Promise<CommandResult>; stderrSoFar: () => string; stdoutSoFar: () => string } {
+  spawnCli(args: readonly string[], options: CliOptions = {}): { result: Promise<CommandResult>; stderrSoFar: () => string; stdoutSoFar: () => string } {
     let stderrSoFar = '';
     let stdoutSoFar = '';
     const result = new Promise<CommandResult>((resolvePromise, reject) => {
       const child = spawn(process.execPath, [NIXFARM_BIN, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
         ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-        env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIX_CONFIG: 'substituters =' },
+        // The admin token, as an operator on the coordinator's machine would have it; env overrides it (tests of refusals).
+        env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIXFARM_TOKEN: this.adminToken ?? '', NIX_CONFIG: 'substituters =', ...options.env },
       });
       let stdout = '';
       let stderr = '';
@@ -251,7 +272,7 @@ export class TestFarm {
   }
 
   /** `nixfarm build` against this farm. */
-  build(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<CommandResult> {
+  build(args: readonly string[], options: CliOptions = {}): Promise<CommandResult> {
     return this.cli(['build', '--coordinator', this.address.httpUrl, ...args], options);
   }
 

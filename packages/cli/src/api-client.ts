@@ -1,16 +1,30 @@
 import { apiErrorSchema, runEventSchema, type RunEvent, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
 import { CliError, EXIT_USAGE } from './exit-codes.js';
+import { resolveApiToken } from './api-token-source.js';
+
+export const DEFAULT_COORDINATOR_URL = process.env.NIXFARM_COORDINATOR ?? 'http://127.0.0.1:8420';
 
 /** The HTTP API as the CLI uses it. */
 export class ApiClient {
-  constructor(readonly baseUrl: string) {}
+  /** @param token the bearer token; without one the coordinator answers 401, which says how to give one */
+  constructor(readonly baseUrl: string, private readonly token?: string) {}
+
+  /** A client for a command's --coordinator and --token flags (and their environment defaults). */
+  static async connect(flags: { coordinator?: string; token?: string }): Promise<ApiClient> {
+    return new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL, await resolveApiToken(flags.token));
+  }
+
+  /** The Authorization header, for requests made outside this class (the log stream). */
+  authHeaders(): Record<string, string> {
+    return this.token === undefined ? {} : { authorization: `Bearer ${this.token}` };
+  }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     let response: Response;
     try {
       response = await fetch(new URL(path, this.baseUrl), {
         method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: { ...this.authHeaders(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (error) {
@@ -53,7 +67,7 @@ export class ApiClient {
     for (;;) {
       let response: Response;
       try {
-        response = await fetch(new URL(`/api/runs/${encodeURIComponent(id)}/events?after=${lastId}`, this.baseUrl), { headers: { accept: 'text/event-stream' } });
+        response = await fetch(new URL(`/api/runs/${encodeURIComponent(id)}/events?after=${lastId}`, this.baseUrl), { headers: { ...this.authHeaders(), accept: 'text/event-stream' } });
         if (!response.ok || response.body === null) throw new Error(`HTTP ${response.status}`);
       } catch (error) {
         const reason = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message;

@@ -5,7 +5,7 @@ import { ApiRequestError } from './api-client.js';
 import { coordinatorCommand } from './commands/coordinator-command.js';
 import { workerCommand } from './commands/worker-command.js';
 import { buildCommand, runBuild } from './commands/build-command.js';
-import { authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
+import { apiTokenCommand, authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
 import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
 import { logCommand } from './commands/log-command.js';
@@ -22,6 +22,7 @@ export function program(): Command {
     .addCommand(waitCommand())
     .addCommand(authorizeCommand())
     .addCommand(workerKeyCommand())
+    .addCommand(apiTokenCommand())
     .addCommand(statusCommand())
     .addCommand(workersCommand())
     .addCommand(runsCommand())

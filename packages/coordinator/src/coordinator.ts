@@ -2,7 +2,7 @@ import { mkdir, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
-import { connectRedis, coordinatorConfigSchema, type CoordinatorConfig, type CoordinatorConfigInput, type Logger, type RedisWaitHooks } from '@nixfarm/shared';
+import { connectRedis, coordinatorConfigSchema, type ApiScope, type CoordinatorConfig, type CoordinatorConfigInput, type Logger, type RedisWaitHooks } from '@nixfarm/shared';
 import { CoordinatorNix } from './nix/coordinator-nix.js';
 import { SchedulingCore } from './runs/scheduling-core.js';
 import { createHttpApi } from './api/http-api.js';
@@ -11,6 +11,7 @@ import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
 import { LocalBuilder } from './local/local-builder.js';
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
+import { ApiTokens } from './api/api-tokens.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -21,6 +22,8 @@ export interface CoordinatorAddress {
   hostKey: string;
   hostKeyFingerprint: string;
   pid: number;
+  /** where the API's bearer tokens are (never the tokens themselves: this file is world-readable) */
+  apiTokenFiles: Record<ApiScope, string>;
 }
 
 export interface CoordinatorOptions {
@@ -73,6 +76,8 @@ export class Coordinator {
     const { config, logger } = this;
     const stateDir = path.resolve(config.stateDir);
     await mkdir(stateDir, { recursive: true });
+    // First: a token file others can read stops the start before anything else is running.
+    const { tokens, files: apiTokenFiles } = await ApiTokens.loadOrCreate(stateDir);
     let redisUrl = config.redisUrl;
     if (redisUrl === undefined) {
       this.embeddedRedis = new EmbeddedRedis({ dir: path.join(stateDir, 'redis'), logger });
@@ -98,7 +103,7 @@ export class Coordinator {
 
     const resumed = await core.start();
 
-    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix, metrics: core.metrics, logs });
+    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix, metrics: core.metrics, logs, tokens });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
     const httpPort = typeof httpAddress === 'object' && httpAddress !== null ? httpAddress.port : config.httpPort;
@@ -111,6 +116,7 @@ export class Coordinator {
       hostKey: ssh.hostKey,
       hostKeyFingerprint: ssh.fingerprint,
       pid: process.pid,
+      apiTokenFiles,
     };
     const file = path.join(stateDir, 'coordinator.json');
     await writeFile(`${file}.tmp`, JSON.stringify(this.addressInfo, null, 2));

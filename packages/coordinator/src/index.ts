@@ -24,3 +24,5 @@ export * from './metrics/farm-status-collector.js';
 export * from './logs/build-log-store.js';
 export * from './logs/build-log-service.js';
 export * from './logs/log-renderer.js';
+export * from './api/api-tokens.js';
+export * from './api/api-auth.js';

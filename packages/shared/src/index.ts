@@ -28,3 +28,4 @@ export * from './serve/serve-session.js';
 export * from './serve/serve-pool.js';
 export * from './serve/local-store-pool.js';
 export * from './serve/nar-reader.js';
+export * from './api-token-file.js';

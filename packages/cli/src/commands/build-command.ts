@@ -1,11 +1,12 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { derivationName, type RunEvent, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
-import { ApiClient, ApiRequestError } from '../api-client.js';
+import { ApiClient, ApiRequestError, DEFAULT_COORDINATOR_URL } from '../api-client.js';
+import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { CliError, EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE } from '../exit-codes.js';
 import { collect, integer } from '../config-loader.js';
 
-export const DEFAULT_COORDINATOR_URL = process.env.NIXFARM_COORDINATOR ?? 'http://127.0.0.1:8420';
+export { DEFAULT_COORDINATOR_URL };
 
 /** nix-build's two-value flags (`--arg NAME EXPR`) do not fit commander; take them out of argv first. */
 export function extractPairs(argv: readonly string[], flag: string): { pairs: Array<[string, string]>; rest: string[] } {
@@ -94,6 +95,7 @@ export function buildCommand(): Command {
     .option('--timeout <seconds>', 'longest a single build may run (default 36000)', integer('--timeout'))
     .option('--max-silent-time <seconds>', 'longest a build may print nothing (default 3600)', integer('--max-silent-time'))
     .option('--coordinator <url>', `coordinator HTTP API (default ${DEFAULT_COORDINATOR_URL}, or $NIXFARM_COORDINATOR)`)
+    .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print the finished run as JSON on stdout instead of output paths')
     .addHelpText('after', '\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr \'(import ./default.nix {}).app\'\n\nExit codes: 0 built, 1 a build failed, 2 usage, evaluation or connection error.')
     .action(async () => undefined);
@@ -125,6 +127,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     include?: string[];
     priority?: number;
     coordinator?: string;
+    token?: string;
     json?: boolean;
     rebuildFailed?: boolean;
     order?: string;
@@ -147,7 +150,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     maxSilentSeconds: opts.maxSilentTime ?? 3600,
     ...(opts.expr !== undefined ? { expr: opts.expr } : { file: path.resolve(file ?? 'default.nix') }),
   };
-  const client = new ApiClient(opts.coordinator ?? DEFAULT_COORDINATOR_URL);
+  const client = await ApiClient.connect(opts);
   let run;
   try {
     run = await client.submitRun(request);

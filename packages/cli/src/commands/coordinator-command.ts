@@ -1,18 +1,17 @@
-import os from 'node:os';
-import path from 'node:path';
 import { Command } from 'commander';
 import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
 import { integer, loadConfig, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
 import { cliRedisWait } from '../redis-wait.js';
+import { DEFAULT_COORDINATOR_STATE } from '../api-token-source.js';
 
-export const DEFAULT_COORDINATOR_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'coordinator');
+export { DEFAULT_COORDINATOR_STATE };
 
 export function coordinatorCommand(): Command {
   return new Command('coordinator')
     .description('run the coordinator: HTTP API, evaluation, the build graph, queues and the SSH endpoint for its Nix store')
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
-    .option('--state-dir <dir>', `host key, authorized_keys, embedded Redis data (default ${DEFAULT_COORDINATOR_STATE})`)
+    .option('--state-dir <dir>', `host key, authorized_keys, API tokens, embedded Redis data (default ${DEFAULT_COORDINATOR_STATE})`)
     .option('--redis <url>', 'Redis URL (redis://host:port); without it a private redis-server is started in the state dir')
     .option('--http-host <host>', 'HTTP API address (default 127.0.0.1)')
     .option('--http-port <port>', 'HTTP API port (default 8420; 0 picks a free one)', integer('--http-port'))
@@ -52,7 +51,7 @@ export function coordinatorCommand(): Command {
       const coordinator = new Coordinator({ config, logger, redisWait: redisWait.hooks });
       const address = await redisWait.during(coordinator.start());
       process.stderr.write(
-        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n`,
+        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n  API tokens: ${address.apiTokenFiles.admin} (admin), ${address.apiTokenFiles.read} (read); \`nixfarm api-token\` prints one\n`,
       );
       await waitForShutdownSignal();
       await coordinator.stop();

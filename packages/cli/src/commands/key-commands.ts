@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command } from 'commander';
+import { API_SCOPES, apiTokenPath, readApiTokenFile, type ApiScope } from '@nixfarm/shared';
 import { CliError } from '../exit-codes.js';
 import { DEFAULT_COORDINATOR_STATE } from './coordinator-command.js';
 import { DEFAULT_WORKER_STATE } from './worker-command.js';
@@ -41,5 +42,26 @@ export function workerKeyCommand(): Command {
       const { loadOrCreateWorkerKey } = await import('@nixfarm/worker');
       const identity = await loadOrCreateWorkerKey(path.resolve(flags.stateDir ?? DEFAULT_WORKER_STATE));
       process.stdout.write(`${identity.publicKeyLine}\n`);
+    });
+}
+
+export function apiTokenCommand(): Command {
+  return new Command('api-token')
+    .description("print one of the coordinator's API tokens (made at its first start), to hand to a user or a Prometheus scraper")
+    .option('--state-dir <dir>', `the coordinator's state dir (default ${DEFAULT_COORDINATOR_STATE})`)
+    .option('--scope <scope>', 'read (every GET: runs, workers, status, logs, /metrics) or admin (also submit and cancel runs)', 'read')
+    .addHelpText('after', '\nExamples:\n  nixfarm api-token --state-dir /var/lib/nixfarm --scope read > scraper-token\n  NIXFARM_TOKEN=$(nixfarm api-token --state-dir /var/lib/nixfarm --scope admin) nixfarm build -A hello')
+    .action(async (flags: { stateDir?: string; scope: string }) => {
+      if (!(API_SCOPES as readonly string[]).includes(flags.scope)) throw new CliError(`--scope takes ${API_SCOPES.join(' or ')}, got ${JSON.stringify(flags.scope)}`);
+      const stateDir = path.resolve(flags.stateDir ?? DEFAULT_COORDINATOR_STATE);
+      const file = apiTokenPath(stateDir, flags.scope as ApiScope);
+      let token: string | undefined;
+      try {
+        token = await readApiTokenFile(file);
+      } catch (error) {
+        throw new CliError((error as Error).message);
+      }
+      if (token === undefined) throw new CliError(`${file} does not exist: the coordinator makes its tokens at its first start (is --state-dir ${stateDir} its state dir?)`);
+      process.stdout.write(`${token}\n`);
     });
 }

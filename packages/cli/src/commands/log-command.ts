@@ -2,10 +2,12 @@ import { Command } from 'commander';
 import { apiErrorSchema, isHashPrefix, runIdSchema } from '@nixfarm/shared';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
 import { DEFAULT_COORDINATOR_URL } from './build-command.js';
+import { resolveApiToken, TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { resolveLocalSymlink } from './why-command.js';
 
 interface LogFlags {
   coordinator?: string;
+  token?: string;
   follow?: boolean;
   json?: boolean;
 }
@@ -17,10 +19,10 @@ class LogRequestError extends CliError {
   }
 }
 
-async function request(baseUrl: string, query: URLSearchParams): Promise<Response> {
+async function request(baseUrl: string, token: string | undefined, query: URLSearchParams): Promise<Response> {
   let response: Response;
   try {
-    response = await fetch(new URL(`/api/logs?${query.toString()}`, baseUrl));
+    response = await fetch(new URL(`/api/logs?${query.toString()}`, baseUrl), { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
   } catch (error) {
     throw new CliError(`cannot reach the coordinator at ${baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}): is \`nixfarm coordinator\` running? (set --coordinator or NIXFARM_COORDINATOR)`, EXIT_USAGE);
   }
@@ -55,6 +57,7 @@ export function logCommand(): Command {
     .argument('<target>', 'a .drv path, an output path (or a ./result symlink), a unique hash prefix, or a run id')
     .argument('[attr]', "with a run id: the attribute whose derivation's log to print (not needed when the run built one derivation)")
     .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--token <token>', TOKEN_OPTION_HELP)
     .option('-f, --follow', 'keep printing the log as it is written until the build ends')
     .option('--json', 'print what is known about the log (status, live, complete, attempts, stored file) as JSON instead of the log')
     .addHelpText(
@@ -75,6 +78,7 @@ export function logCommand(): Command {
     )
     .action(async (rawTarget: string, attr: string | undefined, flags: LogFlags) => {
       const baseUrl = flags.coordinator ?? DEFAULT_COORDINATOR_URL;
+      const token = await resolveApiToken(flags.token);
       const target = attr === undefined ? await resolveLocalSymlink(rawTarget) : rawTarget;
       if (target.startsWith('/')) {
         const { parseWhyQuery } = await import('@nixfarm/coordinator');
@@ -86,7 +90,7 @@ export function logCommand(): Command {
         if (flags.json) query.set('info', '1');
         else if (flags.follow) query.set('follow', '1');
         try {
-          response = await request(baseUrl, query);
+          response = await request(baseUrl, token, query);
           break;
         } catch (error) {
           // A word that named no derivation may still be a run id.

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { farmStatusSchema, formatZodError, type FarmStatus } from '@nixfarm/shared';
+import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
 import { DEFAULT_COORDINATOR_URL } from './build-command.js';
@@ -8,10 +9,11 @@ export function statusCommand(): Command {
   return new Command('status')
     .description('the farm at a glance: each queue (waiting, running, oldest wait), each worker (up or gone, load, draining or paused, heartbeat age), active runs, and how many more workers each system needs')
     .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print JSON (the same numbers as GET /metrics)')
     .addHelpText('after', '\nExamples:\n  nixfarm status\n  nixfarm status --json')
-    .action(async (flags: { coordinator?: string; json?: boolean }) => {
-      const raw = await new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL).get<unknown>('/api/status');
+    .action(async (flags: { coordinator?: string; token?: string; json?: boolean }) => {
+      const raw = await (await ApiClient.connect(flags)).get<unknown>('/api/status');
       const parsed = farmStatusSchema.safeParse(raw);
       if (!parsed.success) throw new CliError(`the coordinator's status is not what this CLI understands (an older or newer coordinator?): ${formatZodError(parsed.error, 'status')}`, EXIT_USAGE);
       if (flags.json) return void process.stdout.write(`${JSON.stringify(parsed.data, null, 2)}\n`);

@@ -1,21 +1,23 @@
 import { Command } from 'commander';
 import type { RunView, WorkerListing } from '@nixfarm/shared';
+import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
 import { DEFAULT_COORDINATOR_URL } from './build-command.js';
 
 
-function client(flags: { coordinator?: string }): ApiClient {
-  return new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL);
+function client(flags: { coordinator?: string; token?: string }): Promise<ApiClient> {
+  return ApiClient.connect(flags);
 }
 
 export function workersCommand(): Command {
   return new Command('workers')
     .description('list registered workers with their systems, features, load, free disk, last heartbeat, and whether they take builds (draining, paused)')
     .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExample:\n  nixfarm workers --json')
-    .action(async (flags: { coordinator?: string; json?: boolean }) => {
-      const { workers } = await client(flags).get<{ workers: WorkerListing[] }>('/api/workers');
+    .action(async (flags: { coordinator?: string; token?: string; json?: boolean }) => {
+      const { workers } = await (await client(flags)).get<{ workers: WorkerListing[] }>('/api/workers');
       if (flags.json) return void process.stdout.write(`${JSON.stringify(workers, null, 2)}\n`);
       for (const w of workers) {
         const age = ((Date.now() - w.heartbeatAt) / 1000).toFixed(0);
@@ -51,10 +53,11 @@ export function runsCommand(): Command {
     .description('list recent runs, or show one run with the status of each derivation')
     .argument('[run]', 'a run id')
     .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExamples:\n  nixfarm runs\n  nixfarm runs lxk2f9a1b2c3d4e5 --json')
-    .action(async (runId: string | undefined, flags: { coordinator?: string; json?: boolean }) => {
-      const api = client(flags);
+    .action(async (runId: string | undefined, flags: { coordinator?: string; token?: string; json?: boolean }) => {
+      const api = await client(flags);
       if (runId === undefined) {
         const { runs } = await api.get<{ runs: RunView[] }>('/api/runs');
         if (flags.json) return void process.stdout.write(`${JSON.stringify(runs, null, 2)}\n`);

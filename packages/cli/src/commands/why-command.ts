@@ -2,6 +2,7 @@ import { readlink } from 'node:fs/promises';
 import { Command } from 'commander';
 import { STORE_DIR } from '@nixfarm/shared';
 import type { WhyAnswer } from '@nixfarm/coordinator';
+import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient, ApiRequestError } from '../api-client.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
 import { DEFAULT_COORDINATOR_URL } from './build-command.js';
@@ -22,6 +23,7 @@ export function whyCommand(): Command {
     .description('explain why a derivation is waiting, queued, running or how it ended: the inputs it waits for, or each worker and why it has not taken it')
     .argument('<derivation>', 'a .drv path, an output path (or a ./result symlink), or a unique prefix of a hash part')
     .option('--coordinator <url>', 'coordinator HTTP API')
+    .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print JSON')
     .addHelpText(
       'after',
@@ -36,11 +38,11 @@ export function whyCommand(): Command {
         '  nixfarm why ./result --json',
       ].join('\n'),
     )
-    .action(async (arg: string, flags: { coordinator?: string; json?: boolean }) => {
+    .action(async (arg: string, flags: { coordinator?: string; token?: string; json?: boolean }) => {
       const target = await resolveLocalSymlink(arg);
       const { formatExplanation, parseWhyQuery } = await import('@nixfarm/coordinator');
       parseWhyQuery(target); // the store-path grammar or the hash alphabet, before anything is sent
-      const api = new ApiClient(flags.coordinator ?? DEFAULT_COORDINATOR_URL);
+      const api = await ApiClient.connect(flags);
       let answer: WhyAnswer;
       try {
         answer = await api.get<WhyAnswer>(`/api/why?path=${encodeURIComponent(target)}`);

@@ -10,6 +10,8 @@ import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import { registerMetricsRoutes } from './metrics-routes.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import { registerLogRoutes } from './log-routes.js';
+import type { ApiTokens } from './api-tokens.js';
+import { registerApiAuth } from './api-auth.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -26,6 +28,8 @@ export interface HttpApiDeps {
   metrics?: FarmMetrics;
   /** build logs (absent: no log routes) */
   logs?: BuildLogService;
+  /** the bearer tokens every route but /api/health needs */
+  tokens: ApiTokens;
 }
 
 /** HTTP status for each error code the API can return. */
@@ -96,6 +100,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
   app.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push(`${method} ${route.url}`);
   });
+
+  registerApiAuth(app, { tokens: deps.tokens, logger: deps.logger.child({ component: 'http' }), sendError });
 
   app.setErrorHandler((error, _request, reply) => {
     const fastifyError = error as { statusCode?: number; code?: string; message: string };
