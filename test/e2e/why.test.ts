@@ -73,7 +73,7 @@ function backgroundBuild(farm: TestFarm, args: readonly string[]): { child: Chil
   const child = spawn(process.execPath, [NIXFARM_BIN, 'build', '--coordinator', farm.address.httpUrl, ...args], {
     stdio: 'ignore',
     detached: true,
-    env: { ...process.env, NIX_CONFIG: 'substituters =' },
+    env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: farm.adminToken },
   });
   return { child, stop: () => (child.exitCode === null ? killGroup(child.pid, 'SIGKILL') : undefined) };
 }
