@@ -24,3 +24,5 @@ export * from './metrics/farm-status-collector.js';
 export * from './logs/build-log-store.js';
 export * from './logs/build-log-service.js';
 export * from './logs/log-renderer.js';
+export * from './api/openapi-document.js';
+export * from './api/http-api.js';

@@ -10,6 +10,7 @@ import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import { registerMetricsRoutes } from './metrics-routes.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import { registerLogRoutes } from './log-routes.js';
+import { registerOpenApiRoutes } from './openapi-routes.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -211,6 +212,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
   });
 
   if (deps.logs !== undefined) registerLogRoutes(app, { redis: deps.redis, runs: deps.runs, logs: deps.logs, logger: deps.logger });
+
+  registerOpenApiRoutes(app);
 
   return app;
 }
