@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { farmStatusSchema, type FarmStatus } from '@nixfarm/shared';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { TestFarm, sleep } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
@@ -147,5 +148,32 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     assert.equal(valueOf(afterCancel, 'nixfarm_queue_oldest_wait_seconds', { queue }), 0);
     assert.equal(valueOf(afterCancel, 'nixfarm_workers_needed', { system: other }), 0);
     assert.equal(valueOf(afterCancel, 'nixfarm_runs_finished_total', { status: 'cancelled' }), 1);
+  });
+
+  it('serves its OpenAPI 3.1 document, and what the farm answered above fits the schemas it documents', async () => {
+    const response = await fetch(new URL('/api/openapi.json', farm.address.httpUrl));
+    assert.equal(response.status, 200);
+    const doc = (await response.json()) as { openapi: string; paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: object }> }> }>>; components: { schemas: Record<string, object> } };
+    assert.equal(doc.openapi, '3.1.0');
+    const ajv = new Ajv2020({ strict: false, allErrors: true });
+    for (const [name, schema] of Object.entries(doc.components.schemas)) ajv.addSchema(schema, `#/components/schemas/${name}`);
+    const { runs } = await farm.api<{ runs: Array<{ id: string }> }>('/api/runs');
+    assert.ok(runs.length >= 2, 'the two runs of the tests above');
+    const answers: Array<[string, string]> = [
+      ['/api/runs', '/api/runs'],
+      [`/api/runs/${runs[0]!.id}`, '/api/runs/{id}'],
+      [`/api/runs/${runs[0]!.id}/derivations`, '/api/runs/{id}/derivations'],
+      ['/api/workers', '/api/workers'],
+      ['/api/queues', '/api/queues'],
+      ['/api/status', '/api/status'],
+    ];
+    // the hand-written schemas of the why and log-info answers, against the real ones
+    const { derivations } = await farm.api<{ derivations: Array<{ drvPath: string }> }>(`/api/runs/${runs[0]!.id}/derivations`);
+    const drvPath = encodeURIComponent(derivations[0]!.drvPath);
+    answers.push([`/api/why?path=${drvPath}`, '/api/why'], [`/api/logs?path=${drvPath}&info=1`, '/api/logs']);
+    for (const [url, path] of answers) {
+      const validate = ajv.compile(doc.paths[path]!.get!.responses['200']!.content!['application/json']!.schema);
+      assert.ok(validate(await farm.api(url)), `${url}: ${JSON.stringify(validate.errors)}`);
+    }
   });
 });

@@ -26,3 +26,5 @@ export * from './logs/build-log-service.js';
 export * from './logs/log-renderer.js';
 export * from './api/api-tokens.js';
 export * from './api/api-auth.js';
+export * from './api/openapi-document.js';
+export * from './api/http-api.js';

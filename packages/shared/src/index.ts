@@ -14,6 +14,7 @@ export * from './schemas/job.js';
 export * from './schemas/worker-event.js';
 export * from './schemas/worker-info.js';
 export * from './schemas/api.js';
+export * from './schemas/api-responses.js';
 export * from './schemas/farm-status.js';
 export * from './ssh-public-key.js';
 export * from './placement.js';

@@ -2,8 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiScope, Logger } from '@nixfarm/shared';
 import { scopeAllows, type ApiTokens } from './api-tokens.js';
 
-/** Routes anyone may call: liveness probes carry no token. */
-const OPEN_ROUTES = new Set(['GET /api/health', 'HEAD /api/health']);
+/** Routes anyone may call: liveness probes carry no token, and the API's description holds no data of the farm. */
+const OPEN_ROUTES = new Set(['GET /api/health', 'HEAD /api/health', 'GET /api/openapi.json', 'HEAD /api/openapi.json']);
 
 /** Routes that change the farm need admin; every other route (GET /metrics too: scrapers send bearer tokens) needs read. */
 const ADMIN_ROUTES = new Set(['POST /api/runs', 'POST /api/runs/:id/cancel']);

@@ -12,6 +12,7 @@ import type { BuildLogService } from '../logs/build-log-service.js';
 import { registerLogRoutes } from './log-routes.js';
 import type { ApiTokens } from './api-tokens.js';
 import { registerApiAuth } from './api-auth.js';
+import { registerOpenApiRoutes } from './openapi-routes.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -217,6 +218,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
   });
 
   if (deps.logs !== undefined) registerLogRoutes(app, { redis: deps.redis, runs: deps.runs, logs: deps.logs, logger: deps.logger });
+
+  registerOpenApiRoutes(app);
 
   return app;
 }
