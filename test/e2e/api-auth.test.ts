@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { NIXFARM_BIN, TestFarm, type CommandResult } from '../harness/test-farm.js';
+import { TestFarm, spawnNixfarm } from '../harness/test-farm.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
 
 interface ApiAnswer {
@@ -156,19 +155,7 @@ describe('API tokens: read and admin scopes (real farm)', () => {
     const file = join(stateDir, 'api-token-admin');
     writeFileSync(file, 'nixfarm_admin_0123456789abcdef0123456789\n');
     chmodSync(file, 0o644);
-    const result = await new Promise<CommandResult>((resolve, reject) => {
-      const child = spawn(process.execPath, [NIXFARM_BIN, 'coordinator', '--state-dir', stateDir, '--redis', farm.redis.url, '--http-port', '0', '--ssh-port', '0', '--ssh-host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.once('error', reject);
-      child.once('close', (exitCode) => {
-        clearTimeout(timer);
-        resolve({ exitCode, stdout, stderr });
-      });
-    });
+    const result = await spawnNixfarm(['coordinator', '--state-dir', stateDir, '--redis', farm.redis.url, '--http-port', '0', '--ssh-port', '0', '--ssh-host', '127.0.0.1'], { timeoutMs: 30_000 }).result;
     assert.equal(result.exitCode, 2, result.stderr);
     assert.match(result.stderr, new RegExp(`cannot use API token file ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: its mode is 644, so group or others can read or write it; chmod 600`));
     assert.ok(!result.stderr.includes('0123456789abcdef0123456789'), 'the token is not printed');

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { NIXFARM_BIN, type CommandResult } from '../harness/test-farm.js';
+import { spawnNixfarm, type CommandResult } from '../harness/test-farm.js';
 import { removeTreeSync } from '../harness/process-cleanup.js';
 
 /**
@@ -22,20 +21,8 @@ const WORKER = ['worker', '--redis', NOWHERE, '--coordinator', '127.0.0.1:1', '-
 const COORDINATOR = ['coordinator', '--state-dir', join(dir, 'coordinator'), '--redis', NOWHERE, '--http-port', '0', '--ssh-port', '0'];
 
 function run(args: readonly string[]): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [NIXFARM_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    // Far more than a config error takes; a command that went on to wait for Redis is killed and fails the test.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('error', reject);
-    child.once('close', (exitCode) => {
-      clearTimeout(timer);
-      resolve({ exitCode, stdout, stderr });
-    });
-  });
+  // Far more than a config error takes; a command that went on to wait for Redis is killed and fails the test.
+  return spawnNixfarm(args, { timeoutMs: 30_000 }).result;
 }
 
 function configFile(name: string, content: string): string {

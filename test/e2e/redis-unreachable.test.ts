@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { RedisRefusedError, RedisWaitAbortedError, connectRedis, redactRedisUrl } from '@nixfarm/shared';
 import { freePort, startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
-import { NIXFARM_BIN, sleep, type CommandResult } from '../harness/test-farm.js';
+import { NIXFARM_BIN, sleep, spawnNixfarm, type CommandResult } from '../harness/test-farm.js';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from '../harness/process-cleanup.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
@@ -211,21 +211,10 @@ describe('coordinator and worker started before Redis', () => {
   }
 
   function cli(args: readonly string[]): Promise<CommandResult> {
-    return new Promise((resolve, reject) => {
-      // The CLI finds the admin token in the coordinator's state dir, as on the coordinator's machine.
-      const child = spawn(process.execPath, [NIXFARM_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: '', NIXFARM_STATE_DIR: stateDir } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-      child.once('error', reject);
-      child.once('close', (exitCode) => {
-        clearTimeout(timer);
-        resolve({ exitCode, stdout, stderr });
-      });
-    });
+    // The CLI finds the admin token in the coordinator's state dir, as on the coordinator's machine.
+    return spawnNixfarm(args, { env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: '', NIXFARM_STATE_DIR: stateDir } }).result;
   }
+
 
   /** SIGTERM to a process group; the exit code, or 'hung' if it did not exit in time. */
   async function terminate(started: Started, timeoutMs: number): Promise<number | null | 'hung'> {

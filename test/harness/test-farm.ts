@@ -241,34 +241,12 @@ export class TestFarm {
   }
 
   /** Like cli(), but gives access to the output while the command still runs. */
-  spawnCli(args: readonly string[], options: CliOptions = {}): { result: Promise<CommandResult>; stderrSoFar: () => string; stdoutSoFar: () => string } {
-    let stderrSoFar = '';
-    let stdoutSoFar = '';
-    const result = new Promise<CommandResult>((resolvePromise, reject) => {
-      const child = spawn(process.execPath, [NIXFARM_BIN, ...args], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-        // The admin token, as an operator on the coordinator's machine would have it; env overrides it (tests of refusals).
-        env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIXFARM_TOKEN: this.adminToken ?? '', NIX_CONFIG: 'substituters =', ...options.env },
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => {
-        stdout += c.toString();
-        stdoutSoFar = stdout;
-      });
-      child.stderr.on('data', (c: Buffer) => {
-        stderr += c.toString();
-        stderrSoFar = stderr;
-      });
-      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 300_000);
-      child.once('error', reject);
-      child.once('close', (exitCode) => {
-        clearTimeout(timer);
-        resolvePromise({ exitCode, stdout, stderr });
-      });
+  spawnCli(args: readonly string[], options: CliOptions = {}): RunningCommand {
+    return spawnNixfarm(args, {
+      ...options,
+      // The admin token, as an operator on the coordinator's machine would have it; env overrides it (tests of refusals).
+      env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIXFARM_TOKEN: this.adminToken ?? '', NIX_CONFIG: 'substituters =', ...options.env },
     });
-    return { result, stderrSoFar: () => stderrSoFar, stdoutSoFar: () => stdoutSoFar };
   }
 
   /** `nixfarm build` against this farm. */
@@ -338,6 +316,38 @@ export class TestFarm {
     this.unregister();
     removeTreeSync(this.dir);
   }
+}
+
+export interface RunningCommand {
+  result: Promise<CommandResult>;
+  stderrSoFar: () => string;
+  stdoutSoFar: () => string;
+}
+
+/**
+ * Runs the real `nixfarm` CLI with exactly this environment (default: the
+ * test process's), killed after `timeoutMs` (default 300 s); for commands
+ * outside a farm (a start that must fail) as well as TestFarm.spawnCli.
+ */
+export function spawnNixfarm(args: readonly string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): RunningCommand {
+  let stderrSoFar = '';
+  let stdoutSoFar = '';
+  const result = new Promise<CommandResult>((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [NIXFARM_BIN, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      env: options.env ?? process.env,
+    });
+    child.stdout.on('data', (c: Buffer) => (stdoutSoFar += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderrSoFar += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 300_000);
+    child.once('error', reject);
+    child.once('close', (exitCode) => {
+      clearTimeout(timer);
+      resolvePromise({ exitCode, stdout: stdoutSoFar, stderr: stderrSoFar });
+    });
+  });
+  return { result, stderrSoFar: () => stderrSoFar, stdoutSoFar: () => stdoutSoFar };
 }
 
 export function sleep(ms: number): Promise<void> {
