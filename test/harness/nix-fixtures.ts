@@ -248,6 +248,40 @@ export function failingBranch(options: FixtureOptions = {}): FailingBranch {
   };
 }
 
+export interface TickingWorkload extends Fixture {
+  /** derivation names of the tickers (each logs `NAME: tick K` every half second), the one that fails, and the top */
+  names: { tickers: string[]; broken: string; all: string };
+  /** the line the broken builder prints last before it fails */
+  brokenLine: string;
+}
+
+/**
+ * Builds that take a while and talk while they do, for watching a farm:
+ * `tickers` derivations that each log a line every half second for
+ * `ticks` half-seconds, `all` over them, and `broken`, which logs and fails
+ * after a second. Build attrs `all` and `broken` together.
+ */
+export function tickingWorkload(options: FixtureOptions & { tickers: number; ticks: number }): TickingWorkload {
+  const dir = fixtureDir(options);
+  const tickers = Array.from({ length: options.tickers }, (_, i) => `ticker-${i}`);
+  const brokenLine = 'broken-step: giving up on purpose';
+  // Written as Nix strings directly: ${bb} must interpolate (nixString would escape it); $i and $((...)) stay the shell's.
+  const lines = tickers.map(
+    (name) =>
+      `  ${name} = mk { name = "${name}"; script = "i=0; while [ $i -lt ${options.ticks} ]; do i=$((i+1)); echo ${name}: tick $i; \${bb}/bin/busybox sleep 0.5; done; echo ${name} > $out"; };`,
+  );
+  lines.push(`  broken = mk { name = "broken-step"; script = "echo broken-step: starting; \${bb}/bin/busybox sleep 1; echo ${brokenLine} >&2; exit 4"; };`);
+  lines.push(`  all = mk { name = "ticking-all"; script = "${tickers.map((t) => `echo \${${t}} >> $out; `).join('')}"; };`);
+  const text = `${preamble(options)}rec {\n${lines.join('\n')}\n}\n`;
+  return {
+    file: writeFixture(dir, `ticking-${options.tickers}x${options.ticks}`, text),
+    attrs: ['all', 'broken'],
+    expectedDrvCount: options.tickers + 2,
+    names: { tickers, broken: 'broken-step', all: 'ticking-all' },
+    brokenLine,
+  };
+}
+
 /** A fresh salt: derivations instantiated with it are new to every store. */
 export function freshSalt(): string {
   return randomBytes(8).toString('hex');

@@ -103,7 +103,7 @@ export class Coordinator {
 
     const resumed = await core.start();
 
-    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix, metrics: core.metrics, logs, tokens });
+    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix, metrics: core.metrics, logs, tokens, graph: core.graph });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
     const httpPort = typeof httpAddress === 'object' && httpAddress !== null ? httpAddress.port : config.httpPort;

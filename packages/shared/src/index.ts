@@ -16,6 +16,7 @@ export * from './schemas/worker-info.js';
 export * from './schemas/api.js';
 export * from './schemas/api-responses.js';
 export * from './schemas/farm-status.js';
+export * from './schemas/dashboard.js';
 export * from './ssh-public-key.js';
 export * from './placement.js';
 export * from './critical-path.js';

@@ -2,8 +2,26 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ApiScope, Logger } from '@nixfarm/shared';
 import { scopeAllows, type ApiTokens } from './api-tokens.js';
 
-/** Routes anyone may call: liveness probes carry no token, and the API's description holds no data of the farm. */
-const OPEN_ROUTES = new Set(['GET /api/health', 'HEAD /api/health', 'GET /api/openapi.json', 'HEAD /api/openapi.json']);
+/**
+ * Routes anyone may call: liveness probes carry no token, the API's
+ * description and the dashboard's page and scripts hold no data of the farm,
+ * and the session routes check the token they are given themselves.
+ */
+const OPEN_ROUTES = new Set([
+  'GET /api/health',
+  'HEAD /api/health',
+  'GET /api/openapi.json',
+  'HEAD /api/openapi.json',
+  'GET /',
+  'HEAD /',
+  'GET /dashboard/:asset',
+  'HEAD /dashboard/:asset',
+  'POST /api/session',
+  'DELETE /api/session',
+]);
+
+/** The cookie POST /api/session sets: the browser's copy of its token, sent with the dashboard's own requests. */
+export const SESSION_COOKIE = 'nixfarm_token';
 
 /** Routes that change the farm need admin; every other route (GET /metrics too: scrapers send bearer tokens) needs read. */
 const ADMIN_ROUTES = new Set(['POST /api/runs', 'POST /api/runs/:id/cancel']);
@@ -22,7 +40,42 @@ export function scopeNeeded(method: string, routeUrl: string | undefined): ApiSc
   if (routeUrl === undefined) return 'read';
   const key = `${method} ${routeUrl}`;
   if (OPEN_ROUTES.has(key)) return undefined;
+  // The raw queue view is mounted read-only; its API's changing routes (retry, clean, obliterate) would bypass the coordinator's graph.
+  if (routeUrl.startsWith('/queues') && !SAFE_METHODS.has(method)) return 'admin';
   return ADMIN_ROUTES.has(key) ? 'admin' : 'read';
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD']);
+
+/** The value of one cookie in a Cookie header, or undefined. */
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
+    try {
+      return decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The token a request presents: its bearer header, or for a GET or HEAD the
+ * session cookie. A cookie is sent by the browser on its own, so it never
+ * authorises a request that changes anything (no cross-site request forgery).
+ */
+function presentedToken(request: FastifyRequest): string | undefined {
+  const bearer = bearerToken(request);
+  if (bearer !== undefined) return bearer;
+  return SAFE_METHODS.has(request.method) ? cookieValue(request.headers.cookie, SESSION_COOKIE) : undefined;
+}
+
+/** A browser opening a page (not a script fetching data) is sent to the dashboard's sign-in instead of a JSON error. */
+function wantsPage(request: FastifyRequest): boolean {
+  return SAFE_METHODS.has(request.method) && /\btext\/html\b/.test(request.headers.accept ?? '') && !request.url.startsWith('/api/');
 }
 
 function bearerToken(request: FastifyRequest): string | undefined {
@@ -40,9 +93,10 @@ export function registerApiAuth(app: FastifyInstance, options: ApiAuthOptions): 
   app.addHook('onRequest', async (request, reply) => {
     const needed = scopeNeeded(request.method, request.routeOptions.url);
     if (needed === undefined) return;
-    const token = bearerToken(request);
+    const token = presentedToken(request);
+    if (token === undefined && wantsPage(request)) return reply.redirect(`/?next=${encodeURIComponent(request.url)}`, 303);
     if (token === undefined) {
-      return options.sendError(reply, 401, 'unauthorized', `the nixfarm API needs a token: send Authorization: Bearer <token>; ${TOKEN_HINT}`);
+      return options.sendError(reply, 401, 'unauthorized', `the nixfarm API needs a token: send Authorization: Bearer <token> (a browser: sign in on the dashboard at /); ${TOKEN_HINT}`);
     }
     const held = options.tokens.scopeOf(token);
     if (held === undefined) {

@@ -13,6 +13,13 @@ import { registerLogRoutes } from './log-routes.js';
 import type { ApiTokens } from './api-tokens.js';
 import { registerApiAuth } from './api-auth.js';
 import { registerOpenApiRoutes } from './openapi-routes.js';
+import { registerSessionRoutes } from './session-routes.js';
+import { FarmStatusCollector } from '../metrics/farm-status-collector.js';
+import type { DerivationGraph } from '../graph/derivation-graph.js';
+import { DashboardCollector } from '../dashboard/dashboard-collector.js';
+import { DashboardFeed } from '../dashboard/dashboard-feed.js';
+import { registerDashboardRoutes } from '../dashboard/dashboard-routes.js';
+import { registerQueueBoard } from '../dashboard/queue-board.js';
 
 export interface HttpApiDeps {
   runs: RunService;
@@ -31,6 +38,8 @@ export interface HttpApiDeps {
   logs?: BuildLogService;
   /** the bearer tokens every route but /api/health needs */
   tokens: ApiTokens;
+  /** the derivation graph: with metrics, the web dashboard (GET /, /api/dashboard) and the queue board (/queues) */
+  graph?: DerivationGraph;
 }
 
 /** HTTP status for each error code the API can return. */
@@ -181,7 +190,19 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
 
   app.get('/api/workers', async () => ({ workers: await deps.workers.list() }));
 
-  if (deps.metrics !== undefined) registerMetricsRoutes(app, { ...deps, metrics: deps.metrics });
+  registerSessionRoutes(app, { tokens: deps.tokens, logger: deps.logger, sendError });
+
+  if (deps.metrics !== undefined) {
+    const status = new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
+    registerMetricsRoutes(app, { ...deps, metrics: deps.metrics, status });
+    if (deps.graph !== undefined) {
+      const collector = new DashboardCollector({ redis: deps.redis, runs: deps.runs, graph: deps.graph, workers: deps.workers, farmStatus: status });
+      const feed = new DashboardFeed({ collect: () => collector.collect(), logger: deps.logger.child({ component: 'dashboard' }) });
+      app.addHook('onClose', async () => feed.stop());
+      registerDashboardRoutes(app, { feed, logger: deps.logger });
+      registerQueueBoard(app, { queues: deps.queues, logger: deps.logger.child({ component: 'queue-board' }) });
+    }
+  }
 
   app.get('/api/queues', async () => {
     const names = await deps.queues.names();

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { NixfarmError, assertDerivationPath, formatZodError, redisKeys, runIdSchema, type Logger } from '@nixfarm/shared';
+import { NixfarmError, assertDerivationPath, hashPart, formatZodError, redisKeys, runIdSchema, type Logger } from '@nixfarm/shared';
 import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseWhyQuery } from '../explain/index.js';
 import type { RunService } from '../runs/run-service.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
@@ -85,13 +85,24 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
         .header('x-nixfarm-log-complete', String(found.info.complete))
         .send(found.text);
     }
+    // Asked for as server-sent events (a browser's EventSource): each piece of text is a `log` event, and `end` says the build ended.
+    const asEvents = /\btext\/event-stream\b/.test(request.headers.accept ?? '');
     reply.hijack();
     const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache', 'x-nixfarm-drv-path': drvPath });
+    raw.writeHead(200, {
+      'content-type': asEvents ? 'text/event-stream' : 'text/plain; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-nixfarm-drv-path': drvPath,
+    });
+    const write = asEvents ? (text: string): boolean => raw.write(`event: log\ndata: ${JSON.stringify(text)}\n\n`) : (text: string): boolean => raw.write(text);
     const closed = new AbortController();
     request.raw.on('close', () => closed.abort());
     try {
-      await deps.logs.follow(drvPath, (text) => raw.write(text), closed.signal);
+      await deps.logs.follow(drvPath, write, closed.signal);
+      if (asEvents && !closed.signal.aborted) {
+        const status = await deps.redis.hget(redisKeys.drv(hashPart(drvPath)), 'status');
+        raw.write(`event: end\ndata: ${JSON.stringify({ status: status ?? 'unknown' })}\n\n`);
+      }
     } catch (error) {
       deps.logger.warn({ err: error, drvPath }, 'following a build log ended');
     } finally {

@@ -4,10 +4,12 @@ import type { Logger } from '@nixfarm/shared';
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
-import { FarmStatusCollector } from '../metrics/farm-status-collector.js';
+import type { FarmStatusCollector } from '../metrics/farm-status-collector.js';
 
 export interface MetricsRoutesDeps {
   metrics: FarmMetrics;
+  /** the snapshot both routes read (and the dashboard too) */
+  status: FarmStatusCollector;
   redis: Redis;
   queues: BuildQueues;
   workers: WorkerDirectory;
@@ -20,7 +22,7 @@ export interface MetricsRoutesDeps {
  * GET /api/status: the same snapshot as JSON, for `nixfarm status`.
  */
 export function registerMetricsRoutes(app: FastifyInstance, deps: MetricsRoutesDeps): void {
-  const status = new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
+  const { status } = deps;
   app.get('/api/status', async () => status.collect());
 
   app.get('/metrics', async (_request, reply) => {

@@ -295,6 +295,11 @@ export class DerivationGraph {
     return this.inRun(runId, (status, by) => status === 'running' && by === worker);
   }
 
+  /** Derivations of a run in one of these statuses, read from their status field alone (the dashboard's running builds and failures). */
+  async inRunWithStatus(runId: string, statuses: readonly BuildStatus[]): Promise<string[]> {
+    return this.inRun(runId, (status) => status !== null && (statuses as readonly string[]).includes(status));
+  }
+
   private async inRun(runId: string, keep: (status: string | null, worker: string | null) => boolean): Promise<string[]> {
     const hashes = await this.redis.smembers(redisKeys.runDrvs(runId));
     const pipeline = this.redis.pipeline();

@@ -1,0 +1,67 @@
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { DashboardSnapshot, Logger } from '@nixfarm/shared';
+import type { DashboardFeed } from './dashboard-feed.js';
+
+export interface DashboardRoutesDeps {
+  feed: Pick<DashboardFeed, 'snapshot' | 'subscribe'>;
+  logger: Logger;
+}
+
+/** The page and its two files, shipped beside the compiled code (packages/coordinator/dashboard). */
+const ASSET_DIR = new URL('../../dashboard/', import.meta.url);
+const ASSETS: Record<string, string> = {
+  'app.js': 'text/javascript; charset=utf-8',
+  'app.css': 'text/css; charset=utf-8',
+  'logo.svg': 'image/svg+xml',
+};
+
+/** The page's own rules: its scripts and styles from this origin only, no inline script, no framing. */
+const PAGE_HEADERS = {
+  'content-security-policy': "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache',
+};
+
+/**
+ * The web dashboard: GET / (the page), GET /dashboard/:asset (its script,
+ * styles and logo), GET /api/dashboard (one snapshot) and
+ * GET /api/dashboard/events (a snapshot a second as server-sent events, so
+ * the page updates without reloads).
+ */
+export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRoutesDeps): void {
+  // Read once: the files are part of the release, and a missing one should fail at start, not on a visit.
+  const page = readFileSync(new URL('index.html', ASSET_DIR), 'utf8');
+  const assets = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readFileSync(new URL(name, ASSET_DIR)) }]));
+
+  app.get('/', async (_request, reply) => reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(page));
+
+  app.get<{ Params: { asset: string } }>('/dashboard/:asset', async (request, reply) => {
+    const asset = assets.get(request.params.asset);
+    if (asset === undefined) {
+      return reply.code(404).send({ error: { code: 'no-such-route', message: `no dashboard file ${request.params.asset}; it has ${[...assets.keys()].join(', ')}` } });
+    }
+    return reply.headers(PAGE_HEADERS).type(asset.type).send(asset.body);
+  });
+
+  app.get('/api/dashboard', async () => deps.feed.snapshot());
+
+  app.get('/api/dashboard/events', async (request, reply) => {
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    // EventSource reconnects by itself after this long if the coordinator goes away.
+    raw.write('retry: 2000\n\n');
+    const send = (snapshot: DashboardSnapshot): void => {
+      raw.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`);
+    };
+    const unsubscribe = deps.feed.subscribe(send);
+    const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
+    request.raw.on('close', () => {
+      clearInterval(keepAlive);
+      unsubscribe();
+      raw.end();
+    });
+  });
+}

@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, workerNameSchema } from './common.js';
+import { queueStatusSchema, systemScalingSchema, workerStatusSchema } from './farm-status.js';
+
+/** A derivation a worker (or the coordinator itself, as `coordinator`) is building now. */
+export const runningBuildSchema = z.object({
+  drvPath: drvPathSchema,
+  name: z.string(),
+  system: z.string(),
+  worker: z.string(),
+  /** when this attempt started (ms since the epoch) */
+  startedAt: z.number(),
+  attempts: z.number().int(),
+  /** the runs that wait for it */
+  runIds: z.array(runIdSchema),
+});
+export type RunningBuild = z.infer<typeof runningBuildSchema>;
+
+/** A derivation of a recent run that ended in a failure status; its log is at GET /api/logs?path=<drvPath>. */
+export const recentFailureSchema = z.object({
+  drvPath: drvPathSchema,
+  name: z.string(),
+  system: z.string(),
+  status: buildStatusSchema,
+  worker: workerNameSchema.optional(),
+  finishedAt: z.number().optional(),
+  error: z.string().optional(),
+  runId: runIdSchema,
+});
+export type RecentFailure = z.infer<typeof recentFailureSchema>;
+
+/** One recent run and how far it got. */
+export const runProgressSchema = z.object({
+  id: runIdSchema,
+  status: runStatusSchema,
+  createdAt: z.number(),
+  finishedAt: z.number().optional(),
+  /** the attributes it builds ('' for a top-level derivation) */
+  attrs: z.array(z.string()),
+  total: z.number().int(),
+  /** derivations in each status */
+  counts: z.record(z.string(), z.number().int()),
+  error: z.string().optional(),
+});
+export type RunProgress = z.infer<typeof runProgressSchema>;
+
+/** A worker as the dashboard shows it: its status, speed factor and what it builds. */
+export const dashboardWorkerSchema = workerStatusSchema.extend({
+  speedFactor: z.number().positive(),
+  building: z.array(z.object({ drvPath: drvPathSchema, name: z.string(), startedAt: z.number() })),
+});
+export type DashboardWorker = z.infer<typeof dashboardWorkerSchema>;
+
+/**
+ * GET /api/dashboard and each `snapshot` event of GET /api/dashboard/events:
+ * everything the web dashboard draws, in one object, so that what it shows is
+ * one consistent moment of the farm.
+ */
+export const dashboardSnapshotSchema = z.object({
+  at: z.number(),
+  queues: z.array(queueStatusSchema),
+  scaling: z.array(systemScalingSchema),
+  workers: z.array(dashboardWorkerSchema),
+  running: z.array(runningBuildSchema),
+  failures: z.array(recentFailureSchema),
+  runs: z.array(runProgressSchema),
+});
+export type DashboardSnapshot = z.infer<typeof dashboardSnapshotSchema>;
+
+/** POST /api/session: trade an API token for a cookie the browser sends with the dashboard's GET requests. */
+export const sessionRequestSchema = z.object({ token: z.string().min(1).max(200) }).strict();
+export const sessionResponseSchema = z.object({ scope: z.enum(['read', 'admin']) });

@@ -1,0 +1,200 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import type { DashboardSnapshot, DerivationView, RunView } from '@nixfarm/shared';
+import { TestFarm, type RunningCommand } from '../harness/test-farm.js';
+import { freshSalt, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
+import { pollFor } from '../harness/poll.js';
+import { artifactDir, launchChromium } from '../harness/headless-browser.js';
+import { runIdOf } from '../harness/build-timeline.js';
+
+/**
+ * The web dashboard in headless Chromium during a real run: two workers in
+ * simulated machines build three talking derivations and one that fails.
+ * What the page shows is checked against the API, the page is never
+ * reloaded, and screenshots are saved under test-artifacts/dashboard/.
+ */
+describe('web dashboard (headless Chromium, real farm)', () => {
+  let farm: TestFarm;
+  let browser: Browser;
+  let page: Page;
+  let fixture: TickingWorkload;
+  let build: RunningCommand;
+  let runId: string;
+  const shots = artifactDir('dashboard');
+  /** script errors and console errors of the page: none is expected */
+  const pageErrors: string[] = [];
+
+  const shot = async (name: string): Promise<void> => {
+    await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  };
+
+  /** Text of the elements matching a selector, in page order. */
+  const texts = (selector: string): Promise<string[]> => page.locator(selector).allTextContents();
+  const attrs = (selector: string, name: string): Promise<string[]> => page.locator(selector).evaluateAll((els, n) => els.map((e) => e.getAttribute(n) ?? ''), name);
+
+  const derivations = async (): Promise<DerivationView[]> => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
+
+  before(async () => {
+    farm = await TestFarm.start({ workers: [{ name: 'w1', maxJobs: 2 }, { name: 'w2', maxJobs: 2, speedFactor: 2 }] });
+    browser = await launchChromium();
+    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    page.on('console', (message) => {
+      if (message.type() === 'error') pageErrors.push(`${message.text()} (${message.location().url} on ${page.url()})`);
+    });
+  });
+  after(async () => {
+    await browser?.close();
+    await farm?.stop();
+  });
+
+  it('asks a browser without a session to sign in, refuses a wrong token by name, and sends /queues to the sign-in', async () => {
+    await page.goto(farm.address.httpUrl);
+    await page.locator('#sign-in').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#farm').isVisible(), false);
+    await page.fill('#token', 'nixfarm_read_not-a-real-token');
+    await page.click('#sign-in-form button');
+    await pollFor(async () => ((await page.textContent('#sign-in-error')) ?? '').includes("not one of this coordinator's API tokens") || undefined, 10_000, () => 'no sign-in error shown');
+    await shot('01-sign-in-refused');
+
+    const queues = await fetch(new URL('/queues', farm.address.httpUrl), { headers: { accept: 'text/html' }, redirect: 'manual' });
+    assert.equal(queues.status, 303);
+    assert.equal(queues.headers.get('location'), '/?next=%2Fqueues');
+    const data = await fetch(new URL('/api/dashboard', farm.address.httpUrl));
+    assert.equal(data.status, 401, 'the data needs a token');
+  });
+
+  it('shows the queues, the workers with their load and builds, and the running builds as the API does, with a live log tail', async () => {
+    fixture = tickingWorkload({ tickers: 3, ticks: 16 });
+    build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', freshSalt()], { timeoutMs: 180_000 });
+    runId = await pollFor(async () => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the CLI did not name the run:\n${build.stderrSoFar()}`);
+
+    // The link `nixfarm dashboard` prints, opened afresh: the token rides in the fragment, which no server sees.
+    await page.goto('about:blank');
+    await page.goto(`${farm.address.httpUrl}/#token=${encodeURIComponent(farm.apiToken('read'))}`);
+    await page.locator('#farm').waitFor({ state: 'visible', timeout: 15_000 });
+    assert.equal(new URL(page.url()).hash, '', 'the token is taken out of the address bar');
+    await page.evaluate(() => {
+      (globalThis as unknown as { nixfarmSamePage: string }).nixfarmSamePage = 'not reloaded';
+    });
+    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 10_000, () => 'the event stream never went live');
+
+    // Workers: the cards name the API's workers with their slots; both are up.
+    const { workers } = await farm.api<{ workers: Array<{ name: string; maxJobs: number; systems: string[] }> }>('/api/workers');
+    assert.deepEqual((await attrs('[data-worker]', 'data-worker')).sort(), workers.map((w) => w.name).sort());
+    assert.deepEqual(await attrs('[data-worker]', 'data-state'), ['up', 'up']);
+
+    // Running builds: at some moment the page's rows are exactly the derivations the API shows running, with their workers.
+    const agreed = await pollFor(
+      async () => {
+        const shown = await page.locator('#running tbody tr').evaluateAll((rows) => rows.map((r) => `${r.getAttribute('data-drv')} on ${r.querySelector('[data-field="worker"]')?.textContent}`).sort());
+        const api = (await derivations()).filter((d) => d.status === 'running').map((d) => `${d.drvPath} on ${d.worker}`).sort();
+        return shown.length >= 2 && JSON.stringify(shown) === JSON.stringify(api) ? shown : undefined;
+      },
+      60_000,
+      () => 'the running builds shown never matched the API',
+      250,
+    );
+    assert.ok(agreed.length >= 2);
+
+    // Each worker card lists what it builds and its load reads running / max-jobs of the same moment.
+    const cards = await page.locator('[data-worker]').evaluateAll((els) =>
+      els.map((e) => ({ name: e.getAttribute('data-worker'), load: e.querySelector('[data-field="load"]')?.textContent, building: e.querySelectorAll('[data-field="building"] li').length })),
+    );
+    for (const card of cards) {
+      const w = workers.find((x) => x.name === card.name)!;
+      assert.equal(card.load, `${card.building} / ${w.maxJobs}`, `load bar of ${card.name}`);
+    }
+
+    // Queues: one row per queue the API lists.
+    const { queues } = await farm.api<{ queues: Array<{ name: string }> }>('/api/queues');
+    assert.deepEqual((await attrs('#queues tbody tr', 'data-queue')).sort(), queues.map((q) => q.name).sort());
+
+    // The log panel follows a running build and grows while it builds.
+    const followed = await pollFor(async () => (await page.getAttribute('#log-panel', 'data-drv')) ?? undefined, 10_000, () => 'no log followed');
+    const name = /-(ticker-\d|broken-step)\.drv$/.exec(followed)?.[1];
+    assert.ok(name !== undefined, `follows one of the workload's builds: ${followed}`);
+    const firstTicks = await pollFor(async () => ((await page.textContent('#log-tail')) ?? '').match(/tick \d+/g)?.length, 15_000, () => 'no tick in the log tail');
+    if (name.startsWith('ticker')) {
+      await pollFor(async () => (((await page.textContent('#log-tail')) ?? '').match(/tick \d+/g)?.length ?? 0) > firstTicks || undefined, 10_000, () => 'the log tail did not grow');
+      const tail = (await page.textContent('#log-tail')) ?? '';
+      assert.match(tail, new RegExp(`${name}: tick 1\\b`));
+    }
+    await shot('02-running');
+
+    // The raw queue view in a second tab of the same session, while the builds run.
+    const board = await page.context().newPage();
+    await board.goto(`${farm.address.httpUrl}/queues`);
+    for (const q of queues) await board.getByText(q.name, { exact: false }).first().waitFor({ timeout: 20_000 });
+    await board.screenshot({ path: join(shots, '02-queues-running.png'), fullPage: true });
+    await board.close();
+  });
+
+  it("shows the run's progress, its failure linked to the stored log, and updates to the end without a reload", async () => {
+    const result = await build.result;
+    assert.equal(result.exitCode, 1, `the run fails (broken-step):\n${result.stderr}`);
+    assert.equal(runIdOf(result.stderr), runId);
+    const run = await farm.api<RunView>(`/api/runs/${runId}`);
+    assert.equal(run.status, 'failed');
+
+    const card = page.locator(`[data-run="${runId}"]`);
+    await pollFor(async () => (await card.getAttribute('data-status')) === 'failed' || undefined, 15_000, () => 'the run card never showed failed');
+    const done = Object.entries(run.counts)
+      .filter(([s]) => s !== 'waiting' && s !== 'queued' && s !== 'running')
+      .reduce((n, [, c]) => n + c, 0);
+    // Done counts succeeded and failure statuses, as the page does; the API's counts are the truth.
+    assert.equal(run.counts.succeeded, fixture.names.tickers.length + 1, 'the tickers and all');
+    assert.equal(run.counts.failed, 1);
+    assert.equal(await card.locator('[data-field="done"]').textContent(), `${run.counts.succeeded! + run.counts.failed! + (run.counts['dependency-failed'] ?? 0)} / ${run.total}`);
+    assert.ok(done <= run.total);
+
+    // The failure: the broken derivation, its status, and a link to its log that answers the stored log.
+    const broken = (await derivations()).find((d) => d.name === fixture.names.broken)!;
+    assert.equal(broken.status, 'failed');
+    const row = page.locator(`#failures tbody tr[data-drv="${broken.drvPath}"]`);
+    await row.waitFor({ timeout: 10_000 });
+    assert.equal(await row.locator('[data-field="status"]').textContent(), 'failed');
+    const href = await row.locator('a[data-field="log"]').getAttribute('href');
+    assert.equal(href, `/api/logs?path=${encodeURIComponent(broken.drvPath)}`);
+    // Opened as the browser opens it: with its session cookie, no bearer header.
+    const logText = await page.evaluate(async (url) => (await fetch(url, { credentials: 'same-origin' })).text(), href!);
+    assert.match(logText, new RegExp(fixture.brokenLine));
+
+    // Nothing runs any more: the page shows no running build and idle workers.
+    await pollFor(async () => ((await page.locator('#running tbody tr').count()) === 0 ? true : undefined), 15_000, () => 'running builds still shown');
+    await pollFor(async () => ((await texts('[data-worker] [data-field="load"]')).every((t) => t.startsWith('0 /')) ? true : undefined), 15_000, () => 'workers still shown busy');
+    const snapshot = await farm.api<DashboardSnapshot>('/api/dashboard');
+    assert.equal(snapshot.running.length, 0);
+    assert.ok(snapshot.failures.some((f) => f.drvPath === broken.drvPath && f.runId === runId));
+
+    const same = await page.evaluate(() => (globalThis as unknown as { nixfarmSamePage?: string }).nixfarmSamePage);
+    assert.equal(same, 'not reloaded', 'the page updated itself: no reload happened');
+    await shot('03-finished');
+  });
+
+  it('mounts bull-board at /queues for the signed-in browser, read-only, listing the build queues', async () => {
+    const { queues } = await farm.api<{ queues: Array<{ name: string }> }>('/api/queues');
+    assert.ok(queues.length >= 1);
+    await page.goto(`${farm.address.httpUrl}/queues`);
+    for (const q of queues) await page.getByText(q.name, { exact: false }).first().waitFor({ timeout: 20_000 });
+    await shot('04-queues');
+    // Its changing routes need the admin scope, and a cookie never authorises a change.
+    const viaCookie = await page.evaluate(async (name) => (await fetch(`/queues/api/queues/${encodeURIComponent(name)}/empty`, { method: 'PUT', credentials: 'same-origin' })).status, queues[0]!.name);
+    assert.equal(viaCookie, 401);
+    const withRead = await fetch(new URL(`/queues/api/queues/${encodeURIComponent(queues[0]!.name)}/empty`, farm.address.httpUrl), { method: 'PUT', headers: farm.authHeaders('read') });
+    assert.equal(withRead.status, 403);
+  });
+
+  it('signs out: the cookie is cleared and the data refused again', async () => {
+    await page.goto(farm.address.httpUrl);
+    await page.locator('#farm').waitFor({ state: 'visible' });
+    await page.click('#sign-out');
+    await page.locator('#sign-in').waitFor({ state: 'visible' });
+    const status = await page.evaluate(async () => (await fetch('/api/dashboard', { credentials: 'same-origin' })).status);
+    assert.equal(status, 401);
+    // The refused wrong token of the first test logs a 401 in the console; nothing else may have gone wrong.
+    assert.deepEqual(pageErrors.filter((e) => !/401/.test(e)), []);
+  });
+});
