@@ -28,8 +28,9 @@ describe('API tokens: read and admin scopes (real farm)', () => {
     await farm?.stop();
   });
 
-  async function call(path: string, options: { token?: string; authorization?: string; method?: string; body?: unknown } = {}): Promise<ApiAnswer> {
+  async function call(path: string, options: { token?: string; authorization?: string; method?: string; body?: unknown; cookie?: string } = {}): Promise<ApiAnswer & { setCookie?: string }> {
     const headers: Record<string, string> = {};
+    if (options.cookie !== undefined) headers.cookie = options.cookie;
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
     if (options.authorization !== undefined) headers.authorization = options.authorization;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
@@ -45,7 +46,7 @@ describe('API tokens: read and admin scopes (real farm)', () => {
     } catch {
       body = { text };
     }
-    return { status: response.status, body };
+    return { status: response.status, body, ...(response.headers.get('set-cookie') === null ? {} : { setCookie: response.headers.get('set-cookie')! }) };
   }
 
   it('makes one token per scope in the state dir, 0600, distinct, and never logs them', () => {
@@ -99,6 +100,45 @@ describe('API tokens: read and admin scopes (real farm)', () => {
     const cancel = await call('/api/runs/abcdef123/cancel', { token: readToken, method: 'POST' });
     assert.equal(cancel.status, 403);
     assert.match(cancel.body.error?.message ?? '', /needs a token with the admin scope/);
+  });
+
+  it('a browser signs in with a token for an HttpOnly, SameSite=Strict cookie that reads but never changes anything', async () => {
+    const refused = await call('/api/session', { method: 'POST', body: { token: `${readToken}x` } });
+    assert.equal(refused.status, 401);
+    assert.match(refused.body.error?.message ?? '', /not one of this coordinator's API tokens/);
+    assert.equal(refused.setCookie, undefined);
+    const malformed = await call('/api/session', { method: 'POST', body: { password: readToken } });
+    assert.equal(malformed.status, 400);
+    assert.match(malformed.body.error?.message ?? '', /token/);
+    assert.ok(!JSON.stringify(malformed.body).includes(readToken), 'the refused body is not echoed');
+
+    const signedIn = await call('/api/session', { method: 'POST', body: { token: adminToken } });
+    assert.equal(signedIn.status, 200);
+    assert.equal(signedIn.body.scope, 'admin');
+    assert.match(signedIn.setCookie ?? '', /^nixfarm_token=[^;]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=604800$/);
+    const cookie = signedIn.setCookie!.split(';')[0]!;
+    for (const path of ['/api/runs', '/api/dashboard', '/api/status', '/metrics']) assert.equal((await call(path, { cookie })).status, 200, path);
+    // Even an admin token's cookie: a page of another site can make the browser send it, so it never authorises a POST.
+    const submit = await call('/api/runs', { cookie, method: 'POST', body: { expr: '1' } });
+    assert.equal(submit.status, 401);
+    assert.equal((await call('/api/runs', { cookie: 'nixfarm_token=nixfarm_read_forged' })).status, 401);
+
+    const signedOut = await call('/api/session', { method: 'DELETE' });
+    assert.equal(signedOut.status, 204);
+    assert.match(signedOut.setCookie ?? '', /^nixfarm_token=; .*Max-Age=0/);
+  });
+
+  it('the dashboard page and its files are open, hold no farm data, and forbid inline script and framing', async () => {
+    const page = await fetch(new URL('/', farm.address.httpUrl));
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type') ?? '', /^text\/html/);
+    assert.match(page.headers.get('content-security-policy') ?? '', /default-src 'self'.*frame-ancestors 'none'/);
+    const html = await page.text();
+    assert.ok(html.includes('/dashboard/app.js') && !html.includes('w1'), 'the page names no worker: data comes from the API');
+    assert.equal((await fetch(new URL('/dashboard/app.js', farm.address.httpUrl))).status, 200);
+    const missing = await call('/dashboard/secrets.txt');
+    assert.equal(missing.status, 404);
+    assert.match(missing.body.error?.message ?? '', /no dashboard file secrets.txt; it has app.js, app.css, logo.svg/);
   });
 
   it('an admin token submits a run, and reads too', async () => {

@@ -35,6 +35,7 @@ async function registeredRoutes(): Promise<string[]> {
     logger: createLogger({ name: 'openapi-test', level: 'silent' }),
     metrics: { queueWaits: stub } as never,
     logs: stub,
+    graph: stub,
     tokens: new ApiTokens({ read: 'nixfarm_read_test', admin: 'nixfarm_admin_test' }),
   };
   const app = createHttpApi(deps);
@@ -107,14 +108,21 @@ describe('OpenAPI document', () => {
     assert.deepEqual(doc.components.securitySchemes.bearerAuth, { ...doc.components.securitySchemes.bearerAuth, type: 'http', scheme: 'bearer' });
   });
 
-  it('documents every route the coordinator registers, and no other', async () => {
-    assert.deepEqual(documentedRoutes(doc), await registeredRoutes());
+  it('documents every API route the coordinator registers, and no other; the rest are the web pages', async () => {
+    const registered = await registeredRoutes();
+    const isApi = (route: string): boolean => /^\w+ \/(api\/|metrics$)/.test(route);
+    assert.deepEqual(documentedRoutes(doc), registered.filter(isApi));
+    // Not API: the dashboard's page and files, and bull-board's pages and its own API under /queues.
+    const pages = registered.filter((r) => !isApi(r));
+    assert.deepEqual(pages.filter((r) => !r.includes(' /queues')), ['GET /', 'GET /dashboard/{asset}']);
+    assert.ok(pages.includes('GET /queues'), pages.join(', '));
+    assert.ok(pages.filter((r) => r.includes(' /queues')).every((r) => /^\w+ \/queues(\/|$)/.test(r)), pages.join(', '));
   });
 
-  it('needs the admin scope exactly for starting and cancelling runs; health and the document are open', () => {
+  it('needs the admin scope exactly for starting and cancelling runs; health, the document and the browser sign-in are open', () => {
     const scoped = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([m, op]) => [`${m.toUpperCase()} ${path}`, op['x-nixfarm-scope'] ?? 'none', op.security] as const));
     assert.deepEqual(scoped.filter(([, scope]) => scope === 'admin').map(([route]) => route).sort(), ['POST /api/runs', 'POST /api/runs/{id}/cancel']);
-    assert.deepEqual(scoped.filter(([, scope]) => scope === 'none').map(([route]) => route).sort(), ['GET /api/health', 'GET /api/openapi.json']);
+    assert.deepEqual(scoped.filter(([, scope]) => scope === 'none').map(([route]) => route).sort(), ['DELETE /api/session', 'GET /api/health', 'GET /api/openapi.json', 'POST /api/session']);
     for (const [route, scope, security] of scoped) assert.deepEqual(security, scope === 'none' ? [] : [{ bearerAuth: [scope] }], route);
   });
 
@@ -162,5 +170,8 @@ describe('OpenAPI document', () => {
     const logs = doc.paths['/api/logs']!.get!;
     assert.ok('text/plain' in logs.responses['200']!.content!);
     assert.deepEqual(logs.parameters!.map((p) => p.name).sort(), ['attr', 'follow', 'info', 'path', 'run']);
+    assert.ok('text/event-stream' in logs.responses['200']!.content!, 'live logs as server-sent events');
+    const dashboard = doc.paths['/api/dashboard/events']!.get!;
+    assert.deepEqual(dashboard.responses['200']!.content!['text/event-stream']!.schema['x-nixfarm-event-data'], { $ref: '#/components/schemas/DashboardSnapshot' });
   });
 });

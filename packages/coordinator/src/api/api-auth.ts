@@ -96,7 +96,7 @@ export function registerApiAuth(app: FastifyInstance, options: ApiAuthOptions): 
     const token = presentedToken(request);
     if (token === undefined && wantsPage(request)) return reply.redirect(`/?next=${encodeURIComponent(request.url)}`, 303);
     if (token === undefined) {
-      return options.sendError(reply, 401, 'unauthorized', `the nixfarm API needs a token: send Authorization: Bearer <token> (a browser: sign in on the dashboard at /); ${TOKEN_HINT}`);
+      return options.sendError(reply, 401, 'unauthorized', `the nixfarm API needs a token: send Authorization: Bearer <token>; ${TOKEN_HINT}`);
     }
     const held = options.tokens.scopeOf(token);
     if (held === undefined) {

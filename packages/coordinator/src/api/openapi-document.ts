@@ -4,6 +4,9 @@ import {
   ambiguousQueryErrorSchema,
   apiErrorSchema,
   buildLogInfoSchema,
+  dashboardSnapshotSchema,
+  sessionRequestSchema,
+  sessionResponseSchema,
   derivationListResponseSchema,
   drvPathSchema,
   farmStatusSchema,
@@ -120,7 +123,7 @@ const NO_RUN = error('no such run (run-not-found)');
 type OperationSpec = Omit<ApiOperation, 'x-nixfarm-scope' | 'security' | 'responses'> & { scope: ApiScope | 'none'; responses: Record<string, ApiResponse> };
 
 /** Every route of the API, by method and Fastify path (`:id`); the document renders them as OpenAPI paths (`{id}`). */
-export const API_OPERATIONS: ReadonlyArray<{ method: 'GET' | 'POST'; path: string; spec: OperationSpec }> = [
+export const API_OPERATIONS: ReadonlyArray<{ method: 'GET' | 'POST' | 'DELETE'; path: string; spec: OperationSpec }> = [
   {
     method: 'GET',
     path: '/api/health',
@@ -251,6 +254,62 @@ export const API_OPERATIONS: ReadonlyArray<{ method: 'GET' | 'POST'; path: strin
   },
   {
     method: 'GET',
+    path: '/api/dashboard',
+    spec: {
+      operationId: 'dashboardSnapshot',
+      summary: 'Everything the web dashboard draws, as one moment of the farm: queues, workers with their builds, running builds, recent runs and their failures',
+      tags: ['farm'],
+      scope: 'read',
+      responses: { '200': { description: 'the snapshot', content: json(ref('DashboardSnapshot')) } },
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/dashboard/events',
+    spec: {
+      operationId: 'streamDashboard',
+      summary: 'The dashboard snapshot once a second as server-sent events (`event: snapshot`), for as long as the client stays',
+      description: 'Every open stream shares one read of the farm a second. A browser authenticates with the session cookie of POST /api/session; other clients send a bearer token.',
+      tags: ['farm'],
+      scope: 'read',
+      responses: {
+        '200': {
+          description: 'the event stream',
+          content: { 'text/event-stream': { schema: { type: 'string', description: 'server-sent events whose data lines are DashboardSnapshot objects', 'x-nixfarm-event-data': ref('DashboardSnapshot') } } },
+        },
+      },
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/session',
+    spec: {
+      operationId: 'signIn',
+      summary: "A browser's sign-in: trades an API token for an HttpOnly, SameSite=Strict cookie",
+      description: 'The cookie authorises GET and HEAD requests only (the dashboard, /queues, logs and the API reads), never a change, so another site cannot act with it.',
+      tags: ['farm'],
+      scope: 'none',
+      requestBody: { required: true, content: json(ref('SessionRequest')) },
+      responses: {
+        '200': { description: 'signed in; the answer names the scope of the token', headers: { 'set-cookie': { description: 'the session cookie nixfarm_token', schema: { type: 'string' } } }, content: json(ref('SessionResponse')) },
+        '400': error('no token in the body (invalid-request)'),
+        '401': error("not one of this coordinator's tokens (unauthorized)"),
+      },
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/api/session',
+    spec: {
+      operationId: 'signOut',
+      summary: 'Signs the browser out: clears the session cookie',
+      tags: ['farm'],
+      scope: 'none',
+      responses: { '204': { description: 'signed out', headers: { 'set-cookie': { description: 'the cleared cookie', schema: { type: 'string' } } } } },
+    },
+  },
+  {
+    method: 'GET',
     path: '/metrics',
     spec: {
       operationId: 'metrics',
@@ -283,7 +342,7 @@ export const API_OPERATIONS: ReadonlyArray<{ method: 'GET' | 'POST'; path: strin
     spec: {
       operationId: 'buildLog',
       summary: "A derivation's build log: live while it builds, else the stored file",
-      description: 'Give exactly one of path or run (with attr when the run built several derivations). With follow=1 the text streams until the build ends.',
+      description: 'Give exactly one of path or run (with attr when the run built several derivations). With follow=1 the text streams until the build ends; ask for text/event-stream to get it as server-sent events (a browser\'s EventSource).',
       tags: ['derivations'],
       scope: 'read',
       parameters: [
@@ -300,7 +359,13 @@ export const API_OPERATIONS: ReadonlyArray<{ method: 'GET' | 'POST'; path: strin
             'x-nixfarm-drv-path': { description: 'the derivation the query resolved to', schema: { type: 'string' } },
             'x-nixfarm-log-complete': { description: 'false when a worker stopped reporting mid-build (not sent with follow=1)', schema: { type: 'string', enum: ['true', 'false'] } },
           },
-          content: { 'text/plain': { schema: { type: 'string' } }, 'application/json': { schema: ref('BuildLogInfo') } },
+          content: {
+            'text/plain': { schema: { type: 'string' } },
+            'application/json': { schema: ref('BuildLogInfo') },
+            'text/event-stream': {
+              schema: { type: 'string', description: 'with follow=1 and Accept: text/event-stream: `event: log` whose data is a JSON string of log text, then `event: end` with {"status"} when the build ends' },
+            },
+          },
         },
         '400': error('not a valid log query (invalid-request)'),
         '404': error('no such derivation, or the run has no result for that attribute'),
@@ -336,10 +401,13 @@ function componentSchemas(): Record<string, JsonSchema> {
     BuildLogInfo: buildLogInfoSchema,
     ApiError: apiErrorSchema,
     AmbiguousQueryError: ambiguousQueryErrorSchema,
+    DashboardSnapshot: dashboardSnapshotSchema,
+    SessionResponse: sessionResponseSchema,
   };
   const schemas: Record<string, JsonSchema> = {
     // The request's refinement (exactly one of file or expr) is code; oneOf says the same in JSON Schema.
     SubmitRunRequest: { ...toJsonSchema(submitRunRequestSchema, 'input'), oneOf: [{ required: ['file'] }, { required: ['expr'] }] },
+    SessionRequest: toJsonSchema(sessionRequestSchema, 'input'),
   };
   for (const [name, schema] of Object.entries(responses)) schemas[name] = toJsonSchema(schema, 'output');
   return schemas;
