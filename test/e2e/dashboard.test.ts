@@ -39,7 +39,8 @@ describe('web dashboard (headless Chromium, real farm)', () => {
   before(async () => {
     farm = await TestFarm.start({ workers: [{ name: 'w1', maxJobs: 2 }, { name: 'w2', maxJobs: 2, speedFactor: 2 }] });
     browser = await launchChromium();
-    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+    page = await context.newPage();
     page.on('pageerror', (error) => pageErrors.push(error.message));
     page.on('console', (message) => {
       if (message.type() === 'error') pageErrors.push(`${message.text()} (${message.location().url} on ${page.url()})`);
@@ -72,8 +73,15 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     runId = await pollFor(async () => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the CLI did not name the run:\n${build.stderrSoFar()}`);
 
     // The link `nixfarm dashboard` prints, opened afresh: the token rides in the fragment, which no server sees.
+    const wrong = await farm.cli(['dashboard', '--coordinator', farm.address.httpUrl, '--token', 'nixfarm_read_wrong']);
+    assert.equal(wrong.exitCode, 2);
+    assert.match(wrong.stderr, /refused the token: that is not one of this coordinator's API tokens/);
+    const linked = await farm.cli(['dashboard', '--coordinator', farm.address.httpUrl, '--state-dir', farm.coordinatorStateDir]);
+    assert.equal(linked.exitCode, 0, linked.stderr);
+    const link = linked.stdout.trim();
+    assert.equal(link, `${farm.address.httpUrl}/#token=${encodeURIComponent(farm.apiToken('read'))}`);
     await page.goto('about:blank');
-    await page.goto(`${farm.address.httpUrl}/#token=${encodeURIComponent(farm.apiToken('read'))}`);
+    await page.goto(link);
     await page.locator('#farm').waitFor({ state: 'visible', timeout: 15_000 });
     assert.equal(new URL(page.url()).hash, '', 'the token is taken out of the address bar');
     await page.evaluate(() => {

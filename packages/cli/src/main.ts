@@ -6,6 +6,7 @@ import { coordinatorCommand } from './commands/coordinator-command.js';
 import { workerCommand } from './commands/worker-command.js';
 import { buildCommand, runBuild } from './commands/build-command.js';
 import { apiTokenCommand, authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
+import { dashboardCommand } from './commands/dashboard-command.js';
 import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
 import { logCommand } from './commands/log-command.js';
@@ -24,6 +25,7 @@ export function program(): Command {
     .addCommand(workerKeyCommand())
     .addCommand(apiTokenCommand())
     .addCommand(statusCommand())
+    .addCommand(dashboardCommand())
     .addCommand(workersCommand())
     .addCommand(runsCommand())
     .addCommand(whyCommand())
