@@ -19,7 +19,7 @@ import {
 } from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
-import { DEFAULT_MAX_LOG_BYTES, ServeBuilder } from './serve-builder.js';
+import { ServeBuilder } from './serve-builder.js';
 import { coordinatorStorePool } from './coordinator-store-pool.js';
 import { HandBackPublisher, HandBackRegistry } from './hand-back.js';
 import { DiskFloor } from './disk-floor.js';
@@ -144,11 +144,13 @@ export class FarmWorker {
     this.redis = redis;
     const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
     const copier = new StoreCopier({ local, coordinator, logger });
+    // One limit for both: Nix ends the build past it (log-limit-exceeded), and the streamed log is cut there, so the stored log never holds more.
     const builder = new ServeBuilder({
       store: local,
+      maxLogBytes: config.maxLogSize,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
-    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local), logStream: { redis, maxBytes: DEFAULT_MAX_LOG_BYTES } });
+    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local), logStream: { redis, maxBytes: config.maxLogSize } });
     const runner = new JobRunner({ executor, logger, lockDurationMs, handBacks: this.handBacks });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({
@@ -188,7 +190,7 @@ export class FarmWorker {
     });
     await this.fetcher.start();
     logger.info(
-      { worker: config.name, systems: config.systems, maxJobs: config.maxJobs, speedFactor: config.speedFactor, nixVersion, minFreeDiskMiB: config.minFreeDiskMiB, drainSeconds: config.drainSeconds },
+      { worker: config.name, systems: config.systems, maxJobs: config.maxJobs, speedFactor: config.speedFactor, nixVersion, minFreeDiskMiB: config.minFreeDiskMiB, drainSeconds: config.drainSeconds, maxLogSize: config.maxLogSize },
       'worker ready',
     );
     this.loop = this.fetchLoop(runner);

@@ -96,16 +96,25 @@ export class LogStreamer {
     });
   }
 
-  /** Flushes the rest and marks the attempt's end with its outcome, in one round trip; settles once everything is written. Nothing is written for a silent build. */
+  /** Flushes the rest and marks the attempt's end with its outcome, in one round trip; settles once everything is written. Nothing is written for a silent build, unless Nix stopped it for its log size. */
   async end(outcome: string): Promise<void> {
     const lines = this.takeBatch();
-    if (this.streamed) {
+    // Nix stops a build whose log passes the limit before the bytes past it reach us, so the cut may not be
+    // ours: either way the stored log says why it ends there (even a build stopped before its first line).
+    const overLimit = outcome === 'log-limit-exceeded';
+    if (this.streamed || overLimit) {
       const entries: Array<Record<string, string>> = [];
       if (lines !== undefined) entries.push({ [LOG_FIELD.lines]: lines });
-      if (this.truncated) entries.push({ [LOG_FIELD.lines]: `nixfarm: log cut at ${this.options.maxBytes} bytes` });
+      if (this.truncated || overLimit) entries.push({ [LOG_FIELD.lines]: this.cutNote(overLimit) });
       entries.push({ [LOG_FIELD.end]: outcome });
+      this.streamed = true;
       this.enqueue(entries, LOG_STREAM_TTL_AFTER_END_SECONDS);
     }
     await this.writing;
+  }
+
+  private cutNote(overLimit: boolean): string {
+    const limit = this.options.maxBytes === undefined ? "the worker's log limit" : `${this.options.maxBytes} bytes (the worker's --max-log-size)`;
+    return overLimit ? `nixfarm: log cut: the build logged more than ${limit} and was stopped (log-limit-exceeded)` : `nixfarm: log cut at ${limit}`;
   }
 }

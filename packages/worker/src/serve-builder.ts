@@ -1,4 +1,4 @@
-import { InfrastructureError, type BasicDerivation, type BuildJob, type Derivation, type NixBuildStatus, type ServePool } from '@nixfarm/shared';
+import { DEFAULT_MAX_LOG_SIZE, InfrastructureError, type BasicDerivation, type BuildJob, type Derivation, type NixBuildStatus, type ServePool } from '@nixfarm/shared';
 import type { BuildAttempt, BuildAttemptStatus, BuildOptions, DerivationBuilder } from './derivation-builder.js';
 
 export interface ServeBuilderOptions {
@@ -10,7 +10,8 @@ export interface ServeBuilderOptions {
   maxLogBytes?: number;
 }
 
-export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
+/** the worker config's default (its --max-log-size), so a builder made without one agrees with the worker's */
+export const DEFAULT_MAX_LOG_BYTES = DEFAULT_MAX_LOG_SIZE;
 
 /**
  * Builds through a long-lived `nix-store --serve --write` session, as Hydra's

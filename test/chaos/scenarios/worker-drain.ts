@@ -1,3 +1,4 @@
+import type { WorkerEvent } from '@nixfarm/shared';
 import { TestFarm, type CommandResult } from '../../harness/test-farm.js';
 import { runIdOf } from '../../harness/build-timeline.js';
 import { freshSalt, layeredDag } from '../../harness/nix-fixtures.js';
@@ -42,6 +43,30 @@ export const workerDrainScenario: ChaosScenario = {
   run: async (options) => (await runWorkerDrain(options)).outcome,
 };
 
+/**
+ * How recent both of the victim's starts must be when it is signalled. A
+ * build's `started` is sent before its copy-in, the builder then sleeps 3 s
+ * (small) or 4 s (full); with the 1 s drain the hand-back comes about 1 s
+ * after the signal, so a start at most 1 s old leaves a second or more of margin.
+ */
+const SIGNAL_WITHIN_MS = 1000;
+
+/**
+ * A worker with two builds that it reported `started` (at or after `since`)
+ * and has reported nothing else about yet (no `finished`, no `handed-back`):
+ * both are in the builder, not copying out or reporting.
+ */
+export function workerBuildingTwo(events: readonly WorkerEvent[], since: number): string | undefined {
+  const ended = new Set<string>();
+  for (const e of events) if (e.type !== 'started') ended.add(`${e.worker} ${e.jobId} ${e.attempt}`);
+  const building = new Map<string, number>();
+  for (const s of eventsOfType(events, 'started')) {
+    if (s.at < since || ended.has(`${s.worker} ${s.jobId} ${s.attempt}`)) continue;
+    building.set(s.worker, (building.get(s.worker) ?? 0) + 1);
+  }
+  return [...building].find(([, n]) => n >= 2)?.[0];
+}
+
 /** The scenario with the facts behind its outcome, for the e2e test's own assertions. */
 export async function runWorkerDrain(options: ScenarioOptions): Promise<{ outcome: ScenarioOutcome; facts: WorkerDrainFacts }> {
   const farm = await TestFarm.start({
@@ -64,16 +89,19 @@ async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise
   const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', freshSalt()], {
     timeoutMs: 600_000,
   });
-  // The victim: a worker with both slots busy, so that two builds are in flight when the signal comes.
+  // The victim: a worker with two builds really in the builder when the signal comes. The API's `running`
+  // count is not enough: it still includes a build that finished building and is copying out or reporting,
+  // which then completes instead of being handed back. So read the workers' own reports: two `started`
+  // with no terminal report yet, both recent enough that the builder still sleeps past the drain timeout.
   const victim = await pollFor(
-    async () => (await farm.api<{ workers: Array<{ name: string; running: number }> }>('/api/workers')).workers.find((w) => w.running >= 2)?.name,
+    async () => workerBuildingTwo(await workerEventLog(farm), Date.now() - SIGNAL_WITHIN_MS),
     120_000,
-    () => `a worker running two builds:\n${build.stderrSoFar()}`,
+    () => `a worker with two builds started in the last ${SIGNAL_WITHIN_MS} ms and not yet ended:\n${build.stderrSoFar()}`,
     50,
   );
   const signalAt = Date.now();
   signalWorker(farm, victim, 'SIGTERM');
-  options.progress?.(`SIGTERM to ${victim} while it runs 2 builds (drain ${DRAIN_SECONDS} s)`);
+  options.progress?.(`SIGTERM to ${victim} while 2 builds are in its builder (drain ${DRAIN_SECONDS} s)`);
   const exitCode = await workerExit(farm, victim, 60_000);
   const exitedAt = Date.now();
   const result = await build.result;

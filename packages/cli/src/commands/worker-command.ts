@@ -57,10 +57,14 @@ export function workerCommand(): Command {
       integer('--drain-seconds'),
     )
     .option('--min-free-disk <MiB>', 'take no new builds while the Nix store\'s filesystem has less free space than this; resume when it is back (default 1024, 0: no floor)', integer('--min-free-disk'))
+    .option(
+      '--max-log-size <bytes>',
+      "Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its stored log is cut there; bytes, or with a K, M or G suffix like 64M (default 64M)",
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText(
       'after',
-      '\nExamples:\n  nixfarm worker --redis redis://coord:6379 --coordinator coord:2222 --host-key-file coord.pub --max-jobs 4 --features kvm,big-parallel\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --name local-1\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --drain-seconds 60 --min-free-disk 4096\n\nStopping: the first SIGTERM (or Ctrl-C) drains: no new builds, running ones finish within --drain-seconds\nor go back to the queue for another worker; a second one hands them back at once. Either way it exits 0.',
+      '\nExamples:\n  nixfarm worker --redis redis://coord:6379 --coordinator coord:2222 --host-key-file coord.pub --max-jobs 4 --features kvm,big-parallel\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --name local-1\n  nixfarm worker --join ~/.local/state/nixfarm/coordinator --drain-seconds 60 --min-free-disk 4096 --max-log-size 16M\n\nStopping: the first SIGTERM (or Ctrl-C) drains: no new builds, running ones finish within --drain-seconds\nor go back to the queue for another worker; a second one hands them back at once. Either way it exits 0.',
     )
     .action(async (flags: Record<string, unknown>) => {
       const fromFlags: Record<string, unknown> = {
@@ -76,6 +80,8 @@ export function workerCommand(): Command {
         lockSeconds: flags.lockSeconds,
         drainSeconds: flags.drainSeconds,
         minFreeDiskMiB: flags.minFreeDisk,
+        // as typed (4096, 4K, 64M): the config schema parses it, so a bad value is named like any other field
+        maxLogSize: flags.maxLogSize,
         logLevel: flags.logLevel,
       };
       if (typeof flags.join === 'string') {

@@ -34,6 +34,43 @@ export const coordinatorConfigSchema = z
 export type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>;
 export type CoordinatorConfigInput = z.input<typeof coordinatorConfigSchema>;
 
+/** Multipliers of the size suffixes Nix's own settings take (powers of 1024). */
+const SIZE_SUFFIXES: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+
+/** How a byte size may be written, for messages. */
+export const BYTE_SIZE_FORM = 'a whole number of bytes, optionally with a K, M or G suffix (powers of 1024, like 65536, 4K or 64M)';
+
+/** A byte size as Nix's settings take it: plain bytes (a number, or a string of digits) or digits with a K, M or G suffix. Undefined: not that form. */
+export function parseByteSize(value: number | string): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+  const m = /^\s*(\d+)\s*([kmg]?)\s*$/i.exec(value);
+  if (m === null) return undefined;
+  const bytes = Number(m[1]) * SIZE_SUFFIXES[m[2]!.toUpperCase()]!;
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}
+
+/** Nix's `max-log-size` for the worker's builds, and the cut of the log it streams: 64 MiB unless set. */
+export const DEFAULT_MAX_LOG_SIZE = 64 * 1024 * 1024;
+/** below 1K a log could not even hold Nix's first lines; above 4G it is no limit in practice (the log goes through Redis) */
+const MAX_LOG_SIZE_MIN = 1024;
+const MAX_LOG_SIZE_MAX = 4 * 1024 ** 3;
+
+/** Bytes a build may log: accepts 4096, "4096", "4K", "64M", "1G"; parses to bytes. */
+const maxLogSizeSchema = z.union([z.number(), z.string()], { error: `must be ${BYTE_SIZE_FORM}` }).transform((value, ctx) => {
+  const bytes = parseByteSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `must be ${BYTE_SIZE_FORM}`, input: value });
+    return z.NEVER;
+  }
+  if (bytes < MAX_LOG_SIZE_MIN || bytes > MAX_LOG_SIZE_MAX) {
+    // Unlike Nix's, 0 does not mean "no limit": every log goes through Redis to the coordinator's store.
+    const zero = bytes === 0 ? ' (0 is not "no limit" here, as it is in Nix: there is always one)' : '';
+    ctx.addIssue({ code: 'custom', message: `must be from 1K to 4G${zero}; got ${JSON.stringify(value)}`, input: value });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
 export const workerConfigSchema = z
   .object({
     name: workerNameSchema,
@@ -56,6 +93,8 @@ export const workerConfigSchema = z
     drainSeconds: z.number().int().min(0).max(86_400).default(300),
     /** below this much free space on the Nix store's filesystem the worker takes no new builds (MiB; 0: no floor) */
     minFreeDiskMiB: z.number().int().min(0).max(1024 * 1024 * 1024).default(1024),
+    /** Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its streamed log is cut there (bytes, or 4K/64M/1G) */
+    maxLogSize: maxLogSizeSchema.default(DEFAULT_MAX_LOG_SIZE),
     logLevel: logLevelSchema.default('info'),
   })
   .strict();
