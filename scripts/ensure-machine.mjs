@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
 // tools it drives (Nix, redis-server, a static busybox for test derivations,
-// the OpenSSH client, sshd for the bench's Nix remote builds) and
+// the OpenSSH client, sshd for the bench's Nix remote builds; with --tests,
+// Debian's chromium for the dashboard test) and
 // node_modules. Runs before node_modules exist, so it uses nothing but Node
 // itself. Silent when everything is present already.
 import { spawnSync } from 'node:child_process';
@@ -71,7 +72,9 @@ const requirements = [
   { what: 'ssh (OpenSSH client)', pkg: 'openssh-client', present: () => onPath('ssh') !== undefined },
   // the bench's Nix remote builds (way b) reach simulated machines through a real sshd each
   { what: '/usr/sbin/sshd (OpenSSH server)', pkg: 'openssh-server', present: () => existsSync('/usr/sbin/sshd') },
-];
+  // the dashboard's end-to-end test drives Debian's chromium with playwright-core (which never downloads a browser here)
+  { what: 'chromium (for the dashboard test)', pkg: 'chromium', present: () => existsSync(process.env.NIXFARM_CHROMIUM ?? '/usr/bin/chromium'), only: 'tests' },
+].filter((r) => r.only === undefined || process.argv.includes(`--${r.only}`));
 
 function run(command, args, options = {}) {
   say(`running ${command} ${args.join(' ')}`);
