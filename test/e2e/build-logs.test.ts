@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { hashPart } from '@nixfarm/shared';
 import { TestFarm } from '../harness/test-farm.js';
-import { freshSalt, nixInstantiate, outputPathsOf, writeBusyboxDir } from '../harness/nix-fixtures.js';
-import { onProcessExit, removeTreeSync } from '../harness/process-cleanup.js';
+import { freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 
 const run = promisify(execFile);
@@ -20,27 +18,13 @@ const run = promisify(execFile);
  * and exit 3. Every line carries the salt, so no store has seen it before.
  */
 function logFixture(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'nixfarm-logs-'));
-  onProcessExit(() => removeTreeSync(dir));
-  writeBusyboxDir(dir);
-  const file = join(dir, 'logs.nix');
-  writeFileSync(
-    file,
-    `{ salt ? "" }:
-let
-  bb = builtins.path { path = ./busybox; name = "busybox"; };
-  mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; args = [ "-c" script ]; };
-  sleep = s: "\${bb}/bin/busybox sleep " + toString s + "; ";
-in {
-  chatty = mk "chatty" ("echo chatty salt " + salt + "; echo 'chatty: line one'; echo 'chatty: on stderr' >&2; echo 'chatty: line three'; echo ok > $out");
+  return scriptedFixture('logs', `  chatty = mk "chatty" ("echo chatty salt " + salt + "; echo 'chatty: line one'; echo 'chatty: on stderr' >&2; echo 'chatty: line three'; echo ok > $out");
   slow = mk "slow" ("echo 'slow: begun " + salt + "'; " + sleep 6 + "echo 'slow: middle'; " + sleep 3 + "echo 'slow: finished'; echo ok > $out");
   killable = mk "killable" ("echo 'killable: part one " + salt + "'; " + sleep 10 + "echo 'killable: part two'; echo ok > $out");
   failing = mk "failing" ("echo 'failing: about to fail " + salt + "'; exit 3");
   local = derivation { name = "local"; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; preferLocalBuild = true; args = [ "-c" ("echo 'local: built on the coordinator " + salt + "'; echo ok > $out") ]; };
-}
-`,
-  );
-  return file;
+`, `  sleep = s: "\${bb}/bin/busybox sleep " + toString s + "; ";
+`);
 }
 
 async function readLogWithNix(farm: TestFarm, drvPath: string): Promise<string> {

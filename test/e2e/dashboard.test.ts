@@ -195,6 +195,29 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     assert.equal(withRead.status, 403);
   });
 
+  it('an open dashboard does not hold up a coordinator stop, and goes live again by itself when it is back', async () => {
+    await page.goto(farm.address.httpUrl);
+    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 10_000, () => 'not live');
+    await page.evaluate(() => {
+      (globalThis as unknown as { nixfarmSamePage: string }).nixfarmSamePage = 'before the restart';
+    });
+    const mark = pageErrors.length;
+    // SIGTERM: a graceful stop ends the open event stream instead of waiting for the browser to leave.
+    const stopped = await Promise.race([farm.killCoordinator('SIGTERM').then(() => 'exited'), new Promise((r) => setTimeout(() => r('still running after 20 s'), 20_000))]);
+    assert.equal(stopped, 'exited');
+    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'reconnecting' || undefined, 10_000, () => 'the page did not notice');
+    await farm.restartCoordinator();
+    const before = Number(await page.getAttribute('body', 'data-snapshot-at'));
+    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 20_000, () => 'the page did not reconnect');
+    await pollFor(async () => Number(await page.getAttribute('body', 'data-snapshot-at')) > before || undefined, 10_000, () => 'no snapshot after the restart');
+    assert.deepEqual((await attrs('[data-worker]', 'data-worker')).sort(), ['w1', 'w2']);
+    const same = await page.evaluate(() => (globalThis as unknown as { nixfarmSamePage?: string }).nixfarmSamePage);
+    assert.equal(same, 'before the restart', 'reconnected without a reload');
+    // While the coordinator was away the browser logged its refused reconnects; those, and only those, are expected.
+    const whileAway = pageErrors.splice(mark);
+    assert.deepEqual(whileAway.filter((e) => !/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/.test(e)), []);
+  });
+
   it('signs out: the cookie is cleared and the data refused again', async () => {
     await page.goto(farm.address.httpUrl);
     await page.locator('#farm').waitFor({ state: 'visible' });

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm, spawnNixfarm } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
-import { freshSalt, nixInstantiate, outputPathsOf, writeBusyboxDir } from '../harness/nix-fixtures.js';
-import { onProcessExit, removeTreeSync } from '../harness/process-cleanup.js';
+import { freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
+import { removeTreeSync } from '../harness/process-cleanup.js';
 
 /** The worker's --max-log-size in this file: 4 KiB. */
 const LIMIT = 4096;
@@ -22,23 +22,9 @@ const CHATTY_LINES = 2000;
  * the salt, so no store has seen them before.
  */
 function limitFixture(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'nixfarm-log-limit-'));
-  onProcessExit(() => removeTreeSync(dir));
-  writeBusyboxDir(dir);
-  const file = join(dir, 'log-limit.nix');
-  writeFileSync(
-    file,
-    `{ salt ? "" }:
-let
-  bb = builtins.path { path = ./busybox; name = "busybox"; };
-  mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; args = [ "-c" script ]; };
-in {
-  chatty = mk "chatty" ("echo 'chatty: begins " + salt + "'; j=0; while [ $j -lt ${EARLY_LINES} ]; do echo \\"chatty: early line $j\\" >&2; j=$((j+1)); done; \${bb}/bin/busybox sleep 1; i=0; while [ $i -lt ${CHATTY_LINES} ]; do echo \\"chatty: noise line $i, padded out to make the log long enough\\" >&2; i=$((i+1)); done; echo 'chatty: the end'; echo ok > $out");
+  return scriptedFixture('log-limit', `  chatty = mk "chatty" ("echo 'chatty: begins " + salt + "'; j=0; while [ $j -lt ${EARLY_LINES} ]; do echo \\"chatty: early line $j\\" >&2; j=$((j+1)); done; \${bb}/bin/busybox sleep 1; i=0; while [ $i -lt ${CHATTY_LINES} ]; do echo \\"chatty: noise line $i, padded out to make the log long enough\\" >&2; i=$((i+1)); done; echo 'chatty: the end'; echo ok > $out");
   quiet = mk "quiet" ("echo 'quiet: " + salt + "'; echo ok > $out");
-}
-`,
-  );
-  return file;
+`);
 }
 
 interface DerivationRow {

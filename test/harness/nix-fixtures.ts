@@ -282,6 +282,30 @@ export function tickingWorkload(options: FixtureOptions & { tickers: number; tic
   };
 }
 
+/**
+ * A .nix file in a fresh temp dir (removed at exit) with the busybox source,
+ * `{ salt ? "" }:` and `mk = name: script: derivation {...}` running the
+ * script under busybox sh; `lets` adds bindings, `attrs` is the attribute
+ * set's body. For tests whose derivations print chosen lines.
+ */
+export function scriptedFixture(kind: string, attrs: string, lets = ''): string {
+  const dir = mkdtempSync(join(tmpdir(), `nixfarm-${kind}-`));
+  onProcessExit(() => removeTreeSync(dir));
+  writeBusyboxDir(dir);
+  const file = join(dir, `${kind}.nix`);
+  writeFileSync(
+    file,
+    `{ salt ? "" }:
+let
+  bb = builtins.path { path = ./busybox; name = "busybox"; };
+  mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; args = [ "-c" script ]; };
+${lets}in {
+${attrs}}
+`,
+  );
+  return file;
+}
+
 /** A fresh salt: derivations instantiated with it are new to every store. */
 export function freshSalt(): string {
   return randomBytes(8).toString('hex');

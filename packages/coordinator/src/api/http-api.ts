@@ -14,6 +14,7 @@ import type { ApiTokens } from './api-tokens.js';
 import { registerApiAuth } from './api-auth.js';
 import { registerOpenApiRoutes } from './openapi-routes.js';
 import { registerSessionRoutes } from './session-routes.js';
+import { EVENT_STREAM_HEADERS, EventStreams } from './event-streams.js';
 import { FarmStatusCollector } from '../metrics/farm-status-collector.js';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import { DashboardCollector } from '../dashboard/dashboard-collector.js';
@@ -112,6 +113,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
   });
 
   registerApiAuth(app, { tokens: deps.tokens, logger: deps.logger.child({ component: 'http' }), sendError });
+  const streams = new EventStreams(app);
 
   app.setErrorHandler((error, _request, reply) => {
     const fastifyError = error as { statusCode?: number; code?: string; message: string };
@@ -161,27 +163,22 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     await deps.runs.get(runId);
     let cursor = (request.headers['last-event-id'] as string | undefined) ?? request.query.after ?? '0';
     if (!/^\d+-\d+$|^0$/.test(cursor)) return sendError(reply, 400, 'invalid-request', 'after / Last-Event-ID must be a stream id like 1700000000000-0');
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const { raw, closed } = streams.start(request, reply, EVENT_STREAM_HEADERS);
     const connection = deps.redis.duplicate();
-    let open = true;
-    request.raw.on('close', () => {
-      open = false;
-      connection.disconnect();
-    });
+    // A blocked read returns at once when its connection goes: the client left, or the coordinator stops.
+    closed.addEventListener('abort', () => connection.disconnect(), { once: true });
     try {
-      while (open) {
+      while (!closed.aborted) {
         const batch = await deps.events.read(connection, runId, cursor, 5000);
         if (batch.length === 0) raw.write(': keep-alive\n\n');
         for (const { id, event } of batch) {
           raw.write(`id: ${id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
           cursor = id;
-          if (event.type === 'run-finished') open = false;
+          if (event.type === 'run-finished') return;
         }
       }
     } catch (error) {
-      if (open) deps.logger.warn({ err: error, runId }, 'event stream ended');
+      if (!closed.aborted) deps.logger.warn({ err: error, runId }, 'event stream ended');
     } finally {
       connection.disconnect();
       raw.end();
@@ -199,7 +196,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
       const collector = new DashboardCollector({ redis: deps.redis, runs: deps.runs, graph: deps.graph, workers: deps.workers, farmStatus: status });
       const feed = new DashboardFeed({ collect: () => collector.collect(), logger: deps.logger.child({ component: 'dashboard' }) });
       app.addHook('onClose', async () => feed.stop());
-      registerDashboardRoutes(app, { feed, logger: deps.logger });
+      registerDashboardRoutes(app, { feed, streams });
       registerQueueBoard(app, { queues: deps.queues, logger: deps.logger.child({ component: 'queue-board' }) });
     }
   }
@@ -238,7 +235,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     }
   });
 
-  if (deps.logs !== undefined) registerLogRoutes(app, { redis: deps.redis, runs: deps.runs, logs: deps.logs, logger: deps.logger });
+  if (deps.logs !== undefined) registerLogRoutes(app, { redis: deps.redis, runs: deps.runs, logs: deps.logs, logger: deps.logger, streams });
 
   registerOpenApiRoutes(app);
 

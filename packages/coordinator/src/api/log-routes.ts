@@ -5,12 +5,14 @@ import { NixfarmError, assertDerivationPath, hashPart, formatZodError, redisKeys
 import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseWhyQuery } from '../explain/index.js';
 import type { RunService } from '../runs/run-service.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
+import { EVENT_STREAM_HEADERS, type EventStreams } from './event-streams.js';
 
 export interface LogRoutesDeps {
   redis: Redis;
   runs: Pick<RunService, 'get'>;
   logs: BuildLogService;
   logger: Logger;
+  streams: EventStreams;
 }
 
 /** A run whose results have no attribute by that name, or several derivations where one was meant. */
@@ -87,19 +89,14 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
     }
     // Asked for as server-sent events (a browser's EventSource): each piece of text is a `log` event, and `end` says the build ended.
     const asEvents = /\btext\/event-stream\b/.test(request.headers.accept ?? '');
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, {
-      'content-type': asEvents ? 'text/event-stream' : 'text/plain; charset=utf-8',
-      'cache-control': 'no-cache',
+    const { raw, closed } = deps.streams.start(request, reply, {
+      ...(asEvents ? EVENT_STREAM_HEADERS : { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache' }),
       'x-nixfarm-drv-path': drvPath,
     });
     const write = asEvents ? (text: string): boolean => raw.write(`event: log\ndata: ${JSON.stringify(text)}\n\n`) : (text: string): boolean => raw.write(text);
-    const closed = new AbortController();
-    request.raw.on('close', () => closed.abort());
     try {
-      await deps.logs.follow(drvPath, write, closed.signal);
-      if (asEvents && !closed.signal.aborted) {
+      await deps.logs.follow(drvPath, write, closed);
+      if (asEvents && !closed.aborted) {
         const status = await deps.redis.hget(redisKeys.drv(hashPart(drvPath)), 'status');
         raw.write(`event: end\ndata: ${JSON.stringify({ status: status ?? 'unknown' })}\n\n`);
       }

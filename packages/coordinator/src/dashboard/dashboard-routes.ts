@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import type { DashboardSnapshot, Logger } from '@nixfarm/shared';
+import type { DashboardSnapshot } from '@nixfarm/shared';
 import type { DashboardFeed } from './dashboard-feed.js';
+import { EVENT_STREAM_HEADERS, type EventStreams } from '../api/event-streams.js';
 
 export interface DashboardRoutesDeps {
   feed: Pick<DashboardFeed, 'snapshot' | 'subscribe'>;
-  logger: Logger;
+  streams: EventStreams;
 }
 
 /** The page and its two files, shipped beside the compiled code (packages/coordinator/dashboard). */
@@ -48,20 +49,18 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
   app.get('/api/dashboard', async () => deps.feed.snapshot());
 
   app.get('/api/dashboard/events', async (request, reply) => {
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    const { raw, closed } = deps.streams.start(request, reply, EVENT_STREAM_HEADERS);
     // EventSource reconnects by itself after this long if the coordinator goes away.
     raw.write('retry: 2000\n\n');
-    const send = (snapshot: DashboardSnapshot): void => {
-      raw.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`);
-    };
-    const unsubscribe = deps.feed.subscribe(send);
+    const unsubscribe = deps.feed.subscribe((snapshot: DashboardSnapshot) => raw.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`));
     const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
-    request.raw.on('close', () => {
-      clearInterval(keepAlive);
-      unsubscribe();
-      raw.end();
-    });
+    closed.addEventListener(
+      'abort',
+      () => {
+        clearInterval(keepAlive);
+        unsubscribe();
+      },
+      { once: true },
+    );
   });
 }

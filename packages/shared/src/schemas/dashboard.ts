@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, workerNameSchema } from './common.js';
-import { queueStatusSchema, systemScalingSchema, workerStatusSchema } from './farm-status.js';
+import { buildStatusSchema, drvPathSchema, runIdSchema, workerNameSchema } from './common.js';
+import { farmStatusSchema, workerStatusSchema } from './farm-status.js';
+import { runViewSchema } from './api.js';
 
 /** A derivation a worker (or the coordinator itself, as `coordinator`) is building now. */
 export const runningBuildSchema = z.object({
@@ -30,17 +31,9 @@ export const recentFailureSchema = z.object({
 export type RecentFailure = z.infer<typeof recentFailureSchema>;
 
 /** One recent run and how far it got. */
-export const runProgressSchema = z.object({
-  id: runIdSchema,
-  status: runStatusSchema,
-  createdAt: z.number(),
-  finishedAt: z.number().optional(),
+export const runProgressSchema = runViewSchema.pick({ id: true, status: true, createdAt: true, finishedAt: true, total: true, counts: true, error: true }).extend({
   /** the attributes it builds ('' for a top-level derivation) */
   attrs: z.array(z.string()),
-  total: z.number().int(),
-  /** derivations in each status */
-  counts: z.record(z.string(), z.number().int()),
-  error: z.string().optional(),
 });
 export type RunProgress = z.infer<typeof runProgressSchema>;
 
@@ -56,10 +49,7 @@ export type DashboardWorker = z.infer<typeof dashboardWorkerSchema>;
  * everything the web dashboard draws, in one object, so that what it shows is
  * one consistent moment of the farm.
  */
-export const dashboardSnapshotSchema = z.object({
-  at: z.number(),
-  queues: z.array(queueStatusSchema),
-  scaling: z.array(systemScalingSchema),
+export const dashboardSnapshotSchema = farmStatusSchema.omit({ workers: true, activeRuns: true }).extend({
   workers: z.array(dashboardWorkerSchema),
   running: z.array(runningBuildSchema),
   failures: z.array(recentFailureSchema),
