@@ -157,6 +157,28 @@ describe('build logs', () => {
     assert.ok((await readLogWithNix(farm, drvPath!)).includes('slow: finished'));
   });
 
+  it('follows on across a coordinator restart with -f: every line once, the follower and the build exit 0', async () => {
+    const salt = freshSalt();
+    const [drvPath] = await nixInstantiate(file, ['slow'], { salt });
+    const build = farm.build([file, '-A', 'slow', '--argstr', 'salt', salt], { timeoutMs: 180_000 });
+    await pollFor(async () => (await farm.cli(['log', drvPath!, '--json'])).exitCode === 0, 30_000, () => 'the derivation to be known');
+    const follower = farm.spawnCli(['log', '-f', drvPath!], { timeoutMs: 180_000 });
+    await pollFor(() => follower.stdoutSoFar().includes(`slow: begun ${salt}`), 60_000, () => `the first line in the follower's output: ${follower.stdoutSoFar()}`);
+    // A graceful stop (SIGTERM) cuts the open log response; the follower must take that for the coordinator leaving, not the build ending.
+    await farm.killCoordinator('SIGTERM');
+    await farm.restartCoordinator();
+    const result = await follower.result;
+    assert.equal(result.exitCode, 0, result.stderr);
+    assert.match(result.stderr, /lost the coordinator at .* mid-log .*reconnecting/);
+    assert.match(result.stderr, /reconnected; following the log again/);
+    const lines = result.stdout.split('\n');
+    for (const line of [`slow: begun ${salt}`, 'slow: middle', 'slow: finished']) {
+      assert.equal(lines.filter((l) => l === line).length, 1, `${line} once in:\n${result.stdout}`);
+    }
+    const built = await build;
+    assert.equal(built.exitCode, 0, built.stderr);
+  });
+
   it('keeps what a worker killed mid-build streamed, marked incomplete, and the re-run\'s log after it', async () => {
     const salt = freshSalt();
     const [drvPath] = await nixInstantiate(file, ['killable'], { salt });

@@ -28,3 +28,5 @@ export * from './api/api-tokens.js';
 export * from './api/api-auth.js';
 export * from './api/openapi-document.js';
 export * from './api/http-api.js';
+export * from './dashboard/dashboard-feed.js';
+export * from './dashboard/dashboard-collector.js';

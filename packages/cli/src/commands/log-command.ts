@@ -100,8 +100,61 @@ export function logCommand(): Command {
       }
       if (response === undefined || response.body === null) throw new CliError(`the coordinator sent no log for ${target}`, EXIT_USAGE);
       if (flags.json) return void process.stdout.write(`${JSON.stringify(await response.json(), null, 2)}\n`);
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
-      }
+      if (!flags.follow) return void (await copyToStdout(response, 0));
+      await followAcrossRestarts(baseUrl, token, response);
     });
+}
+
+/** Writes the body to stdout, leaving out its first `skip` bytes; answers how many bytes the body had. */
+async function copyToStdout(response: Response, skip: number, counted?: { bytes: number }): Promise<number> {
+  let seen = 0;
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    const start = Math.min(chunk.length, Math.max(0, skip - seen));
+    seen += chunk.length;
+    if (counted !== undefined) counted.bytes = seen;
+    if (start === chunk.length) continue;
+    if (!process.stdout.write(start === 0 ? chunk : chunk.subarray(start))) await new Promise((r) => process.stdout.once('drain', r));
+  }
+  return seen;
+}
+
+/** How long `log -f` keeps trying to reach a coordinator that went away mid-log, like `nixfarm build`. */
+const RECONNECT_MS = 5 * 60_000;
+
+/**
+ * `log -f` until the build ends. A clean end of the response is the build's
+ * end; a cut one is the coordinator going away (a restart): follow again by
+ * the derivation's path, which replays the log from its start, and skip
+ * what was printed already.
+ */
+async function followAcrossRestarts(baseUrl: string, token: string | undefined, first: Response): Promise<void> {
+  const drvPath = first.headers.get('x-nixfarm-drv-path');
+  let response = first;
+  const printed = { bytes: 0 };
+  for (;;) {
+    const skip = printed.bytes;
+    try {
+      await copyToStdout(response, skip, printed);
+      return;
+    } catch (error) {
+      printed.bytes = Math.max(printed.bytes, skip);
+      if (drvPath === null) throw new CliError(`lost the coordinator at ${baseUrl} mid-log (${(error as Error).message})`, EXIT_USAGE);
+      process.stderr.write(`nixfarm: lost the coordinator at ${baseUrl} mid-log (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}); reconnecting for up to 5 minutes\n`);
+      response = await reconnect(baseUrl, token, drvPath);
+      process.stderr.write('nixfarm: reconnected; following the log again\n');
+    }
+  }
+}
+
+async function reconnect(baseUrl: string, token: string | undefined, drvPath: string): Promise<Response> {
+  const deadline = Date.now() + RECONNECT_MS;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    try {
+      return await request(baseUrl, token, new URLSearchParams({ path: drvPath, follow: '1' }));
+    } catch (error) {
+      // A refusal (the derivation unknown, a token no longer valid) will not change by waiting.
+      if (error instanceof LogRequestError || Date.now() > deadline) throw error;
+    }
+  }
 }

@@ -11,14 +11,16 @@ export interface OpenStream {
 /**
  * The API's long-lived responses (run events, live logs, the dashboard feed).
  * A server waits for every open response before it closes, and these never
- * end by themselves; so at shutdown each is ended here (clients reconnect to
+ * end by themselves; so at shutdown each is cut here (clients reconnect to
  * the next coordinator), and a stop never hangs on an open browser tab.
  */
 export class EventStreams {
   private readonly open = new Set<AbortController>();
+  private shuttingDown = false;
 
   constructor(app: FastifyInstance) {
     app.addHook('preClose', async () => {
+      this.shuttingDown = true;
       for (const stream of [...this.open]) stream.abort();
     });
   }
@@ -33,7 +35,9 @@ export class EventStreams {
       'abort',
       () => {
         this.open.delete(controller);
-        raw.end();
+        // At shutdown the connection is cut, not ended: a plain-text log that ends cleanly means the build ended, and a follower must not take a stop for that.
+        if (this.shuttingDown) raw.destroy();
+        else raw.end();
       },
       { once: true },
     );
