@@ -169,6 +169,14 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     // Opened as the browser opens it: with its session cookie, no bearer header.
     const logText = await page.evaluate(async (url) => (await fetch(url, { credentials: 'same-origin' })).text(), href!);
     assert.match(logText, new RegExp(fixture.brokenLine));
+    // The same log as server-sent events (what the page's live tail reads): the text as `log` events, then `end` with the status.
+    const events = await page.evaluate(async (url) => (await fetch(`${url}&follow=1`, { headers: { accept: 'text/event-stream' } })).text(), href!);
+    const logData = [...events.matchAll(/^event: log\ndata: (.*)$/gm)].map((m) => JSON.parse(m[1]!) as string).join('');
+    assert.match(logData, new RegExp(fixture.brokenLine));
+    assert.match(events, /event: end\ndata: \{"status":"failed"\}\n\n$/);
+
+    // The followed build's tail says it ended, with the build's status.
+    await pollFor(async () => (await page.getAttribute('#log-panel', 'data-ended')) ?? undefined, 15_000, () => 'the log panel never said its build ended');
 
     // Nothing runs any more: the page shows no running build and idle workers.
     await pollFor(async () => ((await page.locator('#running tbody tr').count()) === 0 ? true : undefined), 15_000, () => 'running builds still shown');

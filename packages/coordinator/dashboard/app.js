@@ -218,6 +218,7 @@ function follow(drvPath, name) {
   logOpen = true;
   $('log-panel').hidden = false;
   $('log-panel').dataset.drv = drvPath;
+  delete $('log-panel').dataset.ended;
   $('log-name').textContent = shortName(drvPath, name);
   $('log-state').textContent = 'live';
   $('log-tail').textContent = '';
