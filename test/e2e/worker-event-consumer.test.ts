@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { WorkerEventConsumer, type WorkerEventHandler } from '@nixfarm/coordinator';
 import { redisKeys, type WorkerEvent } from '@nixfarm/shared';
-import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { privateRedisForSuite } from '../harness/private-redis.js';
 import { sleep } from '../harness/test-farm.js';
 
 /**
@@ -20,21 +19,12 @@ function report(i: number): WorkerEvent {
 }
 
 describe('the worker event consumer after a restart', () => {
-  let server: PrivateRedis;
-  let redis: Redis;
+  const client = privateRedisForSuite('worker event consumer test');
 
-  before(async () => {
-    server = await startPrivateRedis({});
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  });
-  after(async () => {
-    redis?.disconnect();
-    await server?.stop();
-  });
-
-  const add = (i: number) => redis.xadd(redisKeys.workerEvents, '*', 'e', JSON.stringify(report(i)));
+  const add = (i: number) => client().xadd(redisKeys.workerEvents, '*', 'e', JSON.stringify(report(i)));
 
   it('applies the reports its previous life read but did not acknowledge, then new ones, and then waits in Redis without spinning', async () => {
+    const redis = client();
     await redis.xgroup('CREATE', redisKeys.workerEvents, redisKeys.workerEventsGroup, '0', 'MKSTREAM');
     for (const i of [1, 2, 3]) await add(i);
     // The previous process read two reports and died before acknowledging them.

@@ -1,12 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before } from 'node:test';
+import { after } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation, type RunService } from '@nixfarm/coordinator';
 import { redisKeys, type Logger } from '@nixfarm/shared';
-import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
+import { privateRedisForSuite } from './private-redis.js';
 
 export interface HandlerBedOptions {
   /** default: every output valid */
@@ -39,22 +39,11 @@ export interface HandlerBed {
  * with run r1 holding the given nodes.
  */
 export function handlerTestBed(): { redis: () => Redis; setup(nodes: PlannedDerivation[], options?: HandlerBedOptions): Promise<HandlerBed> } {
-  let server: PrivateRedis | undefined;
-  let redis: Redis | undefined;
+  const client = privateRedisForSuite('handlerTestBed');
   const rootsDirs: string[] = [];
-  before(async () => {
-    server = await startPrivateRedis({});
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  });
-  after(async () => {
-    redis?.disconnect();
-    await server?.stop();
+  after(() => {
     for (const dir of rootsDirs) rmSync(dir, { recursive: true, force: true });
   });
-  const client = () => {
-    if (redis === undefined) throw new Error('handlerTestBed: Redis is not started yet (call setup() inside a test)');
-    return redis;
-  };
   return {
     redis: client,
     async setup(nodes, options = {}) {

@@ -3,6 +3,8 @@ import { mkdtempSync, mkdirSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { Redis } from 'ioredis';
 import { isAlive, killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
 
 export interface PrivateRedisOptions {
@@ -198,4 +200,27 @@ export async function startPrivateRedis(options: PrivateRedisOptions = {}): Prom
       }
     }
   }
+}
+
+/**
+ * A private redis-server for the tests of one describe(): started before
+ * them, stopped after (call it inside the describe). Answers the suite's
+ * client, one connection with no request retry limit; calling it before the
+ * suite's hooks ran is an error that names `who`.
+ */
+export function privateRedisForSuite(who: string): () => Redis {
+  let server: PrivateRedis | undefined;
+  let redis: Redis | undefined;
+  before(async () => {
+    server = await startPrivateRedis({});
+    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+  });
+  after(async () => {
+    redis?.disconnect();
+    await server?.stop();
+  });
+  return () => {
+    if (redis === undefined) throw new Error(`${who}: Redis is not started yet (use it inside a test)`);
+    return redis;
+  };
 }
