@@ -1,6 +1,7 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiScope, Logger } from '@nixfarm/shared';
 import { scopeAllows, type ApiTokens } from './api-tokens.js';
+import { sendError } from './api-errors.js';
 
 /**
  * Routes anyone may call: liveness probes carry no token, the API's
@@ -31,8 +32,6 @@ export const TOKEN_HINT = "nixfarm reads it from --token, NIXFARM_TOKEN or the c
 export interface ApiAuthOptions {
   tokens: ApiTokens;
   logger: Logger;
-  /** the API's error shape */
-  sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply;
 }
 
 /** The scope a route needs, or undefined for an open one. Unknown routes need read, so the 404's route list is not public. */
@@ -96,15 +95,15 @@ export function registerApiAuth(app: FastifyInstance, options: ApiAuthOptions): 
     const token = presentedToken(request);
     if (token === undefined && wantsPage(request)) return reply.redirect(`/?next=${encodeURIComponent(request.url)}`, 303);
     if (token === undefined) {
-      return options.sendError(reply, 401, 'unauthorized', `the nixfarm API needs a token: send Authorization: Bearer <token>; ${TOKEN_HINT}`);
+      return sendError(reply, 401, 'unauthorized', `the nixfarm API needs a token: send Authorization: Bearer <token>; ${TOKEN_HINT}`);
     }
     const held = options.tokens.scopeOf(token);
     if (held === undefined) {
       options.logger.warn({ method: request.method, url: request.url.split('?')[0], remote: request.ip }, 'API request with an unknown token refused');
-      return options.sendError(reply, 401, 'unauthorized', `the token sent is not one of this coordinator's API tokens: send Authorization: Bearer <token>; ${TOKEN_HINT}`);
+      return sendError(reply, 401, 'unauthorized', `the token sent is not one of this coordinator's API tokens: send Authorization: Bearer <token>; ${TOKEN_HINT}`);
     }
     if (!scopeAllows(held, needed)) {
-      return options.sendError(reply, 403, 'forbidden', `${request.method} ${request.routeOptions.url} needs a token with the ${needed} scope; the token sent has the ${held} scope (\`nixfarm api-token --scope ${needed}\` on the coordinator prints one)`);
+      return sendError(reply, 403, 'forbidden', `${request.method} ${request.routeOptions.url} needs a token with the ${needed} scope; the token sent has the ${held} scope (\`nixfarm api-token --scope ${needed}\` on the coordinator prints one)`);
     }
   });
 }

@@ -5,7 +5,8 @@ import type { RunService } from '../runs/run-service.js';
 import type { RunEvents } from '../runs/run-events.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
-import { AmbiguousQueryError, DerivationNotFoundError, WhyService } from '../explain/index.js';
+import { WhyService } from '../explain/index.js';
+import { httpStatusFor, sendError, sendNixfarmError } from './api-errors.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import { registerMetricsRoutes } from './metrics-routes.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
@@ -41,28 +42,6 @@ export interface HttpApiDeps {
   tokens: ApiTokens;
   /** the derivation graph: with metrics, the web dashboard (GET /, /api/dashboard) and the queue board (/queues) */
   graph?: DerivationGraph;
-}
-
-/** HTTP status for each error code the API can return. */
-function httpStatusFor(error: unknown): number {
-  if (!(error instanceof NixfarmError)) return 500;
-  switch (error.code) {
-    case 'invalid-input':
-    case 'invalid-request':
-    case 'invalid-store-path':
-      return 400;
-    case 'run-not-found':
-      return 404;
-    case 'evaluation-failed':
-    case 'unsupported-derivation':
-      return 422;
-    default:
-      return error.retryable ? 503 : 500;
-  }
-}
-
-function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
-  return reply.code(status).send({ error: { code, message } });
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -112,7 +91,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push(`${method} ${route.url}`);
   });
 
-  registerApiAuth(app, { tokens: deps.tokens, logger: deps.logger.child({ component: 'http' }), sendError });
+  registerApiAuth(app, { tokens: deps.tokens, logger: deps.logger.child({ component: 'http' }) });
   const streams = new EventStreams(app);
 
   app.setErrorHandler((error, _request, reply) => {
@@ -124,7 +103,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     }
     const status = httpStatusFor(error);
     if (status >= 500) deps.logger.error({ err: error }, 'request failed');
-    return sendError(reply, status, error instanceof NixfarmError ? error.code : 'internal-error', fastifyError.message);
+    return error instanceof NixfarmError ? sendNixfarmError(reply, status, error) : sendError(reply, status, 'internal-error', fastifyError.message);
   });
 
   app.setNotFoundHandler((request, reply) =>
@@ -187,7 +166,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
 
   app.get('/api/workers', async () => ({ workers: await deps.workers.list() }));
 
-  registerSessionRoutes(app, { tokens: deps.tokens, logger: deps.logger, sendError });
+  registerSessionRoutes(app, { tokens: deps.tokens, logger: deps.logger });
 
   if (deps.metrics !== undefined) {
     const status = new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
@@ -224,15 +203,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     if (typeof path !== 'string' || path.trim() === '') {
       return sendError(reply, 400, 'invalid-request', 'give ?path= a .drv path, an output path or a hash prefix');
     }
-    try {
-      return await why.explain(path);
-    } catch (error) {
-      if (error instanceof DerivationNotFoundError) return sendError(reply, 404, error.code, error.message);
-      if (error instanceof AmbiguousQueryError) {
-        return reply.code(409).send({ error: { code: error.code, message: error.message, candidates: error.candidates } });
-      }
-      throw error;
-    }
+    // Unknown (404) and ambiguous (409, with the candidates) are the error handler's.
+    return why.explain(path);
   });
 
   if (deps.logs !== undefined) registerLogRoutes(app, { redis: deps.redis, runs: deps.runs, logs: deps.logs, logger: deps.logger, streams });

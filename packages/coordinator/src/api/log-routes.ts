@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { NixfarmError, assertDerivationPath, hashPart, formatZodError, redisKeys, runIdSchema, type Logger } from '@nixfarm/shared';
@@ -6,6 +6,7 @@ import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseW
 import type { RunService } from '../runs/run-service.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import { EVENT_STREAM_HEADERS, type EventStreams } from './event-streams.js';
+import { sendError } from './api-errors.js';
 
 export interface LogRoutesDeps {
   redis: Redis;
@@ -32,10 +33,6 @@ const logQuerySchema = z
   })
   .strict()
   .refine((q) => (q.path === undefined) !== (q.run === undefined), { message: 'give exactly one of path (a .drv path, an output path or a hash prefix) or run (a run id, with attr)' });
-
-function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
-  return reply.code(status).send({ error: { code, message } });
-}
 
 /**
  * Build logs: GET /api/logs?path=<drv|output|hash prefix> or ?run=<id>&attr=<name>
@@ -69,14 +66,8 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
   app.get('/api/logs', async (request, reply) => {
     const parsed = logQuerySchema.safeParse(request.query);
     if (!parsed.success) return sendError(reply, 400, 'invalid-request', formatZodError(parsed.error, 'log query'));
-    let drvPath: string;
-    try {
-      drvPath = await resolve(parsed.data);
-    } catch (error) {
-      if (error instanceof DerivationNotFoundError || error instanceof RunAttributeError) return sendError(reply, 404, error.code, error.message);
-      if (error instanceof AmbiguousQueryError) return reply.code(409).send({ error: { code: error.code, message: error.message, candidates: error.candidates } });
-      throw error;
-    }
+    // Unknown derivations, runs and attributes (404) and ambiguous prefixes (409) are the error handler's.
+    const drvPath = await resolve(parsed.data);
     if (parsed.data.follow !== '1') {
       const found = await deps.logs.read(drvPath);
       if (found === undefined) return sendError(reply, 404, 'derivation-not-found', `no derivation known for ${drvPath}`);

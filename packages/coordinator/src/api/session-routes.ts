@@ -1,12 +1,12 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { formatZodError, sessionRequestSchema, type Logger } from '@nixfarm/shared';
 import { SESSION_COOKIE, TOKEN_HINT } from './api-auth.js';
 import type { ApiTokens } from './api-tokens.js';
+import { sendError } from './api-errors.js';
 
 export interface SessionRoutesDeps {
   tokens: ApiTokens;
   logger: Logger;
-  sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply;
 }
 
 /** A week: long enough not to sign in each morning, short enough that a forgotten browser lets go. */
@@ -26,11 +26,11 @@ function cookie(request: FastifyRequest, value: string, maxAgeSeconds: number): 
 export function registerSessionRoutes(app: FastifyInstance, deps: SessionRoutesDeps): void {
   app.post('/api/session', async (request, reply) => {
     const parsed = sessionRequestSchema.safeParse(request.body);
-    if (!parsed.success) return deps.sendError(reply, 400, 'invalid-request', formatZodError(parsed.error, 'session request'));
+    if (!parsed.success) return sendError(reply, 400, 'invalid-request', formatZodError(parsed.error, 'session request'));
     const scope = deps.tokens.scopeOf(parsed.data.token);
     if (scope === undefined) {
       deps.logger.warn({ remote: request.ip }, 'dashboard sign-in with an unknown token refused');
-      return deps.sendError(reply, 401, 'unauthorized', `that is not one of this coordinator's API tokens; ${TOKEN_HINT}`);
+      return sendError(reply, 401, 'unauthorized', `that is not one of this coordinator's API tokens; ${TOKEN_HINT}`);
     }
     return reply.header('set-cookie', cookie(request, parsed.data.token, SESSION_SECONDS)).send({ scope });
   });

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { DashboardSnapshot } from '@nixfarm/shared';
 import type { DashboardFeed } from './dashboard-feed.js';
 import { EVENT_STREAM_HEADERS, type EventStreams } from '../api/event-streams.js';
+import { sendError } from '../api/api-errors.js';
 
 export interface DashboardRoutesDeps {
   feed: Pick<DashboardFeed, 'snapshot' | 'subscribe'>;
@@ -41,7 +42,7 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
   app.get<{ Params: { asset: string } }>('/dashboard/:asset', async (request, reply) => {
     const asset = assets.get(request.params.asset);
     if (asset === undefined) {
-      return reply.code(404).send({ error: { code: 'no-such-route', message: `no dashboard file ${request.params.asset}; it has ${[...assets.keys()].join(', ')}` } });
+      return sendError(reply, 404, 'no-such-route', `no dashboard file ${request.params.asset}; it has ${[...assets.keys()].join(', ')}`);
     }
     return reply.headers(PAGE_HEADERS).type(asset.type).send(asset.body);
   });
