@@ -100,13 +100,13 @@ export function logCommand(): Command {
       }
       if (response === undefined || response.body === null) throw new CliError(`the coordinator sent no log for ${target}`, EXIT_USAGE);
       if (flags.json) return void process.stdout.write(`${JSON.stringify(await response.json(), null, 2)}\n`);
-      if (!flags.follow) return void (await copyToStdout(response, 0));
+      if (!flags.follow) return copyToStdout(response, 0);
       await followAcrossRestarts(baseUrl, token, response);
     });
 }
 
-/** Writes the body to stdout, leaving out its first `skip` bytes; answers how many bytes the body had. */
-async function copyToStdout(response: Response, skip: number, counted?: { bytes: number }): Promise<number> {
+/** Writes the body to stdout, leaving out its first `skip` bytes; `counted.bytes` follows how many bytes of the body came. */
+async function copyToStdout(response: Response, skip: number, counted?: { bytes: number }): Promise<void> {
   let seen = 0;
   for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
     const start = Math.min(chunk.length, Math.max(0, skip - seen));
@@ -115,7 +115,6 @@ async function copyToStdout(response: Response, skip: number, counted?: { bytes:
     if (start === chunk.length) continue;
     if (!process.stdout.write(start === 0 ? chunk : chunk.subarray(start))) await new Promise((r) => process.stdout.once('drain', r));
   }
-  return seen;
 }
 
 /** How long `log -f` keeps trying to reach a coordinator that went away mid-log, like `nixfarm build`. */

@@ -172,7 +172,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     const status = new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
     registerMetricsRoutes(app, { ...deps, metrics: deps.metrics, status });
     if (deps.graph !== undefined) {
-      const collector = new DashboardCollector({ redis: deps.redis, runs: deps.runs, graph: deps.graph, workers: deps.workers, farmStatus: status });
+      const collector = new DashboardCollector({ redis: deps.redis, runs: deps.runs, graph: deps.graph, farmStatus: status });
       const feed = new DashboardFeed({ collect: () => collector.collect(), logger: deps.logger.child({ component: 'dashboard' }) });
       app.addHook('onClose', async () => feed.stop());
       registerDashboardRoutes(app, { feed, streams });

@@ -12,18 +12,17 @@ import {
   type RunProgress,
   type RunView,
   type RunningBuild,
+  type WorkerListing,
 } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { RunService } from '../runs/run-service.js';
-import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 
 export interface DashboardCollectorOptions {
   redis: Redis;
   runs: Pick<RunService, 'list'>;
   graph: Pick<DerivationGraph, 'inRunWithStatus' | 'views'>;
-  workers: Pick<WorkerDirectory, 'list'>;
-  /** the same snapshot GET /api/status and /metrics use, so the three agree */
-  farmStatus: { collect(): Promise<FarmStatus> };
+  /** the same snapshot GET /api/status and /metrics use, so the three agree; its registry gives the speed factors */
+  farmStatus: { collectWithRegistry(): Promise<{ status: FarmStatus; registry: WorkerListing[] }> };
   /** recent runs shown (default 10) */
   recentRuns?: number;
   /** recent failures shown (default 20) */
@@ -67,11 +66,10 @@ export class DashboardCollector {
 
   async collect(): Promise<DashboardSnapshot> {
     const { redis, runs, farmStatus } = this.options;
-    const [status, recent, activeIds, registry] = await Promise.all([
-      farmStatus.collect(),
+    const [{ status, registry }, recent, activeIds] = await Promise.all([
+      farmStatus.collectWithRegistry(),
       runs.list(this.options.recentRuns ?? 10),
       redis.smembers(redisKeys.activeRuns),
-      this.options.workers.list(),
     ]);
     const [running, failures] = await Promise.all([this.running(activeIds), this.failures(recent)]);
     const speedFactors = new Map(registry.map((w) => [w.name, w.speedFactor]));

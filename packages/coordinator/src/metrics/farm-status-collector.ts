@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { parseQueueName, redisKeys, takesNewBuilds, type FarmStatus, type Logger, type QueueStatus } from '@nixfarm/shared';
+import { parseQueueName, redisKeys, takesNewBuilds, type FarmStatus, type Logger, type QueueStatus, type WorkerListing } from '@nixfarm/shared';
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { QueueWaitTracker } from './queue-wait-tracker.js';
@@ -22,6 +22,11 @@ export class FarmStatusCollector {
   constructor(private readonly options: FarmStatusCollectorOptions) {}
 
   async collect(): Promise<FarmStatus> {
+    return (await this.collectWithRegistry()).status;
+  }
+
+  /** The snapshot and the worker registry it was made from, for a reader that needs more of each worker than the status shows (the dashboard). */
+  async collectWithRegistry(): Promise<{ status: FarmStatus; registry: WorkerListing[] }> {
     const { redis, queues, workers, queueWaits, logger } = this.options;
     const names = await queues.names();
     const [counts, registry, activeRuns] = await Promise.all([
@@ -57,7 +62,7 @@ export class FarmStatusCollector {
       queueStatuses.map((q) => ({ name: q.name, system: q.system, requiredFeatures: q.features, waiting: q.waiting })),
       registry.map((w) => ({ ...w, takesNewBuilds: takesNewBuilds(w) })),
     );
-    return {
+    const status: FarmStatus = {
       at: now,
       queues: queueStatuses,
       workers: registry.map((w) => ({
@@ -74,5 +79,6 @@ export class FarmStatusCollector {
       scaling,
       activeRuns,
     };
+    return { status, registry };
   }
 }
