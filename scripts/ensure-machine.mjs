@@ -2,11 +2,12 @@
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
 // tools it drives (Nix, redis-server, a static busybox for test derivations,
 // the OpenSSH client, sshd for the bench's Nix remote builds; with --tests,
-// Debian's chromium for the dashboard test) and
-// node_modules. Runs before node_modules exist, so it uses nothing but Node
-// itself. Silent when everything is present already.
+// Debian's chromium for the dashboard test), a Nix that really builds (its
+// build users), and node_modules. Runs before node_modules exist, so it uses
+// nothing but Node itself. Silent when everything is present already.
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -112,6 +113,98 @@ if (missing.length > 0) {
     if (missing.some((r) => r.pkg === 'nix-bin')) say('  Nix elsewhere: https://nixos.org/download (the official installer), then open a new shell so nix-store is on PATH');
     if (missing.some((r) => r.pkg === 'redis-server')) say('  Redis elsewhere: your distribution\'s redis package, or https://redis.io/docs/latest/operate/oss_and_stack/install/');
     if (missing.some((r) => r.pkg === 'busybox-static')) say('  busybox: a statically linked busybox must be at /bin/busybox (test derivations run it inside the Nix sandbox)');
+    process.exit(1);
+  }
+}
+
+// Nix installed is not Nix that builds: Debian's nix-bin without its
+// recommended nix-setup-systemd leaves the compiled-in `build-users-group =
+// nixbld` pointing at a group that does not exist, and every build as root
+// fails. Only a real build tells, so build a trivial derivation, sandboxed,
+// the way the coordinator's own builds run.
+const BUILD_USERS_GROUP = 'nixbld';
+// Nix's installer makes 32; Nix takes one per concurrent build
+const BUILD_USER_COUNT = Math.max(32, cpus().length);
+
+/** undefined when Nix built the probe; else Nix's error text */
+function probeNixBuild() {
+  // builtin:buildenv needs no shell or busybox in the store, yet goes through
+  // build-user acquisition and the sandbox like any build. A fresh nonce makes
+  // Nix really build; the paths are deleted after.
+  const expr = '{ nonce }: derivation { name = "nixfarm-build-probe"; system = "builtin"; builder = "builtin:buildenv"; derivations = ""; manifest = "/dev/null"; inherit nonce; }';
+  const nonce = `${process.pid}-${Date.now()}`;
+  const nixOptions = ['--option', 'substituters', '', '--option', 'sandbox', 'true'];
+  const instantiated = spawnSync('nix-instantiate', [...nixOptions, '--argstr', 'nonce', nonce, '-E', expr], { encoding: 'utf8' });
+  if (instantiated.error) return instantiated.error.message;
+  if (instantiated.status !== 0) return (instantiated.stderr || `nix-instantiate exited with ${instantiated.status ?? instantiated.signal}`).trim();
+  const drv = instantiated.stdout.trim();
+  const built = spawnSync('nix-store', [...nixOptions, '--realise', drv], { encoding: 'utf8' });
+  const out = built.stdout?.trim();
+  spawnSync('nix-store', ['--delete', ...(built.status === 0 && out ? [out] : []), drv], { stdio: 'ignore' });
+  if (built.error) return built.error.message;
+  if (built.status !== 0) return (built.stderr || `nix-store --realise exited with ${built.status ?? built.signal}`).trim();
+  return undefined;
+}
+
+/** Nix's messages for a build-users group that is missing or empty (Nix 2.8, libstore/lock.cc) */
+function lacksBuildUsers(error) {
+  return error.includes(`group '${BUILD_USERS_GROUP}' specified in 'build-users-group' does not exist`) || error.includes(`build users group '${BUILD_USERS_GROUP}' has no members`);
+}
+
+function getent(database, key) {
+  return spawnSync('getent', [database, key], { stdio: 'ignore' }).status === 0;
+}
+
+/** As Nix's installer and Debian's nix-setup-systemd do: a system group, members without a login or a home */
+function createBuildUsers() {
+  const created = [];
+  if (!getent('group', BUILD_USERS_GROUP)) {
+    if (!run('groupadd', ['--system', BUILD_USERS_GROUP])) return undefined;
+    created.push(`group ${BUILD_USERS_GROUP}`);
+  }
+  const nologin = existsSync('/usr/sbin/nologin') ? '/usr/sbin/nologin' : '/sbin/nologin';
+  let users = 0;
+  for (let i = 1; i <= BUILD_USER_COUNT; i++) {
+    const user = `${BUILD_USERS_GROUP}${i}`;
+    if (getent('passwd', user)) continue;
+    const args = ['--system', '--gid', BUILD_USERS_GROUP, '--groups', BUILD_USERS_GROUP, '--no-user-group', '--no-create-home', '--home-dir', '/var/empty', '--shell', nologin, '--comment', `Nix build user ${i}`, '--password', '!', user];
+    const result = spawnSync('useradd', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (result.error || result.status !== 0) {
+      say(`useradd ${user} failed${result.error ? `: ${result.error.message}` : ` with ${result.status}`}`);
+      return undefined;
+    }
+    users++;
+  }
+  if (users > 0) created.push(`users ${BUILD_USERS_GROUP}1..${BUILD_USERS_GROUP}${BUILD_USER_COUNT} (no login shell, home /var/empty)`);
+  return created;
+}
+
+const probeError = probeNixBuild();
+if (probeError !== undefined) {
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  let fixed = false;
+  if (lacksBuildUsers(probeError) && isRoot) {
+    say(`Nix cannot build yet: ${probeError.split('\n').filter((l) => l.startsWith('error:')).at(-1) ?? probeError}`);
+    const created = createBuildUsers();
+    if (created !== undefined) {
+      say(`created Nix's build users, as Nix's installer does: ${created.join(', ')}`);
+      const again = probeNixBuild();
+      if (again === undefined) {
+        say('Nix builds now (probe: a sandboxed build of a trivial derivation)');
+        fixed = true;
+      } else {
+        say(`Nix still cannot build after creating the build users:\n${again}`);
+      }
+    }
+  }
+  if (!fixed) {
+    say('Nix is installed but cannot build (probe: a sandboxed build of a trivial derivation). Nix said:');
+    for (const line of probeError.split('\n')) say(`  ${line}`);
+    if (lacksBuildUsers(probeError)) {
+      say(`Create Nix's build users as root (what Nix's installer does), then run again:`);
+      say(`  groupadd --system ${BUILD_USERS_GROUP}`);
+      say(`  for i in $(seq 1 ${BUILD_USER_COUNT}); do useradd --system --gid ${BUILD_USERS_GROUP} --groups ${BUILD_USERS_GROUP} --no-user-group --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin ${BUILD_USERS_GROUP}$i; done`);
+    }
     process.exit(1);
   }
 }
