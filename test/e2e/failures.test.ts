@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
-import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
+import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
   drvPath: string;
@@ -19,6 +20,19 @@ function nameOf(drvPath: string): string {
   return drvPath.replace(/^\/nix\/store\/\w{32}-|\.drv$/g, '');
 }
 
+const execFileAsync = promisify(execFile);
+
+/**
+ * `colourful` fails after printing an error in colours, as compilers do on a
+ * terminal (`\\\\033` here is `\\033` in the .nix file, `\033` for printf).
+ */
+function colourfulFixture(): string {
+  return scriptedFixture(
+    'colours',
+    `  colourful = mk "colourful" ("echo 'colourful: about to fail " + salt + "'; printf '\\\\033[31;1merror:\\\\033[0m broke on purpose\\\\n' >&2; exit 3");
+`,
+  );
+}
 
 // Bad input (evaluation errors, malformed API bodies, unauthorised workers) is in bad-input.test.ts, thrown at a farm while a run builds.
 describe('failures', () => {
@@ -67,6 +81,37 @@ describe('failures', () => {
     const rebuilt = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', salt, '--rebuild-failed']);
     assert.equal(rebuilt.exitCode, 1);
     assert.match(rebuilt.stderr, new RegExp(`building ${fixture.names.failing} on gamma`));
+  });
+
+  it('keeps terminal colours out of errors: the CLI, the API, the dashboard and nixfarm why show plain text', async () => {
+    const file = colourfulFixture();
+    const salt = freshSalt();
+    const result = await farm.build([file, '-A', 'colourful', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
+    assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
+    const runId = runIdOf(result.stderr);
+    const [row] = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const drvPath = row!.drvPath;
+    // Nix 2.8 reports this error over the serve protocol as `\x1b[0mbuilder for '\x1b[35;1m/nix/store/...drv\x1b[0m' failed ...`.
+    const error = `builder for '${drvPath}' failed with exit code 3`;
+    assert.equal(row!.error, error);
+    assert.deepEqual(row!.logTail, [`colourful: about to fail ${salt}`, 'error: broke on purpose']);
+    assert.ok(result.stderr.includes(`FAILED: ${drvPath} on gamma: ${error}\n  last 2 log lines:\n  > colourful: about to fail ${salt}\n  > error: broke on purpose\n`), result.stderr);
+    assert.ok(!result.stderr.includes('\x1b'), `no escapes in the progress:\n${JSON.stringify(result.stderr)}`);
+
+    const why = await farm.cli(['why', drvPath]);
+    assert.equal(why.exitCode, 0, why.stderr);
+    assert.ok(why.stdout.includes(`Error: ${error}\n`), why.stdout);
+    assert.ok(!why.stdout.includes('\x1b'), JSON.stringify(why.stdout));
+    const dashboard = await farm.api<{ failures: Array<{ drvPath: string; error?: string }> }>('/api/dashboard');
+    assert.equal(dashboard.failures.find((f) => f.drvPath === drvPath)?.error, error);
+
+    // The log is stored as the serve session sent it (Nix already filtered the builder's colours there, as for any
+    // non-terminal): nixfarm leaves it alone, and nix-store --read-log on the coordinator reads the same.
+    const log = await farm.cli(['log', drvPath]);
+    assert.equal(log.exitCode, 0, log.stderr);
+    assert.equal(log.stdout, `colourful: about to fail ${salt}\nerror: broke on purpose\n`);
+    const { stdout: viaNix } = await execFileAsync('nix-store', ['--read-log', drvPath], { env: { ...process.env, NIX_LOG_DIR: farm.nixLogDir } });
+    assert.equal(viaNix, log.stdout);
   });
 
   it('ends a build that runs past --timeout as timed-out', async () => {
