@@ -221,6 +221,17 @@ export class WorkerEventHandler {
         const { ready } = outcome;
         ready.delayMs = this.retryBaseDelayMs * 2 ** Math.max(0, attempts - 1);
         logger.warn({ drvPath: event.drvPath, worker: event.worker, attempts, delayMs: ready.delayMs, error }, 'build aborted, retrying');
+        // Before the retry is queued, so a follower sees this attempt end before the next one starts.
+        await this.deps.events.emit(await graph.runsOf(hash), {
+          type: 'drv-retrying',
+          drvPath: event.drvPath,
+          worker: event.worker,
+          ...(error === undefined ? {} : { error }),
+          attempts,
+          maxAttempts: this.maxAttempts,
+          delayMs: ready.delayMs,
+          at: Date.now(),
+        });
         await this.deps.runs.enqueue([ready]);
       } else if (outcome.reason === 'stale') {
         logStale(logger, event, outcome.why, error);
