@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,15 +15,21 @@ const run = promisify(execFile);
  * Derivations that print known lines: `chatty` at once (stdout and stderr),
  * `slow` with pauses (for following it live), `killable` one line, a long
  * pause, then another (a worker is killed in the pause), `failing` a line
- * and exit 3. Every line carries the salt, so no store has seen it before.
+ * and exit 3; `silent` and `silentFailing` print nothing (the latter exits 1,
+ * so `afterSilentFailing` is never built). Every script carries the salt, so
+ * no store has seen it before.
  */
 function logFixture(): string {
   return scriptedFixture('logs', `  chatty = mk "chatty" ("echo chatty salt " + salt + "; echo 'chatty: line one'; echo 'chatty: on stderr' >&2; echo 'chatty: line three'; echo ok > $out");
   slow = mk "slow" ("echo 'slow: begun " + salt + "'; " + sleep 6 + "echo 'slow: middle'; " + sleep 3 + "echo 'slow: finished'; echo ok > $out");
   killable = mk "killable" ("echo 'killable: part one " + salt + "'; " + sleep 10 + "echo 'killable: part two'; echo ok > $out");
   failing = mk "failing" ("echo 'failing: about to fail " + salt + "'; exit 3");
+  silent = mk "silent" (": " + salt + "; \${bb}/bin/busybox touch $out");
+  inherit silentFailing;
+  afterSilentFailing = mk "after-silent-failing" ("echo \${silentFailing} > $out");
   local = derivation { name = "local"; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; preferLocalBuild = true; args = [ "-c" ("echo 'local: built on the coordinator " + salt + "'; echo ok > $out") ]; };
 `, `  sleep = s: "\${bb}/bin/busybox sleep " + toString s + "; ";
+  silentFailing = mk "silent-failing" (": " + salt + "; exit 1");
 `);
 }
 
@@ -118,6 +124,45 @@ describe('build logs', () => {
     const meta = JSON.parse((await farm.cli(['log', drvPath!, '--json'])).stdout) as { status: string; attempts: Array<{ end: string }> };
     assert.equal(meta.status, 'failed');
     assert.equal(meta.attempts[0]?.end, 'failed');
+  });
+
+  it('stores an empty log for a build that printed nothing, succeeded or failed, as Nix does; a derivation never built has none', async () => {
+    const salt = freshSalt();
+    const [silent, silentFailing, never] = await nixInstantiate(file, ['silent', 'silentFailing', 'afterSilentFailing'], { salt });
+    const built = await farm.build([file, '-A', 'silent', '-A', 'afterSilentFailing', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
+    assert.equal(built.exitCode, 1, built.stderr + farm.diagnostics());
+    assert.match(built.stderr, /built silent on w\d/);
+    assert.match(built.stderr, /FAILED: \/nix\/store\/\w{32}-silent-failing\.drv on w\d/);
+
+    for (const drvPath of [silent!, silentFailing!]) {
+      // Nix itself: the log exists and is empty (exit 0, nothing printed), not "not available".
+      const viaNix = spawnSync('nix-store', ['--read-log', drvPath], { env: { ...process.env, NIX_LOG_DIR: farm.nixLogDir }, encoding: 'utf8' });
+      assert.equal(viaNix.status, 0, `nix-store --read-log ${drvPath}: ${viaNix.stderr}`);
+      assert.equal(viaNix.stdout, '');
+      assert.equal(readFileSync(nixLayoutPath(farm, drvPath), 'utf8'), '');
+      const shown = await farm.cli(['log', drvPath]);
+      assert.equal(shown.exitCode, 0, shown.stderr);
+      assert.equal(shown.stdout, '');
+      assert.equal(shown.stderr, `nixfarm log: the build of ${drvPath} printed nothing (empty log)\n`);
+      const response = await fetch(new URL(`/api/logs?path=${drvPath}`, farm.address.httpUrl), { headers: farm.authHeaders('read') });
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('x-nixfarm-log-live'), 'false');
+      assert.equal(await response.text(), '');
+      const meta = JSON.parse((await farm.cli(['log', drvPath, '--json'])).stdout) as { source: string; complete: boolean; file?: string };
+      assert.deepEqual([meta.source, meta.complete, meta.file], ['file', true, nixLayoutPath(farm, drvPath)]);
+    }
+
+    // Never built (its input failed): no log, which is not an empty one: 404 from the API, exit 2 from the CLI, as Nix refuses it too.
+    const none = await fetch(new URL(`/api/logs?path=${never}`, farm.address.httpUrl), { headers: farm.authHeaders('read') });
+    assert.equal(none.status, 404);
+    assert.deepEqual(await none.json(), { error: { code: 'log-not-found', message: `no build log of ${never} is stored (status dependency-failed)` } });
+    const refused = await farm.cli(['log', never!]);
+    assert.equal(refused.exitCode, 2);
+    assert.equal(refused.stdout, '');
+    assert.equal(refused.stderr, `nixfarm: no build log of ${never} is stored (status dependency-failed)\n`);
+    const byPrefix = await farm.cli(['log', hashPart(never!).slice(0, 12)]);
+    assert.equal(byPrefix.stderr, refused.stderr, 'a hash prefix that names the derivation is not retried as a run id');
+    assert.equal(spawnSync('nix-store', ['--read-log', never!], { env: { ...process.env, NIX_LOG_DIR: farm.nixLogDir } }).status, 1);
   });
 
   it('stores the log of a build on the coordinator itself (preferLocalBuild)', async () => {

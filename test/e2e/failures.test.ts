@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
-import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
+import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
   drvPath: string;
@@ -19,6 +23,61 @@ function nameOf(drvPath: string): string {
   return drvPath.replace(/^\/nix\/store\/\w{32}-|\.drv$/g, '');
 }
 
+const execFileAsync = promisify(execFile);
+
+/** What a flaky download serves once it works: the fixed output's content. */
+const FETCHED = 'nixfarm flaky fetch\n';
+
+/**
+ * An HTTP server on loopback that refuses its first request (503) and serves
+ * FETCHED after: a fixed-output derivation that downloads from it fails once
+ * with a transient failure (Nix's verdict for a failed fixed-output builder,
+ * which nixfarm retries as aborted) and then succeeds.
+ */
+async function flakyServer(): Promise<{ server: Server; port: number; requests: () => number }> {
+  let requests = 0;
+  const server = createServer((_request, response) => {
+    requests++;
+    if (requests === 1) response.writeHead(503).end('try again\n');
+    else response.writeHead(200, { 'content-type': 'text/plain' }).end(FETCHED);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, requests: () => requests };
+}
+
+/**
+ * `fetch`: a fixed-output download from the flaky server on `port`, named by
+ * the salt (a fixed output's path depends on its name and hash only).
+ */
+function flakyFetchFixture(port: number): string {
+  const sha256 = createHash('sha256').update(FETCHED).digest('hex');
+  return scriptedFixture(
+    'flaky-fetch',
+    `  fetch = derivation { name = "flaky-fetch-" + salt; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; args = [ "-c" "\${bb}/bin/busybox wget -q -O $out http://127.0.0.1:${port}/payload" ]; outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "${sha256}"; };
+`,
+  );
+}
+
+/**
+ * `colourful` fails after printing an error in colours, as compilers do on a
+ * terminal (`\\\\033` here is `\\033` in the .nix file, `\033` for printf).
+ */
+function colourfulFixture(): string {
+  return scriptedFixture(
+    'colours',
+    `  colourful = mk "colourful" ("echo 'colourful: about to fail " + salt + "'; printf '\\\\033[31;1merror:\\\\033[0m broke on purpose\\\\n' >&2; exit 3");
+`,
+  );
+}
+
+/** Progress lines of `nixfarm build` (they start with the run's counts), with the counts parsed. */
+function progressLines(stderr: string): Array<{ line: string; done: number; total: number; running: number }> {
+  return stderr
+    .split('\n')
+    .map((line) => ({ line, m: /^\[(\d+)\/(\d+) done, (\d+) running/.exec(line) }))
+    .filter((p): p is { line: string; m: RegExpExecArray } => p.m !== null)
+    .map(({ line, m }) => ({ line, done: Number(m[1]), total: Number(m[2]), running: Number(m[3]) }));
+}
 
 // Bad input (evaluation errors, malformed API bodies, unauthorised workers) is in bad-input.test.ts, thrown at a farm while a run builds.
 describe('failures', () => {
@@ -67,6 +126,66 @@ describe('failures', () => {
     const rebuilt = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', salt, '--rebuild-failed']);
     assert.equal(rebuilt.exitCode, 1);
     assert.match(rebuilt.stderr, new RegExp(`building ${fixture.names.failing} on gamma`));
+  });
+
+  it('counts a retried derivation once: its aborted try leaves the running count, the retry enters it again', async () => {
+    const flaky = await flakyServer();
+    try {
+      const file = flakyFetchFixture(flaky.port);
+      const salt = freshSalt();
+      const result = await farm.build([file, '-A', 'fetch', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
+      assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
+      assert.equal(flaky.requests(), 2, 'one refused download, one that worked');
+      const drv = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`)).derivations;
+      assert.equal(drv.length, 1);
+      const fetchDrv = drv[0]!.drvPath;
+      const name = `flaky-fetch-${salt}`;
+      assert.deepEqual(
+        progressLines(result.stderr).map((p) => p.line),
+        [
+          `[0/1 done, 1 running] building ${name} on gamma`,
+          `[0/1 done, 0 running] ${name} aborted on gamma (try 1 of 5): Nix could not build ${fetchDrv} (TransientFailure): builder for '${fetchDrv}' failed with exit code 1; retrying in 1 s`,
+          `[0/1 done, 1 running] building ${name} on gamma`,
+          `[1/1 done, 0 running] built ${name} on gamma`,
+        ],
+        result.stderr,
+      );
+      for (const p of progressLines(result.stderr)) assert.ok(p.running <= p.total, `never more running than derivations: ${p.line}`);
+      assert.equal(drv[0]!.status, 'succeeded');
+    } finally {
+      flaky.server.close();
+    }
+  });
+
+  it('keeps terminal colours out of errors: the CLI, the API, the dashboard and nixfarm why show plain text', async () => {
+    const file = colourfulFixture();
+    const salt = freshSalt();
+    const result = await farm.build([file, '-A', 'colourful', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
+    assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
+    const runId = runIdOf(result.stderr);
+    const [row] = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const drvPath = row!.drvPath;
+    // Nix 2.8 reports this error over the serve protocol as `\x1b[0mbuilder for '\x1b[35;1m/nix/store/...drv\x1b[0m' failed ...`.
+    const error = `builder for '${drvPath}' failed with exit code 3`;
+    assert.equal(row!.error, error);
+    assert.deepEqual(row!.logTail, [`colourful: about to fail ${salt}`, 'error: broke on purpose']);
+    assert.ok(result.stderr.includes(`FAILED: ${drvPath} on gamma: ${error}\n  last 2 log lines:\n  > colourful: about to fail ${salt}\n  > error: broke on purpose\n`), result.stderr);
+    assert.ok(!result.stderr.includes('\x1b'), `no escapes in the progress:\n${JSON.stringify(result.stderr)}`);
+
+    const why = await farm.cli(['why', drvPath]);
+    assert.equal(why.exitCode, 0, why.stderr);
+    assert.ok(why.stdout.includes(`Error: ${error}\n`), why.stdout);
+    assert.ok(!why.stdout.includes('\x1b'), JSON.stringify(why.stdout));
+    const dashboard = await farm.api<{ failures: Array<{ drvPath: string; error?: string }> }>('/api/dashboard');
+    assert.equal(dashboard.failures.find((f) => f.drvPath === drvPath)?.error, error);
+
+    // The log is stored as the serve session sent it (Nix already filtered the builder's colours there, as for any
+    // non-terminal): nixfarm leaves it alone, and nix-store --read-log on the coordinator reads the same.
+    const log = await farm.cli(['log', drvPath]);
+    assert.equal(log.exitCode, 0, log.stderr);
+    assert.equal(log.stdout, `colourful: about to fail ${salt}\nerror: broke on purpose\n`);
+    const { stdout: viaNix } = await execFileAsync('nix-store', ['--read-log', drvPath], { env: { ...process.env, NIX_LOG_DIR: farm.nixLogDir } });
+    assert.equal(viaNix, log.stdout);
   });
 
   it('ends a build that runs past --timeout as timed-out', async () => {

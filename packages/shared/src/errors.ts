@@ -1,3 +1,5 @@
+import { stripTerminalEscapes } from './terminal-escapes.js';
+
 /**
  * Errors that carry meaning as data: `code` names the failure for machines,
  * `retryable` says whether trying again may help (an infrastructure fault)
@@ -36,9 +38,11 @@ export class InvalidStorePathError extends NixfarmError {
 export class NixCommandError extends NixfarmError {
   readonly command: readonly string[];
   readonly exitCode: number | undefined;
+  /** as Nix wrote it */
   readonly stderr: string;
   constructor(command: readonly string[], exitCode: number | undefined, stderr: string, options: { retryable?: boolean; code?: string } = {}) {
-    const summary = stderr.trim().split('\n').slice(-20).join('\n');
+    // The message is shown by the API and stored with a run: no terminal reads it, so no colours.
+    const summary = stripTerminalEscapes(stderr).trim().split('\n').slice(-20).join('\n');
     super(options.code ?? 'nix-command-failed', `${command.join(' ')} failed${exitCode === undefined ? '' : ` with exit code ${exitCode}`}:\n${summary}`, {
       retryable: options.retryable ?? false,
     });

@@ -1,4 +1,5 @@
 export * from './errors.js';
+export * from './terminal-escapes.js';
 export * from './store-path.js';
 export * from './derivation.js';
 export * from './build-status.js';

@@ -5,6 +5,7 @@ import { ApiClient, ApiRequestError, DEFAULT_COORDINATOR_URL } from '../api-clie
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { CliError, EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE } from '../exit-codes.js';
 import { collect, integer } from '../config-loader.js';
+import { RunTally } from '../run-tally.js';
 
 export { DEFAULT_COORDINATOR_URL };
 
@@ -26,18 +27,16 @@ export function extractPairs(argv: readonly string[], flag: string): { pairs: Ar
   return { pairs, rest };
 }
 
+/** Prints one line on stderr per event a person cares about, each starting with the run's counts after it. */
 class ProgressPrinter {
-  private done = 0;
-  private running = 0;
-  private failed = 0;
-  constructor(private readonly total: number) {}
-
-  private counts(): string {
-    return `[${this.done}/${this.total} done, ${this.running} running${this.failed > 0 ? `, ${this.failed} failed` : ''}]`;
+  private readonly tally: RunTally;
+  constructor(total: number) {
+    this.tally = new RunTally(total);
   }
 
   print(event: RunEvent): void {
-    const out = (line: string) => process.stderr.write(`${line}\n`);
+    this.tally.apply(event);
+    const out = (line: string) => process.stderr.write(`${this.tally.toString()} ${line}\n`);
     switch (event.type) {
       case 'run-started':
       case 'drv-queued':
@@ -47,32 +46,28 @@ class ProgressPrinter {
         const features = event.requiredFeatures.length > 0 ? `features ${event.requiredFeatures.join(', ')}` : 'no features';
         const workers =
           event.workers.length === 0 ? 'no worker is registered' : event.workers.map((w) => `${w.name}: ${w.reason}`).join('; ');
-        out(`UNSUPPORTED: no worker can build ${event.drvPath} (system ${event.system}, ${features}): ${workers}. It stays queued until a capable worker registers (Ctrl-C to stop waiting).`);
+        process.stderr.write(`UNSUPPORTED: no worker can build ${event.drvPath} (system ${event.system}, ${features}): ${workers}. It stays queued until a capable worker registers (Ctrl-C to stop waiting).\n`);
         return;
       }
       case 'drv-started':
-        this.running++;
-        out(`${this.counts()} building ${derivationName(event.drvPath)} on ${event.worker}`);
+        out(`building ${derivationName(event.drvPath)} on ${event.worker}`);
         return;
       case 'drv-handed-back':
-        this.running = Math.max(0, this.running - 1);
-        out(`${this.counts()} ${derivationName(event.drvPath)} handed back by ${event.worker} (${event.reason}); queued again`);
+        out(`${derivationName(event.drvPath)} handed back by ${event.worker} (${event.reason}); queued again`);
+        return;
+      case 'drv-retrying':
+        out(`${derivationName(event.drvPath)} aborted on ${event.worker} (try ${event.attempts} of ${event.maxAttempts})${event.error === undefined ? '' : `: ${event.error}`}; retrying in ${event.delayMs / 1000} s`);
         return;
       case 'drv-finished':
         if (event.status === 'succeeded') {
-          this.running = Math.max(0, this.running - 1);
-          this.done++;
-          out(`${this.counts()} built ${derivationName(event.drvPath)} on ${event.worker ?? '?'}`);
+          out(`built ${derivationName(event.drvPath)} on ${event.worker ?? '?'}`);
         } else if (event.status === 'dependency-failed') {
-          this.failed++;
-          out(`${this.counts()} ${derivationName(event.drvPath)}: dependency-failed (${event.error ?? 'an input failed'})`);
+          out(`${derivationName(event.drvPath)}: dependency-failed (${event.error ?? 'an input failed'})`);
         } else {
-          if (event.worker !== undefined) this.running = Math.max(0, this.running - 1);
-          this.failed++;
-          out(`${this.counts()} ${event.status.toUpperCase()}: ${event.drvPath}${event.worker === undefined ? '' : ` on ${event.worker}`}${event.error === undefined ? '' : `: ${event.error}`}`);
+          out(`${event.status.toUpperCase()}: ${event.drvPath}${event.worker === undefined ? '' : ` on ${event.worker}`}${event.error === undefined ? '' : `: ${event.error}`}`);
           if (event.logTail !== undefined && event.logTail.length > 0) {
-            out(`  last ${event.logTail.length} log lines:`);
-            for (const line of event.logTail) out(`  > ${line}`);
+            process.stderr.write(`  last ${event.logTail.length} log lines:\n`);
+            for (const line of event.logTail) process.stderr.write(`  > ${line}\n`);
           }
         }
         return;

@@ -14,7 +14,7 @@ interface LogFlags {
 
 /** A refusal by the coordinator (unknown derivation or run, ambiguous prefix, bad argument): exit 2. */
 class LogRequestError extends CliError {
-  constructor(readonly status: number, message: string) {
+  constructor(readonly status: number, readonly code: string | undefined, message: string) {
     super(message, EXIT_USAGE);
   }
 }
@@ -29,13 +29,14 @@ async function request(baseUrl: string, token: string | undefined, query: URLSea
   if (response.ok) return response;
   const text = await response.text();
   let message = text;
+  let code: string | undefined;
   try {
     const parsed = apiErrorSchema.safeParse(JSON.parse(text));
-    if (parsed.success) message = parsed.data.error.message;
+    if (parsed.success) ({ message, code } = parsed.data.error);
   } catch {
     // not JSON: the text is the message
   }
-  throw new LogRequestError(response.status, message);
+  throw new LogRequestError(response.status, code, message);
 }
 
 /**
@@ -67,7 +68,9 @@ export function logCommand(): Command {
         'The coordinator also stores each log in Nix\'s layout: `nix-store --read-log DRV` on it shows the same text.',
         'A build whose worker stopped reporting keeps what it streamed, ending in "nixfarm: log incomplete: ...".',
         '',
-        'Exit status: 0 printed, 2 unknown derivation or run, ambiguous prefix, or not a valid argument.',
+        'A build that printed nothing has an empty log: nothing on stdout, a note on stderr, exit 0.',
+        '',
+        'Exit status: 0 printed (or empty), 2 unknown derivation or run, no log (not built yet, or never built here), ambiguous prefix, or not a valid argument.',
         '',
         'Examples:',
         '  nixfarm log /nix/store/0c5x...-hello-2.12.drv',
@@ -93,16 +96,32 @@ export function logCommand(): Command {
           response = await request(baseUrl, token, query);
           break;
         } catch (error) {
-          // A word that named no derivation may still be a run id.
-          if (error instanceof LogRequestError && (error.status === 404 || error.status === 400) && i + 1 < candidates.length) continue;
+          // A word that named no derivation may still be a run id; one that named a derivation without a log did name it.
+          if (error instanceof LogRequestError && (error.status === 404 || error.status === 400) && error.code !== 'log-not-found' && i + 1 < candidates.length) continue;
           throw error;
         }
       }
       if (response === undefined || response.body === null) throw new CliError(`the coordinator sent no log for ${target}`, EXIT_USAGE);
       if (flags.json) return void process.stdout.write(`${JSON.stringify(await response.json(), null, 2)}\n`);
-      if (!flags.follow) return copyToStdout(response, 0);
+      if (!flags.follow) {
+        const printed = { bytes: 0 };
+        await copyToStdout(response, 0, printed);
+        if (printed.bytes === 0) noteEmptyLog(response, target);
+        return;
+      }
       await followAcrossRestarts(baseUrl, token, response);
     });
+}
+
+/** Nothing on stdout is an answer too: say which, on stderr, so it is not taken for a missing log (that is exit 2). */
+function noteEmptyLog(response: Response, target: string): void {
+  const drvPath = response.headers.get('x-nixfarm-drv-path') ?? target;
+  const live = response.headers.get('x-nixfarm-log-live') === 'true';
+  process.stderr.write(
+    live
+      ? `nixfarm log: the build of ${drvPath} has printed nothing yet (it is running; -f follows it)\n`
+      : `nixfarm log: the build of ${drvPath} printed nothing (empty log)\n`,
+  );
 }
 
 /** Writes the body to stdout, leaving out its first `skip` bytes; `counted.bytes` follows how many bytes of the body came. */

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { NixfarmError, assertDerivationPath, hashPart, formatZodError, redisKeys, runIdSchema, type Logger } from '@nixfarm/shared';
+import { NixfarmError, assertDerivationPath, hashPart, formatZodError, isBuildStatus, isTerminal, redisKeys, runIdSchema, type Logger } from '@nixfarm/shared';
 import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseWhyQuery } from '../explain/index.js';
 import type { RunService } from '../runs/run-service.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
@@ -33,6 +33,12 @@ const logQuerySchema = z
   })
   .strict()
   .refine((q) => (q.path === undefined) !== (q.run === undefined), { message: 'give exactly one of path (a .drv path, an output path or a hash prefix) or run (a run id, with attr)' });
+
+/** Why a known derivation has no log to show. */
+function noLogMessage(drvPath: string, status: string): string {
+  if (isBuildStatus(status) && !isTerminal(status)) return `no build log of ${drvPath} yet: it is ${status} (\`nixfarm log -f\` waits for its build)`;
+  return `no build log of ${drvPath} is stored (status ${status})`;
+}
 
 /**
  * Build logs: GET /api/logs?path=<drv|output|hash prefix> or ?run=<id>&attr=<name>
@@ -72,10 +78,13 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
       const found = await deps.logs.read(drvPath);
       if (found === undefined) return sendError(reply, 404, 'derivation-not-found', `no derivation known for ${drvPath}`);
       if (parsed.data.info === '1') return found.info;
+      // An empty body is a build that printed nothing (or nothing yet, live); no log at all is a 404, as nix-store --read-log refuses it.
+      if (found.info.source === 'none' && !found.info.live) return sendError(reply, 404, 'log-not-found', noLogMessage(drvPath, found.info.status));
       return reply
         .header('content-type', 'text/plain; charset=utf-8')
         .header('x-nixfarm-drv-path', drvPath)
         .header('x-nixfarm-log-complete', String(found.info.complete))
+        .header('x-nixfarm-log-live', String(found.info.live))
         .send(found.text);
     }
     // Asked for as server-sent events (a browser's EventSource): each piece of text is a `log` event, and `end` says the build ended.

@@ -354,10 +354,11 @@ export const API_OPERATIONS: ReadonlyArray<{ method: 'GET' | 'POST' | 'DELETE'; 
       ],
       responses: {
         '200': {
-          description: 'the log text (info=1: JSON about it)',
+          description: 'the log text, empty when the build printed nothing (info=1: JSON about it)',
           headers: {
             'x-nixfarm-drv-path': { description: 'the derivation the query resolved to', schema: { type: 'string' } },
             'x-nixfarm-log-complete': { description: 'false when a worker stopped reporting mid-build (not sent with follow=1)', schema: { type: 'string', enum: ['true', 'false'] } },
+            'x-nixfarm-log-live': { description: 'true while the build runs: an empty log then means nothing printed yet (not sent with follow=1)', schema: { type: 'string', enum: ['true', 'false'] } },
           },
           content: {
             'text/plain': { schema: { type: 'string' } },
@@ -368,7 +369,7 @@ export const API_OPERATIONS: ReadonlyArray<{ method: 'GET' | 'POST' | 'DELETE'; 
           },
         },
         '400': error('not a valid log query (invalid-request)'),
-        '404': error('no such derivation, or the run has no result for that attribute'),
+        '404': error('no such derivation, or the run has no result for that attribute; log-not-found: the derivation is known but has no log (not built yet, or never built here)'),
         '409': { description: 'a prefix matching several derivations', content: json(ref('AmbiguousQueryError')) },
       },
     },

@@ -1,6 +1,7 @@
 import {
   derivationName,
   hashPart,
+  stripTerminalEscapes,
   type BuildFinishedEvent,
   type BuildHandedBackEvent,
   type BuildStartedEvent,
@@ -82,7 +83,8 @@ export class WorkerEventHandler {
    * that needs a retry decision splits the batch, so its attempt count is read
    * after every earlier report was applied.
    */
-  async handleAll(all: readonly WorkerEvent[]): Promise<void> {
+  async handleAll(reported: readonly WorkerEvent[]): Promise<void> {
+    const all = reported.map(withoutTerminalEscapes);
     // Before the reports are applied: a run that ends with this batch has its logs stored when it is reported finished.
     await this.archiveLogs(all);
     // A hand-back splits the batch: a build handed back and started elsewhere in the same batch is applied in that order.
@@ -219,6 +221,17 @@ export class WorkerEventHandler {
         const { ready } = outcome;
         ready.delayMs = this.retryBaseDelayMs * 2 ** Math.max(0, attempts - 1);
         logger.warn({ drvPath: event.drvPath, worker: event.worker, attempts, delayMs: ready.delayMs, error }, 'build aborted, retrying');
+        // Before the retry is queued, so a follower sees this attempt end before the next one starts.
+        await this.deps.events.emit(await graph.runsOf(hash), {
+          type: 'drv-retrying',
+          drvPath: event.drvPath,
+          worker: event.worker,
+          ...(error === undefined ? {} : { error }),
+          attempts,
+          maxAttempts: this.maxAttempts,
+          delayMs: ready.delayMs,
+          at: Date.now(),
+        });
         await this.deps.runs.enqueue([ready]);
       } else if (outcome.reason === 'stale') {
         logStale(logger, event, outcome.why, error);
@@ -301,6 +314,24 @@ export class WorkerEventHandler {
     await runs.enqueue(finished.flatMap((f) => f.outcome.released));
     for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await runs.finalize(runId);
   }
+}
+
+/**
+ * A report's error and log tail as the coordinator keeps them: they are read
+ * from the API, the dashboard and `nixfarm why`, not a terminal, but Nix
+ * colours its error messages even as data (`\x1b[35;1m/nix/store/...drv\x1b[0m`
+ * in a serve-protocol build result). Log lines usually come filtered by Nix
+ * already (it filters for a non-terminal stderr); the tail is stripped too in
+ * case a store did not. The log itself is stored as sent. Done here, where
+ * every report enters, older workers' and local builds' too.
+ */
+function withoutTerminalEscapes(event: WorkerEvent): WorkerEvent {
+  if (event.type !== 'finished') return event;
+  return {
+    ...event,
+    logTail: event.logTail.map(stripTerminalEscapes),
+    ...(event.error === undefined ? {} : { error: stripTerminalEscapes(event.error) }),
+  };
 }
 
 /** The attempt a report speaks for: the worker, the BullMQ job and its try. */

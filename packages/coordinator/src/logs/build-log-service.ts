@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { hashPart, isBuildStatus, isTerminal, logAttemptKey, redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type Logger } from '@nixfarm/shared';
+import { hashPart, isBuildStatus, isTerminal, logAttemptKey, redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type Logger, type WorkerOutcome } from '@nixfarm/shared';
 import type { BuildLogStore } from './build-log-store.js';
 import { LogRenderer, type LogAttemptInfo } from './log-renderer.js';
 
@@ -14,7 +14,7 @@ export interface BuildLogInfo {
   drvPath: string;
   /** the derivation's status in the graph */
   status: string;
-  /** where the text came from: the live stream in Redis, the stored file, or nowhere (the build printed nothing or has not started) */
+  /** where the text came from: the live stream in Redis, the stored file (empty for a build that printed nothing), or nowhere (not built yet, or never built here) */
   source: 'stream' | 'file' | 'none';
   /** still being written by a running build */
   live: boolean;
@@ -148,16 +148,26 @@ export class BuildLogService {
   }
 
   /**
-   * Stores the logs of builds that reported their end with a streamed log,
-   * and of re-runs starting (the earlier attempt's part, marked incomplete
-   * when its worker vanished). The file holds every attempt in order: a
-   * re-run's log follows the lost one's. Failures are logged, never thrown:
-   * a log must not hold up the graph.
+   * Stores the logs of builds that reported their end, and of re-runs
+   * starting (the earlier attempt's part, marked incomplete when its worker
+   * vanished). The file holds every attempt in order: a re-run's log follows
+   * the lost one's. A build that printed nothing gets an empty file, as Nix
+   * keeps one: "printed nothing" and "no log" are different answers.
+   * Failures are logged, never thrown: a log must not hold up the graph.
    */
   async archive(events: ReadonlyArray<BuildStartedEvent | BuildFinishedEvent>): Promise<void> {
     const drvPaths = new Set<string>();
+    const silent = new Set<string>();
     for (const event of events) {
-      if (event.type === 'finished' ? event.logStreamed === true : event.attempt > 1) drvPaths.add(event.drvPath);
+      if (event.type === 'started') {
+        if (event.attempt > 1) drvPaths.add(event.drvPath);
+      } else if (event.logStreamed === true) {
+        drvPaths.add(event.drvPath);
+        silent.delete(event.drvPath);
+      } else if (builderAnswered(event.outcome)) {
+        drvPaths.add(event.drvPath);
+        silent.add(event.drvPath);
+      }
     }
     if (drvPaths.size === 0) return;
     const { redis, store, logger } = this.options;
@@ -167,16 +177,37 @@ export class BuildLogService {
     await Promise.all(
       [...drvPaths].map(async (drvPath, i) => {
         const entries = (replies[i]?.[1] ?? []) as StreamEntry[];
-        if (entries.length === 0) return;
+        // No entries after a streamed build: its lines were lost on the way (logged by the worker), which is not an empty log.
+        if (entries.length === 0 && !silent.has(drvPath)) return;
+        // A silent build after earlier attempts that printed: their lines are its derivation's log.
         const renderer = new LogRenderer();
         const text = entries.map(([, flat]) => renderer.consume(fieldsOf(flat))).join('') + renderer.finish();
         try {
           const file = await store.write(drvPath, text);
-          logger.debug({ drvPath, file, bytes: text.length }, 'build log stored');
+          logger.debug({ drvPath, file, bytes: text.length }, text.length === 0 ? 'empty build log stored (the build printed nothing)' : 'build log stored');
         } catch (error) {
           logger.warn({ err: error, drvPath }, 'storing the build log failed; it stays readable from Redis until the stream expires');
         }
       }),
     );
+  }
+}
+
+/**
+ * Whether the builder itself gave the verdict, so a report without streamed
+ * lines means it printed nothing. An aborted attempt may never have started
+ * the builder, and a cancelled one was cut off: no empty log is claimed for
+ * them. Exhaustive, so a new outcome is decided here.
+ */
+function builderAnswered(outcome: WorkerOutcome): boolean {
+  switch (outcome) {
+    case 'succeeded':
+    case 'failed':
+    case 'timed-out':
+    case 'log-limit-exceeded':
+      return true;
+    case 'aborted':
+    case 'cancelled':
+      return false;
   }
 }

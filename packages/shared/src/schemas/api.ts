@@ -90,6 +90,18 @@ export const runEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('drv-started'), drvPath: drvPathSchema, worker: workerNameSchema, at: z.number() }),
   /** a draining worker gave the build back unfinished; it is queued again for another worker (the try is not counted) */
   z.object({ type: z.literal('drv-handed-back'), drvPath: drvPathSchema, worker: workerNameSchema, reason: z.string(), at: z.number() }),
+  /** the attempt on `worker` ended without an answer from the builder (an infrastructure fault): the build is queued again after `delayMs` */
+  z.object({
+    type: z.literal('drv-retrying'),
+    drvPath: drvPathSchema,
+    worker: workerNameSchema,
+    error: z.string().optional(),
+    /** tries so far, and how many the coordinator makes before the build ends as aborted */
+    attempts: z.number().int().nonnegative(),
+    maxAttempts: z.number().int().positive(),
+    delayMs: z.number().nonnegative(),
+    at: z.number(),
+  }),
   z.object({
     type: z.literal('drv-finished'),
     drvPath: drvPathSchema,

@@ -43,7 +43,7 @@ export const buildFinishedEventSchema = z.object({
   exitCode: z.number().int().optional(),
   /** the last lines of the build log (at most 50 on failure) */
   logTail: z.array(z.string()),
-  /** the attempt streamed log lines to redisKeys.buildLog (absent: it printed nothing, there is no log to store) */
+  /** the attempt streamed log lines to redisKeys.buildLog (absent: it printed nothing; the coordinator stores an empty log when the builder gave the verdict) */
   logStreamed: z.boolean().optional(),
   error: z.string().optional(),
   timings: buildTimingsSchema,
