@@ -33,6 +33,8 @@ export interface GateDecision {
  */
 export class PlacementGate {
   private cache: { at: number; workers: WorkerInfo[] } | undefined;
+  /** bumped by forgetView, so a read that began before it is not cached after it */
+  private generation = 0;
   private readonly yieldingSince = new Map<string, number>();
 
   constructor(private readonly options: PlacementGateOptions) {}
@@ -62,10 +64,17 @@ export class PlacementGate {
     return { take: false, yieldTo: better.map((w) => w.name) };
   }
 
+  /** The next decision reads the registry afresh: other workers' loads changed (a wake-up follows their load updates). */
+  forgetView(): void {
+    this.cache = undefined;
+    this.generation++;
+  }
+
   private async liveWorkers(now: number): Promise<WorkerInfo[]> {
     if (this.cache !== undefined && now - this.cache.at < (this.options.cacheMs ?? 100)) return this.cache.workers;
+    const generation = this.generation;
     const workers = (await readWorkerRegistry(this.options.redis, now)).filter((w) => w.alive);
-    this.cache = { at: now, workers };
+    if (generation === this.generation) this.cache = { at: now, workers };
     return workers;
   }
 }
