@@ -23,10 +23,21 @@ const QUEUE = 'build@x86_64-linux';
 const slow = () => ({ name: 'slow', running: 0, maxJobs: 1, speedFactor: 1 });
 
 describe("the slow worker's placement gate", () => {
+  it('restarts the grace time when other jobs are next in line: a better worker that keeps taking work is never overtaken', async () => {
+    const gate = new PlacementGate({ redis: registry({ running: 0 }), self: slow, graceMs: 1500, cacheMs: 0 });
+    // A chain: the fast worker took each link within a second, so every look finds a new one next in line.
+    for (const [at, link] of [[0, 'link0'], [1000, 'link1'], [2000, 'link2'], [3000, 'link3']] as const) {
+      assert.deepEqual(await gate.decide(QUEUE, async () => [link], at), { take: false, yieldTo: ['fast'] }, `${link} at ${at} ms`);
+    }
+    // Stuck on link3 (next in line since 3000 ms): taken anyway once the grace time ran out for it.
+    assert.deepEqual(await gate.decide(QUEUE, async () => ['link3'], 4000), { take: false, yieldTo: ['fast'] });
+    assert.deepEqual(await gate.decide(QUEUE, async () => ['link3'], 4500), { take: true, yieldTo: [] });
+  });
+
   it('reads the registry afresh after forgetView, also when a read began before it', async () => {
     const fast = { running: 1 };
     const gate = new PlacementGate({ redis: registry(fast), self: slow, cacheMs: 60_000 });
-    const waiting = async () => true;
+    const waiting = async () => ['j1'];
     assert.deepEqual(await gate.decide(QUEUE, waiting), { take: true, yieldTo: [] }, 'fast is busy');
     fast.running = 0;
     assert.deepEqual(await gate.decide(QUEUE, waiting), { take: true, yieldTo: [] }, 'the cached view still has it busy');

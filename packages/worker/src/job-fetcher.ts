@@ -128,7 +128,8 @@ export class JobFetcher {
       const [queue, worker] = entries[(this.rotation + i) % entries.length]!;
       if (this.options.gate !== undefined) {
         const counter = this.counters.get(queue)!;
-        const decision = await this.options.gate.decide(queue, async () => (await counter.getJobCountByTypes('waiting', 'prioritized')) > 0);
+        // The heads of the waiting list and of the prioritized set: what getNextJob takes next.
+        const decision = await this.options.gate.decide(queue, async () => counter.getRanges(['waiting', 'prioritized'], 0, 0, true));
         if (!decision.take) {
           this.yielded = true;
           continue;
