@@ -129,7 +129,7 @@ describe('placement and explanations with draining and paused workers', () => {
       mget: async () => [listing('drainer', { draining: true }), listing('pauser', { paused: 'low on disk' })],
     } as unknown as Redis;
     const gate = new PlacementGate({ redis, self: () => ({ name: 'slow', running: 0, maxJobs: 1, speedFactor: 1 }) });
-    assert.deepEqual(await gate.decide('build@x86_64-linux', async () => true), { take: true, yieldTo: [] });
+    assert.deepEqual(await gate.decide('build@x86_64-linux', async () => ['j1']), { take: true, yieldTo: [] });
   });
 
   it('says a draining worker takes no new builds and a paused one why', () => {

@@ -29,6 +29,12 @@ export interface BuildExecutorDeps {
   outputHashes?: OutputHashes;
   /** streams each build's log live to Redis, for the coordinator to follow and store; absent: only the tail travels in the report */
   logStream?: { redis: Redis; maxBytes?: number };
+  /**
+   * Awaited once the build and its copy-out are over, right before the finished
+   * report goes out: the worker advertises the slot free here, so the work this
+   * report releases never finds the worker busy in the registry. Must not throw.
+   */
+  beforeReport?: (jobId: string) => Promise<void>;
 }
 
 /** Lines of log kept for the report on failure. */
@@ -75,6 +81,7 @@ export class BuildExecutor {
     await stream?.end(result.outcome);
     timings.totalMs = Date.now() - started;
     const tail = log.toArray();
+    await this.deps.beforeReport?.(job.jobId);
     await publisher.publish({
       type: 'finished',
       drvPath: build.drvPath,

@@ -27,6 +27,7 @@ import { JobRunner } from './job-runner.js';
 import { BuildExecutor } from './build-executor.js';
 import { narHashesIn } from './output-hashes.js';
 import { JobFetcher } from './job-fetcher.js';
+import { BuildSlots } from './build-slots.js';
 import { PlacementGate } from './placement-gate.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
 import { loadOrCreateWorkerKey, writeSshClientConfig } from './ssh-identity.js';
@@ -77,7 +78,7 @@ export class FarmWorker {
   private redis: Redis | undefined;
   private fetcher: JobFetcher | undefined;
   private heartbeat: WorkerHeartbeat | undefined;
-  private readonly running = new Set<Promise<void>>();
+  private readonly slots: BuildSlots;
   /** running builds by derivation hash, so the coordinator can stop one (a cancelled run) and a leaving worker can hand them back */
   private readonly builds = new Map<string, RunningBuild>();
   private readonly handBacks = new HandBackRegistry();
@@ -87,7 +88,6 @@ export class FarmWorker {
   private cancelSubscriber: Redis | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
-  private slotFreed: (() => void) | undefined;
   private pools: ServePool[] = [];
   private ssh: { configPath: string; hostAlias: string; controlDir: string | undefined; stateDir: string } | undefined;
 
@@ -100,10 +100,11 @@ export class FarmWorker {
       setting: '--min-free-disk',
       logger: this.logger,
     });
+    this.slots = new BuildSlots({ maxJobs: this.config.maxJobs, advertise: async () => this.heartbeat?.beat() });
   }
 
   get runningJobs(): number {
-    return this.running.size;
+    return this.slots.taken;
   }
 
   async start(): Promise<void> {
@@ -150,12 +151,13 @@ export class FarmWorker {
       maxLogBytes: config.maxLogSize,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
-    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local), logStream: { redis, maxBytes: config.maxLogSize } });
+    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local), logStream: { redis, maxBytes: config.maxLogSize }, beforeReport: (jobId) => this.slots.releasing(jobId) });
     const runner = new JobRunner({ executor, logger, lockDurationMs, handBacks: this.handBacks });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({
       redis,
-      self: () => ({ name: config.name, running: this.running.size, maxJobs: config.maxJobs, speedFactor: config.speedFactor }),
+      // The advertised load, as the other workers see it: both sides of a comparison must use the same numbers, or both may yield.
+      self: () => ({ name: config.name, running: this.slots.advertised, maxJobs: config.maxJobs, speedFactor: config.speedFactor }),
     });
     this.fetcher = new JobFetcher({ redis, subscriber: redis.duplicate(), capabilities, workerName: config.name, logger, lockDurationMs, gate });
     const startedAt = Date.now();
@@ -166,7 +168,7 @@ export class FarmWorker {
         ...capabilities,
         maxJobs: config.maxJobs,
         speedFactor: config.speedFactor,
-        running: this.running.size,
+        running: this.slots.advertised,
         heartbeatAt: Date.now(),
         startedAt,
         host: os.hostname(),
@@ -200,8 +202,8 @@ export class FarmWorker {
     const fetcher = this.fetcher!;
     let paused: string | undefined;
     while (!this.stopping) {
-      if (this.running.size >= this.config.maxJobs) {
-        await new Promise<void>((resolve) => (this.slotFreed = resolve));
+      if (this.slots.full) {
+        await this.slots.nextFree();
         continue;
       }
       // Low on disk: no new builds (running ones go on) until space is back; the change is advertised at once.
@@ -235,19 +237,14 @@ export class FarmWorker {
       const hash = String(fetched.job.id).split('.')[0]!;
       const build: RunningBuild = { jobId: String(fetched.job.id), canceller: new AbortController() };
       this.builds.set(hash, build);
-      const task = runner
-        .run(fetched.job, fetched.token, build.canceller.signal)
-        .catch((error: unknown) => this.logger.error({ err: error, jobId: fetched.job.id }, 'job failed to report'))
-        .finally(() => {
-          this.running.delete(task);
-          if (this.builds.get(hash) === build) this.builds.delete(hash);
-          void this.heartbeat?.beat().catch(() => undefined);
-          const freed = this.slotFreed;
-          this.slotFreed = undefined;
-          freed?.();
-        });
-      this.running.add(task);
-      void this.heartbeat?.beat().catch(() => undefined);
+      this.slots.run(build.jobId, () =>
+        runner
+          .run(fetched.job, fetched.token, build.canceller.signal)
+          .catch((error: unknown) => this.logger.error({ err: error, jobId: fetched.job.id }, 'job failed to report'))
+          .finally(() => {
+            if (this.builds.get(hash) === build) this.builds.delete(hash);
+          }),
+      );
     }
   }
 
@@ -264,18 +261,18 @@ export class FarmWorker {
     this.draining = true;
     await this.stopFetching();
     await this.heartbeat?.beat().catch(() => undefined);
-    const waitedFor = this.running.size;
+    const waitedFor = this.slots.taken;
     this.logger.info({ running: waitedFor, deadline: new Date(deadline).toISOString(), drainSeconds: timeoutMs / 1000 }, 'draining: taking no new builds');
     options.onDraining?.({ running: waitedFor, deadline });
     let timer: NodeJS.Timeout | undefined;
     const cause = await Promise.race([
-      Promise.allSettled([...this.running]).then(() => undefined),
+      this.slots.settled().then(() => undefined),
       new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs))),
       ...(options.handBackNow === undefined ? [] : [options.handBackNow.then(() => 'told' as const, () => 'told' as const)]),
     ]);
     clearTimeout(timer);
     const before = this.handBacks.total;
-    if (cause !== undefined && this.running.size > 0) {
+    if (cause !== undefined && this.slots.taken > 0) {
       this.handBackRunning(
         cause === 'timeout'
           ? `worker ${this.config.name} is leaving and its drain timeout of ${timeoutMs / 1000} s ran out`
@@ -300,14 +297,14 @@ export class FarmWorker {
   private async stopFetching(): Promise<void> {
     this.stopping = true;
     this.fetcher?.wakeUp();
-    this.slotFreed?.();
+    this.slots.interrupt();
     await this.loop;
   }
 
   /** Stops taking jobs, lets running builds finish, then leaves. */
   async stop(): Promise<void> {
     await this.stopFetching();
-    await Promise.allSettled([...this.running]);
+    await this.slots.settled();
     await this.fetcher?.close();
     this.cancelSubscriber?.disconnect();
     await this.heartbeat?.stop().catch(() => undefined);

@@ -38,6 +38,8 @@ export class JobFetcher {
   private yielded = false;
   private readonly ineligible = new Set<string>();
   private wake: (() => void) | undefined;
+  /** a wake-up came while no idle() waited (mid-pass, or while the slots were full): the next idle() returns at once */
+  private wakePending = false;
   private rotation = 0;
   private closed = false;
 
@@ -47,8 +49,11 @@ export class JobFetcher {
     await this.refreshQueues();
     await this.options.subscriber.subscribe(redisKeys.queueWakeups);
     this.options.subscriber.on('message', (_channel: string, queue: string) => {
-      if (!this.queues.has(queue) && !this.ineligible.has(queue)) void this.refreshQueues().then(() => this.wakeUp());
-      else if (this.queues.has(queue)) this.wakeUp();
+      if (this.ineligible.has(queue)) return;
+      // New work was queued on a report, and a worker advertises its load before it reports: a view read before now may be stale.
+      this.options.gate?.forgetView();
+      if (!this.queues.has(queue)) void this.refreshQueues().then(() => this.wakeUp());
+      else this.wakeUp();
     });
   }
 
@@ -59,11 +64,16 @@ export class JobFetcher {
   wakeUp(): void {
     const wake = this.wake;
     this.wake = undefined;
+    if (wake === undefined) this.wakePending = true;
     wake?.();
   }
 
-  /** Resolves after a wake-up or the idle poll interval, whichever comes first. */
+  /** Resolves after a wake-up or the idle poll interval, whichever comes first; at once if a wake-up came since the last pass began. */
   async idle(): Promise<void> {
+    if (this.wakePending) {
+      this.wakePending = false;
+      return;
+    }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.wake = undefined;
@@ -111,12 +121,15 @@ export class JobFetcher {
   async fetch(): Promise<FetchedJob | undefined> {
     if (this.closed) return undefined;
     const entries = [...this.queues.entries()];
+    // This pass sees what was queued before it; a wake-up from now on is for work it may miss.
+    this.wakePending = false;
     this.yielded = false;
     for (let i = 0; i < entries.length; i++) {
       const [queue, worker] = entries[(this.rotation + i) % entries.length]!;
       if (this.options.gate !== undefined) {
         const counter = this.counters.get(queue)!;
-        const decision = await this.options.gate.decide(queue, async () => (await counter.getJobCountByTypes('waiting', 'prioritized')) > 0);
+        // The heads of the waiting list and of the prioritized set: what getNextJob takes next.
+        const decision = await this.options.gate.decide(queue, async () => counter.getRanges(['waiting', 'prioritized'], 0, 0, true));
         if (!decision.take) {
           this.yielded = true;
           continue;
