@@ -46,6 +46,10 @@ export const buildFinishedEventSchema = z.object({
   /** the attempt streamed log lines to redisKeys.buildLog (absent: it printed nothing, there is no log to store) */
   logStreamed: z.boolean().optional(),
   error: z.string().optional(),
+  /** what went wrong, for machines (a Nix build failure's kind, like nix-output-cycle, or an infrastructure fault's); absent from older workers */
+  errorCode: z.string().min(1).max(100).optional(),
+  /** false: another try cannot help, so an aborted build ends at once instead of being retried; absent: the outcome decides, as before */
+  retryable: z.boolean().optional(),
   timings: buildTimingsSchema,
   at: z.number(),
 });
