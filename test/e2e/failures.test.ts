@@ -5,12 +5,13 @@ import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
-import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
+import { chain, cyclicOutputs, failingBranch, freshSalt, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
   drvPath: string;
   status: string;
   worker?: string;
+  attempts?: number;
   error?: string;
   logTail?: string[];
 }
@@ -67,6 +68,26 @@ describe('failures', () => {
     const rebuilt = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', salt, '--rebuild-failed']);
     assert.equal(rebuilt.exitCode, 1);
     assert.match(rebuilt.stderr, new RegExp(`building ${fixture.names.failing} on gamma`));
+  });
+
+  it("fails a derivation whose outputs refer to each other in a cycle at once (Nix's multiple-outputs.nix cyclic): one try, Nix's words, no retries", async () => {
+    const fixture = cyclicOutputs();
+    const started = Date.now();
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    const took = Date.now() - started;
+    assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
+    assert.match(result.stderr, new RegExp(`FAILED: /nix/store/\\w{32}-${fixture.name}\\.drv on gamma: error: cycle detected in build of`));
+    assert.doesNotMatch(result.stderr, /ABORTED|gave up after/);
+    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
+    assert.deepEqual(
+      derivations.map((d) => [nameOf(d.drvPath), d.status, d.attempts, d.worker]),
+      [[fixture.name, 'failed', 1, 'gamma']],
+    );
+    const error = derivations[0]!.error ?? '';
+    assert.match(error, new RegExp(`^error: cycle detected in build of '/nix/store/\\w{32}-${fixture.name}\\.drv' in the references of output '[abc]' from output '[abc]'$`));
+    assert.doesNotMatch(error, /\x1b/, 'without terminal colours');
+    // Five tries with back-off (1+2+4+8 s) took over 15 s; one try takes a few.
+    assert.ok(took < 12_000, `took ${took} ms`);
   });
 
   it('ends a build that runs past --timeout as timed-out', async () => {
