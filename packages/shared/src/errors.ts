@@ -67,6 +67,7 @@ export interface NixSetupErrorOptions {
   /** when it was seen, e.g. "checked at start with a trivial build" */
   context?: string;
   cause?: unknown;
+  details?: Record<string, unknown>;
 }
 
 /**
@@ -83,7 +84,7 @@ export class NixSetupError extends NixfarmError {
   constructor(options: NixSetupErrorOptions) {
     const context = options.context === undefined ? '' : ` (${options.context})`;
     const fix = options.fix.split('\n').join('\n       ');
-    super(options.code, `${options.nix} cannot build${context}: ${options.nixMessage}\n  fix: ${fix}`, { retryable: false, cause: options.cause });
+    super(options.code, `${options.nix} cannot build${context}: ${options.nixMessage}\n  fix: ${fix}`, { retryable: false, cause: options.cause, details: options.details });
     this.nix = options.nix;
     this.nixMessage = options.nixMessage;
     this.fix = options.fix;

@@ -26,6 +26,8 @@ export interface NixBuildProbeOptions {
 
 export interface NixBuildProbeResult {
   ms: number;
+  /** the output path it built (and deleted) */
+  path: string;
 }
 
 export const PROBE_NAME = 'nixfarm-build-probe';
@@ -74,10 +76,10 @@ export async function probeNixBuild(options: NixBuildProbeOptions): Promise<NixB
   let lastError: NixSetupError | undefined;
   for (let attempt = 1; attempt <= 2; attempt++) {
     const outcome = await probeOnce(options);
-    if (outcome === undefined) {
+    if (outcome.error === undefined) {
       const ms = Date.now() - started;
-      options.logger.debug({ nix: options.nix, ms, attempt }, 'Nix build probe passed');
-      return { ms };
+      options.logger.debug({ nix: options.nix, ms, attempt, path: outcome.path }, 'Nix build probe passed');
+      return { ms, path: outcome.path };
     }
     lastError = outcome.error;
     if (!outcome.worthRetry) break;
@@ -86,7 +88,8 @@ export async function probeNixBuild(options: NixBuildProbeOptions): Promise<NixB
   throw lastError!;
 }
 
-async function probeOnce(options: NixBuildProbeOptions): Promise<{ error: NixSetupError; worthRetry: boolean } | undefined> {
+/** One try: no error when Nix built it; `path` names the probe's output path either way. */
+async function probeOnce(options: NixBuildProbeOptions): Promise<{ path: string; error?: NixSetupError; worthRetry?: boolean }> {
   const out = freshStorePath('');
   const drvPath = freshStorePath('.drv');
   const timeoutMs = options.timeoutMs ?? 60_000;
@@ -110,27 +113,33 @@ async function probeOnce(options: NixBuildProbeOptions): Promise<{ error: NixSet
       }
     });
   } catch (error) {
+    await removeLockFile(out);
     const nixMessage = timedOut
       ? `a trivial build did not end within ${timeoutMs / 1000} s (are all of Nix's build users busy, or is its store locked?)`
       : error instanceof Error
         ? error.message
         : String(error);
-    return { error: setupError(options, 'nix-cannot-build', nixMessage, GENERIC_FIX, error), worthRetry: !timedOut && !(error instanceof NixfarmError && !error.retryable) };
+    return { path: out, error: setupError(options, out, 'nix-cannot-build', nixMessage, GENERIC_FIX, error), worthRetry: !timedOut && !(error instanceof NixfarmError && !error.retryable) };
   }
   if (buildSucceeded(result.status)) {
     await deleteProbeOutput(options, out);
-    return undefined;
+    return { path: out };
   }
-  // A build refused before it ran leaves Nix's lock file of the output path (a GC would take it); the session that held it is closed.
-  await rm(`${out}.lock`, { force: true }).catch(() => undefined);
+  await removeLockFile(out);
   const failure = classifyNixBuildFailure(result.status, result.errorMessage);
-  if (failure.kind === 'machine') return { error: setupError(options, failure.code, failure.message, failure.fix ?? GENERIC_FIX), worthRetry: false };
+  if (failure.kind === 'machine') return { path: out, error: setupError(options, out, failure.code, failure.message, failure.fix ?? GENERIC_FIX), worthRetry: false };
   const said = stderr.filter((l) => l.trim() !== '').join('\n');
-  return { error: setupError(options, 'nix-cannot-build', said === '' ? failure.message : `${failure.message}\n${said}`, GENERIC_FIX), worthRetry: failure.kind === 'transient' };
+  return { path: out, error: setupError(options, out, 'nix-cannot-build', said === '' ? failure.message : `${failure.message}\n${said}`, GENERIC_FIX), worthRetry: failure.kind === 'transient' };
 }
 
-function setupError(options: NixBuildProbeOptions, code: string, nixMessage: string, fix: string, cause?: unknown): NixSetupError {
-  return new NixSetupError({ nix: options.nix, code, nixMessage, fix: options.alternative === undefined ? fix : `${fix}\n${options.alternative}`, context: CONTEXT, ...(cause === undefined ? {} : { cause }) });
+function setupError(options: NixBuildProbeOptions, path: string, code: string, nixMessage: string, fix: string, cause?: unknown): NixSetupError {
+  const fullFix = options.alternative === undefined ? fix : `${fix}\n${options.alternative}`;
+  return new NixSetupError({ nix: options.nix, code, nixMessage, fix: fullFix, context: CONTEXT, details: { probePath: path }, ...(cause === undefined ? {} : { cause }) });
+}
+
+/** A build refused before it ran leaves Nix's lock file of the output path (a GC would take it); the session that held it is closed by now. */
+async function removeLockFile(out: string): Promise<void> {
+  await rm(`${out}.lock`, { force: true }).catch(() => undefined);
 }
 
 /** The probe leaves nothing behind; a path it cannot delete is harmless (the next GC takes it), so that only warns. */
