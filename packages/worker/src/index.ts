@@ -13,3 +13,4 @@ export * from './coordinator-store-pool.js';
 export * from './worker-event-publisher.js';
 export * from './hand-back.js';
 export * from './disk-floor.js';
+export * from './nix-setup-pause.js';
