@@ -8,7 +8,7 @@ import { NixSetupError, localStorePool, probeNixBuild, type ServePool, type Serv
 import { NixSetupPause } from '@nixfarm/worker';
 import { TestFarm, sleep } from '../harness/test-farm.js';
 import type { BuildRecord } from '../harness/build-timeline.js';
-import { chain, freshSalt } from '../harness/nix-fixtures.js';
+import { chain, freshSalt, scriptedFixture } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 import { removeTreeSync } from '../harness/process-cleanup.js';
 import { auditRun } from '../chaos/run-audit.js';
@@ -53,7 +53,7 @@ describe('a worker whose Nix cannot build what it advertises', () => {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(2, { system: 'x86_64-darwin' }).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 300_000 });
     await pollFor(() => build.stderrSoFar().includes('handed back by fake-mac'), 60_000, () => `a hand-back:\n${build.stderrSoFar()}\n${farm.diagnostics()}`);
     const nixSays = "worker fake-mac's Nix cannot build: error: a 'x86_64-darwin' with features \\{\\} is required to build '/nix/store/\\w{32}-link-0\\.drv', but I am a 'x86_64-linux' with features \\{[^}]*\\}";
-    const fix = '\\(fix: make this Nix build for x86_64-darwin: extra-platforms = x86_64-darwin \\(or the features in system-features\\) in nix\\.conf, or --nix-option or stop advertising what it cannot build \\(--system, --features\\)\\)';
+    const fix = "\\(fix: make this Nix build it: extra-platforms = x86_64-darwin in nix\\.conf \\(or --nix-option\\) or stop sending it such builds \\(a worker's --system and --features say what it takes\\)\\)";
     assert.match(build.stderrSoFar(), new RegExp(`link-0 handed back by fake-mac \\(${nixSays} ${fix}\\); queued again`));
 
     const paused = await pollFor(async () => (await listed('fake-mac'))?.paused, 15_000, () => 'fake-mac to advertise its pause');
@@ -83,7 +83,60 @@ describe('a worker whose Nix cannot build what it advertises', () => {
     assert.equal(fakeMac.process.exitCode, null, 'paused, not gone');
     assert.ok((await listed('fake-mac'))?.paused !== undefined, 'still paused');
     const log = readFileSync(fakeMac.logFile, 'utf8');
-    assert.equal(log.match(/Nix cannot build here: taking no new builds, handing builds back for other workers; fix: make this Nix build for x86_64-darwin/g)?.length, 1, 'the fix is logged once');
+    assert.equal(log.match(/Nix cannot build here: taking no new builds, handing builds back for other workers; fix: make this Nix build it: extra-platforms = x86_64-darwin/g)?.length, 1, 'the fix is logged once');
+  });
+});
+
+describe("the coordinator's own builds when its Nix cannot take them", () => {
+  let farm: TestFarm;
+
+  before(async () => {
+    farm = await TestFarm.start({ workers: [] });
+  });
+
+  after(async () => {
+    await farm?.stop();
+  });
+
+  // The start-up probe passes (it needs no feature); these preferLocalBuild derivations of the coordinator's system are
+  // taken locally (LocalBuilder checks system, not features), and its Nix refuses them: a setup fault on the coordinator.
+  const file = scriptedFixture(
+    'local-feature',
+    `  inherit a b;
+  all = mk "local-feature-all" "echo \${a} \${b} > $out";
+`,
+    `  local = name: derivation { inherit name; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; preferLocalBuild = true; requiredSystemFeatures = [ "nixfarm-missing-feature" ]; args = [ "-c" ("echo " + salt + " > $out") ]; };
+  a = local "local-needs-feature-a";
+  b = local "local-needs-feature-b";
+`,
+  );
+
+  it("ends them aborted at once, each with the coordinator's Nix, Nix's words and the fix, and logs the fix once", async () => {
+    const started = Date.now();
+    const result = await farm.build([file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    const took = Date.now() - started;
+    assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
+    const { derivations } = await farm.api<{ derivations: Array<Row & { error?: string }> }>(`/api/runs/${/run (\w+)/.exec(result.stderr)![1]}/derivations`);
+    const byName = new Map(derivations.map((d) => [d.name, d]));
+    assert.equal(byName.get('local-feature-all')?.status, 'dependency-failed');
+    for (const name of ['local-needs-feature-a', 'local-needs-feature-b']) {
+      const row = byName.get(name);
+      assert.deepEqual([row?.status, row?.worker, row?.attempts], ['aborted', 'coordinator', 1], name);
+      assert.match(
+        row?.error ?? '',
+        new RegExp(
+          `^the coordinator's Nix cannot build: error: a 'x86_64-linux' with features \\{nixfarm-missing-feature\\} is required to build '/nix/store/\\w{32}-${name}\\.drv', but I am a 'x86_64-linux' with features \\{[^}]*\\}\n` +
+            '  fix: make this Nix build it: extra-system-features = nixfarm-missing-feature in nix\\.conf \\(or --nix-option\\)\n' +
+            "       or stop sending it such builds \\(a worker's --system and --features say what it takes\\)\n" +
+            '       or start the coordinator with --no-local-builds \\(workers then build preferLocalBuild derivations too\\)$',
+        ),
+      );
+    }
+    assert.doesNotMatch(result.stderr, /gave up after/);
+    // Five tries with back-off (1+2+4+8 s) took over 15 s.
+    assert.ok(took < 12_000, `took ${took} ms`);
+    const log = readFileSync(join(farm.dir, 'coordinator.log'), 'utf8');
+    assert.equal(log.match(/the coordinator's Nix cannot build: its local builds end aborted at once; fix: /g)?.length, 1, 'two derivations, one log line');
   });
 });
 

@@ -23,6 +23,11 @@ const SEEN: Record<string, { status: NixBuildStatus; message: string }> = {
     message:
       "\x1b[31;1merror:\x1b[0m a '\x1b[35;1mx86_64-darwin\x1b[0m' with features {\x1b[35;1m\x1b[0m} is required to build '\x1b[35;1m/nix/store/hvikm9813gznxj5sjy0yzn61c8j8sc14-darwin.drv\x1b[0m', but I am a '\x1b[35;1mx86_64-linux\x1b[0m' with features {\x1b[35;1mbenchmark, big-parallel, kvm, nixos-test\x1b[0m}",
   },
+  features: {
+    status: 'MiscFailure',
+    message:
+      "\x1b[31;1merror:\x1b[0m a '\x1b[35;1mx86_64-linux\x1b[0m' with features {\x1b[35;1mkvm, kvm-nope\x1b[0m} is required to build '\x1b[35;1m/nix/store/mpvm8c8rrpm1wz2m6cjhi0c6ywd8mjch-feat.drv\x1b[0m', but I am a '\x1b[35;1mx86_64-linux\x1b[0m' with features {\x1b[35;1mbenchmark, big-parallel, kvm, nixos-test\x1b[0m}",
+  },
   noChroot: {
     status: 'MiscFailure',
     message: "\x1b[31;1merror:\x1b[0m derivation '\x1b[35;1m/nix/store/g1f18jdp5bnqwyw6kpb1rc6b246fny70-nochroot.drv\x1b[0m' has '__noChroot' set, but that's not allowed when 'sandbox' is 'true'",
@@ -63,12 +68,17 @@ describe('classifyNixBuildFailure: whose fault a failed Nix build is', () => {
     assert.match(empty.fix ?? '', /useradd .*nogroup\$i/);
   });
 
-  it('calls a platform the machine cannot build its setup, naming the platform', () => {
+  it('calls a platform or features the machine cannot build its setup, naming the settings that would let it', () => {
     const failure = classifyNixBuildFailure(SEEN.platform!.status, SEEN.platform!.message);
     assert.equal(failure.kind, 'machine');
     assert.equal(failure.code, 'nix-platform-mismatch');
-    assert.match(failure.fix ?? '', /make this Nix build for x86_64-darwin: extra-platforms = x86_64-darwin/);
-    assert.match(failure.fix ?? '', /\nor stop advertising what it cannot build \(--system, --features\)$/);
+    assert.equal(
+      failure.fix,
+      "make this Nix build it: extra-platforms = x86_64-darwin in nix.conf (or --nix-option)\nor stop sending it such builds (a worker's --system and --features say what it takes)",
+    );
+    const features = classifyNixBuildFailure(SEEN.features!.status, SEEN.features!.message);
+    assert.equal(features.code, 'nix-platform-mismatch');
+    assert.match(features.fix ?? '', /^make this Nix build it: extra-system-features = kvm-nope in nix\.conf \(or --nix-option\)\n/, 'its own platform: only the missing feature');
   });
 
   it('calls the sandbox that cannot be set up the machine\'s setup', () => {

@@ -45,6 +45,23 @@ function buildUsersFix(group: string, groupExists: boolean): string {
   ].join('\n');
 }
 
+function featureList(text: string): string[] {
+  return text
+    .split(',')
+    .map((f) => f.trim())
+    .filter((f) => f !== '');
+}
+
+/** The settings that would let this Nix take the build: another platform, missing features. */
+function platformFix(platform: string, required: readonly string[], own: string, has: readonly string[]): string {
+  const missing = required.filter((f) => !has.includes(f));
+  const settings = [...(platform === own ? [] : [`extra-platforms = ${platform}`]), ...(missing.length === 0 ? [] : [`extra-system-features = ${missing.join(' ')}`])];
+  return [
+    `make this Nix build it: ${settings.join(' and ') || `extra-platforms = ${platform}`} in nix.conf (or --nix-option)`,
+    "or stop sending it such builds (a worker's --system and --features say what it takes)",
+  ].join('\n');
+}
+
 const SANDBOX_FIX = [
   "let this machine set up Nix's build sandbox (user namespaces: sysctl user.max_user_namespaces, and kernel.unprivileged_userns_clone where it exists)",
   'or, if builds here need not be sandboxed, turn it off: `sandbox = false` in nix.conf, or --nix-option sandbox=false',
@@ -73,16 +90,12 @@ const RULES: readonly Rule[] = [
   { pattern: /unable to start build process/, kind: 'machine', code: 'nix-sandbox-unavailable', fix: () => SANDBOX_FIX },
   { pattern: /sandboxing builds is not supported on this platform/, kind: 'machine', code: 'nix-sandbox-unavailable', fix: () => SANDBOX_FIX },
   { pattern: /while setting up the build environment/, kind: 'machine', code: 'nix-sandbox-unavailable', fix: () => SANDBOX_FIX },
-  // The machine was given a build its Nix does not take (advertised more than its Nix builds).
+  // The machine was given a build its Nix does not take (it advertised more than its Nix builds).
   {
-    pattern: /a '([^']*)' with features \{([^}]*)\} is required to build '[^']*', but I am a '[^']*' with features/,
+    pattern: /a '([^']*)' with features \{([^}]*)\} is required to build '[^']*', but I am a '([^']*)' with features \{([^}]*)\}/,
     kind: 'machine',
     code: 'nix-platform-mismatch',
-    fix: (m) =>
-      [
-        `make this Nix build for ${m[1]}${m[2] === '' ? '' : ` with features ${m[2]}`}: extra-platforms = ${m[1]} (or the features in system-features) in nix.conf, or --nix-option`,
-        'or stop advertising what it cannot build (--system, --features)',
-      ].join('\n'),
+    fix: (m) => platformFix(m[1]!, featureList(m[2]!), m[3]!, featureList(m[4]!)),
   },
   // The derivation's own fault: the same on every machine.
   { pattern: /cycle detected in (build of|the references of)/, kind: 'derivation', code: 'nix-output-cycle' },
