@@ -112,7 +112,7 @@ export class WorkerEventHandler {
   }
 
   /**
-   * A draining worker gave a running build back: it is queued again (the
+   * A worker (draining, or whose Nix cannot build) gave a running build back: it is queued again (the
    * worker returned its BullMQ job under the same id), without counting the
    * try. Ignored unless the node runs on that worker.
    */

@@ -55,9 +55,10 @@ export const buildFinishedEventSchema = z.object({
 });
 
 /**
- * A draining worker gives a build back unfinished (its drain timeout ran out,
- * or it was told to leave now): the build goes back to its queue for another
- * worker, and the try does not count against the retry limit.
+ * A worker gives a build back unfinished (draining: its drain timeout ran
+ * out, or it was told to leave now; or its Nix turned out unable to build):
+ * the build goes back to its queue for another worker, and the try does not
+ * count against the retry limit.
  */
 export const buildHandedBackEventSchema = z.object({
   type: z.literal('handed-back'),
