@@ -9,12 +9,13 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
-import { chain, failingBranch, freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
+import { chain, cyclicOutputs, failingBranch, freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
   drvPath: string;
   status: string;
   worker?: string;
+  attempts?: number;
   error?: string;
   logTail?: string[];
 }
@@ -186,6 +187,22 @@ describe('failures', () => {
     assert.equal(log.stdout, `colourful: about to fail ${salt}\nerror: broke on purpose\n`);
     const { stdout: viaNix } = await execFileAsync('nix-store', ['--read-log', drvPath], { env: { ...process.env, NIX_LOG_DIR: farm.nixLogDir } });
     assert.equal(viaNix, log.stdout);
+  });
+
+  it("fails a derivation whose outputs refer to each other in a cycle at once (Nix's multiple-outputs.nix cyclic): one try, Nix's words, no retries", async () => {
+    const fixture = cyclicOutputs();
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
+    assert.match(result.stderr, new RegExp(`FAILED: /nix/store/\\w{32}-${fixture.name}\\.drv on gamma: error: cycle detected in build of`));
+    assert.doesNotMatch(result.stderr, /ABORTED|gave up after/);
+    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
+    assert.deepEqual(
+      derivations.map((d) => [nameOf(d.drvPath), d.status, d.attempts, d.worker]),
+      [[fixture.name, 'failed', 1, 'gamma']],
+    );
+    const error = derivations[0]!.error ?? '';
+    assert.match(error, new RegExp(`^error: cycle detected in build of '/nix/store/\\w{32}-${fixture.name}\\.drv' in the references of output '[abc]' from output '[abc]'$`));
+    assert.doesNotMatch(error, /\x1b/, 'without terminal colours');
   });
 
   it('ends a build that runs past --timeout as timed-out', async () => {

@@ -55,6 +55,26 @@ describe('retry policy for infrastructure failures', () => {
     assert.equal(requeued.length, 0);
   });
 
+  it('ends an abort its reporter marks not retryable (its Nix cannot build) at once, with its error as reported', async () => {
+    const { graph, handler, requeued, finalized } = await setup();
+    const error = "the coordinator's Nix cannot build: error: the group 'nixbld' specified in 'build-users-group' does not exist\n  fix: create Nix's build users";
+    await graph.markStarted(HASH, 'w1', Date.now());
+    await handler.handle({ ...finished('aborted', error), errorCode: 'nix-build-users-missing', retryable: false });
+    assert.equal(await graph.status(HASH), 'aborted');
+    assert.equal(requeued.length, 0, 'not retried');
+    assert.equal(await graph.attempts(HASH), 1);
+    assert.equal((await graph.view(HASH))?.error, error, 'no "gave up after N tries": there was one');
+    assert.deepEqual(finalized, ['r1']);
+  });
+
+  it('still retries an abort marked retryable, as one without the mark', async () => {
+    const { graph, handler, requeued } = await setup();
+    await graph.markStarted(HASH, 'w1', Date.now());
+    await handler.handle({ ...finished('aborted', 'Nix could not build it (MiscFailure): error: a path vanished'), errorCode: 'build-not-done', retryable: true });
+    assert.equal(await graph.status(HASH), 'queued');
+    assert.equal(requeued.length, 1);
+  });
+
   it('treats a success whose outputs are not valid on the coordinator as an infrastructure failure', async () => {
     const { graph, handler, requeued } = await setup();
     const missing: OutputVerifier = { invalidPaths: async (paths) => new Set(paths) };

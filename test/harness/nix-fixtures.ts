@@ -248,6 +248,27 @@ export function failingBranch(options: FixtureOptions = {}): FailingBranch {
   };
 }
 
+export interface CyclicOutputs extends Fixture {
+  /** the derivation's name */
+  name: string;
+  outputs: ['a', 'b', 'c'];
+}
+
+/**
+ * Nix's own tests/multiple-outputs.nix `cyclic`: outputs a, b and c each hold
+ * the next one's path (a -> b -> c -> a), a reference cycle Nix refuses after
+ * the builder ran. The derivation's own fault, the same on every machine.
+ */
+export function cyclicOutputs(options: FixtureOptions = {}): CyclicOutputs {
+  const dir = fixtureDir(options);
+  const text = `${preamble(options)}rec {
+  cyclic = mk { name = "cyclic-outputs"; outputs = [ "a" "b" "c" ]; script = "\${bb}/bin/busybox mkdir $a $b $c; echo $b > $a/foo; echo $c > $b/bar; echo $a > $c/baz"; };
+  all = cyclic;
+}
+`;
+  return { file: writeFixture(dir, 'cyclic-outputs', text), attrs: ['all'], expectedDrvCount: 1, name: 'cyclic-outputs', outputs: ['a', 'b', 'c'] };
+}
+
 export interface TickingWorkload extends Fixture {
   /** derivation names of the tickers (each logs `NAME: tick K` every half second), the one that fails, and the top */
   names: { tickers: string[]; broken: string; all: string };

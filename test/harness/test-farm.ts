@@ -42,6 +42,13 @@ export interface TestFarmOptions {
   redisAppendOnly?: boolean;
 }
 
+export interface CoordinatorStartOptions {
+  /** NIX_CONFIG lines after the farm's own (`substituters =`), e.g. a build-users-group that does not exist */
+  nixConfig?: readonly string[];
+  /** more `nixfarm coordinator` flags, appended as given */
+  extraArgs?: readonly string[];
+}
+
 export interface CliOptions {
   timeoutMs?: number;
   cwd?: string;
@@ -128,31 +135,44 @@ export class TestFarm {
     return join(this.dir, `${name}.log`);
   }
 
+  /**
+   * The `nixfarm coordinator` arguments (after the bin) and environment this
+   * farm starts its coordinator with: for a test that starts one itself (a
+   * start that must fail).
+   */
+  coordinatorCommand(ports: { http: number; ssh: number } = { http: 0, ssh: 0 }, options: CoordinatorStartOptions = {}): { args: string[]; env: NodeJS.ProcessEnv } {
+    const args = [
+      'coordinator',
+      '--state-dir',
+      this.coordinatorStateDir,
+      '--redis',
+      this.redis.url,
+      '--http-port',
+      String(ports.http),
+      '--ssh-host',
+      '127.0.0.1',
+      '--ssh-port',
+      String(ports.ssh),
+      '--gc-roots-dir',
+      this.gcRootsDir,
+      '--log-level',
+      this.logLevel,
+      ...(options.extraArgs ?? []),
+    ];
+    const env = { ...process.env, NIX_CONFIG: ['substituters =', ...(options.nixConfig ?? [])].join('\n'), NIX_LOG_DIR: this.nixLogDir };
+    return { args, env };
+  }
+
+  /** The ports the coordinator listens on now: a restart on them keeps clients and workers connected. */
+  coordinatorPorts(): { http: number; ssh: number } {
+    return { http: Number(new URL(this.address.httpUrl).port), ssh: this.address.sshPort };
+  }
+
   /** Starts the coordinator; on ports of an earlier start when given (a restart: clients and workers keep their addresses). */
-  async startCoordinator(ports: { http: number; ssh: number } = { http: 0, ssh: 0 }): Promise<void> {
+  async startCoordinator(ports: { http: number; ssh: number } = { http: 0, ssh: 0 }, options: CoordinatorStartOptions = {}): Promise<void> {
     const log = createWriteStream(this.logFile('coordinator'), { flags: 'a' });
-    const child = spawn(
-      process.execPath,
-      [
-        NIXFARM_BIN,
-        'coordinator',
-        '--state-dir',
-        this.coordinatorStateDir,
-        '--redis',
-        this.redis.url,
-        '--http-port',
-        String(ports.http),
-        '--ssh-host',
-        '127.0.0.1',
-        '--ssh-port',
-        String(ports.ssh),
-        '--gc-roots-dir',
-        this.gcRootsDir,
-        '--log-level',
-        this.logLevel,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, NIX_CONFIG: 'substituters =', NIX_LOG_DIR: this.nixLogDir } },
-    );
+    const { args, env } = this.coordinatorCommand(ports, options);
+    const child = spawn(process.execPath, [NIXFARM_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     this.coordinator = child;
@@ -293,10 +313,9 @@ export class TestFarm {
 
   /** Starts the coordinator again with the same state dir, Redis and ports. */
   async restartCoordinator(): Promise<void> {
-    const previous = this.address;
-    const http = Number(new URL(previous.httpUrl).port);
+    const ports = this.coordinatorPorts();
     await this.killCoordinator();
-    await this.startCoordinator({ http, ssh: previous.sshPort });
+    await this.startCoordinator(ports);
   }
 
   async stop(): Promise<void> {

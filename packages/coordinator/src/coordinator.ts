@@ -2,13 +2,24 @@ import { mkdir, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
-import { connectRedis, coordinatorConfigSchema, type ApiScope, type CoordinatorConfig, type CoordinatorConfigInput, type Logger, type RedisWaitHooks } from '@nixfarm/shared';
+import {
+  connectRedis,
+  coordinatorConfigSchema,
+  localStorePool,
+  probeNixBuild,
+  type ApiScope,
+  type CoordinatorConfig,
+  type CoordinatorConfigInput,
+  type Logger,
+  type RedisWaitHooks,
+  type ServePool,
+} from '@nixfarm/shared';
 import { CoordinatorNix } from './nix/coordinator-nix.js';
 import { SchedulingCore } from './runs/scheduling-core.js';
 import { createHttpApi } from './api/http-api.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
-import { LocalBuilder } from './local/local-builder.js';
+import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/local-builder.js';
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
 import { ApiTokens } from './api/api-tokens.js';
@@ -78,6 +89,7 @@ export class Coordinator {
     await mkdir(stateDir, { recursive: true });
     // First: a token file others can read stops the start before anything else is running.
     const { tokens, files: apiTokenFiles } = await ApiTokens.loadOrCreate(stateDir);
+    const localStore = config.localBuilds ? await this.probedLocalStore() : undefined;
     let redisUrl = config.redisUrl;
     if (redisUrl === undefined) {
       this.embeddedRedis = new EmbeddedRedis({ dir: path.join(stateDir, 'redis'), logger });
@@ -88,10 +100,11 @@ export class Coordinator {
 
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
-    const localBuilder = config.localBuilds
-      ? new LocalBuilder({ redis, logger, nixOptions: config.nixOptions, nixEnv: this.options.nixEnv, system: await nix.currentSystem(), maxJobs: config.localMaxJobs, readDerivation: (drvPath) => nix.readDerivation(drvPath) })
-      : undefined;
-    this.storeSessions = localBuilder === undefined ? [nix] : [nix, localBuilder];
+    this.storeSessions.push(nix);
+    const localBuilder =
+      localStore === undefined
+        ? undefined
+        : new LocalBuilder({ redis, logger, store: localStore, system: await nix.currentSystem(), maxJobs: config.localMaxJobs, readDerivation: (drvPath) => nix.readDerivation(drvPath) });
     // Nix's own log dir, so `nix-store --read-log` on this machine shows what workers built.
     const logDir = config.logDir ?? this.options.nixEnv?.NIX_LOG_DIR ?? process.env.NIX_LOG_DIR ?? DEFAULT_NIX_LOG_DIR;
     const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logger.child({ component: 'build-logs' }) });
@@ -123,6 +136,21 @@ export class Coordinator {
     await rename(`${file}.tmp`, file);
     logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir }, 'coordinator ready');
     return this.addressInfo;
+  }
+
+  /**
+   * The sessions local builds use, once a trivial build through them
+   * passed. Runs before Redis is touched: a coordinator whose Nix cannot
+   * build would end every local build aborted, so it refuses to start
+   * (NixSetupError) and leaves every queued build and run as it was.
+   */
+  private async probedLocalStore(): Promise<ServePool> {
+    const { config, logger } = this;
+    const store = localStorePool({ nixOptions: config.nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.localMaxJobs, peer: "the coordinator's store" });
+    this.storeSessions.push(store);
+    const probed = await probeNixBuild({ store, nix: COORDINATOR_NIX, env: this.options.nixEnv, nixOptions: config.nixOptions, alternative: NO_LOCAL_BUILDS_FIX, logger });
+    logger.info({ ms: probed.ms }, "the coordinator's Nix builds (a trivial test build passed)");
+    return store;
   }
 
   async stop(): Promise<void> {

@@ -58,3 +58,49 @@ export class InfrastructureError extends NixfarmError {
     super(code, message, { retryable: true, cause });
   }
 }
+
+export interface NixSetupErrorOptions {
+  /** which Nix: "the coordinator's Nix", "worker w1's Nix" */
+  nix: string;
+  /** the fault, for machines: nix-build-users-missing, nix-sandbox-unavailable, nix-platform-mismatch, nix-cannot-build, ... */
+  code: string;
+  /** Nix's own error, as it printed it (without colours) */
+  nixMessage: string;
+  /** what to change so that this Nix builds; one line per way out (lines after the first start with "or", or are commands indented by two spaces) */
+  fix: string;
+  /** when it was seen, e.g. "checked at start with a trivial build" */
+  context?: string;
+  cause?: unknown;
+  details?: Record<string, unknown>;
+}
+
+/**
+ * A machine's Nix cannot build at all (its setup, not any derivation): no
+ * build is worth trying there until the setup is fixed, and none should be
+ * counted against a derivation. The message names the Nix, quotes Nix and
+ * says what to change.
+ */
+export class NixSetupError extends NixfarmError {
+  readonly nix: string;
+  readonly nixMessage: string;
+  readonly fix: string;
+
+  constructor(options: NixSetupErrorOptions) {
+    const context = options.context === undefined ? '' : ` (${options.context})`;
+    const fix = options.fix.split('\n').join('\n       ');
+    super(options.code, `${options.nix} cannot build${context}: ${options.nixMessage}\n  fix: ${fix}`, { retryable: false, cause: options.cause, details: options.details });
+    this.nix = options.nix;
+    this.nixMessage = options.nixMessage;
+    this.fix = options.fix;
+  }
+
+  /** One line (the heartbeat's pause reason, a hand-back's reason), cut to `max` characters. */
+  oneLine(max = 1000): string {
+    const fix = this.fix
+      .split('\n')
+      .map((l) => l.trim())
+      .join(' ');
+    const line = `${this.nix} cannot build: ${this.nixMessage.split('\n')[0]} (fix: ${fix})`;
+    return line.length <= max ? line : `${line.slice(0, max - 1)}…`;
+  }
+}

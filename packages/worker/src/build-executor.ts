@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { BuildJob, BuildTimings, Logger, WorkerOutcome } from '@nixfarm/shared';
+import { NixSetupError, NixfarmError, type BuildJob, type BuildTimings, type Logger, type WorkerOutcome } from '@nixfarm/shared';
 import { LogStreamer } from './log-streamer.js';
 import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
@@ -35,6 +35,12 @@ export interface BuildExecutorDeps {
    * report releases never finds the worker busy in the registry. Must not throw.
    */
   beforeReport?: (jobId: string) => Promise<void>;
+  /**
+   * Told, before the report goes out, that the building Nix cannot build at
+   * all (NixSetupError): a worker hands the build back and pauses, the
+   * coordinator says so once. The report is `aborted` and not retryable.
+   */
+  onNixSetupError?: (error: NixSetupError, build: { jobId: string; drvPath: string }) => void;
 }
 
 /** Lines of log kept for the report on failure. */
@@ -47,6 +53,8 @@ interface Attempt {
   outputs?: Record<string, string>;
   narHashes?: Record<string, string>;
   error?: string;
+  errorCode?: string;
+  retryable?: boolean;
 }
 
 /**
@@ -75,7 +83,9 @@ export class BuildExecutor {
         stream?.push(line);
       }, timings, job.signal);
     } catch (error) {
-      result = { outcome: 'aborted', error: error instanceof Error ? error.message : String(error) };
+      // The error's code and whether it is worth retrying travel as data; nothing downstream reads the message.
+      result = { outcome: 'aborted', error: error instanceof Error ? error.message : String(error), ...(error instanceof NixfarmError ? { errorCode: error.code, retryable: error.retryable } : {}) };
+      if (error instanceof NixSetupError) this.deps.onNixSetupError?.(error, { jobId: job.jobId, drvPath: build.drvPath });
     }
     // The whole log is in Redis before the report: the coordinator stores it when it applies the report.
     await stream?.end(result.outcome);
@@ -93,12 +103,14 @@ export class BuildExecutor {
       ...(result.outputs === undefined ? {} : { outputs: result.outputs }),
       ...(result.narHashes === undefined ? {} : { narHashes: result.narHashes }),
       ...(result.error === undefined ? {} : { error: result.error }),
+      ...(result.errorCode === undefined ? {} : { errorCode: result.errorCode }),
+      ...(result.retryable === undefined ? {} : { retryable: result.retryable }),
       logTail: result.outcome === 'succeeded' ? tail.slice(-SUCCESS_LOG_LINES) : tail,
       ...(stream?.hasStreamed === true ? { logStreamed: true } : {}),
       timings,
       at: Date.now(),
     });
-    logger.info({ drvPath: build.drvPath, outcome: result.outcome, ...timings, error: result.error }, 'build finished');
+    logger.info({ drvPath: build.drvPath, outcome: result.outcome, ...timings, error: result.error, errorCode: result.errorCode }, 'build finished');
     return result.outcome;
   }
 
@@ -114,7 +126,7 @@ export class BuildExecutor {
     const attempt = await builder.build(build, { onLogLine, signal });
     timings.buildMs = Date.now() - t;
     if (signal?.aborted) return { outcome: 'cancelled', error: `build of ${build.drvPath} cancelled` };
-    if (attempt.status !== 'succeeded') return { outcome: attempt.status, error: attempt.error };
+    if (attempt.status !== 'succeeded') return { outcome: attempt.status, error: attempt.error, ...(attempt.errorCode === undefined ? {} : { errorCode: attempt.errorCode, retryable: false }) };
 
     // Reported only once every output is valid in the coordinator's store: dependents are released on this report.
     t = Date.now();

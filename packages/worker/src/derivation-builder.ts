@@ -1,11 +1,13 @@
 import type { BuildJob } from '@nixfarm/shared';
 
-/** How one build attempt ended when the builder itself ran; infrastructure faults are thrown instead (and retried). */
+/** How one build attempt ended when the builder itself ran; infrastructure faults (retried) and Nix setup faults (NixSetupError) are thrown instead. */
 export type BuildAttemptStatus = 'succeeded' | 'failed' | 'timed-out' | 'log-limit-exceeded' | 'cancelled';
 
 export interface BuildAttempt {
   status: BuildAttemptStatus;
   error?: string;
+  /** why it failed, for machines (classifyNixBuildFailure's code, like nix-output-cycle) */
+  errorCode?: string;
 }
 
 export interface BuildOptions {

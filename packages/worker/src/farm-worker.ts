@@ -8,9 +8,11 @@ import {
   connectRedis,
   localStorePool,
   parseDerivation,
+  probeNixBuild,
   redisKeys,
   workerConfigSchema,
   type Logger,
+  type NixSetupError,
   type RedisWaitHooks,
   type ServePool,
   type WorkerConfig,
@@ -32,6 +34,7 @@ import { PlacementGate } from './placement-gate.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
 import { loadOrCreateWorkerKey, writeSshClientConfig } from './ssh-identity.js';
 import { probeCoordinator } from './coordinator-probe.js';
+import { NixSetupPause } from './nix-setup-pause.js';
 
 export interface FarmWorkerOptions {
   config: WorkerConfigInput;
@@ -43,6 +46,8 @@ export interface FarmWorkerOptions {
   redisWait?: RedisWaitHooks;
   /** where the free-space floor is measured; default the Nix store */
   storeDir?: string;
+  /** how often a worker paused because its Nix cannot build tests again whether it does (ms); default 30 s */
+  nixSetupRecheckMs?: number;
 }
 
 export interface DrainOptions {
@@ -83,6 +88,8 @@ export class FarmWorker {
   private readonly builds = new Map<string, RunningBuild>();
   private readonly handBacks = new HandBackRegistry();
   private readonly diskFloor: DiskFloor;
+  /** set once start() has probed Nix: pauses the worker when a build finds that its Nix cannot build */
+  private nixSetup: NixSetupPause | undefined;
   /** leaving: takes no new builds, advertises it */
   private draining = false;
   private cancelSubscriber: Redis | undefined;
@@ -111,6 +118,24 @@ export class FarmWorker {
     const { config, logger } = this;
     const stateDir = path.resolve(config.stateDir);
     await mkdir(stateDir, { recursive: true });
+
+    // Nix refuses a build whose required features its own system-features lack; what the worker advertises, its Nix must accept.
+    const advertised = [...new Set([...config.supportedFeatures, ...config.mandatoryFeatures])];
+    const nixOptions: Array<readonly [string, string]> = [...config.nixOptions];
+    if (advertised.length > 0) nixOptions.push(['extra-system-features', advertised.join(' ')]);
+    const nix = new WorkerNix({ env: this.options.nixEnv });
+    const nixVersion = await nix.version();
+    // Builds hold a local session each, and copies run beside them: one more than max-jobs of each kind stays open.
+    // Sessions in their own process groups: the SIGTERM or Ctrl-C that starts a drain must not stop the builds it waits for.
+    const local = localStorePool({ nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.maxJobs + 1, peer: `the store of worker ${config.name}`, ownProcessGroup: true });
+    this.pools = [local];
+    // Before anything is fetched, or even connected: a worker whose Nix cannot build would only fail every build it took.
+    const nixName = `worker ${config.name}'s Nix`;
+    const probe = () => probeNixBuild({ store: local, nix: nixName, env: this.options.nixEnv, nixOptions, logger });
+    const probed = await probe();
+    logger.info({ ms: probed.ms }, 'Nix builds here (a trivial test build passed)');
+    this.nixSetup = new NixSetupPause({ logger, probe, recheckMs: this.options.nixSetupRecheckMs ?? 30_000, onResume: () => local.discardIdle() });
+
     const identity = await loadOrCreateWorkerKey(stateDir);
     const ssh = await writeSshClientConfig({
       stateDir,
@@ -130,15 +155,6 @@ export class FarmWorker {
       timeoutMs: 10_000,
     });
 
-    // Nix refuses a build whose required features its own system-features lack; what the worker advertises, its Nix must accept.
-    const advertised = [...new Set([...config.supportedFeatures, ...config.mandatoryFeatures])];
-    const nixOptions: Array<readonly [string, string]> = [...config.nixOptions];
-    if (advertised.length > 0) nixOptions.push(['extra-system-features', advertised.join(' ')]);
-    const nix = new WorkerNix({ env: this.options.nixEnv });
-    const nixVersion = await nix.version();
-    // Builds hold a local session each, and copies run beside them: one more than max-jobs of each kind stays open.
-    // Sessions in their own process groups: the SIGTERM or Ctrl-C that starts a drain must not stop the builds it waits for.
-    const local = localStorePool({ nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.maxJobs + 1, peer: `the store of worker ${config.name}`, ownProcessGroup: true });
     const coordinator = coordinatorStorePool({ sshConfigPath: ssh.configPath, hostAlias: ssh.hostAlias, maxIdle: config.maxJobs + 1, env: this.options.nixEnv });
     this.pools = [local, coordinator];
     const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
@@ -148,10 +164,21 @@ export class FarmWorker {
     // One limit for both: Nix ends the build past it (log-limit-exceeded), and the streamed log is cut there, so the stored log never holds more.
     const builder = new ServeBuilder({
       store: local,
+      nix: nixName,
       maxLogBytes: config.maxLogSize,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
-    const executor = new BuildExecutor({ workerName: config.name, builder, mover: copier, publisher: new HandBackPublisher(redis, this.handBacks), logger, outputHashes: narHashesIn(local), logStream: { redis, maxBytes: config.maxLogSize }, beforeReport: (jobId) => this.slots.releasing(jobId) });
+    const executor = new BuildExecutor({
+      workerName: config.name,
+      builder,
+      mover: copier,
+      publisher: new HandBackPublisher(redis, this.handBacks),
+      logger,
+      outputHashes: narHashesIn(local),
+      logStream: { redis, maxBytes: config.maxLogSize },
+      beforeReport: (jobId) => this.slots.releasing(jobId),
+      onNixSetupError: (error, build) => this.nixSetupFailed(error, build.jobId),
+    });
     const runner = new JobRunner({ executor, logger, lockDurationMs, handBacks: this.handBacks });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({
@@ -163,6 +190,8 @@ export class FarmWorker {
     const startedAt = Date.now();
     const info = (): WorkerInfo => {
       const disk = this.diskFloor.current;
+      // Nix that cannot build outranks low disk: it is the one an operator must act on.
+      const paused = this.nixSetup?.paused ?? disk.paused;
       return {
         name: config.name,
         ...capabilities,
@@ -176,7 +205,7 @@ export class FarmWorker {
         nixVersion,
         draining: this.draining,
         ...(disk.freeBytes === undefined ? {} : { freeDiskBytes: disk.freeBytes }),
-        ...(disk.paused === undefined ? {} : { paused: disk.paused }),
+        ...(paused === undefined ? {} : { paused }),
       };
     };
     // Free space is measured on every periodic beat (and before each fetch), never in the way of a load update.
@@ -206,10 +235,11 @@ export class FarmWorker {
         await this.slots.nextFree();
         continue;
       }
-      // Low on disk: no new builds (running ones go on) until space is back; the change is advertised at once.
+      // Low on disk, or Nix cannot build: no new builds (running ones go on) until that passes; the change is advertised at once.
       const disk = await this.diskFloor.check();
-      if (disk.paused !== paused) {
-        paused = disk.paused;
+      const now = (await this.nixSetup?.check()) ?? disk.paused;
+      if (now !== paused) {
+        paused = now;
         void this.heartbeat?.beat().catch(() => undefined);
       }
       if (paused !== undefined) {
@@ -229,10 +259,11 @@ export class FarmWorker {
         await fetcher.refreshQueues().catch(() => undefined);
         continue;
       }
-      if (this.stopping) {
-        // Taken while the worker began to leave: straight back to its queue, never started (no report to undo).
+      if (this.stopping || this.nixSetup?.paused !== undefined) {
+        // Taken while the worker began to leave, or as a build found Nix unable to build: straight back to its queue, never started (no report to undo).
         await fetched.job.moveToWait(fetched.token).catch((error: unknown) => this.logger.warn({ err: error, jobId: fetched.job.id }, 'returning a job taken while leaving failed; its lock expires'));
-        break;
+        if (this.stopping) break;
+        continue;
       }
       const hash = String(fetched.job.id).split('.')[0]!;
       const build: RunningBuild = { jobId: String(fetched.job.id), canceller: new AbortController() };
@@ -282,6 +313,16 @@ export class FarmWorker {
     await this.stop();
     const handedBack = this.handBacks.total - before;
     return { waitedFor, handedBack, ...(cause === undefined || handedBack === 0 ? {} : { handBackCause: cause }) };
+  }
+
+  /**
+   * A build found that this worker's Nix cannot build: that build is not
+   * the derivation's fault, so it goes back to its queue for another worker
+   * (its try not counted), and the worker pauses itself.
+   */
+  private nixSetupFailed(error: NixSetupError, jobId: string): void {
+    this.handBacks.request(jobId, error.oneLine());
+    if (this.nixSetup?.trip(error) === true) void this.heartbeat?.beat().catch(() => undefined);
   }
 
   /** Stops every running build for a hand-back; a build already past its build step (copying out) ends as usual. */

@@ -3,7 +3,8 @@ import type { WorkerEvent } from '@nixfarm/shared';
 import { WorkerEventPublisher } from './worker-event-publisher.js';
 
 /**
- * The builds a leaving worker gives back unfinished, by BullMQ job id. The
+ * The builds a worker gives back unfinished (it is leaving, or its Nix
+ * cannot build), by BullMQ job id. The
  * worker asks for a hand-back before it stops a build; the publisher turns
  * that build's interrupted report into a `handed-back` event; the job runner
  * then returns the job to its queue instead of completing it.

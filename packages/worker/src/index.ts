@@ -15,3 +15,4 @@ export * from './hand-back.js';
 export * from './disk-floor.js';
 export * from './build-slots.js';
 export * from './worker-heartbeat.js';
+export * from './nix-setup-pause.js';

@@ -1,4 +1,16 @@
-import { DEFAULT_MAX_LOG_SIZE, InfrastructureError, type BasicDerivation, type BuildJob, type Derivation, type NixBuildStatus, type ServePool } from '@nixfarm/shared';
+import {
+  DEFAULT_MAX_LOG_SIZE,
+  InfrastructureError,
+  NixSetupError,
+  buildSucceeded,
+  classifyNixBuildFailure,
+  stripTerminalCodes,
+  type BasicDerivation,
+  type BuildJob,
+  type Derivation,
+  type ServeBuildResult,
+  type ServePool,
+} from '@nixfarm/shared';
 import type { BuildAttempt, BuildAttemptStatus, BuildOptions, DerivationBuilder } from './derivation-builder.js';
 
 export interface ServeBuilderOptions {
@@ -8,6 +20,10 @@ export interface ServeBuilderOptions {
   readDerivation: (drvPath: string) => Promise<Derivation>;
   /** a build whose log grows past this ends as log-limit-exceeded (bytes) */
   maxLogBytes?: number;
+  /** which Nix builds, in messages about its setup ("worker w1's Nix"); default "the building Nix" */
+  nix?: string;
+  /** another way out, added to the fix when that Nix cannot build (the coordinator: --no-local-builds) */
+  alternative?: string;
 }
 
 /** the worker config's default (its --max-log-size), so a builder made without one agrees with the worker's */
@@ -37,11 +53,7 @@ export class ServeBuilder implements DerivationBuilder {
           timeoutSeconds: job.timeoutSeconds ?? 0,
           maxLogSize: this.options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES,
         });
-        const status = attemptStatus(result.status);
-        if (status === undefined) {
-          throw new InfrastructureError('build-not-done', `Nix could not build ${job.drvPath} (${result.status}): ${result.errorMessage || 'no message'}`);
-        }
-        return status === 'succeeded' ? { status } : { status, error: result.errorMessage || `build of ${job.drvPath} ended with ${result.status}` };
+        return this.attempt(job, result);
       } catch (error) {
         if (signal?.aborted) return { status: 'cancelled', error: `build of ${job.drvPath} cancelled` };
         throw error;
@@ -49,6 +61,31 @@ export class ServeBuilder implements DerivationBuilder {
         signal?.removeEventListener('abort', cancel);
       }
     });
+  }
+
+  /**
+   * Nix's verdict as nixfarm's. A failure is the derivation's own (failed,
+   * never retried), the building machine's Nix setup (NixSetupError: not
+   * this derivation's fault, no use trying on this machine), or passing
+   * (InfrastructureError: retried elsewhere or later).
+   */
+  private attempt(job: BuildJob, result: ServeBuildResult): BuildAttempt {
+    if (buildSucceeded(result.status)) return { status: 'succeeded' };
+    const said = stripTerminalCodes(result.errorMessage).trim() || `build of ${job.drvPath} ended with ${result.status}`;
+    if (result.status === 'TimedOut') return { status: 'timed-out', error: said };
+    if (result.status === 'LogLimitExceeded') return { status: 'log-limit-exceeded', error: said };
+    const failure = classifyNixBuildFailure(result.status, result.errorMessage);
+    switch (failure.kind) {
+      case 'derivation':
+        return { status: 'failed', error: failure.message, errorCode: failure.code };
+      case 'machine': {
+        const fix = failure.fix ?? 'fix what Nix says';
+        throw new NixSetupError({ nix: this.options.nix ?? 'the building Nix', code: failure.code, nixMessage: failure.message, fix: this.options.alternative === undefined ? fix : `${fix}\n${this.options.alternative}` });
+      }
+      case 'transient':
+        // a fixed-output fetch that failed, a full disk, an input that vanished: Hydra retries these too
+        throw new InfrastructureError('build-not-done', `Nix could not build ${job.drvPath} (${result.status}): ${failure.message}`);
+    }
   }
 }
 
@@ -62,30 +99,3 @@ export function basicDerivation(drv: Derivation, inputPaths: readonly string[]):
   return { outputs, inputSrcs: [...inputPaths], platform: drv.system, builder: drv.builder, args: drv.args, env: drv.env };
 }
 
-/** Nix's verdict as nixfarm's; undefined where the builder never ran to an answer (retried elsewhere or later). */
-function attemptStatus(status: NixBuildStatus): BuildAttemptStatus | undefined {
-  switch (status) {
-    case 'Built':
-    case 'Substituted':
-    case 'AlreadyValid':
-    case 'ResolvesToAlreadyValid':
-      return 'succeeded';
-    case 'PermanentFailure':
-    case 'InputRejected':
-    case 'OutputRejected':
-    case 'NotDeterministic':
-    case 'CachedFailure':
-      return 'failed';
-    case 'TimedOut':
-      return 'timed-out';
-    case 'LogLimitExceeded':
-      return 'log-limit-exceeded';
-    // a fixed-output fetch that failed, a full disk, an input that vanished: Hydra retries these too
-    case 'TransientFailure':
-    case 'MiscFailure':
-    case 'DependencyFailed':
-    case 'NoSubstituters':
-    case 'Unknown':
-      return undefined;
-  }
-}

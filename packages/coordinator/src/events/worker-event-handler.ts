@@ -8,7 +8,6 @@ import {
   type Logger,
   type TerminalStatus,
   type WorkerEvent,
-  type WorkerOutcome,
 } from '@nixfarm/shared';
 import type { BuildAttempt, DerivationGraph, FinishOutcome, GraphTransition } from '../graph/derivation-graph.js';
 import type { RunEventDelivery, RunEvents } from '../runs/run-events.js';
@@ -39,8 +38,12 @@ export interface WorkerEventHandlerDeps {
   retryBaseDelayMs?: number;
 }
 
-/** How each worker outcome ends a derivation; `undefined` means "retry if tries are left". Exhaustive by type. */
-function terminalStatusFor(outcome: WorkerOutcome): TerminalStatus | undefined {
+/**
+ * How a report ends its derivation; `undefined` means "retry if tries are
+ * left". Exhaustive by type. An abort the worker marks not retryable (its
+ * Nix cannot build at all) ends at once: another try would fail alike.
+ */
+function terminalStatusFor({ outcome, retryable }: Pick<BuildFinishedEvent, 'outcome' | 'retryable'>): TerminalStatus | undefined {
   switch (outcome) {
     case 'succeeded':
       return 'succeeded';
@@ -53,7 +56,7 @@ function terminalStatusFor(outcome: WorkerOutcome): TerminalStatus | undefined {
     case 'cancelled':
       return 'cancelled';
     case 'aborted':
-      return undefined;
+      return retryable === false ? 'aborted' : undefined;
   }
 }
 
@@ -111,7 +114,7 @@ export class WorkerEventHandler {
   }
 
   /**
-   * A draining worker gave a running build back: it is queued again (the
+   * A worker (draining, or whose Nix cannot build) gave a running build back: it is queued again (the
    * worker returned its BullMQ job under the same id), without counting the
    * try. Ignored unless the node runs on that worker.
    */
@@ -166,7 +169,7 @@ export class WorkerEventHandler {
     const divergenceNotes = await this.describeDivergences(divergences);
     return events.map((event): Judged => {
       if (event.type === 'started') return { event };
-      const status = terminalStatusFor(event.outcome);
+      const status = terminalStatusFor(event);
       if (status !== 'succeeded') return { event, status, error: event.error };
       const outputs = Object.values(event.outputs ?? {});
       const missing = outputs.filter((o) => invalid.has(o));

@@ -255,7 +255,7 @@ export class DerivationGraph {
   }
 
   /**
-   * A draining worker gave back a build it was running: queued again, the try
+   * A worker (draining, or whose Nix cannot build) gave back a build it was running: queued again, the try
    * not counted. Returns the runs that need it, or undefined when the node is
    * not running on that worker (a stale or repeated hand-back: nothing changes).
    */

@@ -1,13 +1,13 @@
 import type { Redis } from 'ioredis';
 import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/worker';
-import { BUILTIN_SYSTEM, localStorePool, type Derivation, type Logger, type ServePool } from '@nixfarm/shared';
+import { BUILTIN_SYSTEM, type Derivation, type Logger, type NixSetupError, type ServePool } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
 export interface LocalBuilderOptions {
   redis: Redis;
   logger: Logger;
-  nixOptions: ReadonlyArray<readonly [string, string]>;
-  nixEnv?: Record<string, string>;
+  /** build sessions with the coordinator's own store (localStorePool with --write): the pool its start-up probe built with */
+  store: ServePool;
   /** the coordinator's own system */
   system: string;
   maxJobs: number;
@@ -18,6 +18,12 @@ export interface LocalBuilderOptions {
 /** The name local builds are reported under. */
 export const LOCAL_BUILDER_NAME = 'coordinator';
 
+/** Which Nix builds here, in messages. */
+export const COORDINATOR_NIX = "the coordinator's Nix";
+
+/** The way out a coordinator always has when its Nix cannot build, added to every fix. */
+export const NO_LOCAL_BUILDS_FIX = 'or start the coordinator with --no-local-builds (workers then build preferLocalBuild derivations too)';
+
 /**
  * Builds `preferLocalBuild` derivations on the coordinator's own store, as Nix
  * does (they are cheap: writing a file, a symlink farm) so they never wait for
@@ -26,15 +32,19 @@ export const LOCAL_BUILDER_NAME = 'coordinator';
  */
 export class LocalBuilder {
   private readonly executor: BuildExecutor;
-  private readonly store: ServePool;
+  private readonly logger: Logger;
+  /** fault codes whose fix was logged: said once, however many derivations hit the same wall */
+  private readonly explained = new Set<string>();
   private readonly waiting: ReadyDerivation[] = [];
   private readonly inFlight = new Set<string>();
   private running = 0;
 
   constructor(private readonly options: LocalBuilderOptions) {
-    this.store = localStorePool({ nixOptions: options.nixOptions, env: options.nixEnv, write: true, maxIdle: options.maxJobs, peer: "the coordinator's store" });
+    this.logger = options.logger.child({ component: 'local-builder' });
     const builder = new ServeBuilder({
-      store: this.store,
+      store: options.store,
+      nix: COORDINATOR_NIX,
+      alternative: NO_LOCAL_BUILDS_FIX,
       readDerivation: options.readDerivation,
     });
     this.executor = new BuildExecutor({
@@ -42,8 +52,10 @@ export class LocalBuilder {
       builder,
       mover: SAME_STORE,
       publisher: new WorkerEventPublisher(options.redis),
-      logger: options.logger.child({ component: 'local-builder' }),
+      logger: this.logger,
       logStream: { redis: options.redis },
+      // The report says aborted, not retryable, with the fix: the derivation ends at once (not five tries); the log says it once.
+      onNixSetupError: (error) => this.nixSetupFailed(error),
     });
   }
 
@@ -74,8 +86,9 @@ export class LocalBuilder {
     }
   }
 
-  /** Ends the build sessions (running local builds are interrupted and retried by whoever resumes the run). */
-  close(): Promise<void> {
-    return this.store.close();
+  private nixSetupFailed(error: NixSetupError): void {
+    if (this.explained.has(error.code)) return;
+    this.explained.add(error.code);
+    this.logger.error({ code: error.code, nixMessage: error.nixMessage, fix: error.fix }, `the coordinator's Nix cannot build: its local builds end aborted at once; fix: ${error.fix}`);
   }
 }

@@ -46,14 +46,19 @@ export const buildFinishedEventSchema = z.object({
   /** the attempt streamed log lines to redisKeys.buildLog (absent: it printed nothing; the coordinator stores an empty log when the builder gave the verdict) */
   logStreamed: z.boolean().optional(),
   error: z.string().optional(),
+  /** what went wrong, for machines (a Nix build failure's kind, like nix-output-cycle, or an infrastructure fault's); absent from older workers */
+  errorCode: z.string().min(1).max(100).optional(),
+  /** false: another try cannot help, so an aborted build ends at once instead of being retried; absent: the outcome decides, as before */
+  retryable: z.boolean().optional(),
   timings: buildTimingsSchema,
   at: z.number(),
 });
 
 /**
- * A draining worker gives a build back unfinished (its drain timeout ran out,
- * or it was told to leave now): the build goes back to its queue for another
- * worker, and the try does not count against the retry limit.
+ * A worker gives a build back unfinished (draining: its drain timeout ran
+ * out, or it was told to leave now; or its Nix turned out unable to build):
+ * the build goes back to its queue for another worker, and the try does not
+ * count against the retry limit.
  */
 export const buildHandedBackEventSchema = z.object({
   type: z.literal('handed-back'),

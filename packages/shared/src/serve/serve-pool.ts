@@ -27,6 +27,31 @@ export class ServePool {
     }
   }
 
+  /**
+   * Runs `task` on a session started for it alone (the same command and
+   * options as every other), closed before this returns: whatever Nix held
+   * for that session, such as temporary GC roots of what it built, is
+   * released, so the caller may delete it.
+   */
+  async once<T>(task: (session: ServeSession) => Promise<T>): Promise<T> {
+    if (this.closed) throw new Error('serve pool closed');
+    const session = await this.options.start();
+    this.all.add(session);
+    try {
+      return await task(session);
+    } finally {
+      this.all.delete(session);
+      await session.close();
+    }
+  }
+
+  /** Closes the idle sessions: the next use starts a fresh one, which reads Nix's configuration anew (after nix.conf changed). */
+  async discardIdle(): Promise<void> {
+    const idle = this.idle.splice(0);
+    for (const s of idle) this.all.delete(s);
+    await Promise.all(idle.map((s) => s.close()));
+  }
+
   private async acquire(): Promise<ServeSession> {
     if (this.closed) throw new Error('serve pool closed');
     for (;;) {
