@@ -141,6 +141,69 @@ describe('DerivationGraph on real Redis', () => {
     assert.deepEqual(third.cachedFailures, []);
   });
 
+  describe('a run that grows while its evaluation streams in', () => {
+    const open = (runId: string) => graph.openRun({ runId, now: Date.now(), request: {}, results: [], total: 0, priority: 0 });
+
+    it('registers new nodes into a running run, releases the ready ones, and counts them', async () => {
+      const a = node('growa');
+      const b = node('growb', ['growa']);
+      await open('g1');
+      const first = await graph.registerRun('g1', [a], OPTS);
+      assert.deepEqual(first.ready.map((r) => r.hash), [a.hash]);
+      await graph.markStarted(a.hash, 'w1', 1);
+      const grown = await graph.growRun('g1', [b, a], OPTS);
+      assert.equal(grown.type, 'grown');
+      assert.deepEqual(grown.type === 'grown' ? grown.ready : null, [], 'b waits for a; a is in the run already');
+      const run = await graph.run('g1', ['total', 'remaining', 'failed']);
+      assert.deepEqual(run, { total: 1, remaining: 3, failed: 0 }, 'total counts the growth; remaining: a, b and the open sentinel');
+      const afterA = await graph.finish(a.hash, 'succeeded', { worker: 'w1' });
+      assert.deepEqual(afterA.released.map((r) => r.hash), [b.hash]);
+      assert.deepEqual(afterA.finishedRuns, []);
+    });
+
+    it('joins nodes another run has pending, and counts already-succeeded inputs as built', async () => {
+      const shared = node('growshared');
+      const done = node('growdone');
+      const top = node('growtop', ['growshared', 'growdone']);
+      await open('other');
+      await graph.registerRun('other', [shared, done], OPTS);
+      await graph.finish(done.hash, 'succeeded', { worker: 'w1' });
+      await open('g2');
+      const grown = await graph.growRun('g2', [shared, top], OPTS);
+      assert.equal(grown.type === 'grown' ? grown.joined : -1, 1, 'the shared node is joined, not queued again');
+      assert.deepEqual(grown.type === 'grown' ? grown.ready : null, []);
+      assert.deepEqual((await graph.runsOf(shared.hash)).sort(), ['g2', 'other']);
+      const out = await graph.finish(shared.hash, 'succeeded', {});
+      assert.deepEqual(out.released.map((r) => r.hash), [top.hash], 'the top waits only for the shared node: its other input had succeeded');
+      // A node that succeeded before is built again only when the planner saw its outputs invalid (it was planned): like register.
+      const again = await graph.growRun('g2', [done], OPTS);
+      assert.deepEqual(again.type === 'grown' ? again.ready.map((r) => r.hash) : null, [done.hash]);
+    });
+
+    it('does not end a drained run while it is open; closing it ends it, once', async () => {
+      const a = node('growlone');
+      await open('g3');
+      await graph.registerRun('g3', [a], OPTS);
+      const out = await graph.finish(a.hash, 'succeeded', {});
+      assert.deepEqual(out.finishedRuns, [], 'open: more derivations may come');
+      assert.equal((await graph.run('g3', ['remaining'])).remaining, 1);
+      const b = node('growlater');
+      const grown = await graph.growRun('g3', [b], OPTS);
+      assert.deepEqual(grown.type === 'grown' ? grown.ready.map((r) => r.hash) : null, [b.hash]);
+      assert.equal(await graph.closeRun('g3'), false, 'b is still pending');
+      assert.equal(await graph.closeRun('g3'), false, 'a second close changes nothing');
+      assert.deepEqual((await graph.finish(b.hash, 'succeeded', {})).finishedRuns, ['g3']);
+      assert.deepEqual(await graph.growRun('g3', [node('toolate')], OPTS), { type: 'refused', reason: 'closed' });
+
+      await open('g4');
+      assert.equal(await graph.closeRun('g4'), true, 'nothing registered: drained at once');
+      assert.equal(await graph.endRun({ runId: 'g4', status: 'succeeded', now: Date.now() }), true);
+      assert.deepEqual(await graph.growRun('g4', [node('ended')], OPTS), { type: 'refused', reason: 'not-running' });
+      assert.equal(await graph.endRun({ runId: 'g4', status: 'failed', now: Date.now() }), false, 'ended once');
+      assert.deepEqual(await redis.smembers(redisKeys.activeRuns), ['g3']);
+    });
+  });
+
   it('orders inputs before dependents and rejects cycles', () => {
     const order = topologicalOrder([node('z', ['y']), node('y', ['x']), node('x')]).map((n) => n.drv.name);
     assert.deepEqual(order, ['x', 'y', 'z']);

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { NixfarmError, assertDerivationPath, hashPart, formatZodError, isBuildStatus, isTerminal, redisKeys, runIdSchema, type Logger } from '@nixfarm/shared';
+import { NixfarmError, assertDerivationPath, hashPart, formatZodError, isBuildStatus, isTerminal, runIdSchema, type Logger } from '@nixfarm/shared';
 import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseWhyQuery } from '../explain/index.js';
+import { NodeReader } from '../graph/node-reader.js';
 import type { RunService } from '../runs/run-service.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import { EVENT_STREAM_HEADERS, type EventStreams } from './event-streams.js';
@@ -48,6 +49,7 @@ function noLogMessage(drvPath: string, status: string): string {
  */
 export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): void {
   const locator = new DerivationLocator(deps.redis);
+  const nodes = new NodeReader(deps.redis);
 
   /** The .drv path a query means; throws the API's not-found and ambiguity errors. */
   const resolve = async (query: z.infer<typeof logQuerySchema>): Promise<string> => {
@@ -64,8 +66,8 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
     const resolution = await locator.resolve(parseWhyQuery(raw));
     if (resolution.kind === 'not-found') throw new DerivationNotFoundError(raw.trim());
     if (resolution.kind === 'ambiguous') throw new AmbiguousQueryError(raw.trim(), resolution.candidates, resolution.total);
-    const drvPath = await deps.redis.hget(redisKeys.drv(resolution.hash), 'path');
-    if (drvPath === null) throw new DerivationNotFoundError(raw.trim());
+    const drvPath = (await nodes.read(resolution.hash, []))?.path;
+    if (drvPath === undefined) throw new DerivationNotFoundError(raw.trim());
     return assertDerivationPath(drvPath);
   };
 
@@ -97,7 +99,7 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
     try {
       await deps.logs.follow(drvPath, write, closed);
       if (asEvents && !closed.aborted) {
-        const status = await deps.redis.hget(redisKeys.drv(hashPart(drvPath)), 'status');
+        const status = (await nodes.read(hashPart(drvPath), ['status']))?.status;
         raw.write(`event: end\ndata: ${JSON.stringify({ status: status ?? 'unknown' })}\n\n`);
       }
     } catch (error) {

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { InvalidStorePathError, REDIS_PREFIX, STORE_DIR, ValidationError, hashPart, isHashPrefix, redisKeys, storePathProblem } from '@nixfarm/shared';
+import { InvalidStorePathError, REDIS_PREFIX, STORE_DIR, ValidationError, hashPart, isHashPrefix, storePathProblem } from '@nixfarm/shared';
+import { NodeReader } from '../graph/node-reader.js';
 
 /** What the user asked about, after validation. */
 export type WhyQuery =
@@ -53,7 +54,6 @@ export type Resolution =
  */
 export const OUTPUT_INDEX_KEY = `${REDIS_PREFIX}:why:output-index`;
 
-const NODE_KEY_RE = new RegExp(`^${REDIS_PREFIX}:drv:([0-9a-df-np-sv-z]{32})$`);
 const MAX_CANDIDATES = 20;
 
 /**
@@ -66,7 +66,11 @@ const MAX_CANDIDATES = 20;
  * registration would remove that cost.
  */
 export class DerivationLocator {
-  constructor(private readonly redis: Redis) {}
+  private readonly nodes: NodeReader;
+
+  constructor(private readonly redis: Redis) {
+    this.nodes = new NodeReader(redis);
+  }
 
   async resolve(query: WhyQuery): Promise<Resolution> {
     switch (query.kind) {
@@ -94,24 +98,19 @@ export class DerivationLocator {
     const unique = [...new Set(hashes)].sort();
     if (unique.length === 1) return { kind: 'found', hash: unique[0]!, via };
     const shown = unique.slice(0, MAX_CANDIDATES);
-    const pipeline = this.redis.pipeline();
-    for (const h of shown) pipeline.hmget(redisKeys.drv(h), 'path', 'status');
-    const replies = (await pipeline.exec()) ?? [];
-    const candidates = shown.map((hash, i) => {
-      const [path, status] = (replies[i]?.[1] as [string | null, string | null] | undefined) ?? [null, null];
-      return { hash, drvPath: path ?? `${STORE_DIR}/${hash}-?.drv`, status: status ?? 'unknown' };
-    });
+    const nodes = await this.nodes.readMany(shown, ['status']);
+    const candidates = shown.map((hash, i) => ({ hash, drvPath: nodes[i]?.path ?? `${STORE_DIR}/${hash}-?.drv`, status: nodes[i]?.status ?? 'unknown' }));
     return { kind: 'ambiguous', candidates, total: unique.length };
   }
 
   private async nodeExists(hash: string): Promise<boolean> {
-    return (await this.redis.hexists(redisKeys.drv(hash), 'path')) === 1;
+    return this.nodes.exists(hash);
   }
 
   /** Drv hashes of nodes whose key starts with the prefix (the prefix is base-32, so it holds no glob characters). */
   private async drvHashesWithPrefix(prefix: string): Promise<string[]> {
     const found: string[] = [];
-    await this.scanNodeKeys(`${REDIS_PREFIX}:drv:${prefix}*`, async (hashes) => {
+    await this.nodes.scanHashes(prefix, async (hashes) => {
       found.push(...hashes);
     });
     return found;
@@ -131,20 +130,11 @@ export class DerivationLocator {
   /** Scans every node and records each output's derivation. */
   async rebuildOutputIndex(): Promise<number> {
     let indexed = 0;
-    await this.scanNodeKeys(`${REDIS_PREFIX}:drv:*`, async (hashes) => {
-      const pipeline = this.redis.pipeline();
-      for (const h of hashes) pipeline.hget(redisKeys.drv(h), 'job');
-      const replies = (await pipeline.exec()) ?? [];
+    await this.nodes.scanHashes('', async (hashes) => {
+      const nodes = await this.nodes.readMany(hashes, ['job']);
       const entries: Record<string, string> = {};
       hashes.forEach((h, i) => {
-        const job = replies[i]?.[1];
-        if (typeof job !== 'string') return;
-        let outputs: unknown;
-        try {
-          outputs = (JSON.parse(job) as { outputs?: unknown }).outputs;
-        } catch {
-          return;
-        }
+        const outputs = nodes[i]?.job?.outputs as unknown;
         if (outputs === null || typeof outputs !== 'object') return;
         for (const path of Object.values(outputs as Record<string, unknown>)) {
           if (typeof path !== 'string' || !path.startsWith(`${STORE_DIR}/`)) continue;
@@ -158,15 +148,5 @@ export class DerivationLocator {
       }
     });
     return indexed;
-  }
-
-  private async scanNodeKeys(pattern: string, onBatch: (hashes: string[]) => Promise<void>): Promise<void> {
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000, 'TYPE', 'hash');
-      cursor = next;
-      const hashes = keys.map((k) => NODE_KEY_RE.exec(k)?.[1]).filter((h): h is string => h !== undefined);
-      if (hashes.length > 0) await onBatch(hashes);
-    } while (cursor !== '0');
   }
 }

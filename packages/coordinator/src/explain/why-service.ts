@@ -1,14 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
-import {
-  NixfarmError,
-  hashPart,
-  isBuildStatus,
-  parseDerivation,
-  redisKeys,
-  type BuildStatus,
-  type Derivation,
-} from '@nixfarm/shared';
+import { NixfarmError, hashPart, parseDerivation, redisKeys, type Derivation } from '@nixfarm/shared';
+import { NodeReader } from '../graph/node-reader.js';
 import { DerivationLocator, parseWhyQuery, type Candidate, type WhyQuery } from './derivation-locator.js';
 import { explainDerivation, type Explanation, type InputFacts, type NodeFacts, type QueueFacts, type WorkerFacts } from './explanation.js';
 
@@ -55,9 +48,11 @@ export interface WhyAnswer extends Explanation {
 /** Answers `nixfarm why`: resolve the argument to a graph node, gather what is known about it, explain. */
 export class WhyService {
   private readonly locator: DerivationLocator;
+  private readonly nodes: NodeReader;
 
   constructor(private readonly deps: WhyServiceDeps) {
     this.locator = new DerivationLocator(deps.redis);
+    this.nodes = new NodeReader(deps.redis);
   }
 
   async explain(raw: string): Promise<WhyAnswer> {
@@ -76,31 +71,30 @@ export class WhyService {
   }
 
   private async node(hash: string): Promise<NodeFacts | undefined> {
-    const [fields, runIds] = await Promise.all([this.deps.redis.hgetall(redisKeys.drv(hash)), this.deps.redis.smembers(redisKeys.drvRuns(hash))]);
-    if (fields.path === undefined || fields.status === undefined || !isBuildStatus(fields.status)) return undefined;
+    const [node, runIds] = await Promise.all([this.nodes.readAll(hash), this.nodes.runsOf(hash)]);
+    if (node?.path === undefined || node.status === undefined) return undefined;
     runIds.sort();
     const pipeline = this.deps.redis.pipeline();
     for (const id of runIds) pipeline.sismember(redisKeys.activeRuns, id);
     const active = runIds.length === 0 ? [] : ((await pipeline.exec()) ?? []);
-    const outputs = fields.outputs ?? jsonField<{ outputs?: Record<string, string> }>(fields.job)?.outputs;
     return {
       hash,
-      drvPath: fields.path,
-      name: fields.name ?? '',
-      system: fields.system ?? '',
-      requiredFeatures: jsonField<string[]>(fields.features) ?? [],
-      status: fields.status,
-      pendingInputs: Number(fields.pending ?? 0),
-      attempts: Number(fields.attempts ?? 0),
-      ...optional('queue', fields.queue),
-      ...optional('worker', fields.worker),
-      ...optional('queuedAt', num(fields.queuedAt)),
-      ...optional('startedAt', num(fields.startedAt)),
-      ...optional('finishedAt', num(fields.finishedAt)),
-      ...optional('error', fields.error),
-      ...optional('logTail', jsonField<string[]>(fields.logTail)),
-      ...optional('outputs', typeof outputs === 'string' ? jsonField<Record<string, string>>(outputs) : outputs),
-      ...optional('handedBack', handedBackField(fields.handedBack)),
+      drvPath: node.path,
+      name: node.name ?? '',
+      system: node.system ?? '',
+      requiredFeatures: node.features ?? [],
+      status: node.status,
+      pendingInputs: node.pending ?? 0,
+      attempts: node.attempts ?? 0,
+      ...optional('queue', node.queue),
+      ...optional('worker', node.worker),
+      ...optional('queuedAt', node.queuedAt),
+      ...optional('startedAt', node.startedAt),
+      ...optional('finishedAt', node.finishedAt),
+      ...optional('error', node.error),
+      ...optional('logTail', node.logTail),
+      ...optional('outputs', node.outputs ?? node.job?.outputs),
+      ...optional('handedBack', node.handedBack),
       runs: runIds.map((id, i) => ({ id, active: active[i]?.[1] === 1 })),
     };
   }
@@ -115,14 +109,12 @@ export class WhyService {
     }
     const paths = Object.keys(drv.inputDrvs).sort();
     if (paths.length === 0) return [];
-    const pipeline = this.deps.redis.pipeline();
-    for (const p of paths) pipeline.hmget(redisKeys.drv(hashPart(p)), 'status', 'worker');
-    const replies = (await pipeline.exec()) ?? [];
+    const nodes = await this.nodes.readMany(paths.map(hashPart), ['status', 'worker']);
     return paths.map((drvPath, i) => {
-      const [status, worker] = (replies[i]?.[1] as [string | null, string | null] | undefined) ?? [null, null];
       const facts: InputFacts = { drvPath };
-      if (status !== null && isBuildStatus(status)) facts.status = status as BuildStatus;
-      if (worker !== null) facts.worker = worker;
+      const input = nodes[i];
+      if (input?.status !== undefined) facts.status = input.status;
+      if (input?.worker !== undefined) facts.worker = input.worker;
       return facts;
     });
   }
@@ -143,28 +135,6 @@ export class WhyService {
       return { name: node.queue };
     }
   }
-}
-
-function jsonField<T>(value: string | undefined): T | undefined {
-  if (value === undefined) return undefined;
-  try {
-    return JSON.parse(value) as T;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The graph's `handedBack` field (our own JSON), only when it has the expected shape. */
-function handedBackField(value: string | undefined): NodeFacts['handedBack'] {
-  const h = jsonField<{ worker?: unknown; reason?: unknown; at?: unknown }>(value);
-  if (h === undefined || h === null || typeof h.worker !== 'string' || typeof h.reason !== 'string' || typeof h.at !== 'number') return undefined;
-  return { worker: h.worker, reason: h.reason, at: h.at };
-}
-
-function num(value: string | undefined): number | undefined {
-  if (value === undefined || value === '') return undefined;
-  const n = Number(value);
-  return Number.isFinite(n) ? n : undefined;
 }
 
 function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {

@@ -1,5 +1,7 @@
 import type { Redis } from 'ioredis';
-import { hashPart, isBuildStatus, isTerminal, logAttemptKey, redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type Logger, type WorkerOutcome } from '@nixfarm/shared';
+import { hashPart, isTerminal, logAttemptKey, redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type BuildStatus, type Logger, type WorkerOutcome } from '@nixfarm/shared';
+import { NodeReader } from '../graph/node-reader.js';
+import { runningAttemptKey } from '../graph/derivation-node.js';
 import type { BuildLogStore } from './build-log-store.js';
 import { LogRenderer, type LogAttemptInfo } from './log-renderer.js';
 
@@ -40,15 +42,20 @@ function fieldsOf(flat: readonly string[]): Record<string, string> {
  * running build.
  */
 export class BuildLogService {
-  constructor(private readonly options: BuildLogServiceOptions) {}
+  private readonly nodes: NodeReader;
+
+  constructor(private readonly options: BuildLogServiceOptions) {
+    this.nodes = new NodeReader(options.redis);
+  }
 
   /** The graph's status and running attempt of a derivation; undefined when unknown. */
-  private async node(hash: string): Promise<{ status: string; liveKey: string | undefined } | undefined> {
-    const [path, status, runningAttempt, worker] = await this.options.redis.hmget(redisKeys.drv(hash), 'path', 'status', 'runningAttempt', 'worker');
-    if (path == null || status == null) return undefined;
-    if (status !== 'running') return { status, liveKey: undefined };
-    // runningAttempt is "worker try job", the form of logAttemptKey; older nodes name only the worker
-    return { status, liveKey: runningAttempt ?? (worker == null ? undefined : `${worker} `) };
+  private async node(hash: string): Promise<{ status: BuildStatus; liveKey: string | undefined } | undefined> {
+    const node = await this.nodes.read(hash, ['status', 'runningAttempt', 'worker']);
+    if (node?.status === undefined) return undefined;
+    if (node.status !== 'running') return { status: node.status, liveKey: undefined };
+    // the running attempt's key, the form of logAttemptKey; older nodes name only the worker
+    if (node.runningAttempt !== undefined) return { status: node.status, liveKey: runningAttemptKey(node.runningAttempt) };
+    return { status: node.status, liveKey: node.worker === undefined ? undefined : `${node.worker} ` };
   }
 
   private static isLive(liveKey: string | undefined, key: string): boolean {
@@ -77,7 +84,7 @@ export class BuildLogService {
       text += renderer.finish(liveKey);
       let stored = await this.options.store.read(drvPath);
       // A build that ended without a last report (its worker died, then the run was cancelled or gave up) is stored when first read.
-      if (isBuildStatus(node.status) && isTerminal(node.status) && stored !== text) {
+      if (isTerminal(node.status) && stored !== text) {
         await this.options.store.write(drvPath, text).then(
           () => (stored = text),
           (error: unknown) => this.options.logger.warn({ err: error, drvPath }, 'storing the build log failed'),
@@ -128,7 +135,7 @@ export class BuildLogService {
         }
         if (entries.length > 0) continue;
         const node = await this.node(hash);
-        if (node === undefined || (isBuildStatus(node.status) && isTerminal(node.status))) {
+        if (node === undefined || (isTerminal(node.status))) {
           if (!sawStream) {
             // Nothing streamed while following (the stream expired): the stored log is all there is.
             const stored = await this.options.store.read(drvPath);

@@ -10,7 +10,6 @@ import {
   runIdSchema,
   type Logger,
   type RunResult,
-  type RunStatus,
   type RunView,
   type SubmitRunRequest,
 } from '@nixfarm/shared';
@@ -63,10 +62,10 @@ export interface RunServiceDeps {
 }
 
 /**
- * Runs: evaluate, plan, register in the graph, queue what is ready; and close
- * a run once none of its derivations is pending. A run hash holds `remaining`
- * (derivations not ended, plus one while registering, so that a run whose
- * early derivations finish fast is not closed before all are registered).
+ * Runs: evaluate, plan, register in the graph, queue what is ready; and end
+ * a run once none of its derivations is pending. The run record is the
+ * graph's (graph/run-record.ts): a run is open while it registers, so one
+ * whose early derivations finish fast is not ended before all are registered.
  */
 export class RunService {
   constructor(private readonly deps: RunServiceDeps) {}
@@ -92,7 +91,7 @@ export class RunService {
    * the scheduler bench enters here with a synthetic plan, skipping Nix.
    */
   async submitEvaluated(request: SubmitRunRequest, evaluated: EvaluatedRun, runId = newRunId()): Promise<RunView> {
-    const { graph, events, gcRoots, redis, logger } = this.deps;
+    const { graph, events, gcRoots, logger } = this.deps;
     const { results, plan } = evaluated;
     const phases = new PhaseTimer();
     await gcRoots.prepareRun(runId);
@@ -104,21 +103,7 @@ export class RunService {
       throw error;
     }
     const now = Date.now();
-    await redis
-      .multi()
-      .hset(redisKeys.run(runId), {
-        status: 'running',
-        createdAt: String(now),
-        request: JSON.stringify(request),
-        results: JSON.stringify(results),
-        total: String(plan.nodes.length),
-        remaining: '1',
-        failed: '0',
-        priority: String(request.priority),
-      })
-      .zadd(redisKeys.runs, now, runId)
-      .sadd(redisKeys.activeRuns, runId)
-      .exec();
+    await graph.openRun({ runId, now, request, results, total: plan.nodes.length, priority: request.priority });
     await events.emit([runId], { type: 'run-started', runId, total: plan.nodes.length, at: now });
     this.deps.metrics?.runStarted();
     for (const node of plan.nodes) {
@@ -167,8 +152,8 @@ export class RunService {
       },
       'run submitted',
     );
-    // Registration is complete: drop the sentinel; a run with nothing to build ends here.
-    if ((await redis.hincrby(redisKeys.run(runId), 'remaining', -1)) <= 0) await this.finalize(runId);
+    // Registration is complete: the run takes no more derivations; a run with nothing to build ends here.
+    if (await graph.closeRun(runId)) await this.finalize(runId);
     return this.get(runId);
   }
 
@@ -252,11 +237,11 @@ export class RunService {
 
   /** Ends a run whose derivations have all ended: result roots on success, the run's temporary roots dropped either way. */
   async finalize(runId: string): Promise<void> {
-    const { redis, gcRoots, verifier, events, logger } = this.deps;
-    const fields = await redis.hmget(redisKeys.run(runId), 'status', 'failed', 'results');
-    if (fields[0] !== 'running') return;
-    const results = JSON.parse(fields[2] ?? '[]') as RunResult[];
-    let status: RunStatus = Number(fields[1] ?? 0) > 0 ? 'failed' : 'succeeded';
+    const { graph, gcRoots, verifier, events, logger } = this.deps;
+    const run = await graph.run(runId, ['status', 'failed', 'results']);
+    if (run.status !== 'running') return;
+    const results = run.results ?? [];
+    let status: 'succeeded' | 'failed' = (run.failed ?? 0) > 0 ? 'failed' : 'succeeded';
     let error: string | undefined;
     if (status === 'succeeded') {
       // The promise of a run: every requested output is valid in this store.
@@ -270,9 +255,8 @@ export class RunService {
     }
     await gcRoots.releaseRun(runId);
     const now = Date.now();
-    const update: Record<string, string> = { status, finishedAt: String(now) };
-    if (error !== undefined) update.error = error;
-    await redis.multi().hset(redisKeys.run(runId), update).srem(redisKeys.activeRuns, runId).exec();
+    // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.
+    if (!(await graph.endRun({ runId, status, now, ...(error === undefined ? {} : { error }) }))) return;
     await events.emit([runId], { type: 'run-finished', runId, status, at: now });
     this.deps.metrics?.runFinished(status);
     logger.info({ runId, status, error }, 'run finished');
@@ -292,7 +276,7 @@ export class RunService {
       const view = views[i];
       if (c.was === 'running') await redis.publish(redisKeys.cancelBuilds, c.hash);
       else if (c.was === 'queued' && view !== undefined) {
-        const queue = (await redis.hget(redisKeys.drv(c.hash), 'queue')) ?? '';
+        const queue = (await graph.nodes.read(c.hash, ['queue']))?.queue ?? '';
         if (queue !== '') await queues.remove(queue, c.hash, view.attempts);
       }
     }
@@ -328,35 +312,34 @@ export class RunService {
       }
       for (const r of ready) if (local?.takes(r)) local.submit(r);
       await queues.enqueue(local === undefined ? ready : ready.filter((r) => !local.takes(r)));
-      const remaining = Number(await redis.hget(redisKeys.run(runId), 'remaining'));
-      if (remaining <= 0) await this.finalize(runId);
+      const { remaining } = await graph.run(runId, ['remaining']);
+      if ((remaining ?? 0) <= 0) await this.finalize(runId);
     }
     return active.length;
   }
 
   async get(runId: string): Promise<RunView> {
     if (!runIdSchema.safeParse(runId).success) throw new RunNotFoundError(runId);
-    const f = await this.deps.redis.hgetall(redisKeys.run(runId));
-    if (f.status === undefined) throw new RunNotFoundError(runId);
-    const hashes = await this.deps.redis.smembers(redisKeys.runDrvs(runId));
-    const counts = await this.deps.graph.statusCounts(hashes);
+    const { graph } = this.deps;
+    const run = await graph.run(runId, ['status', 'createdAt', 'finishedAt', 'request', 'results', 'total', 'error']);
+    if (run.status === undefined) throw new RunNotFoundError(runId);
+    const counts = await graph.statusCounts(await graph.derivationsOf(runId));
     return {
       id: runId,
-      status: f.status as RunStatus,
-      createdAt: Number(f.createdAt),
-      finishedAt: f.finishedAt === undefined ? undefined : Number(f.finishedAt),
-      request: JSON.parse(f.request ?? 'null') as unknown,
-      results: JSON.parse(f.results ?? '[]') as RunResult[],
-      total: Number(f.total ?? 0),
+      status: run.status,
+      createdAt: run.createdAt ?? Number.NaN,
+      finishedAt: run.finishedAt,
+      request: run.request ?? null,
+      results: run.results ?? [],
+      total: run.total ?? 0,
       counts,
-      ...(f.error === undefined ? {} : { error: f.error }),
+      ...(run.error === undefined ? {} : { error: run.error }),
     };
   }
 
   async derivations(runId: string) {
     await this.get(runId);
-    const hashes = await this.deps.redis.smembers(redisKeys.runDrvs(runId));
-    return this.deps.graph.views(hashes);
+    return this.deps.graph.views(await this.deps.graph.derivationsOf(runId));
   }
 
   async list(limit = 50): Promise<RunView[]> {
