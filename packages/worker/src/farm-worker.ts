@@ -3,6 +3,7 @@ import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
+import { BuildExecutor, ServeBuilder, narHashesIn } from '@nixfarm/build';
 import {
   STORE_DIR,
   connectRedis,
@@ -21,13 +22,10 @@ import {
 } from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
-import { ServeBuilder } from './serve-builder.js';
 import { coordinatorStorePool } from './coordinator-store-pool.js';
 import { HandBackPublisher, HandBackRegistry } from './hand-back.js';
 import { DiskFloor } from './disk-floor.js';
 import { JobRunner } from './job-runner.js';
-import { BuildExecutor } from './build-executor.js';
-import { narHashesIn } from './output-hashes.js';
 import { JobFetcher } from './job-fetcher.js';
 import { BuildSlots } from './build-slots.js';
 import { PlacementGate } from './placement-gate.js';

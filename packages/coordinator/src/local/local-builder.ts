@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/worker';
+import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/build';
 import { BUILTIN_SYSTEM, type Derivation, type Logger, type NixSetupError, type ServePool } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
