@@ -3,6 +3,7 @@ import { rm } from 'node:fs/promises';
 import { execa } from 'execa';
 import { NixSetupError, NixfarmError } from './errors.js';
 import { classifyNixBuildFailure } from './nix-build-failure.js';
+import { NIX_BASE32_ALPHABET } from './nix-base32.js';
 import { STORE_DIR } from './store-path.js';
 import type { Logger } from './logger.js';
 import type { ServePool } from './serve/serve-pool.js';
@@ -31,13 +32,12 @@ export interface NixBuildProbeResult {
 }
 
 export const PROBE_NAME = 'nixfarm-build-probe';
-const NIX_BASE32 = '0123456789abcdfghijklmnpqrsvwxyz';
 /** what the context of every probe error says */
 const CONTEXT = 'checked at start with a trivial build';
 
 /** A store path no store has yet: 32 random characters of Nix's base-32, so Nix really builds each time. */
 function freshStorePath(suffix: string): string {
-  const hash = Array.from(randomBytes(32), (b) => NIX_BASE32[b % 32]).join('');
+  const hash = Array.from(randomBytes(32), (b) => NIX_BASE32_ALPHABET[b % 32]).join('');
   return `${STORE_DIR}/${hash}-${PROBE_NAME}${suffix}`;
 }
 

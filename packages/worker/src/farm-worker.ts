@@ -7,6 +7,7 @@ import { BuildExecutor, ServeBuilder, narHashesIn } from '@nixfarm/build';
 import {
   STORE_DIR,
   connectRedis,
+  hashOfQueuedJobId,
   localStorePool,
   parseDerivation,
   probeNixBuild,
@@ -263,7 +264,7 @@ export class FarmWorker {
         if (this.stopping) break;
         continue;
       }
-      const hash = String(fetched.job.id).split('.')[0]!;
+      const hash = hashOfQueuedJobId(String(fetched.job.id));
       const build: RunningBuild = { jobId: String(fetched.job.id), canceller: new AbortController() };
       this.builds.set(hash, build);
       this.slots.run(build.jobId, () =>

@@ -1,9 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, rename, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, lstat, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import ssh2 from 'ssh2';
-import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey } from '@nixfarm/shared';
+import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey, writeFileAtomic } from '@nixfarm/shared';
 
 export const WORKER_KEY_FILE = 'id_ed25519';
 /** The name Nix is given (`nix-copy-closure --from nixfarm-coordinator`); the ssh config maps it to host and port. */
@@ -117,8 +117,8 @@ export async function writeSshClientConfig(options: SshClientConfigOptions): Pro
     '  ConnectTimeout 10',
     '',
   ];
-  await writeAtomically(knownHostsPath, `${COORDINATOR_HOST_ALIAS} ${hostKey.keyText}\n`);
-  await writeAtomically(configPath, lines.join('\n'));
+  await writeFileAtomic(knownHostsPath, `${COORDINATOR_HOST_ALIAS} ${hostKey.keyText}\n`, 0o600);
+  await writeFileAtomic(configPath, lines.join('\n'), 0o600);
   return { configPath, knownHostsPath, controlPath, controlDir, hostAlias: COORDINATOR_HOST_ALIAS, nixSshOpts: `-F ${configPath}` };
 }
 
@@ -158,11 +158,5 @@ async function controlSocketDir(sshDir: string, stateDir: string): Promise<strin
     return dir;
   }
   throw new ValidationError(`no directory short enough for an ssh control socket (state dir ${stateDir}); use a shorter state dir`);
-}
-
-async function writeAtomically(path: string, text: string): Promise<void> {
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(temp, text, { mode: 0o600 });
-  await rename(temp, path);
 }
 

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { InvalidStorePathError, REDIS_PREFIX, STORE_DIR, ValidationError, hashPart, isHashPrefix, redisKeys, storePathProblem } from '@nixfarm/shared';
+import { InvalidStorePathError, NIX_BASE32_CHAR, REDIS_PREFIX, STORE_DIR, ValidationError, hashPart, isHashPrefix, redisKeys, storePathProblem } from '@nixfarm/shared';
 
 /** What the user asked about, after validation. */
 export type WhyQuery =
@@ -53,7 +53,7 @@ export type Resolution =
  */
 export const OUTPUT_INDEX_KEY = `${REDIS_PREFIX}:why:output-index`;
 
-const NODE_KEY_RE = new RegExp(`^${REDIS_PREFIX}:drv:([0-9a-df-np-sv-z]{32})$`);
+const NODE_KEY_RE = new RegExp(`^${REDIS_PREFIX}:drv:(${NIX_BASE32_CHAR}{32})$`);
 const MAX_CANDIDATES = 20;
 
 /**

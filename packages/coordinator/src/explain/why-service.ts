@@ -5,6 +5,7 @@ import {
   hashPart,
   isBuildStatus,
   parseDerivation,
+  queuedJobId,
   redisKeys,
   type BuildStatus,
   type Derivation,
@@ -130,8 +131,7 @@ export class WhyService {
   private async queueFacts(node: NodeFacts): Promise<QueueFacts | undefined> {
     if (this.deps.queues === undefined || node.queue === undefined) return undefined;
     const queue = this.deps.queues.queue(node.queue);
-    // BuildQueues' job id: the hash for a first attempt, `<hash>.<attempt>` for a retry.
-    const jobId = node.attempts === 0 ? node.hash : `${node.hash}.${node.attempts}`;
+    const jobId = queuedJobId(node.hash, node.attempts);
     try {
       const [job, counts] = await Promise.all([queue.getJob(jobId), queue.getJobCounts('waiting', 'prioritized', 'delayed')]);
       const waiting = (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);
