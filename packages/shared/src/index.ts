@@ -1,3 +1,4 @@
+export * from './error-codes.js';
 export * from './errors.js';
 export * from './atomic-file.js';
 export * from './terminal-escapes.js';
