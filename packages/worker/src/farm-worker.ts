@@ -109,10 +109,6 @@ export class FarmWorker {
     this.slots = new BuildSlots({ maxJobs: this.config.maxJobs, advertise: async () => this.heartbeat?.beat() });
   }
 
-  get runningJobs(): number {
-    return this.slots.taken;
-  }
-
   async start(): Promise<void> {
     const { config, logger } = this;
     const stateDir = path.resolve(config.stateDir);
