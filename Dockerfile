@@ -21,6 +21,7 @@ WORKDIR /opt/nixfarm
 # Dependencies first, so that a source change does not reinstall them.
 COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
 COPY packages/shared/package.json packages/shared/
+COPY packages/build/package.json packages/build/
 COPY packages/coordinator/package.json packages/coordinator/
 COPY packages/worker/package.json packages/worker/
 COPY packages/cli/package.json packages/cli/

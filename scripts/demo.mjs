@@ -341,7 +341,7 @@ async function main() {
     const why = process.env.NIXFARM_DEMO_SHARED_STORE === '1' ? 'NIXFARM_DEMO_SHARED_STORE=1' : !isLinux ? `this is ${process.platform}, not Linux` : !isRoot ? 'not running as root' : 'unshare(1) is missing';
     detail(`${why}: no mount namespaces here, so both workers run directly on`);
     detail(`this machine and share its Nix store. Every build still goes through the farm (queue,`);
-    detail(`SSH endpoint, nix-store --realise by a worker, report), but copies find nothing to move.`);
+    detail(`SSH endpoint, a worker's serve session, report), but copies find nothing to move.`);
     detail(`Run as root on Linux to give each worker its own store.`);
   }
 

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { Redis } from 'ioredis';
 import { Worker as BullWorker, type Job } from 'bullmq';
-import { WorkerEventPublisher } from '@nixfarm/worker';
+import { WorkerEventPublisher } from '@nixfarm/build';
 import { buildJobSchema, canBuild, parseQueueName, redisKeys, type Logger, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
 
 export interface InstantWorkersOptions {

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { ServePool, ServeSession, parseDerivation, type BuildJob, type Derivation } from '@nixfarm/shared';
-import { ServeBuilder, StoreCopier } from '@nixfarm/worker';
+import { ServeBuilder } from '@nixfarm/build';
+import { StoreCopier } from '@nixfarm/worker';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { chain, failingBranch, freshSalt, nixInstantiate, derivationClosure } from '../harness/nix-fixtures.js';
 

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
 import { createLogger, readWorkerRegistry, redisKeys, type BuildJob, type WorkerEvent, type WorkerInfo } from '@nixfarm/shared';
-import { BuildExecutor, BuildSlots, JobRunner, SAME_STORE, WorkerEventPublisher, WorkerHeartbeat } from '@nixfarm/worker';
+import { BuildExecutor, SAME_STORE, WorkerEventPublisher } from '@nixfarm/build';
+import { BuildSlots, JobRunner, WorkerHeartbeat } from '@nixfarm/worker';
 import { privateRedisForSuite } from '../harness/private-redis.js';
 
 /**

@@ -1,4 +1,4 @@
-import { mkdir, writeFile, rename } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
@@ -7,6 +7,7 @@ import {
   coordinatorConfigSchema,
   localStorePool,
   probeNixBuild,
+  writeFileAtomic,
   type ApiScope,
   type CoordinatorConfig,
   type CoordinatorConfigInput,
@@ -132,8 +133,7 @@ export class Coordinator {
       apiTokenFiles,
     };
     const file = path.join(stateDir, 'coordinator.json');
-    await writeFile(`${file}.tmp`, JSON.stringify(this.addressInfo, null, 2));
-    await rename(`${file}.tmp`, file);
+    await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));
     logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir }, 'coordinator ready');
     return this.addressInfo;
   }

@@ -1,3 +1,4 @@
+import type { ErrorCode, NixFailureCode } from './error-codes.js';
 import { stripTerminalEscapes } from './terminal-escapes.js';
 
 /**
@@ -6,11 +7,11 @@ import { stripTerminalEscapes } from './terminal-escapes.js';
  * or cannot (bad input, a builder that failed). Nothing matches on messages.
  */
 export class NixfarmError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly retryable: boolean;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: string, message: string, options: { retryable?: boolean; cause?: unknown; details?: Record<string, unknown> } = {}) {
+  constructor(code: ErrorCode, message: string, options: { retryable?: boolean; cause?: unknown; details?: Record<string, unknown> } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
@@ -40,7 +41,7 @@ export class NixCommandError extends NixfarmError {
   readonly exitCode: number | undefined;
   /** as Nix wrote it */
   readonly stderr: string;
-  constructor(command: readonly string[], exitCode: number | undefined, stderr: string, options: { retryable?: boolean; code?: string } = {}) {
+  constructor(command: readonly string[], exitCode: number | undefined, stderr: string, options: { retryable?: boolean; code?: ErrorCode } = {}) {
     // The message is shown by the API and stored with a run: no terminal reads it, so no colours.
     const summary = stripTerminalEscapes(stderr).trim().split('\n').slice(-20).join('\n');
     super(options.code ?? 'nix-command-failed', `${command.join(' ')} failed${exitCode === undefined ? '' : ` with exit code ${exitCode}`}:\n${summary}`, {
@@ -54,7 +55,7 @@ export class NixCommandError extends NixfarmError {
 
 /** An infrastructure fault (SSH, copy, lost connection): the build is retried elsewhere or later. */
 export class InfrastructureError extends NixfarmError {
-  constructor(code: string, message: string, cause?: unknown) {
+  constructor(code: ErrorCode, message: string, cause?: unknown) {
     super(code, message, { retryable: true, cause });
   }
 }
@@ -63,7 +64,7 @@ export interface NixSetupErrorOptions {
   /** which Nix: "the coordinator's Nix", "worker w1's Nix" */
   nix: string;
   /** the fault, for machines: nix-build-users-missing, nix-sandbox-unavailable, nix-platform-mismatch, nix-cannot-build, ... */
-  code: string;
+  code: NixFailureCode;
   /** Nix's own error, as it printed it (without colours) */
   nixMessage: string;
   /** what to change so that this Nix builds; one line per way out (lines after the first start with "or", or are commands indented by two spaces) */
@@ -81,6 +82,7 @@ export interface NixSetupErrorOptions {
  * says what to change.
  */
 export class NixSetupError extends NixfarmError {
+  declare readonly code: NixFailureCode;
   readonly nix: string;
   readonly nixMessage: string;
   readonly fix: string;

@@ -1,3 +1,4 @@
+import type { NixFailureCode } from './error-codes.js';
 import type { NixBuildStatus } from './serve/serve-protocol.js';
 
 /**
@@ -12,7 +13,7 @@ export type NixFailureKind = 'derivation' | 'machine' | 'transient';
 export interface NixBuildFailure {
   kind: NixFailureKind;
   /** for machines, e.g. nix-output-cycle, nix-build-users-missing, nix-builder-failed */
-  code: string;
+  code: NixFailureCode;
   /** Nix's own message, without colours */
   message: string;
   /** machine faults: what to change on that machine so that its Nix builds; one line per way out */
@@ -20,7 +21,7 @@ export interface NixBuildFailure {
 }
 
 /** Nix's build statuses that say the builder ran and its result was refused: the derivation's own fault. */
-const DERIVATION_STATUSES: Partial<Record<NixBuildStatus, string>> = {
+const DERIVATION_STATUSES: Partial<Record<NixBuildStatus, NixFailureCode>> = {
   PermanentFailure: 'nix-builder-failed',
   InputRejected: 'nix-input-rejected',
   OutputRejected: 'nix-output-rejected',
@@ -31,7 +32,7 @@ const DERIVATION_STATUSES: Partial<Record<NixBuildStatus, string>> = {
 interface Rule {
   pattern: RegExp;
   kind: Exclude<NixFailureKind, 'transient'>;
-  code: string;
+  code: NixFailureCode;
   fix?: (match: RegExpExecArray) => string;
 }
 

@@ -3,6 +3,8 @@ import { rm } from 'node:fs/promises';
 import { execa } from 'execa';
 import { NixSetupError, NixfarmError } from './errors.js';
 import { classifyNixBuildFailure } from './nix-build-failure.js';
+import { NIX_BASE32_ALPHABET } from './nix-base32.js';
+import type { NixFailureCode } from './error-codes.js';
 import { STORE_DIR } from './store-path.js';
 import type { Logger } from './logger.js';
 import type { ServePool } from './serve/serve-pool.js';
@@ -31,13 +33,12 @@ export interface NixBuildProbeResult {
 }
 
 export const PROBE_NAME = 'nixfarm-build-probe';
-const NIX_BASE32 = '0123456789abcdfghijklmnpqrsvwxyz';
 /** what the context of every probe error says */
 const CONTEXT = 'checked at start with a trivial build';
 
 /** A store path no store has yet: 32 random characters of Nix's base-32, so Nix really builds each time. */
 function freshStorePath(suffix: string): string {
-  const hash = Array.from(randomBytes(32), (b) => NIX_BASE32[b % 32]).join('');
+  const hash = Array.from(randomBytes(32), (b) => NIX_BASE32_ALPHABET[b % 32]).join('');
   return `${STORE_DIR}/${hash}-${PROBE_NAME}${suffix}`;
 }
 
@@ -132,7 +133,7 @@ async function probeOnce(options: NixBuildProbeOptions): Promise<{ path: string;
   return { path: out, error: setupError(options, out, 'nix-cannot-build', said === '' ? failure.message : `${failure.message}\n${said}`, GENERIC_FIX), worthRetry: failure.kind === 'transient' };
 }
 
-function setupError(options: NixBuildProbeOptions, path: string, code: string, nixMessage: string, fix: string, cause?: unknown): NixSetupError {
+function setupError(options: NixBuildProbeOptions, path: string, code: NixFailureCode, nixMessage: string, fix: string, cause?: unknown): NixSetupError {
   const fullFix = options.alternative === undefined ? fix : `${fix}\n${options.alternative}`;
   return new NixSetupError({ nix: options.nix, code, nixMessage, fix: fullFix, context: CONTEXT, details: { probePath: path }, ...(cause === undefined ? {} : { cause }) });
 }

@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { chmod, link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import ssh2 from 'ssh2';
 import type { ParsedKey } from 'ssh2';
+import { createFileExclusive } from './atomic-file.js';
 import type { NixfarmError } from './errors.js';
 import { formatSshPublicKey, parseSshPublicKey } from './ssh-public-key.js';
 
@@ -82,17 +82,13 @@ async function readIfExists(path: string, fileError: KeyFileErrorFactory): Promi
   }
 }
 
-/** Write-then-link: never half a key, and two processes starting at once agree on one key. */
+/** Never half a key, and two processes starting at once agree on one key: the one that created it. */
 async function createExclusive(path: string, text: string, fileError: KeyFileErrorFactory): Promise<string> {
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(temp, text, { mode: 0o600, flag: 'wx' });
+  let created: boolean;
   try {
-    await link(temp, path);
-    return text;
+    created = await createFileExclusive(path, text, 0o600);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw fileError(path, 'cannot be created', error);
-    return readFile(path, 'utf8');
-  } finally {
-    await unlink(temp).catch(() => undefined);
+    throw fileError(path, 'cannot be created', error);
   }
+  return created ? text : readFile(path, 'utf8');
 }

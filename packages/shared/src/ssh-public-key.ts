@@ -93,11 +93,6 @@ export function formatSshPublicKey(key: Pick<SshPublicKey, 'keyText' | 'comment'
   return key.comment.length > 0 ? `${key.keyText} ${key.comment}` : key.keyText;
 }
 
-/** Same key, whatever the comments say. */
-export function sameSshKey(a: Pick<SshPublicKey, 'blob'>, b: Pick<SshPublicKey, 'blob'>): boolean {
-  return a.blob.equals(b.blob);
-}
-
 function isSshKeyType(type: string): type is SshKeyType {
   return (SSH_KEY_TYPES as readonly string[]).includes(type);
 }

@@ -1,14 +1,13 @@
 import { InvalidStorePathError } from './errors.js';
+import { NIX_BASE32_ALPHABET, NIX_BASE32_CHAR } from './nix-base32.js';
 
 /** The store directory every machine of a farm shares; Nix store paths are only portable between equal store dirs. */
 export const STORE_DIR = '/nix/store';
 
-/** Nix's base-32 alphabet (no e, o, t, u). */
-const HASH_CHARS = '0123456789abcdfghijklmnpqrsvwxyz';
 const HASH_LENGTH = 32;
 const NAME_MAX = 211;
 const NAME_RE = /^[A-Za-z0-9+\-._?=]+$/;
-const HASH_RE = new RegExp(`^[${HASH_CHARS}]{${HASH_LENGTH}}$`);
+const HASH_RE = new RegExp(`^${NIX_BASE32_CHAR}{${HASH_LENGTH}}$`);
 
 export interface StorePathParts {
   /** The full path, e.g. /nix/store/<hash>-hello-2.12 */
@@ -75,5 +74,5 @@ export function derivationName(drvPath: string): string {
 
 /** True for a 1 to 32 character prefix of a hash part: how people abbreviate store paths. */
 export function isHashPrefix(text: string): boolean {
-  return text.length > 0 && text.length <= HASH_LENGTH && [...text].every((c) => HASH_CHARS.includes(c));
+  return text.length > 0 && text.length <= HASH_LENGTH && [...text].every((c) => NIX_BASE32_ALPHABET.includes(c));
 }

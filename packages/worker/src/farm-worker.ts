@@ -3,9 +3,11 @@ import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
+import { BuildExecutor, ServeBuilder, narHashesIn } from '@nixfarm/build';
 import {
   STORE_DIR,
   connectRedis,
+  hashOfQueuedJobId,
   localStorePool,
   parseDerivation,
   probeNixBuild,
@@ -21,13 +23,10 @@ import {
 } from '@nixfarm/shared';
 import { WorkerNix } from './worker-nix.js';
 import { StoreCopier } from './store-copier.js';
-import { ServeBuilder } from './serve-builder.js';
 import { coordinatorStorePool } from './coordinator-store-pool.js';
 import { HandBackPublisher, HandBackRegistry } from './hand-back.js';
 import { DiskFloor } from './disk-floor.js';
 import { JobRunner } from './job-runner.js';
-import { BuildExecutor } from './build-executor.js';
-import { narHashesIn } from './output-hashes.js';
 import { JobFetcher } from './job-fetcher.js';
 import { BuildSlots } from './build-slots.js';
 import { PlacementGate } from './placement-gate.js';
@@ -108,10 +107,6 @@ export class FarmWorker {
       logger: this.logger,
     });
     this.slots = new BuildSlots({ maxJobs: this.config.maxJobs, advertise: async () => this.heartbeat?.beat() });
-  }
-
-  get runningJobs(): number {
-    return this.slots.taken;
   }
 
   async start(): Promise<void> {
@@ -265,7 +260,7 @@ export class FarmWorker {
         if (this.stopping) break;
         continue;
       }
-      const hash = String(fetched.job.id).split('.')[0]!;
+      const hash = hashOfQueuedJobId(String(fetched.job.id));
       const build: RunningBuild = { jobId: String(fetched.job.id), canceller: new AbortController() };
       this.builds.set(hash, build);
       this.slots.run(build.jobId, () =>

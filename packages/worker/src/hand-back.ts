@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
+import { WorkerEventPublisher } from '@nixfarm/build';
 import type { WorkerEvent } from '@nixfarm/shared';
-import { WorkerEventPublisher } from './worker-event-publisher.js';
 
 /**
  * The builds a worker gives back unfinished (it is leaving, or its Nix

@@ -57,10 +57,6 @@ export class JobFetcher {
     });
   }
 
-  get queueNames(): string[] {
-    return [...this.queues.keys()].sort();
-  }
-
   wakeUp(): void {
     const wake = this.wake;
     this.wake = undefined;

@@ -1,6 +1,6 @@
 import { UnrecoverableError, type Job } from 'bullmq';
+import type { BuildExecutor } from '@nixfarm/build';
 import { buildJobSchema, formatZodError, type Logger } from '@nixfarm/shared';
-import type { BuildExecutor } from './build-executor.js';
 import type { HandBackRegistry } from './hand-back.js';
 
 export interface JobRunnerDeps {

@@ -1,4 +1,4 @@
-import type { Logger, NixSetupError } from '@nixfarm/shared';
+import type { Logger, NixFailureCode, NixSetupError } from '@nixfarm/shared';
 
 export interface NixSetupPauseOptions {
   logger: Logger;
@@ -15,7 +15,7 @@ export interface NixSetupPauseOptions {
  * features): their fix is a new flag or nix.conf line, which a restart
  * brings in, so the worker stays paused until then.
  */
-const UNSEEN_BY_PROBE = new Set(['nix-platform-mismatch']);
+const UNSEEN_BY_PROBE = new Set<NixFailureCode>(['nix-platform-mismatch']);
 
 /**
  * A worker whose Nix cannot build (it passed the start-up probe, then a

@@ -1,12 +1,12 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, rename, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, lstat, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import ssh2 from 'ssh2';
-import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey } from '@nixfarm/shared';
+import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey, writeFileAtomic } from '@nixfarm/shared';
 
 export const WORKER_KEY_FILE = 'id_ed25519';
-/** The name Nix is given (`nix-copy-closure --from nixfarm-coordinator`); the ssh config maps it to host and port. */
+/** The host the worker's serve sessions ssh to (`ssh -F <config> nixfarm-coordinator nix-store --serve --write`); the ssh config maps it to host and port. */
 export const COORDINATOR_HOST_ALIAS = 'nixfarm-coordinator';
 /** The user name the worker logs in as; the coordinator's endpoint accepts any, this one reads well in its logs. */
 const SSH_USER = 'nixfarm';
@@ -27,7 +27,7 @@ export class WorkerKeyFileError extends NixfarmError {
 /**
  * The worker's SSH identity: created on first start, then kept, since the
  * coordinator authorises it by its fingerprint. Written in OpenSSH's format
- * so that the OpenSSH client Nix runs can use it.
+ * so that the OpenSSH client its serve sessions run can use it.
  */
 export async function loadOrCreateWorkerKey(stateDir: string): Promise<WorkerKey> {
   const dir = resolve(stateDir);
@@ -44,7 +44,7 @@ export interface SshClientConfigOptions {
   /** the coordinator's public host key line, pinned: nothing else is trusted */
   hostKeyLine: string;
   privateKeyPath: string;
-  /** share one connection between Nix's ssh calls (default true) */
+  /** share one connection between the worker's serve sessions (default true) */
   controlMaster?: boolean;
 }
 
@@ -56,7 +56,7 @@ export interface SshClientConfig {
   /** the directory of the control socket: <stateDir>/ssh, or a private one under the temp dir when that path is too long */
   controlDir: string | undefined;
   hostAlias: typeof COORDINATOR_HOST_ALIAS;
-  /** NIX_SSHOPTS for Nix's ssh calls */
+  /** the same config as NIX_SSHOPTS, for Nix's own ssh tools (nix-copy-closure) against the endpoint */
   nixSshOpts: string;
 }
 
@@ -68,7 +68,7 @@ const CONTROL_PATH_SUFFIX_LENGTH = '/cm-'.length + 40 + 17;
 /**
  * Writes an OpenSSH client config that reaches the coordinator as
  * `nixfarm-coordinator`, with its host key pinned, the worker key only,
- * no prompts, and one multiplexed connection for all of Nix's ssh calls.
+ * no prompts, and one multiplexed connection for all of the worker's serve sessions.
  * `-F` makes ssh read this file alone: nothing in ~/.ssh or /etc/ssh applies.
  */
 export async function writeSshClientConfig(options: SshClientConfigOptions): Promise<SshClientConfig> {
@@ -117,8 +117,8 @@ export async function writeSshClientConfig(options: SshClientConfigOptions): Pro
     '  ConnectTimeout 10',
     '',
   ];
-  await writeAtomically(knownHostsPath, `${COORDINATOR_HOST_ALIAS} ${hostKey.keyText}\n`);
-  await writeAtomically(configPath, lines.join('\n'));
+  await writeFileAtomic(knownHostsPath, `${COORDINATOR_HOST_ALIAS} ${hostKey.keyText}\n`, 0o600);
+  await writeFileAtomic(configPath, lines.join('\n'), 0o600);
   return { configPath, knownHostsPath, controlPath, controlDir, hostAlias: COORDINATOR_HOST_ALIAS, nixSshOpts: `-F ${configPath}` };
 }
 
@@ -158,11 +158,5 @@ async function controlSocketDir(sshDir: string, stateDir: string): Promise<strin
     return dir;
   }
   throw new ValidationError(`no directory short enough for an ssh control socket (state dir ${stateDir}); use a shorter state dir`);
-}
-
-async function writeAtomically(path: string, text: string): Promise<void> {
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(temp, text, { mode: 0o600 });
-  await rename(temp, path);
 }
 

@@ -1,9 +1,5 @@
+import type { ByteTally } from '@nixfarm/build';
 import { InfrastructureError, type Logger, type ServePool } from '@nixfarm/shared';
-
-/** Adds up the bytes a build's copies stream (Nix's export format: each path's NAR plus a little metadata). */
-export interface ByteTally {
-  bytes: number;
-}
 
 export interface StoreCopierOptions {
   /** sessions with this worker's store */

@@ -1,22 +1,18 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { link, mkdir, unlink, writeFile } from 'node:fs/promises';
-import { API_SCOPES, ApiTokenFileError, apiTokenPath, readApiTokenFile, type ApiScope } from '@nixfarm/shared';
+import { mkdir } from 'node:fs/promises';
+import { API_SCOPES, ApiTokenFileError, apiTokenPath, createFileExclusive, readApiTokenFile, type ApiScope } from '@nixfarm/shared';
 
 function newToken(scope: ApiScope): string {
   // The scope prefix lets an operator tell the two apart; the 32 random bytes are the secret.
   return `nixfarm_${scope}_${randomBytes(32).toString('base64url')}`;
 }
 
-/** Write-then-link: never half a token, and two processes starting at once agree on one. */
+/** Never half a token, and two processes starting at once agree on one: the one that created the file. */
 async function createExclusive(file: string, token: string): Promise<void> {
-  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(temp, `${token}\n`, { mode: 0o600, flag: 'wx' });
   try {
-    await link(temp, file);
+    await createFileExclusive(file, `${token}\n`, 0o600);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new ApiTokenFileError(file, 'cannot create it', error);
-  } finally {
-    await unlink(temp).catch(() => undefined);
+    throw new ApiTokenFileError(file, 'cannot create it', error);
   }
 }
 

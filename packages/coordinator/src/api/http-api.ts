@@ -1,6 +1,6 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
-import { NixfarmError, formatZodError, runIdSchema, submitRunRequestSchema, type Derivation, type Logger } from '@nixfarm/shared';
+import { NixfarmError, formatZodError, runIdSchema, submitRunRequestSchema, type Derivation, type ErrorCode, type Logger } from '@nixfarm/shared';
 import type { RunService } from '../runs/run-service.js';
 import type { RunEvents } from '../runs/run-events.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
@@ -51,7 +51,7 @@ function formatBytes(bytes: number): string {
 }
 
 /** Fastify's own refusals of a request (unparsable body, bad URL), reworded to say what to send instead. */
-function describeFrameworkError(error: { code?: string; message: string }, bodyLimit: number): { status: number; code: string; message: string } | undefined {
+function describeFrameworkError(error: { code?: string; message: string }, bodyLimit: number): { status: number; code: ErrorCode; message: string } | undefined {
   switch (error.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return {
@@ -83,7 +83,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     bodyLimit,
     // Bad URLs are refused by the router before any handler: in the API's error shape too.
     frameworkErrors: (error, _request, reply) => {
-      const known = describeFrameworkError(error, bodyLimit) ?? { status: 400, code: 'invalid-request', message: error.message };
+      const known = describeFrameworkError(error, bodyLimit) ?? { status: 400, code: 'invalid-request' as const, message: error.message };
       void sendError(reply, known.status, known.code, known.message);
     },
   });

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { queuePriority, redisKeys, type Logger } from '@nixfarm/shared';
+import { queuePriority, queuedJobId, redisKeys, type Logger } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
 export interface BuildQueuesOptions {
@@ -50,7 +50,7 @@ export class BuildQueues {
           name: r.job.name,
           data: r.job,
           opts: {
-            jobId: jobIdOf(r.hash, r.attempt),
+            jobId: queuedJobId(r.hash, r.attempt),
             delay: r.delayMs,
             priority: queuePriority(r.priority, r.criticalPathMs),
             removeOnComplete: true,
@@ -58,7 +58,7 @@ export class BuildQueues {
           },
         })),
       );
-      this.options.waits?.queued(items.map((r) => ({ jobId: jobIdOf(r.hash, r.attempt), queue: name, since: now + (r.delayMs ?? 0) })));
+      this.options.waits?.queued(items.map((r) => ({ jobId: queuedJobId(r.hash, r.attempt), queue: name, since: now + (r.delayMs ?? 0) })));
       await this.options.redis.publish(redisKeys.queueWakeups, name);
       this.options.logger.debug({ queue: name, count: items.length }, 'queued derivations');
     }
@@ -68,8 +68,8 @@ export class BuildQueues {
   async remove(queue: string, hash: string, attempts: number): Promise<void> {
     const q = this.queue(queue);
     for (let a = 0; a <= attempts; a++) {
-      this.options.waits?.take(jobIdOf(hash, a));
-      const job = await q.getJob(jobIdOf(hash, a));
+      this.options.waits?.take(queuedJobId(hash, a));
+      const job = await q.getJob(queuedJobId(hash, a));
       if (job !== undefined && !(await job.isActive())) await job.remove().catch(() => undefined);
     }
   }
@@ -82,9 +82,4 @@ export class BuildQueues {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
     this.queues.clear();
   }
-}
-
-/** A retry gets its own BullMQ job id so it never collides with the finished one. */
-function jobIdOf(hash: string, attempt: number): string {
-  return attempt === 0 ? hash : `${hash}.${attempt}`;
 }

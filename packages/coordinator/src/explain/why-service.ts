@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
-import { NixfarmError, hashPart, parseDerivation, redisKeys, type Derivation } from '@nixfarm/shared';
+import { NixfarmError, hashPart, parseDerivation, queuedJobId, redisKeys, type Derivation } from '@nixfarm/shared';
 import { NodeReader } from '../graph/node-reader.js';
 import { DerivationLocator, parseWhyQuery, type Candidate, type WhyQuery } from './derivation-locator.js';
 import { explainDerivation, type Explanation, type InputFacts, type NodeFacts, type QueueFacts, type WorkerFacts } from './explanation.js';
@@ -122,8 +122,7 @@ export class WhyService {
   private async queueFacts(node: NodeFacts): Promise<QueueFacts | undefined> {
     if (this.deps.queues === undefined || node.queue === undefined) return undefined;
     const queue = this.deps.queues.queue(node.queue);
-    // BuildQueues' job id: the hash for a first attempt, `<hash>.<attempt>` for a retry.
-    const jobId = node.attempts === 0 ? node.hash : `${node.hash}.${node.attempts}`;
+    const jobId = queuedJobId(node.hash, node.attempts);
     try {
       const [job, counts] = await Promise.all([queue.getJob(jobId), queue.getJobCounts('waiting', 'prioritized', 'delayed')]);
       const waiting = (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);

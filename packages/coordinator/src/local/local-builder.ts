@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/worker';
-import { BUILTIN_SYSTEM, type Derivation, type Logger, type NixSetupError, type ServePool } from '@nixfarm/shared';
+import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/build';
+import { BUILTIN_SYSTEM, localJobId, type Derivation, type Logger, type NixSetupError, type ServePool } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
 export interface LocalBuilderOptions {
@@ -76,7 +76,7 @@ export class LocalBuilder {
       const next = this.waiting.shift()!;
       this.running++;
       void this.executor
-        .execute(next.job, { jobId: `local-${next.hash}`, attempt: next.attempt })
+        .execute(next.job, { jobId: localJobId(next.hash), attempt: next.attempt })
         .catch((error: unknown) => this.options.logger.error({ err: error, drvPath: next.job.drvPath }, 'local build failed to report'))
         .finally(() => {
           this.running--;

@@ -1,6 +1,6 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { assertDerivationPath, parseStorePath } from '@nixfarm/shared';
+import { assertDerivationPath, parseStorePath, writeFileAtomic } from '@nixfarm/shared';
 
 export interface BuildLogStoreOptions {
   /** Nix's log directory (NIX_LOG_DIR, by default /nix/var/log/nix): logs go to <logDir>/drvs/<2 chars>/<rest> */
@@ -34,9 +34,7 @@ export class BuildLogStore {
   async write(drvPath: string, text: string): Promise<string> {
     const file = this.pathFor(drvPath);
     await mkdir(path.dirname(file), { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, text);
-    await rename(tmp, file);
+    await writeFileAtomic(file, text);
     return file;
   }
 

@@ -62,7 +62,7 @@ export class FarmMetrics {
     this.finished = counter('nixfarm_derivations_finished_total', 'Derivations ended by a worker report, by terminal status and system', ['status', 'system']);
     this.runsStarted = counter('nixfarm_runs_started_total', 'Runs submitted', []);
     this.runsFinished = counter('nixfarm_runs_finished_total', 'Runs ended, by status', ['status']);
-    this.buildSeconds = histogram('nixfarm_build_duration_seconds', 'Time in the builder (nix-store --realise), per finished build', ['system']);
+    this.buildSeconds = histogram('nixfarm_build_duration_seconds', 'Time in the builder (one BuildDerivation request on a serve session), per finished build', ['system']);
     this.totalSeconds = histogram('nixfarm_build_total_seconds', 'Time from a worker taking a build to its report: copy in, build, copy out', ['system']);
     this.copyInSeconds = histogram('nixfarm_build_copy_in_seconds', "Time copying a build's inputs into the worker's store", ['system']);
     this.copyOutSeconds = histogram('nixfarm_build_copy_out_seconds', "Time copying a build's outputs to the coordinator's store", ['system']);

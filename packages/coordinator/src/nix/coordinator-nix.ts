@@ -8,6 +8,7 @@ import {
   localStorePool,
   parseDerivation,
   type Derivation,
+  type ErrorCode,
   type Logger,
   type ServePool,
 } from '@nixfarm/shared';
@@ -56,7 +57,7 @@ export class CoordinatorNix {
     return this.options.nixOptions.flatMap(([name, value]) => ['--option', name, value]);
   }
 
-  private async run(command: string, args: string[], code?: string, cwd?: string): Promise<string> {
+  private async run(command: string, args: string[], code?: ErrorCode, cwd?: string): Promise<string> {
     const started = Date.now();
     const result = await execa(command, args, { reject: false, stdin: 'ignore', env: this.options.env, maxBuffer: 512 * 1024 * 1024, ...(cwd === undefined ? {} : { cwd }) });
     if (result.failed && result.exitCode === undefined && cwd !== undefined && !existsSync(cwd)) {

@@ -1,3 +1,5 @@
+import { nixBase32 } from '@nixfarm/shared';
+
 /**
  * The one question the scheduler asks Nix after evaluation: which of these
  * store paths are not valid in the coordinator's store. A worker's success and
@@ -14,23 +16,6 @@ export interface OutputVerifier {
    * Absent: reported hashes are not checked.
    */
   narHashes?(paths: readonly string[]): Promise<Map<string, string>>;
-}
-
-/** Nix's base-32 alphabet (no e, o, t, u). */
-const BASE32 = '0123456789abcdfghijklmnpqrsvwxyz';
-
-/** Bytes in Nix's base-32, as Nix prints them (its own bit order, not RFC 4648). */
-function nixBase32(bytes: Buffer): string {
-  const length = Math.ceil((bytes.length * 8) / 5);
-  let out = '';
-  for (let n = length - 1; n >= 0; n--) {
-    const b = n * 5;
-    const i = Math.floor(b / 8);
-    const j = b % 8;
-    const c = (bytes[i]! >> j) | (i + 1 < bytes.length ? bytes[i + 1]! << (8 - j) : 0);
-    out += BASE32[c & 0x1f];
-  }
-  return out;
 }
 
 /**

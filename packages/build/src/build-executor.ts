@@ -5,7 +5,7 @@ import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
 import { LogTail } from './log-tail.js';
 import type { OutputHashes } from './output-hashes.js';
-import type { ByteTally } from './store-copier.js';
+import type { ByteTally } from './byte-tally.js';
 
 /** Moves paths in and out of the store that builds; a builder on the coordinator's own store moves nothing. */
 export interface PathMover {

@@ -1,4 +1,4 @@
-import type { BuildJob } from '@nixfarm/shared';
+import type { BuildJob, NixFailureCode } from '@nixfarm/shared';
 
 /** How one build attempt ended when the builder itself ran; infrastructure faults (retried) and Nix setup faults (NixSetupError) are thrown instead. */
 export type BuildAttemptStatus = 'succeeded' | 'failed' | 'timed-out' | 'log-limit-exceeded' | 'cancelled';
@@ -7,7 +7,7 @@ export interface BuildAttempt {
   status: BuildAttemptStatus;
   error?: string;
   /** why it failed, for machines (classifyNixBuildFailure's code, like nix-output-cycle) */
-  errorCode?: string;
+  errorCode?: NixFailureCode;
 }
 
 export interface BuildOptions {

@@ -1,0 +1,76 @@
+/**
+ * Why Nix could not build, as classifyNixBuildFailure and the start-up build
+ * probe name it: a failed build's errorCode in its report, a NixSetupError's code.
+ */
+export const NIX_FAILURE_CODES = [
+  // the derivation's own fault: the same on any machine, never retried
+  'nix-builder-failed',
+  'nix-input-rejected',
+  'nix-output-rejected',
+  'nix-not-deterministic',
+  'nix-cached-failure',
+  'nix-output-cycle',
+  'nix-output-missing',
+  'nix-output-references-refused',
+  'nix-output-too-large',
+  'nix-sandbox-refused',
+  'nix-derivation-invalid',
+  // the building machine's Nix setup
+  'nix-build-users-missing',
+  'nix-build-users-misconfigured',
+  'nix-sandbox-unavailable',
+  'nix-platform-mismatch',
+  'nix-cannot-build',
+  // anything else: retried
+  'nix-build-not-done',
+] as const;
+export type NixFailureCode = (typeof NIX_FAILURE_CODES)[number];
+
+/**
+ * Every code a NixfarmError carries and the API's error body `{"error": {"code"}}`
+ * can hold: a closed list, so a misspelt code fails to compile and every code
+ * has an HTTP status (api-errors.ts maps them exhaustively).
+ */
+export const ERROR_CODES = [
+  // the request or input is wrong
+  'invalid-input',
+  'invalid-request',
+  'invalid-store-path',
+  'body-too-large',
+  'unsupported-media-type',
+  'unauthorized',
+  'forbidden',
+  // what was asked about does not exist, or is not one thing
+  'run-not-found',
+  'derivation-not-found',
+  'attribute-not-found',
+  'log-not-found',
+  'no-such-route',
+  'ambiguous-query',
+  // the expression or derivation cannot be built as given
+  'evaluation-failed',
+  'unsupported-derivation',
+  // configuration and key files
+  'invalid-api-token-file',
+  'invalid-authorized-keys-file',
+  'invalid-host-key-file',
+  'invalid-worker-key-file',
+  'invalid-ssh-public-key',
+  // processes, connections and the farm's machines
+  'internal-error',
+  'nix-command-failed',
+  'redis-failed',
+  'redis-not-found',
+  'redis-refused',
+  'redis-wait-aborted',
+  'store-endpoint-failed',
+  'serve-connection-failed',
+  'coordinator-unreachable',
+  'coordinator-store-unavailable',
+  'coordinator-missing-input',
+  'host-key-mismatch',
+  'worker-key-not-authorised',
+  'build-not-done',
+  ...NIX_FAILURE_CODES,
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
