@@ -1,11 +1,20 @@
 import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Derivation, Logger } from '@nixfarm/shared';
+import type { RunService } from '../runs/run-service.js';
+import type { RunEvents } from '../runs/run-events.js';
+import type { WorkerDirectory } from '../dispatch/worker-directory.js';
+import type { BuildQueues } from '../dispatch/build-queues.js';
+import type { FarmMetrics } from '../metrics/farm-metrics.js';
+import type { BuildLogService } from '../logs/build-log-service.js';
+import type { DerivationGraph } from '../graph/derivation-graph.js';
+import type { ApiTokens } from './api-tokens.js';
 import { WhyService } from '../explain/index.js';
 import { FarmStatusCollector } from '../metrics/farm-status-collector.js';
 import { DashboardCollector } from '../dashboard/dashboard-collector.js';
 import { DashboardFeed } from '../dashboard/dashboard-feed.js';
 import { registerDashboardRoutes } from '../dashboard/dashboard-routes.js';
 import { registerQueueBoard } from '../dashboard/queue-board.js';
-import type { HttpApiDeps } from './http-api.js';
 import type { EventStreams } from './event-streams.js';
 import { registerHealthRoute, registerQueuesRoute, registerWorkersRoute } from './farm-routes.js';
 import { registerRunRoutes } from './run-routes.js';
@@ -15,12 +24,32 @@ import { registerWhyRoutes } from './why-routes.js';
 import { registerLogRoutes } from './log-routes.js';
 import { registerOpenApiRoute } from './openapi-routes.js';
 
+export interface ApiRoutesDeps {
+  runs: RunService;
+  events: RunEvents;
+  workers: WorkerDirectory;
+  queues: BuildQueues;
+  /** used to open one blocking connection per live event stream */
+  redis: Redis;
+  /** the coordinator's Nix adapter: `why` reads a .drv to name the inputs it waits for (absent: read the file directly) */
+  nix?: { readDerivation(drvPath: string): Promise<Derivation> };
+  logger: Logger;
+  /** the scheduling core's metrics: GET /metrics and GET /api/status */
+  metrics?: FarmMetrics;
+  /** build logs (absent: no log routes) */
+  logs?: BuildLogService;
+  /** the bearer tokens every route but /api/health needs */
+  tokens: ApiTokens;
+  /** the derivation graph: with metrics, the web dashboard (GET /, /api/dashboard) and the queue board (/queues) */
+  graph?: DerivationGraph;
+}
+
 /**
  * Every route of the coordinator's HTTP API, the dashboard and the queue
  * board, in the order the 404's route list names them. The server they run
  * in (error shape, auth, documentation) is http-api.ts's.
  */
-export function registerApiRoutes(app: FastifyInstance, deps: HttpApiDeps, streams: EventStreams, openApiDocument: () => unknown): void {
+export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, streams: EventStreams, openApiDocument: () => unknown): void {
   registerHealthRoute(app);
   registerRunRoutes(app, { ...deps, streams });
   registerWorkersRoute(app, deps);

@@ -1,39 +1,13 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
-import { NixfarmError, type Derivation, type Logger } from '@nixfarm/shared';
-import type { RunService } from '../runs/run-service.js';
-import type { RunEvents } from '../runs/run-events.js';
-import type { WorkerDirectory } from '../dispatch/worker-directory.js';
-import type { BuildQueues } from '../dispatch/build-queues.js';
+import { NixfarmError } from '@nixfarm/shared';
 import { httpStatusFor, sendError, sendNixfarmError } from './api-errors.js';
-import type { FarmMetrics } from '../metrics/farm-metrics.js';
-import type { BuildLogService } from '../logs/build-log-service.js';
-import type { ApiTokens } from './api-tokens.js';
 import { registerApiAuth } from './api-auth.js';
 import { registerOpenApi } from './openapi-routes.js';
-import { registerApiRoutes } from './api-routes.js';
+import { registerApiRoutes, type ApiRoutesDeps } from './api-routes.js';
 import { EventStreams } from './event-streams.js';
-import type { DerivationGraph } from '../graph/derivation-graph.js';
 
-export interface HttpApiDeps {
-  runs: RunService;
-  events: RunEvents;
-  workers: WorkerDirectory;
-  queues: BuildQueues;
-  /** used to open one blocking connection per live event stream */
-  redis: Redis;
-  /** the coordinator's Nix adapter: `why` reads a .drv to name the inputs it waits for (absent: read the file directly) */
-  nix?: { readDerivation(drvPath: string): Promise<Derivation> };
-  logger: Logger;
+export interface HttpApiDeps extends ApiRoutesDeps {
   bodyLimitBytes?: number;
-  /** the scheduling core's metrics: GET /metrics and GET /api/status */
-  metrics?: FarmMetrics;
-  /** build logs (absent: no log routes) */
-  logs?: BuildLogService;
-  /** the bearer tokens every route but /api/health needs */
-  tokens: ApiTokens;
-  /** the derivation graph: with metrics, the web dashboard (GET /, /api/dashboard) and the queue board (/queues) */
-  graph?: DerivationGraph;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
