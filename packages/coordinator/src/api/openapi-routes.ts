@@ -31,14 +31,17 @@ function requireDocumentation(route: RouteOptions): void {
   const method = [route.method].flat().join(',');
   if (method === 'HEAD' || !isApiRoute(route.url)) return;
   const schema = route.schema;
-  for (const key of ['operationId', 'summary', 'tags', 'response'] as const) if (schema?.[key] === undefined) throw new UndocumentedRouteError(method, route.url, key);
+  for (const key of ['operationId', 'summary', 'tags', 'response'] as const) {
+    if (schema?.[key] === undefined) throw new UndocumentedRouteError(method, route.url, key);
+  }
 }
 
 const HASH_CHARS = '0-9a-df-np-sv-z'; // Nix's base-32 alphabet: no e, o, t, u
 const STORE_PATH_PATTERN = `^${STORE_DIR}/[${HASH_CHARS}]{32}-[A-Za-z0-9+._?=-]{1,211}$`;
 const DRV_PATH_PATTERN = `^${STORE_DIR}/[${HASH_CHARS}]{32}-[A-Za-z0-9+._?=-]{1,207}\\.drv$`;
 
-const isStrictObject = (schema: z.core.$ZodType): boolean => schema._zod.def.type === 'object' && (schema._zod.def as z.core.$ZodObjectDef).catchall?._zod.def.type === 'never';
+const isStrictObject = (schema: z.core.$ZodType): boolean =>
+  schema._zod.def.type === 'object' && (schema._zod.def as z.core.$ZodObjectDef).catchall?._zod.def.type === 'never';
 
 /**
  * zod to JSON Schema, where the two differ. Store paths are checked by code
@@ -58,7 +61,7 @@ function describeForClients({ zodSchema, jsonSchema }: { zodSchema: z.core.$ZodT
   if (schema === submitRunRequestSchema) jsonSchema.oneOf = [{ required: ['file'] }, { required: ['expr'] }];
 }
 
-const zodToJsonConfig = { override: describeForClients as never };
+const zodToJsonConfig = { override: describeForClients };
 const zodTransform = createJsonSchemaTransform({ zodToJsonConfig });
 const zodComponents = createJsonSchemaTransformObject({ zodToJsonConfig });
 
@@ -84,12 +87,16 @@ const transform: SwaggerTransform = ({ schema, url, route, ...rest }) => {
   const scope = scopeNeeded([route.method].flat()[0]!, route.url);
   const declared = { ...(schema.response as Record<string, RouteResponse>), ...(scope === undefined ? {} : AUTH_ERRORS) };
   // An answer without a body is `null` to the type provider, which keeps its description.
-  const response = Object.fromEntries(Object.entries(declared).map(([code, r]) => [code, r.content === undefined ? z.null().describe(r.description) : { description: r.description, content: r.content }]));
-  const transformed = zodTransform({ schema: { ...schema, response }, url, route, ...rest } as Parameters<SwaggerTransform>[0]) as { schema: Record<string, unknown>; url: string };
+  const response = Object.fromEntries(
+    Object.entries(declared).map(([code, r]) => [code, r.content === undefined ? z.null().describe(r.description) : { description: r.description, content: r.content }]),
+  );
+  const input = { schema: { ...schema, response }, url, route, ...rest } as Parameters<SwaggerTransform>[0];
+  const transformed = zodTransform(input) as { schema: Record<string, unknown>; url: string };
   const answers = transformed.schema.response as Record<string, JsonSchema>;
   // The type provider drops response headers; they are plain strings, documented as declared.
   for (const [code, r] of Object.entries(declared)) {
-    if (r.headers !== undefined) answers[code]!.headers = Object.fromEntries(Object.entries(r.headers).map(([name, header]) => [name, headerSchema(header)]));
+    if (r.headers === undefined) continue;
+    answers[code]!.headers = Object.fromEntries(Object.entries(r.headers).map(([name, header]) => [name, headerSchema(header)]));
   }
   const security = scope === undefined ? { security: [] } : { security: [{ bearerAuth: [scope] }], 'x-nixfarm-scope': scope };
   return { schema: { ...transformed.schema, ...security } as FastifySchema, url: transformed.url };
