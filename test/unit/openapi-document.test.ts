@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { buildOpenApiDocument, createHttpApi, openApiPath, type HttpApiDeps, type OpenApiDocument, ApiTokens } from '@nixfarm/coordinator';
+import { UndocumentedRouteError, createHttpApi, openApiPath, type HttpApiDeps, type OpenApiDocument, ApiTokens } from '@nixfarm/coordinator';
 import { createLogger, runViewSchema, derivationViewSchema, type RunView } from '@nixfarm/shared';
 
 const DRV = '/nix/store/0c1pvmvzxkl0hv1x1d4w8iaq5bh9s00g-hello-2.12.2.drv';
@@ -19,12 +19,8 @@ const RUN: RunView = {
   counts: { succeeded: 1 },
 };
 
-/**
- * The routes a coordinator with every optional part (metrics, logs) registers,
- * read from Fastify's own route tree: `printRoutes({ commonPrefix: false })`
- * prints one node a line, indented four characters a level, with its methods.
- */
-async function registeredRoutes(): Promise<string[]> {
+/** A coordinator's HTTP API with every optional part (metrics, logs, the dashboard), on stubs: nothing here answers a request but the document. */
+function fullApi(): ReturnType<typeof createHttpApi> {
   const stub = {} as never;
   const deps: HttpApiDeps = {
     runs: stub,
@@ -38,7 +34,25 @@ async function registeredRoutes(): Promise<string[]> {
     graph: stub,
     tokens: new ApiTokens({ read: 'nixfarm_read_test', admin: 'nixfarm_admin_test' }),
   };
-  const app = createHttpApi(deps);
+  return createHttpApi(deps);
+}
+
+/** The document as GET /api/openapi.json serves it (no token: it is open). */
+async function servedDocument(): Promise<OpenApiDocument> {
+  const app = fullApi();
+  const response = await app.inject({ method: 'GET', url: '/api/openapi.json' });
+  await app.close();
+  assert.equal(response.statusCode, 200, response.body);
+  return response.json<OpenApiDocument>();
+}
+
+/**
+ * The routes a coordinator with every optional part (metrics, logs) registers,
+ * read from Fastify's own route tree: `printRoutes({ commonPrefix: false })`
+ * prints one node a line, indented four characters a level, with its methods.
+ */
+async function registeredRoutes(): Promise<string[]> {
+  const app = fullApi();
   await app.ready();
   const tree = app.printRoutes({ commonPrefix: false });
   await app.close();
@@ -71,8 +85,8 @@ function refsIn(value: unknown): string[] {
 describe('OpenAPI document', () => {
   let doc: OpenApiDocument;
   let ajv: Ajv2020;
-  before(() => {
-    doc = JSON.parse(JSON.stringify(buildOpenApiDocument())) as OpenApiDocument;
+  before(async () => {
+    doc = await servedDocument();
     ajv = new Ajv2020({ strict: true, strictTypes: false, strictRequired: false, allErrors: true });
     for (const [name, schema] of Object.entries(doc.components.schemas)) ajv.addSchema(schema, `#/components/schemas/${name}`);
   });
@@ -173,5 +187,14 @@ describe('OpenAPI document', () => {
     assert.ok('text/event-stream' in logs.responses['200']!.content!, 'live logs as server-sent events');
     const dashboard = doc.paths['/api/dashboard/events']!.get!;
     assert.deepEqual(dashboard.responses['200']!.content!['text/event-stream']!.schema['x-nixfarm-event-data'], { $ref: '#/components/schemas/DashboardSnapshot' });
+  });
+
+  it('refuses to start with an API route that does not describe itself', async () => {
+    const app = fullApi();
+    void app.register(async (api) => {
+      api.get('/api/undocumented', async () => ({}));
+    });
+    await assert.rejects(async () => app.ready(), (error: unknown) => error instanceof UndocumentedRouteError && /GET \/api\/undocumented .*operationId/.test(error.message));
+    await app.close();
   });
 });

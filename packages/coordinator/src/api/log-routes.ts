@@ -1,13 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { NixfarmError, assertDerivationPath, hashPart, formatZodError, isBuildStatus, isTerminal, runIdSchema, type Logger } from '@nixfarm/shared';
+import { NixfarmError, assertDerivationPath, buildLogInfoSchema, hashPart, formatZodError, isBuildStatus, isTerminal, runIdSchema, type Logger } from '@nixfarm/shared';
 import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseWhyQuery } from '../explain/index.js';
 import { NodeReader } from '../graph/node-reader.js';
 import type { RunService } from '../runs/run-service.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import { EVENT_STREAM_HEADERS, type EventStreams } from './event-streams.js';
 import { sendError } from './api-errors.js';
+import { ambiguousResponse, errorResponse, textSchema } from './openapi-components.js';
 
 export interface LogRoutesDeps {
   redis: Redis;
@@ -26,14 +27,45 @@ export class RunAttributeError extends NixfarmError {
 
 const logQuerySchema = z
   .object({
-    path: z.string().min(1).max(1000).optional(),
-    run: runIdSchema.optional(),
-    attr: z.string().max(1024).optional(),
-    follow: z.enum(['0', '1']).optional(),
-    info: z.enum(['0', '1']).optional(),
+    path: z.string().min(1).max(1000).optional().describe('a .drv path, an output path or a hash prefix'),
+    run: runIdSchema.optional().describe("a run id: the log of that run's derivation"),
+    attr: z.string().max(1024).optional().describe('with run: the attribute whose derivation is meant'),
+    follow: z.enum(['0', '1']).optional().describe('1: keep the response open and stream the log as the build writes it'),
+    info: z.enum(['0', '1']).optional().describe('1: answer JSON about the log (source, live, complete, attempts, stored file) instead of its text'),
   })
   .strict()
   .refine((q) => (q.path === undefined) !== (q.run === undefined), { message: 'give exactly one of path (a .drv path, an output path or a hash prefix) or run (a run id, with attr)' });
+
+const flag = (description: string): z.ZodType => z.enum(['true', 'false']).describe(description);
+
+const LOG_SCHEMA = {
+  operationId: 'buildLog',
+  summary: "A derivation's build log: live while it builds, else the stored file",
+  description:
+    "Give exactly one of path or run (with attr when the run built several derivations). With follow=1 the text streams until the build ends; ask for text/event-stream to get it as server-sent events (a browser's EventSource).",
+  tags: ['derivations'],
+  querystring: logQuerySchema,
+  response: {
+    '200': {
+      description: 'the log text, empty when the build printed nothing (info=1: JSON about it)',
+      headers: {
+        'x-nixfarm-drv-path': z.string().describe('the derivation the query resolved to'),
+        'x-nixfarm-log-complete': flag('false when a worker stopped reporting mid-build (not sent with follow=1)'),
+        'x-nixfarm-log-live': flag('true while the build runs: an empty log then means nothing printed yet (not sent with follow=1)'),
+      },
+      content: {
+        'text/plain': { schema: textSchema() },
+        'application/json': { schema: buildLogInfoSchema },
+        'text/event-stream': {
+          schema: textSchema('with follow=1 and Accept: text/event-stream: `event: log` whose data is a JSON string of log text, then `event: end` with {"status"} when the build ends'),
+        },
+      },
+    },
+    '400': errorResponse('not a valid log query (invalid-request)'),
+    '404': errorResponse('no such derivation, or the run has no result for that attribute; log-not-found: the derivation is known but has no log (not built yet, or never built here)'),
+    '409': ambiguousResponse,
+  },
+};
 
 /** Why a known derivation has no log to show. */
 function noLogMessage(drvPath: string, status: string): string {
@@ -71,7 +103,7 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
     return assertDerivationPath(drvPath);
   };
 
-  app.get('/api/logs', async (request, reply) => {
+  app.get('/api/logs', { schema: LOG_SCHEMA }, async (request, reply) => {
     const parsed = logQuerySchema.safeParse(request.query);
     if (!parsed.success) return sendError(reply, 400, 'invalid-request', formatZodError(parsed.error, 'log query'));
     // Unknown derivations, runs and attributes (404) and ambiguous prefixes (409) are the error handler's.

@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
-import type { Logger } from '@nixfarm/shared';
+import { farmStatusSchema, type Logger } from '@nixfarm/shared';
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { FarmStatusCollector } from '../metrics/farm-status-collector.js';
+import { jsonResponse, textSchema } from './openapi-components.js';
 
 export interface MetricsRoutesDeps {
   metrics: FarmMetrics;
@@ -23,9 +24,26 @@ export interface MetricsRoutesDeps {
  */
 export function registerMetricsRoutes(app: FastifyInstance, deps: MetricsRoutesDeps): void {
   const { status } = deps;
-  app.get('/api/status', async () => status.collect());
+  app.get(
+    '/api/status',
+    {
+      schema: {
+        operationId: 'farmStatus',
+        summary: 'One snapshot of queues (with oldest wait), workers, the per-system scaling signal and active runs; the numbers /metrics exports',
+        tags: ['farm'],
+        response: { '200': jsonResponse('the snapshot', farmStatusSchema) },
+      },
+    },
+    async () => status.collect(),
+  );
 
-  app.get('/metrics', async (_request, reply) => {
+  const metricsSchema = {
+    operationId: 'metrics',
+    summary: "Prometheus metrics: the farm's gauges and histograms, then BullMQ's per-queue export",
+    tags: ['farm'],
+    response: { '200': { description: 'Prometheus text exposition (version 0.0.4)', content: { 'text/plain': { schema: textSchema() } } } },
+  };
+  app.get('/metrics', { schema: metricsSchema }, async (_request, reply) => {
     const snapshot = await status.collect();
     deps.metrics.setStatus(snapshot);
     const ours = await deps.metrics.registry.metrics();

@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import type { DashboardSnapshot } from '@nixfarm/shared';
+import { dashboardSnapshotSchema, type DashboardSnapshot } from '@nixfarm/shared';
 import type { DashboardFeed } from './dashboard-feed.js';
 import { EVENT_STREAM_HEADERS, type EventStreams } from '../api/event-streams.js';
 import { sendError } from '../api/api-errors.js';
+import { eventStreamResponse, eventStreamSchema, jsonResponse } from '../api/openapi-components.js';
 
 export interface DashboardRoutesDeps {
   feed: Pick<DashboardFeed, 'snapshot' | 'subscribe'>;
@@ -26,6 +27,8 @@ const PAGE_HEADERS = {
   'cache-control': 'no-cache',
 };
 
+const SNAPSHOTS = eventStreamSchema('server-sent events whose data lines are DashboardSnapshot objects', dashboardSnapshotSchema);
+
 /**
  * The web dashboard: GET / (the page), GET /dashboard/:asset (its script,
  * styles and logo), GET /api/dashboard (one snapshot) and
@@ -47,9 +50,27 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
     return reply.headers(PAGE_HEADERS).type(asset.type).send(asset.body);
   });
 
-  app.get('/api/dashboard', async () => deps.feed.snapshot());
+  app.get(
+    '/api/dashboard',
+    {
+      schema: {
+        operationId: 'dashboardSnapshot',
+        summary: 'Everything the web dashboard draws, as one moment of the farm: queues, workers with their builds, running builds, recent runs and their failures',
+        tags: ['farm'],
+        response: { '200': jsonResponse('the snapshot', dashboardSnapshotSchema) },
+      },
+    },
+    async () => deps.feed.snapshot(),
+  );
 
-  app.get('/api/dashboard/events', async (request, reply) => {
+  const eventsSchema = {
+    operationId: 'streamDashboard',
+    summary: 'The dashboard snapshot once a second as server-sent events (`event: snapshot`), for as long as the client stays',
+    description: 'Every open stream shares one read of the farm a second. A browser authenticates with the session cookie of POST /api/session; other clients send a bearer token.',
+    tags: ['farm'],
+    response: { '200': eventStreamResponse('the event stream', SNAPSHOTS) },
+  };
+  app.get('/api/dashboard/events', { schema: eventsSchema }, async (request, reply) => {
     const { raw, closed } = deps.streams.start(request, reply, EVENT_STREAM_HEADERS);
     // EventSource reconnects by itself after this long if the coordinator goes away.
     raw.write('retry: 2000\n\n');

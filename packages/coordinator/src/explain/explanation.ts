@@ -98,13 +98,14 @@ export interface WorkerVerdict {
   preferred?: boolean;
 }
 
-export interface InputVerdict {
+/** A type, not an interface: the route's response schema is a loose object (an index signature), which only a type alias satisfies. */
+export type InputVerdict = {
   drvPath: string;
   name: string;
   status: BuildStatus;
   description: string;
   worker?: string;
-}
+};
 
 export interface Explanation {
   derivation: {
