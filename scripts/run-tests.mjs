@@ -3,8 +3,8 @@
 // what CI reads. Node 20's `--test` does not expand globs, so the files are
 // listed here.
 //
-//   node scripts/run-tests.mjs                 unit, then e2e
-//   node scripts/run-tests.mjs unit            one group
+//   node scripts/run-tests.mjs                 unit, then integration, then e2e
+//   node scripts/run-tests.mjs unit            one group (unit, integration or e2e)
 //   node scripts/run-tests.mjs e2e dag fail    files of a group whose name contains "dag" or "fail"
 //   node scripts/run-tests.mjs store-path      matching files of every group
 import { spawn } from 'node:child_process';
@@ -16,11 +16,17 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'test', 'dist');
 
-// Unit files are independent and run concurrently; e2e files share the
-// machine (its CPUs, /tmp, Nix's host store) and run one file at a time.
+// Unit files are independent and run concurrently. Integration files need
+// only a private redis-server each (no Nix, no machines) and run
+// concurrently too. E2e files start real farms: each has its own ports,
+// Redis, machines and GC-roots dir, and the coordinator's builds use fresh
+// salts in the host store, so two run at once; the files named in `alone`
+// compare timings or speeds (placement by speed factor, critical path
+// against FIFO) and run afterwards, one at a time, on a quieter machine.
 const GROUPS = {
-  unit: [],
-  e2e: ['--test-concurrency=1'],
+  unit: { concurrency: [] },
+  integration: { concurrency: ['--test-concurrency=3'] },
+  e2e: { concurrency: ['--test-concurrency=2'], alone: ['scheduling.test.js', 'critical-path.test.js'] },
 };
 
 function testFiles(dir) {
@@ -60,7 +66,11 @@ for (const group of groups) {
     return false;
   });
   const files = filters.length === 0 ? current : current.filter((f) => filters.some((s) => relative(join(dist, group), f).includes(s)));
-  if (files.length > 0) plan.push({ group, files });
+  const alone = new Set(GROUPS[group].alone ?? []);
+  const together = files.filter((f) => !alone.has(relative(join(dist, group), f)));
+  const apart = files.filter((f) => alone.has(relative(join(dist, group), f)));
+  if (together.length > 0) plan.push({ group, files: together, flags: GROUPS[group].concurrency });
+  if (apart.length > 0) plan.push({ group: `${group} (one at a time)`, files: apart, flags: ['--test-concurrency=1'] });
 }
 
 if (compiled === 0) {
@@ -74,12 +84,12 @@ if (plan.length === 0) {
 
 let exitCode = 0;
 const totals = { pass: 0, fail: 0, skipped: 0 };
-for (const { group, files } of plan) {
+for (const { group, files, flags } of plan) {
   process.stderr.write(`run-tests: ${group}: ${files.length} file${files.length === 1 ? '' : 's'}\n`);
   // --test-force-exit: a test that leaks a handle (a forgotten redis, a
   // machine never destroyed) must not hang CI; process exit runs the
   // harness's exit hooks, which kill what the test left behind.
-  const child = spawn(process.execPath, ['--test', ...GROUPS[group], ...FORCE_EXIT, '--test-reporter=spec', ...files.map((f) => relative(root, f))], {
+  const child = spawn(process.execPath, ['--test', ...flags, ...FORCE_EXIT, '--test-reporter=spec', ...files.map((f) => relative(root, f))], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
