@@ -6,8 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { queueNameFor, redisKeys } from '@nixfarm/shared';
-import { pollFor } from '../harness/poll.js';
-import { TestFarm, sleep, type CommandResult } from '../harness/test-farm.js';
+import { pollFor, sleep } from '../harness/poll.js';
+import { TestFarm, type CommandResult } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, outputPathsOf, nixInstantiate } from '../harness/nix-fixtures.js';
 

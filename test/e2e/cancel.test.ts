@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TestFarm, sleep } from '../harness/test-farm.js';
+import { TestFarm } from '../harness/test-farm.js';
+import { waitFor } from '../harness/poll.js';
 import { freshSalt, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
@@ -29,14 +30,6 @@ in rec {
 `,
   );
   return file;
-}
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 describe('cancelling a run', () => {

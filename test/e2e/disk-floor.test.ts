@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { TestFarm, sleep } from '../harness/test-farm.js';
+import { TestFarm } from '../harness/test-farm.js';
 import type { BuildRecord } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 import { auditRun } from '../chaos/run-audit.js';
 import { outcomeProblems } from '../chaos/chaos-scenario.js';
 import { FLOOR_MIB, SMALL_DISK_MIB, diskFloorScenario, fillDisk, freeDisk, runDiskFloor } from '../chaos/scenarios/disk-floor.js';

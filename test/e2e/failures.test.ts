@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { TestFarm } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, cyclicOutputs, failingBranch, freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
+import { sleep } from '../harness/poll.js';
 
 interface DerivationRow {
   drvPath: string;
@@ -244,7 +245,7 @@ describe('failures', () => {
     const fixture = chain(2, { system: 'riscv64-linux' });
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
     const deadline = Date.now() + 10_000;
-    while (!build.stderrSoFar().includes('UNSUPPORTED') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while (!build.stderrSoFar().includes('UNSUPPORTED') && Date.now() < deadline) await sleep(100);
     const notice = build.stderrSoFar();
     assert.match(notice, /UNSUPPORTED: no worker can build \/nix\/store\/\w{32}-link-0\.drv \(system riscv64-linux, no features\)/);
     assert.match(notice, /gamma: wrong system: needs riscv64-linux, worker has x86_64-linux/);

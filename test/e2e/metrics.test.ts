@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { farmStatusSchema, type FarmStatus } from '@nixfarm/shared';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { TestFarm, sleep } from '../harness/test-farm.js';
+import { TestFarm } from '../harness/test-farm.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 
 interface Sample {
   name: string;

@@ -6,10 +6,10 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { NixSetupError, localStorePool, probeNixBuild, type ServePool, type ServeSession } from '@nixfarm/shared';
 import { NixSetupPause } from '@nixfarm/worker';
-import { TestFarm, sleep } from '../harness/test-farm.js';
+import { TestFarm } from '../harness/test-farm.js';
 import type { BuildRecord } from '../harness/build-timeline.js';
 import { chain, freshSalt, scriptedFixture } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 import { removeTreeSync } from '../harness/process-cleanup.js';
 import { auditRun } from '../chaos/run-audit.js';
 

@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { RedisRefusedError, RedisWaitAbortedError, connectRedis, redactRedisUrl } from '@nixfarm/shared';
-import { freePort, startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
-import { NIXFARM_BIN, sleep, spawnNixfarm, type CommandResult } from '../harness/test-farm.js';
+import { freePort } from '../harness/free-port.js';
+import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { NIXFARM_BIN, spawnNixfarm, type CommandResult } from '../harness/test-farm.js';
+import { sleep, waitFor } from '../harness/poll.js';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from '../harness/process-cleanup.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
@@ -40,14 +42,6 @@ function track(child: ChildProcess, logFile: string): Started {
   }
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { process: child, output: () => output, exited };
-}
-
-async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number, diagnostics: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail(`${what} not seen within ${timeoutMs} ms:\n${diagnostics()}`);
-    await sleep(100);
-  }
 }
 
 /** Lines that say Redis cannot be reached, in the person-readable form the CLI prints. */

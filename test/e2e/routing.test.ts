@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { NIXFARM_BIN, TestFarm, sleep } from '../harness/test-farm.js';
+import { NIXFARM_BIN, TestFarm } from '../harness/test-farm.js';
+import { sleep } from '../harness/poll.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import { killGroup } from '../harness/process-cleanup.js';

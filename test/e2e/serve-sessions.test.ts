@@ -10,6 +10,7 @@ import { ServePool, ServeSession, parseDerivation, type BuildJob, type Derivatio
 import { ServeBuilder, StoreCopier } from '@nixfarm/worker';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { chain, failingBranch, freshSalt, nixInstantiate, derivationClosure } from '../harness/nix-fixtures.js';
+import { sleep } from '../harness/poll.js';
 
 const NIX_OPTIONS = ['--option', 'sandbox', 'true', '--option', 'substituters', ''];
 
@@ -159,7 +160,7 @@ describe('serve sessions: copies and builds between two real stores', () => {
     let sawStart = false;
     while (!sawStart && Date.now() < deadline) {
       sawStart = spawnSync('pgrep', ['-f', salt]).status === 0;
-      if (!sawStart) await new Promise((r) => setTimeout(r, 50));
+      if (!sawStart) await sleep(50);
     }
     assert.ok(sawStart, 'the builder started');
     const cancelledAt = Date.now();
@@ -171,7 +172,7 @@ describe('serve sessions: copies and builds between two real stores', () => {
     let running = true;
     while (running && Date.now() < gone) {
       running = spawnSync('pgrep', ['-f', salt]).status === 0;
-      if (running) await new Promise((r) => setTimeout(r, 100));
+      if (running) await sleep(100);
     }
     assert.equal(running, false, 'the builder process was killed');
     assert.deepEqual(await machine.isValid([job.outputs.out!]), new Set(), 'no output from a cancelled build');

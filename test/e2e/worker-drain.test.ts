@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { TestFarm, sleep } from '../harness/test-farm.js';
+import { TestFarm } from '../harness/test-farm.js';
 import { runIdOf, type BuildRecord } from '../harness/build-timeline.js';
 import { chain, freshSalt, outputPathsOf } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 import { signalWorker, workerExit } from '../harness/worker-signals.js';
 import { auditRun } from '../chaos/run-audit.js';
 import { eventsOfType, workerEventLog } from '../chaos/worker-event-log.js';

@@ -8,6 +8,7 @@ import { SimulatedMachine } from './simulated-machine.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
 import { TcpProxy } from './tcp-proxy.js';
+import { sleep } from './poll.js';
 
 /** The repository root, from test/dist/harness/. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -367,8 +368,4 @@ export function spawnNixfarm(args: readonly string[], options: { cwd?: string; e
     });
   });
   return { result, stderrSoFar: () => stderrSoFar, stdoutSoFar: () => stdoutSoFar };
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -6,9 +6,9 @@ import { Redis } from 'ioredis';
 import { redisKeys } from '@nixfarm/shared';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { auditRun, outcomeOf } from '../run-audit.js';
-import { TestFarm, sleep, type CommandResult } from '../../harness/test-farm.js';
+import { TestFarm, type CommandResult } from '../../harness/test-farm.js';
 import { runIdOf } from '../../harness/build-timeline.js';
-import { pollFor } from '../../harness/poll.js';
+import { pollFor, sleep } from '../../harness/poll.js';
 import { freshSalt, nixInstantiate, writeBusyboxDir } from '../../harness/nix-fixtures.js';
 
 /**
