@@ -7,7 +7,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { queueNameFor, redisKeys } from '@nixfarm/shared';
 import { pollFor, sleep } from '../harness/poll.js';
-import { TestFarm, type CommandResult } from '../harness/test-farm.js';
+import type { CommandResult } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, outputPathsOf, nixInstantiate } from '../harness/nix-fixtures.js';
 
@@ -39,7 +40,11 @@ function nameOf(drvPath: string): string {
 }
 
 describe('bad input while a good run builds', () => {
-  let farm: TestFarm;
+  // registered before the farm's hooks, so that it runs before the farm stops
+  after(async () => {
+    redis?.disconnect();
+  });
+  const farm = farmForSuite({ workers: [{ name: 'gamma', maxJobs: 2 }] });
   let redis: Redis;
   /** a file that bad input tries to create with `$(touch ...)`: it must never appear */
   let marker: string;
@@ -84,7 +89,6 @@ describe('bad input while a good run builds', () => {
     request('/api/runs', { method: 'POST', headers: { 'content-type': contentType }, body });
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'gamma', maxJobs: 2 }] });
     redis = new Redis(farm.redis.url, { maxRetriesPerRequest: null });
     marker = join(farm.dir, 'pwned');
     // Built before any bad input: must stay valid and never be rebuilt.
@@ -108,11 +112,6 @@ describe('bad input while a good run builds', () => {
       if (runId === undefined) await sleep(100);
     }
     good = { file: fixture.file, salt: goodSalt, links: fixture.links, result: spawned.result, stderrSoFar: spawned.stderrSoFar, runId };
-  });
-
-  after(async () => {
-    redis?.disconnect();
-    await farm?.stop();
   });
 
   it('drops a worker event with a bad store path, with a log line naming it, and keeps applying the good ones', async () => {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { before, describe, it } from 'node:test';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { waitFor } from '../harness/poll.js';
 import { freshSalt, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
@@ -33,16 +33,11 @@ in rec {
 }
 
 describe('cancelling a run', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'epsilon', maxJobs: 2 }] });
   let file: string;
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'epsilon', maxJobs: 2 }] });
     file = sharedFixture(join(farm.dir, 'cancel-fixture'));
-  });
-
-  after(async () => {
-    await farm?.stop();
   });
 
   const runningOnWorker = async () =>

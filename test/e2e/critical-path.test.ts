@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { before, describe, it } from 'node:test';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
 interface DerivationRow {
@@ -34,16 +34,11 @@ in { all = mk "all" (chain ++ leaves); }
 }
 
 describe('critical-path order against FIFO', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'zeta', maxJobs: 2 }] });
   let file: string;
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'zeta', maxJobs: 2 }] });
     file = writeFixture(join(farm.dir, 'cp'));
-  });
-
-  after(async () => {
-    await farm?.stop();
   });
 
   async function makespan(order: string): Promise<{ ms: number; firstStarted: string }> {

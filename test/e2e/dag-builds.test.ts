@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestFarm } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { peakConcurrency } from '../harness/build-timeline.js';
 import { freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, derivationClosure, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
@@ -17,15 +17,7 @@ interface DerivationRow {
 
 
 describe('building a Nix expression across two workers', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'alpha', maxJobs: 2 }, { name: 'beta', maxJobs: 2 }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [{ name: 'alpha', maxJobs: 2 }, { name: 'beta', maxJobs: 2 }] });
 
   it('builds a DAG of 50+ derivations on the workers, each once, with outputs valid on the coordinator and equal to nix-instantiate', async () => {
     const dag = layeredDag({ layers: 6, width: 9 });

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import type { DashboardSnapshot, DerivationView, RunView } from '@nixfarm/shared';
-import { TestFarm, type RunningCommand } from '../harness/test-farm.js';
+import type { RunningCommand } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 import { artifactDir, launchChromium } from '../harness/headless-browser.js';
@@ -16,7 +17,11 @@ import { runIdOf } from '../harness/build-timeline.js';
  * reloaded, and screenshots are saved under test-artifacts/dashboard/.
  */
 describe('web dashboard (headless Chromium, real farm)', () => {
-  let farm: TestFarm;
+  // registered before the farm's hooks, so that it runs before the farm stops
+  after(async () => {
+    await browser?.close();
+  });
+  const farm = farmForSuite({ workers: [{ name: 'w1', maxJobs: 2 }, { name: 'w2', maxJobs: 2, speedFactor: 2 }] });
   let browser: Browser;
   let page: Page;
   let fixture: TickingWorkload;
@@ -37,7 +42,6 @@ describe('web dashboard (headless Chromium, real farm)', () => {
   const derivations = async (): Promise<DerivationView[]> => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'w1', maxJobs: 2 }, { name: 'w2', maxJobs: 2, speedFactor: 2 }] });
     browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
     page = await context.newPage();
@@ -45,10 +49,6 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     page.on('console', (message) => {
       if (message.type() === 'error') pageErrors.push(`${message.text()} (${message.location().url} on ${page.url()})`);
     });
-  });
-  after(async () => {
-    await browser?.close();
-    await farm?.stop();
   });
 
   it('asks a browser without a session to sign in, refuses a wrong token by name, and sends /queues to the sign-in', async () => {

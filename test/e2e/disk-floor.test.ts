@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { describe, it } from 'node:test';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import type { BuildRecord } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
 import { pollFor, sleep } from '../harness/poll.js';
@@ -19,15 +19,7 @@ interface Listing {
 }
 
 describe('a worker below its free-disk floor', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'phi', nixTmpfsMiB: SMALL_DISK_MIB, extraArgs: ['--min-free-disk', String(FLOOR_MIB)] }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [{ name: 'phi', nixTmpfsMiB: SMALL_DISK_MIB, extraArgs: ['--min-free-disk', String(FLOOR_MIB)] }] });
 
   async function phi(): Promise<Listing> {
     const listed = await farm.cli(['workers', '--json']);

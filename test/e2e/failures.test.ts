@@ -6,8 +6,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { describe, it } from 'node:test';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, cyclicOutputs, failingBranch, freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 import { sleep } from '../harness/poll.js';
@@ -83,15 +83,7 @@ function progressLines(stderr: string): Array<{ line: string; done: number; tota
 
 // Bad input (evaluation errors, malformed API bodies, unauthorised workers) is in bad-input.test.ts, thrown at a farm while a run builds.
 describe('failures', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'gamma', maxJobs: 2 }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [{ name: 'gamma', maxJobs: 2 }] });
 
   it('fails the run with exit 1 when a builder fails; dependents are dependency-failed, an independent branch still builds', async () => {
     const fixture = failingBranch();

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TestFarm, spawnNixfarm } from '../harness/test-farm.js';
+import { spawnNixfarm } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 import { removeTreeSync } from '../harness/process-cleanup.js';
@@ -39,15 +40,11 @@ function valid(paths: readonly string[]): boolean {
 }
 
 describe('a worker with --max-log-size', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'tight', maxJobs: 2, extraArgs: ['--max-log-size', '4K'] }] });
   let file: string;
 
   before(async () => {
     file = limitFixture();
-    farm = await TestFarm.start({ workers: [{ name: 'tight', maxJobs: 2, extraArgs: ['--max-log-size', '4K'] }] });
-  });
-  after(async () => {
-    await farm?.stop();
   });
 
   it('ends a build that logs past the limit as log-limit-exceeded, keeps at most the limit of its log, and builds its sibling', async () => {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { farmStatusSchema, type FarmStatus } from '@nixfarm/shared';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { TestFarm } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
 import { pollFor, sleep } from '../harness/poll.js';
@@ -35,7 +35,7 @@ function valueOf(samples: readonly Sample[], name: string, labels: Record<string
 }
 
 describe('metrics, status and the scaling signal (real farm)', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'w1', maxJobs: 2 }] });
   let system: string;
 
   async function scrape(): Promise<{ text: string; samples: Sample[] }> {
@@ -48,12 +48,8 @@ describe('metrics, status and the scaling signal (real farm)', () => {
   }
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'w1', maxJobs: 2 }] });
     const { workers } = await farm.api<{ workers: Array<{ name: string; systems: string[] }> }>('/api/workers');
     system = workers[0]!.systems[0]!;
-  });
-  after(async () => {
-    await farm?.stop();
   });
 
   it('counts a run of 3 derivations on w1: succeeded counter 3, each timing and byte histogram 3 observations, runs 1 started and 1 succeeded', async () => {

@@ -5,7 +5,8 @@ import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { NixSetupError, localStorePool, probeNixBuild, type ServePool } from '@nixfarm/shared';
-import { TestFarm, spawnNixfarm, type RunningCommand } from '../harness/test-farm.js';
+import { spawnNixfarm, type RunningCommand } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import type { BuildRecord } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
@@ -103,15 +104,7 @@ describe('probeNixBuild on the host store', () => {
 });
 
 describe('start-up: a Nix that cannot build refuses the start and loses nothing', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [] });
 
   /**
    * A run of `chain(length)` submitted through the real CLI, followed until

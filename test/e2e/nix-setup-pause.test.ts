@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { NixSetupError, localStorePool, probeNixBuild, type ServePool, type ServeSession } from '@nixfarm/shared';
 import { NixSetupPause } from '@nixfarm/worker';
-import { TestFarm } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import type { BuildRecord } from '../harness/build-timeline.js';
 import { chain, freshSalt, scriptedFixture } from '../harness/nix-fixtures.js';
 import { pollFor, sleep } from '../harness/poll.js';
@@ -32,16 +32,8 @@ interface Row extends BuildRecord {
 }
 
 describe('a worker whose Nix cannot build what it advertises', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    // x86_64-darwin without extra-platforms in its Nix: it takes darwin jobs its Nix refuses
-    farm = await TestFarm.start({ workers: [{ name: 'fake-mac', systems: ['x86_64-darwin'] }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  // x86_64-darwin without extra-platforms in its Nix: it takes darwin jobs its Nix refuses
+  const farm = farmForSuite({ workers: [{ name: 'fake-mac', systems: ['x86_64-darwin'] }] });
 
   async function listed(name: string): Promise<Listing | undefined> {
     const out = await farm.cli(['workers', '--json']);
@@ -88,15 +80,7 @@ describe('a worker whose Nix cannot build what it advertises', () => {
 });
 
 describe("the coordinator's own builds when its Nix cannot take them", () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [] });
 
   // The start-up probe passes (it needs no feature); these preferLocalBuild derivations of the coordinator's system are
   // taken locally (LocalBuilder checks system, not features), and its Nix refuses them: a setup fault on the coordinator.

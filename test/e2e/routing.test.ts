@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { after, before, describe, it } from 'node:test';
-import { NIXFARM_BIN, TestFarm } from '../harness/test-farm.js';
+import { after, describe, it } from 'node:test';
+import { NIXFARM_BIN } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { sleep } from '../harness/poll.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
@@ -28,19 +29,12 @@ function placement(rows: readonly DerivationRow[]): Map<string, number> {
 }
 
 describe('routing by system features (real workers)', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({
-      workers: [
-        { name: 'kvm-box', features: ['kvm'], maxJobs: 2 },
-        { name: 'plain-box', maxJobs: 2 },
-        { name: 'bench-box', mandatoryFeatures: ['benchmark'], maxJobs: 2 },
-      ],
-    });
-  });
-  after(async () => {
-    await farm?.stop();
+  const farm = farmForSuite({
+    workers: [
+      { name: 'kvm-box', features: ['kvm'], maxJobs: 2 },
+      { name: 'plain-box', maxJobs: 2 },
+      { name: 'bench-box', mandatoryFeatures: ['benchmark'], maxJobs: 2 },
+    ],
   });
 
   async function buildAndPlace(fixture: { file: string }): Promise<{ rows: DerivationRow[]; where: Map<string, number> }> {
@@ -73,21 +67,17 @@ describe('routing by system features (real workers)', () => {
 });
 
 describe('platforms never starve each other (real workers)', () => {
-  let farm: TestFarm;
-  let flood: ChildProcess | undefined;
-
-  before(async () => {
-    farm = await TestFarm.start({
-      workers: [
-        { name: 'linux', maxJobs: 1 },
-        { name: 'darwin', systems: ['x86_64-darwin'], nixConfig: ['extra-platforms = x86_64-darwin'], maxJobs: 1 },
-      ],
-    });
-  });
+  // registered before the farm's hooks, so that it runs before the farm stops
   after(async () => {
     if (flood !== undefined && flood.exitCode === null) killGroup(flood.pid, 'SIGKILL');
-    await farm?.stop();
   });
+  const farm = farmForSuite({
+    workers: [
+      { name: 'linux', maxJobs: 1 },
+      { name: 'darwin', systems: ['x86_64-darwin'], nixConfig: ['extra-platforms = x86_64-darwin'], maxJobs: 1 },
+    ],
+  });
+  let flood: ChildProcess | undefined;
 
   async function linuxQueue(): Promise<QueueRow | undefined> {
     const { queues } = await farm.api<{ queues: QueueRow[] }>('/api/queues');

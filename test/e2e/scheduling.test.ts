@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { describe, it } from 'node:test';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { peakConcurrency } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 
@@ -14,19 +14,11 @@ interface DerivationRow {
 
 
 describe("placement by Nix's speed-factor rule in a pull model", () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({
-      workers: [
-        { name: 'fast', speedFactor: 4, maxJobs: 1 },
-        { name: 'slow', speedFactor: 1, maxJobs: 1 },
-      ],
-    });
-  });
-
-  after(async () => {
-    await farm?.stop();
+  const farm = farmForSuite({
+    workers: [
+      { name: 'fast', speedFactor: 4, maxJobs: 1 },
+      { name: 'slow', speedFactor: 1, maxJobs: 1 },
+    ],
   });
 
   async function derivationsOf(stderr: string): Promise<DerivationRow[]> {
