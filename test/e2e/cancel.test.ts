@@ -2,15 +2,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import type { DerivationView, WorkerListing } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { waitFor } from '../harness/poll.js';
 import { freshSalt, writeBusyboxDir } from '../harness/nix-fixtures.js';
-
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  attempts: number;
-}
 
 /** A shared slow derivation and one quick top per run, so two runs overlap on the slow one. */
 function sharedFixture(dir: string): string {
@@ -41,7 +36,7 @@ describe('cancelling a run', () => {
   });
 
   const runningOnWorker = async () =>
-    (await farm.api<{ workers: Array<{ name: string; running: number }> }>('/api/workers')).workers.find((w) => w.name === 'epsilon')?.running ?? -1;
+    (await farm.api<{ workers: WorkerListing[] }>('/api/workers')).workers.find((w) => w.name === 'epsilon')?.running ?? -1;
 
   it('stops its running build on the worker within 2 s and ends the run as cancelled', async () => {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'topA', '--argstr', 'salt', freshSalt()]);
@@ -57,7 +52,7 @@ describe('cancelling a run', () => {
     const result = await build.result;
     assert.equal(result.exitCode, 1);
     assert.match(result.stderr, /cancelled/);
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     assert.deepEqual(derivations.map((d) => d.status), ['cancelled', 'cancelled']);
     const run = await farm.api<{ status: string }>(`/api/runs/${runId}`);
     assert.equal(run.status, 'cancelled');
@@ -76,7 +71,7 @@ describe('cancelling a run', () => {
     const resultB = await b.result;
     assert.equal(resultB.exitCode, 0, `${resultB.stderr}\n${farm.diagnostics()}`);
     const runB = /run (\w+)/.exec(resultB.stderr)![1]!;
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runB}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runB}/derivations`);
     const slow = derivations.find((d) => d.drvPath.endsWith('-slow-shared.drv'));
     assert.equal(slow?.status, 'succeeded');
     assert.equal(slow?.attempts, 1, 'the shared build was neither stopped nor started twice');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import type { DashboardSnapshot, DerivationView, RunView } from '@nixfarm/shared';
+import type { DashboardSnapshot, DerivationView, RunView, QueueSummary, WorkerListing } from '@nixfarm/shared';
 import type { RunningCommand } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
@@ -90,7 +90,7 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 10_000, () => 'the event stream never went live');
 
     // Workers: the cards name the API's workers with their slots; both are up.
-    const { workers } = await farm.api<{ workers: Array<{ name: string; maxJobs: number; systems: string[] }> }>('/api/workers');
+    const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
     assert.deepEqual((await attrs('[data-worker]', 'data-worker')).sort(), workers.map((w) => w.name).sort());
     assert.deepEqual(await attrs('[data-worker]', 'data-state'), ['up', 'up']);
 
@@ -117,7 +117,7 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     }
 
     // Queues: one row per queue the API lists.
-    const { queues } = await farm.api<{ queues: Array<{ name: string }> }>('/api/queues');
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     assert.deepEqual((await attrs('#queues tbody tr', 'data-queue')).sort(), queues.map((q) => q.name).sort());
 
     // The log panel follows a running build and grows while it builds.
@@ -191,7 +191,7 @@ describe('web dashboard (headless Chromium, real farm)', () => {
   });
 
   it('mounts bull-board at /queues for the signed-in browser, read-only, listing the build queues', async () => {
-    const { queues } = await farm.api<{ queues: Array<{ name: string }> }>('/api/queues');
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     assert.ok(queues.length >= 1);
     await page.goto(`${farm.address.httpUrl}/queues`);
     for (const q of queues) await page.getByText(q.name, { exact: false }).first().waitFor({ timeout: 20_000 });

@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { DerivationView } from '@nixfarm/shared';
 import { spawnNixfarm } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
@@ -28,13 +29,6 @@ function limitFixture(): string {
 `);
 }
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  attempts: number;
-}
-
 function valid(paths: readonly string[]): boolean {
   return spawnSync('nix-store', ['--check-validity', ...paths], { stdio: 'ignore' }).status === 0;
 }
@@ -54,7 +48,7 @@ describe('a worker with --max-log-size', () => {
     assert.equal(result.exitCode, 1, `the run fails\n${result.stderr}\n${farm.diagnostics()}`);
     const runId = runIdOf(result.stderr);
 
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     assert.equal(derivations.length, 2, JSON.stringify(derivations));
     const chatty = derivations.find((d) => d.drvPath === chattyDrv);
     const quiet = derivations.find((d) => d.drvPath === quietDrv);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, describe, it } from 'node:test';
+import type { DerivationView, QueueSummary } from '@nixfarm/shared';
 import { NIXFARM_BIN } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { sleep } from '../harness/poll.js';
@@ -8,21 +9,9 @@ import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import { killGroup } from '../harness/process-cleanup.js';
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-}
-
-interface QueueRow {
-  name: string;
-  waiting: number;
-  running: number;
-}
-
 
 /** Worker name -> how many of the run's derivations it built. */
-function placement(rows: readonly DerivationRow[]): Map<string, number> {
+function placement(rows: readonly DerivationView[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const r of rows) counts.set(r.worker ?? '(none)', (counts.get(r.worker ?? '(none)') ?? 0) + 1);
   return counts;
@@ -37,10 +26,10 @@ describe('routing by system features (real workers)', () => {
     ],
   });
 
-  async function buildAndPlace(fixture: { file: string }): Promise<{ rows: DerivationRow[]; where: Map<string, number> }> {
+  async function buildAndPlace(fixture: { file: string }): Promise<{ rows: DerivationView[]; where: Map<string, number> }> {
     const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 60_000 });
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
     assert.ok(derivations.every((d) => d.status === 'succeeded'), JSON.stringify(derivations));
     return { rows: derivations, where: placement(derivations) };
   }
@@ -79,8 +68,8 @@ describe('platforms never starve each other (real workers)', () => {
   });
   let flood: ChildProcess | undefined;
 
-  async function linuxQueue(): Promise<QueueRow | undefined> {
-    const { queues } = await farm.api<{ queues: QueueRow[] }>('/api/queues');
+  async function linuxQueue(): Promise<QueueSummary | undefined> {
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     return queues.find((q) => q.name === 'build@x86_64-linux');
   }
 
@@ -109,7 +98,7 @@ describe('platforms never starve each other (real workers)', () => {
     const during = await linuxQueue();
     assert.equal(darwin.exitCode, 0, `${darwin.stderr}\n${farm.diagnostics()}`);
     assert.ok(seconds < 10, `the darwin build took ${seconds.toFixed(1)} s behind the linux flood`);
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(darwin.stderr)}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(darwin.stderr)}/derivations`);
     assert.deepEqual(
       derivations.map((d) => [d.status, d.worker]),
       [['succeeded', 'darwin']],

@@ -1,16 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { DerivationView } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { peakConcurrency } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
-
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  startedAt?: number;
-  finishedAt?: number;
-}
 
 
 describe("placement by Nix's speed-factor rule in a pull model", () => {
@@ -21,10 +14,10 @@ describe("placement by Nix's speed-factor rule in a pull model", () => {
     ],
   });
 
-  async function derivationsOf(stderr: string): Promise<DerivationRow[]> {
+  async function derivationsOf(stderr: string): Promise<DerivationView[]> {
     const runId = /run (\w+)/.exec(stderr)?.[1];
     assert.ok(runId);
-    return (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    return (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
   }
 
   it('runs a sequential chain on the fast worker when both are idle', async () => {

@@ -22,11 +22,8 @@ const TIMINGS = { copyInMs: 1, buildMs: 1, copyOutMs: 1, totalMs: 3 };
 const HASH_A = 'sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq';
 const HASH_B = 'sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s';
 
-interface Attempt {
-  worker: string;
-  jobId: string;
-  attempt: number;
-}
+/** One try of a build, as its reports name it. */
+type Attempt = Pick<BuildStartedEvent, 'worker' | 'jobId' | 'attempt'>;
 
 function started(n: PlannedDerivation, a: Attempt): BuildStartedEvent {
   return { type: 'started', drvPath: n.drv.path, ...a, at: Date.now() };
