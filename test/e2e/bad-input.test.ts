@@ -216,6 +216,9 @@ describe('bad input while a good run builds', () => {
         for (const r of b.reason) assert.match(job!.failedReason, r, `${b.id}: ${job!.failedReason}`);
         assert.equal(job!.attemptsMade, 1, 'a malformed job is not retried');
       }
+      // The worker's logger writes asynchronously: its lines can reach the log file after the job is failed in Redis.
+      const logged = (b: { id: string }, text: string): boolean => new RegExp(`"jobId":"${b.id}".*malformed job rejected`).test(text);
+      await pollFor(() => bad.every((b) => logged(b, farm.tail('gamma', 100_000))), 10_000, () => 'the worker to log every rejected job').catch(() => undefined);
       const log = farm.tail('gamma', 100_000);
       for (const b of bad) assert.match(log, new RegExp(`"jobId":"${b.id}".*malformed job rejected`), `the worker logged ${b.id}`);
       assert.equal(farm.workers.get('gamma')!.process.exitCode, null, 'the worker is still running');

@@ -2,7 +2,7 @@ import { after, before } from 'node:test';
 import { TestFarm, type TestFarmOptions } from './test-farm.js';
 
 /** A suite's farm was used outside its tests: before its before hook started it, or after a start that failed. */
-export class FarmNotStartedError extends Error {
+class FarmNotStartedError extends Error {
   constructor(what: string) {
     super(`the suite's farm is not started (${what}): use it inside the suite's hooks and tests`);
     this.name = 'FarmNotStartedError';
