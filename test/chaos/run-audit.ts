@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { assertDerivationPath, assertStorePath, hashPart, redisKeys } from '@nixfarm/shared';
+import { assertDerivationPath, assertStorePath, hashPart, redisKeys, type BuildFinishedEvent, type DerivationView, type WorkerEvent } from '@nixfarm/shared';
 import type { TestFarm } from '../harness/test-farm.js';
 import { outputsOf } from '../harness/nix-fixtures.js';
 import type { ScenarioOutcome } from './chaos-scenario.js';
@@ -18,19 +18,6 @@ export interface RunAudit {
   builtTwiceDifferent: number;
 }
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  error?: string;
-}
-
-interface FinishedReport {
-  drvPath: string;
-  outcome: string;
-  worker: string;
-  narHashes?: Record<string, string>;
-}
-
 /**
  * Checks a run the way an operator would, from outside the coordinator: the
  * run and each derivation succeeded (API), each output is valid in the
@@ -41,7 +28,7 @@ interface FinishedReport {
  */
 export async function auditRun(farm: TestFarm, runId: string): Promise<RunAudit> {
   const view = await farm.api<{ status: string }>(`/api/runs/${runId}`);
-  const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+  const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
   const lost: string[] = [];
   const outputs: string[] = [];
   for (const d of derivations) {
@@ -74,9 +61,9 @@ async function doubleBuilds(farm: TestFarm, drvPaths: ReadonlySet<string>): Prom
   const redis = new Redis(farm.redis.url, { maxRetriesPerRequest: 3 });
   try {
     const entries = (await redis.xrange(redisKeys.workerEvents, '-', '+')) as Array<[string, string[]]>;
-    const reports = new Map<string, FinishedReport[]>();
+    const reports = new Map<string, BuildFinishedEvent[]>();
     for (const [, fields] of entries) {
-      const event = JSON.parse(fields[1] ?? 'null') as ({ type: string } & FinishedReport) | null;
+      const event = JSON.parse(fields[1] ?? 'null') as WorkerEvent | null;
       if (event?.type !== 'finished' || event.outcome !== 'succeeded' || !drvPaths.has(event.drvPath)) continue;
       const list = reports.get(event.drvPath) ?? [];
       list.push(event);

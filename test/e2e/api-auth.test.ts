@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm, spawnNixfarm } from '../harness/test-farm.js';
+import { before, describe, it } from 'node:test';
+import { spawnNixfarm } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
 
 interface ApiAnswer {
@@ -14,18 +15,13 @@ interface ApiAnswer {
 const NO_TOKEN = { NIXFARM_TOKEN: '', NIXFARM_STATE_DIR: '/nonexistent/nixfarm-state' };
 
 describe('API tokens: read and admin scopes (real farm)', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'w1' }] });
   let readToken: string;
   let adminToken: string;
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'w1' }] });
     readToken = farm.apiToken('read');
     adminToken = farm.apiToken('admin');
-  });
-
-  after(async () => {
-    await farm?.stop();
   });
 
   async function call(path: string, options: { token?: string; authorization?: string; method?: string; body?: unknown; cookie?: string } = {}): Promise<ApiAnswer & { setCookie?: string }> {

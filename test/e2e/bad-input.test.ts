@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { queueNameFor, redisKeys } from '@nixfarm/shared';
-import { pollFor } from '../harness/poll.js';
-import { TestFarm, sleep, type CommandResult } from '../harness/test-farm.js';
+import { queueNameFor, redisKeys, type DerivationView, type ApiError, type QueueSummary, type RunView, type WorkerListing } from '@nixfarm/shared';
+import { pollFor, sleep } from '../harness/poll.js';
+import type { CommandResult } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, outputPathsOf, nixInstantiate } from '../harness/nix-fixtures.js';
 
@@ -18,19 +19,6 @@ import { chain, freshSalt, outputPathsOf, nixInstantiate } from '../harness/nix-
  * every derivation built once, earlier outputs stay valid and are not rebuilt).
  */
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  attempts: number;
-  worker?: string;
-  startedAt?: number;
-  finishedAt?: number;
-}
-
-interface ApiErrorBody {
-  error: { code: string; message: string };
-}
-
 const HASH = '0c0ymkk6hv1dbfz5fk7x8b0c7c3l0zvm';
 const SYSTEM = `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
 
@@ -39,14 +27,18 @@ function nameOf(drvPath: string): string {
 }
 
 describe('bad input while a good run builds', () => {
-  let farm: TestFarm;
+  // registered before the farm's hooks, so that it runs before the farm stops
+  after(async () => {
+    redis?.disconnect();
+  });
+  const farm = farmForSuite({ workers: [{ name: 'gamma', maxJobs: 2 }] });
   let redis: Redis;
   /** a file that bad input tries to create with `$(touch ...)`: it must never appear */
   let marker: string;
   let earlier: { file: string; salt: string; outputs: string[] };
   let good: { file: string; salt: string; links: string[]; result: Promise<CommandResult>; stderrSoFar: () => string; runId: string };
 
-  const runIds = async (): Promise<string[]> => (await farm.api<{ runs: Array<{ id: string }> }>('/api/runs')).runs.map((r) => r.id).sort();
+  const runIds = async (): Promise<string[]> => (await farm.api<{ runs: RunView[] }>('/api/runs')).runs.map((r) => r.id).sort();
 
   /** Derivation nodes in the graph: bad input must never add one. */
   const graphNodes = async (): Promise<number> => {
@@ -62,18 +54,18 @@ describe('bad input while a good run builds', () => {
 
   /** BullMQ jobs not finished in the farm's queues. */
   const pendingJobs = async (): Promise<number> => {
-    const { queues } = await farm.api<{ queues: Array<{ waiting: number; running: number }> }>('/api/queues');
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     return queues.reduce((sum, q) => sum + q.waiting + q.running, 0);
   };
 
-  const goodRows = async (): Promise<DerivationRow[]> => (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${good.runId}/derivations`)).derivations;
+  const goodRows = async (): Promise<DerivationView[]> => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${good.runId}/derivations`)).derivations;
 
-  const request = async (path: string, init?: RequestInit): Promise<{ status: number; body: ApiErrorBody; text: string }> => {
+  const request = async (path: string, init?: RequestInit): Promise<{ status: number; body: ApiError; text: string }> => {
     const response = await fetch(new URL(path, farm.address.httpUrl), { ...init, headers: { ...farm.authHeaders(), ...(init?.headers as Record<string, string> | undefined) } });
     const text = await response.text();
-    let body: ApiErrorBody;
+    let body: ApiError;
     try {
-      body = JSON.parse(text) as ApiErrorBody;
+      body = JSON.parse(text) as ApiError;
     } catch {
       assert.fail(`${path}: the API answered ${response.status} with a body that is not JSON: ${text.slice(0, 200)}`);
     }
@@ -84,7 +76,6 @@ describe('bad input while a good run builds', () => {
     request('/api/runs', { method: 'POST', headers: { 'content-type': contentType }, body });
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'gamma', maxJobs: 2 }] });
     redis = new Redis(farm.redis.url, { maxRetriesPerRequest: null });
     marker = join(farm.dir, 'pwned');
     // Built before any bad input: must stay valid and never be rebuilt.
@@ -110,15 +101,10 @@ describe('bad input while a good run builds', () => {
     good = { file: fixture.file, salt: goodSalt, links: fixture.links, result: spawned.result, stderrSoFar: spawned.stderrSoFar, runId };
   });
 
-  after(async () => {
-    redis?.disconnect();
-    await farm?.stop();
-  });
-
   it('drops a worker event with a bad store path, with a log line naming it, and keeps applying the good ones', async () => {
     // Wait until a build of the good run is running: the forged reports claim it finished.
     const deadline = Date.now() + 60_000;
-    let running: DerivationRow | undefined;
+    let running: DerivationView | undefined;
     while ((running = (await goodRows()).find((d) => d.status === 'running')) === undefined) {
       assert.ok(Date.now() < deadline, `no build of the good run started:\n${farm.diagnostics()}`);
       await sleep(100);
@@ -230,6 +216,9 @@ describe('bad input while a good run builds', () => {
         for (const r of b.reason) assert.match(job!.failedReason, r, `${b.id}: ${job!.failedReason}`);
         assert.equal(job!.attemptsMade, 1, 'a malformed job is not retried');
       }
+      // The worker's logger writes asynchronously: its lines can reach the log file after the job is failed in Redis.
+      const logged = (b: { id: string }, text: string): boolean => new RegExp(`"jobId":"${b.id}".*malformed job rejected`).test(text);
+      await pollFor(() => bad.every((b) => logged(b, farm.tail('gamma', 100_000))), 10_000, () => 'the worker to log every rejected job').catch(() => undefined);
       const log = farm.tail('gamma', 100_000);
       for (const b of bad) assert.match(log, new RegExp(`"jobId":"${b.id}".*malformed job rejected`), `the worker logged ${b.id}`);
       assert.equal(farm.workers.get('gamma')!.process.exitCode, null, 'the worker is still running');
@@ -275,7 +264,7 @@ describe('bad input while a good run builds', () => {
   it('rejects malformed API bodies and bad route parameters with 4xx in the error shape, never a 500, and registers nothing', async () => {
     const runsBefore = await runIds();
     const nodesBefore = await graphNodes();
-    const expectError = (what: string, answer: { status: number; body: ApiErrorBody; text: string }, status: number, message: RegExp, code?: string) => {
+    const expectError = (what: string, answer: { status: number; body: ApiError; text: string }, status: number, message: RegExp, code?: string) => {
       assert.equal(answer.status, status, `${what}: ${answer.text}`);
       assert.equal(typeof answer.body.error?.code, 'string', `${what}: error shape ${answer.text}`);
       assert.equal(typeof answer.body.error?.message, 'string', `${what}: error shape ${answer.text}`);
@@ -366,7 +355,7 @@ describe('bad input while a good run builds', () => {
     }, 10_000, () => `the intruder's refusal in its log:\n${farm.tail('intruder', 200)}`).catch(() => farm.tail('intruder', 200));
     assert.match(log, /refused this worker's SSH key SHA256:[A-Za-z0-9+/]{43}/);
     assert.match(log, /to authorise it, on the coordinator machine run: nixfarm authorize --state-dir .+ 'ssh-ed25519 [A-Za-z0-9+/=]+/);
-    const { workers } = await farm.api<{ workers: Array<{ name: string; alive: boolean }> }>('/api/workers');
+    const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
     assert.ok(!workers.some((w) => w.name === 'intruder'), 'an unauthorised worker never registers');
     assert.ok(workers.some((w) => w.name === 'gamma' && w.alive), 'the authorised worker is still there');
   });

@@ -3,9 +3,10 @@ import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { hashPart } from '@nixfarm/shared';
-import { TestFarm } from '../harness/test-farm.js';
+import type { TestFarm } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 
@@ -45,15 +46,11 @@ function nixLayoutPath(farm: TestFarm, drvPath: string): string {
 }
 
 describe('build logs', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'w1', lockSeconds: 3 }, { name: 'w2', lockSeconds: 3 }] });
   let file: string;
 
   before(async () => {
     file = logFixture();
-    farm = await TestFarm.start({ workers: [{ name: 'w1', lockSeconds: 3 }, { name: 'w2', lockSeconds: 3 }] });
-  });
-  after(async () => {
-    await farm?.stop();
   });
 
   it('stores a finished build\'s log where nix-store --read-log finds it, and nixfarm log shows it by drv, output, hash prefix and run attribute', async () => {

@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm, sleep } from '../harness/test-farm.js';
+import { before, describe, it } from 'node:test';
+import type { DerivationView, WorkerListing } from '@nixfarm/shared';
+import { farmForSuite } from '../harness/farm-for-suite.js';
+import { waitFor } from '../harness/poll.js';
 import { freshSalt, writeBusyboxDir } from '../harness/nix-fixtures.js';
-
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  attempts: number;
-}
 
 /** A shared slow derivation and one quick top per run, so two runs overlap on the slow one. */
 function sharedFixture(dir: string): string {
@@ -31,29 +27,16 @@ in rec {
   return file;
 }
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 describe('cancelling a run', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'epsilon', maxJobs: 2 }] });
   let file: string;
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'epsilon', maxJobs: 2 }] });
     file = sharedFixture(join(farm.dir, 'cancel-fixture'));
   });
 
-  after(async () => {
-    await farm?.stop();
-  });
-
   const runningOnWorker = async () =>
-    (await farm.api<{ workers: Array<{ name: string; running: number }> }>('/api/workers')).workers.find((w) => w.name === 'epsilon')?.running ?? -1;
+    (await farm.api<{ workers: WorkerListing[] }>('/api/workers')).workers.find((w) => w.name === 'epsilon')?.running ?? -1;
 
   it('stops its running build on the worker within 2 s and ends the run as cancelled', async () => {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'topA', '--argstr', 'salt', freshSalt()]);
@@ -69,7 +52,7 @@ describe('cancelling a run', () => {
     const result = await build.result;
     assert.equal(result.exitCode, 1);
     assert.match(result.stderr, /cancelled/);
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     assert.deepEqual(derivations.map((d) => d.status), ['cancelled', 'cancelled']);
     const run = await farm.api<{ status: string }>(`/api/runs/${runId}`);
     assert.equal(run.status, 'cancelled');
@@ -88,7 +71,7 @@ describe('cancelling a run', () => {
     const resultB = await b.result;
     assert.equal(resultB.exitCode, 0, `${resultB.stderr}\n${farm.diagnostics()}`);
     const runB = /run (\w+)/.exec(resultB.stderr)![1]!;
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runB}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runB}/derivations`);
     const slow = derivations.find((d) => d.drvPath.endsWith('-slow-shared.drv'));
     assert.equal(slow?.status, 'succeeded');
     assert.equal(slow?.attempts, 1, 'the shared build was neither stopped nor started twice');

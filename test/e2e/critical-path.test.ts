@@ -1,15 +1,10 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { before, describe, it } from 'node:test';
+import type { DerivationView } from '@nixfarm/shared';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, writeBusyboxDir } from '../harness/nix-fixtures.js';
-
-interface DerivationRow {
-  drvPath: string;
-  startedAt?: number;
-  finishedAt?: number;
-}
 
 const CHAIN = 6;
 const LEAVES = 10;
@@ -34,23 +29,18 @@ in { all = mk "all" (chain ++ leaves); }
 }
 
 describe('critical-path order against FIFO', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'zeta', maxJobs: 2 }] });
   let file: string;
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'zeta', maxJobs: 2 }] });
     file = writeFixture(join(farm.dir, 'cp'));
-  });
-
-  after(async () => {
-    await farm?.stop();
   });
 
   async function makespan(order: string): Promise<{ ms: number; firstStarted: string }> {
     const result = await farm.build([file, '-A', 'all', '--argstr', 'salt', freshSalt(), '--order', order]);
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
     const runId = /run (\w+)/.exec(result.stderr)![1]!;
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     assert.equal(derivations.length, CHAIN + LEAVES + 1);
     const start = Math.min(...derivations.map((d) => d.startedAt!));
     const end = Math.max(...derivations.map((d) => d.finishedAt!));

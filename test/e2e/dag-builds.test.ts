@@ -1,31 +1,15 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestFarm } from '../harness/test-farm.js';
+import type { DerivationView } from '@nixfarm/shared';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { peakConcurrency } from '../harness/build-timeline.js';
 import { freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, derivationClosure, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  attempts: number;
-  startedAt?: number;
-  finishedAt?: number;
-}
-
 
 describe('building a Nix expression across two workers', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'alpha', maxJobs: 2 }, { name: 'beta', maxJobs: 2 }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [{ name: 'alpha', maxJobs: 2 }, { name: 'beta', maxJobs: 2 }] });
 
   it('builds a DAG of 50+ derivations on the workers, each once, with outputs valid on the coordinator and equal to nix-instantiate', async () => {
     const dag = layeredDag({ layers: 6, width: 9 });
@@ -51,7 +35,7 @@ describe('building a Nix expression across two workers', () => {
     // Each derivation built exactly once, on a worker, never on the coordinator.
     const runId = /run (\w+)/.exec(result.stderr)?.[1];
     assert.ok(runId, 'the CLI names the run');
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     assert.equal(derivations.length, dag.expectedDrvCount);
     for (const d of derivations) {
       assert.equal(d.status, 'succeeded', d.drvPath);

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import type { DashboardSnapshot, DerivationView, RunView } from '@nixfarm/shared';
-import { TestFarm, type RunningCommand } from '../harness/test-farm.js';
+import type { DashboardSnapshot, DerivationView, RunView, QueueSummary, WorkerListing } from '@nixfarm/shared';
+import type { RunningCommand } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 import { artifactDir, launchChromium } from '../harness/headless-browser.js';
@@ -16,7 +17,11 @@ import { runIdOf } from '../harness/build-timeline.js';
  * reloaded, and screenshots are saved under test-artifacts/dashboard/.
  */
 describe('web dashboard (headless Chromium, real farm)', () => {
-  let farm: TestFarm;
+  // registered before the farm's hooks, so that it runs before the farm stops
+  after(async () => {
+    await browser?.close();
+  });
+  const farm = farmForSuite({ workers: [{ name: 'w1', maxJobs: 2 }, { name: 'w2', maxJobs: 2, speedFactor: 2 }] });
   let browser: Browser;
   let page: Page;
   let fixture: TickingWorkload;
@@ -37,7 +42,6 @@ describe('web dashboard (headless Chromium, real farm)', () => {
   const derivations = async (): Promise<DerivationView[]> => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'w1', maxJobs: 2 }, { name: 'w2', maxJobs: 2, speedFactor: 2 }] });
     browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
     page = await context.newPage();
@@ -45,10 +49,6 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     page.on('console', (message) => {
       if (message.type() === 'error') pageErrors.push(`${message.text()} (${message.location().url} on ${page.url()})`);
     });
-  });
-  after(async () => {
-    await browser?.close();
-    await farm?.stop();
   });
 
   it('asks a browser without a session to sign in, refuses a wrong token by name, and sends /queues to the sign-in', async () => {
@@ -90,7 +90,7 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 10_000, () => 'the event stream never went live');
 
     // Workers: the cards name the API's workers with their slots; both are up.
-    const { workers } = await farm.api<{ workers: Array<{ name: string; maxJobs: number; systems: string[] }> }>('/api/workers');
+    const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
     assert.deepEqual((await attrs('[data-worker]', 'data-worker')).sort(), workers.map((w) => w.name).sort());
     assert.deepEqual(await attrs('[data-worker]', 'data-state'), ['up', 'up']);
 
@@ -117,7 +117,7 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     }
 
     // Queues: one row per queue the API lists.
-    const { queues } = await farm.api<{ queues: Array<{ name: string }> }>('/api/queues');
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     assert.deepEqual((await attrs('#queues tbody tr', 'data-queue')).sort(), queues.map((q) => q.name).sort());
 
     // The log panel follows a running build and grows while it builds.
@@ -191,7 +191,7 @@ describe('web dashboard (headless Chromium, real farm)', () => {
   });
 
   it('mounts bull-board at /queues for the signed-in browser, read-only, listing the build queues', async () => {
-    const { queues } = await farm.api<{ queues: Array<{ name: string }> }>('/api/queues');
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     assert.ok(queues.length >= 1);
     await page.goto(`${farm.address.httpUrl}/queues`);
     for (const q of queues) await page.getByText(q.name, { exact: false }).first().waitFor({ timeout: 20_000 });

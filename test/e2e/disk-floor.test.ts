@@ -1,38 +1,23 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm, sleep } from '../harness/test-farm.js';
-import type { BuildRecord } from '../harness/build-timeline.js';
+import { describe, it } from 'node:test';
+import type { WorkerListing, DerivationView } from '@nixfarm/shared';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 import { auditRun } from '../chaos/run-audit.js';
 import { outcomeProblems } from '../chaos/chaos-scenario.js';
 import { FLOOR_MIB, SMALL_DISK_MIB, diskFloorScenario, fillDisk, freeDisk, runDiskFloor } from '../chaos/scenarios/disk-floor.js';
 
 const MiB = 1024 * 1024;
 
-interface Listing {
-  name: string;
-  running: number;
-  paused?: string;
-  freeDiskBytes?: number;
-}
-
 describe('a worker below its free-disk floor', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'phi', nixTmpfsMiB: SMALL_DISK_MIB, extraArgs: ['--min-free-disk', String(FLOOR_MIB)] }] });
 
-  before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'phi', nixTmpfsMiB: SMALL_DISK_MIB, extraArgs: ['--min-free-disk', String(FLOOR_MIB)] }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
-
-  async function phi(): Promise<Listing> {
+  async function phi(): Promise<WorkerListing> {
     const listed = await farm.cli(['workers', '--json']);
     assert.equal(listed.exitCode, 0, listed.stderr);
-    const found = (JSON.parse(listed.stdout) as Listing[]).find((w) => w.name === 'phi');
+    const found = (JSON.parse(listed.stdout) as WorkerListing[]).find((w) => w.name === 'phi');
     assert.ok(found, listed.stdout);
     return found;
   }
@@ -59,7 +44,7 @@ describe('a worker below its free-disk floor', () => {
       // A new run waits: its first derivation stays queued, and `nixfarm why` names the reason.
       const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(2).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 300_000 });
       const runId = await pollFor(() => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the run to be accepted:\n${build.stderrSoFar()}`);
-      const rows = async () => (await farm.api<{ derivations: Array<BuildRecord & { name: string }> }>(`/api/runs/${runId}/derivations`)).derivations;
+      const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
       const bottom = await pollFor(async () => (await rows()).find((r) => r.name === 'link-0' && r.status === 'queued'), 30_000, () => 'link-0 to be queued');
       await sleep(4000);
       const still = (await rows()).find((r) => r.name === 'link-0');

@@ -6,19 +6,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { describe, it } from 'node:test';
+import type { DerivationView, RecentFailure } from '@nixfarm/shared';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, cyclicOutputs, failingBranch, freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
-
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  attempts?: number;
-  error?: string;
-  logTail?: string[];
-}
+import { sleep } from '../harness/poll.js';
 
 function nameOf(drvPath: string): string {
   return drvPath.replace(/^\/nix\/store\/\w{32}-|\.drv$/g, '');
@@ -82,15 +75,7 @@ function progressLines(stderr: string): Array<{ line: string; done: number; tota
 
 // Bad input (evaluation errors, malformed API bodies, unauthorised workers) is in bad-input.test.ts, thrown at a farm while a run builds.
 describe('failures', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'gamma', maxJobs: 2 }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [{ name: 'gamma', maxJobs: 2 }] });
 
   it('fails the run with exit 1 when a builder fails; dependents are dependency-failed, an independent branch still builds', async () => {
     const fixture = failingBranch();
@@ -102,7 +87,7 @@ describe('failures', () => {
     assert.match(result.stderr, new RegExp(`FAILED: /nix/store/\\w{32}-${fixture.names.failing}\\.drv on gamma`));
     for (const line of fixture.logLines) assert.ok(result.stderr.includes(line), `log tail shows ${JSON.stringify(line)}`);
 
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
     const byName = new Map(derivations.map((d) => [nameOf(d.drvPath), d]));
     assert.equal(byName.get(fixture.names.failing)?.status, 'failed');
     assert.equal(byName.get(fixture.names.dependent)?.status, 'dependency-failed');
@@ -120,7 +105,7 @@ describe('failures', () => {
     assert.equal(again.exitCode, 1, again.stderr);
     assert.match(again.stderr, new RegExp(`CACHED-FAILURE: /nix/store/\\w{32}-${fixture.names.failing}\\.drv.*--rebuild-failed`));
     assert.doesNotMatch(again.stderr, /\] building \S+ on /, 'nothing was built');
-    const cachedRows = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(again.stderr)}/derivations`)).derivations;
+    const cachedRows = (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(again.stderr)}/derivations`)).derivations;
     assert.equal(cachedRows.find((d) => nameOf(d.drvPath) === fixture.names.failing)?.status, 'cached-failure');
 
     // --rebuild-failed really builds it again (and it fails again, on the worker).
@@ -137,7 +122,7 @@ describe('failures', () => {
       const result = await farm.build([file, '-A', 'fetch', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
       assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
       assert.equal(flaky.requests(), 2, 'one refused download, one that worked');
-      const drv = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`)).derivations;
+      const drv = (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`)).derivations;
       assert.equal(drv.length, 1);
       const fetchDrv = drv[0]!.drvPath;
       const name = `flaky-fetch-${salt}`;
@@ -164,7 +149,7 @@ describe('failures', () => {
     const result = await farm.build([file, '-A', 'colourful', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
     assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
     const runId = runIdOf(result.stderr);
-    const [row] = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const [row] = (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
     const drvPath = row!.drvPath;
     // Nix 2.8 reports this error over the serve protocol as `\x1b[0mbuilder for '\x1b[35;1m/nix/store/...drv\x1b[0m' failed ...`.
     const error = `builder for '${drvPath}' failed with exit code 3`;
@@ -177,7 +162,7 @@ describe('failures', () => {
     assert.equal(why.exitCode, 0, why.stderr);
     assert.ok(why.stdout.includes(`Error: ${error}\n`), why.stdout);
     assert.ok(!why.stdout.includes('\x1b'), JSON.stringify(why.stdout));
-    const dashboard = await farm.api<{ failures: Array<{ drvPath: string; error?: string }> }>('/api/dashboard');
+    const dashboard = await farm.api<{ failures: RecentFailure[] }>('/api/dashboard');
     assert.equal(dashboard.failures.find((f) => f.drvPath === drvPath)?.error, error);
 
     // The log is stored as the serve session sent it (Nix already filtered the builder's colours there, as for any
@@ -195,7 +180,7 @@ describe('failures', () => {
     assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
     assert.match(result.stderr, new RegExp(`FAILED: /nix/store/\\w{32}-${fixture.name}\\.drv on gamma: error: cycle detected in build of`));
     assert.doesNotMatch(result.stderr, /ABORTED|gave up after/);
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
     assert.deepEqual(
       derivations.map((d) => [nameOf(d.drvPath), d.status, d.attempts, d.worker]),
       [[fixture.name, 'failed', 1, 'gamma']],
@@ -244,12 +229,12 @@ describe('failures', () => {
     const fixture = chain(2, { system: 'riscv64-linux' });
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
     const deadline = Date.now() + 10_000;
-    while (!build.stderrSoFar().includes('UNSUPPORTED') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while (!build.stderrSoFar().includes('UNSUPPORTED') && Date.now() < deadline) await sleep(100);
     const notice = build.stderrSoFar();
     assert.match(notice, /UNSUPPORTED: no worker can build \/nix\/store\/\w{32}-link-0\.drv \(system riscv64-linux, no features\)/);
     assert.match(notice, /gamma: wrong system: needs riscv64-linux, worker has x86_64-linux/);
     const runId = runIdOf(notice);
-    const shown = (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const shown = (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
     const link0 = shown.find((d) => nameOf(d.drvPath) === 'link-0');
     assert.equal(link0?.status, 'unsupported', 'the run shows it as unsupported');
     assert.match(link0?.error ?? '', /system riscv64-linux.*gamma: wrong system/);

@@ -10,6 +10,7 @@ import { parseDerivation } from '@nixfarm/shared';
 import { startPrivateRedis } from '../harness/private-redis.js';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { chain, derivationClosure, failingBranch, freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, outputsOf, type Fixture } from '../harness/nix-fixtures.js';
+import { sleep } from '../harness/poll.js';
 
 /** Builds a fixture inside a machine the way tests should: sandboxed, no substituters. */
 async function nixBuild(machine: SimulatedMachine, file: string, attrs: readonly string[], salt: string, extra: string[] = []) {
@@ -96,14 +97,14 @@ describe('simulated machines', () => {
     const m4 = new SimulatedMachine('m4');
     const child = m4.spawn('sh', ['-c', 'setsid sleep 1000 & sleep 1000']);
     const started = Date.now();
-    while (m4.processesInside().length < 3 && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
+    while (m4.processesInside().length < 3 && Date.now() - started < 5000) await sleep(20);
     const inside = m4.processesInside();
     assert.ok(inside.length >= 3, `expected sh and two sleeps inside, found ${inside.length}`);
     assert.ok(inside.includes(child.pid!), 'the spawned process itself is found through its mounts');
     await m4.destroy({ graceMs: 200 });
     // SIGKILL is delivered at once, but an orphan's exit is reaped by PID 1 when it gets to it
     const deadline = Date.now() + 3000;
-    while (inside.some(isRunning) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (inside.some(isRunning) && Date.now() < deadline) await sleep(20);
     for (const pid of inside) assert.equal(isRunning(pid), false, `pid ${pid} survived destroy`);
     assert.equal(existsSync(m4.dir), false);
   });

@@ -4,7 +4,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { TestFarm, spawnNixfarm } from '../harness/test-farm.js';
+import type { DerivationView } from '@nixfarm/shared';
+import { spawnNixfarm } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { freshSalt, nixInstantiate, outputPathsOf, scriptedFixture } from '../harness/nix-fixtures.js';
 import { removeTreeSync } from '../harness/process-cleanup.js';
@@ -27,27 +29,16 @@ function limitFixture(): string {
 `);
 }
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  attempts: number;
-}
-
 function valid(paths: readonly string[]): boolean {
   return spawnSync('nix-store', ['--check-validity', ...paths], { stdio: 'ignore' }).status === 0;
 }
 
 describe('a worker with --max-log-size', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'tight', maxJobs: 2, extraArgs: ['--max-log-size', '4K'] }] });
   let file: string;
 
   before(async () => {
     file = limitFixture();
-    farm = await TestFarm.start({ workers: [{ name: 'tight', maxJobs: 2, extraArgs: ['--max-log-size', '4K'] }] });
-  });
-  after(async () => {
-    await farm?.stop();
   });
 
   it('ends a build that logs past the limit as log-limit-exceeded, keeps at most the limit of its log, and builds its sibling', async () => {
@@ -57,7 +48,7 @@ describe('a worker with --max-log-size', () => {
     assert.equal(result.exitCode, 1, `the run fails\n${result.stderr}\n${farm.diagnostics()}`);
     const runId = runIdOf(result.stderr);
 
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     assert.equal(derivations.length, 2, JSON.stringify(derivations));
     const chatty = derivations.find((d) => d.drvPath === chattyDrv);
     const quiet = derivations.find((d) => d.drvPath === quietDrv);

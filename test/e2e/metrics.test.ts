@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { farmStatusSchema, type FarmStatus } from '@nixfarm/shared';
+import { before, describe, it } from 'node:test';
+import { farmStatusSchema, type FarmStatus, type DerivationView, type RunView, type WorkerListing } from '@nixfarm/shared';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { TestFarm, sleep } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 
 interface Sample {
   name: string;
@@ -35,7 +35,7 @@ function valueOf(samples: readonly Sample[], name: string, labels: Record<string
 }
 
 describe('metrics, status and the scaling signal (real farm)', () => {
-  let farm: TestFarm;
+  const farm = farmForSuite({ workers: [{ name: 'w1', maxJobs: 2 }] });
   let system: string;
 
   async function scrape(): Promise<{ text: string; samples: Sample[] }> {
@@ -48,12 +48,8 @@ describe('metrics, status and the scaling signal (real farm)', () => {
   }
 
   before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'w1', maxJobs: 2 }] });
-    const { workers } = await farm.api<{ workers: Array<{ name: string; systems: string[] }> }>('/api/workers');
+    const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
     system = workers[0]!.systems[0]!;
-  });
-  after(async () => {
-    await farm?.stop();
   });
 
   it('counts a run of 3 derivations on w1: succeeded counter 3, each timing and byte histogram 3 observations, runs 1 started and 1 succeeded', async () => {
@@ -157,7 +153,7 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     assert.equal(doc.openapi, '3.1.0');
     const ajv = new Ajv2020({ strict: false, allErrors: true });
     for (const [name, schema] of Object.entries(doc.components.schemas)) ajv.addSchema(schema, `#/components/schemas/${name}`);
-    const { runs } = await farm.api<{ runs: Array<{ id: string }> }>('/api/runs');
+    const { runs } = await farm.api<{ runs: RunView[] }>('/api/runs');
     assert.ok(runs.length >= 2, 'the two runs of the tests above');
     const answers: Array<[string, string]> = [
       ['/api/runs', '/api/runs'],
@@ -168,7 +164,7 @@ describe('metrics, status and the scaling signal (real farm)', () => {
       ['/api/status', '/api/status'],
     ];
     // the hand-written schemas of the why and log-info answers, against the real ones
-    const { derivations } = await farm.api<{ derivations: Array<{ drvPath: string }> }>(`/api/runs/${runs[0]!.id}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runs[0]!.id}/derivations`);
     const drvPath = encodeURIComponent(derivations[0]!.drvPath);
     answers.push([`/api/why?path=${drvPath}`, '/api/why'], [`/api/logs?path=${drvPath}&info=1`, '/api/logs']);
     for (const [url, path] of answers) {

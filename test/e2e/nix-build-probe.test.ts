@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { NixSetupError, localStorePool, probeNixBuild, type ServePool } from '@nixfarm/shared';
-import { TestFarm, spawnNixfarm, type RunningCommand } from '../harness/test-farm.js';
-import type { BuildRecord } from '../harness/build-timeline.js';
+import { NixSetupError, localStorePool, probeNixBuild, type ServePool, type DerivationView, type QueueSummary, type WorkerListing } from '@nixfarm/shared';
+import { spawnNixfarm, type RunningCommand } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 import { auditRun } from '../chaos/run-audit.js';
@@ -55,10 +55,6 @@ async function redisSnapshot(url: string): Promise<Map<string, string>> {
   }
 }
 
-interface Row extends BuildRecord {
-  name: string;
-}
-
 describe('probeNixBuild on the host store', () => {
   let store: ServePool;
   before(() => {
@@ -103,37 +99,29 @@ describe('probeNixBuild on the host store', () => {
 });
 
 describe('start-up: a Nix that cannot build refuses the start and loses nothing', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [] });
 
   /**
    * A run of `chain(length)` submitted through the real CLI, followed until
    * its bottom link is queued; with no live worker the views call it
    * unsupported, but its job waits in its queue all the same.
    */
-  async function queuedRun(length: number): Promise<{ build: RunningCommand; runId: string; rows: () => Promise<Row[]> }> {
+  async function queuedRun(length: number): Promise<{ build: RunningCommand; runId: string; rows: () => Promise<DerivationView[]> }> {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(length).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 300_000 });
     const runId = await pollFor(() => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the run to be accepted:\n${build.stderrSoFar()}`);
-    const rows = async () => (await farm.api<{ derivations: Row[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
     await pollFor(async () => (await rows()).some((r) => r.name === 'link-0' && WAITING.includes(r.status)), 30_000, () => 'link-0 to be queued');
     return { build, runId, rows };
   }
 
   async function waitingIn(queue: string): Promise<number> {
-    const { queues } = await farm.api<{ queues: Array<{ name: string; waiting: number }> }>('/api/queues');
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     return queues.find((q) => q.name === queue)?.waiting ?? 0;
   }
 
   it('nixfarm worker exits 2 with the message naming its Nix and the fix; the job waiting in its queue stays waiting and builds on a worker that can', async () => {
     const { build, runId, rows } = await queuedRun(1);
-    const queue = (await farm.api<{ queues: Array<{ name: string; waiting: number }> }>('/api/queues')).queues.find((q) => q.waiting > 0)?.name;
+    const queue = (await farm.api<{ queues: QueueSummary[] }>('/api/queues')).queues.find((q) => q.waiting > 0)?.name;
     assert.ok(queue !== undefined, 'a queue holds the job');
     assert.equal(await waitingIn(queue), 1);
 
@@ -145,7 +133,7 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
     assert.deepEqual(humanLines(log), [`nixfarm: worker nobuild's Nix cannot build (checked at start with a trivial build): ${NIX_SAYS}`, ...buildUsersFixLines()]);
     assert.doesNotMatch(log, /\n\s+at /, 'no stack trace');
 
-    const { workers } = await farm.api<{ workers: Array<{ name: string }> }>('/api/workers');
+    const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
     assert.ok(!workers.some((w) => w.name === 'nobuild'), 'it never registered');
     const [link] = await rows();
     assert.ok(WAITING.includes(link?.status ?? ''), `never taken: ${link?.status}`);

@@ -4,12 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { NixSetupError, localStorePool, probeNixBuild, type ServePool, type ServeSession } from '@nixfarm/shared';
+import { NixSetupError, localStorePool, probeNixBuild, type ServePool, type ServeSession, type WorkerListing, type DerivationView } from '@nixfarm/shared';
 import { NixSetupPause } from '@nixfarm/worker';
-import { TestFarm, sleep } from '../harness/test-farm.js';
-import type { BuildRecord } from '../harness/build-timeline.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { chain, freshSalt, scriptedFixture } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 import { removeTreeSync } from '../harness/process-cleanup.js';
 import { auditRun } from '../chaos/run-audit.js';
 
@@ -22,31 +21,14 @@ import { auditRun } from '../chaos/run-audit.js';
  * logging the fix once.
  */
 
-interface Listing {
-  name: string;
-  paused?: string;
-}
-
-interface Row extends BuildRecord {
-  name: string;
-}
-
 describe('a worker whose Nix cannot build what it advertises', () => {
-  let farm: TestFarm;
+  // x86_64-darwin without extra-platforms in its Nix: it takes darwin jobs its Nix refuses
+  const farm = farmForSuite({ workers: [{ name: 'fake-mac', systems: ['x86_64-darwin'] }] });
 
-  before(async () => {
-    // x86_64-darwin without extra-platforms in its Nix: it takes darwin jobs its Nix refuses
-    farm = await TestFarm.start({ workers: [{ name: 'fake-mac', systems: ['x86_64-darwin'] }] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
-
-  async function listed(name: string): Promise<Listing | undefined> {
+  async function listed(name: string): Promise<WorkerListing | undefined> {
     const out = await farm.cli(['workers', '--json']);
     assert.equal(out.exitCode, 0, out.stderr);
-    return (JSON.parse(out.stdout) as Listing[]).find((w) => w.name === name);
+    return (JSON.parse(out.stdout) as WorkerListing[]).find((w) => w.name === name);
   }
 
   it('hands the build back untried, pauses itself saying why (the fix logged once), and a worker that can builds it', async () => {
@@ -61,7 +43,7 @@ describe('a worker whose Nix cannot build what it advertises', () => {
 
     // Paused, it takes nothing more: the handed-back build waits, its try not counted.
     const runId = /run (\w+)/.exec(build.stderrSoFar())![1]!;
-    const rows = async () => (await farm.api<{ derivations: Row[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
     await sleep(3000);
     const bottom = (await rows()).find((r) => r.name === 'link-0');
     assert.deepEqual([bottom?.status, bottom?.attempts], ['queued', 0]);
@@ -88,15 +70,7 @@ describe('a worker whose Nix cannot build what it advertises', () => {
 });
 
 describe("the coordinator's own builds when its Nix cannot take them", () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [] });
-  });
-
-  after(async () => {
-    await farm?.stop();
-  });
+  const farm = farmForSuite({ workers: [] });
 
   // The start-up probe passes (it needs no feature); these preferLocalBuild derivations of the coordinator's system are
   // taken locally (LocalBuilder checks system, not features), and its Nix refuses them: a setup fault on the coordinator.
@@ -116,7 +90,7 @@ describe("the coordinator's own builds when its Nix cannot take them", () => {
     const result = await farm.build([file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
     const took = Date.now() - started;
     assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
-    const { derivations } = await farm.api<{ derivations: Array<Row & { error?: string }> }>(`/api/runs/${/run (\w+)/.exec(result.stderr)![1]}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${/run (\w+)/.exec(result.stderr)![1]}/derivations`);
     const byName = new Map(derivations.map((d) => [d.name, d]));
     assert.equal(byName.get('local-feature-all')?.status, 'dependency-failed');
     for (const name of ['local-needs-feature-a', 'local-needs-feature-b']) {

@@ -7,9 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { RedisRefusedError, RedisWaitAbortedError, connectRedis, redactRedisUrl } from '@nixfarm/shared';
-import { freePort, startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
-import { NIXFARM_BIN, sleep, spawnNixfarm, type CommandResult } from '../harness/test-farm.js';
+import { RedisRefusedError, RedisWaitAbortedError, connectRedis, redactRedisUrl, type WorkerListing } from '@nixfarm/shared';
+import { freePort } from '../harness/free-port.js';
+import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { NIXFARM_BIN, spawnNixfarm, type CommandResult } from '../harness/test-farm.js';
+import { sleep, waitFor } from '../harness/poll.js';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from '../harness/process-cleanup.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
@@ -40,14 +42,6 @@ function track(child: ChildProcess, logFile: string): Started {
   }
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { process: child, output: () => output, exited };
-}
-
-async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number, diagnostics: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail(`${what} not seen within ${timeoutMs} ms:\n${diagnostics()}`);
-    await sleep(100);
-  }
 }
 
 /** Lines that say Redis cannot be reached, in the person-readable form the CLI prints. */
@@ -276,7 +270,7 @@ describe('coordinator and worker started before Redis', () => {
     await sleep(4000);
     assert.equal(worker.process.exitCode, null, 'still running, still trying');
     assert.equal(unreachableNotices(worker.output(), who).length, 1, 'said once');
-    const before = (await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: Array<{ name: string }> };
+    const before = (await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: WorkerListing[] };
     assert.ok(!before.workers.some((w) => w.name === 'late'), 'not registered without Redis');
 
     relay = new RedisRelay(relayPort, redisPort);
@@ -285,7 +279,7 @@ describe('coordinator and worker started before Redis', () => {
     assert.match(worker.output(), new RegExp(`${who}: connected to Redis at redis://127\\.0\\.0\\.1:${relayPort} after \\d+ s`));
     await waitFor(
       'the worker registered',
-      async () => ((await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: Array<{ name: string; alive: boolean }> }).workers.some((w) => w.name === 'late' && w.alive),
+      async () => ((await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: WorkerListing[] }).workers.some((w) => w.name === 'late' && w.alive),
       30_000,
       diagnostics(worker, coordinator),
     );
@@ -303,7 +297,7 @@ describe('coordinator and worker started before Redis', () => {
     assert.equal(await terminate(worker, 10_000), 0, diagnostics(worker)());
     assert.ok(Date.now() - stoppedAt < 10_000);
     assert.match(worker.output(), new RegExp(`nixfarm: stopped while waiting for Redis at ${dead.replace(/\./g, '\\.')}; nothing was started`));
-    const { workers } = (await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: Array<{ name: string }> };
+    const { workers } = (await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: WorkerListing[] };
     assert.ok(!workers.some((w) => w.name === 'quitter'));
   });
 

@@ -1,51 +1,35 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { after, before, describe, it } from 'node:test';
-import { NIXFARM_BIN, TestFarm, sleep } from '../harness/test-farm.js';
+import { after, describe, it } from 'node:test';
+import type { DerivationView, QueueSummary } from '@nixfarm/shared';
+import { NIXFARM_BIN } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
+import { sleep } from '../harness/poll.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import { killGroup } from '../harness/process-cleanup.js';
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-}
-
-interface QueueRow {
-  name: string;
-  waiting: number;
-  running: number;
-}
-
 
 /** Worker name -> how many of the run's derivations it built. */
-function placement(rows: readonly DerivationRow[]): Map<string, number> {
+function placement(rows: readonly DerivationView[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const r of rows) counts.set(r.worker ?? '(none)', (counts.get(r.worker ?? '(none)') ?? 0) + 1);
   return counts;
 }
 
 describe('routing by system features (real workers)', () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({
-      workers: [
-        { name: 'kvm-box', features: ['kvm'], maxJobs: 2 },
-        { name: 'plain-box', maxJobs: 2 },
-        { name: 'bench-box', mandatoryFeatures: ['benchmark'], maxJobs: 2 },
-      ],
-    });
-  });
-  after(async () => {
-    await farm?.stop();
+  const farm = farmForSuite({
+    workers: [
+      { name: 'kvm-box', features: ['kvm'], maxJobs: 2 },
+      { name: 'plain-box', maxJobs: 2 },
+      { name: 'bench-box', mandatoryFeatures: ['benchmark'], maxJobs: 2 },
+    ],
   });
 
-  async function buildAndPlace(fixture: { file: string }): Promise<{ rows: DerivationRow[]; where: Map<string, number> }> {
+  async function buildAndPlace(fixture: { file: string }): Promise<{ rows: DerivationView[]; where: Map<string, number> }> {
     const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 60_000 });
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
     assert.ok(derivations.every((d) => d.status === 'succeeded'), JSON.stringify(derivations));
     return { rows: derivations, where: placement(derivations) };
   }
@@ -72,24 +56,20 @@ describe('routing by system features (real workers)', () => {
 });
 
 describe('platforms never starve each other (real workers)', () => {
-  let farm: TestFarm;
-  let flood: ChildProcess | undefined;
-
-  before(async () => {
-    farm = await TestFarm.start({
-      workers: [
-        { name: 'linux', maxJobs: 1 },
-        { name: 'darwin', systems: ['x86_64-darwin'], nixConfig: ['extra-platforms = x86_64-darwin'], maxJobs: 1 },
-      ],
-    });
-  });
+  // registered before the farm's hooks, so that it runs before the farm stops
   after(async () => {
     if (flood !== undefined && flood.exitCode === null) killGroup(flood.pid, 'SIGKILL');
-    await farm?.stop();
   });
+  const farm = farmForSuite({
+    workers: [
+      { name: 'linux', maxJobs: 1 },
+      { name: 'darwin', systems: ['x86_64-darwin'], nixConfig: ['extra-platforms = x86_64-darwin'], maxJobs: 1 },
+    ],
+  });
+  let flood: ChildProcess | undefined;
 
-  async function linuxQueue(): Promise<QueueRow | undefined> {
-    const { queues } = await farm.api<{ queues: QueueRow[] }>('/api/queues');
+  async function linuxQueue(): Promise<QueueSummary | undefined> {
+    const { queues } = await farm.api<{ queues: QueueSummary[] }>('/api/queues');
     return queues.find((q) => q.name === 'build@x86_64-linux');
   }
 
@@ -118,7 +98,7 @@ describe('platforms never starve each other (real workers)', () => {
     const during = await linuxQueue();
     assert.equal(darwin.exitCode, 0, `${darwin.stderr}\n${farm.diagnostics()}`);
     assert.ok(seconds < 10, `the darwin build took ${seconds.toFixed(1)} s behind the linux flood`);
-    const { derivations } = await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runIdOf(darwin.stderr)}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(darwin.stderr)}/derivations`);
     assert.deepEqual(
       derivations.map((d) => [d.status, d.worker]),
       [['succeeded', 'darwin']],

@@ -1,38 +1,23 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { TestFarm } from '../harness/test-farm.js';
+import { describe, it } from 'node:test';
+import type { DerivationView } from '@nixfarm/shared';
+import { farmForSuite } from '../harness/farm-for-suite.js';
 import { peakConcurrency } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 
-interface DerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  startedAt?: number;
-  finishedAt?: number;
-}
-
 
 describe("placement by Nix's speed-factor rule in a pull model", () => {
-  let farm: TestFarm;
-
-  before(async () => {
-    farm = await TestFarm.start({
-      workers: [
-        { name: 'fast', speedFactor: 4, maxJobs: 1 },
-        { name: 'slow', speedFactor: 1, maxJobs: 1 },
-      ],
-    });
+  const farm = farmForSuite({
+    workers: [
+      { name: 'fast', speedFactor: 4, maxJobs: 1 },
+      { name: 'slow', speedFactor: 1, maxJobs: 1 },
+    ],
   });
 
-  after(async () => {
-    await farm?.stop();
-  });
-
-  async function derivationsOf(stderr: string): Promise<DerivationRow[]> {
+  async function derivationsOf(stderr: string): Promise<DerivationView[]> {
     const runId = /run (\w+)/.exec(stderr)?.[1];
     assert.ok(runId);
-    return (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    return (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
   }
 
   it('runs a sequential chain on the fast worker when both are idle', async () => {

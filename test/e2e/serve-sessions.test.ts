@@ -11,6 +11,7 @@ import { ServeBuilder } from '@nixfarm/build';
 import { StoreCopier } from '@nixfarm/worker';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { chain, failingBranch, freshSalt, nixInstantiate, derivationClosure } from '../harness/nix-fixtures.js';
+import { sleep } from '../harness/poll.js';
 
 const NIX_OPTIONS = ['--option', 'sandbox', 'true', '--option', 'substituters', ''];
 
@@ -160,7 +161,7 @@ describe('serve sessions: copies and builds between two real stores', () => {
     let sawStart = false;
     while (!sawStart && Date.now() < deadline) {
       sawStart = spawnSync('pgrep', ['-f', salt]).status === 0;
-      if (!sawStart) await new Promise((r) => setTimeout(r, 50));
+      if (!sawStart) await sleep(50);
     }
     assert.ok(sawStart, 'the builder started');
     const cancelledAt = Date.now();
@@ -172,7 +173,7 @@ describe('serve sessions: copies and builds between two real stores', () => {
     let running = true;
     while (running && Date.now() < gone) {
       running = spawnSync('pgrep', ['-f', salt]).status === 0;
-      if (running) await new Promise((r) => setTimeout(r, 100));
+      if (running) await sleep(100);
     }
     assert.equal(running, false, 'the builder process was killed');
     assert.deepEqual(await machine.isValid([job.outputs.out!]), new Set(), 'no output from a cancelled build');

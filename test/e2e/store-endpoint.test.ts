@@ -19,6 +19,7 @@ import {
   type SshClientConfig,
   type WorkerKey,
 } from '@nixfarm/worker';
+import { waitFor } from '../harness/poll.js';
 
 /**
  * The SSH side of nixfarm with real parts only: the ssh2 endpoint in this
@@ -126,14 +127,6 @@ async function nixChildren(): Promise<number[]> {
     .map((line) => line.trim().split(/\s+/))
     .filter(([, comm]) => comm === 'nix-store' || comm === 'nix-daemon')
     .map(([pid]) => Number(pid));
-}
-
-async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 describe('the allow-list of commands', () => {
@@ -459,14 +452,14 @@ describe('the store endpoint, with the OpenSSH client and Nix', { timeout: 300_0
   });
 
   it('ends the Nix process when the worker hangs up', async () => {
-    await waitFor('earlier sessions to end', async () => (await nixChildren()).length === 0);
+    await waitFor('earlier sessions to end', async () => (await nixChildren()).length === 0, 10_000);
     const client = execa('ssh', ['-F', ssh.configPath, '-S', 'none', 'nixfarm-coordinator', 'nix-store', '--serve'], { reject: false, stdin: 'pipe', timeout: COMMAND_TIMEOUT_MS });
-    await waitFor('a running nix-store --serve', async () => (await nixChildren()).length === 1);
+    await waitFor('a running nix-store --serve', async () => (await nixChildren()).length === 1, 10_000);
     assert.equal(endpoint.stats.activeSessions, 1);
     client.kill('SIGKILL');
     await client;
-    await waitFor('nix-store to end', async () => (await nixChildren()).length === 0);
-    await waitFor('the session to be closed', () => endpoint.stats.activeSessions === 0);
+    await waitFor('nix-store to end', async () => (await nixChildren()).length === 0, 10_000);
+    await waitFor('the session to be closed', () => endpoint.stats.activeSessions === 0, 10_000);
   });
 
   it('keeps its host key across restarts, and stops cleanly', async () => {
@@ -478,6 +471,6 @@ describe('the store endpoint, with the OpenSSH client and Nix', { timeout: 300_0
     assert.equal(address.fingerprint, fingerprint);
     assert.equal(address.hostKey, hostKey);
     await probe();
-    await waitFor('the probe to disconnect', () => endpoint.stats.activeConnections === 0);
+    await waitFor('the probe to disconnect', () => endpoint.stats.activeConnections === 0, 10_000);
   });
 });

@@ -4,7 +4,9 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { DerivationLocator, OUTPUT_INDEX_KEY, parseWhyQuery, type WhyAnswer } from '@nixfarm/coordinator';
 import { hashPart, redisKeys } from '@nixfarm/shared';
-import { NIXFARM_BIN, TestFarm, sleep, type CommandResult } from '../harness/test-farm.js';
+import { NIXFARM_BIN, type TestFarm, type CommandResult } from '../harness/test-farm.js';
+import { farmForSuite } from '../harness/farm-for-suite.js';
+import { sleep } from '../harness/poll.js';
 import { chain, freshSalt, layeredDag, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
 import { killGroup } from '../harness/process-cleanup.js';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
@@ -79,16 +81,12 @@ function backgroundBuild(farm: TestFarm, args: readonly string[]): { child: Chil
 }
 
 describe('nixfarm why on a real farm', () => {
-  let farm: TestFarm;
-  const background: Array<() => void> = [];
-
-  before(async () => {
-    farm = await TestFarm.start({ workers: [{ name: 'plain', maxJobs: 1 }] });
-  });
+  // registered before the farm's hooks, so that it runs before the farm stops
   after(async () => {
     for (const stop of background) stop();
-    await farm?.stop();
   });
+  const farm = farmForSuite({ workers: [{ name: 'plain', maxJobs: 1 }] });
+  const background: Array<() => void> = [];
 
   function why(arg: string, json = false): Promise<CommandResult> {
     return farm.cli(['why', '--coordinator', farm.address.httpUrl, arg, ...(json ? ['--json'] : [])], { timeoutMs: 30_000 });

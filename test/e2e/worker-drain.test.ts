@@ -1,30 +1,24 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { TestFarm, sleep } from '../harness/test-farm.js';
-import { runIdOf, type BuildRecord } from '../harness/build-timeline.js';
+import type { DerivationView, WorkerListing } from '@nixfarm/shared';
+import { TestFarm } from '../harness/test-farm.js';
+import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, outputPathsOf } from '../harness/nix-fixtures.js';
-import { pollFor } from '../harness/poll.js';
+import { pollFor, sleep } from '../harness/poll.js';
 import { signalWorker, workerExit } from '../harness/worker-signals.js';
 import { auditRun } from '../chaos/run-audit.js';
 import { eventsOfType, workerEventLog } from '../chaos/worker-event-log.js';
 import { outcomeProblems } from '../chaos/chaos-scenario.js';
 import { runWorkerDrain, workerDrainScenario } from '../chaos/scenarios/worker-drain.js';
 
-interface Listing {
-  name: string;
-  alive: boolean;
-  running: number;
-  draining?: boolean;
-}
-
-async function workers(farm: TestFarm): Promise<Listing[]> {
+async function workers(farm: TestFarm): Promise<WorkerListing[]> {
   const listed = await farm.cli(['workers', '--json']);
   assert.equal(listed.exitCode, 0, listed.stderr);
-  return JSON.parse(listed.stdout) as Listing[];
+  return JSON.parse(listed.stdout) as WorkerListing[];
 }
 
-async function derivations(farm: TestFarm, runId: string): Promise<BuildRecord[]> {
-  return (await farm.api<{ derivations: BuildRecord[] }>(`/api/runs/${runId}/derivations`)).derivations;
+async function derivations(farm: TestFarm, runId: string): Promise<DerivationView[]> {
+  return (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
 }
 
 /** Starts `nixfarm build` of a fixture's `all` with a fresh salt; the run id once the CLI names it. */

@@ -1,15 +1,7 @@
-/** What the tests read back from /api/runs/:id/derivations to reason about when and where builds ran. */
-export interface BuildRecord {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  attempts?: number;
-  startedAt?: number;
-  finishedAt?: number;
-}
+import type { DerivationView } from '@nixfarm/shared';
 
 /** The most builds a worker ran at once, from the start and end times it reported (its own clock). */
-export function peakConcurrency(rows: readonly BuildRecord[], worker: string): number {
+export function peakConcurrency(rows: readonly Pick<DerivationView, 'worker' | 'startedAt' | 'finishedAt'>[], worker: string): number {
   const edges = rows
     .filter((r) => r.worker === worker)
     .flatMap((r) => [

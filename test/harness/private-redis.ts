@@ -1,11 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import { Redis } from 'ioredis';
+import { freePort } from './free-port.js';
 import { isAlive, killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
+import { sleep } from './poll.js';
 
 export interface PrivateRedisOptions {
   /** where redis keeps its data (appendonly files); a fresh temp dir, removed at exit, when absent */
@@ -40,22 +42,6 @@ export class RedisStartError extends Error {
   }
 }
 
-/** Asks the kernel for a free port: bind 127.0.0.1:0, read the port, close. Racy in principle; start() retries. */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const server = createServer();
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => {
-        const address = server.address();
-        const port = typeof address === 'object' && address !== null ? address.port : 0;
-        server.close(() => resolve(port));
-      });
-    });
-    if (port !== SYSTEM_REDIS_PORT && port !== 0) return port;
-  }
-}
-
 /** One PING over a raw socket: true if redis answered +PONG. */
 function ping(port: number, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
@@ -75,7 +61,6 @@ function ping(port: number, timeoutMs = 500): Promise<boolean> {
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 class PrivateRedisServer implements PrivateRedis {
   private child: ChildProcess | undefined;

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmdirS
 import { basename, dirname, join, posix, relative } from 'node:path';
 import { assertDerivationPath, assertStorePath, STORE_DIR } from '@nixfarm/shared';
 import { isAlive, killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
+import { sleep } from './poll.js';
 
 export interface SimulatedMachineOptions {
   /** parent dir; by default one /tmp/nixfarm-test-XXXXXX per test process, shared by its machines */
@@ -320,7 +321,7 @@ export class SimulatedMachine {
     for (const child of children) killGroup(child.pid, 'SIGTERM');
     const deadline = Date.now() + graceMs;
     while (Date.now() < deadline && children.some((c) => c.pid !== undefined && c.exitCode === null && c.signalCode === null && isAlive(c.pid))) {
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
     this.unregister();
     this.destroySync();

@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from './free-port.js';
 import { SimulatedMachine } from './simulated-machine.js';
+import { sleep } from './poll.js';
 
 const SSHD = '/usr/sbin/sshd';
 const SSH_KEYGEN = 'ssh-keygen';
@@ -117,7 +119,7 @@ export class SshBuilderMachine {
       if (this.sshd?.exitCode !== null && this.sshd?.exitCode !== undefined) throw new Error(`sshd of ${this.name} exited with ${this.sshd.exitCode}:\n${this.logTail()}`);
       if (await canConnect(this.port)) return;
       if (Date.now() > deadline) throw new Error(`sshd of ${this.name} not listening on ${this.port} after ${timeoutMs} ms:\n${this.logTail()}`);
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 
@@ -143,19 +145,6 @@ function canConnect(port: number): Promise<boolean> {
       resolve(true);
     });
     socket.once('error', () => resolve(false));
-  });
-}
-
-/** A port that was free a moment ago on 127.0.0.1 (sshd cannot be told to pick one itself). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port'))));
-    });
   });
 }
 

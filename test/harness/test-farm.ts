@@ -4,10 +4,12 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { WorkerListing } from '@nixfarm/shared';
 import { SimulatedMachine } from './simulated-machine.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
 import { TcpProxy } from './tcp-proxy.js';
+import { sleep } from './poll.js';
 
 /** The repository root, from test/dist/harness/. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -236,7 +238,7 @@ export class TestFarm {
   async waitForWorkers(names: string[], timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const { workers } = await this.api<{ workers: Array<{ name: string; alive: boolean }> }>('/api/workers');
+      const { workers } = await this.api<{ workers: WorkerListing[] }>('/api/workers');
       const alive = new Set(workers.filter((w) => w.alive).map((w) => w.name));
       if (names.every((n) => alive.has(n))) return;
       for (const n of names) {
@@ -367,8 +369,4 @@ export function spawnNixfarm(args: readonly string[], options: { cwd?: string; e
     });
   });
   return { result, stderrSoFar: () => stderrSoFar, stdoutSoFar: () => stdoutSoFar };
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

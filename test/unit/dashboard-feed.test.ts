@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DashboardFeed, isShownAsFailure } from '@nixfarm/coordinator';
 import { BUILD_STATUSES, createLogger, type DashboardSnapshot } from '@nixfarm/shared';
+import { sleep } from '../harness/poll.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A collector that counts its reads and takes `delayMs` each. */
 function countingCollector(delayMs: number): { collect: () => Promise<DashboardSnapshot>; reads: () => number } {

@@ -1,8 +1,9 @@
-import { TestFarm, sleep } from '../../harness/test-farm.js';
+import type { DerivationView } from '@nixfarm/shared';
+import { TestFarm } from '../../harness/test-farm.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
 import { auditedOutcome, runEnded, startBuild, succeededCount, withFarm } from '../scenario-steps.js';
-import { pollFor } from '../../harness/poll.js';
+import { pollFor, sleep } from '../../harness/poll.js';
 
 /**
  * Scenario 4: the coordinator dies (SIGKILL of its whole process group:
@@ -36,7 +37,7 @@ async function coordinatorRestart(farm: TestFarm, options: ScenarioOptions): Pro
   const build = await startBuild(farm, fixture);
   // Kill it while it runs a local build and workers run theirs: both must survive.
   const atKill = await pollFor(async () => {
-    const { derivations } = await farm.api<{ derivations: Array<{ name: string; status: string; worker?: string }> }>(`/api/runs/${build.runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${build.runId}/derivations`);
     const local = derivations.find((d) => d.status === 'running' && d.worker === 'coordinator');
     return local === undefined ? undefined : { local: local.name, done: derivations.filter((d) => d.status === 'succeeded').length };
   }, 120_000, () => `a local build of run ${build.runId}`, 50);

@@ -1,5 +1,6 @@
 import { rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { WorkerListing } from '@nixfarm/shared';
 import { TestFarm, type CommandResult } from '../../harness/test-farm.js';
 import { runIdOf } from '../../harness/build-timeline.js';
 import { freshSalt, layeredDag } from '../../harness/nix-fixtures.js';
@@ -14,12 +15,6 @@ export const FLOOR_MIB = 16;
 /** Left free when the disk is filled: below the floor. */
 const LEFT_FREE_MIB = 8;
 const MiB = 1024 * 1024;
-
-interface Listing {
-  name: string;
-  paused?: string;
-  freeDiskBytes?: number;
-}
 
 export interface DiskFloorFacts {
   /** the reason the worker advertised while paused */
@@ -73,7 +68,7 @@ export async function runDiskFloor(options: ScenarioOptions): Promise<{ outcome:
 
     fill = fillDisk(farm.workers.get('phi')!.machine.nixDir, LEFT_FREE_MIB);
     const paused = await pollFor(
-      async () => (await farm.api<{ workers: Listing[] }>('/api/workers')).workers.find((w) => w.name === 'phi' && w.paused !== undefined),
+      async () => (await farm.api<{ workers: WorkerListing[] }>('/api/workers')).workers.find((w) => w.name === 'phi' && w.paused !== undefined),
       15_000,
       () => 'phi to advertise the pause',
       50,

@@ -3,12 +3,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { redisKeys } from '@nixfarm/shared';
+import { redisKeys, type DerivationView, type WorkerEvent } from '@nixfarm/shared';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { auditRun, outcomeOf } from '../run-audit.js';
-import { TestFarm, sleep, type CommandResult } from '../../harness/test-farm.js';
+import { TestFarm, type CommandResult } from '../../harness/test-farm.js';
 import { runIdOf } from '../../harness/build-timeline.js';
-import { pollFor } from '../../harness/poll.js';
+import { pollFor, sleep } from '../../harness/poll.js';
 import { freshSalt, nixInstantiate, writeBusyboxDir } from '../../harness/nix-fixtures.js';
 
 /**
@@ -35,17 +35,6 @@ export interface LostLockOptions extends ScenarioOptions {
   builder?: LostLockBuilder;
 }
 
-/** The slow derivation as the coordinator's API shows it after the run. */
-export interface SlowDerivationRow {
-  drvPath: string;
-  status: string;
-  worker?: string;
-  attempts?: number;
-  builds?: number;
-  builtBy?: string[];
-  divergentBuild?: string;
-}
-
 export interface LostLockResult {
   outcome: ScenarioOutcome;
   build: CommandResult;
@@ -53,7 +42,7 @@ export interface LostLockResult {
   runStatus: string;
   /** the run's derivations by status, as `nixfarm runs` shows them */
   counts: Record<string, number>;
-  slow: SlowDerivationRow;
+  slow: DerivationView;
   /** the worker whose node process was stopped mid-build */
   victim: string;
   /** the worker that re-ran the build */
@@ -62,16 +51,6 @@ export interface LostLockResult {
   reports: Array<{ worker: string; outcome: string; attempt: number; jobId: string }>;
   /** how long the victim's node process was stopped, ms */
   pausedMs: number;
-}
-
-interface StreamEvent {
-  type: string;
-  drvPath: string;
-  worker: string;
-  jobId: string;
-  attempt: number;
-  outcome?: string;
-  at: number;
 }
 
 /** The fixture: `slow` sleeps, then writes its output; `all` depends on it (and, at full size, on a few quick ones). */
@@ -100,9 +79,9 @@ ${quickNames.map((q) => `  ${q} = mk { name = "lost-lock-${q}"; script = "echo $
   return file;
 }
 
-async function streamEvents(redis: Redis, drvPath: string): Promise<StreamEvent[]> {
+async function streamEvents(redis: Redis, drvPath: string): Promise<WorkerEvent[]> {
   const entries = (await redis.xrange(redisKeys.workerEvents, '-', '+')) as Array<[string, string[]]>;
-  return entries.map(([, fields]) => JSON.parse(fields[1] ?? 'null') as StreamEvent).filter((e) => e?.drvPath === drvPath);
+  return entries.map(([, fields]) => JSON.parse(fields[1] ?? 'null') as WorkerEvent).filter((e) => e?.drvPath === drvPath);
 }
 
 function builderRunning(marker: string): boolean {
@@ -163,7 +142,7 @@ export async function runLostLock(options: LostLockOptions): Promise<LostLockRes
 
     const audit = await auditRun(farm, runId);
     const view = await farm.api<{ status: string; counts: Record<string, number> }>(`/api/runs/${runId}`);
-    const { derivations } = await farm.api<{ derivations: SlowDerivationRow[] }>(`/api/runs/${runId}/derivations`);
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     const slow = derivations.find((d) => d.drvPath === slowDrv)!;
     const lost: string[] = [];
     const countedOnce = Object.keys(view.counts).length === 1 && view.counts.succeeded === audit.derivations;

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { assertStorePath, parseDerivation } from '@nixfarm/shared';
+import { assertStorePath, parseDerivation, type DerivationView } from '@nixfarm/shared';
 import { TestFarm } from '../../harness/test-farm.js';
 import { freshSalt, nixInstantiate, outputsOf } from '../../harness/nix-fixtures.js';
 import type { SimulatedMachine } from '../../harness/simulated-machine.js';
@@ -83,7 +83,7 @@ async function cutDuring(farm: TestFarm, fixture: ChaosFixture, direction: 'up' 
   const lost: string[] = [];
   if (validAfterCut) lost.push(`${copied} became valid in the receiving store of a cut ${phase}`);
   if (status !== 'succeeded' || result.exitCode !== 0) lost.push(`the ${phase} run ended ${status}, nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-1500)}`);
-  const { derivations } = await farm.api<{ derivations: Array<{ attempts: number }> }>(`/api/runs/${build.runId}/derivations`);
+  const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${build.runId}/derivations`);
   const attempts = derivations[0]?.attempts ?? 0;
   if (attempts < 2) lost.push(`the ${phase} derivation ran ${attempts} time(s): the cut should have cost one attempt`);
   return { runId: build.runId, recoveredMs, lost, notes: [`${phase} cut on ${victim}, ${attempts} attempts, done ${(recoveredMs / 1000).toFixed(1)} s after the cut`] };

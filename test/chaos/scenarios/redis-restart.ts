@@ -1,8 +1,8 @@
-import { TestFarm, sleep } from '../../harness/test-farm.js';
+import { TestFarm } from '../../harness/test-farm.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
 import { auditedOutcome, runEnded, startBuild, succeededCount, withFarm } from '../scenario-steps.js';
-import { pollFor } from '../../harness/poll.js';
+import { pollFor, sleep } from '../../harness/poll.js';
 
 /**
  * Scenario 3: Redis (append-only file on) is stopped in the middle of a run

@@ -1,4 +1,4 @@
-import type { WorkerEvent } from '@nixfarm/shared';
+import type { WorkerEvent, DerivationView } from '@nixfarm/shared';
 import { TestFarm, type CommandResult } from '../../harness/test-farm.js';
 import { runIdOf } from '../../harness/build-timeline.js';
 import { freshSalt, layeredDag } from '../../harness/nix-fixtures.js';
@@ -119,7 +119,7 @@ async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise
     .map((s) => s.drvPath);
   const finishedByVictim = new Set(eventsOfType(events, 'finished').filter((f) => f.worker === victim).map((f) => f.jobId));
   const alsoReportedFinished = handedBack.filter((h) => finishedByVictim.has(h.jobId)).map((h) => h.drvPath);
-  const { derivations } = await farm.api<{ derivations: Array<{ drvPath: string; attempts: number }> }>(`/api/runs/${runId}/derivations`);
+  const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
   const attemptsOfHandedBack = handedBack.map((h) => derivations.find((d) => d.drvPath === h.drvPath)?.attempts ?? -1);
 
   const lost: string[] = [];

@@ -1,3 +1,4 @@
+import type { DerivationView } from '@nixfarm/shared';
 import { TestFarm } from '../../harness/test-farm.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
@@ -10,15 +11,6 @@ import { pollFor } from '../../harness/poll.js';
  * it sees it unlocked: the re-run starts within 3 × lock plus a margin.
  */
 export const SIGKILL_LOCK_SECONDS = 3;
-
-interface DerivationRow {
-  drvPath: string;
-  name: string;
-  status: string;
-  worker?: string;
-  attempts: number;
-  startedAt?: number;
-}
 
 /**
  * Scenario 1: a worker dies with SIGKILL (its whole machine's processes)
@@ -47,7 +39,7 @@ async function workerSigkill(farm: TestFarm, options: ScenarioOptions): Promise<
   const full = options.size === 'full';
   const fixture = sleepyDag({ layers: full ? 4 : 2, width: full ? 4 : 2, sleepSeconds: 4 });
   const build = await startBuild(farm, fixture);
-  const rows = async () => (await farm.api<{ derivations: DerivationRow[] }>(`/api/runs/${build.runId}/derivations`)).derivations;
+  const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${build.runId}/derivations`)).derivations;
   // The victim (faster, so preferred) is killed while it runs builds.
   const killed = await pollFor(async () => {
     const running = (await rows()).filter((d) => d.status === 'running' && d.worker === 'victim');

@@ -26,6 +26,7 @@ export const queueSummarySchema = z.object({
   waiting: z.number().int().nonnegative(),
   running: z.number().int().nonnegative(),
 });
+export type QueueSummary = z.infer<typeof queueSummarySchema>;
 export const queueListResponseSchema = z.object({ queues: z.array(queueSummarySchema) });
 
 /** GET /api/logs?info=1: what a log read found, besides its text. */

@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { WorkerEventConsumer, type WorkerEventHandler } from '@nixfarm/coordinator';
 import { redisKeys, type WorkerEvent } from '@nixfarm/shared';
 import { privateRedisForSuite } from '../harness/private-redis.js';
-import { sleep } from '../harness/test-farm.js';
+import { sleep } from '../harness/poll.js';
 
 /**
  * The consumer of worker reports across a coordinator restart, on a real

@@ -5,17 +5,13 @@ import { describe, it } from 'node:test';
 import type { OutputVerifier, PlannedDerivation } from '@nixfarm/coordinator';
 import { redisKeys, type BuildFinishedEvent, type BuildStartedEvent } from '@nixfarm/shared';
 import { handlerTestBed } from '../harness/handler-test-bed.js';
-import { plannedDerivation } from '../harness/planned-derivation.js';
+import { hashOf, plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
  * WorkerEventHandler.handleAll on a real graph in a real redis-server: a batch
  * of reports must end exactly as the same reports applied one by one. The run
  * service is a stand-in that records what is queued and finalized.
  */
-function hashOf(name: string): string {
-  return name.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32);
-}
-
 function node(name: string, inputs: string[] = []): PlannedDerivation {
   return plannedDerivation({ hash: hashOf(name), name, out: `/nix/store/${hashOf(`${name}out`)}-${name}`, inputs: inputs.map(hashOf) });
 }

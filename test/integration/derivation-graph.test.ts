@@ -4,14 +4,9 @@ import { Redis } from 'ioredis';
 import { DerivationGraph, topologicalOrder, type PlannedDerivation } from '@nixfarm/coordinator';
 import { redisKeys } from '@nixfarm/shared';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
-import { plannedDerivation } from '../harness/planned-derivation.js';
+import { hashOf, plannedDerivation } from '../harness/planned-derivation.js';
 
 // A fake-free check of the graph's Lua scripts against a real redis-server.
-
-/** A name as a 32-character hash part: padded with 0 and reduced to Nix's base-32 alphabet. */
-function hashOf(name: string): string {
-  return name.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32);
-}
 
 function node(name: string, inputs: string[] = []): PlannedDerivation {
   const hash = hashOf(name);

@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import type { OutputVerifier, PlannedDerivation } from '@nixfarm/coordinator';
 import { redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type WorkerOutcome } from '@nixfarm/shared';
 import { handlerTestBed } from '../harness/handler-test-bed.js';
-import { plannedDerivation } from '../harness/planned-derivation.js';
+import { hashOf, plannedDerivation } from '../harness/planned-derivation.js';
 
 /**
  * Reports from attempts that no longer decide a build, applied by
@@ -14,10 +14,6 @@ import { plannedDerivation } from '../harness/planned-derivation.js';
  * or an abort only from the running attempt. The run service is a stand-in
  * that records what is queued and finalized; the logger records warnings.
  */
-function hashOf(name: string): string {
-  return name.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32);
-}
-
 function node(name: string, inputs: string[] = []): PlannedDerivation {
   return plannedDerivation({ hash: hashOf(name), name, out: `/nix/store/${hashOf(`${name}out`)}-${name}`, inputs: inputs.map(hashOf) });
 }
@@ -26,11 +22,8 @@ const TIMINGS = { copyInMs: 1, buildMs: 1, copyOutMs: 1, totalMs: 3 };
 const HASH_A = 'sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq';
 const HASH_B = 'sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s';
 
-interface Attempt {
-  worker: string;
-  jobId: string;
-  attempt: number;
-}
+/** One try of a build, as its reports name it. */
+type Attempt = Pick<BuildStartedEvent, 'worker' | 'jobId' | 'attempt'>;
 
 function started(n: PlannedDerivation, a: Attempt): BuildStartedEvent {
   return { type: 'started', drvPath: n.drv.path, ...a, at: Date.now() };
