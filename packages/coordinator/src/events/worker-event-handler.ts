@@ -12,6 +12,7 @@ import {
 import type { BuildAttempt, DerivationGraph, FinishOutcome, GraphTransition } from '../graph/derivation-graph.js';
 import type { RunEventDelivery, RunEvents } from '../runs/run-events.js';
 import type { RunService } from '../runs/run-service.js';
+import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
 import type { GcRoots } from '../runs/gc-roots.js';
 import { canonicalNarHash, type OutputVerifier } from '../runs/output-verifier.js';
 import type { BuildDurations } from '../runs/build-durations.js';
@@ -22,7 +23,10 @@ export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
   verifier: OutputVerifier;
   graph: DerivationGraph;
-  runs: RunService;
+  /** where released dependents and retries go */
+  dispatcher: BuildDispatch;
+  /** ends a run once none of its derivations is pending */
+  runs: Pick<RunService, 'finalize'>;
   events: RunEvents;
   gcRoots: GcRoots;
   /** last build time per derivation name, the weights of the next run's critical paths */
@@ -235,7 +239,7 @@ export class WorkerEventHandler {
           delayMs: ready.delayMs,
           at: Date.now(),
         });
-        await this.deps.runs.enqueue([ready]);
+        await this.deps.dispatcher.dispatch([ready]);
       } else if (outcome.reason === 'stale') {
         logStale(logger, event, outcome.why, error);
       }
@@ -314,7 +318,7 @@ export class WorkerEventHandler {
       });
     }
     await events.emitAll(deliveries);
-    await runs.enqueue(finished.flatMap((f) => f.outcome.released));
+    await this.deps.dispatcher.dispatch(finished.flatMap((f) => f.outcome.released));
     for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await runs.finalize(runId);
   }
 }

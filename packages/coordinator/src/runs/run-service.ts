@@ -3,9 +3,6 @@ import type { Redis } from 'ioredis';
 import {
   NixfarmError,
   criticalPaths,
-  describeIneligibility,
-  ineligibilityReason,
-  type WorkerInfo,
   redisKeys,
   runIdSchema,
   type Logger,
@@ -15,14 +12,14 @@ import {
 } from '@nixfarm/shared';
 import type { BuildPlan, BuildPlanner, PlannedDerivation } from '../evaluation/build-planner.js';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
-import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph.js';
+import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
-import type { RunEventDelivery, RunEvents } from './run-events.js';
+import type { RunEvents } from './run-events.js';
 import type { BuildDurations } from './build-durations.js';
 import type { OutputVerifier } from './output-verifier.js';
 import type { GcRoots } from './gc-roots.js';
-import type { WorkerDirectory } from '../dispatch/worker-directory.js';
-import { LOCAL_BUILDER_NAME, type LocalBuilder } from '../local/local-builder.js';
+import type { BuildDispatcher } from '../dispatch/build-dispatcher.js';
+import { LOCAL_BUILDER_NAME } from '../local/local-builder.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 
 /** What evaluation and planning produce: the requested results and the derivations to build. */
@@ -53,9 +50,8 @@ export interface RunServiceDeps {
   gcRoots: GcRoots;
   /** last build times by name: the weights of critical paths */
   durations: Pick<BuildDurations, 'lookup'>;
-  workers: WorkerDirectory;
-  /** builds preferLocalBuild derivations here; absent when turned off */
-  localBuilder?: LocalBuilder;
+  /** where ready derivations go: the local builder, a queue, or unsupported */
+  dispatcher: Pick<BuildDispatcher, 'dispatch' | 'restore' | 'buildsLocally'>;
   logger: Logger;
   /** counts runs started and ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runStarted' | 'runFinished'>;
@@ -138,7 +134,7 @@ export class RunService {
         };
       }),
     );
-    await this.enqueue(registered.ready);
+    await this.deps.dispatcher.dispatch(registered.ready);
     phases.mark('enqueueMs');
     logger.info(
       {
@@ -196,43 +192,6 @@ export class RunService {
   private async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
     const weights = await this.deps.durations.lookup([...new Set(nodes.map((n) => n.drv.name))]);
     return criticalPaths(nodes.map((n) => ({ hash: n.hash, inputs: n.inputs, weightMs: weights.get(n.drv.name) ?? DEFAULT_BUILD_MS })));
-  }
-
-  /**
-   * Queues ready derivations (many at once: one addBulk per queue, one read
-   * of the worker registry, one round trip for their runs and one for their
-   * events) and says at once which no live worker can ever take.
-   */
-  async enqueue(all: readonly ReadyDerivation[]): Promise<void> {
-    if (all.length === 0) return;
-    const { queues, workers, graph, events } = this.deps;
-    const local = this.deps.localBuilder;
-    const ready = local === undefined ? all : all.filter((r) => !local.takes(r));
-    // Local builds never wait for a worker; the coordinator starts them now.
-    if (local !== undefined) for (const r of all) if (local.takes(r)) local.submit(r);
-    if (ready.length === 0) return;
-    const [, registry, runIds] = await Promise.all([queues.enqueue(ready), workers.list(), graph.runsOfAll(ready.map((r) => r.hash))]);
-    const at = Date.now();
-    const alive = registry.filter((w) => w.alive);
-    const explained = new Map<string, Array<{ name: string; reason: string }> | undefined>();
-    const deliveries: RunEventDelivery[] = [];
-    const unsupported: Array<{ hash: string; reason: string }> = [];
-    for (const r of ready) {
-      const runs = runIds.get(r.hash) ?? [];
-      deliveries.push({ runIds: runs, event: { type: 'drv-queued', drvPath: r.job.drvPath, queue: r.queue, at } });
-      // Say at once when no live worker can ever take it, instead of leaving the client waiting silently.
-      if (!explained.has(r.queue)) explained.set(r.queue, whyNoWorker(alive, r.job));
-      const reasons = explained.get(r.queue);
-      if (reasons === undefined) continue;
-      const features = r.job.requiredFeatures.length > 0 ? `features ${r.job.requiredFeatures.join(', ')}` : 'no features';
-      const who = reasons.length === 0 ? 'no worker is registered' : reasons.map((w) => `${w.name}: ${w.reason}`).join('; ');
-      unsupported.push({ hash: r.hash, reason: `no live worker can build it (system ${r.job.system}, ${features}): ${who}` });
-      deliveries.push({
-        runIds: runs,
-        event: { type: 'drv-unsupported', drvPath: r.job.drvPath, system: r.job.system, requiredFeatures: r.job.requiredFeatures, workers: reasons, at },
-      });
-    }
-    await Promise.all([graph.markAllUnsupported(unsupported), events.emitAll(deliveries)]);
   }
 
   /** Ends a run whose derivations have all ended: result roots on success, the run's temporary roots dropped either way. */
@@ -298,11 +257,11 @@ export class RunService {
    * the stream.
    */
   async resume(options: { afterRestart?: boolean } = {}): Promise<number> {
-    const { graph, queues, redis, localBuilder: local, logger } = this.deps;
+    const { graph, dispatcher, redis, logger } = this.deps;
     const active = await redis.smembers(redisKeys.activeRuns);
     for (const runId of active) {
       const ready = await graph.queuedInRun(runId);
-      if (local !== undefined && options.afterRestart) {
+      if (dispatcher.buildsLocally && options.afterRestart) {
         for (const hash of await graph.runningInRunOn(runId, LOCAL_BUILDER_NAME)) {
           const again = await graph.requeue(hash, 'the coordinator restarted during this local build');
           if (again === undefined) continue;
@@ -310,8 +269,7 @@ export class RunService {
           ready.push(again);
         }
       }
-      for (const r of ready) if (local?.takes(r)) local.submit(r);
-      await queues.enqueue(local === undefined ? ready : ready.filter((r) => !local.takes(r)));
+      await dispatcher.restore(ready);
       const { remaining } = await graph.run(runId, ['remaining']);
       if ((remaining ?? 0) <= 0) await this.finalize(runId);
     }
@@ -346,18 +304,6 @@ export class RunService {
     const ids = await this.deps.redis.zrevrange(redisKeys.runs, 0, limit - 1);
     return Promise.all(ids.map((id) => this.get(id)));
   }
-}
-
-/** undefined when some live worker can build it; otherwise each live worker's reason. */
-function whyNoWorker(workers: readonly WorkerInfo[], job: { system: string; requiredFeatures: string[] }): Array<{ name: string; reason: string }> | undefined {
-  const requirement = { system: job.system, requiredFeatures: job.requiredFeatures };
-  const reasons: Array<{ name: string; reason: string }> = [];
-  for (const w of workers) {
-    const why = ineligibilityReason(w, requirement);
-    if (why === undefined) return undefined;
-    reasons.push({ name: w.name, reason: describeIneligibility(why) });
-  }
-  return reasons;
 }
 
 /** Milliseconds spent in each step of a submission, for its log line: where a large run's time goes. */

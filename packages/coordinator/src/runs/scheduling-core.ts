@@ -7,6 +7,7 @@ import { BuildPlanner } from '../evaluation/build-planner.js';
 import { DerivationGraph } from '../graph/derivation-graph.js';
 import { BuildQueues } from '../dispatch/build-queues.js';
 import { WorkerDirectory } from '../dispatch/worker-directory.js';
+import { BuildDispatcher } from '../dispatch/build-dispatcher.js';
 import { WorkerEventHandler } from '../events/worker-event-handler.js';
 import { WorkerEventConsumer } from '../events/worker-event-consumer.js';
 import { RunEvents } from './run-events.js';
@@ -61,8 +62,9 @@ export class SchedulingCore {
     this.workers = new WorkerDirectory(redis);
     const planner = new BuildPlanner({ nix, logger });
     const durations = new BuildDurations(redis);
-    this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, workers: this.workers, localBuilder, logger, metrics: this.metrics });
-    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger, metrics: this.metrics, ...(options.logs === undefined ? {} : { logs: options.logs }) });
+    const dispatcher = new BuildDispatcher({ queues: this.queues, workers: this.workers, graph: this.graph, events: this.events, ...(localBuilder === undefined ? {} : { localBuilder }) });
+    this.runs = new RunService({ redis, nix, verifier, planner, graph: this.graph, queues: this.queues, events: this.events, gcRoots: this.gcRoots, durations, dispatcher, logger, metrics: this.metrics });
+    this.handler = new WorkerEventHandler({ verifier, graph: this.graph, dispatcher, runs: this.runs, events: this.events, gcRoots: this.gcRoots, durations, logger, metrics: this.metrics, ...(options.logs === undefined ? {} : { logs: options.logs }) });
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }
