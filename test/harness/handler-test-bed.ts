@@ -64,7 +64,7 @@ export function handlerTestBed(): { redis: () => Redis; setup(nodes: PlannedDeri
         verifier: options.verifier ?? { invalidPaths: async () => new Set<string>() },
         graph,
         dispatcher: { dispatch: async (r) => void queued.push(...r) },
-        runs: { finalize: async (id) => void finalized.push(id) },
+        finalizer: { finalize: async (id) => void finalized.push(id) },
         events: new RunEvents(redis),
         gcRoots,
         durations: { record: async (d) => void recorded.push(...d.map((x) => x.name)) },
