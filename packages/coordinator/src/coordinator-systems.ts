@@ -80,7 +80,18 @@ export class SchedulingCore {
       resume: new RunResume({ redis, graph, dispatcher, finalizer, logger }),
       queries,
     });
-    this.handler = new WorkerEventHandler({ verifier, graph, dispatcher, finalizer, events, gcRoots, durations, logger, metrics, ...(options.logs === undefined ? {} : { logs: options.logs }) });
+    this.handler = new WorkerEventHandler({
+      verifier,
+      graph,
+      dispatcher,
+      finalizer,
+      events,
+      gcRoots,
+      durations,
+      logger,
+      metrics,
+      ...(options.logs === undefined ? {} : { logs: options.logs }),
+    });
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }
