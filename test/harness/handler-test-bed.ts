@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation, type RunService } from '@nixfarm/coordinator';
+import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation } from '@nixfarm/coordinator';
 import { redisKeys, type Logger } from '@nixfarm/shared';
 import { privateRedisForSuite } from './private-redis.js';
 
@@ -33,7 +33,7 @@ export interface HandlerBed {
 
 /**
  * WorkerEventHandler on a real DerivationGraph in a private redis-server, with
- * a run service that records what it is asked to queue and finalize: for
+ * a dispatcher and a run finalizer that record what they are asked to queue and finalize: for
  * tests of how reports change the graph. Call inside a describe(); it adds
  * the suite's before/after hooks. Each setup() starts from an empty Redis
  * with run r1 holding the given nodes.
@@ -60,11 +60,11 @@ export function handlerTestBed(): { redis: () => Redis; setup(nodes: PlannedDeri
       const queued: ReadyDerivation[] = [];
       const finalized: string[] = [];
       const recorded: string[] = [];
-      const runs = { enqueue: async (r: ReadyDerivation[]) => void queued.push(...r), finalize: async (id: string) => void finalized.push(id) } as unknown as RunService;
       const handler = new WorkerEventHandler({
         verifier: options.verifier ?? { invalidPaths: async () => new Set<string>() },
         graph,
-        runs,
+        dispatcher: { dispatch: async (r) => void queued.push(...r) },
+        finalizer: { finalize: async (id) => void finalized.push(id) },
         events: new RunEvents(redis),
         gcRoots,
         durations: { record: async (d) => void recorded.push(...d.map((x) => x.name)) },

@@ -16,7 +16,7 @@ import {
   type ServePool,
 } from '@nixfarm/shared';
 import { CoordinatorNix } from './nix/coordinator-nix.js';
-import { SchedulingCore } from './runs/scheduling-core.js';
+import { SchedulingCore } from './coordinator-systems.js';
 import { createHttpApi } from './api/http-api.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';

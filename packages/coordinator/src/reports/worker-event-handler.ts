@@ -11,9 +11,10 @@ import {
 } from '@nixfarm/shared';
 import type { BuildAttempt, DerivationGraph, FinishOutcome, GraphTransition } from '../graph/derivation-graph.js';
 import type { RunEventDelivery, RunEvents } from '../runs/run-events.js';
-import type { RunService } from '../runs/run-service.js';
+import type { RunFinalizer } from '../runs/run-finalizer.js';
+import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
 import type { GcRoots } from '../runs/gc-roots.js';
-import { canonicalNarHash, type OutputVerifier } from '../runs/output-verifier.js';
+import { canonicalNarHash, type OutputVerifier } from '../nix/output-verifier.js';
 import type { BuildDurations } from '../runs/build-durations.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
@@ -22,9 +23,13 @@ export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
   verifier: OutputVerifier;
   graph: DerivationGraph;
-  runs: RunService;
-  events: RunEvents;
-  gcRoots: GcRoots;
+  /** where released dependents and retries go */
+  dispatcher: BuildDispatch;
+  /** ends a run once none of its derivations is pending */
+  finalizer: Pick<RunFinalizer, 'finalize'>;
+  events: Pick<RunEvents, 'emit' | 'emitAll'>;
+  /** holds a success's outputs for its runs until they end */
+  gcRoots: Pick<GcRoots, 'holdOutputs'>;
   /** last build time per derivation name, the weights of the next run's critical paths */
   durations: Pick<BuildDurations, 'record'>;
   logger: Logger;
@@ -235,7 +240,7 @@ export class WorkerEventHandler {
           delayMs: ready.delayMs,
           at: Date.now(),
         });
-        await this.deps.runs.enqueue([ready]);
+        await this.deps.dispatcher.dispatch([ready]);
       } else if (outcome.reason === 'stale') {
         logStale(logger, event, outcome.why, error);
       }
@@ -247,7 +252,7 @@ export class WorkerEventHandler {
   /** Applies starts and terminal finishes to the graph, then does what follows them, each step for the whole segment at once. */
   private async applySegment(segment: readonly Applicable[]): Promise<void> {
     if (segment.length === 0) return;
-    const { graph, events, gcRoots, runs, logger } = this.deps;
+    const { graph, events, gcRoots, finalizer, logger } = this.deps;
     const transitions = segment.map((item): GraphTransition => {
       const { event } = item;
       const hash = hashPart(event.drvPath);
@@ -314,8 +319,8 @@ export class WorkerEventHandler {
       });
     }
     await events.emitAll(deliveries);
-    await runs.enqueue(finished.flatMap((f) => f.outcome.released));
-    for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await runs.finalize(runId);
+    await this.deps.dispatcher.dispatch(finished.flatMap((f) => f.outcome.released));
+    for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await finalizer.finalize(runId);
   }
 }
 

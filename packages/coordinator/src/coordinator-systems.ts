@@ -1,0 +1,119 @@
+import { mkdir } from 'node:fs/promises';
+import type { Redis } from 'ioredis';
+import type { Logger } from '@nixfarm/shared';
+import type { CoordinatorNix } from './nix/coordinator-nix.js';
+import type { OutputVerifier } from './nix/output-verifier.js';
+import type { LocalBuilder } from './local/local-builder.js';
+import type { BuildLogService } from './logs/build-log-service.js';
+import { BuildPlanner } from './evaluation/build-planner.js';
+import { DerivationGraph } from './graph/derivation-graph.js';
+import { BuildQueues } from './dispatch/build-queues.js';
+import { WorkerDirectory } from './dispatch/worker-directory.js';
+import { BuildDispatcher } from './dispatch/build-dispatcher.js';
+import { RunEvents } from './runs/run-events.js';
+import { GcRoots } from './runs/gc-roots.js';
+import { BuildDurations } from './runs/build-durations.js';
+import { RunQueries } from './runs/run-queries.js';
+import { RunEvaluation } from './runs/run-evaluation.js';
+import { RunFinalizer } from './runs/run-finalizer.js';
+import { RunSubmission } from './runs/run-submission.js';
+import { RunCancellation } from './runs/run-cancellation.js';
+import { RunResume } from './runs/run-resume.js';
+import { RunService } from './runs/run-service.js';
+import { WorkerEventHandler } from './reports/worker-event-handler.js';
+import { WorkerEventConsumer } from './reports/worker-event-consumer.js';
+import { FarmMetrics } from './metrics/farm-metrics.js';
+
+export interface SchedulingCoreOptions {
+  redis: Redis;
+  logger: Logger;
+  /** evaluation and planning (nix-instantiate, reading .drv files) */
+  nix: CoordinatorNix;
+  /** whether outputs are valid in the coordinator's store; production passes `nix` */
+  verifier: OutputVerifier;
+  gcRootsDir: string;
+  /** builds preferLocalBuild derivations on the coordinator; absent when turned off */
+  localBuilder?: LocalBuilder;
+  /** stores build logs as builds end; absent: logs stay in Redis only */
+  logs?: BuildLogService;
+  /** how often the safety-net reconcile runs */
+  reconcileIntervalMs?: number;
+}
+
+/**
+ * The composition root of everything that schedules builds, without the HTTP
+ * API or the store endpoint: evaluation and planning, the graph, the queues
+ * and the dispatcher, the run systems and their events, and the consumer of
+ * worker reports. Each system gets the few others it uses here, and nowhere
+ * else. The coordinator runs it; the scheduler bench runs the same object in
+ * a process of its own.
+ */
+export class SchedulingCore {
+  readonly graph: DerivationGraph;
+  readonly queues: BuildQueues;
+  readonly events: RunEvents;
+  readonly gcRoots: GcRoots;
+  readonly workers: WorkerDirectory;
+  readonly runs: RunService;
+  readonly handler: WorkerEventHandler;
+  /** this process's Prometheus registry, fed by the queues, the runs and the report handler */
+  readonly metrics = new FarmMetrics();
+  private readonly consumer: WorkerEventConsumer;
+  private reconciler: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: SchedulingCoreOptions) {
+    const { redis, logger, nix, verifier, localBuilder } = options;
+    const metrics = this.metrics;
+    const graph = (this.graph = new DerivationGraph(redis));
+    const queues = (this.queues = new BuildQueues({ redis, logger, waits: metrics.queueWaits }));
+    const events = (this.events = new RunEvents(redis));
+    const gcRoots = (this.gcRoots = new GcRoots(options.gcRootsDir));
+    const workers = (this.workers = new WorkerDirectory(redis));
+    const durations = new BuildDurations(redis);
+    const dispatcher = new BuildDispatcher({ queues, workers, graph, events, ...(localBuilder === undefined ? {} : { localBuilder }) });
+    const queries = new RunQueries({ redis, graph });
+    const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, logger, metrics });
+    const evaluation = new RunEvaluation({ nix, planner: new BuildPlanner({ nix, logger }), gcRoots });
+    this.runs = new RunService({
+      submission: new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics }),
+      cancellation: new RunCancellation({ graph, queues, redis, events, gcRoots, queries, logger, metrics }),
+      resume: new RunResume({ redis, graph, dispatcher, finalizer, logger }),
+      queries,
+    });
+    this.handler = new WorkerEventHandler({
+      verifier,
+      graph,
+      dispatcher,
+      finalizer,
+      events,
+      gcRoots,
+      durations,
+      logger,
+      metrics,
+      ...(options.logs === undefined ? {} : { logs: options.logs }),
+    });
+    // XREADGROUP blocks its connection: the consumer gets one of its own.
+    this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
+  }
+
+  /** Resumes unfinished runs, starts the periodic reconcile and the consumer of worker events; returns the runs resumed. */
+  async start(): Promise<number> {
+    const { logger } = this.options;
+    await mkdir(this.options.gcRootsDir, { recursive: true });
+    const resumed = await this.runs.resume({ afterRestart: true });
+    // A safety net, like Hydra's periodic queue check: re-queue what the graph says is ready and close runs
+    // with nothing left, should an event's follow-up ever have been interrupted. Re-adding an existing job is a no-op.
+    this.reconciler = setInterval(() => {
+      this.runs.resume().catch((error: unknown) => logger.warn({ err: error }, 'periodic reconcile failed'));
+    }, this.options.reconcileIntervalMs ?? 60_000);
+    this.reconciler.unref();
+    await this.consumer.start();
+    return resumed;
+  }
+
+  async stop(): Promise<void> {
+    if (this.reconciler !== undefined) clearInterval(this.reconciler);
+    await this.consumer.stop();
+    await this.queues.close();
+  }
+}

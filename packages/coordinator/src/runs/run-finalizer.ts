@@ -1,0 +1,49 @@
+import type { Logger } from '@nixfarm/shared';
+import type { DerivationGraph } from '../graph/derivation-graph.js';
+import type { OutputVerifier } from '../nix/output-verifier.js';
+import type { FarmMetrics } from '../metrics/farm-metrics.js';
+import type { RunEvents } from './run-events.js';
+import type { GcRoots } from './gc-roots.js';
+
+export interface RunFinalizerDeps {
+  graph: Pick<DerivationGraph, 'run' | 'endRun'>;
+  /** whether a finished run's results are valid in the coordinator's store */
+  verifier: Pick<OutputVerifier, 'invalidPaths'>;
+  gcRoots: Pick<GcRoots, 'addResultRoot' | 'releaseRun'>;
+  events: Pick<RunEvents, 'emit'>;
+  logger: Logger;
+  /** counts runs ended (in memory) */
+  metrics?: Pick<FarmMetrics, 'runFinished'>;
+}
+
+/** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */
+export class RunFinalizer {
+  constructor(private readonly deps: RunFinalizerDeps) {}
+
+  /** Result roots on success, the run's temporary roots dropped either way. A run no longer running is left alone. */
+  async finalize(runId: string): Promise<void> {
+    const { graph, gcRoots, verifier, events, logger } = this.deps;
+    const run = await graph.run(runId, ['status', 'failed', 'results']);
+    if (run.status !== 'running') return;
+    const results = run.results ?? [];
+    let status: 'succeeded' | 'failed' = (run.failed ?? 0) > 0 ? 'failed' : 'succeeded';
+    let error: string | undefined;
+    if (status === 'succeeded') {
+      // The promise of a run: every requested output is valid in this store.
+      const invalid = await verifier.invalidPaths(results.map((r) => r.outputPath));
+      if (invalid.size > 0) {
+        status = 'failed';
+        error = `outputs not valid in the coordinator store: ${[...invalid].join(' ')}`;
+      } else {
+        for (const [i, r] of results.entries()) await gcRoots.addResultRoot(runId, i, r.outputPath);
+      }
+    }
+    await gcRoots.releaseRun(runId);
+    const now = Date.now();
+    // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.
+    if (!(await graph.endRun({ runId, status, now, ...(error === undefined ? {} : { error }) }))) return;
+    await events.emit([runId], { type: 'run-finished', runId, status, at: now });
+    this.deps.metrics?.runFinished(status);
+    logger.info({ runId, status, error }, 'run finished');
+  }
+}

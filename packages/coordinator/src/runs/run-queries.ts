@@ -1,0 +1,49 @@
+import type { Redis } from 'ioredis';
+import { NixfarmError, redisKeys, runIdSchema, type DerivationView, type RunView } from '@nixfarm/shared';
+import type { DerivationGraph } from '../graph/derivation-graph.js';
+
+export class RunNotFoundError extends NixfarmError {
+  constructor(runId: string) {
+    super('run-not-found', `no run with id ${JSON.stringify(runId)}: list runs with \`nixfarm runs\``);
+  }
+}
+
+export interface RunQueriesDeps {
+  /** the index of runs, newest first */
+  redis: Pick<Redis, 'zrevrange'>;
+  graph: Pick<DerivationGraph, 'run' | 'statusCounts' | 'derivationsOf' | 'views'>;
+}
+
+/** What the API and the dashboard read about runs: one run, its derivations, the latest runs. */
+export class RunQueries {
+  constructor(private readonly deps: RunQueriesDeps) {}
+
+  async get(runId: string): Promise<RunView> {
+    if (!runIdSchema.safeParse(runId).success) throw new RunNotFoundError(runId);
+    const { graph } = this.deps;
+    const run = await graph.run(runId, ['status', 'createdAt', 'finishedAt', 'request', 'results', 'total', 'error']);
+    if (run.status === undefined) throw new RunNotFoundError(runId);
+    const counts = await graph.statusCounts(await graph.derivationsOf(runId));
+    return {
+      id: runId,
+      status: run.status,
+      createdAt: run.createdAt ?? Number.NaN,
+      finishedAt: run.finishedAt,
+      request: run.request ?? null,
+      results: run.results ?? [],
+      total: run.total ?? 0,
+      counts,
+      ...(run.error === undefined ? {} : { error: run.error }),
+    };
+  }
+
+  async derivations(runId: string): Promise<DerivationView[]> {
+    await this.get(runId);
+    return this.deps.graph.views(await this.deps.graph.derivationsOf(runId));
+  }
+
+  async list(limit = 50): Promise<RunView[]> {
+    const ids = await this.deps.redis.zrevrange(redisKeys.runs, 0, limit - 1);
+    return Promise.all(ids.map((id) => this.get(id)));
+  }
+}

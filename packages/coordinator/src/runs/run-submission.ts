@@ -1,0 +1,170 @@
+import { randomBytes } from 'node:crypto';
+import { criticalPaths, type Logger, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
+import type { BuildPlan, PlannedDerivation } from '../evaluation/build-planner.js';
+import type { DerivationGraph } from '../graph/derivation-graph.js';
+import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
+import type { FarmMetrics } from '../metrics/farm-metrics.js';
+import type { RunEvents } from './run-events.js';
+import type { BuildDurations } from './build-durations.js';
+import type { GcRoots } from './gc-roots.js';
+import type { EvaluatedRun, RunEvaluation } from './run-evaluation.js';
+import type { RunFinalizer } from './run-finalizer.js';
+import type { RunQueries } from './run-queries.js';
+
+/** The weight of a derivation never built before: every unknown step counts the same. */
+const DEFAULT_BUILD_MS = 1000;
+
+export interface RunSubmissionDeps {
+  evaluation: Pick<RunEvaluation, 'evaluate'>;
+  graph: Pick<DerivationGraph, 'openRun' | 'registerRun' | 'views' | 'closeRun'>;
+  events: Pick<RunEvents, 'emit' | 'emitAll'>;
+  gcRoots: Pick<GcRoots, 'prepareRun' | 'releaseRun' | 'holdOutputs'>;
+  /** last build times by name: the weights of critical paths */
+  durations: Pick<BuildDurations, 'lookup'>;
+  /** where what is ready at once goes */
+  dispatcher: BuildDispatch;
+  /** ends a run with nothing to build */
+  finalizer: Pick<RunFinalizer, 'finalize'>;
+  queries: Pick<RunQueries, 'get'>;
+  logger: Logger;
+  /** counts runs started (in memory) */
+  metrics?: Pick<FarmMetrics, 'runStarted'>;
+}
+
+/**
+ * Starts runs: evaluate, plan, register in the graph, dispatch what is ready.
+ * The run record is the graph's (graph/run-record.ts): a run is open while it
+ * registers, so one whose early derivations finish fast is not ended before
+ * all are registered.
+ */
+export class RunSubmission {
+  constructor(private readonly deps: RunSubmissionDeps) {}
+
+  async submit(request: SubmitRunRequest): Promise<RunView> {
+    const { gcRoots, evaluation } = this.deps;
+    const runId = newRunId();
+    await gcRoots.prepareRun(runId);
+    let evaluated: EvaluatedRun;
+    try {
+      evaluated = await evaluation.evaluate(request, runId);
+    } catch (error) {
+      // Nothing was registered: the run leaves no roots and no trace but the error.
+      await gcRoots.releaseRun(runId);
+      throw error;
+    }
+    return this.submitEvaluated(request, evaluated, runId);
+  }
+
+  /**
+   * Starts a run from an already evaluated plan: holds its inputs, records it,
+   * registers it in the graph and queues what is ready. submit() ends here;
+   * the scheduler bench enters here with a synthetic plan, skipping Nix.
+   */
+  async submitEvaluated(request: SubmitRunRequest, evaluated: EvaluatedRun, runId = newRunId()): Promise<RunView> {
+    const { graph, events, gcRoots, logger } = this.deps;
+    const { results, plan } = evaluated;
+    const phases = new PhaseTimer();
+    await gcRoots.prepareRun(runId);
+    try {
+      await this.holdInputs(runId, plan);
+      phases.mark('holdInputsMs');
+    } catch (error) {
+      await gcRoots.releaseRun(runId);
+      throw error;
+    }
+    const now = Date.now();
+    await graph.openRun({ runId, now, request, results, total: plan.nodes.length, priority: request.priority });
+    await events.emit([runId], { type: 'run-started', runId, total: plan.nodes.length, at: now });
+    this.deps.metrics?.runStarted();
+    for (const node of plan.nodes) {
+      node.job.timeoutSeconds = request.timeoutSeconds;
+      node.job.maxSilentSeconds = request.maxSilentSeconds;
+    }
+    const criticalPathMs = request.order === 'fifo' ? undefined : await this.criticalPaths(plan.nodes);
+    phases.mark('criticalPathMs');
+    const registered = await graph.registerRun(runId, plan.nodes, {
+      priority: request.priority,
+      rebuildFailed: request.rebuildFailed,
+      criticalPathMs,
+      ...(plan.checkedAt === undefined ? {} : { checkedAt: plan.checkedAt }),
+    });
+    phases.mark('registerMs');
+    // Failures known from before are reported at once; nothing is rebuilt unless asked (--rebuild-failed).
+    const known = await graph.views([...registered.cachedFailures, ...registered.dependencyFailed]);
+    await events.emitAll(
+      known.map((view) => {
+        const cached = view.status === 'cached-failure';
+        return {
+          runIds: [runId],
+          event: {
+            type: 'drv-finished' as const,
+            drvPath: view.drvPath,
+            status: view.status,
+            ...(view.worker === undefined ? {} : { worker: view.worker }),
+            error: cached ? `failed before${view.error ? ` (${view.error})` : ''}; not rebuilt: pass --rebuild-failed to try again` : (view.error ?? 'an input failed before'),
+            ...(cached && view.logTail !== undefined ? { logTail: view.logTail } : {}),
+            at: now,
+          },
+        };
+      }),
+    );
+    await this.deps.dispatcher.dispatch(registered.ready);
+    phases.mark('enqueueMs');
+    logger.info(
+      {
+        runId,
+        derivations: plan.nodes.length,
+        ready: registered.ready.length,
+        joined: registered.joined,
+        cachedFailures: registered.cachedFailures.length,
+        read: plan.derivationsRead,
+        ...phases.durations,
+      },
+      'run submitted',
+    );
+    // Registration is complete: the run takes no more derivations; a run with nothing to build ends here.
+    if (await graph.closeRun(runId)) await this.deps.finalizer.finalize(runId);
+    return this.deps.queries.get(runId);
+  }
+
+  /**
+   * Outputs of input derivations that were already valid are held for the run
+   * too: a GC while it runs must not take what its builds copy. Input sources
+   * need no root of their own: they are in the closure of the .drv files,
+   * which evaluation rooted.
+   */
+  private async holdInputs(runId: string, plan: BuildPlan): Promise<void> {
+    const built = new Set<string>();
+    const sources = new Set<string>();
+    for (const n of plan.nodes) {
+      for (const out of Object.values(n.job.outputs)) built.add(out);
+      for (const src of n.drv.inputSrcs) sources.add(src);
+    }
+    const held = new Set<string>();
+    for (const n of plan.nodes) for (const input of n.job.inputPaths) if (!built.has(input) && !sources.has(input)) held.add(input);
+    await this.deps.gcRoots.holdOutputs([...held].map((path) => ({ runId, path })));
+  }
+
+  /** Each node's remaining chain of work, weighted by the last known build time of a derivation of the same name. */
+  private async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
+    const weights = await this.deps.durations.lookup([...new Set(nodes.map((n) => n.drv.name))]);
+    return criticalPaths(nodes.map((n) => ({ hash: n.hash, inputs: n.inputs, weightMs: weights.get(n.drv.name) ?? DEFAULT_BUILD_MS })));
+  }
+}
+
+/** Milliseconds spent in each step of a submission, for its log line: where a large run's time goes. */
+class PhaseTimer {
+  readonly durations: Record<string, number> = {};
+  private last = performance.now();
+
+  mark(name: string): void {
+    const now = performance.now();
+    this.durations[name] = Math.round(now - this.last);
+    this.last = now;
+  }
+}
+
+function newRunId(): string {
+  // Sortable by time, then random: readable in logs and unique without coordination.
+  return Date.now().toString(36) + randomBytes(5).toString('hex');
+}
