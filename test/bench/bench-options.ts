@@ -67,7 +67,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
       case '--help':
       case '-h':
         process.stdout.write(`${USAGE}\n`);
-        process.exit(0);
+        return process.exit(0);
       default:
         throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
     }

@@ -11,7 +11,7 @@ import {
   type ServeBuildResult,
   type ServePool,
 } from '@nixfarm/shared';
-import type { BuildAttempt, BuildAttemptStatus, BuildOptions, DerivationBuilder } from './derivation-builder.js';
+import type { BuildAttempt, BuildOptions, DerivationBuilder } from './derivation-builder.js';
 
 export interface ServeBuilderOptions {
   /** sessions with the store that builds */

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import ssh2 from 'ssh2';
 import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey, writeFileAtomic } from '@nixfarm/shared';
 
 export const WORKER_KEY_FILE = 'id_ed25519';

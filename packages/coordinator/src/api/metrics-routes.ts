@@ -80,5 +80,5 @@ function mergeExports(exports: readonly string[]): string {
       else if (!family.header.includes(line)) family.header.push(line);
     }
   }
-  return [...families.values()].map((f) => [...f.header, ...f.samples].join('\n') + '\n').join('');
+  return [...families.values()].map((f) => `${[...f.header, ...f.samples].join('\n')}\n`).join('');
 }

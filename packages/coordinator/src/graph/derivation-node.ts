@@ -201,7 +201,9 @@ export function decodeNode<F extends NodeField>(raw: Readonly<Partial<Record<F, 
 /** HMGET's reply (values in the order of `fields`) as a record. */
 export function zipFields<F extends NodeField>(fields: readonly F[], values: ReadonlyArray<string | null> | undefined): Partial<Record<F, string | null>> {
   const raw: Partial<Record<F, string | null>> = {};
-  fields.forEach((f, i) => (raw[f] = values?.[i] ?? null));
+  fields.forEach((f, i) => {
+    raw[f] = values?.[i] ?? null;
+  });
   return raw;
 }
 

@@ -29,13 +29,6 @@ const NOUNS: Record<string, string> = {
   null: 'null',
 };
 
-function kindOf(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'number' && Number.isInteger(value)) return 'a whole number';
-  return NOUNS[typeof value] ?? typeof value;
-}
-
 function sizeOf(input: unknown): number | undefined {
   if (typeof input === 'string' || Array.isArray(input)) return input.length;
   return undefined;
