@@ -21,7 +21,7 @@ export function statusCommand(): Command {
 }
 
 /** The text view: three short tables. */
-export function formatStatus(status: FarmStatus): string {
+function formatStatus(status: FarmStatus): string {
   const out: string[] = [];
   out.push(`Runs: ${status.activeRuns} active`);
   out.push('');

@@ -5,7 +5,7 @@ import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { FarmStatusCollector } from '../metrics/farm-status-collector.js';
-import { jsonResponse, textSchema } from './openapi-components.js';
+import { jsonResponse, textSchema } from '../http/openapi-components.js';
 
 export interface MetricsRoutesDeps {
   metrics: FarmMetrics;

@@ -183,7 +183,7 @@ const CODECS: { [K in NodeField]: FieldCodec<DerivationNode[K]> } = {
 /** Every field name a node may hold, in a fixed order: what HGETALL may return, and all the Lua scripts may write. */
 export const NODE_FIELDS = Object.keys(CODECS) as NodeField[];
 
-export function isNodeField(name: string): name is NodeField {
+function isNodeField(name: string): name is NodeField {
   return Object.hasOwn(CODECS, name);
 }
 

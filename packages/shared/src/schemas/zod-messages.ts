@@ -6,7 +6,7 @@ type RawIssue = z.core.$ZodRawIssue;
 const SHOWN_VALUE_MAX = 60;
 
 /** A value as the person typed it (JSON, so a newline shows as \n), cut short when long. */
-export function showValue(value: unknown): string {
+function showValue(value: unknown): string {
   let text: string;
   try {
     text = JSON.stringify(value) ?? String(value);
@@ -79,7 +79,7 @@ function range(issue: { minimum?: unknown; maximum?: unknown; inclusive?: boolea
  * message a schema sets itself wins over these (zod's precedence), so a
  * field's own explanation stays. Undefined: zod's default wording.
  */
-export function issueMessage(issue: RawIssue): string | undefined {
+function issueMessage(issue: RawIssue): string | undefined {
   const input = issue.input;
   switch (issue.code) {
     case 'invalid_type': {
