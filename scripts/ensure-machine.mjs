@@ -222,7 +222,7 @@ if (installedTime === undefined || (lockTime !== undefined && installedTime < lo
   say(`${why}: npm ${npmArgs[0]}`);
   // under `npm test`, npm_execpath is the npm that started us: use the same one
   const npmCli = process.env.npm_execpath;
-  const npm = (args) => (npmCli !== undefined && npmCli.endsWith('.js') ? run(process.execPath, [npmCli, ...args]) : run('npm', args));
+  const npm = (args) => (npmCli?.endsWith('.js') ? run(process.execPath, [npmCli, ...args]) : run('npm', args));
   let ok = npm(npmArgs);
   if (!ok && npmArgs[0] === 'ci') {
     // npm 11's ci refuses this lock ("not in sync": optional platform packages

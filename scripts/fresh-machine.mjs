@@ -75,7 +75,7 @@ if (options[0] === '--inside') {
     say('the nixbld group is still visible inside; this is no rehearsal of a fresh machine');
     process.exit(1);
   }
-  say('inside: /etc without Nix build users, empty /nix, HOME=' + process.env.HOME);
+  say(`inside: /etc without Nix build users, empty /nix, HOME=${process.env.HOME}`);
   const ensured = await runChild(process.execPath, [join(root, 'scripts', 'ensure-machine.mjs')]);
   if (ensured !== 0) process.exit(ensured);
   process.exit(await runChild(command[0], command.slice(1)));

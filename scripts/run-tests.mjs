@@ -139,7 +139,7 @@ function nodeTest(files, flags, stream) {
 }
 
 /** Each file in a `node --test` of its own, `lanes` at a time in the given order; a file's output is printed whole when it ends. */
-async function inLanes(group, files, flags, lanes) {
+async function inLanes(files, flags, lanes) {
   const queue = [...files];
   const results = [];
   const lane = async () => {
@@ -161,7 +161,7 @@ let exitCode = 0;
 const totals = { pass: 0, fail: 0, skipped: 0 };
 for (const { group, files, flags, lanes } of plan) {
   process.stderr.write(`run-tests: ${group}: ${files.length} file${files.length === 1 ? '' : 's'}${lanes ? `, ${lanes} at a time` : ''}\n`);
-  const results = lanes ? await inLanes(group, files, flags, lanes) : [await nodeTest(files, flags, true)];
+  const results = lanes ? await inLanes(files, flags, lanes) : [await nodeTest(files, flags, true)];
   for (const { code, summary } of results) {
     for (const key of Object.keys(totals)) totals[key] += summary[key];
     // keep going so that one run reports every group; fail with the first failure's code

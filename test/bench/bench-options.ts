@@ -12,7 +12,7 @@ export interface BenchOptions {
   waitIdleSeconds: number;
 }
 
-export const USAGE = `usage: npm run bench -- [--reps N] [--only ${WORKLOAD_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
+const USAGE = `usage: npm run bench -- [--reps N] [--only ${WORKLOAD_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
   --reps N        repetitions per workload and way (default 3; 1 with --quick); figures are medians
   --only LIST     workloads to run (default all)
   --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
@@ -67,7 +67,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
       case '--help':
       case '-h':
         process.stdout.write(`${USAGE}\n`);
-        process.exit(0);
+        return process.exit(0);
       default:
         throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
     }

@@ -26,7 +26,7 @@ export interface TimedProcessOptions {
 }
 
 /** Wall clock with sub-millisecond resolution, comparable with Date.now(). */
-export function preciseNow(): number {
+function preciseNow(): number {
   return performance.timeOrigin + performance.now();
 }
 

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { assertDerivationPath, assertStorePath, hashPart, redisKeys, type BuildFinishedEvent, type DerivationView, type WorkerEvent } from '@nixfarm/shared';
+import { assertDerivationPath, assertStorePath, redisKeys, type BuildFinishedEvent, type DerivationView, type WorkerEvent } from '@nixfarm/shared';
 import type { TestFarm } from '../harness/test-farm.js';
 import { outputsOf } from '../harness/nix-fixtures.js';
 import type { ScenarioOutcome } from './chaos-scenario.js';
@@ -92,6 +92,3 @@ async function storeCall(args: string[]): Promise<{ code: number; stdout: string
     return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(error) };
   }
 }
-
-/** The hash part a run's derivation is keyed by in Redis, for scenarios that look at one node. */
-export const nodeKey = (drvPath: string) => redisKeys.drv(hashPart(drvPath));

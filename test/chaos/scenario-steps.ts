@@ -1,5 +1,5 @@
-import { TestFarm, type CommandResult } from '../harness/test-farm.js';
-import { pollFor, sleep } from '../harness/poll.js';
+import type { TestFarm, CommandResult } from '../harness/test-farm.js';
+import { pollFor } from '../harness/poll.js';
 import { auditRun, outcomeOf } from './run-audit.js';
 import type { ChaosFixture } from './chaos-fixtures.js';
 import type { ScenarioOutcome } from './chaos-scenario.js';

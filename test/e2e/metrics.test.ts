@@ -28,7 +28,7 @@ function parseExposition(text: string): Sample[] {
 }
 
 /** The value of the one sample with this name whose labels include these; fails when there is none or more than one. */
-function valueOf(samples: readonly Sample[], name: string, labels: Record<string, string> = {}): number {
+function sampleValue(samples: readonly Sample[], name: string, labels: Record<string, string> = {}): number {
   const found = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   assert.equal(found.length, 1, `one ${name}${JSON.stringify(labels)} expected, found ${found.length}: ${JSON.stringify(found)}`);
   return found[0]!.value;
@@ -56,40 +56,40 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     const result = await farm.build([chain(3, { sleepSeconds: 0.5 }).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 120_000 });
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
     const { samples } = await scrape();
-    assert.equal(valueOf(samples, 'nixfarm_derivations_finished_total', { status: 'succeeded', system }), 3);
+    assert.equal(sampleValue(samples, 'nixfarm_derivations_finished_total', { status: 'succeeded', system }), 3);
     assert.equal(samples.filter((s) => s.name === 'nixfarm_derivations_finished_total').length, 1, 'no other status was counted');
     for (const h of ['nixfarm_build_duration_seconds', 'nixfarm_build_total_seconds', 'nixfarm_build_copy_in_seconds', 'nixfarm_build_copy_out_seconds']) {
-      assert.equal(valueOf(samples, `${h}_count`, { system }), 3, h);
-      assert.equal(valueOf(samples, `${h}_bucket`, { system, le: '+Inf' }), 3, h);
+      assert.equal(sampleValue(samples, `${h}_count`, { system }), 3, h);
+      assert.equal(sampleValue(samples, `${h}_bucket`, { system, le: '+Inf' }), 3, h);
     }
     // each builder sleeps 0.5 s: the build time cannot be less, and the total includes it
-    assert.ok(valueOf(samples, 'nixfarm_build_duration_seconds_sum', { system }) >= 1.5);
-    assert.ok(valueOf(samples, 'nixfarm_build_total_seconds_sum', { system }) >= valueOf(samples, 'nixfarm_build_duration_seconds_sum', { system }));
+    assert.ok(sampleValue(samples, 'nixfarm_build_duration_seconds_sum', { system }) >= 1.5);
+    assert.ok(sampleValue(samples, 'nixfarm_build_total_seconds_sum', { system }) >= sampleValue(samples, 'nixfarm_build_duration_seconds_sum', { system }));
     // bytes: every build copied its output out (a NAR of a small file and its metadata: over 100 bytes each);
     // the first copied busybox in, a static binary of several hundred KiB
-    assert.equal(valueOf(samples, 'nixfarm_build_copy_out_bytes_count', { system }), 3);
-    assert.ok(valueOf(samples, 'nixfarm_build_copy_out_bytes_sum', { system }) >= 300);
-    assert.equal(valueOf(samples, 'nixfarm_build_copy_in_bytes_count', { system }), 3);
-    assert.ok(valueOf(samples, 'nixfarm_build_copy_in_bytes_sum', { system }) > 100_000, 'busybox was copied in');
+    assert.equal(sampleValue(samples, 'nixfarm_build_copy_out_bytes_count', { system }), 3);
+    assert.ok(sampleValue(samples, 'nixfarm_build_copy_out_bytes_sum', { system }) >= 300);
+    assert.equal(sampleValue(samples, 'nixfarm_build_copy_in_bytes_count', { system }), 3);
+    assert.ok(sampleValue(samples, 'nixfarm_build_copy_in_bytes_sum', { system }) > 100_000, 'busybox was copied in');
     const queue = `build@${system}`;
-    assert.equal(valueOf(samples, 'nixfarm_queue_wait_seconds_count', { queue }), 3, 'each start had its wait observed');
-    assert.equal(valueOf(samples, 'nixfarm_runs_started_total'), 1);
-    assert.equal(valueOf(samples, 'nixfarm_runs_finished_total', { status: 'succeeded' }), 1);
-    assert.equal(valueOf(samples, 'nixfarm_runs_active'), 0);
+    assert.equal(sampleValue(samples, 'nixfarm_queue_wait_seconds_count', { queue }), 3, 'each start had its wait observed');
+    assert.equal(sampleValue(samples, 'nixfarm_runs_started_total'), 1);
+    assert.equal(sampleValue(samples, 'nixfarm_runs_finished_total', { status: 'succeeded' }), 1);
+    assert.equal(sampleValue(samples, 'nixfarm_runs_active'), 0);
     // the worker, as its heartbeat says
-    assert.equal(valueOf(samples, 'nixfarm_worker_up', { worker: 'w1' }), 1);
-    assert.equal(valueOf(samples, 'nixfarm_worker_max_jobs', { worker: 'w1' }), 2);
-    assert.equal(valueOf(samples, 'nixfarm_worker_draining', { worker: 'w1' }), 0);
-    assert.equal(valueOf(samples, 'nixfarm_worker_paused', { worker: 'w1' }), 0);
-    assert.ok(valueOf(samples, 'nixfarm_worker_heartbeat_age_seconds', { worker: 'w1' }) < 15);
-    assert.ok(valueOf(samples, 'nixfarm_worker_free_disk_bytes', { worker: 'w1' }) > 0);
-    assert.ok(valueOf(samples, 'nixfarm_worker_running_jobs', { worker: 'w1' }) <= 2);
+    assert.equal(sampleValue(samples, 'nixfarm_worker_up', { worker: 'w1' }), 1);
+    assert.equal(sampleValue(samples, 'nixfarm_worker_max_jobs', { worker: 'w1' }), 2);
+    assert.equal(sampleValue(samples, 'nixfarm_worker_draining', { worker: 'w1' }), 0);
+    assert.equal(sampleValue(samples, 'nixfarm_worker_paused', { worker: 'w1' }), 0);
+    assert.ok(sampleValue(samples, 'nixfarm_worker_heartbeat_age_seconds', { worker: 'w1' }) < 15);
+    assert.ok(sampleValue(samples, 'nixfarm_worker_free_disk_bytes', { worker: 'w1' }) > 0);
+    assert.ok(sampleValue(samples, 'nixfarm_worker_running_jobs', { worker: 'w1' }) <= 2);
     // the queue drained; nothing is needed
-    assert.equal(valueOf(samples, 'nixfarm_queue_waiting_jobs', { queue, system, features: '' }), 0);
-    assert.equal(valueOf(samples, 'nixfarm_queue_oldest_wait_seconds', { queue }), 0);
-    assert.equal(valueOf(samples, 'nixfarm_workers_needed', { system }), 0);
+    assert.equal(sampleValue(samples, 'nixfarm_queue_waiting_jobs', { queue, system, features: '' }), 0);
+    assert.equal(sampleValue(samples, 'nixfarm_queue_oldest_wait_seconds', { queue }), 0);
+    assert.equal(sampleValue(samples, 'nixfarm_workers_needed', { system }), 0);
     // process metrics of our own registry
-    assert.ok(valueOf(samples, 'nixfarm_coordinator_process_resident_memory_bytes') > 0);
+    assert.ok(sampleValue(samples, 'nixfarm_coordinator_process_resident_memory_bytes') > 0);
   });
 
   it('shows work for a system no worker serves as waiting, ageing, and needing a worker; status --json agrees with /metrics; cancel empties it', async () => {
@@ -101,14 +101,14 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     await sleep(1500); // so that the oldest wait is measurably old
     const { text, samples } = await scrape();
     // only link-0 is ready; link-1 waits for it in the graph, not in a queue
-    assert.equal(valueOf(samples, 'nixfarm_queue_waiting_jobs', { queue, system: other, features: '' }), 1);
-    assert.equal(valueOf(samples, 'nixfarm_queue_running_jobs', { queue }), 0);
-    const oldest = valueOf(samples, 'nixfarm_queue_oldest_wait_seconds', { queue });
+    assert.equal(sampleValue(samples, 'nixfarm_queue_waiting_jobs', { queue, system: other, features: '' }), 1);
+    assert.equal(sampleValue(samples, 'nixfarm_queue_running_jobs', { queue }), 0);
+    const oldest = sampleValue(samples, 'nixfarm_queue_oldest_wait_seconds', { queue });
     assert.ok(oldest >= 1.5 && oldest < 120, `oldest wait ${oldest}`);
-    assert.equal(valueOf(samples, 'nixfarm_unserved_jobs', { system: other }), 1);
-    assert.equal(valueOf(samples, 'nixfarm_workers_needed', { system: other }), 1);
-    assert.equal(valueOf(samples, 'nixfarm_workers_needed', { system }), 0, 'the served system needs nothing');
-    assert.equal(valueOf(samples, 'nixfarm_runs_active'), 1);
+    assert.equal(sampleValue(samples, 'nixfarm_unserved_jobs', { system: other }), 1);
+    assert.equal(sampleValue(samples, 'nixfarm_workers_needed', { system: other }), 1);
+    assert.equal(sampleValue(samples, 'nixfarm_workers_needed', { system }), 0, 'the served system needs nothing');
+    assert.equal(sampleValue(samples, 'nixfarm_runs_active'), 1);
     // BullMQ's own export is there, each family announced once
     assert.ok(samples.some((s) => s.name === 'bullmq_job_count' && s.labels.queue === queue), 'BullMQ job counts of the queue');
     assert.equal(text.split('\n').filter((l) => l === '# TYPE bullmq_job_count gauge').length, 1);
@@ -140,10 +140,10 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     assert.equal(cancelled.exitCode, 0, cancelled.stderr);
     await build.result;
     const afterCancel = (await scrape()).samples;
-    assert.equal(valueOf(afterCancel, 'nixfarm_queue_waiting_jobs', { queue }), 0);
-    assert.equal(valueOf(afterCancel, 'nixfarm_queue_oldest_wait_seconds', { queue }), 0);
-    assert.equal(valueOf(afterCancel, 'nixfarm_workers_needed', { system: other }), 0);
-    assert.equal(valueOf(afterCancel, 'nixfarm_runs_finished_total', { status: 'cancelled' }), 1);
+    assert.equal(sampleValue(afterCancel, 'nixfarm_queue_waiting_jobs', { queue }), 0);
+    assert.equal(sampleValue(afterCancel, 'nixfarm_queue_oldest_wait_seconds', { queue }), 0);
+    assert.equal(sampleValue(afterCancel, 'nixfarm_workers_needed', { system: other }), 0);
+    assert.equal(sampleValue(afterCancel, 'nixfarm_runs_finished_total', { status: 'cancelled' }), 1);
   });
 
   it('serves its OpenAPI 3.1 document, and what the farm answered above fits the schemas it documents', async () => {

@@ -4,7 +4,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { REPO_ROOT } from './test-farm.js';
 
 /** Debian's chromium (scripts/ensure-machine.mjs installs it); playwright-core never downloads a browser of its own here. */
-export const CHROMIUM = process.env.NIXFARM_CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM = process.env.NIXFARM_CHROMIUM ?? '/usr/bin/chromium';
 
 /**
  * Flags for a closed network: without the networking ones Chromium keeps

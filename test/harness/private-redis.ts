@@ -35,7 +35,7 @@ export interface PrivateRedis {
 /** Port the system redis may listen on; tests must never touch it. */
 const SYSTEM_REDIS_PORT = 6379;
 
-export class RedisStartError extends Error {
+class RedisStartError extends Error {
   constructor(message: string, readonly output: string) {
     super(`${message}\nredis-server output:\n${output}`);
     this.name = 'RedisStartError';

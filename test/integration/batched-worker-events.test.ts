@@ -100,7 +100,9 @@ describe('worker reports applied in batches', () => {
       const out = `/nix/store/${hash.replace(/^0/, '1')}-chain-${i}`;
       return { ...node('chain'), hash, drv: { ...node('chain').drv, path, name: `chain-${i}`, outputs: { out } }, job: { ...node('chain').job, drvPath: path, outputs: { out } } };
     });
-    chain.forEach((n, i) => (n.inputs = i === 0 ? [] : [chain[i - 1]!.hash]));
+    chain.forEach((n, i) => {
+      n.inputs = i === 0 ? [] : [chain[i - 1]!.hash];
+    });
     const { graph, ready } = await setup([...chain].reverse());
     assert.deepEqual(ready.map((r) => r.hash), [chain[0]!.hash]);
     assert.deepEqual(await graph.statusCounts(chain.map((n) => n.hash)), { queued: 1, waiting: 12_000 });

@@ -111,7 +111,7 @@ describe('ATerm derivation parser', () => {
       'garbage',
       'Derive(',
       'Derive([],[],[],"x86_64-linux","/bin/sh",[],[])',
-      PRODUCER_TEXT + ' trailing',
+      `${PRODUCER_TEXT} trailing`,
       PRODUCER_TEXT.slice(0, -1),
       PRODUCER_TEXT.replace('Derive(', 'Derive ('),
       PRODUCER_TEXT.replace('"foo out"', '"foo out'),

@@ -97,7 +97,7 @@ describe('store-path grammar', () => {
     assert.equal(isHashPrefix('0c0ymk'), true);
     assert.equal(isHashPrefix(HASH), true);
     assert.equal(isHashPrefix(''), false);
-    assert.equal(isHashPrefix(HASH + '0'), false);
+    assert.equal(isHashPrefix(`${HASH}0`), false);
     assert.equal(isHashPrefix('0c0e'), false);
   });
 });

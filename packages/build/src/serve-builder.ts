@@ -11,7 +11,7 @@ import {
   type ServeBuildResult,
   type ServePool,
 } from '@nixfarm/shared';
-import type { BuildAttempt, BuildAttemptStatus, BuildOptions, DerivationBuilder } from './derivation-builder.js';
+import type { BuildAttempt, BuildOptions, DerivationBuilder } from './derivation-builder.js';
 
 export interface ServeBuilderOptions {
   /** sessions with the store that builds */
@@ -27,7 +27,7 @@ export interface ServeBuilderOptions {
 }
 
 /** the worker config's default (its --max-log-size), so a builder made without one agrees with the worker's */
-export const DEFAULT_MAX_LOG_BYTES = DEFAULT_MAX_LOG_SIZE;
+const DEFAULT_MAX_LOG_BYTES = DEFAULT_MAX_LOG_SIZE;
 
 /**
  * Builds through a long-lived `nix-store --serve --write` session, as Hydra's
@@ -90,7 +90,7 @@ export class ServeBuilder implements DerivationBuilder {
 }
 
 /** The build request: the .drv with its input sources widened to every input path, as Nix's build-remote sends it. */
-export function basicDerivation(drv: Derivation, inputPaths: readonly string[]): BasicDerivation {
+function basicDerivation(drv: Derivation, inputPaths: readonly string[]): BasicDerivation {
   const outputs: BasicDerivation['outputs'] = {};
   for (const [name, path] of Object.entries(drv.outputs)) {
     const hash = drv.outputHashes[name] ?? { hashAlgo: '', hash: '' };

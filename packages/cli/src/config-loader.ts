@@ -15,7 +15,7 @@ const FLAG_FOR_FIELD: Record<string, string> = {
   localBuilds: '--no-local-builds',
 };
 
-export function flagFor(field: string): string {
+function flagFor(field: string): string {
   return FLAG_FOR_FIELD[field] ?? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 

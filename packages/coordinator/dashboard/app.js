@@ -276,7 +276,7 @@ async function signIn(token) {
 /** Where to go after signing in: a page of this site (bull-board sends people here first), never elsewhere. */
 function nextPage() {
   const next = new URLSearchParams(location.search).get('next');
-  return next !== null && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : undefined;
+  return next?.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : undefined;
 }
 
 let events;

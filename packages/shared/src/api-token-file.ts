@@ -7,7 +7,7 @@ export type ApiScope = 'read' | 'admin';
 export const API_SCOPES: readonly ApiScope[] = ['read', 'admin'];
 
 /** One file per scope in the coordinator's state dir, so one can be handed out without the other. */
-export const API_TOKEN_FILES: Readonly<Record<ApiScope, string>> = { admin: 'api-token-admin', read: 'api-token-read' };
+const API_TOKEN_FILES: Readonly<Record<ApiScope, string>> = { admin: 'api-token-admin', read: 'api-token-read' };
 
 export function apiTokenPath(stateDir: string, scope: ApiScope): string {
   return path.join(stateDir, API_TOKEN_FILES[scope]);

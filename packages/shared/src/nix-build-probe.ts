@@ -32,7 +32,7 @@ export interface NixBuildProbeResult {
   path: string;
 }
 
-export const PROBE_NAME = 'nixfarm-build-probe';
+const PROBE_NAME = 'nixfarm-build-probe';
 /** what the context of every probe error says */
 const CONTEXT = 'checked at start with a trivial build';
 

@@ -19,7 +19,7 @@ export function comparePlacement(a: PlacementCandidate, b: PlacementCandidate): 
   return 0;
 }
 
-export function hasFreeSlot(c: PlacementCandidate): boolean {
+function hasFreeSlot(c: PlacementCandidate): boolean {
   return c.running < c.maxJobs;
 }
 

@@ -50,7 +50,7 @@ export async function loadOrCreateSshKey(path: string, comment: string, fileErro
  * about one key in 256 comes out 31 bytes long: unusable by OpenSSH, and by
  * ssh2 itself. Generate until the key is well-formed.
  */
-export function generateEd25519(comment: string): { private: string; public: string } {
+function generateEd25519(comment: string): { private: string; public: string } {
   for (let attempt = 0; attempt < 16; attempt += 1) {
     const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
     try {

@@ -3,7 +3,7 @@ import { redisKeys } from './redis-keys.js';
 import { workerInfoSchema, type WorkerInfo } from './schemas/worker-info.js';
 
 /** A worker whose heartbeat is older than this is gone: shown so, not counted as capable, not yielded to. */
-export const WORKER_STALE_MS = 15_000;
+const WORKER_STALE_MS = 15_000;
 
 export interface WorkerListing extends WorkerInfo {
   alive: boolean;

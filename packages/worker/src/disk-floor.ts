@@ -65,7 +65,7 @@ export class DiskFloor {
 }
 
 /** bavail * bsize of the filesystem holding `dir`, or of its nearest existing ancestor (a store Nix has not created yet). */
-export async function freeBytesOn(dir: string): Promise<number> {
+async function freeBytesOn(dir: string): Promise<number> {
   for (let current = path.resolve(dir); ; current = path.dirname(current)) {
     try {
       const stats = await statfs(current);

@@ -2,10 +2,9 @@ import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import ssh2 from 'ssh2';
 import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey, writeFileAtomic } from '@nixfarm/shared';
 
-export const WORKER_KEY_FILE = 'id_ed25519';
+const WORKER_KEY_FILE = 'id_ed25519';
 /** The host the worker's serve sessions ssh to (`ssh -F <config> nixfarm-coordinator nix-store --serve --write`); the ssh config maps it to host and port. */
 export const COORDINATOR_HOST_ALIAS = 'nixfarm-coordinator';
 /** The user name the worker logs in as; the coordinator's endpoint accepts any, this one reads well in its logs. */
@@ -18,7 +17,7 @@ export interface WorkerKey {
   fingerprint: string;
 }
 
-export class WorkerKeyFileError extends NixfarmError {
+class WorkerKeyFileError extends NixfarmError {
   constructor(path: string, reason: string, cause?: unknown) {
     super('invalid-worker-key-file', `cannot use the worker key ${path}: ${reason}`, { retryable: false, cause });
   }

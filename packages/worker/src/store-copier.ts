@@ -10,7 +10,7 @@ export interface StoreCopierOptions {
 }
 
 /** A path an input needs that the coordinator does not have: the coordinator's fault, never the builder's. */
-export class MissingInputError extends InfrastructureError {
+class MissingInputError extends InfrastructureError {
   constructor(readonly missing: string[]) {
     super('coordinator-missing-input', `coordinator error: inputs missing from the coordinator's store: ${missing.join(' ')}`);
   }

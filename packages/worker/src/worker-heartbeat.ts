@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { redisKeys, type WorkerInfo } from '@nixfarm/shared';
 
 /** How often a worker re-advertises itself; the coordinator calls it gone after a few missed beats. */
-export const HEARTBEAT_INTERVAL_MS = 2000;
+const HEARTBEAT_INTERVAL_MS = 2000;
 
 export interface WorkerHeartbeatOptions {
   /** measured before each periodic beat (free disk space); beats on a change of load do not wait for it */

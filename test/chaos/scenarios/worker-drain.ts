@@ -56,7 +56,7 @@ const SIGNAL_WITHIN_MS = 1000;
  * and has reported nothing else about yet (no `finished`, no `handed-back`):
  * both are in the builder, not copying out or reporting.
  */
-export function workerBuildingTwo(events: readonly WorkerEvent[], since: number): string | undefined {
+function workerBuildingTwo(events: readonly WorkerEvent[], since: number): string | undefined {
   const ended = new Set<string>();
   for (const e of events) if (e.type !== 'started') ended.add(`${e.worker} ${e.jobId} ${e.attempt}`);
   const building = new Map<string, number>();

@@ -10,7 +10,7 @@ import { pollFor } from '../../harness/poll.js';
  * this; BullMQ's stalled check runs as often and frees a job the second time
  * it sees it unlocked: the re-run starts within 3 × lock plus a margin.
  */
-export const SIGKILL_LOCK_SECONDS = 3;
+const SIGKILL_LOCK_SECONDS = 3;
 
 /**
  * Scenario 1: a worker dies with SIGKILL (its whole machine's processes)

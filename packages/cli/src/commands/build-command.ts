@@ -10,7 +10,7 @@ import { RunTally } from '../run-tally.js';
 export { DEFAULT_COORDINATOR_URL };
 
 /** nix-build's two-value flags (`--arg NAME EXPR`) do not fit commander; take them out of argv first. */
-export function extractPairs(argv: readonly string[], flag: string): { pairs: Array<[string, string]>; rest: string[] } {
+function extractPairs(argv: readonly string[], flag: string): { pairs: Array<[string, string]>; rest: string[] } {
   const pairs: Array<[string, string]> = [];
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {

@@ -2,7 +2,6 @@ import { Command } from 'commander';
 import type { RunView } from '@nixfarm/shared';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
-import { DEFAULT_COORDINATOR_URL } from './build-command.js';
 
 export function cancelCommand(): Command {
   return new Command('cancel')

@@ -3,7 +3,6 @@ import { farmStatusSchema, formatZodError, type FarmStatus } from '@nixfarm/shar
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
-import { DEFAULT_COORDINATOR_URL } from './build-command.js';
 
 export function statusCommand(): Command {
   return new Command('status')
@@ -22,7 +21,7 @@ export function statusCommand(): Command {
 }
 
 /** The text view: three short tables. */
-export function formatStatus(status: FarmStatus): string {
+function formatStatus(status: FarmStatus): string {
   const out: string[] = [];
   out.push(`Runs: ${status.activeRuns} active`);
   out.push('');

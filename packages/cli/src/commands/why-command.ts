@@ -5,7 +5,6 @@ import type { WhyAnswer } from '@nixfarm/coordinator';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient, ApiRequestError } from '../api-client.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
-import { DEFAULT_COORDINATOR_URL } from './build-command.js';
 
 /** `./result` (a symlink nix-build or nixfarm left) stands for the store path it points to. */
 export async function resolveLocalSymlink(arg: string): Promise<string> {

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiScope, Logger } from '@nixfarm/shared';
 import { scopeAllows, type ApiTokens } from './api-tokens.js';
-import { sendError } from './api-errors.js';
+import { sendError } from '../http/api-errors.js';
 
 /**
  * Routes anyone may call: liveness probes carry no token, the API's
@@ -47,7 +47,7 @@ export function scopeNeeded(method: string, routeUrl: string | undefined): ApiSc
 const SAFE_METHODS = new Set(['GET', 'HEAD']);
 
 /** The value of one cookie in a Cookie header, or undefined. */
-export function cookieValue(header: string | undefined, name: string): string | undefined {
+function cookieValue(header: string | undefined, name: string): string | undefined {
   if (header === undefined) return undefined;
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');

@@ -15,7 +15,7 @@ import { DashboardCollector } from '../dashboard/dashboard-collector.js';
 import { DashboardFeed } from '../dashboard/dashboard-feed.js';
 import { registerDashboardRoutes } from '../dashboard/dashboard-routes.js';
 import { registerQueueBoard } from '../dashboard/queue-board.js';
-import type { EventStreams } from './event-streams.js';
+import type { EventStreams } from '../http/event-streams.js';
 import { registerHealthRoute, registerQueuesRoute, registerWorkersRoute } from './farm-routes.js';
 import { registerRunRoutes } from './run-routes.js';
 import { registerSessionRoutes } from './session-routes.js';

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { healthResponseSchema, queueListResponseSchema, workerListResponseSchema } from '@nixfarm/shared';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
-import { jsonResponse } from './openapi-components.js';
+import { jsonResponse } from '../http/openapi-components.js';
 
 /** GET /api/health: liveness, no token. */
 export function registerHealthRoute(app: FastifyInstance): void {

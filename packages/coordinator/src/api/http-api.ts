@@ -1,10 +1,10 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { NixfarmError, type ErrorCode } from '@nixfarm/shared';
-import { httpStatusFor, sendError, sendNixfarmError } from './api-errors.js';
+import { httpStatusFor, sendError, sendNixfarmError } from '../http/api-errors.js';
 import { registerApiAuth } from './api-auth.js';
 import { registerOpenApi } from './openapi-routes.js';
 import { registerApiRoutes, type ApiRoutesDeps } from './api-routes.js';
-import { EventStreams } from './event-streams.js';
+import { EventStreams } from '../http/event-streams.js';
 
 export interface HttpApiDeps extends ApiRoutesDeps {
   bodyLimitBytes?: number;

@@ -6,9 +6,9 @@ import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseW
 import { NodeReader } from '../graph/node-reader.js';
 import type { RunService } from '../runs/run-service.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
-import { EVENT_STREAM_HEADERS, type EventStreams } from './event-streams.js';
-import { sendError } from './api-errors.js';
-import { ambiguousResponse, errorResponse, textSchema } from './openapi-components.js';
+import { EVENT_STREAM_HEADERS, type EventStreams } from '../http/event-streams.js';
+import { sendError } from '../http/api-errors.js';
+import { ambiguousResponse, errorResponse, textSchema } from '../http/openapi-components.js';
 
 export interface LogRoutesDeps {
   redis: Redis;
@@ -19,7 +19,7 @@ export interface LogRoutesDeps {
 }
 
 /** A run whose results have no attribute by that name, or several derivations where one was meant. */
-export class RunAttributeError extends NixfarmError {
+class RunAttributeError extends NixfarmError {
   constructor(message: string) {
     super('attribute-not-found', message);
   }

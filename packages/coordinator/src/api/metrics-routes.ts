@@ -5,7 +5,7 @@ import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { FarmStatusCollector } from '../metrics/farm-status-collector.js';
-import { jsonResponse, textSchema } from './openapi-components.js';
+import { jsonResponse, textSchema } from '../http/openapi-components.js';
 
 export interface MetricsRoutesDeps {
   metrics: FarmMetrics;
@@ -80,5 +80,5 @@ function mergeExports(exports: readonly string[]): string {
       else if (!family.header.includes(line)) family.header.push(line);
     }
   }
-  return [...families.values()].map((f) => [...f.header, ...f.samples].join('\n') + '\n').join('');
+  return [...families.values()].map((f) => `${[...f.header, ...f.samples].join('\n')}\n`).join('');
 }

@@ -4,7 +4,7 @@ import { createJsonSchemaTransform, createJsonSchemaTransformObject } from 'fast
 import { z } from 'zod';
 import { NIX_BASE32_CHAR, STORE_DIR, drvPathSchema, storePathSchema, submitRunRequestSchema } from '@nixfarm/shared';
 import { scopeNeeded } from './api-auth.js';
-import { errorResponse, jsonResponse, type RouteResponse } from './openapi-components.js';
+import { errorResponse, jsonResponse, type RouteResponse } from '../http/openapi-components.js';
 import type { JsonSchema } from './openapi-types.js';
 
 /**
@@ -17,7 +17,7 @@ import type { JsonSchema } from './openapi-types.js';
  */
 
 /** A route that belongs to the API and so must describe itself; the rest are the dashboard's pages and the queue board. */
-export const isApiRoute = (url: string): boolean => /^\/(api\/|metrics$)/.test(url);
+const isApiRoute = (url: string): boolean => /^\/(api\/|metrics$)/.test(url);
 
 /** An API route registered without its description. */
 export class UndocumentedRouteError extends Error {

@@ -13,9 +13,9 @@ import {
 } from '@nixfarm/shared';
 import type { RunService } from '../runs/run-service.js';
 import type { RunEvents } from '../runs/run-events.js';
-import { sendError } from './api-errors.js';
-import { EVENT_STREAM_HEADERS, type EventStreams } from './event-streams.js';
-import { errorResponse, eventStreamResponse, eventStreamSchema, jsonResponse } from './openapi-components.js';
+import { sendError } from '../http/api-errors.js';
+import { EVENT_STREAM_HEADERS, type EventStreams } from '../http/event-streams.js';
+import { errorResponse, eventStreamResponse, eventStreamSchema, jsonResponse } from '../http/openapi-components.js';
 
 export interface RunRoutesDeps {
   runs: RunService;

@@ -3,8 +3,8 @@ import { z } from 'zod';
 import { formatZodError, sessionRequestSchema, sessionResponseSchema, type Logger } from '@nixfarm/shared';
 import { SESSION_COOKIE, TOKEN_HINT } from './api-auth.js';
 import type { ApiTokens } from './api-tokens.js';
-import { sendError } from './api-errors.js';
-import { errorResponse, jsonResponse } from './openapi-components.js';
+import { sendError } from '../http/api-errors.js';
+import { errorResponse, jsonResponse } from '../http/openapi-components.js';
 
 export interface SessionRoutesDeps {
   tokens: ApiTokens;

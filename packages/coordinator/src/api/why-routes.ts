@@ -2,8 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { whyAnswerSchema } from '@nixfarm/shared';
 import type { WhyService } from '../explain/index.js';
-import { sendError } from './api-errors.js';
-import { ambiguousResponse, errorResponse, jsonResponse } from './openapi-components.js';
+import { sendError } from '../http/api-errors.js';
+import { ambiguousResponse, errorResponse, jsonResponse } from '../http/openapi-components.js';
 
 export interface WhyRoutesDeps {
   why: Pick<WhyService, 'explain'>;

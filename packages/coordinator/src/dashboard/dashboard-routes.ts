@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { dashboardSnapshotSchema, type DashboardSnapshot } from '@nixfarm/shared';
 import type { DashboardFeed } from './dashboard-feed.js';
-import { EVENT_STREAM_HEADERS, type EventStreams } from '../api/event-streams.js';
-import { sendError } from '../api/api-errors.js';
-import { eventStreamResponse, eventStreamSchema, jsonResponse } from '../api/openapi-components.js';
+import { EVENT_STREAM_HEADERS, type EventStreams } from '../http/event-streams.js';
+import { sendError } from '../http/api-errors.js';
+import { eventStreamResponse, eventStreamSchema, jsonResponse } from '../http/openapi-components.js';
 
 export interface DashboardRoutesDeps {
   feed: Pick<DashboardFeed, 'snapshot' | 'subscribe'>;

@@ -10,7 +10,7 @@ export interface QueueBoardDeps {
   logger: Logger;
 }
 
-export const QUEUE_BOARD_PATH = '/queues';
+const QUEUE_BOARD_PATH = '/queues';
 
 /**
  * bull-board at /queues: BullMQ's raw view of every build queue, read-only.

@@ -135,7 +135,7 @@ export interface Explanation {
 }
 
 /** The placement rule, as said to operators (Nix's build-remote, without Hydra's rounding). */
-export const PLACEMENT_RULE =
+const PLACEMENT_RULE =
   "among free capable workers Nix's rule picks the lowest load/speed factor, then the higher speed factor, then the lower load";
 
 const VERDICT_ORDER: Record<WorkerVerdictKind, number> = { free: 0, busy: 1, paused: 2, draining: 3, gone: 4, ineligible: 5 };

@@ -183,7 +183,7 @@ const CODECS: { [K in NodeField]: FieldCodec<DerivationNode[K]> } = {
 /** Every field name a node may hold, in a fixed order: what HGETALL may return, and all the Lua scripts may write. */
 export const NODE_FIELDS = Object.keys(CODECS) as NodeField[];
 
-export function isNodeField(name: string): name is NodeField {
+function isNodeField(name: string): name is NodeField {
   return Object.hasOwn(CODECS, name);
 }
 
@@ -201,7 +201,9 @@ export function decodeNode<F extends NodeField>(raw: Readonly<Partial<Record<F, 
 /** HMGET's reply (values in the order of `fields`) as a record. */
 export function zipFields<F extends NodeField>(fields: readonly F[], values: ReadonlyArray<string | null> | undefined): Partial<Record<F, string | null>> {
   const raw: Partial<Record<F, string | null>> = {};
-  fields.forEach((f, i) => (raw[f] = values?.[i] ?? null));
+  fields.forEach((f, i) => {
+    raw[f] = values?.[i] ?? null;
+  });
   return raw;
 }
 

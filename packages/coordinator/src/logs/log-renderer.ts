@@ -69,6 +69,6 @@ export class LogRenderer {
   }
 }
 
-export function incompleteMarker(info: Pick<LogAttemptInfo, 'worker' | 'jobId' | 'attempt'>): string {
+function incompleteMarker(info: Pick<LogAttemptInfo, 'worker' | 'jobId' | 'attempt'>): string {
   return `nixfarm: log incomplete: worker ${info.worker} stopped reporting (job ${info.jobId}, try ${info.attempt})`;
 }

@@ -4,7 +4,7 @@ import ssh2 from 'ssh2';
 import type { ParsedKey } from 'ssh2';
 import { InvalidSshPublicKeyError, NixfarmError, formatSshPublicKey, parseSshPublicKey, type Logger, type SshPublicKey } from '@nixfarm/shared';
 
-export const AUTHORIZED_KEYS_FILE = 'authorized_keys';
+const AUTHORIZED_KEYS_FILE = 'authorized_keys';
 
 export interface AuthorizedKey extends SshPublicKey {
   /** 1-based line in the file, for messages */
@@ -18,7 +18,7 @@ export interface AuthorizedKeysOptions {
   logger?: Logger;
 }
 
-export class AuthorizedKeysFileError extends NixfarmError {
+class AuthorizedKeysFileError extends NixfarmError {
   constructor(path: string, reason: string, cause?: unknown) {
     super('invalid-authorized-keys-file', `cannot use ${path}: ${reason}`, { retryable: false, cause });
   }

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { NixfarmError, loadOrCreateSshKey } from '@nixfarm/shared';
 
-export const HOST_KEY_FILE = 'ssh_host_ed25519_key';
+const HOST_KEY_FILE = 'ssh_host_ed25519_key';
 
 export interface HostKey {
   /** OpenSSH private key text, as ssh2's Server takes it in `hostKeys` */
@@ -15,7 +15,7 @@ export interface HostKey {
   fingerprint: string;
 }
 
-export class HostKeyFileError extends NixfarmError {
+class HostKeyFileError extends NixfarmError {
   constructor(path: string, reason: string, cause?: unknown) {
     super('invalid-host-key-file', `cannot use the coordinator host key ${path}: ${reason}`, { retryable: false, cause });
   }

@@ -52,7 +52,7 @@ export function parseStoreCommand(command: string): StoreCommandName | undefined
   return STORE_COMMANDS.find((allowed) => allowed === normalised);
 }
 
-export class StoreEndpointError extends NixfarmError {
+class StoreEndpointError extends NixfarmError {
   constructor(message: string, cause?: unknown) {
     super('store-endpoint-failed', message, { retryable: false, cause });
   }

@@ -16,7 +16,7 @@ export const runListResponseSchema = z.object({ runs: z.array(runViewSchema) });
 export const derivationListResponseSchema = z.object({ derivations: z.array(derivationViewSchema) });
 
 /** A registered worker as GET /api/workers lists it: what it advertises, and whether its heartbeat is recent. */
-export const workerListingSchema = workerInfoSchema.extend({ alive: z.boolean() });
+const workerListingSchema = workerInfoSchema.extend({ alive: z.boolean() });
 export const workerListResponseSchema = z.object({ workers: z.array(workerListingSchema) });
 
 /** One BullMQ queue (a system and feature set) as GET /api/queues counts it; GET /api/status adds the oldest wait. */

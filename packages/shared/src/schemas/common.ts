@@ -20,4 +20,4 @@ export const buildStatusSchema = z.enum(BUILD_STATUSES as unknown as [string, ..
 export const runStatusSchema = z.enum(RUN_STATUSES);
 export const runIdSchema = z.string().regex(/^[a-z0-9]{6,40}$/, 'a run id is lower-case letters and digits');
 
-export { formatZodError, type FormatZodErrorOptions } from './zod-messages.js';
+export { formatZodError } from './zod-messages.js';

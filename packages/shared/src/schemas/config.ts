@@ -38,10 +38,10 @@ export type CoordinatorConfigInput = z.input<typeof coordinatorConfigSchema>;
 const SIZE_SUFFIXES: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 
 /** How a byte size may be written, for messages. */
-export const BYTE_SIZE_FORM = 'a whole number of bytes, optionally with a K, M or G suffix (powers of 1024, like 65536, 4K or 64M)';
+const BYTE_SIZE_FORM = 'a whole number of bytes, optionally with a K, M or G suffix (powers of 1024, like 65536, 4K or 64M)';
 
 /** A byte size as Nix's settings take it: plain bytes (a number, or a string of digits) or digits with a K, M or G suffix. Undefined: not that form. */
-export function parseByteSize(value: number | string): number | undefined {
+function parseByteSize(value: number | string): number | undefined {
   if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
   const m = /^\s*(\d+)\s*([kmg]?)\s*$/i.exec(value);
   if (m === null) return undefined;

@@ -27,7 +27,6 @@ export const workerStatusSchema = z.object({
   heartbeatAgeSeconds: z.number(),
   freeDiskBytes: z.number().nonnegative().optional(),
 });
-export type WorkerStatus = z.infer<typeof workerStatusSchema>;
 
 /** The scaling signal of one system: how many more workers its waiting work needs. */
 export const systemScalingSchema = z.object({

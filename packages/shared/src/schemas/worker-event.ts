@@ -18,7 +18,7 @@ export const WORKER_OUTCOMES = ['succeeded', 'failed', 'aborted', 'timed-out', '
 export type WorkerOutcome = (typeof WORKER_OUTCOMES)[number];
 
 /** A NAR hash as Nix prints it: `sha256:` and 52 base-32 digits (or 64 hex digits) */
-export const narHashSchema = z.string().regex(new RegExp(`^sha256:(${NIX_BASE32_CHAR}{52}|[0-9a-f]{64})$`), 'a NAR hash like sha256:<52 base-32 digits>');
+const narHashSchema = z.string().regex(new RegExp(`^sha256:(${NIX_BASE32_CHAR}{52}|[0-9a-f]{64})$`), 'a NAR hash like sha256:<52 base-32 digits>');
 
 export const buildStartedEventSchema = z.object({
   type: z.literal('started'),

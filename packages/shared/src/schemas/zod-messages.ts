@@ -6,7 +6,7 @@ type RawIssue = z.core.$ZodRawIssue;
 const SHOWN_VALUE_MAX = 60;
 
 /** A value as the person typed it (JSON, so a newline shows as \n), cut short when long. */
-export function showValue(value: unknown): string {
+function showValue(value: unknown): string {
   let text: string;
   try {
     text = JSON.stringify(value) ?? String(value);
@@ -28,13 +28,6 @@ const NOUNS: Record<string, string> = {
   bigint: 'a whole number',
   null: 'null',
 };
-
-function kindOf(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'number' && Number.isInteger(value)) return 'a whole number';
-  return NOUNS[typeof value] ?? typeof value;
-}
 
 function sizeOf(input: unknown): number | undefined {
   if (typeof input === 'string' || Array.isArray(input)) return input.length;
@@ -86,7 +79,7 @@ function range(issue: { minimum?: unknown; maximum?: unknown; inclusive?: boolea
  * message a schema sets itself wins over these (zod's precedence), so a
  * field's own explanation stays. Undefined: zod's default wording.
  */
-export function issueMessage(issue: RawIssue): string | undefined {
+function issueMessage(issue: RawIssue): string | undefined {
   const input = issue.input;
   switch (issue.code) {
     case 'invalid_type': {

@@ -9,7 +9,7 @@ import { READY_FIELDS } from '../ready-derivation.js';
  */
 
 /** A Lua string literal. */
-export function luaString(value: string): string {
+function luaString(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n')}'`;
 }
 
@@ -25,7 +25,7 @@ function suffix(longer: string, base: string): string {
 }
 
 /** Key parts the scripts build data-dependent keys from (a node's inputs, dependents and runs). */
-export const LUA_KEY_PARTS = {
+const LUA_KEY_PARTS = {
   drv: suffix(redisKeys.drv(SAMPLE), '').slice(0, -SAMPLE.length),
   drvRuns: suffix(redisKeys.drvRuns(SAMPLE), redisKeys.drv(SAMPLE)),
   drvDependents: suffix(redisKeys.drvDependents(SAMPLE), redisKeys.drv(SAMPLE)),

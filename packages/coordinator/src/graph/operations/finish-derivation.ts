@@ -7,7 +7,7 @@ import { listOf, type GraphOperation } from './graph-operation.js';
 import type { BuildAttempt, FinishDetails } from '../graph-transitions.js';
 
 /** Successful builds remembered per node: far more than any retry policy allows. */
-export const MAX_SUCCESSES = 20;
+const MAX_SUCCESSES = 20;
 
 export interface FinishCall {
   hash: string;

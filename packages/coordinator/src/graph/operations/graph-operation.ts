@@ -26,13 +26,13 @@ export interface TaggedReply {
 }
 
 /** A script replied something that is not its tagged JSON: a bug, never a state of the graph. */
-export class GraphReplyError extends Error {
+class GraphReplyError extends Error {
   constructor(operation: string, reply: unknown) {
     super(`graph operation ${operation} replied ${JSON.stringify(reply)?.slice(0, 200)}, not a tagged reply`);
   }
 }
 
-export function decodeReply(operation: string, raw: unknown): TaggedReply {
+function decodeReply(operation: string, raw: unknown): TaggedReply {
   if (typeof raw !== 'string') throw new GraphReplyError(operation, raw);
   let parsed: unknown;
   try {
