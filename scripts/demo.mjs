@@ -68,7 +68,12 @@ const detail = (line) => say(`      ${line}`);
 
 function table(rows, align) {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
-  return rows.map((r) => r.map((cell, c) => (align[c] === 'r' ? String(cell).padStart(widths[c]) : String(cell).padEnd(widths[c]))).join('  ').trimEnd());
+  return rows.map((r) =>
+    r
+      .map((cell, c) => (align[c] === 'r' ? String(cell).padStart(widths[c]) : String(cell).padEnd(widths[c])))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 // ---------------------------------------------------------------- processes
@@ -283,7 +288,10 @@ class DemoError extends Error {}
 /** examples/.busybox: bin/busybox (a copy of the static busybox) and bin/sh -> busybox, the example's only tool. */
 function ensureBusyboxDir() {
   const source = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p)) ?? onPath('busybox');
-  if (source === undefined) throw new DemoError('no busybox found: install a static busybox at /bin/busybox (Debian: apt-get install busybox-static; `npm run demo` does this on Debian)');
+  if (source === undefined)
+    throw new DemoError(
+      'no busybox found: install a static busybox at /bin/busybox (Debian: apt-get install busybox-static; `npm run demo` does this on Debian)',
+    );
   const bin = join(BUSYBOX_DIR, 'bin');
   mkdirSync(bin, { recursive: true });
   const target = join(bin, 'busybox');
@@ -338,7 +346,14 @@ async function main() {
     detail(`Each worker runs in a simulated machine: a private mount namespace with its own /nix`);
     detail(`store, empty at first. Inputs and outputs travel over the coordinator's SSH endpoint.`);
   } else {
-    const why = process.env.NIXFARM_DEMO_SHARED_STORE === '1' ? 'NIXFARM_DEMO_SHARED_STORE=1' : !isLinux ? `this is ${process.platform}, not Linux` : !isRoot ? 'not running as root' : 'unshare(1) is missing';
+    const why =
+      process.env.NIXFARM_DEMO_SHARED_STORE === '1'
+        ? 'NIXFARM_DEMO_SHARED_STORE=1'
+        : !isLinux
+          ? `this is ${process.platform}, not Linux`
+          : !isRoot
+            ? 'not running as root'
+            : 'unshare(1) is missing';
     detail(`${why}: no mount namespaces here, so both workers run directly on`);
     detail(`this machine and share its Nix store. Every build still goes through the farm (queue,`);
     detail(`SSH endpoint, a worker's serve session, report), but copies find nothing to move.`);
@@ -360,8 +375,14 @@ async function main() {
   const coordinatorState = join(workDir, 'coordinator');
   // GC roots must live under Nix's gcroots to count; the demo removes its own at the end.
   const perUser = `/nix/var/nix/gcroots/per-user/${userInfo().username}`;
-  gcRootsDir = isRoot ? join(DEMO_GC_ROOTS, basename(workDir)) : existsSync(perUser) ? join(perUser, `nixfarm-demo-${basename(workDir)}`) : join(workDir, 'gcroots');
-  detail(dim(`work dir ${workDir} (${process.env.NIXFARM_DEMO_KEEP === '1' ? 'kept: NIXFARM_DEMO_KEEP=1' : 'removed at the end; NIXFARM_DEMO_KEEP=1 keeps it'})`));
+  gcRootsDir = isRoot
+    ? join(DEMO_GC_ROOTS, basename(workDir))
+    : existsSync(perUser)
+      ? join(perUser, `nixfarm-demo-${basename(workDir)}`)
+      : join(workDir, 'gcroots');
+  detail(
+    dim(`work dir ${workDir} (${process.env.NIXFARM_DEMO_KEEP === '1' ? 'kept: NIXFARM_DEMO_KEEP=1' : 'removed at the end; NIXFARM_DEMO_KEEP=1 keeps it'})`),
+  );
 
   // ---- 1. coordinator
   step(1, total, 'Starting the coordinator (embedded Redis, HTTP API, SSH store endpoint)');
@@ -376,7 +397,8 @@ async function main() {
   while (!existsSync(addressFile)) {
     // the CLI reports a fatal error as one line "nixfarm: ..." before it exits
     if (/^nixfarm: /m.test(tail(coordinator.log, 200))) throw new DemoError(`the coordinator could not start:\n${tail(coordinator.log, 10)}`);
-    if (coordinator.child.exitCode !== null || coordinator.child.signalCode !== null) throw new DemoError(`the coordinator exited (${coordinator.child.exitCode ?? coordinator.child.signalCode}):\n${tail(coordinator.log)}`);
+    if (coordinator.child.exitCode !== null || coordinator.child.signalCode !== null)
+      throw new DemoError(`the coordinator exited (${coordinator.child.exitCode ?? coordinator.child.signalCode}):\n${tail(coordinator.log)}`);
     if (Date.now() > deadline) throw new DemoError(`the coordinator was not ready after ${TIMEOUT.coordinatorMs / 1000} s:\n${tail(coordinator.log)}`);
     await sleep(50);
   }
@@ -404,11 +426,32 @@ async function main() {
     // one at a time: authorize appends to the coordinator's authorized_keys
     const auth = await nixfarm(['authorize', '--state-dir', coordinatorState, key]);
     if (auth.code !== 0) throw new DemoError(`nixfarm authorize failed:\n${auth.stderr}`);
-    const workerArgs = [NIXFARM, 'worker', '--join', coordinatorState, '--name', name, '--state-dir', join(machineDir, 'state'), '--max-jobs', String(MAX_JOBS), '--nix-option', 'substituters='];
-    const fingerprint = auth.stdout.trim().replace(/^authorised /, '').replace(/ in .*$/, '');
+    const workerArgs = [
+      NIXFARM,
+      'worker',
+      '--join',
+      coordinatorState,
+      '--name',
+      name,
+      '--state-dir',
+      join(machineDir, 'state'),
+      '--max-jobs',
+      String(MAX_JOBS),
+      '--nix-option',
+      'substituters=',
+    ];
+    const fingerprint = auth.stdout
+      .trim()
+      .replace(/^authorised /, '')
+      .replace(/ in .*$/, '');
     if (mode === 'machines') {
       workerArgs.push('--nix-option', 'sandbox=true');
-      startProcess(name, 'unshare', ['-m', '--propagation', 'private', 'sh', '-c', ENTER_MACHINE, join(machineDir, 'nix'), process.execPath, ...workerArgs], machineEnv(machineDir));
+      startProcess(
+        name,
+        'unshare',
+        ['-m', '--propagation', 'private', 'sh', '-c', ENTER_MACHINE, join(machineDir, 'nix'), process.execPath, ...workerArgs],
+        machineEnv(machineDir),
+      );
       detail(`${name}: key ${fingerprint} authorised; its store: ${relative(workDir, join(machineDir, 'nix'))} on /nix`);
     } else {
       startProcess(name, process.execPath, workerArgs, hostEnv());
@@ -421,9 +464,13 @@ async function main() {
     const alive = new Set(workers.filter((w) => w.alive).map((w) => w.name));
     if (WORKERS.every((n) => alive.has(n))) break;
     for (const entry of children.filter((c) => WORKERS.includes(c.name))) {
-      if (entry.child.exitCode !== null || entry.child.signalCode !== null) throw new DemoError(`worker ${entry.name} exited (${entry.child.exitCode ?? entry.child.signalCode}):\n${tail(entry.log)}`);
+      if (entry.child.exitCode !== null || entry.child.signalCode !== null)
+        throw new DemoError(`worker ${entry.name} exited (${entry.child.exitCode ?? entry.child.signalCode}):\n${tail(entry.log)}`);
     }
-    if (Date.now() > workersDeadline) throw new DemoError(`workers not registered after ${TIMEOUT.workersMs / 1000} s:\n${children.map((c) => `--- ${c.name}\n${tail(c.log, 10)}`).join('\n')}`);
+    if (Date.now() > workersDeadline)
+      throw new DemoError(
+        `workers not registered after ${TIMEOUT.workersMs / 1000} s:\n${children.map((c) => `--- ${c.name}\n${tail(c.log, 10)}`).join('\n')}`,
+      );
     await sleep(200);
   }
   const registered = await nixfarm(['workers', '--coordinator', address.httpUrl]);
@@ -469,7 +516,8 @@ async function main() {
   step(5, total, 'Outputs, checked in the coordinator store');
   const problems = [];
   if (build.code !== 0 || runView.status !== 'succeeded') problems.push(`the run ended ${runView.status} (nixfarm build exit code ${build.code})`);
-  if (runView.status === 'succeeded') for (const r of runView.results ?? []) detail(`${r.attr}${r.outputName === 'out' ? '' : `.${r.outputName}`} -> ${bold(r.outputPath)}`);
+  if (runView.status === 'succeeded')
+    for (const r of runView.results ?? []) detail(`${r.attr}${r.outputName === 'out' ? '' : `.${r.outputName}`} -> ${bold(r.outputPath)}`);
 
   // every output of every derivation of the run, as the coordinator's store knows them
   const built = derivations.filter((d) => d.status === 'succeeded');
@@ -484,7 +532,10 @@ async function main() {
     const check = await run('nix-store', ['--check-validity', '--print-invalid', ...outputs], { env: hostEnv() });
     const invalid = check.stdout.split('\n').filter((l) => l !== '');
     if (check.code !== 0 || invalid.length > 0) problems.push(`not valid in the coordinator store: ${invalid.join(' ') || check.stderr.trim()}`);
-    else detail(`${green('ok')} all ${outputs.length} outputs of the ${drvPaths.length} built derivations are valid in the coordinator's store (nix-store --check-validity)`);
+    else
+      detail(
+        `${green('ok')} all ${outputs.length} outputs of the ${drvPaths.length} built derivations are valid in the coordinator's store (nix-store --check-validity)`,
+      );
   }
   if (mode === 'machines' && drvPaths.length > 0) {
     // Proof of where each build ran: its outputs exist in that machine's own store.

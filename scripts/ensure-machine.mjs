@@ -110,9 +110,12 @@ if (missing.length > 0) {
     for (const r of missing) say(`  - ${r.what} (Debian/Ubuntu package: ${r.pkg})`);
     say('Install them, for example:');
     say(`  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing.map((r) => r.pkg).join(' ')}`);
-    if (missing.some((r) => r.pkg === 'nix-bin')) say('  Nix elsewhere: https://nixos.org/download (the official installer), then open a new shell so nix-store is on PATH');
-    if (missing.some((r) => r.pkg === 'redis-server')) say('  Redis elsewhere: your distribution\'s redis package, or https://redis.io/docs/latest/operate/oss_and_stack/install/');
-    if (missing.some((r) => r.pkg === 'busybox-static')) say('  busybox: a statically linked busybox must be at /bin/busybox (test derivations run it inside the Nix sandbox)');
+    if (missing.some((r) => r.pkg === 'nix-bin'))
+      say('  Nix elsewhere: https://nixos.org/download (the official installer), then open a new shell so nix-store is on PATH');
+    if (missing.some((r) => r.pkg === 'redis-server'))
+      say("  Redis elsewhere: your distribution's redis package, or https://redis.io/docs/latest/operate/oss_and_stack/install/");
+    if (missing.some((r) => r.pkg === 'busybox-static'))
+      say('  busybox: a statically linked busybox must be at /bin/busybox (test derivations run it inside the Nix sandbox)');
     process.exit(1);
   }
 }
@@ -131,7 +134,8 @@ function probeNixBuild() {
   // builtin:buildenv needs no shell or busybox in the store, yet goes through
   // build-user acquisition and the sandbox like any build. A fresh nonce makes
   // Nix really build; the paths are deleted after.
-  const expr = '{ nonce }: derivation { name = "nixfarm-build-probe"; system = "builtin"; builder = "builtin:buildenv"; derivations = ""; manifest = "/dev/null"; inherit nonce; }';
+  const expr =
+    '{ nonce }: derivation { name = "nixfarm-build-probe"; system = "builtin"; builder = "builtin:buildenv"; derivations = ""; manifest = "/dev/null"; inherit nonce; }';
   const nonce = `${process.pid}-${Date.now()}`;
   const nixOptions = ['--option', 'substituters', '', '--option', 'sandbox', 'true'];
   const instantiated = spawnSync('nix-instantiate', [...nixOptions, '--argstr', 'nonce', nonce, '-E', expr], { encoding: 'utf8' });
@@ -148,7 +152,10 @@ function probeNixBuild() {
 
 /** Nix's messages for a build-users group that is missing or empty (Nix 2.8, libstore/lock.cc) */
 function lacksBuildUsers(error) {
-  return error.includes(`group '${BUILD_USERS_GROUP}' specified in 'build-users-group' does not exist`) || error.includes(`build users group '${BUILD_USERS_GROUP}' has no members`);
+  return (
+    error.includes(`group '${BUILD_USERS_GROUP}' specified in 'build-users-group' does not exist`) ||
+    error.includes(`build users group '${BUILD_USERS_GROUP}' has no members`)
+  );
 }
 
 function getent(database, key) {
@@ -167,7 +174,24 @@ function createBuildUsers() {
   for (let i = 1; i <= BUILD_USER_COUNT; i++) {
     const user = `${BUILD_USERS_GROUP}${i}`;
     if (getent('passwd', user)) continue;
-    const args = ['--system', '--gid', BUILD_USERS_GROUP, '--groups', BUILD_USERS_GROUP, '--no-user-group', '--no-create-home', '--home-dir', '/var/empty', '--shell', nologin, '--comment', `Nix build user ${i}`, '--password', '!', user];
+    const args = [
+      '--system',
+      '--gid',
+      BUILD_USERS_GROUP,
+      '--groups',
+      BUILD_USERS_GROUP,
+      '--no-user-group',
+      '--no-create-home',
+      '--home-dir',
+      '/var/empty',
+      '--shell',
+      nologin,
+      '--comment',
+      `Nix build user ${i}`,
+      '--password',
+      '!',
+      user,
+    ];
     const result = spawnSync('useradd', args, { stdio: ['ignore', 'ignore', 'inherit'] });
     if (result.error || result.status !== 0) {
       say(`useradd ${user} failed${result.error ? `: ${result.error.message}` : ` with ${result.status}`}`);
@@ -184,7 +208,14 @@ if (probeError !== undefined) {
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   let fixed = false;
   if (lacksBuildUsers(probeError) && isRoot) {
-    say(`Nix cannot build yet: ${probeError.split('\n').filter((l) => l.startsWith('error:')).at(-1) ?? probeError}`);
+    say(
+      `Nix cannot build yet: ${
+        probeError
+          .split('\n')
+          .filter((l) => l.startsWith('error:'))
+          .at(-1) ?? probeError
+      }`,
+    );
     const created = createBuildUsers();
     if (created !== undefined) {
       say(`created Nix's build users, as Nix's installer does: ${created.join(', ')}`);
@@ -203,7 +234,9 @@ if (probeError !== undefined) {
     if (lacksBuildUsers(probeError)) {
       say(`Create Nix's build users as root (what Nix's installer does), then run again:`);
       say(`  groupadd --system ${BUILD_USERS_GROUP}`);
-      say(`  for i in $(seq 1 ${BUILD_USER_COUNT}); do useradd --system --gid ${BUILD_USERS_GROUP} --groups ${BUILD_USERS_GROUP} --no-user-group --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin ${BUILD_USERS_GROUP}$i; done`);
+      say(
+        `  for i in $(seq 1 ${BUILD_USER_COUNT}); do useradd --system --gid ${BUILD_USERS_GROUP} --groups ${BUILD_USERS_GROUP} --no-user-group --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin ${BUILD_USERS_GROUP}$i; done`,
+      );
     }
     process.exit(1);
   }

@@ -85,7 +85,10 @@ for (const group of groups) {
   });
   const files = filters.length === 0 ? current : current.filter((f) => filters.some((s) => relative(join(dist, group), f).includes(s)));
   const alone = new Set(GROUPS[group].alone ?? []);
-  const together = startOrder(group, files.filter((f) => !alone.has(relative(join(dist, group), f))));
+  const together = startOrder(
+    group,
+    files.filter((f) => !alone.has(relative(join(dist, group), f))),
+  );
   const apart = files.filter((f) => alone.has(relative(join(dist, group), f)));
   const { flags = [], lanes } = GROUPS[group];
   if (together.length > 0) plan.push({ group, files: together, flags, lanes });
@@ -93,7 +96,9 @@ for (const group of groups) {
 }
 
 if (compiled === 0) {
-  process.stderr.write(`run-tests: no compiled tests under ${relative(root, dist)}/{${groups.join(',')}}: the build did not produce tests (run \`npm run build\`)\n`);
+  process.stderr.write(
+    `run-tests: no compiled tests under ${relative(root, dist)}/{${groups.join(',')}}: the build did not produce tests (run \`npm run build\`)\n`,
+  );
   process.exit(1);
 }
 if (plan.length === 0) {

@@ -29,7 +29,8 @@ function positiveInteger(flag: string, value: string | undefined): number {
 function list<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T[] {
   if (value === undefined || value === '') throw new Error(`${flag} needs a comma-separated list of ${allowed.join(', ')}`);
   const items = value.split(',').map((s) => s.trim());
-  for (const item of items) if (!(allowed as readonly string[]).includes(item)) throw new Error(`${flag}: unknown ${JSON.stringify(item)} (one of ${allowed.join(', ')})`);
+  for (const item of items)
+    if (!(allowed as readonly string[]).includes(item)) throw new Error(`${flag}: unknown ${JSON.stringify(item)} (one of ${allowed.join(', ')})`);
   // in the canonical order, each once
   return allowed.filter((a) => items.includes(a));
 }

@@ -8,7 +8,7 @@ import type { WorkloadId } from './workloads.js';
 export const OVERHEAD_DEFINITION = [
   'overhead/drv = median over derivations of (span - median local span of the same workload), median over repetitions, where span is',
   '  (a):      start of its build activity (builder forked in a free slot) to its goal being done (outputs valid in the host store);',
-  "  (b):      from Nix's last \"trying to build\" of the derivation (the build hook then picks a machine and opens SSH)",
+  '  (b):      from Nix\'s last "trying to build" of the derivation (the build hook then picks a machine and opens SSH)',
   '            to its goal being done (outputs copied back, valid in the host store);',
   '            both read from nix-build --log-format internal-json -vvv, each line timestamped on arrival;',
   '  (c):      startedAt to finishedAt of GET /api/runs/:id/derivations (worker took the job -> copy in, realise, copy out',
@@ -47,7 +47,16 @@ export interface BenchReport {
   finishedAt: string;
   quick: boolean;
   machine: { nixVersion: string; cores: number; cpuModel: string; nodeVersion: string; kernel: string; system: string };
-  settings: { maxJobsPerWorker: number; localJobs: number; workers: string[]; reps: number; ways: WayId[]; workloads: WorkloadId[]; cpuMebibytes?: number; setup: string };
+  settings: {
+    maxJobsPerWorker: number;
+    localJobs: number;
+    workers: string[];
+    reps: number;
+    ways: WayId[];
+    workloads: WorkloadId[];
+    cpuMebibytes?: number;
+    setup: string;
+  };
   overheadDefinition: string;
   results: WorkloadResult[];
   /** nixfarm per workload, pooled over repetitions */
@@ -83,7 +92,15 @@ export function formatReport(report: BenchReport): string {
       const w = r.ways[way];
       if (w === undefined) continue;
       const spread = w.makespansMs.length > 1 ? `${seconds(Math.min(...w.makespansMs))} .. ${seconds(Math.max(...w.makespansMs))}` : '';
-      rows.push([`${r.workload} (${r.derivations})`, `(${way}) ${w.title}`, seconds(w.medianMakespanMs), spread, millis(w.overheadMs), ratio(w.ratioToA), ratio(w.ratioToB)]);
+      rows.push([
+        `${r.workload} (${r.derivations})`,
+        `(${way}) ${w.title}`,
+        seconds(w.medianMakespanMs),
+        spread,
+        millis(w.overheadMs),
+        ratio(w.ratioToA),
+        ratio(w.ratioToB),
+      ]);
     }
   }
   out.push(table(['workload (drvs)', 'way', 'makespan', 'min .. max', 'overhead/drv', 'vs (a)', 'vs (b)'], rows, new Set([2, 3, 4, 5, 6])));
@@ -91,7 +108,7 @@ export function formatReport(report: BenchReport): string {
   const busiest = foreign.length > 0 ? Math.max(...foreign) : 0;
   if (busiest > 0.25) {
     out.push(`WARNING: processes outside the bench used up to ${busiest.toFixed(2)} of ${m.cores} cores during a run (per run: foreignCores in the JSON);`);
-    out.push('  they competed with the builds, so the affected figures overstate that way\'s time and blur the ratios.');
+    out.push("  they competed with the builds, so the affected figures overstate that way's time and blur the ratios.");
   }
   out.push('');
   out.push(report.overheadDefinition);

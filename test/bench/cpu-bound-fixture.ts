@@ -46,7 +46,8 @@ export function calibrateMebibytes(seconds: number): number {
  * the workload is exactly the CPU-bound builds). Takes `{ salt ? "" }`.
  */
 export function cpuBoundFixture(dir: string, count: number, mebibytes: number): CpuBoundFixture {
-  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(mebibytes) || mebibytes < 1) throw new Error('cpuBoundFixture needs count >= 1 and mebibytes >= 1');
+  if (!Number.isInteger(count) || count < 1 || !Number.isInteger(mebibytes) || mebibytes < 1)
+    throw new Error('cpuBoundFixture needs count >= 1 and mebibytes >= 1');
   writeBusyboxDir(dir);
   const attrs: string[] = [];
   const lines: string[] = [];

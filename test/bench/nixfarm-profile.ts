@@ -8,13 +8,21 @@ export type ProfilePhase = 'queueWait' | 'dispatch' | 'copyIn' | 'realise' | 'co
 /** What each phase measures, in the order the profile prints them. */
 export const PROFILE_PHASES: ReadonlyArray<{ phase: ProfilePhase; label: string; definition: string }> = [
   { phase: 'queueWait', label: 'queue wait', definition: 'startedAt - queuedAt: ready to taken by a worker, including waiting for a free slot' },
-  { phase: 'dispatch', label: '  of which dispatch', definition: 'startedAt - max(queuedAt, when a slot of that worker last became free): queue wait without slot contention' },
+  {
+    phase: 'dispatch',
+    label: '  of which dispatch',
+    definition: 'startedAt - max(queuedAt, when a slot of that worker last became free): queue wait without slot contention',
+  },
   { phase: 'copyIn', label: 'copy in', definition: 'timings.copyInMs: worker asks what of the input closure it lacks and imports it in one stream' },
   { phase: 'realise', label: 'realise', definition: 'timings.buildMs: reading the .drv from the coordinator and building it on a local serve session' },
   { phase: 'copyOut', label: 'copy out', definition: 'timings.copyOutMs: worker copies the outputs to the coordinator' },
   { phase: 'workerOther', label: 'worker other', definition: 'totalMs - copyInMs - buildMs - copyOutMs' },
   { phase: 'completion', label: 'completion', definition: 'finishedAt - startedAt - totalMs (worker clock: publishing the started/finished events)' },
-  { phase: 'release', label: 'release', definition: "a dependent's queuedAt - its last input's finishedAt: coordinator checks outputs, finishes the node, queues dependents" },
+  {
+    phase: 'release',
+    label: 'release',
+    definition: "a dependent's queuedAt - its last input's finishedAt: coordinator checks outputs, finishes the node, queues dependents",
+  },
 ];
 
 export interface PhaseFigures {
@@ -31,7 +39,16 @@ export type NixfarmProfile = Record<ProfilePhase, PhaseFigures>;
  * so worker and coordinator clocks are the same clock).
  */
 export function nixfarmProfile(runs: ReadonlyArray<readonly NixfarmDerivationRow[]>, slotsPerWorker: number): NixfarmProfile {
-  const samples: Record<ProfilePhase, number[]> = { queueWait: [], dispatch: [], copyIn: [], realise: [], copyOut: [], workerOther: [], completion: [], release: [] };
+  const samples: Record<ProfilePhase, number[]> = {
+    queueWait: [],
+    dispatch: [],
+    copyIn: [],
+    realise: [],
+    copyOut: [],
+    workerOther: [],
+    completion: [],
+    release: [],
+  };
   for (const rows of runs) {
     const byPath = new Map(rows.map((r) => [r.drvPath, r]));
     for (const r of rows) {

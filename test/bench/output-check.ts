@@ -24,7 +24,9 @@ export async function checkAllBuilt(workload: Workload, salt: string): Promise<B
   if (outputPaths.length < drvPaths.length) throw new Error(`${workload.id}: only ${outputPaths.length} outputs for ${drvPaths.length} derivations`);
   const invalid = (await nixStore(['--check-validity', '--print-invalid', ...outputPaths])).split('\n').filter((l) => l.length > 0);
   if (invalid.length > 0) {
-    throw new Error(`${workload.id} (salt ${salt}): ${invalid.length} of ${outputPaths.length} outputs are not valid in the host store, e.g. ${invalid.slice(0, 3).join(' ')}`);
+    throw new Error(
+      `${workload.id} (salt ${salt}): ${invalid.length} of ${outputPaths.length} outputs are not valid in the host store, e.g. ${invalid.slice(0, 3).join(' ')}`,
+    );
   }
   return { drvPaths, outputPaths };
 }
@@ -37,6 +39,8 @@ function nixStore(args: readonly string[]): Promise<string> {
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`nix-store ${args.slice(0, 2).join(' ')} ... exited with ${code}:\n${stderr}`))));
+    child.once('close', (code) =>
+      code === 0 ? resolve(stdout) : reject(new Error(`nix-store ${args.slice(0, 2).join(' ')} ... exited with ${code}:\n${stderr}`)),
+    );
   });
 }

@@ -67,7 +67,9 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 2000));
   const busyBefore = foreignCores(idleCheck, cpuSnapshot());
   if (busyBefore > QUIET_CORES) say(`warning: other processes use ${busyBefore.toFixed(2)} of ${cpus().length} cores right now: they will distort the figures`);
-  say(`work dir ${dir}; ways ${options.ways.join(',')}; workloads ${options.workloads.join(',')}; ${options.reps} rep(s); J=${options.maxJobs}${options.quick ? '; quick' : ''}`);
+  say(
+    `work dir ${dir}; ways ${options.ways.join(',')}; workloads ${options.workloads.join(',')}; ${options.reps} rep(s); J=${options.maxJobs}${options.quick ? '; quick' : ''}`,
+  );
 
   let cpuMebibytes = 1;
   if (options.workloads.includes('cpu-40')) {
@@ -172,14 +174,17 @@ async function main(): Promise<void> {
           const tag = `(${wayId}) ${workload.id} rep ${rep}/${options.reps}`;
           if (options.waitIdleSeconds > 0) {
             const used = await waitForQuietMachine(QUIET_CORES, options.waitIdleSeconds);
-            if (used >= QUIET_CORES) say(`${tag}: other processes still use ${used.toFixed(2)} cores after waiting ${options.waitIdleSeconds} s; running anyway`);
+            if (used >= QUIET_CORES)
+              say(`${tag}: other processes still use ${used.toFixed(2)} cores after waiting ${options.waitIdleSeconds} s; running anyway`);
           }
           say(`${tag}: building ${workload.fixture.expectedDrvCount} derivations, salt ${salt}`);
           const before = cpuSnapshot();
           const run = await way.run(workload, salt, (line) => say(`${tag}: ${line}`));
           const foreign = foreignCores(before, cpuSnapshot());
           await checkAllBuilt(workload, salt);
-          say(`${tag}: ${(run.makespanMs / 1000).toFixed(2)} s (other processes used ${foreign.toFixed(2)} cores meanwhile), all ${workload.fixture.expectedDrvCount} derivations' outputs valid in the host store`);
+          say(
+            `${tag}: ${(run.makespanMs / 1000).toFixed(2)} s (other processes used ${foreign.toFixed(2)} cores meanwhile), all ${workload.fixture.expectedDrvCount} derivations' outputs valid in the host store`,
+          );
           measured.set(key(workload.id, wayId), [...(measured.get(key(workload.id, wayId)) ?? []), { salt, run, foreignCores: foreign }]);
         }
       }

@@ -45,13 +45,11 @@ async function main(): Promise<void> {
         .then((run) => send({ type: 'submitted', runId: run.id, submitMs: performance.now() - started }))
         .catch((error: unknown) => send({ type: 'failed', error: String((error as Error).stack ?? error) }));
     } else if (message.type === 'stop') {
-      void core
-        .stop()
-        .finally(() => {
-          redis.disconnect();
-          // Exit now rather than when the last handle closes; --cpu-prof writes its profile on the way out.
-          process.exit(0);
-        });
+      void core.stop().finally(() => {
+        redis.disconnect();
+        // Exit now rather than when the last handle closes; --cpu-prof writes its profile on the way out.
+        process.exit(0);
+      });
     }
   });
 }

@@ -128,7 +128,11 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
     }
     levels.push(row);
   }
-  const top = make('tested', nodes.filter((n) => !needed.has(n.hash)), []);
+  const top = make(
+    'tested',
+    nodes.filter((n) => !needed.has(n.hash)),
+    [],
+  );
   nodes.push(top);
 
   const request = submitRunRequestSchema.parse({ expr: '(import ./synthetic-dag.nix { }).tested', attrs: ['tested'] });

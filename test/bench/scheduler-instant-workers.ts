@@ -112,7 +112,16 @@ class InstantWorker {
     const build = buildJobSchema.parse(job.data);
     const common = { drvPath: build.drvPath, worker: this.name, jobId: String(job.id), attempt: job.attemptsStarted ?? 0 };
     await this.publisher.publish({ type: 'started', ...common, at: Date.now() });
-    await this.publisher.publish({ type: 'finished', ...common, outcome: 'succeeded', outputs: build.outputs, exitCode: 0, logTail: [], timings: ZERO_TIMINGS, at: Date.now() });
+    await this.publisher.publish({
+      type: 'finished',
+      ...common,
+      outcome: 'succeeded',
+      outputs: build.outputs,
+      exitCode: 0,
+      logTail: [],
+      timings: ZERO_TIMINGS,
+      at: Date.now(),
+    });
     return { outcome: 'succeeded' };
   }
 

@@ -41,7 +41,10 @@ export function printReport(r: SchedulerBenchReport): void {
     ['completed / s (overall)', r.completedPerSecond.toFixed(0)],
     ['released / s (steady, 10-90 %)', r.steadyReleasedPerSecond.toFixed(0)],
     ['completed / s (steady, 10-90 %)', r.steadyCompletedPerSecond.toFixed(0)],
-    ['CPU s: coordinator / redis / bench workers', `${r.cpu.coordinatorSeconds.toFixed(1)} / ${r.cpu.redisSeconds.toFixed(1)} / ${r.cpu.benchWorkersSeconds.toFixed(1)}`],
+    [
+      'CPU s: coordinator / redis / bench workers',
+      `${r.cpu.coordinatorSeconds.toFixed(1)} / ${r.cpu.redisSeconds.toFixed(1)} / ${r.cpu.benchWorkersSeconds.toFixed(1)}`,
+    ],
     ['coordinator peak RSS', `${(r.coordinatorPeakRssBytes / MIB).toFixed(0)} MiB`],
     ['redis memory (end / peak)', `${(r.redisUsedMemoryBytes / MIB).toFixed(0)} / ${(r.redisPeakMemoryBytes / MIB).toFixed(0)} MiB`],
   ];

@@ -108,7 +108,10 @@ async function main(): Promise<number> {
   const profileDir = flags['cpu-prof'] === undefined ? undefined : path.resolve(flags['cpu-prof']);
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
   const execArgv = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
-  const child = fork(path.join(here, 'scheduler-coordinator-process.js'), [JSON.stringify(config)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(path.join(here, 'scheduler-coordinator-process.js'), [JSON.stringify(config)], {
+    execArgv,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const inbox: FromCoordinator[] = [];
   let waiter: (() => void) | undefined;
   child.on('message', (m: FromCoordinator) => {
@@ -156,10 +159,13 @@ async function main(): Promise<number> {
     let submitted: Extract<FromCoordinator, { type: 'submitted' }> | undefined;
     let runId: string | undefined;
     let finishedStatus: string | undefined;
-    void receive('submitted').then((m) => {
-      submitted = m;
-      runId = m.runId;
-    }, () => undefined);
+    void receive('submitted').then(
+      (m) => {
+        submitted = m;
+        runId = m.runId;
+      },
+      () => undefined,
+    );
     for (;;) {
       await new Promise((r) => setTimeout(r, SAMPLE_MS));
       const t = (performance.now() - t0) / 1000;

@@ -7,7 +7,10 @@ export class LocalNixWay implements BenchWay {
   readonly id = 'a' as const;
   readonly title: string;
 
-  constructor(private readonly jobs: number, private readonly timeoutMs: number) {
+  constructor(
+    private readonly jobs: number,
+    private readonly timeoutMs: number,
+  ) {
     this.title = `local nix-build -j${jobs}`;
   }
 

@@ -16,9 +16,7 @@ export class NixRemoteWay implements BenchWay {
   private readonly machines: SshBuilderMachine[] = [];
   private client?: SshClientConfig;
 
-  constructor(
-    private readonly options: { dir: string; machineNames: readonly string[]; jobsPerMachine: number; system: string; timeoutMs: number },
-  ) {
+  constructor(private readonly options: { dir: string; machineNames: readonly string[]; jobsPerMachine: number; system: string; timeoutMs: number }) {
     this.title = `nix-build -j0 --builders (${options.machineNames.length} x ssh://, ${options.jobsPerMachine} jobs each)`;
   }
 

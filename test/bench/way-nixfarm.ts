@@ -27,7 +27,17 @@ export class NixfarmWay implements BenchWay {
     const farm = this.farm;
     if (farm === undefined) throw new Error('NixfarmWay.run before start');
     const { fixture } = workload;
-    const args = [NIXFARM_BIN, 'build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', salt];
+    const args = [
+      NIXFARM_BIN,
+      'build',
+      '--coordinator',
+      farm.address.httpUrl,
+      fixture.file,
+      ...fixture.attrs.flatMap((a) => ['-A', a]),
+      '--argstr',
+      'salt',
+      salt,
+    ];
     let lastLine = '';
     const heartbeat = setInterval(() => progress(lastLine), 30_000);
     let result;
@@ -41,13 +51,18 @@ export class NixfarmWay implements BenchWay {
       clearInterval(heartbeat);
     }
     const stderr = result.stderrLines.map((l) => l.text).join('\n');
-    if (result.exitCode !== 0) throw new Error(`nixfarm build of ${workload.id} exited with ${result.exitCode ?? result.signal}:\n${stderr.split('\n').slice(-30).join('\n')}\n${farm.diagnostics()}`);
+    if (result.exitCode !== 0)
+      throw new Error(
+        `nixfarm build of ${workload.id} exited with ${result.exitCode ?? result.signal}:\n${stderr.split('\n').slice(-30).join('\n')}\n${farm.diagnostics()}`,
+      );
     const runId = runIdOf(stderr);
     const { derivations } = await farm.api<{ derivations: NixfarmDerivationRow[] }>(`/api/runs/${runId}/derivations`);
     const built = derivations.filter((d) => d.status === 'succeeded' && d.startedAt !== undefined && d.finishedAt !== undefined);
     if (derivations.length !== fixture.expectedDrvCount || built.length !== fixture.expectedDrvCount) {
       const statuses = derivations.map((d) => d.status).join(' ');
-      throw new Error(`nixfarm run ${runId} of ${workload.id}: ${built.length} of ${derivations.length} derivations built by a worker, expected ${fixture.expectedDrvCount} (${statuses.slice(0, 400)})`);
+      throw new Error(
+        `nixfarm run ${runId} of ${workload.id}: ${built.length} of ${derivations.length} derivations built by a worker, expected ${fixture.expectedDrvCount} (${statuses.slice(0, 400)})`,
+      );
     }
     return {
       makespanMs: result.endedAt - result.startedAt,

@@ -60,7 +60,9 @@ export function sleepyDag(options: SleepyDagOptions): ChaosFixture {
     for (let i = 0; i < width; i++) {
       const inputs = k === 0 ? [] : [...new Set([i, (i + 1) % width])].map((d) => `\${n-${k - 1}-${d}}`);
       const local = options.withLocalBuilds === true && k % 2 === 1 && i === 0;
-      lines.push(`  n-${k}-${i} = mk { name = "n-${k}-${i}"; ${local ? 'local = true; ' : ''}script = "\${bb}/bin/busybox sleep ${sleepSeconds}; echo n-${k}-${i} ${inputs.join(' ')} > $out"; };`);
+      lines.push(
+        `  n-${k}-${i} = mk { name = "n-${k}-${i}"; ${local ? 'local = true; ' : ''}script = "\${bb}/bin/busybox sleep ${sleepSeconds}; echo n-${k}-${i} ${inputs.join(' ')} > $out"; };`,
+      );
     }
   }
   const top = Array.from({ length: width }, (_, i) => `\${n-${layers - 1}-${i}}`).join(' ');

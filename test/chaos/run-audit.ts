@@ -53,7 +53,14 @@ export async function auditRun(farm: TestFarm, runId: string): Promise<RunAudit>
 export function outcomeOf(audit: RunAudit, extra: { problems?: readonly string[]; recoveredMs: number | undefined; notes: string[] }): ScenarioOutcome {
   const lost = [...(extra.problems ?? []), ...audit.lost];
   if (audit.status !== 'succeeded') lost.unshift(`run ${audit.runId} ended ${audit.status}`);
-  return { derivations: audit.derivations, lost, builtTwice: audit.builtTwice, builtTwiceDifferent: audit.builtTwiceDifferent, recoveredMs: extra.recoveredMs, notes: extra.notes };
+  return {
+    derivations: audit.derivations,
+    lost,
+    builtTwice: audit.builtTwice,
+    builtTwiceDifferent: audit.builtTwiceDifferent,
+    recoveredMs: extra.recoveredMs,
+    notes: extra.notes,
+  };
 }
 
 /** Successful reports per derivation, read from the worker event stream (it keeps up to a million reports). */

@@ -39,7 +39,9 @@ const { values } = parseArgs({
 });
 
 function usage(message: string): never {
-  process.stderr.write(`run-chaos: ${message}\nusage: npm run chaos -- [--runs N] [--only ${CHAOS_SCENARIOS.map((s) => s.name).join(',')}] [--size small|full] [--log-level L]\n`);
+  process.stderr.write(
+    `run-chaos: ${message}\nusage: npm run chaos -- [--runs N] [--only ${CHAOS_SCENARIOS.map((s) => s.name).join(',')}] [--size small|full] [--log-level L]\n`,
+  );
   process.exit(2);
 }
 
@@ -47,7 +49,10 @@ const runs = Number(values.runs);
 if (!Number.isInteger(runs) || runs < 1) usage(`--runs takes a whole number >= 1, got ${JSON.stringify(values.runs)}`);
 const size = values.size as ScenarioSize;
 if (size !== 'small' && size !== 'full') usage(`--size takes small or full, got ${JSON.stringify(values.size)}`);
-const wanted = values.only?.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+const wanted = values.only
+  ?.split(',')
+  .map((s) => s.trim())
+  .filter((s) => s.length > 0);
 for (const name of wanted ?? []) if (!CHAOS_SCENARIOS.some((s) => s.name === name)) usage(`no scenario named ${JSON.stringify(name)}`);
 const scenarios = CHAOS_SCENARIOS.filter((s) => wanted === undefined || wanted.includes(s.name));
 
@@ -62,7 +67,9 @@ async function runScenario(scenario: ChaosScenario): Promise<ScenarioReport> {
       const outcome = await scenario.run({ size, logLevel: values['log-level'], progress: (l) => say(`   ${l}`) });
       const problems = outcomeProblems(scenario, outcome);
       report.runs.push({ run, ms: Date.now() - started, outcome, problems });
-      say(`   ${problems.length === 0 ? 'ok' : `FAILED: ${problems.join('; ')}`} — ${outcome.derivations} derivations, recovered in ${seconds(outcome.recoveredMs)}; ${outcome.notes.join('; ')}`);
+      say(
+        `   ${problems.length === 0 ? 'ok' : `FAILED: ${problems.join('; ')}`} — ${outcome.derivations} derivations, recovered in ${seconds(outcome.recoveredMs)}; ${outcome.notes.join('; ')}`,
+      );
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       report.runs.push({ run, ms: Date.now() - started, problems: [`the scenario failed: ${message}`] });
@@ -94,7 +101,11 @@ function table(reports: readonly ScenarioReport[]): string {
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 

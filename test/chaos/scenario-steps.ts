@@ -16,8 +16,14 @@ export interface StartedBuild {
 /** Starts `nixfarm build` of the fixture with a fresh salt (or the one given, to know its paths beforehand). */
 export async function startBuild(farm: TestFarm, fixture: ChaosFixture, options: { timeoutMs?: number; salt?: string } = {}): Promise<StartedBuild> {
   const salt = options.salt ?? freshSalt();
-  const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', fixture.attr, '--argstr', 'salt', salt], { timeoutMs: options.timeoutMs ?? 600_000 });
-  const runId = await pollFor(() => /nixfarm: run (\w+):/.exec(build.stderrSoFar())?.[1], 120_000, () => `the build to be accepted:\n${build.stderrSoFar()}`);
+  const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', fixture.attr, '--argstr', 'salt', salt], {
+    timeoutMs: options.timeoutMs ?? 600_000,
+  });
+  const runId = await pollFor(
+    () => /nixfarm: run (\w+):/.exec(build.stderrSoFar())?.[1],
+    120_000,
+    () => `the build to be accepted:\n${build.stderrSoFar()}`,
+  );
   return { runId, result: build.result, stderrSoFar: build.stderrSoFar };
 }
 

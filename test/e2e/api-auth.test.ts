@@ -24,7 +24,10 @@ describe('API tokens: read and admin scopes (real farm)', () => {
     adminToken = farm.apiToken('admin');
   });
 
-  async function call(path: string, options: { token?: string; authorization?: string; method?: string; body?: unknown; cookie?: string } = {}): Promise<ApiAnswer & { setCookie?: string }> {
+  async function call(
+    path: string,
+    options: { token?: string; authorization?: string; method?: string; body?: unknown; cookie?: string } = {},
+  ): Promise<ApiAnswer & { setCookie?: string }> {
     const headers: Record<string, string> = {};
     if (options.cookie !== undefined) headers.cookie = options.cookie;
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
@@ -69,7 +72,10 @@ describe('API tokens: read and admin scopes (real farm)', () => {
       const answer = await call(path);
       assert.equal(answer.status, 401, path);
       assert.equal(answer.body.error?.code, 'unauthorized');
-      assert.match(answer.body.error?.message ?? '', /send Authorization: Bearer <token>; nixfarm reads it from --token, NIXFARM_TOKEN or the coordinator's state dir/);
+      assert.match(
+        answer.body.error?.message ?? '',
+        /send Authorization: Bearer <token>; nixfarm reads it from --token, NIXFARM_TOKEN or the coordinator's state dir/,
+      );
     }
     const submit = await call('/api/runs', { method: 'POST', body: { expr: '1' } });
     assert.equal(submit.status, 401, 'refused before the body is looked at');
@@ -139,7 +145,11 @@ describe('API tokens: read and admin scopes (real farm)', () => {
 
   it('an admin token submits a run, and reads too', async () => {
     const fixture = chain(1);
-    const submitted = await call('/api/runs', { token: adminToken, method: 'POST', body: { file: fixture.file, attrs: ['all'], argstrs: [{ name: 'salt', value: freshSalt() }] } });
+    const submitted = await call('/api/runs', {
+      token: adminToken,
+      method: 'POST',
+      body: { file: fixture.file, attrs: ['all'], argstrs: [{ name: 'salt', value: freshSalt() }] },
+    });
     assert.equal(submitted.status, 201, JSON.stringify(submitted.body));
     const id = submitted.body.id as string;
     assert.equal((await call(`/api/runs/${id}`, { token: adminToken })).status, 200);
@@ -171,7 +181,7 @@ describe('API tokens: read and admin scopes (real farm)', () => {
     assert.match(status.stderr, /401 \(unauthorized\)/);
   });
 
-  it('nixfarm api-token prints a scope\'s token', async () => {
+  it("nixfarm api-token prints a scope's token", async () => {
     const read = await farm.cli(['api-token', '--state-dir', farm.coordinatorStateDir, '--scope', 'read']);
     assert.equal(read.exitCode, 0, read.stderr);
     assert.equal(read.stdout.trim(), readToken);
@@ -191,9 +201,17 @@ describe('API tokens: read and admin scopes (real farm)', () => {
     const file = join(stateDir, 'api-token-admin');
     writeFileSync(file, 'nixfarm_admin_0123456789abcdef0123456789\n');
     chmodSync(file, 0o644);
-    const result = await spawnNixfarm(['coordinator', '--state-dir', stateDir, '--redis', farm.redis.url, '--http-port', '0', '--ssh-port', '0', '--ssh-host', '127.0.0.1'], { timeoutMs: 30_000 }).result;
+    const result = await spawnNixfarm(
+      ['coordinator', '--state-dir', stateDir, '--redis', farm.redis.url, '--http-port', '0', '--ssh-port', '0', '--ssh-host', '127.0.0.1'],
+      { timeoutMs: 30_000 },
+    ).result;
     assert.equal(result.exitCode, 2, result.stderr);
-    assert.match(result.stderr, new RegExp(`cannot use API token file ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: its mode is 644, so group or others can read or write it; chmod 600`));
+    assert.match(
+      result.stderr,
+      new RegExp(
+        `cannot use API token file ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: its mode is 644, so group or others can read or write it; chmod 600`,
+      ),
+    );
     assert.ok(!result.stderr.includes('0123456789abcdef0123456789'), 'the token is not printed');
   });
 });

@@ -40,11 +40,31 @@ describe('invalid config values', () => {
     { what: 'worker --max-jobs abc', args: () => [...WORKER, '--max-jobs', 'abc'], messages: [/--max-jobs must be a whole number, got "abc"/] },
     { what: 'worker --max-jobs 0', args: () => [...WORKER, '--max-jobs', '0'], messages: [/maxJobs \(--max-jobs\): must be at least 1; got 0/] },
     { what: 'worker --speed-factor fast', args: () => [...WORKER, '--speed-factor', 'fast'], messages: [/--speed-factor must be a number, got "fast"/] },
-    { what: 'worker --log-level loud', args: () => [...WORKER, '--log-level', 'loud'], messages: [new RegExp(`logLevel \\(--log-level\\): expected one of ${LEVELS}; got "loud"`)] },
-    { what: 'worker --name with a space', args: () => [...WORKER, '--name', 'my worker'], messages: [/name \(--name\): a worker name is 1-63 letters, digits and _ \. - .* \(got "my worker"\)/] },
-    { what: 'worker --system with a colon', args: () => [...WORKER, '--system', 'x86_64:linux'], messages: [/systems\.0 \(--system\): a system is letters, digits and _ \. \+ - .* \(got "x86_64:linux"\)/] },
-    { what: 'worker --redis without a scheme', args: () => [...WORKER, '--redis', '127.0.0.1:6379'], messages: [/redisUrl \(--redis\): a Redis URL starts with redis:\/\/ or rediss:\/\/ \(got "127\.0\.0\.1:6379"\)/] },
-    { what: 'worker --nix-option without =', args: () => [...WORKER, '--nix-option', 'sandbox'], messages: [/--nix-option takes NAME=VALUE \(like sandbox=true\), got "sandbox"/] },
+    {
+      what: 'worker --log-level loud',
+      args: () => [...WORKER, '--log-level', 'loud'],
+      messages: [new RegExp(`logLevel \\(--log-level\\): expected one of ${LEVELS}; got "loud"`)],
+    },
+    {
+      what: 'worker --name with a space',
+      args: () => [...WORKER, '--name', 'my worker'],
+      messages: [/name \(--name\): a worker name is 1-63 letters, digits and _ \. - .* \(got "my worker"\)/],
+    },
+    {
+      what: 'worker --system with a colon',
+      args: () => [...WORKER, '--system', 'x86_64:linux'],
+      messages: [/systems\.0 \(--system\): a system is letters, digits and _ \. \+ - .* \(got "x86_64:linux"\)/],
+    },
+    {
+      what: 'worker --redis without a scheme',
+      args: () => [...WORKER, '--redis', '127.0.0.1:6379'],
+      messages: [/redisUrl \(--redis\): a Redis URL starts with redis:\/\/ or rediss:\/\/ \(got "127\.0\.0\.1:6379"\)/],
+    },
+    {
+      what: 'worker --nix-option without =',
+      args: () => [...WORKER, '--nix-option', 'sandbox'],
+      messages: [/--nix-option takes NAME=VALUE \(like sandbox=true\), got "sandbox"/],
+    },
     {
       what: 'worker without --redis',
       args: () => ['worker', '--coordinator', '127.0.0.1:1', '--host-key', HOST_KEY, '--state-dir', join(dir, 'worker')],
@@ -64,19 +84,50 @@ describe('invalid config values', () => {
       args: () => [...WORKER, '--config', configFile('worker-ok.json', JSON.stringify({ maxJobs: 4 })), '--max-jobs', '0'],
       messages: [/maxJobs \(--max-jobs\): must be at least 1; got 0/],
     },
-    { what: 'worker --config that is not JSON', args: () => [...WORKER, '--config', configFile('broken.json', '{ maxJobs: 4')], messages: [/config file \S+broken\.json is not valid JSON/] },
-    { what: 'worker --config that is a list', args: () => [...WORKER, '--config', configFile('list.json', '[1]')], messages: [/config file \S+list\.json must hold a JSON object of settings/] },
-    { what: 'worker --config that does not exist', args: () => [...WORKER, '--config', join(dir, 'absent.json')], messages: [/cannot read config file \S+absent\.json: ENOENT/] },
-    { what: 'coordinator --http-port 99999', args: () => [...COORDINATOR, '--http-port', '99999'], messages: [/httpPort \(--http-port\): must be at most 65535; got 99999/] },
+    {
+      what: 'worker --config that is not JSON',
+      args: () => [...WORKER, '--config', configFile('broken.json', '{ maxJobs: 4')],
+      messages: [/config file \S+broken\.json is not valid JSON/],
+    },
+    {
+      what: 'worker --config that is a list',
+      args: () => [...WORKER, '--config', configFile('list.json', '[1]')],
+      messages: [/config file \S+list\.json must hold a JSON object of settings/],
+    },
+    {
+      what: 'worker --config that does not exist',
+      args: () => [...WORKER, '--config', join(dir, 'absent.json')],
+      messages: [/cannot read config file \S+absent\.json: ENOENT/],
+    },
+    {
+      what: 'coordinator --http-port 99999',
+      args: () => [...COORDINATOR, '--http-port', '99999'],
+      messages: [/httpPort \(--http-port\): must be at most 65535; got 99999/],
+    },
     { what: 'coordinator --ssh-port -1', args: () => [...COORDINATOR, '--ssh-port', '-1'], messages: [/sshPort \(--ssh-port\): must be at least 0; got -1/] },
     { what: 'coordinator --http-port http', args: () => [...COORDINATOR, '--http-port', 'http'], messages: [/--http-port must be a whole number, got "http"/] },
-    { what: 'coordinator --redis http://', args: () => [...COORDINATOR, '--redis', 'http://127.0.0.1:6379'], messages: [/redisUrl \(--redis\): a Redis URL starts with redis:\/\/ or rediss:\/\/ \(got "http:\/\/127\.0\.0\.1:6379"\)/] },
-    { what: 'coordinator --log-level loud', args: () => [...COORDINATOR, '--log-level', 'loud'], messages: [new RegExp(`logLevel \\(--log-level\\): expected one of ${LEVELS}; got "loud"`)] },
-    { what: 'coordinator --nix-option with a bad name', args: () => [...COORDINATOR, '--nix-option', 'Bad Option=1'], messages: [/nixOptions\.0\.0 \(--nix-option\): a Nix option name is lower-case words joined by -/] },
+    {
+      what: 'coordinator --redis http://',
+      args: () => [...COORDINATOR, '--redis', 'http://127.0.0.1:6379'],
+      messages: [/redisUrl \(--redis\): a Redis URL starts with redis:\/\/ or rediss:\/\/ \(got "http:\/\/127\.0\.0\.1:6379"\)/],
+    },
+    {
+      what: 'coordinator --log-level loud',
+      args: () => [...COORDINATOR, '--log-level', 'loud'],
+      messages: [new RegExp(`logLevel \\(--log-level\\): expected one of ${LEVELS}; got "loud"`)],
+    },
+    {
+      what: 'coordinator --nix-option with a bad name',
+      args: () => [...COORDINATOR, '--nix-option', 'Bad Option=1'],
+      messages: [/nixOptions\.0\.0 \(--nix-option\): a Nix option name is lower-case words joined by -/],
+    },
     {
       what: 'coordinator --config with a bad port and a misspelt field',
       args: () => [...COORDINATOR, '--config', configFile('coordinator.json', JSON.stringify({ localMaxJobs: '2', redisURL: NOWHERE }))],
-      messages: [/localMaxJobs \(in \S+coordinator\.json\): expected a number, got "2" \(a string\)/, /unknown field "redisURL" \(did you mean "redisUrl"\?\); known fields: stateDir, redisUrl/],
+      messages: [
+        /localMaxJobs \(in \S+coordinator\.json\): expected a number, got "2" \(a string\)/,
+        /unknown field "redisURL" \(did you mean "redisUrl"\?\); known fields: stateDir, redisUrl/,
+      ],
     },
   ];
 

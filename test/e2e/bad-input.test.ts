@@ -58,10 +58,14 @@ describe('bad input while a good run builds', () => {
     return queues.reduce((sum, q) => sum + q.waiting + q.running, 0);
   };
 
-  const goodRows = async (): Promise<DerivationView[]> => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${good.runId}/derivations`)).derivations;
+  const goodRows = async (): Promise<DerivationView[]> =>
+    (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${good.runId}/derivations`)).derivations;
 
   const request = async (path: string, init?: RequestInit): Promise<{ status: number; body: ApiError; text: string }> => {
-    const response = await fetch(new URL(path, farm.address.httpUrl), { ...init, headers: { ...farm.authHeaders(), ...(init?.headers as Record<string, string> | undefined) } });
+    const response = await fetch(new URL(path, farm.address.httpUrl), {
+      ...init,
+      headers: { ...farm.authHeaders(), ...(init?.headers as Record<string, string> | undefined) },
+    });
     const text = await response.text();
     let body: ApiError;
     try {
@@ -72,8 +76,7 @@ describe('bad input while a good run builds', () => {
     return { status: response.status, body, text };
   };
 
-  const postRun = (body: string, contentType = 'application/json') =>
-    request('/api/runs', { method: 'POST', headers: { 'content-type': contentType }, body });
+  const postRun = (body: string, contentType = 'application/json') => request('/api/runs', { method: 'POST', headers: { 'content-type': contentType }, body });
 
   before(async () => {
     redis = new Redis(farm.redis.url, { maxRetriesPerRequest: null });
@@ -124,9 +127,15 @@ describe('bad input while a good run builds', () => {
       ...extra,
     });
     const forged: Array<{ payload: string; problem: RegExp }> = [
-      { payload: JSON.stringify(finished({ out: `/nix/store/${HASH}-x;rm -rf ~` })), problem: new RegExp(`outputs\\.out: not a valid Nix store path \\(name may only contain .*\\) \\(got "/nix/store/${HASH}-x;rm -rf ~"\\)`) },
+      {
+        payload: JSON.stringify(finished({ out: `/nix/store/${HASH}-x;rm -rf ~` })),
+        problem: new RegExp(`outputs\\.out: not a valid Nix store path \\(name may only contain .*\\) \\(got "/nix/store/${HASH}-x;rm -rf ~"\\)`),
+      },
       { payload: JSON.stringify(finished({ out: `/nix/store/${HASH}-$(touch ${marker})` })), problem: /outputs\.out: not a valid Nix store path/ },
-      { payload: JSON.stringify(finished({ out: `/nix/store/${HASH}-link/../../../etc` })), problem: /outputs\.out: not a valid Nix store path \(must name a top-level store object/ },
+      {
+        payload: JSON.stringify(finished({ out: `/nix/store/${HASH}-link/../../../etc` })),
+        problem: /outputs\.out: not a valid Nix store path \(must name a top-level store object/,
+      },
       { payload: JSON.stringify(finished({ out: `/nix/store/${HASH}-a b` })), problem: /outputs\.out: not a valid Nix store path \(name may only contain/ },
       { payload: JSON.stringify(finished({ out: `/nix/store/${HASH}-a\nb` })), problem: /outputs\.out: not a valid Nix store path/ },
       { payload: JSON.stringify({ ...finished({}), drvPath: `/nix/store/${HASH}-$(id).drv` }), problem: /drvPath: not a valid Nix store path/ },
@@ -192,12 +201,20 @@ describe('bad input while a good run builds', () => {
         {
           id: 'bad-drv-name',
           data: { ...valid, drvPath: `/nix/store/${HASH}-x;id.drv` },
-          reason: [new RegExp(`drvPath: not a valid Nix store path \\(name may only contain letters, digits and \\+ - \\. _ \\? =\\) \\(got "/nix/store/${HASH}-x;id\\.drv"\\)`)],
+          reason: [
+            new RegExp(
+              `drvPath: not a valid Nix store path \\(name may only contain letters, digits and \\+ - \\. _ \\? =\\) \\(got "/nix/store/${HASH}-x;id\\.drv"\\)`,
+            ),
+          ],
         },
         {
           id: 'bad-input-path',
           data: { ...valid, inputPaths: [`/nix/store/${HASH}-ok`, `/nix/store/${HASH}-a;b`, `/nix/store/${HASH}-x/../../etc`, `/nix/store/${HASH}-a b\n`] },
-          reason: [/inputPaths\.1: not a valid Nix store path/, /inputPaths\.2: not a valid Nix store path \(must name a top-level store object/, /inputPaths\.3: not a valid/],
+          reason: [
+            /inputPaths\.1: not a valid Nix store path/,
+            /inputPaths\.2: not a valid Nix store path \(must name a top-level store object/,
+            /inputPaths\.3: not a valid/,
+          ],
         },
         { id: 'bad-unknown-field', data: { ...valid, command: 'rm -rf /' }, reason: [/unknown field "command"; known fields: drvPath, name, system/] },
         { id: 'bad-not-an-object', data: 'rm -rf /', reason: [/expected an object, got "rm -rf \/"/] },
@@ -218,7 +235,11 @@ describe('bad input while a good run builds', () => {
       }
       // The worker's logger writes asynchronously: its lines can reach the log file after the job is failed in Redis.
       const logged = (b: { id: string }, text: string): boolean => new RegExp(`"jobId":"${b.id}".*malformed job rejected`).test(text);
-      await pollFor(() => bad.every((b) => logged(b, farm.tail('gamma', 100_000))), 10_000, () => 'the worker to log every rejected job').catch(() => undefined);
+      await pollFor(
+        () => bad.every((b) => logged(b, farm.tail('gamma', 100_000))),
+        10_000,
+        () => 'the worker to log every rejected job',
+      ).catch(() => undefined);
       const log = farm.tail('gamma', 100_000);
       for (const b of bad) assert.match(log, new RegExp(`"jobId":"${b.id}".*malformed job rejected`), `the worker logged ${b.id}`);
       assert.equal(farm.workers.get('gamma')!.process.exitCode, null, 'the worker is still running');
@@ -231,7 +252,7 @@ describe('bad input while a good run builds', () => {
     }
   });
 
-  it('exits 2 with Nix\'s message for a missing file, a syntax error, throw, assert, an unknown attribute and a non-derivation; nothing is registered or queued', async () => {
+  it("exits 2 with Nix's message for a missing file, a syntax error, throw, assert, an unknown attribute and a non-derivation; nothing is registered or queued", async () => {
     const dir = farm.dir;
     const syntax = join(dir, 'syntax.nix');
     writeFileSync(syntax, '{ a = ; }');
@@ -273,14 +294,33 @@ describe('bad input while a good run builds', () => {
     };
 
     // Bodies: unknown fields, wrong types, missing and contradictory fields, not JSON, not an object, too large.
-    expectError('unknown field', await postRun(JSON.stringify({ expr: '1', attrs: [], colour: 'red' })), 400, /unknown field "colour"; known fields: file, expr, attrs/, 'invalid-request');
+    expectError(
+      'unknown field',
+      await postRun(JSON.stringify({ expr: '1', attrs: [], colour: 'red' })),
+      400,
+      /unknown field "colour"; known fields: file, expr, attrs/,
+      'invalid-request',
+    );
     expectError('misspelt field', await postRun(JSON.stringify({ expr: '1', atrs: ['all'] })), 400, /"atrs" \(did you mean "attrs"\?\)/);
-    const wrongTypes = await postRun(JSON.stringify({ expr: '1', attrs: 'all', priority: 'high', order: 'random', rebuildFailed: 'yes', args: [{ name: 'a b', expr: 1 }] }));
+    const wrongTypes = await postRun(
+      JSON.stringify({ expr: '1', attrs: 'all', priority: 'high', order: 'random', rebuildFailed: 'yes', args: [{ name: 'a b', expr: 1 }] }),
+    );
     expectError('wrong types', wrongTypes, 400, /attrs: expected a list, got "all"/);
-    for (const line of [/priority: expected a number, got "high"/, /order: expected one of critical-path, fifo; got "random"/, /rebuildFailed: expected true or false, got "yes"/, /args\.0\.name: a Nix identifier/, /args\.0\.expr: expected a string, got 1/]) {
+    for (const line of [
+      /priority: expected a number, got "high"/,
+      /order: expected one of critical-path, fifo; got "random"/,
+      /rebuildFailed: expected true or false, got "yes"/,
+      /args\.0\.name: a Nix identifier/,
+      /args\.0\.expr: expected a string, got 1/,
+    ]) {
       assert.match(wrongTypes.body.error.message, line);
     }
-    expectError('out of range', await postRun(JSON.stringify({ expr: '1', priority: 5000, timeoutSeconds: -1 })), 400, /priority: must be at most 1000; got 5000/);
+    expectError(
+      'out of range',
+      await postRun(JSON.stringify({ expr: '1', priority: 5000, timeoutSeconds: -1 })),
+      400,
+      /priority: must be at most 1000; got 5000/,
+    );
     expectError('relative file', await postRun(JSON.stringify({ file: 'default.nix' })), 400, /file: file must be an absolute path/);
     expectError('neither file nor expr', await postRun(JSON.stringify({ attrs: ['all'] })), 400, /exactly one of file .* or expr/);
     expectError('not JSON', await postRun('{ not json'), 400, /not valid JSON/, 'invalid-request');
@@ -294,8 +334,19 @@ describe('bad input while a good run builds', () => {
 
     // Route parameters: malformed ids are 400, well-formed unknown ones 404; never a 500.
     for (const id of ['..%2F..%2Fetc', 'ID%3Brm', '%24(id)', 'a%20b', 'a%0Ab', 'UPPER']) {
-      for (const [method, path] of [['GET', `/api/runs/${id}`], ['POST', `/api/runs/${id}/cancel`], ['GET', `/api/runs/${id}/derivations`], ['GET', `/api/runs/${id}/events`]] as const) {
-        expectError(`${method} ${path}`, await request(path, { method }), 400, /is not a run id: run ids are 6-40 lower-case letters and digits/, 'invalid-request');
+      for (const [method, path] of [
+        ['GET', `/api/runs/${id}`],
+        ['POST', `/api/runs/${id}/cancel`],
+        ['GET', `/api/runs/${id}/derivations`],
+        ['GET', `/api/runs/${id}/events`],
+      ] as const) {
+        expectError(
+          `${method} ${path}`,
+          await request(path, { method }),
+          400,
+          /is not a run id: run ids are 6-40 lower-case letters and digits/,
+          'invalid-request',
+        );
       }
     }
     expectError('unknown run', await request('/api/runs/abcdef123456'), 404, /no run with id "abcdef123456": list runs with `nixfarm runs`/, 'run-not-found');
@@ -327,7 +378,9 @@ describe('bad input while a good run builds', () => {
       { path: 'abc;id', rule: /neither a store path .* nor a hash prefix/ },
     ];
     for (const b of bad) {
-      const shown = JSON.stringify(b.path).slice(1, -1).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      const shown = JSON.stringify(b.path)
+        .slice(1, -1)
+        .replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       const api = await request(`/api/why?path=${encodeURIComponent(b.path)}`);
       assert.equal(api.status, 400, `${JSON.stringify(b.path)}: ${api.text}`);
       assert.match(api.body.error.message, new RegExp(shown), 'the message names the path');
@@ -341,7 +394,7 @@ describe('bad input while a good run builds', () => {
     assert.ok(!existsSync(marker), 'nothing in a path was executed');
   });
 
-  it('refuses a worker whose key is not authorised, naming its fingerprint and how to authorise it; the farm\'s work goes on', async () => {
+  it("refuses a worker whose key is not authorised, naming its fingerprint and how to authorise it; the farm's work goes on", async () => {
     const worker = await farm.startWorker({ name: 'intruder', unauthorised: true });
     const code = await new Promise<number | null>((resolve) => {
       if (worker.process.exitCode !== null) resolve(worker.process.exitCode);
@@ -349,15 +402,22 @@ describe('bad input while a good run builds', () => {
     });
     assert.notEqual(code, 0);
     // The process has exited, but its output reaches the log file through a pipe a moment later.
-    const log = await pollFor(() => {
-      const text = farm.tail('intruder', 200);
-      return /to authorise it/.test(text) ? text : undefined;
-    }, 10_000, () => `the intruder's refusal in its log:\n${farm.tail('intruder', 200)}`).catch(() => farm.tail('intruder', 200));
+    const log = await pollFor(
+      () => {
+        const text = farm.tail('intruder', 200);
+        return /to authorise it/.test(text) ? text : undefined;
+      },
+      10_000,
+      () => `the intruder's refusal in its log:\n${farm.tail('intruder', 200)}`,
+    ).catch(() => farm.tail('intruder', 200));
     assert.match(log, /refused this worker's SSH key SHA256:[A-Za-z0-9+/]{43}/);
     assert.match(log, /to authorise it, on the coordinator machine run: nixfarm authorize --state-dir .+ 'ssh-ed25519 [A-Za-z0-9+/=]+/);
     const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
     assert.ok(!workers.some((w) => w.name === 'intruder'), 'an unauthorised worker never registers');
-    assert.ok(workers.some((w) => w.name === 'gamma' && w.alive), 'the authorised worker is still there');
+    assert.ok(
+      workers.some((w) => w.name === 'gamma' && w.alive),
+      'the authorised worker is still there',
+    );
   });
 
   it('the good run still succeeds with every derivation built once, earlier outputs stay valid and are not rebuilt', async () => {
@@ -374,7 +434,11 @@ describe('bad input while a good run builds', () => {
     const [drv] = await nixInstantiate(good.file, ['all'], { salt: good.salt });
     const outputs = await outputPathsOf(drv!);
     assert.equal(result.stdout.trim(), outputs.join('\n'));
-    assert.equal(spawnSync('nix-store', ['--check-validity', ...outputs, ...earlier.outputs]).status, 0, 'the good run\'s and the earlier run\'s outputs are valid on the coordinator');
+    assert.equal(
+      spawnSync('nix-store', ['--check-validity', ...outputs, ...earlier.outputs]).status,
+      0,
+      "the good run's and the earlier run's outputs are valid on the coordinator",
+    );
 
     // The earlier run again: everything is there, nothing is built.
     const again = await farm.build([earlier.file, '-A', 'all', '--argstr', 'salt', earlier.salt]);

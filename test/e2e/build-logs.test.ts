@@ -21,7 +21,9 @@ const run = promisify(execFile);
  * no store has seen it before.
  */
 function logFixture(): string {
-  return scriptedFixture('logs', `  chatty = mk "chatty" ("echo chatty salt " + salt + "; echo 'chatty: line one'; echo 'chatty: on stderr' >&2; echo 'chatty: line three'; echo ok > $out");
+  return scriptedFixture(
+    'logs',
+    `  chatty = mk "chatty" ("echo chatty salt " + salt + "; echo 'chatty: line one'; echo 'chatty: on stderr' >&2; echo 'chatty: line three'; echo ok > $out");
   slow = mk "slow" ("echo 'slow: begun " + salt + "'; " + sleep 6 + "echo 'slow: middle'; " + sleep 3 + "echo 'slow: finished'; echo ok > $out");
   killable = mk "killable" ("echo 'killable: part one " + salt + "'; " + sleep 10 + "echo 'killable: part two'; echo ok > $out");
   failing = mk "failing" ("echo 'failing: about to fail " + salt + "'; exit 3");
@@ -29,9 +31,11 @@ function logFixture(): string {
   inherit silentFailing;
   afterSilentFailing = mk "after-silent-failing" ("echo \${silentFailing} > $out");
   local = derivation { name = "local"; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; preferLocalBuild = true; args = [ "-c" ("echo 'local: built on the coordinator " + salt + "'; echo ok > $out") ]; };
-`, `  sleep = s: "\${bb}/bin/busybox sleep " + toString s + "; ";
+`,
+    `  sleep = s: "\${bb}/bin/busybox sleep " + toString s + "; ";
   silentFailing = mk "silent-failing" (": " + salt + "; exit 1");
-`);
+`,
+  );
 }
 
 async function readLogWithNix(farm: TestFarm, drvPath: string): Promise<string> {
@@ -46,14 +50,19 @@ function nixLayoutPath(farm: TestFarm, drvPath: string): string {
 }
 
 describe('build logs', () => {
-  const farm = farmForSuite({ workers: [{ name: 'w1', lockSeconds: 3 }, { name: 'w2', lockSeconds: 3 }] });
+  const farm = farmForSuite({
+    workers: [
+      { name: 'w1', lockSeconds: 3 },
+      { name: 'w2', lockSeconds: 3 },
+    ],
+  });
   let file: string;
 
   before(async () => {
     file = logFixture();
   });
 
-  it('stores a finished build\'s log where nix-store --read-log finds it, and nixfarm log shows it by drv, output, hash prefix and run attribute', async () => {
+  it("stores a finished build's log where nix-store --read-log finds it, and nixfarm log shows it by drv, output, hash prefix and run attribute", async () => {
     const salt = freshSalt();
     const [drvPath] = await nixInstantiate(file, ['chatty'], { salt });
     const [outPath] = await outputPathsOf(drvPath!);
@@ -88,7 +97,13 @@ describe('build logs', () => {
 
     const info = await farm.cli(['log', drvPath!, '--json']);
     assert.equal(info.exitCode, 0, info.stderr);
-    const meta = JSON.parse(info.stdout) as { status: string; complete: boolean; live: boolean; file: string; attempts: Array<{ worker: string; end: string }> };
+    const meta = JSON.parse(info.stdout) as {
+      status: string;
+      complete: boolean;
+      live: boolean;
+      file: string;
+      attempts: Array<{ worker: string; end: string }>;
+    };
     assert.equal(meta.status, 'succeeded');
     assert.equal(meta.complete, true);
     assert.equal(meta.live, false);
@@ -168,7 +183,10 @@ describe('build logs', () => {
     const built = await farm.build([file, '-A', 'local', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
     assert.equal(built.exitCode, 0, built.stderr);
     const meta = JSON.parse((await farm.cli(['log', drvPath!, '--json'])).stdout) as { attempts: Array<{ worker: string; end: string }> };
-    assert.deepEqual(meta.attempts.map((a) => [a.worker, a.end]), [['coordinator', 'succeeded']]);
+    assert.deepEqual(
+      meta.attempts.map((a) => [a.worker, a.end]),
+      [['coordinator', 'succeeded']],
+    );
     const shown = await farm.cli(['log', drvPath!]);
     assert.ok(shown.stdout.includes(`local: built on the coordinator ${salt}`), shown.stdout);
     assert.ok((await readLogWithNix(farm, drvPath!)).includes(`local: built on the coordinator ${salt}`));
@@ -179,11 +197,19 @@ describe('build logs', () => {
     const [drvPath] = await nixInstantiate(file, ['slow'], { salt });
     const build = farm.build([file, '-A', 'slow', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
     // Started while queued or running: it waits for the build, then follows it.
-    await pollFor(async () => (await farm.cli(['log', drvPath!, '--json'])).exitCode === 0, 30_000, () => 'the derivation to be known');
+    await pollFor(
+      async () => (await farm.cli(['log', drvPath!, '--json'])).exitCode === 0,
+      30_000,
+      () => 'the derivation to be known',
+    );
     const follower = farm.spawnCli(['log', '-f', drvPath!], { timeoutMs: 120_000 });
     let exited = false;
     void follower.result.then(() => (exited = true));
-    await pollFor(() => follower.stdoutSoFar().includes(`slow: begun ${salt}`), 60_000, () => `the first line in the follower's output: ${follower.stdoutSoFar()}`);
+    await pollFor(
+      () => follower.stdoutSoFar().includes(`slow: begun ${salt}`),
+      60_000,
+      () => `the first line in the follower's output: ${follower.stdoutSoFar()}`,
+    );
     const firstSeenAt = Date.now();
     assert.equal(exited, false, 'the first line arrived while the follower still ran');
     assert.ok(!follower.stdoutSoFar().includes('slow: finished'), `the first line was seen before the build wrote its last: ${follower.stdoutSoFar()}`);
@@ -203,9 +229,17 @@ describe('build logs', () => {
     const salt = freshSalt();
     const [drvPath] = await nixInstantiate(file, ['slow'], { salt });
     const build = farm.build([file, '-A', 'slow', '--argstr', 'salt', salt], { timeoutMs: 180_000 });
-    await pollFor(async () => (await farm.cli(['log', drvPath!, '--json'])).exitCode === 0, 30_000, () => 'the derivation to be known');
+    await pollFor(
+      async () => (await farm.cli(['log', drvPath!, '--json'])).exitCode === 0,
+      30_000,
+      () => 'the derivation to be known',
+    );
     const follower = farm.spawnCli(['log', '-f', drvPath!], { timeoutMs: 180_000 });
-    await pollFor(() => follower.stdoutSoFar().includes(`slow: begun ${salt}`), 60_000, () => `the first line in the follower's output: ${follower.stdoutSoFar()}`);
+    await pollFor(
+      () => follower.stdoutSoFar().includes(`slow: begun ${salt}`),
+      60_000,
+      () => `the first line in the follower's output: ${follower.stdoutSoFar()}`,
+    );
     // A graceful stop (SIGTERM) cuts the open log response; the follower must take that for the coordinator leaving, not the build ending.
     await farm.killCoordinator('SIGTERM');
     await farm.restartCoordinator();
@@ -221,7 +255,7 @@ describe('build logs', () => {
     assert.equal(built.exitCode, 0, built.stderr);
   });
 
-  it('keeps what a worker killed mid-build streamed, marked incomplete, and the re-run\'s log after it', async () => {
+  it("keeps what a worker killed mid-build streamed, marked incomplete, and the re-run's log after it", async () => {
     const salt = freshSalt();
     const [drvPath] = await nixInstantiate(file, ['killable'], { salt });
     const build = farm.build([file, '-A', 'killable', '--argstr', 'salt', salt], { timeoutMs: 180_000 });
@@ -241,7 +275,11 @@ describe('build logs', () => {
 
     // Once the re-run starts, the lost part is on disk, marked incomplete, before the re-run ends.
     const stored = nixLayoutPath(farm, drvPath!);
-    const partial = await pollFor(() => existsSync(stored) && readFileSync(stored, 'utf8'), 60_000, () => `the lost attempt's log stored at ${stored}`);
+    const partial = await pollFor(
+      () => existsSync(stored) && readFileSync(stored, 'utf8'),
+      60_000,
+      () => `the lost attempt's log stored at ${stored}`,
+    );
     assert.ok(partial.includes(`killable: part one ${salt}`), partial);
     assert.ok(partial.includes(marker), partial);
     assert.ok(!partial.includes('killable: part two'), 'stored while the re-run still runs');
@@ -271,11 +309,15 @@ describe('build logs', () => {
   });
 
   // Runs last: it kills the farm's last worker.
-  it('stores a killed worker\'s part, marked incomplete, when the run is cancelled before any re-run', async () => {
+  it("stores a killed worker's part, marked incomplete, when the run is cancelled before any re-run", async () => {
     const salt = freshSalt();
     const [drvPath] = await nixInstantiate(file, ['killable'], { salt });
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'killable', '--argstr', 'salt', salt], { timeoutMs: 120_000 });
-    const runId = await pollFor(() => /run ([a-z0-9]+):/.exec(build.stderrSoFar())?.[1], 30_000, () => `the run id in: ${build.stderrSoFar()}`);
+    const runId = await pollFor(
+      () => /run ([a-z0-9]+):/.exec(build.stderrSoFar())?.[1],
+      30_000,
+      () => `the run id in: ${build.stderrSoFar()}`,
+    );
     const worker = await pollFor(
       async () => {
         const r = await farm.cli(['log', drvPath!, '--json']);
@@ -292,7 +334,10 @@ describe('build logs', () => {
     await build.result;
     const shown = await farm.cli(['log', drvPath!]);
     assert.equal(shown.exitCode, 0, shown.stderr);
-    assert.match(shown.stdout, new RegExp(`^killable: part one ${salt}\\nnixfarm: log incomplete: worker ${worker} stopped reporting \\(job ${hashPart(drvPath!)}\\S*, try \\d+\\)\\n$`));
-    assert.equal(await readLogWithNix(farm, drvPath!), shown.stdout, 'stored in Nix\'s layout too');
+    assert.match(
+      shown.stdout,
+      new RegExp(`^killable: part one ${salt}\\nnixfarm: log incomplete: worker ${worker} stopped reporting \\(job ${hashPart(drvPath!)}\\S*, try \\d+\\)\\n$`),
+    );
+    assert.equal(await readLogWithNix(farm, drvPath!), shown.stdout, "stored in Nix's layout too");
   });
 });

@@ -35,8 +35,7 @@ describe('cancelling a run', () => {
     file = sharedFixture(join(farm.dir, 'cancel-fixture'));
   });
 
-  const runningOnWorker = async () =>
-    (await farm.api<{ workers: WorkerListing[] }>('/api/workers')).workers.find((w) => w.name === 'epsilon')?.running ?? -1;
+  const runningOnWorker = async () => (await farm.api<{ workers: WorkerListing[] }>('/api/workers')).workers.find((w) => w.name === 'epsilon')?.running ?? -1;
 
   it('stops its running build on the worker within 2 s and ends the run as cancelled', async () => {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'topA', '--argstr', 'salt', freshSalt()]);
@@ -53,7 +52,10 @@ describe('cancelling a run', () => {
     assert.equal(result.exitCode, 1);
     assert.match(result.stderr, /cancelled/);
     const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
-    assert.deepEqual(derivations.map((d) => d.status), ['cancelled', 'cancelled']);
+    assert.deepEqual(
+      derivations.map((d) => d.status),
+      ['cancelled', 'cancelled'],
+    );
     const run = await farm.api<{ status: string }>(`/api/runs/${runId}`);
     assert.equal(run.status, 'cancelled');
   });

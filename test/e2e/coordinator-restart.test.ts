@@ -9,6 +9,9 @@ describe('the coordinator killed mid-run and started again', () => {
     process.stderr.write(`${JSON.stringify(outcome)}\n`);
     assert.deepEqual(outcomeProblems(coordinatorRestartScenario, outcome), []);
     assert.equal(outcome.derivations, 13);
-    assert.ok(outcome.notes.some((n) => /^[1-9]\d* local build/.test(n)), `local builds ran: ${outcome.notes.join('; ')}`);
+    assert.ok(
+      outcome.notes.some((n) => /^[1-9]\d* local build/.test(n)),
+      `local builds ran: ${outcome.notes.join('; ')}`,
+    );
   });
 });

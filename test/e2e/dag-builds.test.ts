@@ -7,9 +7,13 @@ import { farmForSuite } from '../harness/farm-for-suite.js';
 import { peakConcurrency } from '../harness/build-timeline.js';
 import { freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, derivationClosure, writeBusyboxDir } from '../harness/nix-fixtures.js';
 
-
 describe('building a Nix expression across two workers', () => {
-  const farm = farmForSuite({ workers: [{ name: 'alpha', maxJobs: 2 }, { name: 'beta', maxJobs: 2 }] });
+  const farm = farmForSuite({
+    workers: [
+      { name: 'alpha', maxJobs: 2 },
+      { name: 'beta', maxJobs: 2 },
+    ],
+  });
 
   it('builds a DAG of 50+ derivations on the workers, each once, with outputs valid on the coordinator and equal to nix-instantiate', async () => {
     const dag = layeredDag({ layers: 6, width: 9 });

@@ -21,7 +21,12 @@ describe('web dashboard (headless Chromium, real farm)', () => {
   after(async () => {
     await browser?.close();
   });
-  const farm = farmForSuite({ workers: [{ name: 'w1', maxJobs: 2 }, { name: 'w2', maxJobs: 2, speedFactor: 2 }] });
+  const farm = farmForSuite({
+    workers: [
+      { name: 'w1', maxJobs: 2 },
+      { name: 'w2', maxJobs: 2, speedFactor: 2 },
+    ],
+  });
   let browser: Browser;
   let page: Page;
   let fixture: TickingWorkload;
@@ -37,7 +42,8 @@ describe('web dashboard (headless Chromium, real farm)', () => {
 
   /** Text of the elements matching a selector, in page order. */
   const texts = (selector: string): Promise<string[]> => page.locator(selector).allTextContents();
-  const attrs = (selector: string, name: string): Promise<string[]> => page.locator(selector).evaluateAll((els, n) => els.map((e) => e.getAttribute(n) ?? ''), name);
+  const attrs = (selector: string, name: string): Promise<string[]> =>
+    page.locator(selector).evaluateAll((els, n) => els.map((e) => e.getAttribute(n) ?? ''), name);
 
   const derivations = async (): Promise<DerivationView[]> => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
 
@@ -57,7 +63,11 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     assert.equal(await page.locator('#farm').isVisible(), false);
     await page.fill('#token', 'nixfarm_read_not-a-real-token');
     await page.click('#sign-in-form button');
-    await pollFor(async () => ((await page.textContent('#sign-in-error')) ?? '').includes("not one of this coordinator's API tokens") || undefined, 10_000, () => 'no sign-in error shown');
+    await pollFor(
+      async () => ((await page.textContent('#sign-in-error')) ?? '').includes("not one of this coordinator's API tokens") || undefined,
+      10_000,
+      () => 'no sign-in error shown',
+    );
     await shot('01-sign-in-refused');
 
     const queues = await fetch(new URL('/queues', farm.address.httpUrl), { headers: { accept: 'text/html' }, redirect: 'manual' });
@@ -69,8 +79,15 @@ describe('web dashboard (headless Chromium, real farm)', () => {
 
   it('shows the queues, the workers with their load and builds, and the running builds as the API does, with a live log tail', async () => {
     fixture = tickingWorkload({ tickers: 3, ticks: 16 });
-    build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', freshSalt()], { timeoutMs: 180_000 });
-    runId = await pollFor(async () => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the CLI did not name the run:\n${build.stderrSoFar()}`);
+    build = farm.spawnCli(
+      ['build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', freshSalt()],
+      { timeoutMs: 180_000 },
+    );
+    runId = await pollFor(
+      async () => /run (\w+)/.exec(build.stderrSoFar())?.[1],
+      60_000,
+      () => `the CLI did not name the run:\n${build.stderrSoFar()}`,
+    );
 
     // The link `nixfarm dashboard` prints, opened afresh: the token rides in the fragment, which no server sees.
     const wrong = await farm.cli(['dashboard', '--coordinator', farm.address.httpUrl, '--token', 'nixfarm_read_wrong']);
@@ -87,7 +104,11 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     await page.evaluate(() => {
       (globalThis as unknown as { nixfarmSamePage: string }).nixfarmSamePage = 'not reloaded';
     });
-    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 10_000, () => 'the event stream never went live');
+    await pollFor(
+      async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined,
+      10_000,
+      () => 'the event stream never went live',
+    );
 
     // Workers: the cards name the API's workers with their slots; both are up.
     const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
@@ -97,8 +118,13 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     // Running builds: at some moment the page's rows are exactly the derivations the API shows running, with their workers.
     const agreed = await pollFor(
       async () => {
-        const shown = await page.locator('#running tbody tr').evaluateAll((rows) => rows.map((r) => `${r.getAttribute('data-drv')} on ${r.querySelector('[data-field="worker"]')?.textContent}`).sort());
-        const api = (await derivations()).filter((d) => d.status === 'running').map((d) => `${d.drvPath} on ${d.worker}`).sort();
+        const shown = await page
+          .locator('#running tbody tr')
+          .evaluateAll((rows) => rows.map((r) => `${r.getAttribute('data-drv')} on ${r.querySelector('[data-field="worker"]')?.textContent}`).sort());
+        const api = (await derivations())
+          .filter((d) => d.status === 'running')
+          .map((d) => `${d.drvPath} on ${d.worker}`)
+          .sort();
         return shown.length >= 2 && JSON.stringify(shown) === JSON.stringify(api) ? shown : undefined;
       },
       60_000,
@@ -109,7 +135,11 @@ describe('web dashboard (headless Chromium, real farm)', () => {
 
     // Each worker card lists what it builds and its load reads running / max-jobs of the same moment.
     const cards = await page.locator('[data-worker]').evaluateAll((els) =>
-      els.map((e) => ({ name: e.getAttribute('data-worker'), load: e.querySelector('[data-field="load"]')?.textContent, building: e.querySelectorAll('[data-field="building"] li').length })),
+      els.map((e) => ({
+        name: e.getAttribute('data-worker'),
+        load: e.querySelector('[data-field="load"]')?.textContent,
+        building: e.querySelectorAll('[data-field="building"] li').length,
+      })),
     );
     for (const card of cards) {
       const w = workers.find((x) => x.name === card.name)!;
@@ -121,12 +151,24 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     assert.deepEqual((await attrs('#queues tbody tr', 'data-queue')).sort(), queues.map((q) => q.name).sort());
 
     // The log panel follows a running build and grows while it builds.
-    const followed = await pollFor(async () => (await page.getAttribute('#log-panel', 'data-drv')) ?? undefined, 10_000, () => 'no log followed');
+    const followed = await pollFor(
+      async () => (await page.getAttribute('#log-panel', 'data-drv')) ?? undefined,
+      10_000,
+      () => 'no log followed',
+    );
     const name = /-(ticker-\d|broken-step)\.drv$/.exec(followed)?.[1];
     assert.ok(name !== undefined, `follows one of the workload's builds: ${followed}`);
-    const firstTicks = await pollFor(async () => ((await page.textContent('#log-tail')) ?? '').match(/tick \d+/g)?.length, 15_000, () => 'no tick in the log tail');
+    const firstTicks = await pollFor(
+      async () => ((await page.textContent('#log-tail')) ?? '').match(/tick \d+/g)?.length,
+      15_000,
+      () => 'no tick in the log tail',
+    );
     if (name.startsWith('ticker')) {
-      await pollFor(async () => (((await page.textContent('#log-tail')) ?? '').match(/tick \d+/g)?.length ?? 0) > firstTicks || undefined, 10_000, () => 'the log tail did not grow');
+      await pollFor(
+        async () => (((await page.textContent('#log-tail')) ?? '').match(/tick \d+/g)?.length ?? 0) > firstTicks || undefined,
+        10_000,
+        () => 'the log tail did not grow',
+      );
       const tail = (await page.textContent('#log-tail')) ?? '';
       assert.match(tail, new RegExp(`${name}: tick 1\\b`));
     }
@@ -148,14 +190,21 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     assert.equal(run.status, 'failed');
 
     const card = page.locator(`[data-run="${runId}"]`);
-    await pollFor(async () => (await card.getAttribute('data-status')) === 'failed' || undefined, 15_000, () => 'the run card never showed failed');
+    await pollFor(
+      async () => (await card.getAttribute('data-status')) === 'failed' || undefined,
+      15_000,
+      () => 'the run card never showed failed',
+    );
     const done = Object.entries(run.counts)
       .filter(([s]) => s !== 'waiting' && s !== 'queued' && s !== 'running')
       .reduce((n, [, c]) => n + c, 0);
     // Done counts succeeded and failure statuses, as the page does; the API's counts are the truth.
     assert.equal(run.counts.succeeded, fixture.names.tickers.length + 1, 'the tickers and all');
     assert.equal(run.counts.failed, 1);
-    assert.equal(await card.locator('[data-field="done"]').textContent(), `${run.counts.succeeded! + run.counts.failed! + (run.counts['dependency-failed'] ?? 0)} / ${run.total}`);
+    assert.equal(
+      await card.locator('[data-field="done"]').textContent(),
+      `${run.counts.succeeded! + run.counts.failed! + (run.counts['dependency-failed'] ?? 0)} / ${run.total}`,
+    );
     assert.ok(done <= run.total);
 
     // The failure: the broken derivation, its status, and a link to its log that answers the stored log.
@@ -176,11 +225,23 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     assert.match(events, /event: end\ndata: \{"status":"failed"\}\n\n$/);
 
     // The followed build's tail says it ended, with the build's status.
-    await pollFor(async () => (await page.getAttribute('#log-panel', 'data-ended')) ?? undefined, 15_000, () => 'the log panel never said its build ended');
+    await pollFor(
+      async () => (await page.getAttribute('#log-panel', 'data-ended')) ?? undefined,
+      15_000,
+      () => 'the log panel never said its build ended',
+    );
 
     // Nothing runs any more: the page shows no running build and idle workers.
-    await pollFor(async () => ((await page.locator('#running tbody tr').count()) === 0 ? true : undefined), 15_000, () => 'running builds still shown');
-    await pollFor(async () => ((await texts('[data-worker] [data-field="load"]')).every((t) => t.startsWith('0 /')) ? true : undefined), 15_000, () => 'workers still shown busy');
+    await pollFor(
+      async () => ((await page.locator('#running tbody tr').count()) === 0 ? true : undefined),
+      15_000,
+      () => 'running builds still shown',
+    );
+    await pollFor(
+      async () => ((await texts('[data-worker] [data-field="load"]')).every((t) => t.startsWith('0 /')) ? true : undefined),
+      15_000,
+      () => 'workers still shown busy',
+    );
     const snapshot = await farm.api<DashboardSnapshot>('/api/dashboard');
     assert.equal(snapshot.running.length, 0);
     assert.ok(snapshot.failures.some((f) => f.drvPath === broken.drvPath && f.runId === runId));
@@ -197,33 +258,61 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     for (const q of queues) await page.getByText(q.name, { exact: false }).first().waitFor({ timeout: 20_000 });
     await shot('04-queues');
     // Its changing routes need the admin scope, and a cookie never authorises a change.
-    const viaCookie = await page.evaluate(async (name) => (await fetch(`/queues/api/queues/${encodeURIComponent(name)}/empty`, { method: 'PUT', credentials: 'same-origin' })).status, queues[0]!.name);
+    const viaCookie = await page.evaluate(
+      async (name) => (await fetch(`/queues/api/queues/${encodeURIComponent(name)}/empty`, { method: 'PUT', credentials: 'same-origin' })).status,
+      queues[0]!.name,
+    );
     assert.equal(viaCookie, 401);
-    const withRead = await fetch(new URL(`/queues/api/queues/${encodeURIComponent(queues[0]!.name)}/empty`, farm.address.httpUrl), { method: 'PUT', headers: farm.authHeaders('read') });
+    const withRead = await fetch(new URL(`/queues/api/queues/${encodeURIComponent(queues[0]!.name)}/empty`, farm.address.httpUrl), {
+      method: 'PUT',
+      headers: farm.authHeaders('read'),
+    });
     assert.equal(withRead.status, 403);
   });
 
   it('an open dashboard does not hold up a coordinator stop, and goes live again by itself when it is back', async () => {
     await page.goto(farm.address.httpUrl);
-    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 10_000, () => 'not live');
+    await pollFor(
+      async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined,
+      10_000,
+      () => 'not live',
+    );
     await page.evaluate(() => {
       (globalThis as unknown as { nixfarmSamePage: string }).nixfarmSamePage = 'before the restart';
     });
     const mark = pageErrors.length;
     // SIGTERM: a graceful stop ends the open event stream instead of waiting for the browser to leave.
-    const stopped = await Promise.race([farm.killCoordinator('SIGTERM').then(() => 'exited'), new Promise((r) => setTimeout(() => r('still running after 20 s'), 20_000))]);
+    const stopped = await Promise.race([
+      farm.killCoordinator('SIGTERM').then(() => 'exited'),
+      new Promise((r) => setTimeout(() => r('still running after 20 s'), 20_000)),
+    ]);
     assert.equal(stopped, 'exited');
-    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'reconnecting' || undefined, 10_000, () => 'the page did not notice');
+    await pollFor(
+      async () => (await page.getAttribute('#connection', 'data-state')) === 'reconnecting' || undefined,
+      10_000,
+      () => 'the page did not notice',
+    );
     await farm.restartCoordinator();
     const before = Number(await page.getAttribute('body', 'data-snapshot-at'));
-    await pollFor(async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined, 20_000, () => 'the page did not reconnect');
-    await pollFor(async () => Number(await page.getAttribute('body', 'data-snapshot-at')) > before || undefined, 10_000, () => 'no snapshot after the restart');
+    await pollFor(
+      async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined,
+      20_000,
+      () => 'the page did not reconnect',
+    );
+    await pollFor(
+      async () => Number(await page.getAttribute('body', 'data-snapshot-at')) > before || undefined,
+      10_000,
+      () => 'no snapshot after the restart',
+    );
     assert.deepEqual((await attrs('[data-worker]', 'data-worker')).sort(), ['w1', 'w2']);
     const same = await page.evaluate(() => (globalThis as unknown as { nixfarmSamePage?: string }).nixfarmSamePage);
     assert.equal(same, 'before the restart', 'reconnected without a reload');
     // While the coordinator was away the browser logged its refused reconnects; those, and only those, are expected.
     const whileAway = pageErrors.splice(mark);
-    assert.deepEqual(whileAway.filter((e) => !/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/.test(e)), []);
+    assert.deepEqual(
+      whileAway.filter((e) => !/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/.test(e)),
+      [],
+    );
   });
 
   it('signs out: the cookie is cleared and the data refused again', async () => {
@@ -234,6 +323,9 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     const status = await page.evaluate(async () => (await fetch('/api/dashboard', { credentials: 'same-origin' })).status);
     assert.equal(status, 401);
     // The refused wrong token of the first test logs a 401 in the console; nothing else may have gone wrong.
-    assert.deepEqual(pageErrors.filter((e) => !/401/.test(e)), []);
+    assert.deepEqual(
+      pageErrors.filter((e) => !/401/.test(e)),
+      [],
+    );
   });
 });

@@ -28,31 +28,51 @@ describe('a worker below its free-disk floor', () => {
     assert.equal(warm.exitCode, 0, warm.stderr);
     const before = await phi();
     assert.equal(before.paused, undefined);
-    assert.ok(before.freeDiskBytes !== undefined && before.freeDiskBytes > FLOOR_MIB * MiB && before.freeDiskBytes <= SMALL_DISK_MIB * MiB, `free ${before.freeDiskBytes}`);
+    assert.ok(
+      before.freeDiskBytes !== undefined && before.freeDiskBytes > FLOOR_MIB * MiB && before.freeDiskBytes <= SMALL_DISK_MIB * MiB,
+      `free ${before.freeDiskBytes}`,
+    );
 
     const fill = fillDisk(farm.workers.get('phi')!.machine.nixDir, FLOOR_MIB / 2);
     try {
-      const paused = await pollFor(async () => {
-        const w = await phi();
-        return w.paused === undefined ? undefined : w;
-      }, 15_000, () => 'phi to advertise the pause');
+      const paused = await pollFor(
+        async () => {
+          const w = await phi();
+          return w.paused === undefined ? undefined : w;
+        },
+        15_000,
+        () => 'phi to advertise the pause',
+      );
       assert.match(paused.paused!, new RegExp(`^free space on /nix/store is \\d+ MiB, below the floor of ${FLOOR_MIB} MiB \\(--min-free-disk\\)$`));
       assert.ok(paused.freeDiskBytes! < FLOOR_MIB * MiB, `free ${paused.freeDiskBytes}`);
       const shown = await farm.cli(['workers']);
       assert.match(shown.stdout, /phi .*disk \d+\.\d MiB free {2}PAUSED: takes no new builds: free space on \/nix\/store/);
 
       // A new run waits: its first derivation stays queued, and `nixfarm why` names the reason.
-      const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(2).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 300_000 });
-      const runId = await pollFor(() => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the run to be accepted:\n${build.stderrSoFar()}`);
+      const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(2).file, '-A', 'all', '--argstr', 'salt', freshSalt()], {
+        timeoutMs: 300_000,
+      });
+      const runId = await pollFor(
+        () => /run (\w+)/.exec(build.stderrSoFar())?.[1],
+        60_000,
+        () => `the run to be accepted:\n${build.stderrSoFar()}`,
+      );
       const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
-      const bottom = await pollFor(async () => (await rows()).find((r) => r.name === 'link-0' && r.status === 'queued'), 30_000, () => 'link-0 to be queued');
+      const bottom = await pollFor(
+        async () => (await rows()).find((r) => r.name === 'link-0' && r.status === 'queued'),
+        30_000,
+        () => 'link-0 to be queued',
+      );
       await sleep(4000);
       const still = (await rows()).find((r) => r.name === 'link-0');
       assert.equal(still?.status, 'queued', 'a paused worker takes no build');
       assert.equal(still?.attempts, 0);
       const why = await farm.cli(['why', bottom.drvPath]);
       assert.equal(why.exitCode, 0, why.stderr);
-      assert.match(why.stdout, /Why: ready, waiting: no capable live worker takes new builds now \(phi paused: takes no new builds until it resumes by itself: free space on \/nix\/store is \d+ MiB, below the floor of 16 MiB \(--min-free-disk\)\)/);
+      assert.match(
+        why.stdout,
+        /Why: ready, waiting: no capable live worker takes new builds now \(phi paused: takes no new builds until it resumes by itself: free space on \/nix\/store is \d+ MiB, below the floor of 16 MiB \(--min-free-disk\)\)/,
+      );
       assert.match(why.stdout, /phi\s+paused\s+paused: /);
 
       // Space back: it resumes by itself, builds the run, and says so.
@@ -60,10 +80,13 @@ describe('a worker below its free-disk floor', () => {
       const result = await build.result;
       assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
       const built = await rows();
-      assert.deepEqual(built.map((r) => [r.status, r.worker, r.attempts]), [
-        ['succeeded', 'phi', 1],
-        ['succeeded', 'phi', 1],
-      ]);
+      assert.deepEqual(
+        built.map((r) => [r.status, r.worker, r.attempts]),
+        [
+          ['succeeded', 'phi', 1],
+          ['succeeded', 'phi', 1],
+        ],
+      );
       assert.deepEqual((await auditRun(farm, runId)).lost, []);
       assert.equal((await phi()).paused, undefined);
       const log = readFileSync(farm.workers.get('phi')!.logFile, 'utf8');

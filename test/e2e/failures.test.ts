@@ -155,7 +155,10 @@ describe('failures', () => {
     const error = `builder for '${drvPath}' failed with exit code 3`;
     assert.equal(row!.error, error);
     assert.deepEqual(row!.logTail, [`colourful: about to fail ${salt}`, 'error: broke on purpose']);
-    assert.ok(result.stderr.includes(`FAILED: ${drvPath} on gamma: ${error}\n  last 2 log lines:\n  > colourful: about to fail ${salt}\n  > error: broke on purpose\n`), result.stderr);
+    assert.ok(
+      result.stderr.includes(`FAILED: ${drvPath} on gamma: ${error}\n  last 2 log lines:\n  > colourful: about to fail ${salt}\n  > error: broke on purpose\n`),
+      result.stderr,
+    );
     assert.ok(!result.stderr.includes('\x1b'), `no escapes in the progress:\n${JSON.stringify(result.stderr)}`);
 
     const why = await farm.cli(['why', drvPath]);
@@ -186,7 +189,10 @@ describe('failures', () => {
       [[fixture.name, 'failed', 1, 'gamma']],
     );
     const error = derivations[0]!.error ?? '';
-    assert.match(error, new RegExp(`^error: cycle detected in build of '/nix/store/\\w{32}-${fixture.name}\\.drv' in the references of output '[abc]' from output '[abc]'$`));
+    assert.match(
+      error,
+      new RegExp(`^error: cycle detected in build of '/nix/store/\\w{32}-${fixture.name}\\.drv' in the references of output '[abc]' from output '[abc]'$`),
+    );
     assert.doesNotMatch(error, /\x1b/, 'without terminal colours');
   });
 
@@ -199,7 +205,7 @@ describe('failures', () => {
     assert.ok(Date.now() - started < 25_000, 'the worker stopped the build, it did not run its 30 s');
   });
 
-  it('keeps GC roots for results of a succeeded run and drops the run\'s temporary roots', async () => {
+  it("keeps GC roots for results of a succeeded run and drops the run's temporary roots", async () => {
     const fixture = chain(3);
     const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
     assert.equal(result.exitCode, 0, result.stderr);
@@ -210,7 +216,7 @@ describe('failures', () => {
     assert.deepEqual(links, [result.stdout.trim()]);
   });
 
-  it('takes --expr, --arg and -I like nix-build, resolving relative paths in the caller\'s directory', async () => {
+  it("takes --expr, --arg and -I like nix-build, resolving relative paths in the caller's directory", async () => {
     const fixture = chain(2);
     const dir = dirname(fixture.file);
     const salt = freshSalt();
@@ -220,7 +226,9 @@ describe('failures', () => {
     assert.equal(viaArg.exitCode, 0, viaArg.stderr);
     assert.equal(viaArg.stdout, viaExpr.stdout, 'the same derivation either way');
     assert.match(viaArg.stderr, /0 derivations to build/, 'already built by the first');
-    const viaInclude = await farm.build(['-I', 'fixtures=.', '--expr', `(import <fixtures/${basename(fixture.file)}> { salt = "${salt}"; }).all`], { cwd: dir });
+    const viaInclude = await farm.build(['-I', 'fixtures=.', '--expr', `(import <fixtures/${basename(fixture.file)}> { salt = "${salt}"; }).all`], {
+      cwd: dir,
+    });
     assert.equal(viaInclude.exitCode, 0, viaInclude.stderr);
     assert.equal(viaInclude.stdout, viaExpr.stdout);
   });

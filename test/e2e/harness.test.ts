@@ -9,12 +9,34 @@ import { Redis } from 'ioredis';
 import { parseDerivation } from '@nixfarm/shared';
 import { startPrivateRedis } from '../harness/private-redis.js';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
-import { chain, derivationClosure, failingBranch, freshSalt, layeredDag, multiOutput, nixInstantiate, outputPathsOf, outputsOf, type Fixture } from '../harness/nix-fixtures.js';
+import {
+  chain,
+  derivationClosure,
+  failingBranch,
+  freshSalt,
+  layeredDag,
+  multiOutput,
+  nixInstantiate,
+  outputPathsOf,
+  outputsOf,
+  type Fixture,
+} from '../harness/nix-fixtures.js';
 import { sleep } from '../harness/poll.js';
 
 /** Builds a fixture inside a machine the way tests should: sandboxed, no substituters. */
 async function nixBuild(machine: SimulatedMachine, file: string, attrs: readonly string[], salt: string, extra: string[] = []) {
-  return machine.run('nix-build', [file, ...attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', salt, '--no-out-link', '--option', 'sandbox', 'true', ...extra]);
+  return machine.run('nix-build', [
+    file,
+    ...attrs.flatMap((a) => ['-A', a]),
+    '--argstr',
+    'salt',
+    salt,
+    '--no-out-link',
+    '--option',
+    'sandbox',
+    'true',
+    ...extra,
+  ]);
 }
 
 function hostValid(paths: readonly string[]): Set<string> {
@@ -194,7 +216,10 @@ describe('nix fixtures, built for real inside a machine with the sandbox on', ()
       for (const input of inputs) dependents.set(input, (dependents.get(input) ?? 0) + 1);
     }
     assert.equal(dependents.size, 50, 'every node is an input of something');
-    assert.ok([...dependents.values()].some((n) => n >= 2), 'some inputs are shared');
+    assert.ok(
+      [...dependents.values()].some((n) => n >= 2),
+      'some inputs are shared',
+    );
     // a single node is addressable by name too
     const [node] = await nixInstantiate(fixture.file, ['node-0-3'], { salt });
     assert.match(node!, /-node-0-3\.drv$/);

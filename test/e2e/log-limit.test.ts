@@ -24,9 +24,12 @@ const CHATTY_LINES = 2000;
  * the salt, so no store has seen them before.
  */
 function limitFixture(): string {
-  return scriptedFixture('log-limit', `  chatty = mk "chatty" ("echo 'chatty: begins " + salt + "'; j=0; while [ $j -lt ${EARLY_LINES} ]; do echo \\"chatty: early line $j\\" >&2; j=$((j+1)); done; \${bb}/bin/busybox sleep 1; i=0; while [ $i -lt ${CHATTY_LINES} ]; do echo \\"chatty: noise line $i, padded out to make the log long enough\\" >&2; i=$((i+1)); done; echo 'chatty: the end'; echo ok > $out");
+  return scriptedFixture(
+    'log-limit',
+    `  chatty = mk "chatty" ("echo 'chatty: begins " + salt + "'; j=0; while [ $j -lt ${EARLY_LINES} ]; do echo \\"chatty: early line $j\\" >&2; j=$((j+1)); done; \${bb}/bin/busybox sleep 1; i=0; while [ $i -lt ${CHATTY_LINES} ]; do echo \\"chatty: noise line $i, padded out to make the log long enough\\" >&2; i=$((i+1)); done; echo 'chatty: the end'; echo ok > $out");
   quiet = mk "quiet" ("echo 'quiet: " + salt + "'; echo ok > $out");
-`);
+`,
+  );
 }
 
 function valid(paths: readonly string[]): boolean {
@@ -54,14 +57,14 @@ describe('a worker with --max-log-size', () => {
     const quiet = derivations.find((d) => d.drvPath === quietDrv);
     assert.equal(chatty?.status, 'log-limit-exceeded', JSON.stringify(derivations));
     assert.equal(chatty?.worker, 'tight');
-    assert.equal(chatty?.attempts, 1, 'a log over the limit is the build\'s own failure: not retried');
+    assert.equal(chatty?.attempts, 1, "a log over the limit is the build's own failure: not retried");
     assert.equal(quiet?.status, 'succeeded', JSON.stringify(derivations));
     const run = await farm.api<{ status: string }>(`/api/runs/${runId}`);
     assert.equal(run.status, 'failed');
     assert.match(result.stderr, /LOG-LIMIT-EXCEEDED|log-limit-exceeded/i, result.stderr);
 
     // The sibling's output is valid in the coordinator's store; the stopped build left nothing there.
-    assert.ok(valid(await outputPathsOf(quietDrv!)), 'quiet\'s output is valid on the coordinator');
+    assert.ok(valid(await outputPathsOf(quietDrv!)), "quiet's output is valid on the coordinator");
     assert.ok(!valid(await outputPathsOf(chattyDrv!)), 'chatty was stopped: no output on the coordinator');
 
     // The stored log: the beginning, cut at about the limit, with a note saying why; never the whole output.
@@ -69,17 +72,23 @@ describe('a worker with --max-log-size', () => {
     assert.equal(shown.exitCode, 0, shown.stderr);
     const log = shown.stdout;
     assert.ok(log.includes(`chatty: begins ${salt}`), log.slice(0, 500));
-    for (let j = 0; j < EARLY_LINES; j++) assert.ok(log.split('\n').includes(`chatty: early line ${j}`), `the lines before the flood are kept:\n${log.slice(0, 1000)}`);
+    for (let j = 0; j < EARLY_LINES; j++)
+      assert.ok(log.split('\n').includes(`chatty: early line ${j}`), `the lines before the flood are kept:\n${log.slice(0, 1000)}`);
     assert.match(log, /nixfarm: log cut: the build logged more than 4096 bytes \(the worker's --max-log-size\) and was stopped \(log-limit-exceeded\)/);
     assert.ok(!log.includes(`chatty: noise line ${CHATTY_LINES - 1},`), 'not the last noise line');
     assert.ok(!log.includes('chatty: the end'), 'not the end of the output');
     const noiseLines = log.split('\n').filter((l) => l.startsWith('chatty: noise line ')).length;
-    const noiseBytes = log.split('\n').filter((l) => l.startsWith('chatty: noise line ')).reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+    const noiseBytes = log
+      .split('\n')
+      .filter((l) => l.startsWith('chatty: noise line '))
+      .reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
     assert.ok(noiseBytes <= LIMIT, `at most the limit of the builder's output is kept (${noiseBytes} bytes in ${noiseLines} lines)`);
     // Nix reads the builder's output in chunks and stops it at the first chunk that crosses the limit, dropping
     // that chunk: of the flood, anything from none to just under the limit reaches the log, never a tenth of it.
     assert.ok(noiseLines < CHATTY_LINES / 10, `not all of the output is kept (${noiseLines} of ${CHATTY_LINES} lines)`);
-    process.stderr.write(`log-limit: stored log of chatty: ${Buffer.byteLength(log)} bytes, ${noiseLines} of ${CHATTY_LINES} noise lines (${noiseBytes} bytes)\n`);
+    process.stderr.write(
+      `log-limit: stored log of chatty: ${Buffer.byteLength(log)} bytes, ${noiseLines} of ${CHATTY_LINES} noise lines (${noiseBytes} bytes)\n`,
+    );
     // A few hundred bytes of headers and the note on top of the limit, never tens of KiB.
     assert.ok(Buffer.byteLength(log) <= LIMIT + 1024, `stored log is ${Buffer.byteLength(log)} bytes`);
 
@@ -95,12 +104,25 @@ describe('--max-log-size values', () => {
   const dir = mkdtempSync(join(tmpdir(), 'nixfarm-log-limit-config-'));
   after(() => removeTreeSync(dir));
   // Nothing listens at these addresses: a worker that got past its config would hang or say it cannot reach Redis.
-  const WORKER = ['worker', '--redis', 'redis://127.0.0.1:1', '--coordinator', '127.0.0.1:1', '--host-key', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE8= coordinator', '--state-dir', join(dir, 'worker'), '--name', 'w1'];
+  const WORKER = [
+    'worker',
+    '--redis',
+    'redis://127.0.0.1:1',
+    '--coordinator',
+    '127.0.0.1:1',
+    '--host-key',
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE8= coordinator',
+    '--state-dir',
+    join(dir, 'worker'),
+    '--name',
+    'w1',
+  ];
   const cases: Array<{ what: string; args: () => string[]; message: RegExp }> = [
     {
       what: '--max-log-size lots',
       args: () => [...WORKER, '--max-log-size', 'lots'],
-      message: /maxLogSize \(--max-log-size\): must be a whole number of bytes, optionally with a K, M or G suffix \(powers of 1024, like 65536, 4K or 64M\) \(got "lots"\)/,
+      message:
+        /maxLogSize \(--max-log-size\): must be a whole number of bytes, optionally with a K, M or G suffix \(powers of 1024, like 65536, 4K or 64M\) \(got "lots"\)/,
     },
     { what: '--max-log-size 0', args: () => [...WORKER, '--max-log-size', '0'], message: /maxLogSize \(--max-log-size\): must be from 1K to 4G .*; got "0"/ },
     {
@@ -129,6 +151,11 @@ describe('--max-log-size values', () => {
     assert.equal(result.exitCode, 0, result.stderr);
     // commander wraps the text to the terminal's width: compare it with the wrapping undone
     const help = result.stdout.replace(/\s+/g, ' ');
-    assert.ok(help.includes("--max-log-size <bytes> Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its stored log is cut there; bytes, or with a K, M or G suffix like 64M (default 64M)"), result.stdout);
+    assert.ok(
+      help.includes(
+        "--max-log-size <bytes> Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its stored log is cut there; bytes, or with a K, M or G suffix like 64M (default 64M)",
+      ),
+      result.stdout,
+    );
   });
 });

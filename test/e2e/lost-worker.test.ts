@@ -10,7 +10,13 @@ describe('a worker lost mid-build (SIGKILL)', () => {
     // recovery bound: 3 × lock + 5 s (lock lapse, then two stalled checks), checked by outcomeProblems
     assert.deepEqual(outcomeProblems(workerSigkillScenario, outcome), []);
     assert.equal(outcome.derivations, 5);
-    const attempts = /attempts ([\d,]+)/.exec(outcome.notes[0] ?? '')?.[1]?.split(',').map(Number);
-    assert.ok(attempts !== undefined && attempts.length > 0 && attempts.every((a) => a === 2), `one lost attempt and one that finished per killed build: ${outcome.notes[0]}`);
+    const attempts = /attempts ([\d,]+)/
+      .exec(outcome.notes[0] ?? '')?.[1]
+      ?.split(',')
+      .map(Number);
+    assert.ok(
+      attempts !== undefined && attempts.length > 0 && attempts.every((a) => a === 2),
+      `one lost attempt and one that finished per killed build: ${outcome.notes[0]}`,
+    );
   });
 });

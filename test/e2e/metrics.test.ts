@@ -95,8 +95,22 @@ describe('metrics, status and the scaling signal (real farm)', () => {
   it('shows work for a system no worker serves as waiting, ageing, and needing a worker; status --json agrees with /metrics; cancel empties it', async () => {
     const other = 'riscv64-linux';
     const queue = `build@${other}`;
-    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(2, { system: other }).file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
-    await pollFor(() => build.stderrSoFar().includes('UNSUPPORTED'), 60_000, () => `the build to say no worker can build it:\n${build.stderrSoFar()}`);
+    const build = farm.spawnCli([
+      'build',
+      '--coordinator',
+      farm.address.httpUrl,
+      chain(2, { system: other }).file,
+      '-A',
+      'all',
+      '--argstr',
+      'salt',
+      freshSalt(),
+    ]);
+    await pollFor(
+      () => build.stderrSoFar().includes('UNSUPPORTED'),
+      60_000,
+      () => `the build to say no worker can build it:\n${build.stderrSoFar()}`,
+    );
     const runId = runIdOf(build.stderrSoFar());
     await sleep(1500); // so that the oldest wait is measurably old
     const { text, samples } = await scrape();
@@ -110,7 +124,10 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     assert.equal(sampleValue(samples, 'nixfarm_workers_needed', { system }), 0, 'the served system needs nothing');
     assert.equal(sampleValue(samples, 'nixfarm_runs_active'), 1);
     // BullMQ's own export is there, each family announced once
-    assert.ok(samples.some((s) => s.name === 'bullmq_job_count' && s.labels.queue === queue), 'BullMQ job counts of the queue');
+    assert.ok(
+      samples.some((s) => s.name === 'bullmq_job_count' && s.labels.queue === queue),
+      'BullMQ job counts of the queue',
+    );
     assert.equal(text.split('\n').filter((l) => l === '# TYPE bullmq_job_count gauge').length, 1);
 
     const json = await farm.cli(['status', '--json']);
@@ -149,7 +166,11 @@ describe('metrics, status and the scaling signal (real farm)', () => {
   it('serves its OpenAPI 3.1 document, and what the farm answered above fits the schemas it documents', async () => {
     const response = await fetch(new URL('/api/openapi.json', farm.address.httpUrl));
     assert.equal(response.status, 200);
-    const doc = (await response.json()) as { openapi: string; paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: object }> }> }>>; components: { schemas: Record<string, object> } };
+    const doc = (await response.json()) as {
+      openapi: string;
+      paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: object }> }> }>>;
+      components: { schemas: Record<string, object> };
+    };
     assert.equal(doc.openapi, '3.1.0');
     const ajv = new Ajv2020({ strict: false, allErrors: true });
     for (const [name, schema] of Object.entries(doc.components.schemas)) ajv.addSchema(schema, `#/components/schemas/${name}`);

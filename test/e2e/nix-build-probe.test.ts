@@ -58,7 +58,14 @@ async function redisSnapshot(url: string): Promise<Map<string, string>> {
 describe('probeNixBuild on the host store', () => {
   let store: ServePool;
   before(() => {
-    store = localStorePool({ nixOptions: [['sandbox', 'true'], ['substituters', '']], write: true, maxIdle: 1 });
+    store = localStorePool({
+      nixOptions: [
+        ['sandbox', 'true'],
+        ['substituters', ''],
+      ],
+      write: true,
+      maxIdle: 1,
+    });
   });
   after(async () => {
     await store?.close();
@@ -82,16 +89,23 @@ describe('probeNixBuild on the host store', () => {
     const env = { NIX_CONFIG: `substituters =\n${BAD_NIX}` };
     const broken = localStorePool({ nixOptions: [['sandbox', 'true']], env, write: true, maxIdle: 1 });
     try {
-      await assert.rejects(probeNixBuild({ store: broken, nix: 'the host Nix', env, logger: quiet, alternative: 'or use another machine' }), (error: unknown) => {
-        assert.ok(error instanceof NixSetupError, String(error));
-        assert.equal(error.code, 'nix-build-users-missing');
-        assert.equal(error.retryable, false);
-        assert.equal(error.nixMessage, NIX_SAYS);
-        assert.deepEqual(error.message.split('\n'), [`the host Nix cannot build (checked at start with a trivial build): ${NIX_SAYS}`, ...buildUsersFixLines(), '       or use another machine']);
-        const probePath = String(error.details?.probePath);
-        assert.ok(!existsSync(probePath) && !existsSync(`${probePath}.lock`), `nothing left at ${probePath}`);
-        return true;
-      });
+      await assert.rejects(
+        probeNixBuild({ store: broken, nix: 'the host Nix', env, logger: quiet, alternative: 'or use another machine' }),
+        (error: unknown) => {
+          assert.ok(error instanceof NixSetupError, String(error));
+          assert.equal(error.code, 'nix-build-users-missing');
+          assert.equal(error.retryable, false);
+          assert.equal(error.nixMessage, NIX_SAYS);
+          assert.deepEqual(error.message.split('\n'), [
+            `the host Nix cannot build (checked at start with a trivial build): ${NIX_SAYS}`,
+            ...buildUsersFixLines(),
+            '       or use another machine',
+          ]);
+          const probePath = String(error.details?.probePath);
+          assert.ok(!existsSync(probePath) && !existsSync(`${probePath}.lock`), `nothing left at ${probePath}`);
+          return true;
+        },
+      );
     } finally {
       await broken.close();
     }
@@ -107,10 +121,20 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
    * unsupported, but its job waits in its queue all the same.
    */
   async function queuedRun(length: number): Promise<{ build: RunningCommand; runId: string; rows: () => Promise<DerivationView[]> }> {
-    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(length).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 300_000 });
-    const runId = await pollFor(() => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the run to be accepted:\n${build.stderrSoFar()}`);
+    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(length).file, '-A', 'all', '--argstr', 'salt', freshSalt()], {
+      timeoutMs: 300_000,
+    });
+    const runId = await pollFor(
+      () => /run (\w+)/.exec(build.stderrSoFar())?.[1],
+      60_000,
+      () => `the run to be accepted:\n${build.stderrSoFar()}`,
+    );
     const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
-    await pollFor(async () => (await rows()).some((r) => r.name === 'link-0' && WAITING.includes(r.status)), 30_000, () => 'link-0 to be queued');
+    await pollFor(
+      async () => (await rows()).some((r) => r.name === 'link-0' && WAITING.includes(r.status)),
+      30_000,
+      () => 'link-0 to be queued',
+    );
     return { build, runId, rows };
   }
 
@@ -126,11 +150,20 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
     assert.equal(await waitingIn(queue), 1);
 
     const refused = await farm.startWorker({ name: 'nobuild', nixConfig: [BAD_NIX] });
-    const exitCode = await new Promise<number | null>((resolve) => (refused.process.exitCode !== null ? resolve(refused.process.exitCode) : refused.process.once('exit', resolve)));
+    const exitCode = await new Promise<number | null>((resolve) =>
+      refused.process.exitCode !== null ? resolve(refused.process.exitCode) : refused.process.once('exit', resolve),
+    );
     assert.equal(exitCode, 2, farm.tail('nobuild'));
-    await pollFor(() => existsSync(refused.logFile) && readFileSync(refused.logFile, 'utf8').includes('fix:'), 5000, () => 'the log to be written');
+    await pollFor(
+      () => existsSync(refused.logFile) && readFileSync(refused.logFile, 'utf8').includes('fix:'),
+      5000,
+      () => 'the log to be written',
+    );
     const log = readFileSync(refused.logFile, 'utf8');
-    assert.deepEqual(humanLines(log), [`nixfarm: worker nobuild's Nix cannot build (checked at start with a trivial build): ${NIX_SAYS}`, ...buildUsersFixLines()]);
+    assert.deepEqual(humanLines(log), [
+      `nixfarm: worker nobuild's Nix cannot build (checked at start with a trivial build): ${NIX_SAYS}`,
+      ...buildUsersFixLines(),
+    ]);
     assert.doesNotMatch(log, /\n\s+at /, 'no stack trace');
 
     const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
@@ -144,7 +177,10 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
     await farm.startWorker({ name: 'canbuild' });
     const result = await build.result;
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
-    assert.deepEqual((await rows()).map((r) => [r.status, r.worker, r.attempts]), [['succeeded', 'canbuild', 1]]);
+    assert.deepEqual(
+      (await rows()).map((r) => [r.status, r.worker, r.attempts]),
+      [['succeeded', 'canbuild', 1]],
+    );
     assert.deepEqual((await auditRun(farm, runId)).lost, []);
     assert.equal(await farm.stopWorker('canbuild'), 0);
   });
@@ -155,7 +191,10 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
     const previousPid = farm.address.pid;
     await farm.killCoordinator('SIGTERM');
     const before = await redisSnapshot(farm.redis.url);
-    assert.ok([...before.keys()].some((k) => k.startsWith('bull:')), 'queued jobs are in Redis');
+    assert.ok(
+      [...before.keys()].some((k) => k.startsWith('bull:')),
+      'queued jobs are in Redis',
+    );
 
     const { args, env } = farm.coordinatorCommand(ports, { nixConfig: [BAD_NIX] });
     const started = Date.now();
@@ -183,13 +222,10 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
     await farm.startWorker({ name: 'after-restart' });
     const result = await build.result;
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
-    assert.deepEqual(
-      (await rows()).map((r) => [r.name, r.status, r.worker, r.attempts]).sort(),
-      [
-        ['link-0', 'succeeded', 'after-restart', 1],
-        ['link-1', 'succeeded', 'after-restart', 1],
-      ],
-    );
+    assert.deepEqual((await rows()).map((r) => [r.name, r.status, r.worker, r.attempts]).sort(), [
+      ['link-0', 'succeeded', 'after-restart', 1],
+      ['link-1', 'succeeded', 'after-restart', 1],
+    ]);
     assert.deepEqual((await auditRun(farm, runId)).lost, []);
   });
 });

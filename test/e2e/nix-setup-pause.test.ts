@@ -32,13 +32,26 @@ describe('a worker whose Nix cannot build what it advertises', () => {
   }
 
   it('hands the build back untried, pauses itself saying why (the fix logged once), and a worker that can builds it', async () => {
-    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(2, { system: 'x86_64-darwin' }).file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 300_000 });
-    await pollFor(() => build.stderrSoFar().includes('handed back by fake-mac'), 60_000, () => `a hand-back:\n${build.stderrSoFar()}\n${farm.diagnostics()}`);
-    const nixSays = "worker fake-mac's Nix cannot build: error: a 'x86_64-darwin' with features \\{\\} is required to build '/nix/store/\\w{32}-link-0\\.drv', but I am a 'x86_64-linux' with features \\{[^}]*\\}";
-    const fix = "\\(fix: make this Nix build it: extra-platforms = x86_64-darwin in nix\\.conf \\(or --nix-option\\) or stop sending it such builds \\(a worker's --system and --features say what it takes\\)\\)";
+    const build = farm.spawnCli(
+      ['build', '--coordinator', farm.address.httpUrl, chain(2, { system: 'x86_64-darwin' }).file, '-A', 'all', '--argstr', 'salt', freshSalt()],
+      { timeoutMs: 300_000 },
+    );
+    await pollFor(
+      () => build.stderrSoFar().includes('handed back by fake-mac'),
+      60_000,
+      () => `a hand-back:\n${build.stderrSoFar()}\n${farm.diagnostics()}`,
+    );
+    const nixSays =
+      "worker fake-mac's Nix cannot build: error: a 'x86_64-darwin' with features \\{\\} is required to build '/nix/store/\\w{32}-link-0\\.drv', but I am a 'x86_64-linux' with features \\{[^}]*\\}";
+    const fix =
+      "\\(fix: make this Nix build it: extra-platforms = x86_64-darwin in nix\\.conf \\(or --nix-option\\) or stop sending it such builds \\(a worker's --system and --features say what it takes\\)\\)";
     assert.match(build.stderrSoFar(), new RegExp(`link-0 handed back by fake-mac \\(${nixSays} ${fix}\\); queued again`));
 
-    const paused = await pollFor(async () => (await listed('fake-mac'))?.paused, 15_000, () => 'fake-mac to advertise its pause');
+    const paused = await pollFor(
+      async () => (await listed('fake-mac'))?.paused,
+      15_000,
+      () => 'fake-mac to advertise its pause',
+    );
     assert.match(paused, new RegExp(`^${nixSays} ${fix} \\(until the worker is restarted\\)$`));
 
     // Paused, it takes nothing more: the handed-back build waits, its try not counted.
@@ -52,20 +65,23 @@ describe('a worker whose Nix cannot build what it advertises', () => {
     await farm.startWorker({ name: 'real-mac', systems: ['x86_64-darwin'], nixConfig: ['extra-platforms = x86_64-darwin'] });
     const result = await build.result;
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
-    assert.deepEqual(
-      (await rows()).map((r) => [r.name, r.status, r.worker, r.attempts]).sort(),
-      [
-        ['link-0', 'succeeded', 'real-mac', 1],
-        ['link-1', 'succeeded', 'real-mac', 1],
-      ],
-    );
+    assert.deepEqual((await rows()).map((r) => [r.name, r.status, r.worker, r.attempts]).sort(), [
+      ['link-0', 'succeeded', 'real-mac', 1],
+      ['link-1', 'succeeded', 'real-mac', 1],
+    ]);
     assert.deepEqual((await auditRun(farm, runId)).lost, []);
 
     const fakeMac = farm.workers.get('fake-mac')!;
     assert.equal(fakeMac.process.exitCode, null, 'paused, not gone');
     assert.ok((await listed('fake-mac'))?.paused !== undefined, 'still paused');
     const log = readFileSync(fakeMac.logFile, 'utf8');
-    assert.equal(log.match(/Nix cannot build here: taking no new builds, handing builds back for other workers; fix: make this Nix build it: extra-platforms = x86_64-darwin/g)?.length, 1, 'the fix is logged once');
+    assert.equal(
+      log.match(
+        /Nix cannot build here: taking no new builds, handing builds back for other workers; fix: make this Nix build it: extra-platforms = x86_64-darwin/g,
+      )?.length,
+      1,
+      'the fix is logged once',
+    );
   });
 });
 
@@ -137,7 +153,7 @@ describe('NixSetupPause with a real Nix whose nix.conf is fixed while it is paus
     let probes = 0;
     const probe = async (): Promise<unknown> => {
       probes++;
-      return probeNixBuild({ store, nix: 'worker w1\'s Nix', env, logger });
+      return probeNixBuild({ store, nix: "worker w1's Nix", env, logger });
     };
     const error = await probe().then(
       () => assert.fail('the probe passed with a missing build-users group'),
@@ -156,7 +172,10 @@ describe('NixSetupPause with a real Nix whose nix.conf is fixed while it is paus
     assert.equal(pause.trip(error), true);
     assert.equal(pause.trip(error), false, 'a second build hitting the same wall changes nothing');
     assert.equal(pause.paused, error.oneLine());
-    assert.match(pause.paused ?? '', /^worker w1's Nix cannot build: error: the group 'nixfarm-no-such-group' specified in 'build-users-group' does not exist \(fix: create Nix's build users/);
+    assert.match(
+      pause.paused ?? '',
+      /^worker w1's Nix cannot build: error: the group 'nixfarm-no-such-group' specified in 'build-users-group' does not exist \(fix: create Nix's build users/,
+    );
 
     probes = 0;
     assert.equal(await pause.check(), error.oneLine(), 'not due yet: no probe');

@@ -57,7 +57,10 @@ function unreachableNotices(output: string, who: string): string[] {
 class RedisRelay {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
-  constructor(readonly port: number, private readonly targetPort: number) {}
+  constructor(
+    readonly port: number,
+    private readonly targetPort: number,
+  ) {}
 
   start(): Promise<void> {
     const server = createServer((client) => {
@@ -96,7 +99,12 @@ describe('connectRedis: waiting for Redis', () => {
     const notices: string[] = [];
     const started = Date.now();
     const connecting = connectRedis({ url, logger: quietLogger, onNotice: (m) => notices.push(m), firstRetryMs: 200, maxRetryMs: 800 });
-    await waitFor('the first notice', () => notices.length > 0, 10_000, () => notices.join('\n'));
+    await waitFor(
+      'the first notice',
+      () => notices.length > 0,
+      10_000,
+      () => notices.join('\n'),
+    );
     assert.equal(
       notices[0],
       `cannot reach Redis at ${url} (ECONNREFUSED); retrying every 0.2 s, backing off to every 0.8 s — is redis-server running there? (--redis)`,
@@ -113,7 +121,12 @@ describe('connectRedis: waiting for Redis', () => {
 
     // Once connected, the client reconnects by itself after a loss, as ioredis does.
     await redis.restart();
-    await waitFor('a reconnect after a Redis restart', async () => (await client.ping().catch(() => 'down')) === 'PONG', 20_000, () => client.status);
+    await waitFor(
+      'a reconnect after a Redis restart',
+      async () => (await client.ping().catch(() => 'down')) === 'PONG',
+      20_000,
+      () => client.status,
+    );
   });
 
   it('stops waiting at once when aborted', async () => {
@@ -121,7 +134,12 @@ describe('connectRedis: waiting for Redis', () => {
     const controller = new AbortController();
     const notices: string[] = [];
     const connecting = connectRedis({ url, logger: quietLogger, signal: controller.signal, onNotice: (m) => notices.push(m), firstRetryMs: 5000 });
-    await waitFor('the first notice', () => notices.length > 0, 10_000, () => '');
+    await waitFor(
+      'the first notice',
+      () => notices.length > 0,
+      10_000,
+      () => '',
+    );
     const abortedAt = Date.now();
     controller.abort();
     await assert.rejects(connecting, (error: unknown) => {
@@ -130,12 +148,27 @@ describe('connectRedis: waiting for Redis', () => {
       return true;
     });
     assert.ok(Date.now() - abortedAt < 1000, 'not after the 5 s pause');
-    await assert.rejects(connectRedis({ url, logger: quietLogger, signal: controller.signal }), RedisWaitAbortedError, 'an already aborted wait does not start');
+    await assert.rejects(
+      connectRedis({ url, logger: quietLogger, signal: controller.signal }),
+      RedisWaitAbortedError,
+      'an already aborted wait does not start',
+    );
   });
 
   it('gives up at once on refused credentials, and never shows the password', async () => {
     const port = await freePort();
-    const { command, args } = withParentDeathSignal('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', 'right-one']);
+    const { command, args } = withParentDeathSignal('redis-server', [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--requirepass',
+      'right-one',
+    ]);
     const child = spawn(command, args, { stdio: 'ignore', detached: true });
     const unregister = onProcessExit(() => killGroup(child.pid, 'SIGKILL'));
     cleanups.push(() => {
@@ -175,12 +208,32 @@ describe('coordinator and worker started before Redis', () => {
     removeTreeSync(dir);
   });
 
-  const diagnostics = (...started: Started[]) => (): string => started.map((s) => s.output().split('\n').slice(-30).join('\n')).join('\n---\n');
+  const diagnostics =
+    (...started: Started[]) =>
+    (): string =>
+      started.map((s) => s.output().split('\n').slice(-30).join('\n')).join('\n---\n');
 
   function startCoordinator(name: string, redisUrl: string, state: string): Started {
     const child = spawn(
       process.execPath,
-      [NIXFARM_BIN, 'coordinator', '--state-dir', state, '--redis', redisUrl, '--http-port', '0', '--ssh-host', '127.0.0.1', '--ssh-port', '0', '--gc-roots-dir', gcRootsDir, '--log-level', 'debug'],
+      [
+        NIXFARM_BIN,
+        'coordinator',
+        '--state-dir',
+        state,
+        '--redis',
+        redisUrl,
+        '--http-port',
+        '0',
+        '--ssh-host',
+        '127.0.0.1',
+        '--ssh-port',
+        '0',
+        '--gc-roots-dir',
+        gcRootsDir,
+        '--log-level',
+        'debug',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, NIX_CONFIG: 'substituters =' } },
     );
     processes.push(child);
@@ -197,8 +250,22 @@ describe('coordinator and worker started before Redis', () => {
     const auth = await cli(['authorize', '--state-dir', stateDir, key.stdout.trim()]);
     assert.equal(auth.exitCode, 0, auth.stderr);
     const child = machine.spawn(process.execPath, [
-      NIXFARM_BIN, 'worker', '--join', stateDir, '--redis', redisUrl, '--name', name, '--state-dir', workerState, '--log-level', 'debug',
-      '--nix-option', 'sandbox=true', '--nix-option', 'substituters=',
+      NIXFARM_BIN,
+      'worker',
+      '--join',
+      stateDir,
+      '--redis',
+      redisUrl,
+      '--name',
+      name,
+      '--state-dir',
+      workerState,
+      '--log-level',
+      'debug',
+      '--nix-option',
+      'sandbox=true',
+      '--nix-option',
+      'substituters=',
     ]);
     processes.push(child);
     return track(child, join(dir, `${name}.log`));
@@ -208,7 +275,6 @@ describe('coordinator and worker started before Redis', () => {
     // The CLI finds the admin token in the coordinator's state dir, as on the coordinator's machine.
     return spawnNixfarm(args, { env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: '', NIXFARM_STATE_DIR: stateDir } }).result;
   }
-
 
   /** SIGTERM to a process group; the exit code, or 'hung' if it did not exit in time. */
   async function terminate(started: Started, timeoutMs: number): Promise<number | null | 'hung'> {
@@ -279,7 +345,10 @@ describe('coordinator and worker started before Redis', () => {
     assert.match(worker.output(), new RegExp(`${who}: connected to Redis at redis://127\\.0\\.0\\.1:${relayPort} after \\d+ s`));
     await waitFor(
       'the worker registered',
-      async () => ((await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: WorkerListing[] }).workers.some((w) => w.name === 'late' && w.alive),
+      async () =>
+        ((await (await fetch(new URL('/api/workers', httpUrl), auth())).json()) as { workers: WorkerListing[] }).workers.some(
+          (w) => w.name === 'late' && w.alive,
+        ),
       30_000,
       diagnostics(worker, coordinator),
     );

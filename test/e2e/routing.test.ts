@@ -9,7 +9,6 @@ import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import { killGroup } from '../harness/process-cleanup.js';
 
-
 /** Worker name -> how many of the run's derivations it built. */
 function placement(rows: readonly DerivationView[]): Map<string, number> {
   const counts = new Map<string, number>();
@@ -30,7 +29,10 @@ describe('routing by system features (real workers)', () => {
     const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 60_000 });
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
     const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runIdOf(result.stderr)}/derivations`);
-    assert.ok(derivations.every((d) => d.status === 'succeeded'), JSON.stringify(derivations));
+    assert.ok(
+      derivations.every((d) => d.status === 'succeeded'),
+      JSON.stringify(derivations),
+    );
     return { rows: derivations, where: placement(derivations) };
   }
 
@@ -76,11 +78,15 @@ describe('platforms never starve each other (real workers)', () => {
   it('builds an x86_64-darwin derivation within seconds while 500 x86_64-linux builds are queued', async (t) => {
     const linuxFlood = layeredDag({ layers: 1, width: 500 });
     // in the background, killable: the 500 are never waited for
-    flood = spawn(process.execPath, [NIXFARM_BIN, 'build', '--coordinator', farm.address.httpUrl, linuxFlood.file, '-A', 'all', '--argstr', 'salt', freshSalt()], {
-      stdio: 'ignore',
-      detached: true,
-      env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: farm.adminToken },
-    });
+    flood = spawn(
+      process.execPath,
+      [NIXFARM_BIN, 'build', '--coordinator', farm.address.httpUrl, linuxFlood.file, '-A', 'all', '--argstr', 'salt', freshSalt()],
+      {
+        stdio: 'ignore',
+        detached: true,
+        env: { ...process.env, NIX_CONFIG: 'substituters =', NIXFARM_TOKEN: farm.adminToken },
+      },
+    );
 
     // until the flood is queued and the linux worker is busy with it
     const deadline = Date.now() + 60_000;

@@ -5,7 +5,6 @@ import { farmForSuite } from '../harness/farm-for-suite.js';
 import { peakConcurrency } from '../harness/build-timeline.js';
 import { chain, freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 
-
 describe("placement by Nix's speed-factor rule in a pull model", () => {
   const farm = farmForSuite({
     workers: [

@@ -116,7 +116,10 @@ describe('serve sessions: copies and builds between two real stores', () => {
     assert.equal(attempt.status, 'succeeded', attempt.error);
     const out = drv.outputs.out!;
     assert.deepEqual(await machine.isValid([out, drv.path]), new Set([out]), 'the output is valid in the machine, the .drv never went there');
-    assert.ok(lines.some((l) => l.includes(`link-0 salt='${salt}'`) || l.includes(`link-0 salt=${salt}`)), `log: ${lines.join(' | ')}`);
+    assert.ok(
+      lines.some((l) => l.includes(`link-0 salt='${salt}'`) || l.includes(`link-0 salt=${salt}`)),
+      `log: ${lines.join(' | ')}`,
+    );
     assert.deepEqual(hostValid([out]), new Set(), 'not on the host yet');
     assert.equal(await copier.copyOut([out]), 1);
     assert.deepEqual(hostValid([out]), new Set([out]));
@@ -132,7 +135,11 @@ describe('serve sessions: copies and builds between two real stores', () => {
     const failed = await builder.build(jobFor(failing), { onLogLine: (l) => lines.push(l) });
     assert.equal(failed.status, 'failed');
     assert.match(failed.error ?? '', /failed with exit code 3/);
-    for (const l of fixture.logLines) assert.ok(lines.some((x) => x.includes(l)), `log has ${l}: ${lines.join(' | ')}`);
+    for (const l of fixture.logLines)
+      assert.ok(
+        lines.some((x) => x.includes(l)),
+        `log has ${l}: ${lines.join(' | ')}`,
+      );
 
     const slow = chain(1, { sleepSeconds: 30 });
     const [slowDrv] = await nixInstantiate(slow.file, slow.attrs, { salt: freshSalt() });

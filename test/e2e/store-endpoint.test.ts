@@ -318,11 +318,20 @@ describe('the store endpoint, with the OpenSSH client and Nix', { timeout: 300_0
     const stateDir = join(root, 'w%h%C');
     const key = await loadOrCreateWorkerKey(stateDir);
     await new AuthorizedKeys(coordinatorDir).add(key.publicKeyLine);
-    const config = await writeSshClientConfig({ stateDir, host: address.host, port: address.port, hostKeyLine: address.hostKey, privateKeyPath: key.privateKeyPath });
+    const config = await writeSshClientConfig({
+      stateDir,
+      host: address.host,
+      port: address.port,
+      hostKeyLine: address.hostKey,
+      privateKeyPath: key.privateKeyPath,
+    });
     sshConfigs.push(config.configPath);
     const result = await sshClient(config.configPath, ['nixfarm-coordinator', 'nix-store', '--serve'], SERVE_GREETING);
     assert.equal(result.exitCode, 0, result.stderr);
-    assert.ok(existsSync(join(stateDir, 'ssh')) && execFileSync('ls', [join(stateDir, 'ssh')], { encoding: 'utf8' }).includes('cm-'), 'the control socket sits in the literal directory');
+    assert.ok(
+      existsSync(join(stateDir, 'ssh')) && execFileSync('ls', [join(stateDir, 'ssh')], { encoding: 'utf8' }).includes('cm-'),
+      'the control socket sits in the literal directory',
+    );
   });
 
   it('serves nix-store --serve, --serve --write and nix-daemon --stdio through OpenSSH, with their exit codes', async () => {
@@ -382,7 +391,13 @@ describe('the store endpoint, with the OpenSSH client and Nix', { timeout: 300_0
   it('pins the host key: a worker expecting another key will not talk to it', async () => {
     const impostorKey = otherHostKey();
     const otherWorkerDir = join(root, 'w2');
-    const other = await writeSshClientConfig({ stateDir: otherWorkerDir, host: address.host, port: address.port, hostKeyLine: impostorKey, privateKeyPath: worker.privateKeyPath });
+    const other = await writeSshClientConfig({
+      stateDir: otherWorkerDir,
+      host: address.host,
+      port: address.port,
+      hostKeyLine: impostorKey,
+      privateKeyPath: worker.privateKeyPath,
+    });
     sshConfigs.push(other.configPath);
     const result = await sshClient(other.configPath, ['nixfarm-coordinator', 'nix-store', '--serve']);
     assert.equal(result.exitCode, 255);
@@ -453,7 +468,11 @@ describe('the store endpoint, with the OpenSSH client and Nix', { timeout: 300_0
 
   it('ends the Nix process when the worker hangs up', async () => {
     await waitFor('earlier sessions to end', async () => (await nixChildren()).length === 0, 10_000);
-    const client = execa('ssh', ['-F', ssh.configPath, '-S', 'none', 'nixfarm-coordinator', 'nix-store', '--serve'], { reject: false, stdin: 'pipe', timeout: COMMAND_TIMEOUT_MS });
+    const client = execa('ssh', ['-F', ssh.configPath, '-S', 'none', 'nixfarm-coordinator', 'nix-store', '--serve'], {
+      reject: false,
+      stdin: 'pipe',
+      timeout: COMMAND_TIMEOUT_MS,
+    });
     await waitFor('a running nix-store --serve', async () => (await nixChildren()).length === 1, 10_000);
     assert.equal(endpoint.stats.activeSessions, 1);
     client.kill('SIGKILL');

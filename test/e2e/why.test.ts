@@ -52,7 +52,11 @@ describe('nixfarm why: finding the derivation (real Redis)', () => {
     assert.equal(await redis.hlen(OUTPUT_INDEX_KEY), 3, 'one scan indexed every node');
     assert.deepEqual(await locator.resolve(parseWhyQuery(`${a.outPath}/bin/tool`)), { kind: 'found', hash: hashPart(a.drvPath), via: 'output-path' });
     assert.deepEqual(await locator.resolve(parseWhyQuery('bbbb')), { kind: 'found', hash: fakeHash('b'), via: 'hash-prefix' });
-    assert.deepEqual(await locator.resolve(parseWhyQuery(hashPart(b.outPath).slice(0, 8))), { kind: 'found', hash: hashPart(b.drvPath), via: 'output-hash-prefix' });
+    assert.deepEqual(await locator.resolve(parseWhyQuery(hashPart(b.outPath).slice(0, 8))), {
+      kind: 'found',
+      hash: hashPart(b.drvPath),
+      via: 'output-hash-prefix',
+    });
   });
 
   it('lists the candidates of an ambiguous prefix and finds nothing for unknown paths', async () => {
@@ -140,7 +144,11 @@ describe('nixfarm why on a real farm', () => {
     const [allDrv, firstDrv, secondDrv] = await nixInstantiate(fixture.file, ['all', 'node-0-0', 'node-0-1'], { salt });
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', 'all', '--argstr', 'salt', salt], { timeoutMs: 60_000 });
 
-    const waiting = await whyUntil(allDrv!, (a) => a.derivation.status === 'waiting' && (a.waitingFor ?? []).some((i) => i.status === 'running'), 'all waits while an input runs');
+    const waiting = await whyUntil(
+      allDrv!,
+      (a) => a.derivation.status === 'waiting' && (a.waitingFor ?? []).some((i) => i.status === 'running'),
+      'all waits while an input runs',
+    );
     assert.deepEqual(waiting.waitingFor!.map((i) => i.drvPath).sort(), [firstDrv, secondDrv].sort());
     assert.match(waiting.summary, /^waiting for 2 inputs to be built: node-0-\d \(running on plain\), node-0-\d \(queued\)$/);
 
@@ -150,7 +158,12 @@ describe('nixfarm why on a real farm', () => {
     const onWorker = await farm.api<WhyAnswer>(`/api/why?path=${encodeURIComponent(running.drvPath)}`);
     assert.equal(onWorker.running?.worker, 'plain');
     assert.match(onWorker.summary, /^building on plain since /);
-    const behind = await whyUntil(queued.drvPath, (a) => a.derivation.status === 'queued' && a.workers?.[0]?.verdict === 'busy', 'the queued input sees a busy worker', 6000);
+    const behind = await whyUntil(
+      queued.drvPath,
+      (a) => a.derivation.status === 'queued' && a.workers?.[0]?.verdict === 'busy',
+      'the queued input sees a busy worker',
+      6000,
+    );
     assert.equal(behind.workers![0]!.reason, 'busy at 1/1');
     assert.match(behind.summary, /every capable live worker is busy \(plain 1\/1\)/);
 
@@ -202,7 +215,10 @@ describe('nixfarm why on a real farm', () => {
     }
     const ambiguous = await why('99999999');
     assert.equal(ambiguous.exitCode, 2);
-    assert.match(ambiguous.stderr, /"99999999" matches 2 derivations; give a longer prefix or the whole path:\n\s+waiting\s+\/nix\/store\/9{31}1-twin-1\.drv\n\s+waiting\s+\/nix\/store\/9{31}2-twin-2\.drv/);
+    assert.match(
+      ambiguous.stderr,
+      /"99999999" matches 2 derivations; give a longer prefix or the whole path:\n\s+waiting\s+\/nix\/store\/9{31}1-twin-1\.drv\n\s+waiting\s+\/nix\/store\/9{31}2-twin-2\.drv/,
+    );
     const response409 = await fetch(new URL('/api/why?path=99999999', farm.address.httpUrl), { headers: farm.authHeaders() });
     assert.equal(response409.status, 409);
     const body = (await response409.json()) as { error: { code: string; candidates: unknown[] } };

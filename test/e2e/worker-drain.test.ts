@@ -24,13 +24,21 @@ async function derivations(farm: TestFarm, runId: string): Promise<DerivationVie
 /** Starts `nixfarm build` of a fixture's `all` with a fresh salt; the run id once the CLI names it. */
 async function startBuild(farm: TestFarm, file: string) {
   const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 300_000 });
-  const runId = await pollFor(() => /run (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the run to be accepted:\n${build.stderrSoFar()}`);
+  const runId = await pollFor(
+    () => /run (\w+)/.exec(build.stderrSoFar())?.[1],
+    60_000,
+    () => `the run to be accepted:\n${build.stderrSoFar()}`,
+  );
   return { ...build, runId };
 }
 
 /** Which worker runs the run's (only) build once it started. */
 async function builder(build: { stderrSoFar: () => string }): Promise<string> {
-  return pollFor(() => /building link-0 on (\w+)/.exec(build.stderrSoFar())?.[1], 60_000, () => `the build to start:\n${build.stderrSoFar()}`);
+  return pollFor(
+    () => /building link-0 on (\w+)/.exec(build.stderrSoFar())?.[1],
+    60_000,
+    () => `the build to start:\n${build.stderrSoFar()}`,
+  );
 }
 
 describe('a worker told to stop (SIGTERM) drains', () => {
@@ -48,17 +56,25 @@ describe('a worker told to stop (SIGTERM) drains', () => {
 
     signalWorker(farm, 'delta', 'SIGTERM');
     // It says so in its heartbeat at once, with a slot still free.
-    const draining = await pollFor(async () => (await workers(farm!)).find((w) => w.name === 'delta' && w.draining === true), 10_000, () => 'delta to advertise draining');
+    const draining = await pollFor(
+      async () => (await workers(farm!)).find((w) => w.name === 'delta' && w.draining === true),
+      10_000,
+      () => 'delta to advertise draining',
+    );
     assert.equal(draining.running, 1);
     const shown = await farm.cli(['workers']);
     assert.match(shown.stdout, /delta .*DRAINING: takes no new builds/);
 
     // A second ready derivation after the signal: delta has a free slot but does not take it.
     const second = await startBuild(farm, chain(1).file);
-    const [queued] = await pollFor(async () => {
-      const rows = await derivations(farm!, second.runId);
-      return rows.length > 0 && rows.every((r) => r.status === 'queued') ? rows : undefined;
-    }, 30_000, () => 'the second run to be queued');
+    const [queued] = await pollFor(
+      async () => {
+        const rows = await derivations(farm!, second.runId);
+        return rows.length > 0 && rows.every((r) => r.status === 'queued') ? rows : undefined;
+      },
+      30_000,
+      () => 'the second run to be queued',
+    );
     await sleep(3000);
     const [stillQueued] = await derivations(farm, second.runId);
     assert.equal(stillQueued?.status, 'queued', 'a draining worker takes no new build');
@@ -119,7 +135,10 @@ describe('a worker told to stop (SIGTERM) drains', () => {
 
     const result = await run.result;
     assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
-    assert.match(result.stderr, new RegExp(`link-0 handed back by ${victim} \\(worker ${victim} is leaving and its drain timeout of 1 s ran out\\); queued again`));
+    assert.match(
+      result.stderr,
+      new RegExp(`link-0 handed back by ${victim} \\(worker ${victim} is leaving and its drain timeout of 1 s ran out\\); queued again`),
+    );
     const [link] = await derivations(farm, runIdOf(result.stderr));
     assert.equal(link?.status, 'succeeded');
     assert.equal(link?.worker, survivor);
@@ -128,8 +147,14 @@ describe('a worker told to stop (SIGTERM) drains', () => {
     // The events: the victim handed it back and never reported it finished; the survivor started it after that.
     const events = await workerEventLog(farm);
     const handedBack = eventsOfType(events, 'handed-back');
-    assert.deepEqual(handedBack.map((h) => [h.worker, h.drvPath]), [[victim, link!.drvPath]]);
-    assert.deepEqual(eventsOfType(events, 'finished').map((f) => [f.worker, f.outcome]), [[survivor, 'succeeded']]);
+    assert.deepEqual(
+      handedBack.map((h) => [h.worker, h.drvPath]),
+      [[victim, link!.drvPath]],
+    );
+    assert.deepEqual(
+      eventsOfType(events, 'finished').map((f) => [f.worker, f.outcome]),
+      [[survivor, 'succeeded']],
+    );
     const restart = eventsOfType(events, 'started').find((s) => s.worker === survivor);
     assert.ok(restart !== undefined && restart.at >= handedBack[0]!.at);
     assert.equal(restart.jobId, handedBack[0]!.jobId, 'the same BullMQ job went back to the queue');
@@ -153,7 +178,11 @@ describe('a worker told to stop (SIGTERM) drains', () => {
     const victim = await builder(run);
     const survivor = victim === 'mu' ? 'nu' : 'mu';
     signalWorker(farm, victim, 'SIGTERM');
-    await pollFor(async () => (await workers(farm!)).find((w) => w.name === victim && w.draining === true), 10_000, () => `${victim} to advertise draining`);
+    await pollFor(
+      async () => (await workers(farm!)).find((w) => w.name === victim && w.draining === true),
+      10_000,
+      () => `${victim} to advertise draining`,
+    );
     // The first signal alone does not stop the build (its drain timeout is 10 minutes).
     await sleep(2000);
     const [during] = await derivations(farm, run.runId);
@@ -175,7 +204,10 @@ describe('a worker told to stop (SIGTERM) drains', () => {
     assert.equal(link?.worker, survivor);
     assert.equal(link?.attempts, 1);
     const restart = eventsOfType(await workerEventLog(farm), 'started').find((s) => s.worker === survivor);
-    assert.ok(restart !== undefined && restart.at - againAt < 15_000, `the survivor started it ${restart === undefined ? 'never' : `${restart.at - againAt} ms`} after the second signal`);
+    assert.ok(
+      restart !== undefined && restart.at - againAt < 15_000,
+      `the survivor started it ${restart === undefined ? 'never' : `${restart.at - againAt} ms`} after the second signal`,
+    );
   });
 
   it('chaos scenario worker-drain (small): nothing lost, the handed-back builds counted once', async () => {

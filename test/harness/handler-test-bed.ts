@@ -2,9 +2,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { DerivationGraph, GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation } from '@nixfarm/coordinator';
+import {
+  DerivationGraph,
+  GcRoots,
+  RunEvents,
+  WorkerEventHandler,
+  type OutputVerifier,
+  type PlannedDerivation,
+  type ReadyDerivation,
+} from '@nixfarm/coordinator';
 import { redisKeys, type Logger } from '@nixfarm/shared';
 import { privateRedisForSuite } from './private-redis.js';
 

@@ -11,10 +11,19 @@ const CHROMIUM = process.env.NIXFARM_CHROMIUM ?? '/usr/bin/chromium';
  * reaching for Google's services and floods the sandbox with refused
  * connections. Playwright gives each launch a fresh user-data-dir.
  */
-const CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 export async function launchChromium(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run \`node scripts/ensure-machine.mjs\` (it installs Debian's chromium) or set NIXFARM_CHROMIUM`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(`${CHROMIUM} is missing: run \`node scripts/ensure-machine.mjs\` (it installs Debian's chromium) or set NIXFARM_CHROMIUM`);
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
 }
 

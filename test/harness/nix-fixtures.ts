@@ -172,7 +172,9 @@ export function layeredDag(options: LayeredDagOptions): LayeredDag {
       const name = `node-${k}-${i}`;
       layer.push(name);
       // each output names its inputs' outputs: a real runtime reference, without the size growing per layer
-      const refs = dependencies(k, i, width).map((d) => `echo \${node-${k - 1}-${d}} >> $out; `).join('');
+      const refs = dependencies(k, i, width)
+        .map((d) => `echo \${node-${k - 1}-${d}} >> $out; `)
+        .join('');
       // node-k-i is one Nix identifier ('-' is an identifier character), so no quoting is needed
       lines.push(`  ${name} = mk { name = "${name}"; script = "echo ${name} > $out; ${refs}"; };`);
     }

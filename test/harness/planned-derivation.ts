@@ -20,12 +20,28 @@ export function plannedDerivation({ hash, name, out, inputs = [] }: PlannedDeriv
     hash,
     inputs: [...inputs],
     queue: 'build@x86_64-linux',
-    drv: { path, name, outputs: { out }, inputDrvs: {}, inputSrcs: [], system: 'x86_64-linux', builder: '/bin/sh', args: [], outputHashes: {}, env: {}, requiredSystemFeatures: [], preferLocalBuild: false },
+    drv: {
+      path,
+      name,
+      outputs: { out },
+      inputDrvs: {},
+      inputSrcs: [],
+      system: 'x86_64-linux',
+      builder: '/bin/sh',
+      args: [],
+      outputHashes: {},
+      env: {},
+      requiredSystemFeatures: [],
+      preferLocalBuild: false,
+    },
     job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out }, inputPaths: [] },
   };
 }
 
 /** A name as a 32-character hash part: padded with 0 and reduced to Nix's base-32 alphabet (no e, o, t, u). */
 export function hashOf(name: string): string {
-  return name.padEnd(32, '0').replace(/[^0-9a-df-np-sv-z]/g, '0').slice(0, 32);
+  return name
+    .padEnd(32, '0')
+    .replace(/[^0-9a-df-np-sv-z]/g, '0')
+    .slice(0, 32);
 }

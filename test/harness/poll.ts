@@ -3,7 +3,12 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls until `probe` gives a value (not undefined or false); throws naming what it waited for. */
-export async function pollFor<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs: number, what: () => string, intervalMs = 100): Promise<T> {
+export async function pollFor<T>(
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs: number,
+  what: () => string,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let value: T | undefined | false;
@@ -23,7 +28,12 @@ export async function pollFor<T>(probe: () => T | undefined | false | Promise<T 
  * waited for, with `diagnostics()` (e.g. a process's output) after. Unlike
  * pollFor, an error the condition throws is the test's failure, not a retry.
  */
-export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 20_000, diagnostics: () => string = () => ''): Promise<void> {
+export async function waitFor(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+  diagnostics: () => string = () => '',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) {

@@ -36,7 +36,10 @@ export interface PrivateRedis {
 const SYSTEM_REDIS_PORT = 6379;
 
 class RedisStartError extends Error {
-  constructor(message: string, readonly output: string) {
+  constructor(
+    message: string,
+    readonly output: string,
+  ) {
     super(`${message}\nredis-server output:\n${output}`);
     this.name = 'RedisStartError';
   }
@@ -60,7 +63,6 @@ function ping(port: number, timeoutMs = 500): Promise<boolean> {
     });
   });
 }
-
 
 class PrivateRedisServer implements PrivateRedis {
   private child: ChildProcess | undefined;
@@ -88,13 +90,20 @@ class PrivateRedisServer implements PrivateRedis {
     if (this.port === SYSTEM_REDIS_PORT) throw new Error('refusing to start a test redis on 6379, where a system redis may run');
     this.output = '';
     const { command, args } = withParentDeathSignal('redis-server', [
-      '--port', String(this.port),
-      '--bind', '127.0.0.1',
-      '--save', '',
-      '--appendonly', this.appendOnly ? 'yes' : 'no',
-      '--dir', this.dir,
-      '--daemonize', 'no',
-      '--logfile', '',
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      this.appendOnly ? 'yes' : 'no',
+      '--dir',
+      this.dir,
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
     ]);
     // detached: its own process group, so a Ctrl-C meant for the test runner
     // does not kill redis before the test's own teardown runs

@@ -112,8 +112,11 @@ export class SimulatedMachine {
     // Before anything uses the dir, and before its mount identity is read: processes inside bind-mount the tmpfs.
     this.ownMount = options.nixTmpfsMiB !== undefined;
     if (options.nixTmpfsMiB !== undefined) {
-      if (!Number.isInteger(options.nixTmpfsMiB) || options.nixTmpfsMiB < 1) throw new Error(`nixTmpfsMiB must be a positive integer, not ${options.nixTmpfsMiB}`);
-      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${options.nixTmpfsMiB}m,mode=0755`, `nixfarm-${name}`, this.nixDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+      if (!Number.isInteger(options.nixTmpfsMiB) || options.nixTmpfsMiB < 1)
+        throw new Error(`nixTmpfsMiB must be a positive integer, not ${options.nixTmpfsMiB}`);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${options.nixTmpfsMiB}m,mode=0755`, `nixfarm-${name}`, this.nixDir], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
     }
     this.identity = this.mountIdentity();
     this.unregister = onProcessExit(() => this.destroySync());

@@ -116,7 +116,8 @@ export class SshBuilderMachine {
   private async waitListening(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (this.sshd?.exitCode !== null && this.sshd?.exitCode !== undefined) throw new Error(`sshd of ${this.name} exited with ${this.sshd.exitCode}:\n${this.logTail()}`);
+      if (this.sshd?.exitCode !== null && this.sshd?.exitCode !== undefined)
+        throw new Error(`sshd of ${this.name} exited with ${this.sshd.exitCode}:\n${this.logTail()}`);
       if (await canConnect(this.port)) return;
       if (Date.now() > deadline) throw new Error(`sshd of ${this.name} not listening on ${this.port} after ${timeoutMs} ms:\n${this.logTail()}`);
       await sleep(50);

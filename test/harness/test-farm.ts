@@ -142,7 +142,10 @@ export class TestFarm {
    * farm starts its coordinator with: for a test that starts one itself (a
    * start that must fail).
    */
-  coordinatorCommand(ports: { http: number; ssh: number } = { http: 0, ssh: 0 }, options: CoordinatorStartOptions = {}): { args: string[]; env: NodeJS.ProcessEnv } {
+  coordinatorCommand(
+    ports: { http: number; ssh: number } = { http: 0, ssh: 0 },
+    options: CoordinatorStartOptions = {},
+  ): { args: string[]; env: NodeJS.ProcessEnv } {
     const args = [
       'coordinator',
       '--state-dir',
@@ -251,7 +254,10 @@ export class TestFarm {
   }
 
   async api<T>(path: string, init?: RequestInit): Promise<T> {
-    const response = await fetch(new URL(path, this.address.httpUrl), { ...init, headers: { ...this.authHeaders(), ...(init?.headers as Record<string, string> | undefined) } });
+    const response = await fetch(new URL(path, this.address.httpUrl), {
+      ...init,
+      headers: { ...this.authHeaders(), ...(init?.headers as Record<string, string> | undefined) },
+    });
     const text = await response.text();
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}: ${text}`);
     return JSON.parse(text) as T;
@@ -267,7 +273,13 @@ export class TestFarm {
     return spawnNixfarm(args, {
       ...options,
       // The admin token, as an operator on the coordinator's machine would have it; env overrides it (tests of refusals).
-      env: { ...process.env, NIXFARM_COORDINATOR: this.address?.httpUrl ?? '', NIXFARM_TOKEN: this.adminToken ?? '', NIX_CONFIG: 'substituters =', ...options.env },
+      env: {
+        ...process.env,
+        NIXFARM_COORDINATOR: this.address?.httpUrl ?? '',
+        NIXFARM_TOKEN: this.adminToken ?? '',
+        NIX_CONFIG: 'substituters =',
+        ...options.env,
+      },
     });
   }
 

@@ -23,7 +23,18 @@ function started(n: PlannedDerivation): BuildStartedEvent {
 }
 
 function finished(n: PlannedDerivation, outcome: BuildFinishedEvent['outcome']): BuildFinishedEvent {
-  return { type: 'finished', drvPath: n.drv.path, worker: 'w1', jobId: n.hash, attempt: 0, outcome, outputs: n.job.outputs, logTail: [], timings: TIMINGS, at: Date.now() };
+  return {
+    type: 'finished',
+    drvPath: n.drv.path,
+    worker: 'w1',
+    jobId: n.hash,
+    attempt: 0,
+    outcome,
+    outputs: n.job.outputs,
+    logTail: [],
+    timings: TIMINGS,
+    at: Date.now(),
+  };
 }
 
 describe('worker reports applied in batches', () => {
@@ -47,12 +58,20 @@ describe('worker reports applied in batches', () => {
     const c = node('c', ['a', 'b']);
     const { graph, handler, queued, finalized, recorded, rootsDir } = await setup([a, b, c]);
     await handler.handleAll([started(a), started(b), finished(a, 'succeeded'), finished(b, 'succeeded')]);
-    assert.deepEqual(queued.map((r) => r.hash), [c.hash], 'c is released once, with its job');
+    assert.deepEqual(
+      queued.map((r) => r.hash),
+      [c.hash],
+      'c is released once, with its job',
+    );
     assert.equal(queued[0]?.job.drvPath, c.drv.path);
     assert.equal(await graph.status(a.hash), 'succeeded');
     assert.equal((await graph.view(a.hash))?.attempts, 1);
     assert.deepEqual(recorded.sort(), ['a', 'b']);
-    assert.deepEqual(readdirSync(join(rootsDir, 'runs', 'r1')).sort(), [`out-${a.job.outputs.out!.slice(11)}`, `out-${b.job.outputs.out!.slice(11)}`].sort(), 'outputs held for the run');
+    assert.deepEqual(
+      readdirSync(join(rootsDir, 'runs', 'r1')).sort(),
+      [`out-${a.job.outputs.out!.slice(11)}`, `out-${b.job.outputs.out!.slice(11)}`].sort(),
+      'outputs held for the run',
+    );
     assert.deepEqual(await runEvents(), ['drv-started a.drv', 'drv-started b.drv', 'drv-finished a.drv succeeded', 'drv-finished b.drv succeeded']);
     await handler.handleAll([started(c), finished(c, 'succeeded'), finished(c, 'failed')]);
     assert.equal(await graph.status(c.hash), 'succeeded', 'a duplicate report later in the batch changes nothing');
@@ -67,11 +86,18 @@ describe('worker reports applied in batches', () => {
     const { graph, handler, queued } = await setup([a, b, c, d]);
     await handler.handleAll([started(a), started(b), finished(a, 'aborted'), finished(b, 'failed')]);
     assert.equal(await graph.status(a.hash), 'queued', 'aborted: queued again');
-    assert.deepEqual(queued.map((r) => r.hash), [a.hash]);
+    assert.deepEqual(
+      queued.map((r) => r.hash),
+      [a.hash],
+    );
     assert.equal(queued[0]?.delayMs, 10);
     assert.equal(await graph.status(b.hash), 'failed');
     assert.equal(await graph.status(d.hash), 'dependency-failed');
-    assert.deepEqual((await runEvents()).slice(-3), ['drv-finished rb.drv failed', 'drv-finished rc.drv dependency-failed', 'drv-finished rd.drv dependency-failed']);
+    assert.deepEqual((await runEvents()).slice(-3), [
+      'drv-finished rb.drv failed',
+      'drv-finished rc.drv dependency-failed',
+      'drv-finished rd.drv dependency-failed',
+    ]);
   });
 
   it('checks every reported output in one call and treats a success with an invalid output as an infrastructure failure', async () => {
@@ -95,16 +121,27 @@ describe('worker reports applied in batches', () => {
   it('registers a run larger than one registration chunk with inputs counted across chunks', async () => {
     // A chain: every node but the first waits for the one before, which may sit in an earlier chunk.
     const chain = Array.from({ length: 12_001 }, (_, i) => {
-      const hash = i.toString(32).padStart(32, '0').replace(/[eotu]/g, (c) => ({ e: 'w', o: 'x', t: 'y', u: 'z' })[c] ?? c); // Nix's base32 has no e o t u
+      const hash = i
+        .toString(32)
+        .padStart(32, '0')
+        .replace(/[eotu]/g, (c) => ({ e: 'w', o: 'x', t: 'y', u: 'z' })[c] ?? c); // Nix's base32 has no e o t u
       const path = `/nix/store/${hash}-chain-${i}.drv`;
       const out = `/nix/store/${hash.replace(/^0/, '1')}-chain-${i}`;
-      return { ...node('chain'), hash, drv: { ...node('chain').drv, path, name: `chain-${i}`, outputs: { out } }, job: { ...node('chain').job, drvPath: path, outputs: { out } } };
+      return {
+        ...node('chain'),
+        hash,
+        drv: { ...node('chain').drv, path, name: `chain-${i}`, outputs: { out } },
+        job: { ...node('chain').job, drvPath: path, outputs: { out } },
+      };
     });
     chain.forEach((n, i) => {
       n.inputs = i === 0 ? [] : [chain[i - 1]!.hash];
     });
     const { graph, ready } = await setup([...chain].reverse());
-    assert.deepEqual(ready.map((r) => r.hash), [chain[0]!.hash]);
+    assert.deepEqual(
+      ready.map((r) => r.hash),
+      [chain[0]!.hash],
+    );
     assert.deepEqual(await graph.statusCounts(chain.map((n) => n.hash)), { queued: 1, waiting: 12_000 });
     assert.equal(Number(await bed.redis().hget(redisKeys.run('r1'), 'remaining')), 12_001);
     assert.equal(await bed.redis().scard(redisKeys.runDrvs('r1')), 12_001);

@@ -51,7 +51,10 @@ describe('DerivationGraph on real Redis', () => {
     const afterA = await graph.finish(a.hash, 'succeeded', { worker: 'w1' });
     assert.deepEqual(afterA.released, [], 'c still waits for b');
     const afterB = await graph.finish(b.hash, 'succeeded', { worker: 'w1' });
-    assert.deepEqual(afterB.released.map((r) => r.hash), [c.hash]);
+    assert.deepEqual(
+      afterB.released.map((r) => r.hash),
+      [c.hash],
+    );
     assert.equal(afterB.released[0]!.job.drvPath, c.job.drvPath);
     const afterC = await graph.finish(c.hash, 'succeeded', { worker: 'w1' });
     assert.deepEqual(afterC.finishedRuns, ['run1']);
@@ -72,7 +75,11 @@ describe('DerivationGraph on real Redis', () => {
     await graph.finish(shared.hash, 'succeeded', { worker: 'w1' });
     await startRun(redis, 'runB');
     const b = await graph.registerRun('runB', [shared, top], { ...OPTS, checkedAt });
-    assert.deepEqual(b.ready.map((r) => r.hash), [top.hash], 'the dependent is ready at once; the finished input is not queued again');
+    assert.deepEqual(
+      b.ready.map((r) => r.hash),
+      [top.hash],
+      'the dependent is ready at once; the finished input is not queued again',
+    );
     assert.equal(await graph.status(shared.hash), 'succeeded');
     assert.equal(await graph.attempts(shared.hash), 1);
     assert.equal(await redis.hget(redisKeys.run('runB'), 'remaining'), '2', 'only the dependent (and the sentinel) is pending');
@@ -80,7 +87,10 @@ describe('DerivationGraph on real Redis', () => {
     // A run planned after the success saw the output invalid for another reason (collected since): it rebuilds.
     await startRun(redis, 'runC');
     const c = await graph.registerRun('runC', [shared], { ...OPTS, checkedAt: Date.now() + 1000 });
-    assert.deepEqual(c.ready.map((r) => r.hash), [shared.hash]);
+    assert.deepEqual(
+      c.ready.map((r) => r.hash),
+      [shared.hash],
+    );
   });
 
   it('marks every transitive dependent dependency-failed and counts them for each run', async () => {
@@ -108,7 +118,10 @@ describe('DerivationGraph on real Redis', () => {
     await startRun(redis, 'r2');
     const first = await graph.registerRun('r1', [shared, top1], OPTS);
     const second = await graph.registerRun('r2', [shared, top2], OPTS);
-    assert.deepEqual(first.ready.map((r) => r.hash), [shared.hash]);
+    assert.deepEqual(
+      first.ready.map((r) => r.hash),
+      [shared.hash],
+    );
     assert.deepEqual(second.ready, [], 'shared is already queued');
     assert.equal(second.joined, 1);
     const out = await graph.finish(shared.hash, 'succeeded', {});
@@ -132,7 +145,11 @@ describe('DerivationGraph on real Redis', () => {
 
     await startRun(redis, 'third');
     const third = await graph.registerRun('third', [broken, node('user', ['broken'])], { priority: 0, rebuildFailed: true });
-    assert.deepEqual(third.ready.map((r) => r.hash), [broken.hash], '--rebuild-failed queues it again');
+    assert.deepEqual(
+      third.ready.map((r) => r.hash),
+      [broken.hash],
+      '--rebuild-failed queues it again',
+    );
     assert.deepEqual(third.cachedFailures, []);
   });
 
@@ -144,7 +161,10 @@ describe('DerivationGraph on real Redis', () => {
       const b = node('growb', ['growa']);
       await open('g1');
       const first = await graph.registerRun('g1', [a], OPTS);
-      assert.deepEqual(first.ready.map((r) => r.hash), [a.hash]);
+      assert.deepEqual(
+        first.ready.map((r) => r.hash),
+        [a.hash],
+      );
       await graph.markStarted(a.hash, 'w1', 1);
       const grown = await graph.growRun('g1', [b, a], OPTS);
       assert.equal(grown.type, 'grown');
@@ -152,7 +172,10 @@ describe('DerivationGraph on real Redis', () => {
       const run = await graph.run('g1', ['total', 'remaining', 'failed']);
       assert.deepEqual(run, { total: 1, remaining: 3, failed: 0 }, 'total counts the growth; remaining: a, b and the open sentinel');
       const afterA = await graph.finish(a.hash, 'succeeded', { worker: 'w1' });
-      assert.deepEqual(afterA.released.map((r) => r.hash), [b.hash]);
+      assert.deepEqual(
+        afterA.released.map((r) => r.hash),
+        [b.hash],
+      );
       assert.deepEqual(afterA.finishedRuns, []);
     });
 
@@ -169,7 +192,11 @@ describe('DerivationGraph on real Redis', () => {
       assert.deepEqual(grown.type === 'grown' ? grown.ready : null, []);
       assert.deepEqual((await graph.runsOf(shared.hash)).sort(), ['g2', 'other']);
       const out = await graph.finish(shared.hash, 'succeeded', {});
-      assert.deepEqual(out.released.map((r) => r.hash), [top.hash], 'the top waits only for the shared node: its other input had succeeded');
+      assert.deepEqual(
+        out.released.map((r) => r.hash),
+        [top.hash],
+        'the top waits only for the shared node: its other input had succeeded',
+      );
       // A node that succeeded before is built again only when the planner saw its outputs invalid (it was planned): like register.
       const again = await graph.growRun('g2', [done], OPTS);
       assert.deepEqual(again.type === 'grown' ? again.ready.map((r) => r.hash) : null, [done.hash]);

@@ -21,7 +21,15 @@ function planned(): PlannedDerivation {
 }
 
 const started = (worker: string, at: number): BuildStartedEvent => ({ type: 'started', drvPath: DRV, worker, jobId: HASH, attempt: 0, at });
-const handedBack = (worker: string, at: number): BuildHandedBackEvent => ({ type: 'handed-back', drvPath: DRV, worker, jobId: HASH, attempt: 0, reason: `worker ${worker} was told to leave now`, at });
+const handedBack = (worker: string, at: number): BuildHandedBackEvent => ({
+  type: 'handed-back',
+  drvPath: DRV,
+  worker,
+  jobId: HASH,
+  attempt: 0,
+  reason: `worker ${worker} was told to leave now`,
+  at,
+});
 
 describe('applying hand-backs', () => {
   const bed = handlerTestBed();
@@ -44,8 +52,15 @@ describe('applying hand-backs', () => {
     assert.equal(view?.worker, undefined);
     assert.equal(view?.startedAt, undefined);
     assert.deepEqual(enqueued, [], 'the worker returned the BullMQ job itself: nothing is queued twice');
-    assert.deepEqual(JSON.parse((await bed.redis().hget(redisKeys.drv(HASH), 'handedBack'))!), { worker: 'w1', reason: 'worker w1 was told to leave now', at: 2000 });
-    assert.deepEqual((await runEvents()).map((e) => e.type), ['drv-started', 'drv-handed-back']);
+    assert.deepEqual(JSON.parse((await bed.redis().hget(redisKeys.drv(HASH), 'handedBack'))!), {
+      worker: 'w1',
+      reason: 'worker w1 was told to leave now',
+      at: 2000,
+    });
+    assert.deepEqual(
+      (await runEvents()).map((e) => e.type),
+      ['drv-started', 'drv-handed-back'],
+    );
     assert.deepEqual((await runEvents())[1], { type: 'drv-handed-back', drvPath: DRV, worker: 'w1', reason: 'worker w1 was told to leave now', at: 2000 });
 
     // Another worker takes it: one try counted, the one that runs.

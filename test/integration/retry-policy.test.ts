@@ -19,7 +19,18 @@ function planned(): PlannedDerivation {
 }
 
 function finished(outcome: BuildFinishedEvent['outcome'], error?: string): BuildFinishedEvent {
-  return { type: 'finished', drvPath: DRV, worker: 'w1', jobId: HASH, attempt: 0, outcome, logTail: [], timings: { copyInMs: 1, buildMs: 1, copyOutMs: 1, totalMs: 3 }, at: Date.now(), ...(error ? { error } : {}) };
+  return {
+    type: 'finished',
+    drvPath: DRV,
+    worker: 'w1',
+    jobId: HASH,
+    attempt: 0,
+    outcome,
+    logTail: [],
+    timings: { copyInMs: 1, buildMs: 1, copyOutMs: 1, totalMs: 3 },
+    at: Date.now(),
+    ...(error ? { error } : {}),
+  };
 }
 
 describe('retry policy for infrastructure failures', () => {
@@ -57,7 +68,8 @@ describe('retry policy for infrastructure failures', () => {
 
   it('ends an abort its reporter marks not retryable (its Nix cannot build) at once, with its error as reported', async () => {
     const { graph, handler, requeued, finalized } = await setup();
-    const error = "the coordinator's Nix cannot build: error: the group 'nixbld' specified in 'build-users-group' does not exist\n  fix: create Nix's build users";
+    const error =
+      "the coordinator's Nix cannot build: error: the group 'nixbld' specified in 'build-users-group' does not exist\n  fix: create Nix's build users";
     await graph.markStarted(HASH, 'w1', Date.now());
     await handler.handle({ ...finished('aborted', error), errorCode: 'nix-build-users-missing', retryable: false });
     assert.equal(await graph.status(HASH), 'aborted');
@@ -70,7 +82,11 @@ describe('retry policy for infrastructure failures', () => {
   it('still retries an abort marked retryable, as one without the mark', async () => {
     const { graph, handler, requeued } = await setup();
     await graph.markStarted(HASH, 'w1', Date.now());
-    await handler.handle({ ...finished('aborted', 'Nix could not build it (MiscFailure): error: a path vanished'), errorCode: 'build-not-done', retryable: true });
+    await handler.handle({
+      ...finished('aborted', 'Nix could not build it (MiscFailure): error: a path vanished'),
+      errorCode: 'build-not-done',
+      retryable: true,
+    });
     assert.equal(await graph.status(HASH), 'queued');
     assert.equal(requeued.length, 1);
   });

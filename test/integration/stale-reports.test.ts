@@ -38,14 +38,17 @@ describe('stale reports after a lost lock', () => {
 
   async function setup(nodes: PlannedDerivation[], verifier?: OutputVerifier) {
     const warnings: Array<{ msg: string; fields: Record<string, unknown> }> = [];
-    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push({ msg: JSON.parse(line).msg as string, fields: JSON.parse(line) as Record<string, unknown> }) });
+    const logger = pino(
+      { level: 'warn' },
+      { write: (line: string) => void warnings.push({ msg: JSON.parse(line).msg as string, fields: JSON.parse(line) as Record<string, unknown> }) },
+    );
     return { ...(await bed.setup(nodes, { ...(verifier === undefined ? {} : { verifier }), logger, retryBaseDelayMs: 10 })), warnings };
   }
 
   const A1 = (n: PlannedDerivation): Attempt => ({ worker: 'alpha', jobId: n.hash, attempt: 1 });
   const B2 = (n: PlannedDerivation): Attempt => ({ worker: 'beta', jobId: n.hash, attempt: 2 });
 
-  it("drops a late abort and a late failure from the worker that lost the lock while another worker runs the build", async () => {
+  it('drops a late abort and a late failure from the worker that lost the lock while another worker runs the build', async () => {
     const slow = node('slow');
     const top = node('top', ['slow']);
     const { graph, handler, queued, finalized, warnings } = await setup([slow, top]);
@@ -66,7 +69,11 @@ describe('stale reports after a lost lock', () => {
 
     await handler.handleAll([finished(slow, B2(slow), 'succeeded')]);
     assert.equal(await graph.status(slow.hash), 'succeeded');
-    assert.deepEqual(queued.map((r) => r.hash), [top.hash], 'the dependent is released once');
+    assert.deepEqual(
+      queued.map((r) => r.hash),
+      [top.hash],
+      'the dependent is released once',
+    );
     const view = await graph.view(slow.hash);
     assert.equal(view?.builds, 1);
     assert.deepEqual(view?.builtBy, ['beta']);
@@ -120,7 +127,11 @@ describe('stale reports after a lost lock', () => {
     await handler.handleAll([finished(slow, A1(slow), 'succeeded')]);
     assert.equal(await graph.status(slow.hash), 'succeeded', 'a success from any attempt: its outputs are valid');
     await handler.handleAll([finished(slow, B2(slow), 'succeeded')]);
-    assert.deepEqual(queued.map((r) => r.hash), [top.hash], 'released once');
+    assert.deepEqual(
+      queued.map((r) => r.hash),
+      [top.hash],
+      'released once',
+    );
     assert.equal(await bed.redis().hget(redisKeys.run('r1'), 'remaining'), '1', 'counted once: only the dependent is left');
     const view = await graph.view(slow.hash);
     assert.equal(view?.builds, 2);

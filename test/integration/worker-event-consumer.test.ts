@@ -30,7 +30,9 @@ describe('the worker event consumer after a restart', () => {
     // The previous process read two reports and died before acknowledging them.
     await redis.xreadgroup('GROUP', redisKeys.workerEventsGroup, 'coordinator', 'COUNT', 2, 'STREAMS', redisKeys.workerEvents, '>');
     const applied: string[] = [];
-    const handler = { handleAll: async (events: readonly WorkerEvent[]) => void applied.push(...events.map((e) => e.drvPath.slice(-6))) } as unknown as WorkerEventHandler;
+    const handler = {
+      handleAll: async (events: readonly WorkerEvent[]) => void applied.push(...events.map((e) => e.drvPath.slice(-6))),
+    } as unknown as WorkerEventHandler;
     const consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler, logger: pino({ level: 'silent' }), blockMs: 1000 });
     await consumer.start();
     try {

@@ -56,7 +56,10 @@ describe('messages for refused input', () => {
     const text = messageOf(workerConfigSchema, { name: 'w', redisURL: 'redis://x', colour: 1 }, 'worker config');
     assert.match(text, /^  unknown fields "redisURL" \(did you mean "redisUrl"\?\), "colour"; known fields: name, redisUrl, coordinatorHost, /m);
     // nested: the parent is named
-    assert.match(messageOf(submitRunRequestSchema, { expr: '1', args: [{ name: 'a', expr: '1', value: 'x' }] }), /^  args\.0: unknown field "value"; known fields: name, expr$/m);
+    assert.match(
+      messageOf(submitRunRequestSchema, { expr: '1', args: [{ name: 'a', expr: '1', value: 'x' }] }),
+      /^  args\.0: unknown field "value"; known fields: name, expr$/m,
+    );
   });
 
   it('names the kinds of a tagged union (worker events)', () => {
@@ -64,8 +67,11 @@ describe('messages for refused input', () => {
     assert.match(messageOf(workerEventSchema, { drvPath: DRV }), /^  type: missing: give one of started, finished, handed-back$/m);
   });
 
-  it('keeps a schema\'s own explanation, adding the rejected value when the input is reported', () => {
-    assert.match(messageOf(buildJobSchema, { ...job, drvPath: `/nix/store/${HASH}-a;b.drv` }), new RegExp(`drvPath: not a valid Nix store path \\(name may only contain .*\\) \\(got "/nix/store/${HASH}-a;b\\.drv"\\)`));
+  it("keeps a schema's own explanation, adding the rejected value when the input is reported", () => {
+    assert.match(
+      messageOf(buildJobSchema, { ...job, drvPath: `/nix/store/${HASH}-a;b.drv` }),
+      new RegExp(`drvPath: not a valid Nix store path \\(name may only contain .*\\) \\(got "/nix/store/${HASH}-a;b\\.drv"\\)`),
+    );
     // without reportInput (zod's default) the value is not repeated
     const quiet = buildJobSchema.safeParse({ ...job, drvPath: '/tmp/x.drv' });
     assert.doesNotMatch(formatZodError(quiet.error!, 'job'), /got/);
@@ -80,7 +86,16 @@ describe('messages for refused input', () => {
 });
 
 describe('store paths with shell characters, traversal or whitespace are refused wherever a path is accepted', () => {
-  const bad = [`/nix/store/${HASH}-a;rm -rf ~`, `/nix/store/${HASH}-$(id)`, `/nix/store/${HASH}-\`id\``, `/nix/store/${HASH}-a b`, `/nix/store/${HASH}-a\nb`, `/nix/store/${HASH}-x/../../etc`, '/nix/store/../etc/passwd', `/nix/store/${HASH}-..`];
+  const bad = [
+    `/nix/store/${HASH}-a;rm -rf ~`,
+    `/nix/store/${HASH}-$(id)`,
+    `/nix/store/${HASH}-\`id\``,
+    `/nix/store/${HASH}-a b`,
+    `/nix/store/${HASH}-a\nb`,
+    `/nix/store/${HASH}-x/../../etc`,
+    '/nix/store/../etc/passwd',
+    `/nix/store/${HASH}-..`,
+  ];
 
   it('in a build job: drvPath, inputPaths and outputs', () => {
     for (const path of bad) {
@@ -93,8 +108,16 @@ describe('store paths with shell characters, traversal or whitespace are refused
 
   it('in a worker event: drvPath, outputs and NAR hash keys', () => {
     const finished = {
-      type: 'finished', drvPath: DRV, worker: 'w', jobId: HASH, attempt: 0, outcome: 'succeeded', outputs: { out: OUT }, logTail: [],
-      timings: { copyInMs: 0, buildMs: 0, copyOutMs: 0, totalMs: 0 }, at: 0,
+      type: 'finished',
+      drvPath: DRV,
+      worker: 'w',
+      jobId: HASH,
+      attempt: 0,
+      outcome: 'succeeded',
+      outputs: { out: OUT },
+      logTail: [],
+      timings: { copyInMs: 0, buildMs: 0, copyOutMs: 0, totalMs: 0 },
+      at: 0,
     };
     assert.equal(workerEventSchema.safeParse(finished).success, true, 'the well-formed event is accepted');
     for (const path of bad) {
@@ -105,7 +128,13 @@ describe('store paths with shell characters, traversal or whitespace are refused
   });
 
   it('in `nixfarm why`: the whole argument and the rule are named', () => {
-    for (const path of [...bad, `/nix/store/${HASH}-hello/bin/../../../etc/passwd`, `/nix/store/${HASH}-hello/./bin`, `/nix/store/${HASH}-hello/bin/a b`, `/nix/store/${HASH}-hello/bin/$(id)`]) {
+    for (const path of [
+      ...bad,
+      `/nix/store/${HASH}-hello/bin/../../../etc/passwd`,
+      `/nix/store/${HASH}-hello/./bin`,
+      `/nix/store/${HASH}-hello/bin/a b`,
+      `/nix/store/${HASH}-hello/bin/$(id)`,
+    ]) {
       assert.throws(
         () => parseWhyQuery(path),
         (error: unknown) => {

@@ -12,7 +12,11 @@ function entry(worker: string, attempt: number, fields: Record<string, string>):
 describe('build log rendering', () => {
   it('gives one complete attempt as the plain log', () => {
     const r = new LogRenderer();
-    const text = r.consume(entry('w1', 1, { [LOG_FIELD.lines]: 'a\nb' })) + r.consume(entry('w1', 1, { [LOG_FIELD.lines]: 'c' })) + r.consume(entry('w1', 1, { [LOG_FIELD.end]: 'succeeded' })) + r.finish();
+    const text =
+      r.consume(entry('w1', 1, { [LOG_FIELD.lines]: 'a\nb' })) +
+      r.consume(entry('w1', 1, { [LOG_FIELD.lines]: 'c' })) +
+      r.consume(entry('w1', 1, { [LOG_FIELD.end]: 'succeeded' })) +
+      r.finish();
     assert.equal(text, 'a\nb\nc\n');
     assert.equal(r.complete(), true);
     assert.deepEqual(r.attemptList, [{ worker: 'w1', jobId: 'job1', attempt: 1, lines: 3, end: 'succeeded' }]);
@@ -42,7 +46,12 @@ describe('build log files', () => {
   it("puts a log in Nix's layout, named only from a valid .drv path", () => {
     const store = new BuildLogStore({ logDir: '/var/log/nix' });
     assert.equal(store.pathFor(DRV), '/var/log/nix/drvs/0c/5x4qzz9ahz1hx2hd4a3r6s7yg3d2x8-hello-2.12.drv');
-    for (const bad of ['/nix/store/../../etc/passwd.drv', '/nix/store/0c5x4qzz9ahz1hx2hd4a3r6s7yg3d2x8-hello', '/tmp/x.drv', `/nix/store/0c5x4qzz9ahz1hx2hd4a3r6s7yg3d2x8-a/../b.drv`]) {
+    for (const bad of [
+      '/nix/store/../../etc/passwd.drv',
+      '/nix/store/0c5x4qzz9ahz1hx2hd4a3r6s7yg3d2x8-hello',
+      '/tmp/x.drv',
+      `/nix/store/0c5x4qzz9ahz1hx2hd4a3r6s7yg3d2x8-a/../b.drv`,
+    ]) {
       assert.throws(() => store.pathFor(bad), /not a valid Nix store path/, bad);
     }
   });

@@ -4,7 +4,6 @@ import { DashboardFeed, isShownAsFailure } from '@nixfarm/coordinator';
 import { BUILD_STATUSES, createLogger, type DashboardSnapshot } from '@nixfarm/shared';
 import { sleep } from '../harness/poll.js';
 
-
 /** A collector that counts its reads and takes `delayMs` each. */
 function countingCollector(delayMs: number): { collect: () => Promise<DashboardSnapshot>; reads: () => number } {
   let reads = 0;
@@ -71,9 +70,13 @@ describe('DashboardFeed', () => {
   });
 
   it('lists as failures exactly the statuses where the build itself went wrong', () => {
-    assert.deepEqual(
-      BUILD_STATUSES.filter(isShownAsFailure),
-      ['failed', 'aborted', 'timed-out', 'log-limit-exceeded', 'output-limit-exceeded', 'cached-failure'],
-    );
+    assert.deepEqual(BUILD_STATUSES.filter(isShownAsFailure), [
+      'failed',
+      'aborted',
+      'timed-out',
+      'log-limit-exceeded',
+      'output-limit-exceeded',
+      'cached-failure',
+    ]);
   });
 });

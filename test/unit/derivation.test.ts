@@ -128,7 +128,10 @@ describe('ATerm derivation parser', () => {
   it('rejects store paths that are not store paths, wherever they appear', () => {
     assert.throws(() => parseDerivation('/tmp/x.drv', PRODUCER_TEXT), InvalidStorePathError);
     assert.throws(() => parseDerivation(PRODUCER_PATH.replace('.drv', ''), PRODUCER_TEXT), InvalidStorePathError);
-    const evilOutput = PRODUCER_TEXT.replace('/nix/store/8n43yx46103plimzfixnvis0nqybzjvl-multi-producer-foo","",""', '/nix/store/8n43yx46103plimzfixnvis0nqybzjvl-x;rm -rf /","",""');
+    const evilOutput = PRODUCER_TEXT.replace(
+      '/nix/store/8n43yx46103plimzfixnvis0nqybzjvl-multi-producer-foo","",""',
+      '/nix/store/8n43yx46103plimzfixnvis0nqybzjvl-x;rm -rf /","",""',
+    );
     assert.throws(() => parseDerivation(PRODUCER_PATH, evilOutput), InvalidStorePathError);
     const evilSrc = PRODUCER_TEXT.replace('["/nix/store/ap5lw0pk87zllpr8psdiqgxx50yqpp1h-busybox"]', '["/etc/passwd"]');
     assert.throws(() => parseDerivation(PRODUCER_PATH, evilSrc), InvalidStorePathError);

@@ -23,7 +23,12 @@ function repoRoot(): string {
 const ROOT = repoRoot();
 const README = join(ROOT, 'README.md');
 const DOCS = join(ROOT, 'docs');
-const PAGES = [README, ...readdirSync(DOCS).filter((f) => f.endsWith('.md')).map((f) => join(DOCS, f))];
+const PAGES = [
+  README,
+  ...readdirSync(DOCS)
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => join(DOCS, f)),
+];
 
 /** The text outside fenced code blocks (their lines blanked, so line numbers hold). */
 function prose(markdown: string): string {
@@ -146,9 +151,20 @@ describe('docs', () => {
   });
 
   it('names in docs/metrics.md exactly the metrics the coordinator exports', () => {
-    const exported = new FarmMetrics().registry.getMetricsAsArray().map((m) => m.name).filter((name) => !name.startsWith('nixfarm_coordinator_'));
+    const exported = new FarmMetrics().registry
+      .getMetricsAsArray()
+      .map((m) => m.name)
+      .filter((name) => !name.startsWith('nixfarm_coordinator_'));
     const named = new Set([...prose(read(join(DOCS, 'metrics.md'))).matchAll(/`(nixfarm_[a-z_]+)`/g)].map((m) => m[1]!));
-    assert.deepEqual(exported.filter((name) => !named.has(name)), [], 'exported but not in docs/metrics.md');
-    assert.deepEqual([...named].filter((name) => !exported.includes(name)), [], 'in docs/metrics.md but not exported');
+    assert.deepEqual(
+      exported.filter((name) => !named.has(name)),
+      [],
+      'exported but not in docs/metrics.md',
+    );
+    assert.deepEqual(
+      [...named].filter((name) => !exported.includes(name)),
+      [],
+      'in docs/metrics.md but not exported',
+    );
   });
 });

@@ -23,7 +23,8 @@ function hashCalls(lua: string): Array<{ command: string; key: string; args: Arr
 /** Field names a call names: every argument of HMGET and HDEL, the first of HGET and HINCRBY, every other one of HSET. */
 function fieldsOf(call: { command: string; args: Array<string | null> }): string[] {
   const { command, args } = call;
-  const picked = command === 'HSET' ? args.filter((_, i) => i % 2 === 0) : command === 'HGET' || command === 'HINCRBY' || command === 'HEXISTS' ? args.slice(0, 1) : args;
+  const picked =
+    command === 'HSET' ? args.filter((_, i) => i % 2 === 0) : command === 'HGET' || command === 'HINCRBY' || command === 'HEXISTS' ? args.slice(0, 1) : args;
   return picked.filter((f): f is string => f !== null);
 }
 
@@ -42,7 +43,10 @@ describe('graph Lua constants', () => {
         const known: readonly string[] = isRunKey(call.key) ? RUN_FIELDS : NODE_FIELDS;
         for (const field of fieldsOf(call)) {
           checked++;
-          assert.ok(known.includes(field), `${op.name}: ${call.command} ${call.key} names field ${JSON.stringify(field)}, unknown to the ${isRunKey(call.key) ? 'run record' : 'node codec'}`);
+          assert.ok(
+            known.includes(field),
+            `${op.name}: ${call.command} ${call.key} names field ${JSON.stringify(field)}, unknown to the ${isRunKey(call.key) ? 'run record' : 'node codec'}`,
+          );
         }
       }
       // Fields set through an args table (args[#args + 1] = 'field'; ...) and a registration's first write.

@@ -15,7 +15,7 @@ describe('build job ids', () => {
     assert.equal(hashOfQueuedJobId(queuedJobId(HASH, 2)), HASH);
   });
 
-  it('names a build on the coordinator\'s own store local-<hash>', () => {
+  it("names a build on the coordinator's own store local-<hash>", () => {
     assert.equal(localJobId(HASH), `local-${HASH}`);
   });
 });

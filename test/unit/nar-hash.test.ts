@@ -12,7 +12,10 @@ describe('NAR hash forms', () => {
   });
 
   it('leaves a base-32 hash and anything else as it is', () => {
-    assert.equal(canonicalNarHash('sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq'), 'sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq');
+    assert.equal(
+      canonicalNarHash('sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq'),
+      'sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq',
+    );
     assert.equal(canonicalNarHash('md5:abc'), 'md5:abc');
   });
 });

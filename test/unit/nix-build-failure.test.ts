@@ -30,9 +30,13 @@ const SEEN: Record<string, { status: NixBuildStatus; message: string }> = {
   },
   noChroot: {
     status: 'MiscFailure',
-    message: "\x1b[31;1merror:\x1b[0m derivation '\x1b[35;1m/nix/store/g1f18jdp5bnqwyw6kpb1rc6b246fny70-nochroot.drv\x1b[0m' has '__noChroot' set, but that's not allowed when 'sandbox' is 'true'",
+    message:
+      "\x1b[31;1merror:\x1b[0m derivation '\x1b[35;1m/nix/store/g1f18jdp5bnqwyw6kpb1rc6b246fny70-nochroot.drv\x1b[0m' has '__noChroot' set, but that's not allowed when 'sandbox' is 'true'",
   },
-  builderFailed: { status: 'PermanentFailure', message: "\x1b[0mbuilder for '\x1b[35;1m/nix/store/4zahm7cr4nmkwvrdhdh6v2h5v6cv5b5d-failing.drv\x1b[0m' failed with exit code 3" },
+  builderFailed: {
+    status: 'PermanentFailure',
+    message: "\x1b[0mbuilder for '\x1b[35;1m/nix/store/4zahm7cr4nmkwvrdhdh6v2h5v6cv5b5d-failing.drv\x1b[0m' failed with exit code 3",
+  },
   noOutput: {
     status: 'OutputRejected',
     message:
@@ -40,9 +44,13 @@ const SEEN: Record<string, { status: NixBuildStatus; message: string }> = {
   },
   badReference: {
     status: 'OutputRejected',
-    message: "\x1b[0moutput '\x1b[35;1m/nix/store/22pfwpxh4qg0x1jplbl7iry73sy85ixn-badref\x1b[0m' is not allowed to refer to the following paths:\x1b[35;1m\n  /nix/store/0c0ymkk6hv1dbfz5fk7x8b0c7c3l0zvm-busybox\x1b[0m",
+    message:
+      "\x1b[0moutput '\x1b[35;1m/nix/store/22pfwpxh4qg0x1jplbl7iry73sy85ixn-badref\x1b[0m' is not allowed to refer to the following paths:\x1b[35;1m\n  /nix/store/0c0ymkk6hv1dbfz5fk7x8b0c7c3l0zvm-busybox\x1b[0m",
   },
-  sandboxPath: { status: 'MiscFailure', message: "\x1b[31;1merror:\x1b[0m getting attributes of path '\x1b[35;1m/nonexistent-nixfarm\x1b[0m': \x1b[35;1mNo such file or directory\x1b[0m" },
+  sandboxPath: {
+    status: 'MiscFailure',
+    message: "\x1b[31;1merror:\x1b[0m getting attributes of path '\x1b[35;1m/nonexistent-nixfarm\x1b[0m': \x1b[35;1mNo such file or directory\x1b[0m",
+  },
 };
 
 describe('classifyNixBuildFailure: whose fault a failed Nix build is', () => {
@@ -50,7 +58,11 @@ describe('classifyNixBuildFailure: whose fault a failed Nix build is', () => {
     const failure = classifyNixBuildFailure(SEEN.cycle!.status, SEEN.cycle!.message);
     assert.equal(failure.kind, 'derivation');
     assert.equal(failure.code, 'nix-output-cycle');
-    assert.equal(failure.message, `error: cycle detected in build of '${DRV}' in the references of output 'a' from output 'b'`, 'colours are gone, the words are Nix\'s');
+    assert.equal(
+      failure.message,
+      `error: cycle detected in build of '${DRV}' in the references of output 'a' from output 'b'`,
+      "colours are gone, the words are Nix's",
+    );
     assert.equal(failure.fix, undefined);
   });
 
@@ -58,8 +70,14 @@ describe('classifyNixBuildFailure: whose fault a failed Nix build is', () => {
     const failure = classifyNixBuildFailure(SEEN.missingGroup!.status, SEEN.missingGroup!.message);
     assert.equal(failure.kind, 'machine');
     assert.equal(failure.code, 'nix-build-users-missing');
-    assert.match(failure.fix ?? '', /^create Nix's build users as root \(`node scripts\/ensure-machine\.mjs`, run by `npm run demo`, does this\):\n {2}groupadd --system nixfarm-no-such-group\n/);
-    assert.match(failure.fix ?? '', /useradd --system --gid nixfarm-no-such-group --groups nixfarm-no-such-group --no-user-group --no-create-home --home-dir \/var\/empty --shell \/usr\/sbin\/nologin nixfarm-no-such-group\$i/);
+    assert.match(
+      failure.fix ?? '',
+      /^create Nix's build users as root \(`node scripts\/ensure-machine\.mjs`, run by `npm run demo`, does this\):\n {2}groupadd --system nixfarm-no-such-group\n/,
+    );
+    assert.match(
+      failure.fix ?? '',
+      /useradd --system --gid nixfarm-no-such-group --groups nixfarm-no-such-group --no-user-group --no-create-home --home-dir \/var\/empty --shell \/usr\/sbin\/nologin nixfarm-no-such-group\$i/,
+    );
     assert.match(failure.fix ?? '', /\nor build without build users: `build-users-group =` in nix\.conf$/);
 
     const empty = classifyNixBuildFailure(SEEN.emptyGroup!.status, SEEN.emptyGroup!.message);
@@ -78,10 +96,14 @@ describe('classifyNixBuildFailure: whose fault a failed Nix build is', () => {
     );
     const features = classifyNixBuildFailure(SEEN.features!.status, SEEN.features!.message);
     assert.equal(features.code, 'nix-platform-mismatch');
-    assert.match(features.fix ?? '', /^make this Nix build it: extra-system-features = kvm-nope in nix\.conf \(or --nix-option\)\n/, 'its own platform: only the missing feature');
+    assert.match(
+      features.fix ?? '',
+      /^make this Nix build it: extra-system-features = kvm-nope in nix\.conf \(or --nix-option\)\n/,
+      'its own platform: only the missing feature',
+    );
   });
 
-  it('calls the sandbox that cannot be set up the machine\'s setup', () => {
+  it("calls the sandbox that cannot be set up the machine's setup", () => {
     for (const said of [
       'error: cannot perform a sandboxed build because user namespaces are not enabled; check /proc/sys/user/max_user_namespaces',
       'error: unable to start build process',
@@ -142,7 +164,10 @@ describe('NixSetupError', () => {
   });
 
   it('fits on one line for a heartbeat or a hand-back, cut to the limit', () => {
-    assert.equal(error.oneLine(), "worker w1's Nix cannot build: error: the group 'nixbld' specified in 'build-users-group' does not exist (fix: create them: groupadd --system nixbld or build without build users)");
+    assert.equal(
+      error.oneLine(),
+      "worker w1's Nix cannot build: error: the group 'nixbld' specified in 'build-users-group' does not exist (fix: create them: groupadd --system nixbld or build without build users)",
+    );
     assert.equal(error.oneLine(40).length, 40);
     assert.ok(error.oneLine(40).endsWith('…'));
   });

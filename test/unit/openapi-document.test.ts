@@ -13,7 +13,18 @@ const RUN: RunView = {
   status: 'succeeded',
   createdAt: 1_763_900_000_000,
   finishedAt: 1_763_900_042_000,
-  request: { expr: 'with import <nixpkgs> {}; hello', attrs: [], args: [], argstrs: [], includes: [], priority: 0, order: 'critical-path', rebuildFailed: false, timeoutSeconds: 36000, maxSilentSeconds: 3600 },
+  request: {
+    expr: 'with import <nixpkgs> {}; hello',
+    attrs: [],
+    args: [],
+    argstrs: [],
+    includes: [],
+    priority: 0,
+    order: 'critical-path',
+    rebuildFailed: false,
+    timeoutSeconds: 36000,
+    maxSilentSeconds: 3600,
+  },
   results: [{ attr: '', drvPath: DRV, outputName: 'out', outputPath: OUT }],
   total: 1,
   counts: { succeeded: 1 },
@@ -64,7 +75,8 @@ async function registeredRoutes(): Promise<string[]> {
     const depth = m[1]!.length / 4;
     stack.length = depth;
     stack.push(m[2]!);
-    for (const method of (m[3] ?? '').split(', ')) if (method !== '' && method !== 'HEAD' && method !== 'OPTIONS') routes.push(`${method} ${openApiPath(stack.join(''))}`);
+    for (const method of (m[3] ?? '').split(', '))
+      if (method !== '' && method !== 'HEAD' && method !== 'OPTIONS') routes.push(`${method} ${openApiPath(stack.join(''))}`);
   }
   return routes.sort();
 }
@@ -104,7 +116,10 @@ describe('OpenAPI document', () => {
         assert.ok(['get', 'post', 'put', 'patch', 'delete'].includes(method), `${method} ${path}`);
         assert.ok(!ids.has(op.operationId), `duplicate operationId ${op.operationId}`);
         ids.add(op.operationId);
-        assert.ok(Object.keys(op.responses).some((code) => /^2\d\d$/.test(code)), `${method} ${path} has no success response`);
+        assert.ok(
+          Object.keys(op.responses).some((code) => /^2\d\d$/.test(code)),
+          `${method} ${path} has no success response`,
+        );
         for (const [code, response] of Object.entries(op.responses)) {
           assert.match(code, /^[1-5]\d\d$/);
           assert.equal(typeof response.description, 'string', `${method} ${path} ${code}`);
@@ -128,15 +143,35 @@ describe('OpenAPI document', () => {
     assert.deepEqual(documentedRoutes(doc), registered.filter(isApi));
     // Not API: the dashboard's page and files, and bull-board's pages and its own API under /queues.
     const pages = registered.filter((r) => !isApi(r));
-    assert.deepEqual(pages.filter((r) => !r.includes(' /queues')), ['GET /', 'GET /dashboard/{asset}']);
+    assert.deepEqual(
+      pages.filter((r) => !r.includes(' /queues')),
+      ['GET /', 'GET /dashboard/{asset}'],
+    );
     assert.ok(pages.includes('GET /queues'), pages.join(', '));
-    assert.ok(pages.filter((r) => r.includes(' /queues')).every((r) => /^\w+ \/queues(\/|$)/.test(r)), pages.join(', '));
+    assert.ok(
+      pages.filter((r) => r.includes(' /queues')).every((r) => /^\w+ \/queues(\/|$)/.test(r)),
+      pages.join(', '),
+    );
   });
 
   it('needs the admin scope exactly for starting and cancelling runs; health, the document and the browser sign-in are open', () => {
-    const scoped = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([m, op]) => [`${m.toUpperCase()} ${path}`, op['x-nixfarm-scope'] ?? 'none', op.security] as const));
-    assert.deepEqual(scoped.filter(([, scope]) => scope === 'admin').map(([route]) => route).sort(), ['POST /api/runs', 'POST /api/runs/{id}/cancel']);
-    assert.deepEqual(scoped.filter(([, scope]) => scope === 'none').map(([route]) => route).sort(), ['DELETE /api/session', 'GET /api/health', 'GET /api/openapi.json', 'POST /api/session']);
+    const scoped = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.entries(ops).map(([m, op]) => [`${m.toUpperCase()} ${path}`, op['x-nixfarm-scope'] ?? 'none', op.security] as const),
+    );
+    assert.deepEqual(
+      scoped
+        .filter(([, scope]) => scope === 'admin')
+        .map(([route]) => route)
+        .sort(),
+      ['POST /api/runs', 'POST /api/runs/{id}/cancel'],
+    );
+    assert.deepEqual(
+      scoped
+        .filter(([, scope]) => scope === 'none')
+        .map(([route]) => route)
+        .sort(),
+      ['DELETE /api/session', 'GET /api/health', 'GET /api/openapi.json', 'POST /api/session'],
+    );
     for (const [route, scope, security] of scoped) assert.deepEqual(security, scope === 'none' ? [] : [{ bearerAuth: [scope] }], route);
   });
 
@@ -158,7 +193,20 @@ describe('OpenAPI document', () => {
   });
 
   it('accepts a derivation view with timings, and run requests with exactly one of file or expr', () => {
-    const drv = { drvPath: DRV, name: 'hello-2.12.2', system: 'x86_64-linux', requiredFeatures: [], status: 'succeeded', worker: 'w1', pendingInputs: 0, attempts: 1, queuedAt: 1, startedAt: 2, finishedAt: 3, timings: { copyInMs: 1, buildMs: 2, copyOutMs: 3, totalMs: 6 } };
+    const drv = {
+      drvPath: DRV,
+      name: 'hello-2.12.2',
+      system: 'x86_64-linux',
+      requiredFeatures: [],
+      status: 'succeeded',
+      worker: 'w1',
+      pendingInputs: 0,
+      attempts: 1,
+      queuedAt: 1,
+      startedAt: 2,
+      finishedAt: 3,
+      timings: { copyInMs: 1, buildMs: 2, copyOutMs: 3, totalMs: 6 },
+    };
     assert.ok(derivationViewSchema.safeParse(drv).success);
     const derivations = ajv.compile(doc.paths['/api/runs/{id}/derivations']!.get!.responses['200']!.content!['application/json']!.schema);
     assert.ok(derivations({ derivations: [drv] }), JSON.stringify(derivations.errors));
@@ -186,7 +234,9 @@ describe('OpenAPI document', () => {
     assert.deepEqual(logs.parameters!.map((p) => p.name).sort(), ['attr', 'follow', 'info', 'path', 'run']);
     assert.ok('text/event-stream' in logs.responses['200']!.content!, 'live logs as server-sent events');
     const dashboard = doc.paths['/api/dashboard/events']!.get!;
-    assert.deepEqual(dashboard.responses['200']!.content!['text/event-stream']!.schema['x-nixfarm-event-data'], { $ref: '#/components/schemas/DashboardSnapshot' });
+    assert.deepEqual(dashboard.responses['200']!.content!['text/event-stream']!.schema['x-nixfarm-event-data'], {
+      $ref: '#/components/schemas/DashboardSnapshot',
+    });
   });
 
   it('refuses to start with an API route that does not describe itself', async () => {
@@ -194,7 +244,10 @@ describe('OpenAPI document', () => {
     void app.register(async (api) => {
       api.get('/api/undocumented', async () => ({}));
     });
-    await assert.rejects(async () => app.ready(), (error: unknown) => error instanceof UndocumentedRouteError && /GET \/api\/undocumented .*operationId/.test(error.message));
+    await assert.rejects(
+      async () => app.ready(),
+      (error: unknown) => error instanceof UndocumentedRouteError && /GET \/api\/undocumented .*operationId/.test(error.message),
+    );
     await app.close();
   });
 });

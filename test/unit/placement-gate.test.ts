@@ -7,7 +7,20 @@ import { PlacementGate } from '@nixfarm/worker';
 /** A registry with one fast worker whose advertised load the test sets; the slow worker's gate reads it. */
 function registry(fast: { running: number }): Redis {
   const listing = () =>
-    JSON.stringify({ name: 'fast', systems: ['x86_64-linux'], supportedFeatures: [], mandatoryFeatures: [], maxJobs: 1, speedFactor: 4, running: fast.running, heartbeatAt: Date.now(), startedAt: 1, host: 'h', publicKeyFingerprint: 'f', nixVersion: '2.8' });
+    JSON.stringify({
+      name: 'fast',
+      systems: ['x86_64-linux'],
+      supportedFeatures: [],
+      mandatoryFeatures: [],
+      maxJobs: 1,
+      speedFactor: 4,
+      running: fast.running,
+      heartbeatAt: Date.now(),
+      startedAt: 1,
+      host: 'h',
+      publicKeyFingerprint: 'f',
+      nixVersion: '2.8',
+    });
   // The read sees the registry as it was when it began (its first command).
   let snapshot = '';
   return {
@@ -26,7 +39,12 @@ describe("the slow worker's placement gate", () => {
   it('restarts the grace time when other jobs are next in line: a better worker that keeps taking work is never overtaken', async () => {
     const gate = new PlacementGate({ redis: registry({ running: 0 }), self: slow, graceMs: 1500, cacheMs: 0 });
     // A chain: the fast worker took each link within a second, so every look finds a new one next in line.
-    for (const [at, link] of [[0, 'link0'], [1000, 'link1'], [2000, 'link2'], [3000, 'link3']] as const) {
+    for (const [at, link] of [
+      [0, 'link0'],
+      [1000, 'link1'],
+      [2000, 'link2'],
+      [3000, 'link3'],
+    ] as const) {
       assert.deepEqual(await gate.decide(QUEUE, async () => [link], at), { take: false, yieldTo: ['fast'] }, `${link} at ${at} ms`);
     }
     // Stuck on link3 (next in line since 3000 ms): taken anyway once the grace time ran out for it.

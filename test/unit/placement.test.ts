@@ -16,7 +16,10 @@ describe("Nix's placement rule", () => {
 
   it('only counts competitors with a free slot that rank strictly ahead', () => {
     const self = w('slow', 0, 1, 1);
-    assert.deepEqual(betterPlacedThan(self, [w('fast', 0, 1, 4)]).map((c) => c.name), ['fast']);
+    assert.deepEqual(
+      betterPlacedThan(self, [w('fast', 0, 1, 4)]).map((c) => c.name),
+      ['fast'],
+    );
     assert.deepEqual(betterPlacedThan(self, [w('fast', 1, 1, 4)]), [], 'a busy fast worker does not hold work back');
     assert.deepEqual(betterPlacedThan(self, [w('twin', 0, 1, 1)]), [], 'an equal does not either');
     assert.deepEqual(betterPlacedThan(w('fast', 0, 1, 4), [self]), []);

@@ -46,7 +46,17 @@ describe('queue names', () => {
   });
 
   it('rejects names that are not build queues', () => {
-    for (const bad of ['', 'build', 'build@', 'x86_64-linux', 'queue@x86_64-linux', 'build@x86_64-linux@kvm@extra', 'build@x:y', 'build@x86_64-linux@k:v', 'build@x86_64-linux@kvm,,a']) {
+    for (const bad of [
+      '',
+      'build',
+      'build@',
+      'x86_64-linux',
+      'queue@x86_64-linux',
+      'build@x86_64-linux@kvm@extra',
+      'build@x:y',
+      'build@x86_64-linux@k:v',
+      'build@x86_64-linux@kvm,,a',
+    ]) {
       assert.throws(() => parseQueueName(bad), ValidationError, JSON.stringify(bad));
     }
   });

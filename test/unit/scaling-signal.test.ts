@@ -3,14 +3,26 @@ import { describe, it } from 'node:test';
 import { scalingSignal, type CapacityOffer, type WaitingWork } from '@nixfarm/coordinator';
 
 function worker(name: string, overrides: Partial<CapacityOffer> = {}): CapacityOffer {
-  return { name, systems: ['x86_64-linux'], supportedFeatures: [], mandatoryFeatures: [], maxJobs: 4, running: 0, alive: true, takesNewBuilds: true, ...overrides };
+  return {
+    name,
+    systems: ['x86_64-linux'],
+    supportedFeatures: [],
+    mandatoryFeatures: [],
+    maxJobs: 4,
+    running: 0,
+    alive: true,
+    takesNewBuilds: true,
+    ...overrides,
+  };
 }
 
 function queue(system: string, waiting: number, requiredFeatures: string[] = []): WaitingWork {
   return { name: requiredFeatures.length === 0 ? `build@${system}` : `build@${system}@${requiredFeatures.join(',')}`, system, requiredFeatures, waiting };
 }
 
-function bySystem(signal: ReturnType<typeof scalingSignal>): Record<string, { waiting: number; freeSlots: number; unserved: number; slotsPerWorker: number; workersNeeded: number }> {
+function bySystem(
+  signal: ReturnType<typeof scalingSignal>,
+): Record<string, { waiting: number; freeSlots: number; unserved: number; slotsPerWorker: number; workersNeeded: number }> {
   return Object.fromEntries(signal.map(({ system, ...rest }) => [system, rest]));
 }
 
@@ -22,7 +34,9 @@ describe('scaling signal', () => {
 
   it('asks for ceil(unserved / median max-jobs) workers when the work exceeds the free slots', () => {
     // 2 free slots (4 - 2); 11 waiting: 9 unserved; median max-jobs of a(4), b(4), c(8) is 4: 3 workers
-    const s = bySystem(scalingSignal([queue('x86_64-linux', 11)], [worker('a', { running: 2 }), worker('b', { running: 4 }), worker('c', { maxJobs: 8, running: 8 })]));
+    const s = bySystem(
+      scalingSignal([queue('x86_64-linux', 11)], [worker('a', { running: 2 }), worker('b', { running: 4 }), worker('c', { maxJobs: 8, running: 8 })]),
+    );
     assert.equal(s['x86_64-linux']!.unserved, 9);
     assert.equal(s['x86_64-linux']!.slotsPerWorker, 4);
     assert.equal(s['x86_64-linux']!.workersNeeded, 3);
@@ -40,7 +54,11 @@ describe('scaling signal', () => {
     const s = bySystem(
       scalingSignal(
         [queue('x86_64-linux', 2)],
-        [worker('gone', { alive: false, maxJobs: 2 }), worker('draining', { takesNewBuilds: false, maxJobs: 2 }), worker('paused', { takesNewBuilds: false, maxJobs: 2 })],
+        [
+          worker('gone', { alive: false, maxJobs: 2 }),
+          worker('draining', { takesNewBuilds: false, maxJobs: 2 }),
+          worker('paused', { takesNewBuilds: false, maxJobs: 2 }),
+        ],
       ),
     );
     assert.deepEqual(s['x86_64-linux'], { waiting: 2, freeSlots: 0, unserved: 2, slotsPerWorker: 2, workersNeeded: 1 });
@@ -59,14 +77,21 @@ describe('scaling signal', () => {
   });
 
   it('counts a slot once when two queues could use it', () => {
-    const s = bySystem(scalingSignal([queue('x86_64-linux', 3), queue('x86_64-linux', 3, ['big-parallel'])], [worker('a', { supportedFeatures: ['big-parallel'], maxJobs: 4 })]));
+    const s = bySystem(
+      scalingSignal([queue('x86_64-linux', 3), queue('x86_64-linux', 3, ['big-parallel'])], [worker('a', { supportedFeatures: ['big-parallel'], maxJobs: 4 })]),
+    );
     assert.equal(s['x86_64-linux']!.waiting, 6);
     assert.equal(s['x86_64-linux']!.unserved, 2);
     assert.equal(s['x86_64-linux']!.workersNeeded, 1);
   });
 
   it('lets a multi-system worker serve either system, and builtin work go anywhere', () => {
-    const s = bySystem(scalingSignal([queue('x86_64-darwin', 1), queue('builtin', 1)], [worker('a', { systems: ['x86_64-linux', 'x86_64-darwin'], maxJobs: 1 }), worker('b', { maxJobs: 1 })]));
+    const s = bySystem(
+      scalingSignal(
+        [queue('x86_64-darwin', 1), queue('builtin', 1)],
+        [worker('a', { systems: ['x86_64-linux', 'x86_64-darwin'], maxJobs: 1 }), worker('b', { maxJobs: 1 })],
+      ),
+    );
     assert.equal(s['x86_64-darwin']!.unserved, 0);
     assert.equal(s.builtin!.unserved, 0);
     assert.equal(s['x86_64-darwin']!.workersNeeded + s.builtin!.workersNeeded, 0);

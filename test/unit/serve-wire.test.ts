@@ -17,7 +17,10 @@ function readerOf(...chunks: Buffer[]): { reader: WireReader; stream: PassThroug
 describe("Nix's wire format", () => {
   it('writes integers little-endian and strings padded to 8 bytes', () => {
     const bytes = new WireWriter().u64(1).string('abc').strings(['', 'x']).toBuffer();
-    assert.equal(bytes.toString('hex'), ['0100000000000000', '0300000000000000', '6162630000000000', '0200000000000000', '0000000000000000', '0100000000000000', '7800000000000000'].join(''));
+    assert.equal(
+      bytes.toString('hex'),
+      ['0100000000000000', '0300000000000000', '6162630000000000', '0200000000000000', '0000000000000000', '0100000000000000', '7800000000000000'].join(''),
+    );
   });
 
   it('reads back what it writes, even when the bytes arrive one at a time', async () => {
@@ -35,7 +38,10 @@ describe("Nix's wire format", () => {
     const { reader, stream } = readerOf(Buffer.from([1, 0, 0]));
     const pending = reader.readU64();
     stream.end();
-    await assert.rejects(pending, (error: unknown) => error instanceof ServeConnectionError && /test peer closed the connection/.test(error.message) && error.retryable);
+    await assert.rejects(
+      pending,
+      (error: unknown) => error instanceof ServeConnectionError && /test peer closed the connection/.test(error.message) && error.retryable,
+    );
     await assert.rejects(reader.readU64(), ServeConnectionError);
   });
 

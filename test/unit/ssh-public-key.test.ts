@@ -5,13 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
-import {
-  InvalidSshPublicKeyError,
-  formatSshPublicKey,
-  parseSshPublicKey,
-  sshKeyFingerprint,
-  sshPublicKeyFromBlob,
-} from '@nixfarm/shared';
+import { InvalidSshPublicKeyError, formatSshPublicKey, parseSshPublicKey, sshKeyFingerprint, sshPublicKeyFromBlob } from '@nixfarm/shared';
 
 /** ssh-keygen's own reading of a .pub file: "<bits> <fingerprint> <comment> (<TYPE>)". */
 function keygenFingerprint(pubPath: string): string {
@@ -105,12 +99,15 @@ describe('OpenSSH public keys', () => {
 
     it('an RSA key under 2048 bits', () => {
       const line = readFileSync(keygen(dir, 'rsa1024', 'rsa', 1024), 'utf8');
-      assert.throws(() => parseSshPublicKey(line), (error: InvalidSshPublicKeyError) => {
-        assert.equal(error.code, 'invalid-ssh-public-key');
-        assert.equal(error.retryable, false);
-        assert.match(error.message, /2048/);
-        return true;
-      });
+      assert.throws(
+        () => parseSshPublicKey(line),
+        (error: InvalidSshPublicKeyError) => {
+          assert.equal(error.code, 'invalid-ssh-public-key');
+          assert.equal(error.retryable, false);
+          assert.match(error.message, /2048/);
+          return true;
+        },
+      );
     });
 
     it('options with a hint that they are the problem', () => {

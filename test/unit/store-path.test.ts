@@ -82,7 +82,8 @@ describe('store-path grammar', () => {
   it('throws InvalidStorePathError naming the path and the reason', () => {
     assert.throws(
       () => assertStorePath('/nix/store/x;y'),
-      (err: unknown) => err instanceof InvalidStorePathError && err.path === '/nix/store/x;y' && err.code === 'invalid-store-path' && !err.retryable && /x;y/.test(err.message),
+      (err: unknown) =>
+        err instanceof InvalidStorePathError && err.path === '/nix/store/x;y' && err.code === 'invalid-store-path' && !err.retryable && /x;y/.test(err.message),
     );
   });
 

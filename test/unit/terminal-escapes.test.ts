@@ -5,7 +5,7 @@ import { NixCommandError, stripTerminalEscapes } from '@nixfarm/shared';
 const DRV = '/nix/store/wf5nifincyjzgc9b9cr10ik3v2dh76im-failing.drv';
 
 describe('stripTerminalEscapes', () => {
-  it("removes the colours of a Nix 2.8 build error as the serve protocol reports it", () => {
+  it('removes the colours of a Nix 2.8 build error as the serve protocol reports it', () => {
     assert.equal(stripTerminalEscapes(`\x1b[0mbuilder for '\x1b[35;1m${DRV}\x1b[0m' failed with exit code 3`), `builder for '${DRV}' failed with exit code 3`);
     assert.equal(stripTerminalEscapes('\x1b[31;1merror:\x1b[0m evaluation aborted'), 'error: evaluation aborted');
   });
@@ -32,7 +32,7 @@ describe('stripTerminalEscapes', () => {
   });
 
   it('leaves plain text as it is: tabs, newlines, Unicode, and bracket text without an escape', () => {
-    for (const text of ['', 'plain', 'tab\there\nnext line\r\n', 'ünïcödé → ✓ 日本', '[31m not an escape [0m', 'error: builder for \'x\' failed']) {
+    for (const text of ['', 'plain', 'tab\there\nnext line\r\n', 'ünïcödé → ✓ 日本', '[31m not an escape [0m', "error: builder for 'x' failed"]) {
       assert.equal(stripTerminalEscapes(text), text);
     }
   });

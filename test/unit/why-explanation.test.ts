@@ -63,7 +63,10 @@ describe('nixfarm why: the explanation', () => {
     assert.equal(byName.get('kvm-gone')!.reason, 'gone: no heartbeat for 60 s');
     assert.match(e.summary, /waiting for a free slot: every capable live worker is busy \(kvm-busy 2\/2\)/);
     // capable ones first, the ones that can never take it last
-    assert.deepEqual(e.workers!.map((w) => w.verdict), ['busy', 'gone', 'ineligible', 'ineligible', 'ineligible']);
+    assert.deepEqual(
+      e.workers!.map((w) => w.verdict),
+      ['busy', 'gone', 'ineligible', 'ineligible', 'ineligible'],
+    );
     const text = formatExplanation(e);
     assert.match(text, /plain\s+ineligible\s+missing feature: kvm/);
     assert.match(text, /status:\s+queued \(ready, waiting for a worker\)/);
@@ -108,7 +111,10 @@ describe('nixfarm why: the explanation', () => {
       queue: { name: 'build@x86_64-linux', jobState: 'delayed', delayUntil: NOW + 4000, waiting: 12 },
       now: NOW,
     });
-    assert.ok(e.notes.some((n) => /backing off for 4 s more \(last error: ssh: connection reset\)/.test(n)), e.notes.join('\n'));
+    assert.ok(
+      e.notes.some((n) => /backing off for 4 s more \(last error: ssh: connection reset\)/.test(n)),
+      e.notes.join('\n'),
+    );
     assert.ok(e.notes.includes('12 builds wait in queue build@x86_64-linux'));
     assert.equal(e.queue?.jobState, 'delayed');
   });
@@ -156,7 +162,11 @@ describe('nixfarm why: the explanation', () => {
   });
 
   it('reports ended derivations with the status, worker, error and log tail', () => {
-    const ok = explainDerivation({ node: node({ status: 'succeeded', worker: 'w1', finishedAt: NOW, outputs: { out: '/nix/store/x' } }), workers: [], now: NOW });
+    const ok = explainDerivation({
+      node: node({ status: 'succeeded', worker: 'w1', finishedAt: NOW, outputs: { out: '/nix/store/x' } }),
+      workers: [],
+      now: NOW,
+    });
     assert.match(ok.summary, /^succeeded on w1 at .*: built, outputs valid in the coordinator store$/);
     assert.deepEqual(ok.result, { status: 'succeeded', description: 'built, outputs valid in the coordinator store', worker: 'w1', finishedAt: NOW });
     const failed = explainDerivation({
@@ -178,10 +188,13 @@ describe('nixfarm why: the explanation', () => {
 
   it('ranks only free workers by the placement rule', () => {
     const verdicts = judgeWorkers({ system: 'x86_64-linux', requiredFeatures: [] }, [worker('b', { running: 1 }), worker('a', { running: 1 })], NOW);
-    assert.deepEqual(verdicts.map((v) => [v.name, v.verdict, v.preferred]), [
-      ['a', 'busy', undefined],
-      ['b', 'busy', undefined],
-    ]);
+    assert.deepEqual(
+      verdicts.map((v) => [v.name, v.verdict, v.preferred]),
+      [
+        ['a', 'busy', undefined],
+        ['b', 'busy', undefined],
+      ],
+    );
   });
 });
 

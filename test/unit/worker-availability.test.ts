@@ -11,7 +11,18 @@ const DRV = '/nix/store/0c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d-hello-2.12.drv';
 const logger = createLogger({ name: 'test', level: 'silent' });
 
 function worker(name: string, overrides: Partial<WorkerFacts> = {}): WorkerFacts {
-  return { name, systems: ['x86_64-linux'], supportedFeatures: [], mandatoryFeatures: [], maxJobs: 1, speedFactor: 1, running: 0, heartbeatAt: NOW - 1000, alive: true, ...overrides };
+  return {
+    name,
+    systems: ['x86_64-linux'],
+    supportedFeatures: [],
+    mandatoryFeatures: [],
+    maxJobs: 1,
+    speedFactor: 1,
+    running: 0,
+    heartbeatAt: NOW - 1000,
+    alive: true,
+    ...overrides,
+  };
 }
 
 function node(overrides: Partial<NodeFacts> = {}): NodeFacts {
@@ -31,7 +42,14 @@ function node(overrides: Partial<NodeFacts> = {}): NodeFacts {
 
 describe('worker config and listing: drain and disk floor', () => {
   it('defaults to a 300 s drain and a 1024 MiB floor, and rejects values out of range', () => {
-    const base = { name: 'w1', redisUrl: 'redis://x:1', coordinatorHost: 'h', coordinatorHostKey: 'ssh-ed25519 AAAA', stateDir: '/s', systems: ['x86_64-linux'] };
+    const base = {
+      name: 'w1',
+      redisUrl: 'redis://x:1',
+      coordinatorHost: 'h',
+      coordinatorHostKey: 'ssh-ed25519 AAAA',
+      stateDir: '/s',
+      systems: ['x86_64-linux'],
+    };
     const config = workerConfigSchema.parse(base);
     assert.equal(config.drainSeconds, 300);
     assert.equal(config.minFreeDiskMiB, 1024);
@@ -42,7 +60,20 @@ describe('worker config and listing: drain and disk floor', () => {
   });
 
   it('parses heartbeats written before draining and disk space were advertised', () => {
-    const old = { name: 'w1', systems: ['x86_64-linux'], supportedFeatures: [], mandatoryFeatures: [], maxJobs: 1, speedFactor: 1, running: 0, heartbeatAt: 1, startedAt: 1, host: 'h', publicKeyFingerprint: 'SHA256:x', nixVersion: '2.8.0' };
+    const old = {
+      name: 'w1',
+      systems: ['x86_64-linux'],
+      supportedFeatures: [],
+      mandatoryFeatures: [],
+      maxJobs: 1,
+      speedFactor: 1,
+      running: 0,
+      heartbeatAt: 1,
+      startedAt: 1,
+      host: 'h',
+      publicKeyFingerprint: 'SHA256:x',
+      nixVersion: '2.8.0',
+    };
     const parsed = workerInfoSchema.parse(old);
     assert.equal(takesNewBuilds(parsed), true);
     assert.equal(takesNewBuilds({ draining: true }), false);
@@ -115,7 +146,13 @@ describe('hand-back reports', () => {
     registry.request('j1', 'leaving');
     await p.publish(finished('j1', 'succeeded'));
     await p.publish(finished('j2', 'cancelled'));
-    assert.deepEqual(sent.map((e) => [e.type, e.jobId]), [['finished', 'j1'], ['finished', 'j2']]);
+    assert.deepEqual(
+      sent.map((e) => [e.type, e.jobId]),
+      [
+        ['finished', 'j1'],
+        ['finished', 'j2'],
+      ],
+    );
     assert.equal(registry.take('j1'), false);
   });
 });
@@ -123,7 +160,21 @@ describe('hand-back reports', () => {
 describe('placement and explanations with draining and paused workers', () => {
   it('does not yield to a better-placed worker that drains or is paused', async () => {
     const listing = (name: string, extra: Record<string, unknown>) =>
-      JSON.stringify({ name, systems: ['x86_64-linux'], supportedFeatures: [], mandatoryFeatures: [], maxJobs: 4, speedFactor: 10, running: 0, heartbeatAt: Date.now(), startedAt: 1, host: 'h', publicKeyFingerprint: 'f', nixVersion: '2.8', ...extra });
+      JSON.stringify({
+        name,
+        systems: ['x86_64-linux'],
+        supportedFeatures: [],
+        mandatoryFeatures: [],
+        maxJobs: 4,
+        speedFactor: 10,
+        running: 0,
+        heartbeatAt: Date.now(),
+        startedAt: 1,
+        host: 'h',
+        publicKeyFingerprint: 'f',
+        nixVersion: '2.8',
+        ...extra,
+      });
     const redis = {
       smembers: async (key: string) => (key === redisKeys.workers ? ['drainer', 'pauser'] : []),
       mget: async () => [listing('drainer', { draining: true }), listing('pauser', { paused: 'low on disk' })],
@@ -133,18 +184,33 @@ describe('placement and explanations with draining and paused workers', () => {
   });
 
   it('says a draining worker takes no new builds and a paused one why', () => {
-    const verdicts = judgeWorkers({ system: 'x86_64-linux', requiredFeatures: [] }, [
-      worker('leaving', { draining: true, running: 1, maxJobs: 2 }),
-      worker('full', { paused: 'free space on /nix/store is 10 MiB, below the floor of 64 MiB (--min-free-disk)' }),
-      worker('busy', { running: 1 }),
-    ], NOW);
-    assert.deepEqual(verdicts.map((v) => [v.name, v.verdict]), [['busy', 'busy'], ['full', 'paused'], ['leaving', 'draining']]);
+    const verdicts = judgeWorkers(
+      { system: 'x86_64-linux', requiredFeatures: [] },
+      [
+        worker('leaving', { draining: true, running: 1, maxJobs: 2 }),
+        worker('full', { paused: 'free space on /nix/store is 10 MiB, below the floor of 64 MiB (--min-free-disk)' }),
+        worker('busy', { running: 1 }),
+      ],
+      NOW,
+    );
+    assert.deepEqual(
+      verdicts.map((v) => [v.name, v.verdict]),
+      [
+        ['busy', 'busy'],
+        ['full', 'paused'],
+        ['leaving', 'draining'],
+      ],
+    );
     assert.match(verdicts[1]!.reason, /^paused: takes no new builds until it resumes by itself: free space on \/nix\/store is 10 MiB/);
     assert.match(verdicts[2]!.reason, /^draining: it is leaving and takes no new builds/);
   });
 
   it('explains a queued derivation that only a paused worker could take', () => {
-    const e = explainDerivation({ node: node(), workers: [worker('full', { paused: 'free space on /nix/store is 10 MiB, below the floor of 64 MiB (--min-free-disk)' })], now: NOW });
+    const e = explainDerivation({
+      node: node(),
+      workers: [worker('full', { paused: 'free space on /nix/store is 10 MiB, below the floor of 64 MiB (--min-free-disk)' })],
+      now: NOW,
+    });
     assert.equal(
       e.summary,
       'ready, waiting: no capable live worker takes new builds now (full paused: takes no new builds until it resumes by itself: free space on /nix/store is 10 MiB, below the floor of 64 MiB (--min-free-disk)); a paused worker resumes by itself, a draining one is leaving: start another worker if none comes back',
@@ -154,9 +220,24 @@ describe('placement and explanations with draining and paused workers', () => {
   });
 
   it('notes a hand-back on a queued derivation, and a draining worker on a running one', () => {
-    const queued = explainDerivation({ node: node({ handedBack: { worker: 'w1', reason: 'worker w1 was told to leave now', at: NOW - 5000 } }), workers: [worker('w2', { running: 1 })], now: NOW });
-    assert.ok(queued.notes.includes(`handed back unfinished by w1 at ${new Date(NOW - 5000).toISOString()} (worker w1 was told to leave now); queued again for another worker, the try not counted`));
-    const running = explainDerivation({ node: node({ status: 'running', worker: 'w1', startedAt: NOW - 2000, attempts: 1 }), workers: [worker('w1', { draining: true, running: 1 })], now: NOW });
-    assert.match(formatExplanation(running), /Note: w1 is draining: it finishes this build within its drain timeout, or hands it back to the queue for another worker/);
+    const queued = explainDerivation({
+      node: node({ handedBack: { worker: 'w1', reason: 'worker w1 was told to leave now', at: NOW - 5000 } }),
+      workers: [worker('w2', { running: 1 })],
+      now: NOW,
+    });
+    assert.ok(
+      queued.notes.includes(
+        `handed back unfinished by w1 at ${new Date(NOW - 5000).toISOString()} (worker w1 was told to leave now); queued again for another worker, the try not counted`,
+      ),
+    );
+    const running = explainDerivation({
+      node: node({ status: 'running', worker: 'w1', startedAt: NOW - 2000, attempts: 1 }),
+      workers: [worker('w1', { draining: true, running: 1 })],
+      now: NOW,
+    });
+    assert.match(
+      formatExplanation(running),
+      /Note: w1 is draining: it finishes this build within its drain timeout, or hands it back to the queue for another worker/,
+    );
   });
 });

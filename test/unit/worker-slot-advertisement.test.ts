@@ -43,7 +43,10 @@ describe("a worker's build slot and its advertised load", () => {
     const redis = client();
     const queue = new Queue(QUEUE, { connection: redis });
     const bull = new BullWorker(QUEUE, null, { connection: redis, autorun: false, name: 'fast' });
-    closers.push(() => bull.close(true), () => queue.close());
+    closers.push(
+      () => bull.close(true),
+      () => queue.close(),
+    );
     await queue.add(BUILD.name, BUILD, { jobId: 'job1' });
     const job = (await bull.getNextJob('token1', { block: false })) as Job;
     assert.equal(job.id, 'job1');
@@ -101,12 +104,19 @@ describe("a worker's build slot and its advertised load", () => {
     await slots.settled();
     await nextFree;
 
-    assert.deepEqual(atReport, { registryRunning: 0, slotsTaken: 1, full: true, jobState: 'active', inStream: 1 }, 'free in the registry, yet still held and active, before the report');
+    assert.deepEqual(
+      atReport,
+      { registryRunning: 0, slotsTaken: 1, full: true, jobState: 'active', inStream: 1 },
+      'free in the registry, yet still held and active, before the report',
+    );
     assert.equal(freed, true, 'a fetch waiting for the slot goes on once it is free');
     assert.equal(slots.taken, 0);
     assert.equal(await job.getState(), 'completed');
     const events = await redis.xrange(redisKeys.workerEvents, '-', '+');
-    assert.deepEqual(events.map(([, fields]) => (JSON.parse(fields[1]!) as WorkerEvent).type), ['started', 'finished']);
+    assert.deepEqual(
+      events.map(([, fields]) => (JSON.parse(fields[1]!) as WorkerEvent).type),
+      ['started', 'finished'],
+    );
     assert.equal((await readWorkerRegistry(redis)).find((w) => w.name === 'fast')?.running, 0);
   });
 });

@@ -78,13 +78,22 @@ export class BuildExecutor {
     let result: Attempt;
     try {
       await publisher.publish({ type: 'started', drvPath: build.drvPath, worker: workerName, jobId: job.jobId, attempt: job.attempt, at: started });
-      result = await this.build(build, (line) => {
-        log.push(line);
-        stream?.push(line);
-      }, timings, job.signal);
+      result = await this.build(
+        build,
+        (line) => {
+          log.push(line);
+          stream?.push(line);
+        },
+        timings,
+        job.signal,
+      );
     } catch (error) {
       // The error's code and whether it is worth retrying travel as data; nothing downstream reads the message.
-      result = { outcome: 'aborted', error: error instanceof Error ? error.message : String(error), ...(error instanceof NixfarmError ? { errorCode: error.code, retryable: error.retryable } : {}) };
+      result = {
+        outcome: 'aborted',
+        error: error instanceof Error ? error.message : String(error),
+        ...(error instanceof NixfarmError ? { errorCode: error.code, retryable: error.retryable } : {}),
+      };
       if (error instanceof NixSetupError) this.deps.onNixSetupError?.(error, { jobId: job.jobId, drvPath: build.drvPath });
     }
     // The whole log is in Redis before the report: the coordinator stores it when it applies the report.
@@ -126,7 +135,8 @@ export class BuildExecutor {
     const attempt = await builder.build(build, { onLogLine, signal });
     timings.buildMs = Date.now() - t;
     if (signal?.aborted) return { outcome: 'cancelled', error: `build of ${build.drvPath} cancelled` };
-    if (attempt.status !== 'succeeded') return { outcome: attempt.status, error: attempt.error, ...(attempt.errorCode === undefined ? {} : { errorCode: attempt.errorCode, retryable: false }) };
+    if (attempt.status !== 'succeeded')
+      return { outcome: attempt.status, error: attempt.error, ...(attempt.errorCode === undefined ? {} : { errorCode: attempt.errorCode, retryable: false }) };
 
     // Reported only once every output is valid in the coordinator's store: dependents are released on this report.
     t = Date.now();

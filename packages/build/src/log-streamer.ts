@@ -1,12 +1,5 @@
 import type { Redis } from 'ioredis';
-import {
-  LOG_FIELD,
-  LOG_STREAM_TTL_AFTER_END_SECONDS,
-  LOG_STREAM_TTL_WHILE_OPEN_SECONDS,
-  hashPart,
-  redisKeys,
-  type Logger,
-} from '@nixfarm/shared';
+import { LOG_FIELD, LOG_STREAM_TTL_AFTER_END_SECONDS, LOG_STREAM_TTL_WHILE_OPEN_SECONDS, hashPart, redisKeys, type Logger } from '@nixfarm/shared';
 
 export interface LogStreamerOptions {
   redis: Redis;

@@ -80,7 +80,12 @@ export class ServeBuilder implements DerivationBuilder {
         return { status: 'failed', error: failure.message, errorCode: failure.code };
       case 'machine': {
         const fix = failure.fix ?? 'fix what Nix says';
-        throw new NixSetupError({ nix: this.options.nix ?? 'the building Nix', code: failure.code, nixMessage: failure.message, fix: this.options.alternative === undefined ? fix : `${fix}\n${this.options.alternative}` });
+        throw new NixSetupError({
+          nix: this.options.nix ?? 'the building Nix',
+          code: failure.code,
+          nixMessage: failure.message,
+          fix: this.options.alternative === undefined ? fix : `${fix}\n${this.options.alternative}`,
+        });
       }
       case 'transient':
         // a fixed-output fetch that failed, a full disk, an input that vanished: Hydra retries these too
@@ -98,4 +103,3 @@ function basicDerivation(drv: Derivation, inputPaths: readonly string[]): BasicD
   }
   return { outputs, inputSrcs: [...inputPaths], platform: drv.system, builder: drv.builder, args: drv.args, env: drv.env };
 }
-

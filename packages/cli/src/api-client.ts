@@ -7,7 +7,10 @@ export const DEFAULT_COORDINATOR_URL = process.env.NIXFARM_COORDINATOR ?? 'http:
 /** The HTTP API as the CLI uses it. */
 export class ApiClient {
   /** @param token the bearer token; without one the coordinator answers 401, which says how to give one */
-  constructor(readonly baseUrl: string, private readonly token?: string) {}
+  constructor(
+    readonly baseUrl: string,
+    private readonly token?: string,
+  ) {}
 
   /** A client for a command's --coordinator and --token flags (and their environment defaults). */
   static async connect(flags: { coordinator?: string; token?: string }): Promise<ApiClient> {
@@ -28,7 +31,10 @@ export class ApiClient {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (error) {
-      throw new CliError(`cannot reach the coordinator at ${this.baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}): is \`nixfarm coordinator\` running? (set --coordinator or NIXFARM_COORDINATOR)`, EXIT_USAGE);
+      throw new CliError(
+        `cannot reach the coordinator at ${this.baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}): is \`nixfarm coordinator\` running? (set --coordinator or NIXFARM_COORDINATOR)`,
+        EXIT_USAGE,
+      );
     }
     const text = await response.text();
     const json = text.length > 0 ? (JSON.parse(text) as unknown) : undefined;
@@ -67,7 +73,9 @@ export class ApiClient {
     for (;;) {
       let response: Response;
       try {
-        response = await fetch(new URL(`/api/runs/${encodeURIComponent(id)}/events?after=${lastId}`, this.baseUrl), { headers: { ...this.authHeaders(), accept: 'text/event-stream' } });
+        response = await fetch(new URL(`/api/runs/${encodeURIComponent(id)}/events?after=${lastId}`, this.baseUrl), {
+          headers: { ...this.authHeaders(), accept: 'text/event-stream' },
+        });
         if (!response.ok || response.body === null) throw new Error(`HTTP ${response.status}`);
       } catch (error) {
         const reason = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message;
@@ -76,7 +84,10 @@ export class ApiClient {
           options.onReconnecting?.(reason);
         }
         if (Date.now() - lostSince > (options.patienceMs ?? 300_000)) {
-          throw new CliError(`lost the coordinator at ${this.baseUrl} (${reason}); the run goes on there: follow it later with \`nixfarm wait ${id}\``, EXIT_USAGE);
+          throw new CliError(
+            `lost the coordinator at ${this.baseUrl} (${reason}); the run goes on there: follow it later with \`nixfarm wait ${id}\``,
+            EXIT_USAGE,
+          );
         }
         await new Promise((r) => setTimeout(r, 1000));
         continue;
@@ -113,7 +124,11 @@ export class ApiClient {
 }
 
 export class ApiRequestError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'ApiRequestError';
   }

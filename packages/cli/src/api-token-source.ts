@@ -6,7 +6,8 @@ import { CliError } from './exit-codes.js';
 /** Where the coordinator keeps its state by default; its token files are there. */
 export const DEFAULT_COORDINATOR_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'coordinator');
 
-export const TOKEN_OPTION_HELP = "API token (default $NIXFARM_TOKEN, else the admin token in the coordinator's state dir $NIXFARM_STATE_DIR or ~/.local/state/nixfarm/coordinator when readable)";
+export const TOKEN_OPTION_HELP =
+  "API token (default $NIXFARM_TOKEN, else the admin token in the coordinator's state dir $NIXFARM_STATE_DIR or ~/.local/state/nixfarm/coordinator when readable)";
 
 /**
  * The token the CLI sends: --token, else NIXFARM_TOKEN, else the coordinator's
@@ -25,7 +26,7 @@ export async function resolveApiToken(flag: string | undefined, env: NodeJS.Proc
       if (token !== undefined) return token;
     } catch (error) {
       // Another user's coordinator: not ours to read, so not a token source.
-      if (error instanceof ApiTokenFileError && ((error.cause as NodeJS.ErrnoException | undefined)?.code === 'EACCES')) continue;
+      if (error instanceof ApiTokenFileError && (error.cause as NodeJS.ErrnoException | undefined)?.code === 'EACCES') continue;
       throw new CliError(`${(error as Error).message} (or give --token / NIXFARM_TOKEN)`);
     }
   }

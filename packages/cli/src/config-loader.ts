@@ -42,7 +42,9 @@ export async function loadConfig<S extends z.ZodType>(
       throw new CliError(`config file ${file} is not valid JSON: ${(error as Error).message}`);
     }
     if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-      throw new CliError(`config file ${file} must hold a JSON object of settings (like {"maxJobs": 4}), not ${Array.isArray(json) ? 'a list' : JSON.stringify(json)}`);
+      throw new CliError(
+        `config file ${file} must hold a JSON object of settings (like {"maxJobs": 4}), not ${Array.isArray(json) ? 'a list' : JSON.stringify(json)}`,
+      );
     }
     base = json as Record<string, unknown>;
   }
@@ -79,7 +81,13 @@ export function collect(value: string, previous: string[] = []): string[] {
 }
 
 export function commaList(value: string, previous: string[] = []): string[] {
-  return [...previous, ...value.split(',').map((s) => s.trim()).filter((s) => s.length > 0)];
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0),
+  ];
 }
 
 export function integer(name: string): (value: string) => number {

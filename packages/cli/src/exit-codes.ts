@@ -5,7 +5,10 @@ export const EXIT_USAGE = 2;
 
 /** An error the CLI reports as one message and an exit code, without a stack trace. */
 export class CliError extends Error {
-  constructor(message: string, readonly exitCode: number = EXIT_USAGE) {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT_USAGE,
+  ) {
     super(message);
     this.name = 'CliError';
   }

@@ -41,7 +41,17 @@ function ago(at) {
   return `${seconds(Math.max(0, (Date.now() - at) / 1000))} ago`;
 }
 
-const FAILURE_STATUSES = ['failed', 'timed-out', 'log-limit-exceeded', 'output-limit-exceeded', 'aborted', 'cached-failure', 'dependency-failed', 'cancelled', 'unsupported'];
+const FAILURE_STATUSES = [
+  'failed',
+  'timed-out',
+  'log-limit-exceeded',
+  'output-limit-exceeded',
+  'aborted',
+  'cached-failure',
+  'dependency-failed',
+  'cancelled',
+  'unsupported',
+];
 
 /** The derivation's store name without the hash: what people call it. */
 function shortName(drvPath, name) {
@@ -74,7 +84,11 @@ function renderQueues(snapshot) {
       h('td', {}, h('strong', {}, q.system), q.features.length > 0 ? h('span', { class: 'muted' }, ` + ${q.features.join(', ')}`) : ''),
       h('td', { dataset: { field: 'waiting' }, class: 'num' }, String(q.waiting)),
       h('td', { dataset: { field: 'running' }, class: 'num' }, String(q.running)),
-      h('td', { dataset: { field: 'oldest-wait' }, class: q.oldestWaitSeconds > 300 ? 'num warn' : 'num' }, q.waiting === 0 ? '–' : seconds(q.oldestWaitSeconds)),
+      h(
+        'td',
+        { dataset: { field: 'oldest-wait' }, class: q.oldestWaitSeconds > 300 ? 'num warn' : 'num' },
+        q.waiting === 0 ? '–' : seconds(q.oldestWaitSeconds),
+      ),
       h('td', { dataset: { field: 'workers-needed' }, class: (needed.get(q.system) ?? 0) > 0 ? 'num warn' : 'num' }, String(needed.get(q.system) ?? 0)),
     ),
   );
@@ -104,7 +118,13 @@ function renderWorkers(snapshot) {
         h('span', { class: 'load-text', dataset: { field: 'load' } }, `${w.running} / ${w.maxJobs}`),
       ),
       w.freeDiskBytes === undefined ? '' : h('div', { class: 'muted' }, `${bytes(w.freeDiskBytes)} free in its store`),
-      h('ul', { class: 'building', dataset: { field: 'building' } }, w.building.map((b) => h('li', { dataset: { drv: b.drvPath } }, shortName(b.drvPath, b.name), h('span', { class: 'muted elapsed', dataset: { since: b.startedAt } }, '')))),
+      h(
+        'ul',
+        { class: 'building', dataset: { field: 'building' } },
+        w.building.map((b) =>
+          h('li', { dataset: { drv: b.drvPath } }, shortName(b.drvPath, b.name), h('span', { class: 'muted elapsed', dataset: { since: b.startedAt } }, '')),
+        ),
+      ),
     );
   });
   $('workers').replaceChildren(...cards);
@@ -117,7 +137,12 @@ function renderRunning(snapshot) {
   const rows = snapshot.running.map((r) =>
     h(
       'tr',
-      { dataset: { drv: r.drvPath }, class: r.drvPath === selectedDrv ? 'selected' : undefined, onclick: () => follow(r.drvPath, r.name), title: 'show its log' },
+      {
+        dataset: { drv: r.drvPath },
+        class: r.drvPath === selectedDrv ? 'selected' : undefined,
+        onclick: () => follow(r.drvPath, r.name),
+        title: 'show its log',
+      },
       h('td', {}, shortName(r.drvPath, r.name)),
       h('td', { dataset: { field: 'worker' } }, r.worker),
       h('td', {}, r.system),
@@ -163,7 +188,12 @@ function renderRuns(snapshot) {
         h('div', { class: 'progress-ok', style: { width: `${Math.round(((done - failed) / Math.max(1, run.total)) * 100)}%` } }),
         h('div', { class: 'progress-failed', style: { width: `${Math.round((failed / Math.max(1, run.total)) * 100)}%` } }),
       ),
-      h('div', { class: 'muted' }, h('span', { dataset: { field: 'done' } }, `${done} / ${run.total}`), ` done (${Math.round(share * 100)}%) · ${counts} · ${run.finishedAt === undefined ? 'running for' : 'took'} ${seconds(took)}`),
+      h(
+        'div',
+        { class: 'muted' },
+        h('span', { dataset: { field: 'done' } }, `${done} / ${run.total}`),
+        ` done (${Math.round(share * 100)}%) · ${counts} · ${run.finishedAt === undefined ? 'running for' : 'took'} ${seconds(took)}`,
+      ),
       run.error === undefined ? '' : h('div', { class: 'error' }, plain(run.error)),
     );
   });

@@ -105,7 +105,14 @@ export class Coordinator {
     const localBuilder =
       localStore === undefined
         ? undefined
-        : new LocalBuilder({ redis, logger, store: localStore, system: await nix.currentSystem(), maxJobs: config.localMaxJobs, readDerivation: (drvPath) => nix.readDerivation(drvPath) });
+        : new LocalBuilder({
+            redis,
+            logger,
+            store: localStore,
+            system: await nix.currentSystem(),
+            maxJobs: config.localMaxJobs,
+            readDerivation: (drvPath) => nix.readDerivation(drvPath),
+          });
     // Nix's own log dir, so `nix-store --read-log` on this machine shows what workers built.
     const logDir = config.logDir ?? this.options.nixEnv?.NIX_LOG_DIR ?? process.env.NIX_LOG_DIR ?? DEFAULT_NIX_LOG_DIR;
     const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logger.child({ component: 'build-logs' }) });
@@ -117,7 +124,19 @@ export class Coordinator {
 
     const resumed = await core.start();
 
-    this.http = createHttpApi({ runs: core.runs, events: core.events, workers: core.workers, queues: core.queues, redis, logger, nix, metrics: core.metrics, logs, tokens, graph: core.graph });
+    this.http = createHttpApi({
+      runs: core.runs,
+      events: core.events,
+      workers: core.workers,
+      queues: core.queues,
+      redis,
+      logger,
+      nix,
+      metrics: core.metrics,
+      logs,
+      tokens,
+      graph: core.graph,
+    });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
     const httpPort = typeof httpAddress === 'object' && httpAddress !== null ? httpAddress.port : config.httpPort;
@@ -146,9 +165,22 @@ export class Coordinator {
    */
   private async probedLocalStore(): Promise<ServePool> {
     const { config, logger } = this;
-    const store = localStorePool({ nixOptions: config.nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.localMaxJobs, peer: "the coordinator's store" });
+    const store = localStorePool({
+      nixOptions: config.nixOptions,
+      env: this.options.nixEnv,
+      write: true,
+      maxIdle: config.localMaxJobs,
+      peer: "the coordinator's store",
+    });
     this.storeSessions.push(store);
-    const probed = await probeNixBuild({ store, nix: COORDINATOR_NIX, env: this.options.nixEnv, nixOptions: config.nixOptions, alternative: NO_LOCAL_BUILDS_FIX, logger });
+    const probed = await probeNixBuild({
+      store,
+      nix: COORDINATOR_NIX,
+      env: this.options.nixEnv,
+      nixOptions: config.nixOptions,
+      alternative: NO_LOCAL_BUILDS_FIX,
+      logger,
+    });
     logger.info({ ms: probed.ms }, "the coordinator's Nix builds (a trivial test build passed)");
     return store;
   }

@@ -36,7 +36,10 @@ export async function readApiTokenFile(file: string): Promise<string | undefined
     throw new ApiTokenFileError(file, 'cannot stat it', error);
   }
   if ((mode & 0o077) !== 0) {
-    throw new ApiTokenFileError(file, `its mode is ${(mode & 0o777).toString(8).padStart(3, '0')}, so group or others can read or write it; chmod 600 ${file} (or delete it to have a new token made)`);
+    throw new ApiTokenFileError(
+      file,
+      `its mode is ${(mode & 0o777).toString(8).padStart(3, '0')}, so group or others can read or write it; chmod 600 ${file} (or delete it to have a new token made)`,
+    );
   }
   let text: string;
   try {
@@ -45,6 +48,7 @@ export async function readApiTokenFile(file: string): Promise<string | undefined
     throw new ApiTokenFileError(file, 'cannot read it', error);
   }
   const token = text.trim();
-  if (!TOKEN_PATTERN.test(token)) throw new ApiTokenFileError(file, 'it does not hold one token (16-512 letters, digits or -._~+/=); delete it to have a new one made');
+  if (!TOKEN_PATTERN.test(token))
+    throw new ApiTokenFileError(file, 'it does not hold one token (16-512 letters, digits or -._~+/=); delete it to have a new one made');
   return token;
 }

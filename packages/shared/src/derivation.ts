@@ -20,7 +20,10 @@ export interface Derivation {
 }
 
 export class DerivationParseError extends Error {
-  constructor(readonly drvPath: string, message: string) {
+  constructor(
+    readonly drvPath: string,
+    message: string,
+  ) {
     super(`cannot parse derivation ${drvPath}: ${message}`);
     this.name = 'DerivationParseError';
   }
@@ -33,7 +36,10 @@ export class DerivationParseError extends Error {
  */
 class ATermReader {
   private pos = 0;
-  constructor(private readonly text: string, private readonly drvPath: string) {}
+  constructor(
+    private readonly text: string,
+    private readonly drvPath: string,
+  ) {}
 
   fail(message: string): never {
     throw new DerivationParseError(this.drvPath, `${message} at offset ${this.pos}`);

@@ -90,7 +90,11 @@ export class NixSetupError extends NixfarmError {
   constructor(options: NixSetupErrorOptions) {
     const context = options.context === undefined ? '' : ` (${options.context})`;
     const fix = options.fix.split('\n').join('\n       ');
-    super(options.code, `${options.nix} cannot build${context}: ${options.nixMessage}\n  fix: ${fix}`, { retryable: false, cause: options.cause, details: options.details });
+    super(options.code, `${options.nix} cannot build${context}: ${options.nixMessage}\n  fix: ${fix}`, {
+      retryable: false,
+      cause: options.cause,
+      details: options.details,
+    });
     this.nix = options.nix;
     this.nixMessage = options.nixMessage;
     this.fix = options.fix;

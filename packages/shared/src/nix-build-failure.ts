@@ -56,7 +56,10 @@ function featureList(text: string): string[] {
 /** The settings that would let this Nix take the build: another platform, missing features. */
 function platformFix(platform: string, required: readonly string[], own: string, has: readonly string[]): string {
   const missing = required.filter((f) => !has.includes(f));
-  const settings = [...(platform === own ? [] : [`extra-platforms = ${platform}`]), ...(missing.length === 0 ? [] : [`extra-system-features = ${missing.join(' ')}`])];
+  const settings = [
+    ...(platform === own ? [] : [`extra-platforms = ${platform}`]),
+    ...(missing.length === 0 ? [] : [`extra-system-features = ${missing.join(' ')}`]),
+  ];
   return [
     `make this Nix build it: ${settings.join(' and ') || `extra-platforms = ${platform}`} in nix.conf (or --nix-option)`,
     "or stop sending it such builds (a worker's --system and --features say what it takes)",
@@ -76,9 +79,19 @@ const SANDBOX_FIX = [
  */
 const RULES: readonly Rule[] = [
   // Build users (libstore/lock.cc): every build on that machine fails alike.
-  { pattern: /the group '([^']*)' specified in 'build-users-group' does not exist/, kind: 'machine', code: 'nix-build-users-missing', fix: (m) => buildUsersFix(m[1]!, false) },
+  {
+    pattern: /the group '([^']*)' specified in 'build-users-group' does not exist/,
+    kind: 'machine',
+    code: 'nix-build-users-missing',
+    fix: (m) => buildUsersFix(m[1]!, false),
+  },
   { pattern: /the build users group '([^']*)' has no members/, kind: 'machine', code: 'nix-build-users-missing', fix: (m) => buildUsersFix(m[1]!, true) },
-  { pattern: /the user '[^']*' in the group '([^']*)' does not exist/, kind: 'machine', code: 'nix-build-users-missing', fix: (m) => buildUsersFix(m[1]!, true) },
+  {
+    pattern: /the user '[^']*' in the group '([^']*)' does not exist/,
+    kind: 'machine',
+    code: 'nix-build-users-missing',
+    fix: (m) => buildUsersFix(m[1]!, true),
+  },
   {
     pattern: /the Nix user should not be a member of '([^']*)'/,
     kind: 'machine',
@@ -86,7 +99,12 @@ const RULES: readonly Rule[] = [
     fix: (m) => `take the user Nix runs as out of the build users group: gpasswd --delete USER ${m[1]}`,
   },
   // The sandbox cannot be set up.
-  { pattern: /cannot perform a sandboxed build because user namespaces are not enabled/, kind: 'machine', code: 'nix-sandbox-unavailable', fix: () => SANDBOX_FIX },
+  {
+    pattern: /cannot perform a sandboxed build because user namespaces are not enabled/,
+    kind: 'machine',
+    code: 'nix-sandbox-unavailable',
+    fix: () => SANDBOX_FIX,
+  },
   { pattern: /creating sandboxed builder process using clone\(\)/, kind: 'machine', code: 'nix-sandbox-unavailable', fix: () => SANDBOX_FIX },
   { pattern: /unable to start build process/, kind: 'machine', code: 'nix-sandbox-unavailable', fix: () => SANDBOX_FIX },
   { pattern: /sandboxing builds is not supported on this platform/, kind: 'machine', code: 'nix-sandbox-unavailable', fix: () => SANDBOX_FIX },
@@ -106,7 +124,11 @@ const RULES: readonly Rule[] = [
   // A farm's workers share one sandbox policy: a derivation that asks for an exception fails on all of them.
   { pattern: /has '__noChroot' set, but that's not allowed when 'sandbox' is 'true'/, kind: 'derivation', code: 'nix-sandbox-refused' },
   { pattern: /requested impure path '[^']*', but it was not in allowed-impure-host-deps/, kind: 'derivation', code: 'nix-sandbox-refused' },
-  { pattern: /odd number of tokens in 'exportReferencesGraph'|'exportReferencesGraph' contains a non-store path/, kind: 'derivation', code: 'nix-derivation-invalid' },
+  {
+    pattern: /odd number of tokens in 'exportReferencesGraph'|'exportReferencesGraph' contains a non-store path/,
+    kind: 'derivation',
+    code: 'nix-derivation-invalid',
+  },
 ];
 
 /** Nix colours its messages even through a pipe; none of that belongs in a report. */

@@ -108,7 +108,11 @@ async function probeOnce(options: NixBuildProbeOptions): Promise<{ path: string;
         void session.close();
       }, timeoutMs);
       try {
-        return await session.connection.buildDerivation(drvPath, probeDerivation(out), { maxSilentSeconds: 0, timeoutSeconds: Math.ceil(timeoutMs / 1000), maxLogSize: 0 });
+        return await session.connection.buildDerivation(drvPath, probeDerivation(out), {
+          maxSilentSeconds: 0,
+          timeoutSeconds: Math.ceil(timeoutMs / 1000),
+          maxLogSize: 0,
+        });
       } finally {
         clearTimeout(timer);
       }
@@ -120,7 +124,11 @@ async function probeOnce(options: NixBuildProbeOptions): Promise<{ path: string;
       : error instanceof Error
         ? error.message
         : String(error);
-    return { path: out, error: setupError(options, out, 'nix-cannot-build', nixMessage, GENERIC_FIX, error), worthRetry: !timedOut && !(error instanceof NixfarmError && !error.retryable) };
+    return {
+      path: out,
+      error: setupError(options, out, 'nix-cannot-build', nixMessage, GENERIC_FIX, error),
+      worthRetry: !timedOut && !(error instanceof NixfarmError && !error.retryable),
+    };
   }
   if (buildSucceeded(result.status)) {
     await deleteProbeOutput(options, out);
@@ -128,14 +136,27 @@ async function probeOnce(options: NixBuildProbeOptions): Promise<{ path: string;
   }
   await removeLockFile(out);
   const failure = classifyNixBuildFailure(result.status, result.errorMessage);
-  if (failure.kind === 'machine') return { path: out, error: setupError(options, out, failure.code, failure.message, failure.fix ?? GENERIC_FIX), worthRetry: false };
+  if (failure.kind === 'machine')
+    return { path: out, error: setupError(options, out, failure.code, failure.message, failure.fix ?? GENERIC_FIX), worthRetry: false };
   const said = stderr.filter((l) => l.trim() !== '').join('\n');
-  return { path: out, error: setupError(options, out, 'nix-cannot-build', said === '' ? failure.message : `${failure.message}\n${said}`, GENERIC_FIX), worthRetry: failure.kind === 'transient' };
+  return {
+    path: out,
+    error: setupError(options, out, 'nix-cannot-build', said === '' ? failure.message : `${failure.message}\n${said}`, GENERIC_FIX),
+    worthRetry: failure.kind === 'transient',
+  };
 }
 
 function setupError(options: NixBuildProbeOptions, path: string, code: NixFailureCode, nixMessage: string, fix: string, cause?: unknown): NixSetupError {
   const fullFix = options.alternative === undefined ? fix : `${fix}\n${options.alternative}`;
-  return new NixSetupError({ nix: options.nix, code, nixMessage, fix: fullFix, context: CONTEXT, details: { probePath: path }, ...(cause === undefined ? {} : { cause }) });
+  return new NixSetupError({
+    nix: options.nix,
+    code,
+    nixMessage,
+    fix: fullFix,
+    context: CONTEXT,
+    details: { probePath: path },
+    ...(cause === undefined ? {} : { cause }),
+  });
 }
 
 /** A build refused before it ran leaves Nix's lock file of the output path (a GC would take it); the session that held it is closed by now. */
@@ -146,6 +167,15 @@ async function removeLockFile(out: string): Promise<void> {
 /** The probe leaves nothing behind; a path it cannot delete is harmless (the next GC takes it), so that only warns. */
 async function deleteProbeOutput(options: NixBuildProbeOptions, out: string): Promise<void> {
   const args = ['--delete', out, ...(options.nixOptions ?? []).flatMap(([name, value]) => ['--option', name, value])];
-  const deleted = await execa('nix-store', args, { reject: false, stdin: 'ignore', env: options.env === undefined ? undefined : { ...process.env, ...options.env }, timeout: 30_000 });
-  if (deleted.exitCode !== 0) options.logger.warn({ path: out, stderr: String(deleted.stderr).split('\n').slice(-3).join('\n') }, 'could not delete the Nix build probe\'s output; the next garbage collection will');
+  const deleted = await execa('nix-store', args, {
+    reject: false,
+    stdin: 'ignore',
+    env: options.env === undefined ? undefined : { ...process.env, ...options.env },
+    timeout: 30_000,
+  });
+  if (deleted.exitCode !== 0)
+    options.logger.warn(
+      { path: out, stderr: String(deleted.stderr).split('\n').slice(-3).join('\n') },
+      "could not delete the Nix build probe's output; the next garbage collection will",
+    );
 }

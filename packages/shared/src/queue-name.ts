@@ -18,7 +18,9 @@ export function checkSystemName(system: string): string {
 
 export function checkFeatureName(feature: string): string {
   if (!TOKEN_RE.test(feature)) {
-    throw new ValidationError(`system feature ${JSON.stringify(feature)} is not supported by nixfarm: use letters, digits and _ . + - only (like big-parallel)`);
+    throw new ValidationError(
+      `system feature ${JSON.stringify(feature)} is not supported by nixfarm: use letters, digits and _ . + - only (like big-parallel)`,
+    );
   }
   return feature;
 }

@@ -33,9 +33,13 @@ export class RedisWaitAbortedError extends NixfarmError {
 /** Redis answered but will not let us in (password, ACL): retrying cannot fix that. */
 export class RedisRefusedError extends NixfarmError {
   constructor(url: string, reply: string, setting: string) {
-    super('redis-refused', `Redis at ${url} refused the connection: ${reply}; check the user and password in the URL (${setting}, like redis://:PASSWORD@host:6379)`, {
-      retryable: false,
-    });
+    super(
+      'redis-refused',
+      `Redis at ${url} refused the connection: ${reply}; check the user and password in the URL (${setting}, like redis://:PASSWORD@host:6379)`,
+      {
+        retryable: false,
+      },
+    );
   }
 }
 

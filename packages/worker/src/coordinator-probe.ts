@@ -68,7 +68,10 @@ export class CoordinatorUnreachableError extends NixfarmError {
 /** Logged in, but the coordinator's Nix did not answer as `nix-store --serve` should. */
 class CoordinatorStoreError extends NixfarmError {
   constructor(address: string, reason: string, cause?: unknown) {
-    super('coordinator-store-unavailable', `the coordinator at ${address} accepted this worker but its store did not answer: ${reason}`, { retryable: true, cause });
+    super('coordinator-store-unavailable', `the coordinator at ${address} accepted this worker but its store did not answer: ${reason}`, {
+      retryable: true,
+      cause,
+    });
   }
 }
 

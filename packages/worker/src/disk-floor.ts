@@ -57,7 +57,8 @@ export class DiskFloor {
       ? `free space on ${this.options.path} is ${fields.freeMiB} MiB, below the floor of ${fields.floorMiB} MiB (${this.options.setting ?? 'minFreeDiskMiB'})`
       : undefined;
     // Said once when it pauses and once when it resumes; the advertised reason follows the numbers.
-    if (paused !== undefined && this.state.paused === undefined) logger.warn({ ...fields, reason: paused }, 'low on disk: taking no new builds until space is freed');
+    if (paused !== undefined && this.state.paused === undefined)
+      logger.warn({ ...fields, reason: paused }, 'low on disk: taking no new builds until space is freed');
     if (paused === undefined && this.state.paused !== undefined) logger.info(fields, 'disk space is back above the floor: taking builds again');
     this.state = { freeBytes: free, paused };
     return this.state;

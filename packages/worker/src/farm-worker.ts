@@ -122,7 +122,14 @@ export class FarmWorker {
     const nixVersion = await nix.version();
     // Builds hold a local session each, and copies run beside them: one more than max-jobs of each kind stays open.
     // Sessions in their own process groups: the SIGTERM or Ctrl-C that starts a drain must not stop the builds it waits for.
-    const local = localStorePool({ nixOptions, env: this.options.nixEnv, write: true, maxIdle: config.maxJobs + 1, peer: `the store of worker ${config.name}`, ownProcessGroup: true });
+    const local = localStorePool({
+      nixOptions,
+      env: this.options.nixEnv,
+      write: true,
+      maxIdle: config.maxJobs + 1,
+      peer: `the store of worker ${config.name}`,
+      ownProcessGroup: true,
+    });
     this.pools = [local];
     // Before anything is fetched, or even connected: a worker whose Nix cannot build would only fail every build it took.
     const nixName = `worker ${config.name}'s Nix`;
@@ -150,7 +157,12 @@ export class FarmWorker {
       timeoutMs: 10_000,
     });
 
-    const coordinator = coordinatorStorePool({ sshConfigPath: ssh.configPath, hostAlias: ssh.hostAlias, maxIdle: config.maxJobs + 1, env: this.options.nixEnv });
+    const coordinator = coordinatorStorePool({
+      sshConfigPath: ssh.configPath,
+      hostAlias: ssh.hostAlias,
+      maxIdle: config.maxJobs + 1,
+      env: this.options.nixEnv,
+    });
     this.pools = [local, coordinator];
     const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
     this.redis = redis;
@@ -216,7 +228,16 @@ export class FarmWorker {
     });
     await this.fetcher.start();
     logger.info(
-      { worker: config.name, systems: config.systems, maxJobs: config.maxJobs, speedFactor: config.speedFactor, nixVersion, minFreeDiskMiB: config.minFreeDiskMiB, drainSeconds: config.drainSeconds, maxLogSize: config.maxLogSize },
+      {
+        worker: config.name,
+        systems: config.systems,
+        maxJobs: config.maxJobs,
+        speedFactor: config.speedFactor,
+        nixVersion,
+        minFreeDiskMiB: config.minFreeDiskMiB,
+        drainSeconds: config.drainSeconds,
+        maxLogSize: config.maxLogSize,
+      },
       'worker ready',
     );
     this.loop = this.fetchLoop(runner);
@@ -256,7 +277,9 @@ export class FarmWorker {
       }
       if (this.stopping || this.nixSetup?.paused !== undefined) {
         // Taken while the worker began to leave, or as a build found Nix unable to build: straight back to its queue, never started (no report to undo).
-        await fetched.job.moveToWait(fetched.token).catch((error: unknown) => this.logger.warn({ err: error, jobId: fetched.job.id }, 'returning a job taken while leaving failed; its lock expires'));
+        await fetched.job
+          .moveToWait(fetched.token)
+          .catch((error: unknown) => this.logger.warn({ err: error, jobId: fetched.job.id }, 'returning a job taken while leaving failed; its lock expires'));
         if (this.stopping) break;
         continue;
       }
@@ -294,7 +317,14 @@ export class FarmWorker {
     const cause = await Promise.race([
       this.slots.settled().then(() => undefined),
       new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs))),
-      ...(options.handBackNow === undefined ? [] : [options.handBackNow.then(() => 'told' as const, () => 'told' as const)]),
+      ...(options.handBackNow === undefined
+        ? []
+        : [
+            options.handBackNow.then(
+              () => 'told' as const,
+              () => 'told' as const,
+            ),
+          ]),
     ]);
     clearTimeout(timer);
     const before = this.handBacks.total;

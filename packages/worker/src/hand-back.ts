@@ -58,7 +58,15 @@ export class HandBackPublisher extends WorkerEventPublisher {
   override async publish(event: WorkerEvent): Promise<void> {
     const reason = event.type === 'finished' ? this.handBacks.reasonFor(event.jobId) : undefined;
     if (event.type !== 'finished' || reason === undefined || !interrupted(event.outcome)) return super.publish(event);
-    await super.publish({ type: 'handed-back', drvPath: event.drvPath, worker: event.worker, jobId: event.jobId, attempt: event.attempt, reason, at: event.at });
+    await super.publish({
+      type: 'handed-back',
+      drvPath: event.drvPath,
+      worker: event.worker,
+      jobId: event.jobId,
+      attempt: event.attempt,
+      reason,
+      at: event.at,
+    });
     this.handBacks.markHandedBack(event.jobId);
   }
 }

@@ -71,10 +71,13 @@ export class JobFetcher {
       return;
     }
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, this.yielded ? 200 : (this.options.idlePollMs ?? 1000));
+      const timer = setTimeout(
+        () => {
+          this.wake = undefined;
+          resolve();
+        },
+        this.yielded ? 200 : (this.options.idlePollMs ?? 1000),
+      );
       this.wake = () => {
         clearTimeout(timer);
         resolve();

@@ -28,9 +28,12 @@ export class JobRunner {
       return;
     }
     const build = parsed.data;
-    const renew = setInterval(() => {
-      job.extendLock(token, this.deps.lockDurationMs).catch((err: unknown) => logger.warn({ err, drvPath: build.drvPath }, 'lock renewal failed'));
-    }, Math.max(1000, Math.floor(this.deps.lockDurationMs / 2)));
+    const renew = setInterval(
+      () => {
+        job.extendLock(token, this.deps.lockDurationMs).catch((err: unknown) => logger.warn({ err, drvPath: build.drvPath }, 'lock renewal failed'));
+      },
+      Math.max(1000, Math.floor(this.deps.lockDurationMs / 2)),
+    );
     let outcome;
     try {
       outcome = await this.deps.executor.execute(build, { jobId: String(job.id), attempt: job.attemptsStarted ?? 0, signal });

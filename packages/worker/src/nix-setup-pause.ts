@@ -47,10 +47,13 @@ export class NixSetupPause {
     this.nextCheckAt = Date.now() + this.options.recheckMs;
     const fields = { code: error.code, nix: error.nix, nixMessage: error.nixMessage };
     if (this.explained.has(error.code)) {
-      this.options.logger.warn(fields, "Nix cannot build here again: taking no new builds (the fix was logged before)");
+      this.options.logger.warn(fields, 'Nix cannot build here again: taking no new builds (the fix was logged before)');
     } else {
       this.explained.add(error.code);
-      this.options.logger.error({ ...fields, fix: error.fix }, `Nix cannot build here: taking no new builds, handing builds back for other workers; fix: ${error.fix}`);
+      this.options.logger.error(
+        { ...fields, fix: error.fix },
+        `Nix cannot build here: taking no new builds, handing builds back for other workers; fix: ${error.fix}`,
+      );
     }
     return true;
   }

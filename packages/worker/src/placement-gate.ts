@@ -1,13 +1,5 @@
 import type { Redis } from 'ioredis';
-import {
-  betterPlacedThan,
-  canBuild,
-  parseQueueName,
-  readWorkerRegistry,
-  takesNewBuilds,
-  type PlacementCandidate,
-  type WorkerInfo,
-} from '@nixfarm/shared';
+import { betterPlacedThan, canBuild, parseQueueName, readWorkerRegistry, takesNewBuilds, type PlacementCandidate, type WorkerInfo } from '@nixfarm/shared';
 
 export interface PlacementGateOptions {
   redis: Redis;

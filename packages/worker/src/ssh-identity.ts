@@ -31,7 +31,11 @@ class WorkerKeyFileError extends NixfarmError {
 export async function loadOrCreateWorkerKey(stateDir: string): Promise<WorkerKey> {
   const dir = resolve(stateDir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const key = await loadOrCreateSshKey(join(dir, WORKER_KEY_FILE), `nixfarm-worker@${hostname()}`, (path, reason, cause) => new WorkerKeyFileError(path, reason, cause));
+  const key = await loadOrCreateSshKey(
+    join(dir, WORKER_KEY_FILE),
+    `nixfarm-worker@${hostname()}`,
+    (path, reason, cause) => new WorkerKeyFileError(path, reason, cause),
+  );
   return { privateKeyPath: key.privateKeyPath, publicKeyLine: key.publicKeyLine, fingerprint: key.fingerprint };
 }
 
@@ -109,9 +113,7 @@ export async function writeSshClientConfig(options: SshClientConfigOptions): Pro
     '  ForwardX11 no',
     '  ClearAllForwardings yes',
     '  LogLevel ERROR',
-    ...(controlPath === undefined
-      ? ['  ControlMaster no']
-      : ['  ControlMaster auto', `  ControlPath ${controlPath}`, '  ControlPersist 60']),
+    ...(controlPath === undefined ? ['  ControlMaster no'] : ['  ControlMaster auto', `  ControlPath ${controlPath}`, '  ControlPersist 60']),
     '  ServerAliveInterval 15',
     '  ConnectTimeout 10',
     '',
@@ -129,7 +131,9 @@ export async function writeSshClientConfig(options: SshClientConfigOptions): Pro
 function assertConfigPath(what: string, path: string): void {
   const bad = /[\s"'`\\#\x00-\x1f\x7f]/.exec(path);
   if (bad !== null) {
-    throw new ValidationError(`the ${what} ${JSON.stringify(path)} contains ${JSON.stringify(bad[0])}; nixfarm passes it to ssh through NIX_SSHOPTS and ssh_config, which cannot carry whitespace, quotes, backslashes or #: choose another directory`);
+    throw new ValidationError(
+      `the ${what} ${JSON.stringify(path)} contains ${JSON.stringify(bad[0])}; nixfarm passes it to ssh through NIX_SSHOPTS and ssh_config, which cannot carry whitespace, quotes, backslashes or #: choose another directory`,
+    );
   }
 }
 
@@ -158,4 +162,3 @@ async function controlSocketDir(sshDir: string, stateDir: string): Promise<strin
   }
   throw new ValidationError(`no directory short enough for an ssh control socket (state dir ${stateDir}); use a shorter state dir`);
 }
-

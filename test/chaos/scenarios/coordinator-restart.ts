@@ -18,7 +18,11 @@ export const coordinatorRestartScenario: ChaosScenario = {
   name: 'coordinator-restart',
   description: 'coordinator SIGKILLed mid-run, restarted after a pause: the run resumes from Redis, `nixfarm build` reconnects, `nixfarm wait` follows it',
   recoveryBoundSeconds: 60,
-  run: (options) => withFarm(() => startFarm(options), (farm) => coordinatorRestart(farm, options)),
+  run: (options) =>
+    withFarm(
+      () => startFarm(options),
+      (farm) => coordinatorRestart(farm, options),
+    ),
 };
 
 function startFarm(options: ScenarioOptions): Promise<TestFarm> {
@@ -36,22 +40,37 @@ async function coordinatorRestart(farm: TestFarm, options: ScenarioOptions): Pro
   const fixture = sleepyDag({ layers: full ? 6 : 4, width: full ? 5 : 3, sleepSeconds: 1.5, withLocalBuilds: true });
   const build = await startBuild(farm, fixture);
   // Kill it while it runs a local build and workers run theirs: both must survive.
-  const atKill = await pollFor(async () => {
-    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${build.runId}/derivations`);
-    const local = derivations.find((d) => d.status === 'running' && d.worker === 'coordinator');
-    return local === undefined ? undefined : { local: local.name, done: derivations.filter((d) => d.status === 'succeeded').length };
-  }, 120_000, () => `a local build of run ${build.runId}`, 50);
+  const atKill = await pollFor(
+    async () => {
+      const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${build.runId}/derivations`);
+      const local = derivations.find((d) => d.status === 'running' && d.worker === 'coordinator');
+      return local === undefined ? undefined : { local: local.name, done: derivations.filter((d) => d.status === 'succeeded').length };
+    },
+    120_000,
+    () => `a local build of run ${build.runId}`,
+    50,
+  );
   const before = atKill.done;
   const killedAt = Date.now();
   await farm.killCoordinator('SIGKILL');
-  options.progress?.(`coordinator killed during local build ${atKill.local}, after ${before} of ${fixture.derivations} derivations; down for ${full ? 5 : 2} s`);
+  options.progress?.(
+    `coordinator killed during local build ${atKill.local}, after ${before} of ${fixture.derivations} derivations; down for ${full ? 5 : 2} s`,
+  );
   await sleep(full ? 5000 : 2000);
   await farm.restartCoordinator();
   const restartedAt = Date.now();
   // Recovered: a derivation succeeded that had not before the kill.
-  await pollFor(async () => (await succeededCount(farm, build.runId)) > before, 120_000, () => `progress after the restart of run ${build.runId}`, 200);
+  await pollFor(
+    async () => (await succeededCount(farm, build.runId)) > before,
+    120_000,
+    () => `progress after the restart of run ${build.runId}`,
+    200,
+  );
   const recoveredMs = Date.now() - killedAt;
-  const notes = [`coordinator down ${((restartedAt - killedAt) / 1000).toFixed(1)} s`, `killed after ${before}/${fixture.derivations} built, during local build ${atKill.local}`];
+  const notes = [
+    `coordinator down ${((restartedAt - killedAt) / 1000).toFixed(1)} s`,
+    `killed after ${before}/${fixture.derivations} built, during local build ${atKill.local}`,
+  ];
 
   const lost: string[] = [];
   // Bounded: a run that never ends fails here, naming it, rather than at the CLI's own timeout.

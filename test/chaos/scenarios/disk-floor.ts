@@ -63,8 +63,15 @@ export async function runDiskFloor(options: ScenarioOptions): Promise<{ outcome:
   try {
     const full = options.size === 'full';
     const fixture = layeredDag({ layers: 1, width: full ? 14 : 8, sleepSeconds: 2 });
-    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()], { timeoutMs: 600_000 });
-    await pollFor(() => /building \S+ on phi/.test(build.stderrSoFar()), 120_000, () => `phi to start a build:\n${build.stderrSoFar()}`, 50);
+    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()], {
+      timeoutMs: 600_000,
+    });
+    await pollFor(
+      () => /building \S+ on phi/.test(build.stderrSoFar()),
+      120_000,
+      () => `phi to start a build:\n${build.stderrSoFar()}`,
+      50,
+    );
 
     fill = fillDisk(farm.workers.get('phi')!.machine.nixDir, LEFT_FREE_MIB);
     const paused = await pollFor(

@@ -8,4 +8,12 @@ import { workerDrainScenario } from './worker-drain.js';
 import { diskFloorScenario } from './disk-floor.js';
 
 /** Every scenario `npm run chaos` runs, in the issue's order. */
-export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [workerSigkillScenario, networkCutScenario, redisRestartScenario, coordinatorRestartScenario, workerDrainScenario, lostLockScenario, diskFloorScenario];
+export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [
+  workerSigkillScenario,
+  networkCutScenario,
+  redisRestartScenario,
+  coordinatorRestartScenario,
+  workerDrainScenario,
+  lostLockScenario,
+  diskFloorScenario,
+];

@@ -92,7 +92,8 @@ function builderRunning(marker: string): boolean {
 function assertWorkerProcess(pid: number | undefined, name: string): number {
   if (pid === undefined) throw new Error(`worker ${name} has no pid`);
   const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-  if (!cmdline.some((a) => a.endsWith('nixfarm.js')) || !cmdline.includes('worker')) throw new Error(`pid ${pid} of worker ${name} is ${cmdline.join(' ')}, not the worker's node process`);
+  if (!cmdline.some((a) => a.endsWith('nixfarm.js')) || !cmdline.includes('worker'))
+    throw new Error(`pid ${pid} of worker ${name} is ${cmdline.join(' ')}, not the worker's node process`);
   return pid;
 }
 
@@ -113,16 +114,28 @@ export async function runLostLock(options: LostLockOptions): Promise<LostLockRes
   let stoppedPid: number | undefined;
   try {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, file, '-A', 'all', '--argstr', 'salt', salt]);
-    const first = await pollFor(async () => (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started'), 120_000, () => 'the slow build to start');
+    const first = await pollFor(
+      async () => (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started'),
+      120_000,
+      () => 'the slow build to start',
+    );
     const victim = first.worker;
     const survivor = WORKERS.find((w) => w !== victim)!;
     // Stop the worker once its builder runs (not during its copy-in, which the node process relays).
-    await pollFor(async () => (builderRunning(marker) ? true : undefined), 60_000, () => `the builder of the slow derivation on ${victim}`);
+    await pollFor(
+      async () => (builderRunning(marker) ? true : undefined),
+      60_000,
+      () => `the builder of the slow derivation on ${victim}`,
+    );
     stoppedPid = assertWorkerProcess(farm.workers.get(victim)?.process.pid, victim);
     process.kill(stoppedPid, 'SIGSTOP');
     const stoppedAt = Date.now();
     progress(`stopped ${victim} (pid ${stoppedPid}) mid-build; waiting for ${survivor} to re-run it`);
-    const rerun = await pollFor(async () => (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started' && e.worker === survivor), 60_000, () => `${survivor} to re-run the slow derivation after ${victim} lost its lock`);
+    const rerun = await pollFor(
+      async () => (await streamEvents(redis, slowDrv!)).find((e) => e.type === 'started' && e.worker === survivor),
+      60_000,
+      () => `${survivor} to re-run the slow derivation after ${victim} lost its lock`,
+    );
     // The victim stayed stopped for longer than its lock plus a stalled check: that is how the survivor got the job.
     process.kill(stoppedPid, 'SIGCONT');
     const pausedMs = Date.now() - stoppedAt;
@@ -133,10 +146,14 @@ export async function runLostLock(options: LostLockOptions): Promise<LostLockRes
     const result = await build.result;
     const runId = runIdOf(result.stderr);
     // Both attempts report: the run may end on the first report, the other comes later and must change nothing.
-    const reports = await pollFor(async () => {
-      const finished = (await streamEvents(redis, slowDrv!)).filter((e) => e.type === 'finished');
-      return WORKERS.every((w) => finished.some((e) => e.worker === w)) ? finished : undefined;
-    }, 90_000, () => `reports from both ${victim} and ${survivor}`).catch(async () => (await streamEvents(redis, slowDrv!)).filter((e) => e.type === 'finished'));
+    const reports = await pollFor(
+      async () => {
+        const finished = (await streamEvents(redis, slowDrv!)).filter((e) => e.type === 'finished');
+        return WORKERS.every((w) => finished.some((e) => e.worker === w)) ? finished : undefined;
+      },
+      90_000,
+      () => `reports from both ${victim} and ${survivor}`,
+    ).catch(async () => (await streamEvents(redis, slowDrv!)).filter((e) => e.type === 'finished'));
     // The coordinator applies the late report from its stream shortly after it was written.
     await sleep(1500);
 

@@ -25,7 +25,11 @@ export const networkCutScenario: ChaosScenario = {
   name: 'network-cut',
   description: "a worker's link to the coordinator cut mid copy-in and mid copy-out: retried with back-off, no partial path valid",
   recoveryBoundSeconds: 30,
-  run: (options) => withFarm(() => startFarm(options), (farm) => networkCut(farm, options)),
+  run: (options) =>
+    withFarm(
+      () => startFarm(options),
+      (farm) => networkCut(farm, options),
+    ),
 };
 
 function startFarm(options: ScenarioOptions): Promise<TestFarm> {
@@ -50,12 +54,16 @@ async function networkCut(farm: TestFarm, options: ScenarioOptions): Promise<Sce
   const fixtures = bulkyCopies(sizeMiB);
   const copyIn = await cutDuring(farm, fixtures.copyIn, 'down', sizeMiB, options);
   const copyOut = await cutDuring(farm, fixtures.copyOut, 'up', sizeMiB, options);
-  const outcome = await auditedOutcome(farm, [copyIn.runId, copyOut.runId], Math.max(copyIn.recoveredMs, copyOut.recoveredMs), [...copyIn.notes, ...copyOut.notes]);
+  const outcome = await auditedOutcome(farm, [copyIn.runId, copyOut.runId], Math.max(copyIn.recoveredMs, copyOut.recoveredMs), [
+    ...copyIn.notes,
+    ...copyOut.notes,
+  ]);
   outcome.lost.unshift(...copyIn.lost, ...copyOut.lost);
   // No store may hold a path whose contents differ from what Nix registered (a half-written import).
   for (const [name, w] of farm.workers) {
     const verified = await w.machine.run('nix-store', ['--verify', '--check-contents']);
-    if (verified.exitCode !== 0 || /modified|corrupt/i.test(verified.stderr)) outcome.lost.push(`worker ${name}'s store fails nix-store --verify --check-contents: ${verified.stderr.trim()}`);
+    if (verified.exitCode !== 0 || /modified|corrupt/i.test(verified.stderr))
+      outcome.lost.push(`worker ${name}'s store fails nix-store --verify --check-contents: ${verified.stderr.trim()}`);
   }
   return outcome;
 }
@@ -71,7 +79,11 @@ async function cutDuring(farm: TestFarm, fixture: ChaosFixture, direction: 'up' 
   const copied = direction === 'down' ? bulkyInput(drvPath!) : Object.values(await outputsOf(drvPath!))[0]!;
 
   const build = await startBuild(farm, fixture, { salt });
-  const { name: victim, at: cutAt } = await pollFor(() => Promise.race([cut, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]), 120_000, () => `a ${phase} to cut`);
+  const { name: victim, at: cutAt } = await pollFor(
+    () => Promise.race([cut, new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]),
+    120_000,
+    () => `a ${phase} to cut`,
+  );
   for (const { link } of links) link.disarm();
   // Right after the cut, the path being copied must not be valid where it was going (the retry waits a back-off first).
   const receiver = direction === 'down' ? farm.workers.get(victim)!.machine : undefined;
@@ -82,11 +94,17 @@ async function cutDuring(farm: TestFarm, fixture: ChaosFixture, direction: 'up' 
   const result = await build.result;
   const lost: string[] = [];
   if (validAfterCut) lost.push(`${copied} became valid in the receiving store of a cut ${phase}`);
-  if (status !== 'succeeded' || result.exitCode !== 0) lost.push(`the ${phase} run ended ${status}, nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-1500)}`);
+  if (status !== 'succeeded' || result.exitCode !== 0)
+    lost.push(`the ${phase} run ended ${status}, nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-1500)}`);
   const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${build.runId}/derivations`);
   const attempts = derivations[0]?.attempts ?? 0;
   if (attempts < 2) lost.push(`the ${phase} derivation ran ${attempts} time(s): the cut should have cost one attempt`);
-  return { runId: build.runId, recoveredMs, lost, notes: [`${phase} cut on ${victim}, ${attempts} attempts, done ${(recoveredMs / 1000).toFixed(1)} s after the cut`] };
+  return {
+    runId: build.runId,
+    recoveredMs,
+    lost,
+    notes: [`${phase} cut on ${victim}, ${attempts} attempts, done ${(recoveredMs / 1000).toFixed(1)} s after the cut`],
+  };
 }
 
 /** The large source the copy-in fixture reads: the derivation's only input source besides busybox. */

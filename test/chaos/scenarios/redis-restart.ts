@@ -14,7 +14,11 @@ export const redisRestartScenario: ChaosScenario = {
   name: 'redis-restart',
   description: 'Redis (AOF) restarted mid-run: coordinator, workers and the CLI reconnect by themselves and the run finishes',
   recoveryBoundSeconds: 30,
-  run: (options) => withFarm(() => startFarm(options), (farm) => redisRestart(farm, options)),
+  run: (options) =>
+    withFarm(
+      () => startFarm(options),
+      (farm) => redisRestart(farm, options),
+    ),
 };
 
 function startFarm(options: ScenarioOptions): Promise<TestFarm> {
@@ -32,10 +36,14 @@ async function redisRestart(farm: TestFarm, options: ScenarioOptions): Promise<S
   const full = options.size === 'full';
   const fixture = sleepyDag({ layers: full ? 6 : 4, width: full ? 5 : 3, sleepSeconds: 1.5, withLocalBuilds: true });
   const build = await startBuild(farm, fixture);
-  const before = await pollFor(async () => {
-    const done = await succeededCount(farm, build.runId);
-    return done >= (full ? 6 : 3) ? done : undefined;
-  }, 120_000, () => `the first builds of run ${build.runId}`);
+  const before = await pollFor(
+    async () => {
+      const done = await succeededCount(farm, build.runId);
+      return done >= (full ? 6 : 3) ? done : undefined;
+    },
+    120_000,
+    () => `the first builds of run ${build.runId}`,
+  );
   const downMs = full ? 5000 : 2000;
   const stoppedAt = Date.now();
   await farm.redis.stop();
@@ -43,13 +51,20 @@ async function redisRestart(farm: TestFarm, options: ScenarioOptions): Promise<S
   await sleep(downMs);
   await farm.redis.restart();
   const restartedAt = Date.now();
-  await pollFor(async () => (await succeededCount(farm, build.runId)) > before, 120_000, () => `progress after Redis came back, run ${build.runId}`, 200);
+  await pollFor(
+    async () => (await succeededCount(farm, build.runId)) > before,
+    120_000,
+    () => `progress after Redis came back, run ${build.runId}`,
+    200,
+  );
   const recoveredMs = Date.now() - restartedAt;
   const status = await runEnded(farm, build.runId, full ? 300_000 : 180_000);
   const result = await build.result;
   const lost: string[] = [];
   if (status !== 'succeeded' || result.exitCode !== 0) lost.push(`run ended ${status}, nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-1500)}`);
-  const outcome = await auditedOutcome(farm, [build.runId], recoveredMs, [`Redis down ${((restartedAt - stoppedAt) / 1000).toFixed(1)} s after ${before}/${fixture.derivations} built`]);
+  const outcome = await auditedOutcome(farm, [build.runId], recoveredMs, [
+    `Redis down ${((restartedAt - stoppedAt) / 1000).toFixed(1)} s after ${before}/${fixture.derivations} built`,
+  ]);
   outcome.lost.unshift(...lost);
   return outcome;
 }

@@ -86,9 +86,12 @@ export async function runWorkerDrain(options: ScenarioOptions): Promise<{ outcom
 async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise<{ outcome: ScenarioOutcome; facts: WorkerDrainFacts }> {
   const full = options.size === 'full';
   const fixture = layeredDag({ layers: full ? 3 : 2, width: full ? 6 : 3, sleepSeconds: full ? 4 : 3 });
-  const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', freshSalt()], {
-    timeoutMs: 600_000,
-  });
+  const build = farm.spawnCli(
+    ['build', '--coordinator', farm.address.httpUrl, fixture.file, ...fixture.attrs.flatMap((a) => ['-A', a]), '--argstr', 'salt', freshSalt()],
+    {
+      timeoutMs: 600_000,
+    },
+  );
   // The victim: a worker with two builds really in the builder when the signal comes. The API's `running`
   // count is not enough: it still includes a build that finished building and is copying out or reporting,
   // which then completes instead of being handed back. So read the workers' own reports: two `started`
@@ -117,7 +120,11 @@ async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise
   const startedAfterSignal = eventsOfType(events, 'started')
     .filter((s) => s.worker === victim && s.at > signalAt + 1000)
     .map((s) => s.drvPath);
-  const finishedByVictim = new Set(eventsOfType(events, 'finished').filter((f) => f.worker === victim).map((f) => f.jobId));
+  const finishedByVictim = new Set(
+    eventsOfType(events, 'finished')
+      .filter((f) => f.worker === victim)
+      .map((f) => f.jobId),
+  );
   const alsoReportedFinished = handedBack.filter((h) => finishedByVictim.has(h.jobId)).map((h) => h.drvPath);
   const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
   const attemptsOfHandedBack = handedBack.map((h) => derivations.find((d) => d.drvPath === h.drvPath)?.attempts ?? -1);
@@ -127,7 +134,15 @@ async function drainOneWorker(farm: TestFarm, options: ScenarioOptions): Promise
   if (exitCode !== 0) lost.push(`the drained worker ${victim} ${exitCode === 'running' ? 'did not exit within 60 s' : `exited with ${exitCode}, not 0`}`);
   if (startedAfterSignal.length > 0) lost.push(`${victim} started builds after SIGTERM: ${startedAfterSignal.join(' ')}`);
   if (alsoReportedFinished.length > 0) lost.push(`${victim} reported handed-back builds finished too: ${alsoReportedFinished.join(' ')}`);
-  const facts: WorkerDrainFacts = { victim, exitCode, handedBack: handedBack.map((h) => h.drvPath), startedAfterSignal, attemptsOfHandedBack, alsoReportedFinished, build: result };
+  const facts: WorkerDrainFacts = {
+    victim,
+    exitCode,
+    handedBack: handedBack.map((h) => h.drvPath),
+    startedAfterSignal,
+    attemptsOfHandedBack,
+    alsoReportedFinished,
+    build: result,
+  };
   return {
     facts,
     outcome: outcomeOf(audit, {

@@ -22,7 +22,11 @@ export const workerSigkillScenario: ChaosScenario = {
   name: 'worker-sigkill',
   description: `a worker SIGKILLed mid-build: its builds re-run on another worker within 3 × lock (${SIGKILL_LOCK_SECONDS} s) + 5 s`,
   recoveryBoundSeconds: 3 * SIGKILL_LOCK_SECONDS + 5,
-  run: (options) => withFarm(() => startFarm(options), (farm) => workerSigkill(farm, options)),
+  run: (options) =>
+    withFarm(
+      () => startFarm(options),
+      (farm) => workerSigkill(farm, options),
+    ),
 };
 
 function startFarm(options: ScenarioOptions): Promise<TestFarm> {
@@ -41,20 +45,32 @@ async function workerSigkill(farm: TestFarm, options: ScenarioOptions): Promise<
   const build = await startBuild(farm, fixture);
   const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${build.runId}/derivations`)).derivations;
   // The victim (faster, so preferred) is killed while it runs builds.
-  const killed = await pollFor(async () => {
-    const running = (await rows()).filter((d) => d.status === 'running' && d.worker === 'victim');
-    // full size: both of its slots busy, so two builds have to move
-    return running.length >= (full ? 2 : 1) ? running : undefined;
-  }, 120_000, () => `a build on the victim, run ${build.runId}`, 50);
+  const killed = await pollFor(
+    async () => {
+      const running = (await rows()).filter((d) => d.status === 'running' && d.worker === 'victim');
+      // full size: both of its slots busy, so two builds have to move
+      return running.length >= (full ? 2 : 1) ? running : undefined;
+    },
+    120_000,
+    () => `a build on the victim, run ${build.runId}`,
+    50,
+  );
   const killedAt = Date.now();
   await farm.stopWorker('victim', 'SIGKILL');
   options.progress?.(`victim killed while building ${killed.map((d) => d.name).join(', ')}`);
   // Recovered: every build the victim held started again on the survivor.
-  const restarted = await pollFor(async () => {
-    const now = await rows();
-    const again = killed.map((k) => now.find((d) => d.drvPath === k.drvPath && d.worker === 'survivor' && d.startedAt !== undefined && d.startedAt >= killedAt));
-    return again.every((d) => d !== undefined) ? again : undefined;
-  }, 120_000, () => `the victim's builds to start again on the survivor, run ${build.runId}`, 100);
+  const restarted = await pollFor(
+    async () => {
+      const now = await rows();
+      const again = killed.map((k) =>
+        now.find((d) => d.drvPath === k.drvPath && d.worker === 'survivor' && d.startedAt !== undefined && d.startedAt >= killedAt),
+      );
+      return again.every((d) => d !== undefined) ? again : undefined;
+    },
+    120_000,
+    () => `the victim's builds to start again on the survivor, run ${build.runId}`,
+    100,
+  );
   const recoveredMs = Math.max(...restarted.map((d) => d!.startedAt! - killedAt));
   const status = await runEnded(farm, build.runId, 300_000);
   const result = await build.result;

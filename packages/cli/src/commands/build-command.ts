@@ -44,9 +44,10 @@ class ProgressPrinter {
         return;
       case 'drv-unsupported': {
         const features = event.requiredFeatures.length > 0 ? `features ${event.requiredFeatures.join(', ')}` : 'no features';
-        const workers =
-          event.workers.length === 0 ? 'no worker is registered' : event.workers.map((w) => `${w.name}: ${w.reason}`).join('; ');
-        process.stderr.write(`UNSUPPORTED: no worker can build ${event.drvPath} (system ${event.system}, ${features}): ${workers}. It stays queued until a capable worker registers (Ctrl-C to stop waiting).\n`);
+        const workers = event.workers.length === 0 ? 'no worker is registered' : event.workers.map((w) => `${w.name}: ${w.reason}`).join('; ');
+        process.stderr.write(
+          `UNSUPPORTED: no worker can build ${event.drvPath} (system ${event.system}, ${features}): ${workers}. It stays queued until a capable worker registers (Ctrl-C to stop waiting).\n`,
+        );
         return;
       }
       case 'drv-started':
@@ -56,7 +57,9 @@ class ProgressPrinter {
         out(`${derivationName(event.drvPath)} handed back by ${event.worker} (${event.reason}); queued again`);
         return;
       case 'drv-retrying':
-        out(`${derivationName(event.drvPath)} aborted on ${event.worker} (try ${event.attempts} of ${event.maxAttempts})${event.error === undefined ? '' : `: ${event.error}`}; retrying in ${event.delayMs / 1000} s`);
+        out(
+          `${derivationName(event.drvPath)} aborted on ${event.worker} (try ${event.attempts} of ${event.maxAttempts})${event.error === undefined ? '' : `: ${event.error}`}; retrying in ${event.delayMs / 1000} s`,
+        );
         return;
       case 'drv-finished':
         if (event.status === 'succeeded') {
@@ -64,7 +67,9 @@ class ProgressPrinter {
         } else if (event.status === 'dependency-failed') {
           out(`${derivationName(event.drvPath)}: dependency-failed (${event.error ?? 'an input failed'})`);
         } else {
-          out(`${event.status.toUpperCase()}: ${event.drvPath}${event.worker === undefined ? '' : ` on ${event.worker}`}${event.error === undefined ? '' : `: ${event.error}`}`);
+          out(
+            `${event.status.toUpperCase()}: ${event.drvPath}${event.worker === undefined ? '' : ` on ${event.worker}`}${event.error === undefined ? '' : `: ${event.error}`}`,
+          );
           if (event.logTail !== undefined && event.logTail.length > 0) {
             process.stderr.write(`  last ${event.logTail.length} log lines:\n`);
             for (const line of event.logTail) process.stderr.write(`  > ${line}\n`);
@@ -92,7 +97,10 @@ export function buildCommand(): Command {
     .option('--coordinator <url>', `coordinator HTTP API (default ${DEFAULT_COORDINATOR_URL}, or $NIXFARM_COORDINATOR)`)
     .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print the finished run as JSON on stdout instead of output paths')
-    .addHelpText('after', '\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr \'(import ./default.nix {}).app\'\n\nExit codes: 0 built, 1 a build failed, 2 usage, evaluation or connection error.')
+    .addHelpText(
+      'after',
+      "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n\nExit codes: 0 built, 1 a build failed, 2 usage, evaluation or connection error.",
+    )
     .action(async () => undefined);
 }
 
@@ -151,7 +159,10 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     run = await client.submitRun(request);
   } catch (error) {
     if (error instanceof ApiRequestError) {
-      throw new CliError(error.code === 'evaluation-failed' ? `evaluation failed:\n${error.message}` : `coordinator refused the run (${error.code}): ${error.message}`, EXIT_USAGE);
+      throw new CliError(
+        error.code === 'evaluation-failed' ? `evaluation failed:\n${error.message}` : `coordinator refused the run (${error.code}): ${error.message}`,
+        EXIT_USAGE,
+      );
     }
     throw error;
   }

@@ -5,7 +5,7 @@ import { ApiClient } from '../api-client.js';
 
 export function cancelCommand(): Command {
   return new Command('cancel')
-    .description("cancel a run: its queued builds are dropped and its running builds stopped, unless another run still needs them")
+    .description('cancel a run: its queued builds are dropped and its running builds stopped, unless another run still needs them')
     .argument('<run>', 'the run id (printed by nixfarm build, listed by nixfarm runs)')
     .option('--coordinator <url>', 'coordinator HTTP API')
     .option('--token <token>', TOKEN_OPTION_HELP)

@@ -18,7 +18,10 @@ export function coordinatorCommand(): Command {
     .option('--ssh-host <host>', 'SSH store endpoint address (default 0.0.0.0)')
     .option('--ssh-port <port>', 'SSH store endpoint port (default 2222; 0 picks a free one)', integer('--ssh-port'))
     .option('--gc-roots-dir <dir>', 'where run and result GC roots live (default /nix/var/nix/gcroots/nixfarm)')
-    .option('--log-dir <dir>', "Nix's log directory: build logs are stored under drvs/ there for nixfarm log and nix-store --read-log (default $NIX_LOG_DIR, else /nix/var/log/nix)")
+    .option(
+      '--log-dir <dir>',
+      "Nix's log directory: build logs are stored under drvs/ there for nixfarm log and nix-store --read-log (default $NIX_LOG_DIR, else /nix/var/log/nix)",
+    )
     .option('--nix-option <name=value>', 'extra Nix option for evaluation and local builds, repeatable', parseNixOption)
     .option('--no-local-builds', 'send preferLocalBuild derivations to workers too, instead of building them here')
     .option('--local-max-jobs <n>', 'preferLocalBuild derivations built here at once (default 2)', integer('--local-max-jobs'))

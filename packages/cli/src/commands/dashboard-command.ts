@@ -20,7 +20,8 @@ export function dashboardCommand(): Command {
     .option('--token <token>', 'put this token in the link instead of one from the state dir')
     .addHelpText('after', '\nExamples:\n  nixfarm dashboard\n  nixfarm dashboard --coordinator http://farm.example.org:8420 --state-dir /var/lib/nixfarm')
     .action(async (flags: { coordinator: string; stateDir?: string; scope: string; token?: string }) => {
-      if (!(API_SCOPES as readonly string[]).includes(flags.scope)) throw new CliError(`--scope takes ${API_SCOPES.join(' or ')}, got ${JSON.stringify(flags.scope)}`, EXIT_USAGE);
+      if (!(API_SCOPES as readonly string[]).includes(flags.scope))
+        throw new CliError(`--scope takes ${API_SCOPES.join(' or ')}, got ${JSON.stringify(flags.scope)}`, EXIT_USAGE);
       const token = flags.token?.trim() || (await tokenFromStateDir(flags.stateDir, flags.scope as ApiScope));
       // Signing in checks both that the coordinator answers there and that it knows the token: the link printed works.
       const client = new ApiClient(flags.coordinator);
@@ -45,6 +46,7 @@ async function tokenFromStateDir(stateDirFlag: string | undefined, scope: ApiSco
   } catch (error) {
     throw new CliError(`${(error as Error).message} (or give --token)`, EXIT_USAGE);
   }
-  if (token === undefined) throw new CliError(`${file} does not exist: run this on the coordinator's machine with its --state-dir, or give --token`, EXIT_USAGE);
+  if (token === undefined)
+    throw new CliError(`${file} does not exist: run this on the coordinator's machine with its --state-dir, or give --token`, EXIT_USAGE);
   return token;
 }

@@ -11,7 +11,7 @@ export function authorizeCommand(): Command {
     .description("allow a worker's SSH key to use the coordinator's store endpoint (no restart needed)")
     .argument('<key>', 'the worker\'s public key line ("ssh-ed25519 AAAA... name") or a file holding it')
     .option('--state-dir <dir>', `the coordinator's state dir (default ${DEFAULT_COORDINATOR_STATE})`)
-    .addHelpText('after', "\nExample:\n  nixfarm authorize --state-dir /var/lib/nixfarm \"$(ssh builder1 nixfarm worker-key)\"")
+    .addHelpText('after', '\nExample:\n  nixfarm authorize --state-dir /var/lib/nixfarm "$(ssh builder1 nixfarm worker-key)"')
     .action(async (key: string, flags: { stateDir?: string }) => {
       let line = key.trim();
       if (!/^(ssh-|ecdsa-)/.test(line)) {
@@ -50,9 +50,13 @@ export function apiTokenCommand(): Command {
     .description("print one of the coordinator's API tokens (made at its first start), to hand to a user or a Prometheus scraper")
     .option('--state-dir <dir>', `the coordinator's state dir (default ${DEFAULT_COORDINATOR_STATE})`)
     .option('--scope <scope>', 'read (every GET: runs, workers, status, logs, /metrics) or admin (also submit and cancel runs)', 'read')
-    .addHelpText('after', '\nExamples:\n  nixfarm api-token --state-dir /var/lib/nixfarm --scope read > scraper-token\n  NIXFARM_TOKEN=$(nixfarm api-token --state-dir /var/lib/nixfarm --scope admin) nixfarm build -A hello')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nixfarm api-token --state-dir /var/lib/nixfarm --scope read > scraper-token\n  NIXFARM_TOKEN=$(nixfarm api-token --state-dir /var/lib/nixfarm --scope admin) nixfarm build -A hello',
+    )
     .action(async (flags: { stateDir?: string; scope: string }) => {
-      if (!(API_SCOPES as readonly string[]).includes(flags.scope)) throw new CliError(`--scope takes ${API_SCOPES.join(' or ')}, got ${JSON.stringify(flags.scope)}`);
+      if (!(API_SCOPES as readonly string[]).includes(flags.scope))
+        throw new CliError(`--scope takes ${API_SCOPES.join(' or ')}, got ${JSON.stringify(flags.scope)}`);
       const stateDir = path.resolve(flags.stateDir ?? DEFAULT_COORDINATOR_STATE);
       const file = apiTokenPath(stateDir, flags.scope as ApiScope);
       let token: string | undefined;
@@ -61,7 +65,8 @@ export function apiTokenCommand(): Command {
       } catch (error) {
         throw new CliError((error as Error).message);
       }
-      if (token === undefined) throw new CliError(`${file} does not exist: the coordinator makes its tokens at its first start (is --state-dir ${stateDir} its state dir?)`);
+      if (token === undefined)
+        throw new CliError(`${file} does not exist: the coordinator makes its tokens at its first start (is --state-dir ${stateDir} its state dir?)`);
       process.stdout.write(`${token}\n`);
     });
 }

@@ -14,7 +14,11 @@ interface LogFlags {
 
 /** A refusal by the coordinator (unknown derivation or run, ambiguous prefix, bad argument): exit 2. */
 class LogRequestError extends CliError {
-  constructor(readonly status: number, readonly code: string | undefined, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string | undefined,
+    message: string,
+  ) {
     super(message, EXIT_USAGE);
   }
 }
@@ -24,7 +28,10 @@ async function request(baseUrl: string, token: string | undefined, query: URLSea
   try {
     response = await fetch(new URL(`/api/logs?${query.toString()}`, baseUrl), { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
   } catch (error) {
-    throw new CliError(`cannot reach the coordinator at ${baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}): is \`nixfarm coordinator\` running? (set --coordinator or NIXFARM_COORDINATOR)`, EXIT_USAGE);
+    throw new CliError(
+      `cannot reach the coordinator at ${baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}): is \`nixfarm coordinator\` running? (set --coordinator or NIXFARM_COORDINATOR)`,
+      EXIT_USAGE,
+    );
   }
   if (response.ok) return response;
   const text = await response.text();
@@ -65,7 +72,7 @@ export function logCommand(): Command {
       'after',
       [
         '',
-        'The coordinator also stores each log in Nix\'s layout: `nix-store --read-log DRV` on it shows the same text.',
+        "The coordinator also stores each log in Nix's layout: `nix-store --read-log DRV` on it shows the same text.",
         'A build whose worker stopped reporting keeps what it streamed, ending in "nixfarm: log incomplete: ...".',
         '',
         'A build that printed nothing has an empty log: nothing on stdout, a note on stderr, exit 0.',
@@ -97,7 +104,8 @@ export function logCommand(): Command {
           break;
         } catch (error) {
           // A word that named no derivation may still be a run id; one that named a derivation without a log did name it.
-          if (error instanceof LogRequestError && (error.status === 404 || error.status === 400) && error.code !== 'log-not-found' && i + 1 < candidates.length) continue;
+          if (error instanceof LogRequestError && (error.status === 404 || error.status === 400) && error.code !== 'log-not-found' && i + 1 < candidates.length)
+            continue;
           throw error;
         }
       }
@@ -157,7 +165,9 @@ async function followAcrossRestarts(baseUrl: string, token: string | undefined, 
     } catch (error) {
       printed.bytes = Math.max(printed.bytes, skip);
       if (drvPath === null) throw new CliError(`lost the coordinator at ${baseUrl} mid-log (${(error as Error).message})`, EXIT_USAGE);
-      process.stderr.write(`nixfarm: lost the coordinator at ${baseUrl} mid-log (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}); reconnecting for up to 5 minutes\n`);
+      process.stderr.write(
+        `nixfarm: lost the coordinator at ${baseUrl} mid-log (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}); reconnecting for up to 5 minutes\n`,
+      );
       response = await reconnect(baseUrl, token, drvPath);
       process.stderr.write('nixfarm: reconnected; following the log again\n');
     }

@@ -6,7 +6,9 @@ import { CliError, EXIT_USAGE } from '../exit-codes.js';
 
 export function statusCommand(): Command {
   return new Command('status')
-    .description('the farm at a glance: each queue (waiting, running, oldest wait), each worker (up or gone, load, draining or paused, heartbeat age), active runs, and how many more workers each system needs')
+    .description(
+      'the farm at a glance: each queue (waiting, running, oldest wait), each worker (up or gone, load, draining or paused, heartbeat age), active runs, and how many more workers each system needs',
+    )
     .option('--coordinator <url>', 'coordinator HTTP API')
     .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print JSON (the same numbers as GET /metrics)')
@@ -14,7 +16,11 @@ export function statusCommand(): Command {
     .action(async (flags: { coordinator?: string; token?: string; json?: boolean }) => {
       const raw = await (await ApiClient.connect(flags)).get<unknown>('/api/status');
       const parsed = farmStatusSchema.safeParse(raw);
-      if (!parsed.success) throw new CliError(`the coordinator's status is not what this CLI understands (an older or newer coordinator?): ${formatZodError(parsed.error, 'status')}`, EXIT_USAGE);
+      if (!parsed.success)
+        throw new CliError(
+          `the coordinator's status is not what this CLI understands (an older or newer coordinator?): ${formatZodError(parsed.error, 'status')}`,
+          EXIT_USAGE,
+        );
       if (flags.json) return void process.stdout.write(`${JSON.stringify(parsed.data, null, 2)}\n`);
       process.stdout.write(formatStatus(parsed.data));
     });
@@ -28,28 +34,34 @@ function formatStatus(status: FarmStatus): string {
   out.push('Queues:');
   if (status.queues.length === 0) out.push('  (none)');
   else {
-    out.push(table([
-      ['QUEUE', 'WAITING', 'RUNNING', 'OLDEST WAIT'],
-      ...status.queues.map((q) => [q.name, String(q.waiting), String(q.running), q.waiting === 0 ? '-' : duration(q.oldestWaitSeconds)]),
-    ]));
+    out.push(
+      table([
+        ['QUEUE', 'WAITING', 'RUNNING', 'OLDEST WAIT'],
+        ...status.queues.map((q) => [q.name, String(q.waiting), String(q.running), q.waiting === 0 ? '-' : duration(q.oldestWaitSeconds)]),
+      ]),
+    );
   }
   out.push('');
   out.push('Workers:');
   if (status.workers.length === 0) out.push('  (none registered)');
   else {
-    out.push(table([
-      ['WORKER', 'STATE', 'JOBS', 'HEARTBEAT', 'SYSTEMS'],
-      ...status.workers.map((w) => [w.name, state(w), `${w.running}/${w.maxJobs}`, `${duration(w.heartbeatAgeSeconds)} ago`, w.systems.join(',')]),
-    ]));
+    out.push(
+      table([
+        ['WORKER', 'STATE', 'JOBS', 'HEARTBEAT', 'SYSTEMS'],
+        ...status.workers.map((w) => [w.name, state(w), `${w.running}/${w.maxJobs}`, `${duration(w.heartbeatAgeSeconds)} ago`, w.systems.join(',')]),
+      ]),
+    );
   }
   out.push('');
   out.push('Scaling (more workers needed per system):');
   if (status.scaling.length === 0) out.push('  (no work and no workers)');
   else {
-    out.push(table([
-      ['SYSTEM', 'WAITING', 'FREE SLOTS', 'UNSERVED', 'WORKERS NEEDED'],
-      ...status.scaling.map((s) => [s.system, String(s.waiting), String(s.freeSlots), String(s.unserved), String(s.workersNeeded)]),
-    ]));
+    out.push(
+      table([
+        ['SYSTEM', 'WAITING', 'FREE SLOTS', 'UNSERVED', 'WORKERS NEEDED'],
+        ...status.scaling.map((s) => [s.system, String(s.waiting), String(s.freeSlots), String(s.unserved), String(s.workersNeeded)]),
+      ]),
+    );
   }
   return `${out.join('\n')}\n`;
 }

@@ -3,7 +3,6 @@ import type { RunView, WorkerListing } from '@nixfarm/shared';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
 
-
 function client(flags: { coordinator?: string; token?: string }): Promise<ApiClient> {
   return ApiClient.connect(flags);
 }
@@ -61,15 +60,20 @@ export function runsCommand(): Command {
         const { runs } = await api.get<{ runs: RunView[] }>('/api/runs');
         if (flags.json) return void process.stdout.write(`${JSON.stringify(runs, null, 2)}\n`);
         for (const r of runs) {
-          const counts = Object.entries(r.counts).map(([s, n]) => `${n} ${s}`).join(', ');
+          const counts = Object.entries(r.counts)
+            .map(([s, n]) => `${n} ${s}`)
+            .join(', ');
           process.stdout.write(`${r.id}  ${r.status.padEnd(9)}  ${new Date(r.createdAt).toISOString()}  ${r.total} drvs  ${counts}\n`);
         }
         return;
       }
       const run = await api.getRun(runId);
-      const { derivations } = await api.get<{ derivations: Array<{ drvPath: string; status: string; worker?: string; error?: string }> }>(`/api/runs/${runId}/derivations`);
+      const { derivations } = await api.get<{ derivations: Array<{ drvPath: string; status: string; worker?: string; error?: string }> }>(
+        `/api/runs/${runId}/derivations`,
+      );
       if (flags.json) return void process.stdout.write(`${JSON.stringify({ ...run, derivations }, null, 2)}\n`);
       process.stdout.write(`${run.id}  ${run.status}  ${run.total} derivations\n`);
-      for (const d of derivations) process.stdout.write(`  ${d.status.padEnd(18)} ${d.drvPath}${d.worker ? `  on ${d.worker}` : ''}${d.error ? `  (${d.error})` : ''}\n`);
+      for (const d of derivations)
+        process.stdout.write(`  ${d.status.padEnd(18)} ${d.drvPath}${d.worker ? `  on ${d.worker}` : ''}${d.error ? `  (${d.error})` : ''}\n`);
     });
 }

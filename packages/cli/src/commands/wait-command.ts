@@ -5,12 +5,17 @@ import { DEFAULT_COORDINATOR_URL, followRunToEnd } from './build-command.js';
 
 export function waitCommand(): Command {
   return new Command('wait')
-    .description('follow a run started earlier (by another nixfarm build, or before a restart) until it ends, like nixfarm build: progress on stderr, output paths on stdout')
+    .description(
+      'follow a run started earlier (by another nixfarm build, or before a restart) until it ends, like nixfarm build: progress on stderr, output paths on stdout',
+    )
     .argument('<run>', 'the run id (printed by nixfarm build, listed by nixfarm runs)')
     .option('--coordinator <url>', `coordinator HTTP API (default ${DEFAULT_COORDINATOR_URL}, or $NIXFARM_COORDINATOR)`)
     .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print the finished run as JSON on stdout instead of output paths')
-    .addHelpText('after', '\nExample:\n  nixfarm wait mwt6xsw529593a48d6\n\nExit codes: 0 built, 1 a build failed or the run was cancelled, 2 usage or connection error.')
+    .addHelpText(
+      'after',
+      '\nExample:\n  nixfarm wait mwt6xsw529593a48d6\n\nExit codes: 0 built, 1 a build failed or the run was cancelled, 2 usage or connection error.',
+    )
     .action(async () => undefined);
 }
 

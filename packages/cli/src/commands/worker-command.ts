@@ -44,7 +44,7 @@ export function workerCommand(): Command {
     .option('--host-key-file <file>', "file holding the coordinator's host key (its ssh_host_ed25519_key.pub)")
     .option('--join <coordinator-state-dir>', 'take Redis URL, SSH port and host key from a coordinator on this machine')
     .option('--state-dir <dir>', `worker key and SSH client config (default ${DEFAULT_WORKER_STATE})`)
-    .option('--system <system>', 'a system this worker builds for, repeatable (default: this machine\'s)', collect)
+    .option('--system <system>', "a system this worker builds for, repeatable (default: this machine's)", collect)
     .option('--features <list>', 'supported system features, comma-separated (like kvm,big-parallel)', commaList)
     .option('--mandatory-features <list>', 'features a build must require to run here, comma-separated', commaList)
     .option('--max-jobs <n>', 'builds at once (default 1)', integer('--max-jobs'))
@@ -56,7 +56,11 @@ export function workerCommand(): Command {
       'on SIGTERM/Ctrl-C: take no new builds, let running ones finish for up to this long, then hand them back to the queue; a second signal hands them back at once (default 300)',
       integer('--drain-seconds'),
     )
-    .option('--min-free-disk <MiB>', 'take no new builds while the Nix store\'s filesystem has less free space than this; resume when it is back (default 1024, 0: no floor)', integer('--min-free-disk'))
+    .option(
+      '--min-free-disk <MiB>',
+      "take no new builds while the Nix store's filesystem has less free space than this; resume when it is back (default 1024, 0: no floor)",
+      integer('--min-free-disk'),
+    )
     .option(
       '--max-log-size <bytes>',
       "Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its stored log is cut there; bytes, or with a K, M or G suffix like 64M (default 64M)",
@@ -104,14 +108,23 @@ export function workerCommand(): Command {
           throw new CliError(`cannot read --host-key-file ${flags.hostKeyFile}: ${(error as Error).message}`);
         }
       }
-      const defaults = { name: os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63), stateDir: DEFAULT_WORKER_STATE, systems: [await hostSystem()] };
+      const defaults = {
+        name: os
+          .hostname()
+          .replace(/[^A-Za-z0-9_.-]/g, '-')
+          .slice(0, 63),
+        stateDir: DEFAULT_WORKER_STATE,
+        systems: [await hostSystem()],
+      };
       const config = await loadConfig(workerConfigSchema, flags.config as string | undefined, fromFlags, 'worker config', defaults);
       const logger = createLogger({ name: 'worker', level: config.logLevel });
       const { FarmWorker } = await import('@nixfarm/worker');
       const redisWait = cliRedisWait(`nixfarm worker ${config.name}`);
       const worker = new FarmWorker({ config, logger, redisWait: redisWait.hooks });
       await redisWait.during(worker.start());
-      process.stderr.write(`nixfarm worker ${config.name} ready: ${config.systems.join(', ')}, max-jobs ${config.maxJobs}, speed factor ${config.speedFactor}\n`);
+      process.stderr.write(
+        `nixfarm worker ${config.name} ready: ${config.systems.join(', ')}, max-jobs ${config.maxJobs}, speed factor ${config.speedFactor}\n`,
+      );
       const signals = listenForShutdownSignals();
       try {
         const signal = await signals.first;
@@ -125,7 +138,10 @@ export function workerCommand(): Command {
                 : `${signal}: draining: taking no new builds; waiting for ${running} running build(s) until ${new Date(deadline).toISOString()} (--drain-seconds ${config.drainSeconds}), then handing them back; ${signal} again hands them back now`,
             ),
         });
-        if (result.handedBack > 0) say(`handed ${result.handedBack} build(s) back to the queue (${result.handBackCause === 'told' ? 'told to leave now' : 'drain timeout ran out'}); stopped`);
+        if (result.handedBack > 0)
+          say(
+            `handed ${result.handedBack} build(s) back to the queue (${result.handBackCause === 'told' ? 'told to leave now' : 'drain timeout ran out'}); stopped`,
+          );
         else say(result.waitedFor === 0 ? 'stopped' : `the ${result.waitedFor} running build(s) ended; stopped`);
       } finally {
         signals.dispose();

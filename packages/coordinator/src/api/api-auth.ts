@@ -27,7 +27,8 @@ export const SESSION_COOKIE = 'nixfarm_token';
 /** Routes that change the farm need admin; every other route (GET /metrics too: scrapers send bearer tokens) needs read. */
 const ADMIN_ROUTES = new Set(['POST /api/runs', 'POST /api/runs/:id/cancel']);
 
-export const TOKEN_HINT = "nixfarm reads it from --token, NIXFARM_TOKEN or the coordinator's state dir (NIXFARM_STATE_DIR); `nixfarm api-token --state-dir DIR --scope read|admin` on the coordinator prints one";
+export const TOKEN_HINT =
+  "nixfarm reads it from --token, NIXFARM_TOKEN or the coordinator's state dir (NIXFARM_STATE_DIR); `nixfarm api-token --state-dir DIR --scope read|admin` on the coordinator prints one";
 
 export interface ApiAuthOptions {
   tokens: ApiTokens;
@@ -100,10 +101,20 @@ export function registerApiAuth(app: FastifyInstance, options: ApiAuthOptions): 
     const held = options.tokens.scopeOf(token);
     if (held === undefined) {
       options.logger.warn({ method: request.method, url: request.url.split('?')[0], remote: request.ip }, 'API request with an unknown token refused');
-      return sendError(reply, 401, 'unauthorized', `the token sent is not one of this coordinator's API tokens: send Authorization: Bearer <token>; ${TOKEN_HINT}`);
+      return sendError(
+        reply,
+        401,
+        'unauthorized',
+        `the token sent is not one of this coordinator's API tokens: send Authorization: Bearer <token>; ${TOKEN_HINT}`,
+      );
     }
     if (!scopeAllows(held, needed)) {
-      return sendError(reply, 403, 'forbidden', `${request.method} ${request.routeOptions.url} needs a token with the ${needed} scope; the token sent has the ${held} scope (\`nixfarm api-token --scope ${needed}\` on the coordinator prints one)`);
+      return sendError(
+        reply,
+        403,
+        'forbidden',
+        `${request.method} ${request.routeOptions.url} needs a token with the ${needed} scope; the token sent has the ${held} scope (\`nixfarm api-token --scope ${needed}\` on the coordinator prints one)`,
+      );
     }
   });
 }

@@ -8,7 +8,14 @@ import { jsonResponse } from '../http/openapi-components.js';
 export function registerHealthRoute(app: FastifyInstance): void {
   app.get(
     '/api/health',
-    { schema: { operationId: 'health', summary: 'Liveness: answers while the coordinator serves', tags: ['farm'], response: { '200': jsonResponse('up', healthResponseSchema) } } },
+    {
+      schema: {
+        operationId: 'health',
+        summary: 'Liveness: answers while the coordinator serves',
+        tags: ['farm'],
+        response: { '200': jsonResponse('up', healthResponseSchema) },
+      },
+    },
     async () => ({ ok: true }),
   );
 }

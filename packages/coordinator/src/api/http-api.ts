@@ -17,7 +17,10 @@ function formatBytes(bytes: number): string {
 }
 
 /** Fastify's own refusals of a request (unparsable body, bad URL), reworded to say what to send instead. */
-function describeFrameworkError(error: { code?: string; message: string }, bodyLimit: number): { status: number; code: ErrorCode; message: string } | undefined {
+function describeFrameworkError(
+  error: { code?: string; message: string },
+  bodyLimit: number,
+): { status: number; code: ErrorCode; message: string } | undefined {
   switch (error.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return {

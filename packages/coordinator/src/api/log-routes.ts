@@ -1,7 +1,17 @@
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { NixfarmError, assertDerivationPath, buildLogInfoSchema, hashPart, formatZodError, isBuildStatus, isTerminal, runIdSchema, type Logger } from '@nixfarm/shared';
+import {
+  NixfarmError,
+  assertDerivationPath,
+  buildLogInfoSchema,
+  hashPart,
+  formatZodError,
+  isBuildStatus,
+  isTerminal,
+  runIdSchema,
+  type Logger,
+} from '@nixfarm/shared';
 import { AmbiguousQueryError, DerivationLocator, DerivationNotFoundError, parseWhyQuery } from '../explain/index.js';
 import { NodeReader } from '../graph/node-reader.js';
 import type { RunService } from '../runs/run-service.js';
@@ -34,7 +44,9 @@ const logQuerySchema = z
     info: z.enum(['0', '1']).optional().describe('1: answer JSON about the log (source, live, complete, attempts, stored file) instead of its text'),
   })
   .strict()
-  .refine((q) => (q.path === undefined) !== (q.run === undefined), { message: 'give exactly one of path (a .drv path, an output path or a hash prefix) or run (a run id, with attr)' });
+  .refine((q) => (q.path === undefined) !== (q.run === undefined), {
+    message: 'give exactly one of path (a .drv path, an output path or a hash prefix) or run (a run id, with attr)',
+  });
 
 const flag = (description: string): z.ZodType => z.enum(['true', 'false']).describe(description);
 
@@ -57,12 +69,16 @@ const LOG_SCHEMA = {
         'text/plain': { schema: textSchema() },
         'application/json': { schema: buildLogInfoSchema },
         'text/event-stream': {
-          schema: textSchema('with follow=1 and Accept: text/event-stream: `event: log` whose data is a JSON string of log text, then `event: end` with {"status"} when the build ends'),
+          schema: textSchema(
+            'with follow=1 and Accept: text/event-stream: `event: log` whose data is a JSON string of log text, then `event: end` with {"status"} when the build ends',
+          ),
         },
       },
     },
     '400': errorResponse('not a valid log query (invalid-request)'),
-    '404': errorResponse('no such derivation, or the run has no result for that attribute; log-not-found: the derivation is known but has no log (not built yet, or never built here)'),
+    '404': errorResponse(
+      'no such derivation, or the run has no result for that attribute; log-not-found: the derivation is known but has no log (not built yet, or never built here)',
+    ),
     '409': ambiguousResponse,
   },
 };
@@ -90,7 +106,8 @@ export function registerLogRoutes(app: FastifyInstance, deps: LogRoutesDeps): vo
       const matching = run.results.filter((r) => query.attr === undefined || r.attr === query.attr);
       const drvPaths = [...new Set(matching.map((r) => r.drvPath))];
       const attrs = [...new Set(run.results.map((r) => r.attr || '(no attribute)'))].join(', ');
-      if (drvPaths.length === 0) throw new RunAttributeError(`run ${run.id} has no result for attribute ${JSON.stringify(query.attr)}; its attributes: ${attrs || '(none)'}`);
+      if (drvPaths.length === 0)
+        throw new RunAttributeError(`run ${run.id} has no result for attribute ${JSON.stringify(query.attr)}; its attributes: ${attrs || '(none)'}`);
       if (drvPaths.length > 1) throw new RunAttributeError(`run ${run.id} built ${drvPaths.length} derivations; name one of its attributes: ${attrs}`);
       return assertDerivationPath(drvPaths[0]!);
     }

@@ -22,7 +22,9 @@ const isApiRoute = (url: string): boolean => /^\/(api\/|metrics$)/.test(url);
 /** An API route registered without its description. */
 export class UndocumentedRouteError extends Error {
   constructor(method: string, url: string, missing: string) {
-    super(`${method} ${url} is an API route without ${missing}: declare schema.operationId, summary, tags and response (openapi-components.ts has the helpers)`);
+    super(
+      `${method} ${url} is an API route without ${missing}: declare schema.operationId, summary, tags and response (openapi-components.ts has the helpers)`,
+    );
     this.name = 'UndocumentedRouteError';
   }
 }
@@ -53,8 +55,10 @@ const isStrictObject = (schema: z.core.$ZodType): boolean =>
  */
 function describeForClients({ zodSchema, jsonSchema }: { zodSchema: z.core.$ZodType; jsonSchema: JsonSchema }): void {
   const schema = zodSchema as unknown;
-  if (schema === storePathSchema) Object.assign(jsonSchema, { pattern: STORE_PATH_PATTERN, description: `a Nix store path (${STORE_DIR}/<32-character hash>-<name>)` });
-  else if (schema === drvPathSchema) Object.assign(jsonSchema, { pattern: DRV_PATH_PATTERN, description: `a derivation path (${STORE_DIR}/<hash>-<name>.drv)` });
+  if (schema === storePathSchema)
+    Object.assign(jsonSchema, { pattern: STORE_PATH_PATTERN, description: `a Nix store path (${STORE_DIR}/<32-character hash>-<name>)` });
+  else if (schema === drvPathSchema)
+    Object.assign(jsonSchema, { pattern: DRV_PATH_PATTERN, description: `a derivation path (${STORE_DIR}/<hash>-<name>.drv)` });
   if (jsonSchema.additionalProperties === false && !isStrictObject(zodSchema)) delete jsonSchema.additionalProperties;
   if (jsonSchema.format === 'starts_with') delete jsonSchema.format;
   if (schema === submitRunRequestSchema) jsonSchema.oneOf = [{ required: ['file'] }, { required: ['expr'] }];
@@ -87,7 +91,10 @@ const transform: SwaggerTransform = ({ schema, url, route, ...rest }) => {
   const declared = { ...(schema.response as Record<string, RouteResponse>), ...(scope === undefined ? {} : AUTH_ERRORS) };
   // An answer without a body is `null` to the type provider, which keeps its description.
   const response = Object.fromEntries(
-    Object.entries(declared).map(([code, r]) => [code, r.content === undefined ? z.null().describe(r.description) : { description: r.description, content: r.content }]),
+    Object.entries(declared).map(([code, r]) => [
+      code,
+      r.content === undefined ? z.null().describe(r.description) : { description: r.description, content: r.content },
+    ]),
   );
   const input = { schema: { ...schema, response }, url, route, ...rest } as Parameters<SwaggerTransform>[0];
   const transformed = zodTransform(input) as { schema: Record<string, unknown>; url: string };
@@ -129,7 +136,16 @@ const transformObject: SwaggerTransformObject = (input) => {
   const { openapi, info, tags, paths, components, security, ...rest } = document as Record<string, unknown> & { components?: object };
   // In the order a reader looks for things; the dialect says the schemas are JSON Schema 2020-12.
   const dialect = 'https://json-schema.org/draft/2020-12/schema';
-  return { openapi, info, jsonSchemaDialect: dialect, tags, paths, components: { ...components, schemas }, security, ...rest } as ReturnType<SwaggerTransformObject>;
+  return {
+    openapi,
+    info,
+    jsonSchemaDialect: dialect,
+    tags,
+    paths,
+    components: { ...components, schemas },
+    security,
+    ...rest,
+  } as ReturnType<SwaggerTransformObject>;
 };
 
 /**
@@ -178,7 +194,14 @@ export function registerOpenApi(app: FastifyInstance, version = '0.1.0'): void {
 export function registerOpenApiRoute(app: FastifyInstance, document: () => unknown): void {
   app.get(
     '/api/openapi.json',
-    { schema: { operationId: 'openApiDocument', summary: 'This document', tags: ['farm'], response: { '200': jsonResponse('the OpenAPI 3.1 document', z.looseObject({})) } } },
+    {
+      schema: {
+        operationId: 'openApiDocument',
+        summary: 'This document',
+        tags: ['farm'],
+        response: { '200': jsonResponse('the OpenAPI 3.1 document', z.looseObject({})) },
+      },
+    },
     async () => document(),
   );
 }

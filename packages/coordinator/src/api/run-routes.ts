@@ -31,8 +31,12 @@ type RunParams = { Params: { id: string } };
 
 /** Where a reader of a run's events resumes: a Redis stream id, or 0 for the start. */
 const eventCursorSchema = z.string().regex(/^\d+-\d+$|^0$/);
-const eventsQuerySchema = z.object({ after: eventCursorSchema.optional().describe('resume after this event id (a stream id like 1700000000000-0; 0 = from the start)') });
-const eventsHeadersSchema = z.object({ 'last-event-id': eventCursorSchema.optional().describe('as after; sent by EventSource when it reconnects (wins over after)') });
+const eventsQuerySchema = z.object({
+  after: eventCursorSchema.optional().describe('resume after this event id (a stream id like 1700000000000-0; 0 = from the start)'),
+});
+const eventsHeadersSchema = z.object({
+  'last-event-id': eventCursorSchema.optional().describe('as after; sent by EventSource when it reconnects (wins over after)'),
+});
 
 const BAD_RUN_ID = errorResponse('not a run id (invalid-request)');
 const NO_RUN = errorResponse('no such run (run-not-found)');
@@ -47,7 +51,12 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
   const checkRunId = (id: string, reply: FastifyReply): FastifyReply | undefined =>
     runIdSchema.safeParse(id).success
       ? undefined
-      : sendError(reply, 400, 'invalid-request', `${JSON.stringify(id)} is not a run id: run ids are 6-40 lower-case letters and digits, as \`nixfarm build\` prints and \`nixfarm runs\` lists them`);
+      : sendError(
+          reply,
+          400,
+          'invalid-request',
+          `${JSON.stringify(id)} is not a run id: run ids are 6-40 lower-case letters and digits, as \`nixfarm build\` prints and \`nixfarm runs\` lists them`,
+        );
 
   app.post(
     '/api/runs',
@@ -76,7 +85,14 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
 
   app.get(
     '/api/runs',
-    { schema: { operationId: 'listRuns', summary: 'The latest runs, newest first', tags: ['runs'], response: { '200': jsonResponse('runs', runListResponseSchema) } } },
+    {
+      schema: {
+        operationId: 'listRuns',
+        summary: 'The latest runs, newest first',
+        tags: ['runs'],
+        response: { '200': jsonResponse('runs', runListResponseSchema) },
+      },
+    },
     async () => ({ runs: await deps.runs.list() }),
   );
 
@@ -148,7 +164,8 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
       if (checkRunId(runId, reply) !== undefined) return reply;
       await deps.runs.get(runId);
       let cursor = (request.headers['last-event-id'] as string | undefined) ?? request.query.after ?? '0';
-      if (!eventCursorSchema.safeParse(cursor).success) return sendError(reply, 400, 'invalid-request', 'after / Last-Event-ID must be a stream id like 1700000000000-0');
+      if (!eventCursorSchema.safeParse(cursor).success)
+        return sendError(reply, 400, 'invalid-request', 'after / Last-Event-ID must be a stream id like 1700000000000-0');
       const { raw, closed } = deps.streams.start(request, reply, EVENT_STREAM_HEADERS);
       const connection = deps.redis.duplicate();
       // A blocked read returns at once when its connection goes: the client left, or the coordinator stops.

@@ -32,11 +32,15 @@ export function registerSessionRoutes(app: FastifyInstance, deps: SessionRoutesD
       schema: {
         operationId: 'signIn',
         summary: "A browser's sign-in: trades an API token for an HttpOnly, SameSite=Strict cookie",
-        description: 'The cookie authorises GET and HEAD requests only (the dashboard, /queues, logs and the API reads), never a change, so another site cannot act with it.',
+        description:
+          'The cookie authorises GET and HEAD requests only (the dashboard, /queues, logs and the API reads), never a change, so another site cannot act with it.',
         tags: ['farm'],
         body: sessionRequestSchema,
         response: {
-          '200': { ...jsonResponse('signed in; the answer names the scope of the token', sessionResponseSchema), headers: { 'set-cookie': z.string().describe(`the session cookie ${SESSION_COOKIE}`) } },
+          '200': {
+            ...jsonResponse('signed in; the answer names the scope of the token', sessionResponseSchema),
+            headers: { 'set-cookie': z.string().describe(`the session cookie ${SESSION_COOKIE}`) },
+          },
           '400': errorResponse('no token in the body (invalid-request)'),
           '401': errorResponse("not one of this coordinator's tokens (unauthorized)"),
         },
@@ -64,6 +68,10 @@ export function registerSessionRoutes(app: FastifyInstance, deps: SessionRoutesD
         response: { '204': { description: 'signed out', headers: { 'set-cookie': z.string().describe('the cleared cookie') } } },
       },
     },
-    async (request, reply) => reply.header('set-cookie', cookie(request, '', 0)).code(204).send(),
+    async (request, reply) =>
+      reply
+        .header('set-cookie', cookie(request, '', 0))
+        .code(204)
+        .send(),
   );
 }

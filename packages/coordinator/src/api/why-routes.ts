@@ -40,7 +40,8 @@ export function registerWhyRoutes(app: FastifyInstance, deps: WhyRoutesDeps): vo
       },
     },
     async (request, reply) => {
-      if (!whyQuerySchema.safeParse(request.query).success) return sendError(reply, 400, 'invalid-request', 'give ?path= a .drv path, an output path or a hash prefix');
+      if (!whyQuerySchema.safeParse(request.query).success)
+        return sendError(reply, 400, 'invalid-request', 'give ?path= a .drv path, an output path or a hash prefix');
       // Unknown (404) and ambiguous (409, with the candidates) are the error handler's.
       return deps.why.explain(request.query.path!);
     },

@@ -51,7 +51,9 @@ export function isShownAsFailure(status: BuildStatus): boolean {
   }
 }
 
-const FAILURE_STATUSES: readonly BuildStatus[] = (['failed', 'timed-out', 'log-limit-exceeded', 'output-limit-exceeded', 'aborted', 'cached-failure'] as const).filter(isShownAsFailure);
+const FAILURE_STATUSES: readonly BuildStatus[] = (
+  ['failed', 'timed-out', 'log-limit-exceeded', 'output-limit-exceeded', 'aborted', 'cached-failure'] as const
+).filter(isShownAsFailure);
 
 /**
  * Everything the web dashboard draws, read in one pass: the farm status,

@@ -55,7 +55,8 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
     {
       schema: {
         operationId: 'dashboardSnapshot',
-        summary: 'Everything the web dashboard draws, as one moment of the farm: queues, workers with their builds, running builds, recent runs and their failures',
+        summary:
+          'Everything the web dashboard draws, as one moment of the farm: queues, workers with their builds, running builds, recent runs and their failures',
         tags: ['farm'],
         response: { '200': jsonResponse('the snapshot', dashboardSnapshotSchema) },
       },
@@ -66,7 +67,8 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
   const eventsSchema = {
     operationId: 'streamDashboard',
     summary: 'The dashboard snapshot once a second as server-sent events (`event: snapshot`), for as long as the client stays',
-    description: 'Every open stream shares one read of the farm a second. A browser authenticates with the session cookie of POST /api/session; other clients send a bearer token.',
+    description:
+      'Every open stream shares one read of the farm a second. A browser authenticates with the session cookie of POST /api/session; other clients send a bearer token.',
     tags: ['farm'],
     response: { '200': eventStreamResponse('the event stream', SNAPSHOTS) },
   };

@@ -46,7 +46,9 @@ export function registerQueueBoard(app: FastifyInstance, deps: QueueBoardDeps): 
     });
     // The board's page loads its fonts from Google: on a farm's closed network that fails, and elsewhere it tells Google who looks. System fonts do.
     scope.addHook('onSend', async (_request, reply, payload) =>
-      typeof payload === 'string' && String(reply.getHeader('content-type') ?? '').startsWith('text/html') ? payload.replace(/<link[^>]*fonts\.googleapis\.com[^>]*>/g, '') : payload,
+      typeof payload === 'string' && String(reply.getHeader('content-type') ?? '').startsWith('text/html')
+        ? payload.replace(/<link[^>]*fonts\.googleapis\.com[^>]*>/g, '')
+        : payload,
     );
     await scope.register(serverAdapter.registerPlugin(), { prefix: QUEUE_BOARD_PATH });
   });

@@ -10,7 +10,6 @@ export interface BuildQueuesOptions {
   waits?: { queued(jobs: ReadonlyArray<{ jobId: string; queue: string; since: number }>): void; take(jobId: string): unknown };
 }
 
-
 /**
  * The ready queues, one BullMQ queue per (system, feature set). Job id is the
  * derivation's hash part, so a derivation is never queued twice. After adding,

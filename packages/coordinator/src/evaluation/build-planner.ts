@@ -46,7 +46,10 @@ export class BuildPlanner {
     let frontier = [...visited];
     const checkedAt = Date.now();
     while (frontier.length > 0) {
-      await this.readAll(frontier.filter((p) => !read.has(p)), read);
+      await this.readAll(
+        frontier.filter((p) => !read.has(p)),
+        read,
+      );
       const outputs = frontier.flatMap((p) => Object.values(read.get(p)!.outputs).filter((o) => o !== ''));
       const invalid = await this.options.nix.invalidPaths(outputs);
       const next = new Set<string>();

@@ -1,12 +1,4 @@
-import {
-  comparePlacement,
-  derivationName,
-  describeIneligibility,
-  describeStatus,
-  ineligibilityReason,
-  isTerminal,
-  type BuildStatus,
-} from '@nixfarm/shared';
+import { comparePlacement, derivationName, describeIneligibility, describeStatus, ineligibilityReason, isTerminal, type BuildStatus } from '@nixfarm/shared';
 
 /**
  * `nixfarm why`: from what the graph, the queue and the worker directory say
@@ -135,8 +127,7 @@ export interface Explanation {
 }
 
 /** The placement rule, as said to operators (Nix's build-remote, without Hydra's rounding). */
-const PLACEMENT_RULE =
-  "among free capable workers Nix's rule picks the lowest load/speed factor, then the higher speed factor, then the lower load";
+const PLACEMENT_RULE = "among free capable workers Nix's rule picks the lowest load/speed factor, then the higher speed factor, then the lower load";
 
 const VERDICT_ORDER: Record<WorkerVerdictKind, number> = { free: 0, busy: 1, paused: 2, draining: 3, gone: 4, ineligible: 5 };
 
@@ -156,12 +147,19 @@ export function judgeWorkers(node: Pick<NodeFacts, 'system' | 'requiredFeatures'
     const why = ineligibilityReason(w, requirement);
     if (why !== undefined) return { ...base, verdict: 'ineligible', reason: describeIneligibility(why) };
     if (!w.alive) return { ...base, verdict: 'gone', reason: `gone: no heartbeat for ${seconds(now - w.heartbeatAt)} s` };
-    if (w.draining === true) return { ...base, verdict: 'draining', reason: `draining: it is leaving and takes no new builds (its ${w.running} running build(s) finish or go back to the queue)` };
+    if (w.draining === true)
+      return {
+        ...base,
+        verdict: 'draining',
+        reason: `draining: it is leaving and takes no new builds (its ${w.running} running build(s) finish or go back to the queue)`,
+      };
     if (w.paused !== undefined) return { ...base, verdict: 'paused', reason: `paused: takes no new builds until it resumes by itself: ${w.paused}` };
     if (w.running >= w.maxJobs) return { ...base, verdict: 'busy', reason: `busy at ${w.running}/${w.maxJobs}` };
     return { ...base, verdict: 'free', reason: `eligible and free (${w.running}/${w.maxJobs} jobs, speed factor ${w.speedFactor})` };
   });
-  verdicts.sort((a, b) => VERDICT_ORDER[a.verdict] - VERDICT_ORDER[b.verdict] || (a.verdict === 'free' ? comparePlacement(a, b) : 0) || a.name.localeCompare(b.name));
+  verdicts.sort(
+    (a, b) => VERDICT_ORDER[a.verdict] - VERDICT_ORDER[b.verdict] || (a.verdict === 'free' ? comparePlacement(a, b) : 0) || a.name.localeCompare(b.name),
+  );
   const first = verdicts[0];
   if (first !== undefined && first.verdict === 'free') first.preferred = true;
   return verdicts;
@@ -211,7 +209,8 @@ function explainWaiting(input: ExplainInput, e: Explanation): void {
   }
   e.summary = `waiting for ${waiting.length} input${waiting.length === 1 ? '' : 's'} to be built: ${listed(waiting, inputPhrase)}`;
   const broken = waiting.filter((i) => isTerminal(i.status));
-  if (broken.length > 0) e.notes.push(`input${broken.length === 1 ? '' : 's'} ended without success: ${listed(broken, inputPhrase)}; it will end dependency-failed`);
+  if (broken.length > 0)
+    e.notes.push(`input${broken.length === 1 ? '' : 's'} ended without success: ${listed(broken, inputPhrase)}; it will end dependency-failed`);
 }
 
 function explainReady(input: ExplainInput, e: Explanation): void {
@@ -235,7 +234,9 @@ function explainReady(input: ExplainInput, e: Explanation): void {
   }
   if (node.handedBack !== undefined) {
     const h = node.handedBack;
-    e.notes.push(`handed back unfinished by ${h.worker} at ${new Date(h.at).toISOString()} (${h.reason}); queued again for another worker, the try not counted`);
+    e.notes.push(
+      `handed back unfinished by ${h.worker} at ${new Date(h.at).toISOString()} (${h.reason}); queued again for another worker, the try not counted`,
+    );
   }
   if (queue?.jobState === 'missing') e.notes.push(`its job is missing from queue ${queue.name}: a restarted coordinator queues it again`);
   if (queue?.jobState === 'active') e.notes.push('a worker has just taken its job; the start is not recorded yet');
@@ -277,8 +278,10 @@ function explainRunning(input: ExplainInput, e: Explanation): void {
   const attempt = node.attempts > 1 ? `, attempt ${node.attempts}` : '';
   e.summary = `building on ${worker}${since}${attempt}`;
   if (listing === undefined) e.notes.push(`${worker} is not registered any more: the build is retried when its job's lock expires`);
-  else if (!listing.alive) e.notes.push(`${worker} has sent no heartbeat for ${seconds(now - listing.heartbeatAt)} s: if it is lost, the build is retried (aborted)`);
-  else if (listing.draining === true) e.notes.push(`${worker} is draining: it finishes this build within its drain timeout, or hands it back to the queue for another worker`);
+  else if (!listing.alive)
+    e.notes.push(`${worker} has sent no heartbeat for ${seconds(now - listing.heartbeatAt)} s: if it is lost, the build is retried (aborted)`);
+  else if (listing.draining === true)
+    e.notes.push(`${worker} is draining: it finishes this build within its drain timeout, or hands it back to the queue for another worker`);
   else if (listing.paused !== undefined) e.notes.push(`${worker} is paused (${listing.paused}): it takes no new builds; this one goes on`);
 }
 
@@ -295,7 +298,8 @@ function explainEnded(input: ExplainInput, e: Explanation): void {
   const where = node.worker === undefined ? '' : ` on ${node.worker}`;
   const when = node.finishedAt === undefined ? '' : ` at ${new Date(node.finishedAt).toISOString()}`;
   e.summary = `${node.status}${where}${when}: ${describeStatus(node.status)}${node.error === undefined ? '' : ` (${node.error})`}`;
-  if (node.status === 'failed' || node.status === 'cached-failure') e.notes.push('a failed build is remembered: submit again with --rebuild-failed to retry it');
+  if (node.status === 'failed' || node.status === 'cached-failure')
+    e.notes.push('a failed build is remembered: submit again with --rebuild-failed to retry it');
 }
 
 export function explainDerivation(input: ExplainInput): Explanation {

@@ -164,7 +164,8 @@ export class DerivationGraph {
     const pipeline = this.redis.pipeline();
     const now = String(Date.now());
     for (const t of transitions) {
-      if (t.type === 'start') queueOperation(pipeline, markStartedOperation, { hash: t.hash, worker: t.worker, at: t.at, ...(t.job === undefined ? {} : { job: t.job }) });
+      if (t.type === 'start')
+        queueOperation(pipeline, markStartedOperation, { hash: t.hash, worker: t.worker, at: t.at, ...(t.job === undefined ? {} : { job: t.job }) });
       else
         queueOperation(pipeline, finishDerivationOperation, {
           hash: t.hash,
@@ -185,7 +186,14 @@ export class DerivationGraph {
       const none = { type: 'finish' as const, released: [], dependencyFailed: [], finishedRuns: [], runIds: [], applied: false };
       if (finish.kind === 'ended') return none;
       if (finish.kind === 'stale') return { ...none, stale: finish.why };
-      return { type: 'finish', released: finish.released, dependencyFailed: finish.dependencyFailed, finishedRuns: finish.finishedRuns, runIds: finish.runIds, applied: true };
+      return {
+        type: 'finish',
+        released: finish.released,
+        dependencyFailed: finish.dependencyFailed,
+        finishedRuns: finish.finishedRuns,
+        runIds: finish.runIds,
+        applied: true,
+      };
     });
   }
 
@@ -309,10 +317,11 @@ export class DerivationGraph {
 
   async views(hashes: readonly string[]): Promise<DerivationView[]> {
     const out: DerivationView[] = [];
-    for (const node of await this.nodes.readAllMany(hashes)) if (node !== undefined) {
-      const view = viewOf(node);
-      if (view !== undefined) out.push(view);
-    }
+    for (const node of await this.nodes.readAllMany(hashes))
+      if (node !== undefined) {
+        const view = viewOf(node);
+        if (view !== undefined) out.push(view);
+      }
     return out;
   }
 

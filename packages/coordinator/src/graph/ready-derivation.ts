@@ -22,7 +22,12 @@ export const READY_FIELDS = ['queue', 'job', 'priority', 'attempts', 'preferLoca
 
 /** A ready derivation from its READY_FIELDS values (HMGET's order; Lua's false or Redis' nil for a missing field). */
 export function readyFrom(hash: string, values: ReadonlyArray<string | null | false> | undefined): ReadyDerivation {
-  const node = decodeNode(zipFields(READY_FIELDS, values?.map((v) => (v === false ? null : v))));
+  const node = decodeNode(
+    zipFields(
+      READY_FIELDS,
+      values?.map((v) => (v === false ? null : v)),
+    ),
+  );
   return {
     ...(node.criticalPath === undefined ? {} : { criticalPathMs: node.criticalPath }),
     hash,

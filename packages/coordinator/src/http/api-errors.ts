@@ -75,6 +75,7 @@ export function httpStatusFor(error: unknown): number {
 
 /** A NixfarmError a handler threw, in the API's shape; an ambiguous prefix also lists its candidates. */
 export function sendNixfarmError(reply: FastifyReply, status: number, error: NixfarmError): FastifyReply {
-  if (error instanceof AmbiguousQueryError) return reply.code(status).send({ error: { code: error.code, message: error.message, candidates: error.candidates } });
+  if (error instanceof AmbiguousQueryError)
+    return reply.code(status).send({ error: { code: error.code, message: error.message, candidates: error.candidates } });
   return sendError(reply, status, error.code, error.message);
 }

@@ -73,4 +73,7 @@ export function eventStreamSchema(description: string, data: z.ZodType): z.ZodSt
   return z.string().meta({ description, 'x-nixfarm-event-data': { $ref: `#/components/schemas/${name}` } });
 }
 
-export const eventStreamResponse = (description: string, stream: z.ZodString): RouteResponse => ({ description, content: { 'text/event-stream': { schema: stream } } });
+export const eventStreamResponse = (description: string, stream: z.ZodString): RouteResponse => ({
+  description,
+  content: { 'text/event-stream': { schema: stream } },
+});

@@ -89,6 +89,9 @@ export class LocalBuilder {
   private nixSetupFailed(error: NixSetupError): void {
     if (this.explained.has(error.code)) return;
     this.explained.add(error.code);
-    this.logger.error({ code: error.code, nixMessage: error.nixMessage, fix: error.fix }, `the coordinator's Nix cannot build: its local builds end aborted at once; fix: ${error.fix}`);
+    this.logger.error(
+      { code: error.code, nixMessage: error.nixMessage, fix: error.fix },
+      `the coordinator's Nix cannot build: its local builds end aborted at once; fix: ${error.fix}`,
+    );
   }
 }

@@ -1,5 +1,15 @@
 import type { Redis } from 'ioredis';
-import { hashPart, isTerminal, logAttemptKey, redisKeys, type BuildFinishedEvent, type BuildStartedEvent, type BuildStatus, type Logger, type WorkerOutcome } from '@nixfarm/shared';
+import {
+  hashPart,
+  isTerminal,
+  logAttemptKey,
+  redisKeys,
+  type BuildFinishedEvent,
+  type BuildStartedEvent,
+  type BuildStatus,
+  type Logger,
+  type WorkerOutcome,
+} from '@nixfarm/shared';
 import { NodeReader } from '../graph/node-reader.js';
 import { runningAttemptKey } from '../graph/derivation-node.js';
 import type { BuildLogStore } from './build-log-store.js';
@@ -135,7 +145,7 @@ export class BuildLogService {
         }
         if (entries.length > 0) continue;
         const node = await this.node(hash);
-        if (node === undefined || (isTerminal(node.status))) {
+        if (node === undefined || isTerminal(node.status)) {
           if (!sawStream) {
             // Nothing streamed while following (the stream expired): the stored log is all there is.
             const stored = await this.options.store.read(drvPath);

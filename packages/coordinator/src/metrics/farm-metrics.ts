@@ -57,17 +57,34 @@ export class FarmMetrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'nixfarm_coordinator_' });
     const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Counter<L>({ name, help, labelNames, registers });
-    const histogram = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Histogram<L>({ name, help, labelNames, buckets: DURATION_BUCKETS, registers });
+    const histogram = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
+      new Histogram<L>({ name, help, labelNames, buckets: DURATION_BUCKETS, registers });
     const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Gauge<L>({ name, help, labelNames, registers });
     this.finished = counter('nixfarm_derivations_finished_total', 'Derivations ended by a worker report, by terminal status and system', ['status', 'system']);
     this.runsStarted = counter('nixfarm_runs_started_total', 'Runs submitted', []);
     this.runsFinished = counter('nixfarm_runs_finished_total', 'Runs ended, by status', ['status']);
-    this.buildSeconds = histogram('nixfarm_build_duration_seconds', 'Time in the builder (one BuildDerivation request on a serve session), per finished build', ['system']);
+    this.buildSeconds = histogram(
+      'nixfarm_build_duration_seconds',
+      'Time in the builder (one BuildDerivation request on a serve session), per finished build',
+      ['system'],
+    );
     this.totalSeconds = histogram('nixfarm_build_total_seconds', 'Time from a worker taking a build to its report: copy in, build, copy out', ['system']);
     this.copyInSeconds = histogram('nixfarm_build_copy_in_seconds', "Time copying a build's inputs into the worker's store", ['system']);
     this.copyOutSeconds = histogram('nixfarm_build_copy_out_seconds', "Time copying a build's outputs to the coordinator's store", ['system']);
-    this.copyInBytes = new Histogram({ name: 'nixfarm_build_copy_in_bytes', help: "Bytes a build's own copy-in streamed (NARs plus metadata; inputs already there or brought by another build count 0)", labelNames: ['system'], buckets: BYTE_BUCKETS, registers });
-    this.copyOutBytes = new Histogram({ name: 'nixfarm_build_copy_out_bytes', help: "Bytes a build's copy-out streamed to the coordinator's store (NARs plus metadata)", labelNames: ['system'], buckets: BYTE_BUCKETS, registers });
+    this.copyInBytes = new Histogram({
+      name: 'nixfarm_build_copy_in_bytes',
+      help: "Bytes a build's own copy-in streamed (NARs plus metadata; inputs already there or brought by another build count 0)",
+      labelNames: ['system'],
+      buckets: BYTE_BUCKETS,
+      registers,
+    });
+    this.copyOutBytes = new Histogram({
+      name: 'nixfarm_build_copy_out_bytes',
+      help: "Bytes a build's copy-out streamed to the coordinator's store (NARs plus metadata)",
+      labelNames: ['system'],
+      buckets: BYTE_BUCKETS,
+      registers,
+    });
     this.queueWaitSeconds = histogram('nixfarm_queue_wait_seconds', 'Time from a job becoming takeable to a worker starting it', ['queue']);
     const q = ['queue', 'system', 'features'] as const;
     this.gauges = {
@@ -81,7 +98,9 @@ export class FarmMetrics {
       workerDraining: gauge('nixfarm_worker_draining', '1 while a worker drains (takes no new builds, then leaves)', ['worker']),
       workerPaused: gauge('nixfarm_worker_paused', '1 while a worker takes no new builds for now (e.g. low disk)', ['worker']),
       workerFreeDisk: gauge('nixfarm_worker_free_disk_bytes', "Free bytes on the filesystem of a worker's Nix store", ['worker']),
-      workersNeeded: gauge('nixfarm_workers_needed', 'More workers the waiting work of a system needs: ceil(unserved jobs / median max-jobs of its workers)', ['system']),
+      workersNeeded: gauge('nixfarm_workers_needed', 'More workers the waiting work of a system needs: ceil(unserved jobs / median max-jobs of its workers)', [
+        'system',
+      ]),
       unserved: gauge('nixfarm_unserved_jobs', 'Waiting jobs of a system that no free slot of a live capable worker can take', ['system']),
       freeSlots: gauge('nixfarm_free_slots', 'Free build slots of live workers that take new builds, per system they serve', ['system']),
       activeRuns: gauge('nixfarm_runs_active', 'Runs not finished yet', []),

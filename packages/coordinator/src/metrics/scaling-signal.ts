@@ -45,7 +45,9 @@ export function scalingSignal(work: readonly WaitingWork[], workers: readonly Ca
   for (const w of workers) if (w.alive) for (const s of w.systems) entry(s);
   // The most constrained first, so that flexible capacity is not spent on work others could take:
   // queues with the fewest capable workers, and within a queue the workers that could serve the fewest queues.
-  const capable = new Map(work.map((q) => [q, workers.filter((w) => free.has(w.name) && canBuild(w, { system: q.system, requiredFeatures: q.requiredFeatures }))]));
+  const capable = new Map(
+    work.map((q) => [q, workers.filter((w) => free.has(w.name) && canBuild(w, { system: q.system, requiredFeatures: q.requiredFeatures }))]),
+  );
   const reach = new Map(workers.map((w) => [w.name, work.filter((q) => capable.get(q)!.includes(w)).length]));
   const order = [...work].sort((a, b) => capable.get(a)!.length - capable.get(b)!.length || a.name.localeCompare(b.name));
   for (const q of order) {
@@ -74,7 +76,14 @@ export function scalingSignal(work: readonly WaitingWork[], workers: readonly Ca
     .map(([system, e]) => {
       const forSystem = workers.filter((w) => w.systems.includes(system)).map((w) => w.maxJobs);
       const slotsPerWorker = Math.max(1, median(forSystem.length > 0 ? forSystem : allMax) ?? 1);
-      return { system, waiting: e.waiting, freeSlots: e.freeSlots, unserved: e.unserved, slotsPerWorker, workersNeeded: Math.ceil(e.unserved / slotsPerWorker) };
+      return {
+        system,
+        waiting: e.waiting,
+        freeSlots: e.freeSlots,
+        unserved: e.unserved,
+        slotsPerWorker,
+        workersNeeded: Math.ceil(e.unserved / slotsPerWorker),
+      };
     });
 }
 

@@ -59,9 +59,17 @@ export class CoordinatorNix {
 
   private async run(command: string, args: string[], code?: ErrorCode, cwd?: string): Promise<string> {
     const started = Date.now();
-    const result = await execa(command, args, { reject: false, stdin: 'ignore', env: this.options.env, maxBuffer: 512 * 1024 * 1024, ...(cwd === undefined ? {} : { cwd }) });
+    const result = await execa(command, args, {
+      reject: false,
+      stdin: 'ignore',
+      env: this.options.env,
+      maxBuffer: 512 * 1024 * 1024,
+      ...(cwd === undefined ? {} : { cwd }),
+    });
     if (result.failed && result.exitCode === undefined && cwd !== undefined && !existsSync(cwd)) {
-      throw new ValidationError(`working directory ${cwd} does not exist on the coordinator machine: give absolute paths, or run nixfarm build on the coordinator machine`);
+      throw new ValidationError(
+        `working directory ${cwd} does not exist on the coordinator machine: give absolute paths, or run nixfarm build on the coordinator machine`,
+      );
     }
     this.options.logger.debug({ command, argc: args.length, ms: Date.now() - started, exitCode: result.exitCode }, 'nix call');
     if (result.exitCode !== 0) {

@@ -101,7 +101,7 @@ export class WorkerEventConsumer {
     } catch {
       parsed = undefined;
     }
-    if (parsed !== undefined && parsed.success) return parsed.data;
+    if (parsed?.success) return parsed.data;
     this.options.logger.error(
       { eventId: id, problem: parsed === undefined ? 'not JSON' : formatZodError(parsed.error, 'worker event') },
       'malformed worker event dropped',

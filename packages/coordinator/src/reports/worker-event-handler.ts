@@ -283,11 +283,16 @@ export class WorkerEventHandler {
     });
     // In memory only: the reports already carry what the metrics need.
     // Every start leaves the wait tracker (a stale one too, so nothing lingers there); applied ones are observed.
-    this.deps.metrics?.buildsStarted(segment.flatMap((item, i) => (!('status' in item) ? [{ jobId: item.event.jobId, at: item.event.at, applied: outcomes[i]!.applied }] : [])));
-    this.deps.metrics?.buildsFinished(finished.map(({ event, status }) => ({ status, timings: event.timings, ...(event.system === undefined ? {} : { system: event.system }) })));
+    this.deps.metrics?.buildsStarted(
+      segment.flatMap((item, i) => (!('status' in item) ? [{ jobId: item.event.jobId, at: item.event.at, applied: outcomes[i]!.applied }] : [])),
+    );
+    this.deps.metrics?.buildsFinished(
+      finished.map(({ event, status }) => ({ status, timings: event.timings, ...(event.system === undefined ? {} : { system: event.system }) })),
+    );
     const succeeded = finished.filter((f) => f.status === 'succeeded');
     const deliveries: RunEventDelivery[] = [];
-    for (const { event, runIds } of started) deliveries.push({ runIds, event: { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at } });
+    for (const { event, runIds } of started)
+      deliveries.push({ runIds, event: { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at } });
     for (const { event, status, error, outcome } of finished) {
       deliveries.push({
         runIds: outcome.runIds,
@@ -307,7 +312,9 @@ export class WorkerEventHandler {
       graph.views(failedHashes),
       graph.runsOfAll(failedHashes),
       // Outputs are held for their runs before any dependent is queued: a GC in between must not take an input.
-      gcRoots.holdOutputs(succeeded.flatMap(({ event, outcome }) => outcome.runIds.flatMap((runId) => Object.values(event.outputs ?? {}).map((path) => ({ runId, path }))))),
+      gcRoots.holdOutputs(
+        succeeded.flatMap(({ event, outcome }) => outcome.runIds.flatMap((runId) => Object.values(event.outputs ?? {}).map((path) => ({ runId, path })))),
+      ),
       // Remembered by name: the next run weighs its critical paths with it.
       this.deps.durations.record(succeeded.map(({ event }) => ({ name: derivationName(event.drvPath), ms: event.timings.totalMs }))),
     ]);
@@ -380,7 +387,5 @@ function divergentOutputs(successes: readonly BuildFinishedEvent[], storeHashes:
 }
 
 /** A report with how it ends its derivation; status undefined: a retry decision is due. */
-type Judged =
-  | { event: BuildStartedEvent }
-  | { event: BuildFinishedEvent; status: TerminalStatus | undefined; error: string | undefined; divergence?: string };
+type Judged = { event: BuildStartedEvent } | { event: BuildFinishedEvent; status: TerminalStatus | undefined; error: string | undefined; divergence?: string };
 type Applicable = { event: BuildStartedEvent } | { event: BuildFinishedEvent; status: TerminalStatus; error: string | undefined; divergence?: string };

@@ -43,7 +43,9 @@ export class RunCancellation {
       }
     }
     const now = Date.now();
-    await events.emitAll(views.map((view) => ({ runIds: [runId], event: { type: 'drv-finished' as const, drvPath: view.drvPath, status: 'cancelled' as const, at: now } })));
+    await events.emitAll(
+      views.map((view) => ({ runIds: [runId], event: { type: 'drv-finished' as const, drvPath: view.drvPath, status: 'cancelled' as const, at: now } })),
+    );
     await gcRoots.releaseRun(runId);
     await events.emit([runId], { type: 'run-finished', runId, status: 'cancelled', at: now });
     this.deps.metrics?.runFinished('cancelled');

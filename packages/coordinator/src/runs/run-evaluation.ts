@@ -29,7 +29,10 @@ export class RunEvaluation {
       const drv = await nix.readDerivation(a.drvPath);
       const outputPath = drv.outputs[a.outputName];
       if (outputPath === undefined || outputPath === '') {
-        throw new NixfarmError('unsupported-derivation', `${a.drvPath} has no output ${JSON.stringify(a.outputName)} with a known path (content-addressed derivations are not supported yet)`);
+        throw new NixfarmError(
+          'unsupported-derivation',
+          `${a.drvPath} has no output ${JSON.stringify(a.outputName)} with a known path (content-addressed derivations are not supported yet)`,
+        );
       }
       results.push({ attr: a.attr, drvPath: a.drvPath, outputName: a.outputName, outputPath });
     }

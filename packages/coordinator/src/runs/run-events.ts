@@ -34,9 +34,9 @@ export class RunEvents {
 
   /** Reads events after `afterId` ('0' for all), blocking up to blockMs when there are none. Needs a connection of its own when blocking. */
   async read(connection: Redis, runId: string, afterId: string, blockMs: number): Promise<StoredRunEvent[]> {
-    const reply = (await connection.xread('COUNT', 1000, 'BLOCK', blockMs, 'STREAMS', redisKeys.runEvents(runId), afterId)) as
-      | Array<[string, Array<[string, string[]]>]>
-      | null;
+    const reply = (await connection.xread('COUNT', 1000, 'BLOCK', blockMs, 'STREAMS', redisKeys.runEvents(runId), afterId)) as Array<
+      [string, Array<[string, string[]]>]
+    > | null;
     if (reply === null) return [];
     const out: StoredRunEvent[] = [];
     for (const [, entries] of reply) {

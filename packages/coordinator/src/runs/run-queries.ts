@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { NixfarmError, redisKeys, runIdSchema, type DerivationView, type RunView } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 
-export class RunNotFoundError extends NixfarmError {
+class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
     super('run-not-found', `no run with id ${JSON.stringify(runId)}: list runs with \`nixfarm runs\``);
   }

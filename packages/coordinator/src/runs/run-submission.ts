@@ -101,7 +101,9 @@ export class RunSubmission {
             drvPath: view.drvPath,
             status: view.status,
             ...(view.worker === undefined ? {} : { worker: view.worker }),
-            error: cached ? `failed before${view.error ? ` (${view.error})` : ''}; not rebuilt: pass --rebuild-failed to try again` : (view.error ?? 'an input failed before'),
+            error: cached
+              ? `failed before${view.error ? ` (${view.error})` : ''}; not rebuilt: pass --rebuild-failed to try again`
+              : (view.error ?? 'an input failed before'),
             ...(cached && view.logTail !== undefined ? { logTail: view.logTail } : {}),
             at: now,
           },

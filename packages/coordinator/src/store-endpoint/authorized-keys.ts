@@ -58,7 +58,10 @@ export class AuthorizedKeys {
 
     // Like sshd's StrictModes: a file others may write could authorise anyone.
     if ((status.mode & 0o022) !== 0) {
-      this.logger?.error({ path: this.path, mode: (status.mode & 0o777).toString(8) }, 'authorized_keys is writable by group or others; no key is accepted until it is chmod 600');
+      this.logger?.error(
+        { path: this.path, mode: (status.mode & 0o777).toString(8) },
+        'authorized_keys is writable by group or others; no key is accepted until it is chmod 600',
+      );
       this.cache = { version, keys: [] };
       return [];
     }

@@ -28,5 +28,9 @@ class HostKeyFileError extends NixfarmError {
  */
 export async function loadOrCreateHostKey(stateDir: string): Promise<HostKey> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  return loadOrCreateSshKey(join(stateDir, HOST_KEY_FILE), `nixfarm-coordinator@${hostname()}`, (path, reason, cause) => new HostKeyFileError(path, reason, cause));
+  return loadOrCreateSshKey(
+    join(stateDir, HOST_KEY_FILE),
+    `nixfarm-coordinator@${hostname()}`,
+    (path, reason, cause) => new HostKeyFileError(path, reason, cause),
+  );
 }

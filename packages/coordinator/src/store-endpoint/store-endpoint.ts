@@ -48,7 +48,10 @@ const STORE_COMMANDS: readonly StoreCommandName[] = ['nix-store --serve', 'nix-s
 
 /** The allowed command this exec request names, or undefined. Whitespace around and between words is tolerated; nothing else. */
 export function parseStoreCommand(command: string): StoreCommandName | undefined {
-  const normalised = command.trim().split(/[ \t]+/).join(' ');
+  const normalised = command
+    .trim()
+    .split(/[ \t]+/)
+    .join(' ');
   return STORE_COMMANDS.find((allowed) => allowed === normalised);
 }
 
@@ -179,7 +182,9 @@ export class StoreEndpoint {
     client.on('tcpip', (_accept, reject, request) => this.refuse(state, 'tcpip', { to: `${request.destIP}:${request.destPort}` }, reject));
     client.on('openssh.streamlocal', (_accept, reject, request) => this.refuse(state, 'streamlocal', { socketPath: request.socketPath }, reject));
     // Global requests: port forwarding. (keepalive@openssh.com is answered by ssh2 itself.)
-    (client as EventEmitter).on('request', (_accept: unknown, reject: (() => void) | undefined, name: string) => this.refuse(state, 'global request', { name }, reject));
+    (client as EventEmitter).on('request', (_accept: unknown, reject: (() => void) | undefined, name: string) =>
+      this.refuse(state, 'global request', { name }, reject),
+    );
     client.on('error', (error: Error) => state.log.debug({ err: error }, 'ssh connection error'));
     client.on('close', () => {
       clearTimeout(authTimer);
@@ -343,7 +348,10 @@ export class StoreEndpoint {
  * later ssh2 that differs, this does nothing (and the e2e test would say so).
  */
 function closeRefusedSession(client: Connection, session: Session): void {
-  const internals = session as unknown as { _channel?: unknown; _chanInfo?: { incoming: { id: number; state: string }; outgoing: { id: number; state: string } } };
+  const internals = session as unknown as {
+    _channel?: unknown;
+    _chanInfo?: { incoming: { id: number; state: string }; outgoing: { id: number; state: string } };
+  };
   const connection = client as unknown as { _protocol?: { channelClose?: (id: number) => void }; _chanMgr?: { remove?: (id: number) => void } };
   const info = internals._chanInfo;
   if (internals._channel !== undefined || info === undefined || info.outgoing.state === 'closed') return;

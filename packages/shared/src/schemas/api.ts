@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, storePathSchema, workerNameSchema } from './common.js';
 import { buildTimingsSchema } from './worker-event.js';
 
-const nixIdentifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_'-]*$/, 'a Nix identifier (letters, digits, _ \' -)');
+const nixIdentifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_'-]*$/, "a Nix identifier (letters, digits, _ ' -)");
 
 /** POST /api/runs: what `nixfarm build` sends. Mirrors nix-build's flags. */
 export const submitRunRequestSchema = z
@@ -10,8 +10,14 @@ export const submitRunRequestSchema = z
     file: z.string().min(1).max(4096).startsWith('/', 'file must be an absolute path on the coordinator machine').optional(),
     expr: z.string().min(1).max(1_000_000).optional(),
     attrs: z.array(z.string().min(1).max(1024)).max(10_000).default([]),
-    args: z.array(z.object({ name: nixIdentifier, expr: z.string().max(100_000) }).strict()).max(1000).default([]),
-    argstrs: z.array(z.object({ name: nixIdentifier, value: z.string().max(100_000) }).strict()).max(1000).default([]),
+    args: z
+      .array(z.object({ name: nixIdentifier, expr: z.string().max(100_000) }).strict())
+      .max(1000)
+      .default([]),
+    argstrs: z
+      .array(z.object({ name: nixIdentifier, value: z.string().max(100_000) }).strict())
+      .max(1000)
+      .default([]),
     includes: z.array(z.string().min(1).max(4096)).max(1000).default([]),
     /** where relative paths in expr and args resolve, as nix-build's working directory (must exist on the coordinator machine) */
     cwd: z.string().min(1).max(4096).startsWith('/', 'cwd must be an absolute path').optional(),
@@ -21,8 +27,18 @@ export const submitRunRequestSchema = z
     /** build derivations that failed before instead of reporting cached-failure */
     rebuildFailed: z.boolean().default(false),
     /** per build, enforced by the worker's Nix (defaults as in the design: 10 h and 1 h) */
-    timeoutSeconds: z.number().int().positive().max(7 * 24 * 3600).default(36_000),
-    maxSilentSeconds: z.number().int().positive().max(7 * 24 * 3600).default(3600),
+    timeoutSeconds: z
+      .number()
+      .int()
+      .positive()
+      .max(7 * 24 * 3600)
+      .default(36_000),
+    maxSilentSeconds: z
+      .number()
+      .int()
+      .positive()
+      .max(7 * 24 * 3600)
+      .default(3600),
   })
   .strict()
   .refine((body) => (body.file === undefined) !== (body.expr === undefined), {

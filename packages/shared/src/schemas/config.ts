@@ -92,7 +92,12 @@ export const workerConfigSchema = z
     /** after SIGTERM/SIGINT: how long running builds may go on before they are handed back to the queue */
     drainSeconds: z.number().int().min(0).max(86_400).default(300),
     /** below this much free space on the Nix store's filesystem the worker takes no new builds (MiB; 0: no floor) */
-    minFreeDiskMiB: z.number().int().min(0).max(1024 * 1024 * 1024).default(1024),
+    minFreeDiskMiB: z
+      .number()
+      .int()
+      .min(0)
+      .max(1024 * 1024 * 1024)
+      .default(1024),
     /** Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its streamed log is cut there (bytes, or 4K/64M/1G) */
     maxLogSize: maxLogSizeSchema.default(DEFAULT_MAX_LOG_SIZE),
     logLevel: logLevelSchema.default('info'),

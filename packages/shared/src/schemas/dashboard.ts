@@ -31,10 +31,12 @@ export const recentFailureSchema = z.object({
 export type RecentFailure = z.infer<typeof recentFailureSchema>;
 
 /** One recent run and how far it got. */
-export const runProgressSchema = runViewSchema.pick({ id: true, status: true, createdAt: true, finishedAt: true, total: true, counts: true, error: true }).extend({
-  /** the attributes it builds ('' for a top-level derivation) */
-  attrs: z.array(z.string()),
-});
+export const runProgressSchema = runViewSchema
+  .pick({ id: true, status: true, createdAt: true, finishedAt: true, total: true, counts: true, error: true })
+  .extend({
+    /** the attributes it builds ('' for a top-level derivation) */
+    attrs: z.array(z.string()),
+  });
 export type RunProgress = z.infer<typeof runProgressSchema>;
 
 /** A worker as the dashboard shows it: its status, speed factor and what it builds. */

@@ -153,7 +153,8 @@ export function formatZodError(error: z.ZodError, what: string, options: FormatZ
     }
     const where = options.fieldLabel?.(path) ?? path.map(String).join('.');
     // Parsed with reportInput: a schema's own message gets the rejected value too.
-    const given = issue.input !== undefined && issue.code !== 'unrecognized_keys' && !/\bgot |empty|^missing/.test(issue.message) ? ` (got ${showValue(issue.input)})` : '';
+    const given =
+      issue.input !== undefined && issue.code !== 'unrecognized_keys' && !/\bgot |empty|^missing/.test(issue.message) ? ` (got ${showValue(issue.input)})` : '';
     return `  ${where}: ${issue.message}${given}`;
   });
   return `invalid ${what}:\n${lines.join('\n')}`;

@@ -19,6 +19,13 @@ export function localStorePool(options: LocalStorePoolOptions): ServePool {
   const args = ['--serve', ...(options.write ? ['--write'] : []), ...(options.nixOptions ?? []).flatMap(([name, value]) => ['--option', name, value])];
   return new ServePool({
     maxIdle: options.maxIdle,
-    start: () => ServeSession.start({ command: 'nix-store', args, env: options.env === undefined ? undefined : { ...process.env, ...options.env }, peer: options.peer ?? 'the local Nix store', ownProcessGroup: options.ownProcessGroup }),
+    start: () =>
+      ServeSession.start({
+        command: 'nix-store',
+        args,
+        env: options.env === undefined ? undefined : { ...process.env, ...options.env },
+        peer: options.peer ?? 'the local Nix store',
+        ownProcessGroup: options.ownProcessGroup,
+      }),
   });
 }

@@ -52,7 +52,8 @@ export class ServeConnection {
     const magic = await connection.reader.readU64();
     if (magic !== SERVE_MAGIC_2) throw new ServeConnectionError(`${options.peer} does not speak Nix's serve protocol (greeting ${magic.toString(16)})`);
     connection.serverVersion = await connection.reader.readU64();
-    if (connection.serverVersion >> 8 !== 2) throw new ServeConnectionError(`${options.peer} speaks serve protocol ${connection.serverVersion.toString(16)}; nixfarm needs major version 2`);
+    if (connection.serverVersion >> 8 !== 2)
+      throw new ServeConnectionError(`${options.peer} speaks serve protocol ${connection.serverVersion.toString(16)}; nixfarm needs major version 2`);
     return connection;
   }
 

@@ -54,7 +54,13 @@ export class ServeSession {
     });
     child.once('exit', (code, signal) => {
       // stdout 'end' usually reports this first; this covers a process that dies with its pipes held open elsewhere
-      setTimeout(() => session?.connection.reader.fail(new ServeConnectionError(`${options.peer}: server exited (${signal ?? code})${tail.length > 0 ? `: ${tail.join('\n')}` : ''}`)), 100);
+      setTimeout(
+        () =>
+          session?.connection.reader.fail(
+            new ServeConnectionError(`${options.peer}: server exited (${signal ?? code})${tail.length > 0 ? `: ${tail.join('\n')}` : ''}`),
+          ),
+        100,
+      );
     });
     let connection: ServeConnection;
     try {

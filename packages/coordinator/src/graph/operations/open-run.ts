@@ -40,6 +40,16 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 return cjson.encode({ kind = 'ok' })
 `,
-  args: (c) => [redisKeys.run(c.runId), redisKeys.runs, redisKeys.activeRuns, c.runId, String(c.now), JSON.stringify(c.request), JSON.stringify(c.results), String(c.total), String(c.priority)],
+  args: (c) => [
+    redisKeys.run(c.runId),
+    redisKeys.runs,
+    redisKeys.activeRuns,
+    c.runId,
+    String(c.now),
+    JSON.stringify(c.request),
+    JSON.stringify(c.results),
+    String(c.total),
+    String(c.priority),
+  ],
   decode: () => ({ kind: 'opened' }),
 };

@@ -67,7 +67,15 @@ export function decodeRegisterReply(operation: string, reply: TaggedReply): Regi
 }
 
 export function registerArgs(call: RegisterCall): string[] {
-  return [redisKeys.run(call.runId), redisKeys.runDrvs(call.runId), call.runId, call.now, call.rebuildFailed ? '1' : '0', call.nodes, call.checkedAt === undefined ? '' : String(call.checkedAt)];
+  return [
+    redisKeys.run(call.runId),
+    redisKeys.runDrvs(call.runId),
+    call.runId,
+    call.now,
+    call.rebuildFailed ? '1' : '0',
+    call.nodes,
+    call.checkedAt === undefined ? '' : String(call.checkedAt),
+  ];
 }
 
 /** Registers a chunk of a run's derivations (the run's first registration, while it is open). */
