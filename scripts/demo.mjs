@@ -596,7 +596,7 @@ hardCleanup();
 const seconds = ((Date.now() - startedAt) / 1000).toFixed(1);
 if (problems.length === 0) {
   say(`\n${green(bold('Demo finished'))} in ${seconds} s. Everything it started is stopped and its temp dirs are removed.`);
-  say(`Next: README.md "Running a real farm", or \`node packages/cli/bin/nixfarm.js --help\`.`);
+  say(`Next: docs/operations.md (running a real farm), or \`node packages/cli/bin/nixfarm.js --help\`.`);
   process.exit(0);
 } else {
   say(`\n${red(bold('Demo failed'))} after ${seconds} s:`);

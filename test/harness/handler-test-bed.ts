@@ -4,15 +4,8 @@ import { join } from 'node:path';
 import { after } from 'node:test';
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
-import {
-  DerivationGraph,
-  GcRoots,
-  RunEvents,
-  WorkerEventHandler,
-  type OutputVerifier,
-  type PlannedDerivation,
-  type ReadyDerivation,
-} from '@nixfarm/coordinator';
+import { GcRoots, RunEvents, WorkerEventHandler, type OutputVerifier, type PlannedDerivation, type ReadyDerivation } from '@nixfarm/coordinator';
+import { ProbedGraph } from './probed-graph.js';
 import { redisKeys, type Logger } from '@nixfarm/shared';
 import { privateRedisForSuite } from './private-redis.js';
 
@@ -25,7 +18,7 @@ export interface HandlerBedOptions {
 }
 
 export interface HandlerBed {
-  graph: DerivationGraph;
+  graph: ProbedGraph;
   handler: WorkerEventHandler;
   /** what the handler queued (released dependents, retries) */
   queued: ReadyDerivation[];
@@ -57,7 +50,7 @@ export function handlerTestBed(): { redis: () => Redis; setup(nodes: PlannedDeri
     async setup(nodes, options = {}) {
       const redis = client();
       await redis.flushall();
-      const graph = new DerivationGraph(redis);
+      const graph = new ProbedGraph(redis);
       const rootsDir = mkdtempSync(join(tmpdir(), 'nixfarm-roots-'));
       rootsDirs.push(rootsDir);
       const gcRoots = new GcRoots(rootsDir);

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { DerivationGraph, topologicalOrder, type PlannedDerivation } from '@nixfarm/coordinator';
+import { topologicalOrder, type PlannedDerivation } from '@nixfarm/coordinator';
+import { ProbedGraph } from '../harness/probed-graph.js';
 import { redisKeys } from '@nixfarm/shared';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
 import { hashOf, plannedDerivation } from '../harness/planned-derivation.js';
@@ -22,7 +23,7 @@ async function startRun(redis: Redis, runId: string): Promise<void> {
 describe('DerivationGraph on real Redis', () => {
   let server: PrivateRedis;
   let redis: Redis;
-  let graph: DerivationGraph;
+  let graph: ProbedGraph;
 
   before(async () => {
     server = await startPrivateRedis({});
@@ -31,7 +32,7 @@ describe('DerivationGraph on real Redis', () => {
     redis?.disconnect();
     redis = new Redis(server.url, { maxRetriesPerRequest: null });
     await redis.flushall();
-    graph = new DerivationGraph(redis);
+    graph = new ProbedGraph(redis);
   });
   after(async () => {
     redis?.disconnect();

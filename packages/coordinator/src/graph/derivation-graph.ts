@@ -10,7 +10,6 @@ import type {
   FinishOutcome,
   GraphTransition,
   GrowOutcome,
-  JobTry,
   RegistrationOutcome,
   RequeueOutcome,
   StartOutcome,
@@ -142,11 +141,6 @@ export class DerivationGraph {
   }
 
   /** `at` is the worker's clock: start and end of one build come from the same clock, so per-worker overlap can be checked. */
-  async markStarted(hash: string, worker: string, at: number, job?: JobTry): Promise<boolean> {
-    const [started] = await this.apply([{ type: 'start', hash, worker, at, ...(job === undefined ? {} : { job }) }]);
-    return started?.applied === true;
-  }
-
   async finish(hash: string, status: TerminalStatus, details: FinishDetails, reporter?: BuildAttempt): Promise<FinishOutcome> {
     const [outcome] = await this.apply([{ type: 'finish', hash, status, details, ...(reporter === undefined ? {} : { reporter }) }]);
     if (outcome?.type !== 'finish') throw new Error('a finish transition did not produce a finish outcome');
@@ -228,10 +222,6 @@ export class DerivationGraph {
   }
 
   /** Records that no live worker can take this queued derivation; views show it as unsupported until a worker starts it. */
-  async markUnsupported(hash: string, reason: string): Promise<void> {
-    await this.markAllUnsupported([{ hash, reason }]);
-  }
-
   async markAllUnsupported(marks: ReadonlyArray<{ hash: string; reason: string }>): Promise<void> {
     if (marks.length === 0) return;
     const pipeline = this.redis.pipeline();
@@ -294,14 +284,6 @@ export class DerivationGraph {
 
   async attempts(hash: string): Promise<number> {
     return (await this.nodes.read(hash, ['attempts']))?.attempts ?? 0;
-  }
-
-  async status(hash: string): Promise<BuildStatus | undefined> {
-    return (await this.nodes.read(hash, ['status']))?.status;
-  }
-
-  async view(hash: string): Promise<DerivationView | undefined> {
-    return (await this.views([hash]))[0];
   }
 
   /** How many of these derivations are in each status, as their views show it; reads only the status, not the whole node. */
