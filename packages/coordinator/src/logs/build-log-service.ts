@@ -60,24 +60,19 @@ export class BuildLogService {
 
   /** The graph's status and running attempt of a derivation; undefined when unknown. */
   private async node(hash: string): Promise<{ status: BuildStatus; liveKey: string | undefined } | undefined> {
-    const node = await this.nodes.read(hash, ['status', 'runningAttempt', 'worker']);
+    const node = await this.nodes.read(hash, ['status', 'runningAttempt']);
     if (node?.status === undefined) return undefined;
-    if (node.status !== 'running') return { status: node.status, liveKey: undefined };
-    // the running attempt's key, the form of logAttemptKey; older nodes name only the worker
-    if (node.runningAttempt !== undefined) return { status: node.status, liveKey: runningAttemptKey(node.runningAttempt) };
-    return { status: node.status, liveKey: node.worker === undefined ? undefined : `${node.worker} ` };
+    // A start always records its attempt (worker, try, job), in the form of logAttemptKey.
+    const liveKey = node.status === 'running' && node.runningAttempt !== undefined ? runningAttemptKey(node.runningAttempt) : undefined;
+    return { status: node.status, liveKey };
   }
 
-  private static isLive(liveKey: string | undefined, key: string): boolean {
-    return liveKey !== undefined && (liveKey === key || (liveKey.endsWith(' ') && key.startsWith(liveKey)));
-  }
-
-  /** The live key as the renderer knows it (an old node's worker-only key matched to its latest attempt). */
+  /** The live key as the renderer knows it: the running attempt's, when it is the latest attempt that logged. */
   private static liveKeyIn(liveKey: string | undefined, attempts: readonly LogAttemptInfo[]): string | undefined {
     const last = attempts.at(-1);
     if (last === undefined) return undefined;
     const key = logAttemptKey(last.worker, last.attempt, last.jobId);
-    return BuildLogService.isLive(liveKey, key) ? key : undefined;
+    return liveKey === key ? key : undefined;
   }
 
   /** The whole log so far; undefined when the derivation is unknown to the graph. */

@@ -123,7 +123,7 @@ export class FarmMetrics {
       this.totalSeconds.observe({ system }, b.timings.totalMs / 1000);
       this.copyInSeconds.observe({ system }, b.timings.copyInMs / 1000);
       this.copyOutSeconds.observe({ system }, b.timings.copyOutMs / 1000);
-      // Older workers do not report bytes: no observation rather than a false 0.
+      // An attempt that ended before a copy finished reports no bytes for it: no observation rather than a false 0.
       if (b.timings.copyInBytes !== undefined) this.copyInBytes.observe({ system }, b.timings.copyInBytes);
       if (b.timings.copyOutBytes !== undefined) this.copyOutBytes.observe({ system }, b.timings.copyOutBytes);
     }
