@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import type { WorkerListing, DerivationView } from '@nixfarm/shared';
+import type { WorkerListing } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
 import { pollFor, sleep } from '../harness/poll.js';
@@ -49,15 +49,7 @@ describe('a worker below its free-disk floor', () => {
       assert.match(shown.stdout, /phi .*disk \d+\.\d MiB free {2}PAUSED: takes no new builds: free space on \/nix\/store/);
 
       // A new run waits: its first derivation stays queued, and `nixfarm why` names the reason.
-      const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(2).file, '-A', 'all', '--argstr', 'salt', freshSalt()], {
-        timeoutMs: 300_000,
-      });
-      const runId = await pollFor(
-        () => /run (\w+)/.exec(build.stderrSoFar())?.[1],
-        60_000,
-        () => `the run to be accepted:\n${build.stderrSoFar()}`,
-      );
-      const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
+      const { build, runId, rows } = await farm.submitInBackground([chain(2).file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
       const bottom = await pollFor(
         async () => (await rows()).find((r) => r.name === 'link-0' && r.status === 'queued'),
         30_000,

@@ -121,15 +121,7 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
    * unsupported, but its job waits in its queue all the same.
    */
   async function queuedRun(length: number): Promise<{ build: RunningCommand; runId: string; rows: () => Promise<DerivationView[]> }> {
-    const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, chain(length).file, '-A', 'all', '--argstr', 'salt', freshSalt()], {
-      timeoutMs: 300_000,
-    });
-    const runId = await pollFor(
-      () => /run (\w+)/.exec(build.stderrSoFar())?.[1],
-      60_000,
-      () => `the run to be accepted:\n${build.stderrSoFar()}`,
-    );
-    const rows = async () => (await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    const { build, runId, rows } = await farm.submitInBackground([chain(length).file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
     await pollFor(
       async () => (await rows()).some((r) => r.name === 'link-0' && WAITING.includes(r.status)),
       30_000,

@@ -4,12 +4,12 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { WorkerListing } from '@nixfarm/shared';
+import type { DerivationView, WorkerListing } from '@nixfarm/shared';
 import { SimulatedMachine } from './simulated-machine.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
 import { TcpProxy } from './tcp-proxy.js';
-import { sleep } from './poll.js';
+import { pollFor, sleep } from './poll.js';
 
 /** The repository root, from test/dist/harness/. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -266,6 +266,21 @@ export class TestFarm {
   /** Runs the real `nixfarm` CLI on the host (the coordinator's machine). */
   cli(args: readonly string[], options: CliOptions = {}): Promise<CommandResult> {
     return this.spawnCli(args, options).result;
+  }
+
+  /**
+   * `nixfarm build ARGS` in the background, once the coordinator accepted the
+   * run: the command, the run id, and a reader of the run's derivations.
+   */
+  async submitInBackground(args: readonly string[]): Promise<{ build: RunningCommand; runId: string; rows: () => Promise<DerivationView[]> }> {
+    const build = this.spawnCli(['build', '--coordinator', this.address.httpUrl, ...args], { timeoutMs: 300_000 });
+    const runId = await pollFor(
+      () => /run (\w+)/.exec(build.stderrSoFar())?.[1],
+      60_000,
+      () => `the run to be accepted:\n${build.stderrSoFar()}`,
+    );
+    const rows = async () => (await this.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`)).derivations;
+    return { build, runId, rows };
   }
 
   /** Like cli(), but gives access to the output while the command still runs. */

@@ -1,42 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidStorePathError, ValidationError } from '@nixfarm/shared';
-import { explainDerivation, formatExplanation, judgeWorkers, parseWhyQuery, type NodeFacts, type WorkerFacts } from '@nixfarm/coordinator';
-
-const NOW = 1_700_000_000_000;
-const HASH = '0c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d';
-const DRV = `/nix/store/${HASH}-hello-2.12.drv`;
+import { explainDerivation, formatExplanation, judgeWorkers, parseWhyQuery, type NodeFacts } from '@nixfarm/coordinator';
+import { DRV, HASH, NOW, nodeFacts, workerFacts } from '../harness/explanation-facts.js';
 
 function node(overrides: Partial<NodeFacts> = {}): NodeFacts {
-  return {
-    hash: HASH,
-    drvPath: DRV,
-    name: 'hello-2.12',
-    system: 'x86_64-linux',
-    requiredFeatures: [],
-    status: 'queued',
-    pendingInputs: 0,
-    attempts: 0,
-    queue: 'build@x86_64-linux',
-    runs: [{ id: 'lxk2f9a1b2', active: true }],
-    ...overrides,
-  };
+  return nodeFacts({ queue: 'build@x86_64-linux', ...overrides });
 }
 
-function worker(name: string, overrides: Partial<WorkerFacts> = {}): WorkerFacts {
-  return {
-    name,
-    systems: ['x86_64-linux'],
-    supportedFeatures: [],
-    mandatoryFeatures: [],
-    maxJobs: 1,
-    speedFactor: 1,
-    running: 0,
-    heartbeatAt: NOW - 1000,
-    alive: true,
-    ...overrides,
-  };
-}
+const worker = workerFacts;
 
 const input = (name: string, hashChar: string) => `/nix/store/${hashChar.repeat(32)}-${name}.drv`;
 

@@ -2,43 +2,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Redis } from 'ioredis';
 import { createLogger, redisKeys, takesNewBuilds, workerConfigSchema, workerInfoSchema, type WorkerEvent } from '@nixfarm/shared';
-import { explainDerivation, formatExplanation, judgeWorkers, type NodeFacts, type WorkerFacts } from '@nixfarm/coordinator';
+import { explainDerivation, formatExplanation, judgeWorkers } from '@nixfarm/coordinator';
 import { DiskFloor, HandBackPublisher, HandBackRegistry, PlacementGate } from '@nixfarm/worker';
+import { DRV, NOW, nodeFacts, workerFacts } from '../harness/explanation-facts.js';
 
-const NOW = 1_700_000_000_000;
 const MiB = 1024 * 1024;
-const DRV = '/nix/store/0c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d-hello-2.12.drv';
 const logger = createLogger({ name: 'test', level: 'silent' });
 
-function worker(name: string, overrides: Partial<WorkerFacts> = {}): WorkerFacts {
-  return {
-    name,
-    systems: ['x86_64-linux'],
-    supportedFeatures: [],
-    mandatoryFeatures: [],
-    maxJobs: 1,
-    speedFactor: 1,
-    running: 0,
-    heartbeatAt: NOW - 1000,
-    alive: true,
-    ...overrides,
-  };
-}
-
-function node(overrides: Partial<NodeFacts> = {}): NodeFacts {
-  return {
-    hash: '0c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d',
-    drvPath: DRV,
-    name: 'hello-2.12',
-    system: 'x86_64-linux',
-    requiredFeatures: [],
-    status: 'queued',
-    pendingInputs: 0,
-    attempts: 0,
-    runs: [{ id: 'lxk2f9a1b2', active: true }],
-    ...overrides,
-  };
-}
+const worker = workerFacts;
+const node = nodeFacts;
 
 describe('worker config and listing: drain and disk floor', () => {
   it('defaults to a 300 s drain and a 1024 MiB floor, and rejects values out of range', () => {
