@@ -1,6 +1,10 @@
 export * from './coordinator.js';
 export * from './nix/coordinator-nix.js';
 export * from './evaluation/build-planner.js';
+export * from './evaluation/jobset-evaluation.js';
+export * from './evaluation/attribute-result.js';
+export type { EvaluatorPoolEvent } from './evaluation/evaluator-pool.js';
+export { TopLevelListingError } from './evaluation/jobset-attributes.js';
 export * from './graph/derivation-graph.js';
 export * from './graph/derivation-node.js';
 export * from './graph/node-reader.js';

@@ -1,0 +1,178 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from '@nixfarm/shared';
+import { dottedAttr } from './attribute-path.js';
+import type { AttributeResult } from './attribute-result.js';
+import { BatchInstantiation } from './batch-instantiation.js';
+import { EvaluatorPool, type EvaluatorPoolEvent } from './evaluator-pool.js';
+import { AttributeDiscovery, type DiscoveredAttribute } from './jobset-attributes.js';
+import { ResultStream } from './result-stream.js';
+import type { JobsetSource } from './jobset-source.js';
+
+export interface JobsetEvaluationOptions {
+  source: JobsetSource;
+  logger: Logger;
+  /** `--option NAME VALUE` pairs for every Nix call (substituters, ...) */
+  nixOptions: ReadonlyArray<readonly [string, string]>;
+  env?: Record<string, string>;
+  /** evaluator processes at once; os.cpus().length by default */
+  evalWorkers?: number;
+  /** each evaluator's heap bound (Boehm GC's GC_MAXIMUM_HEAP_SIZE), MiB; none by default */
+  evalMaxMemoryMiB?: number;
+  /** each evaluator process's time bound, ms; none by default */
+  evalTimeoutMs?: number;
+  /** enter every attribute set, not only those with recurseForDerivations = true */
+  forceRecurse?: boolean;
+  /**
+   * A value in an entered set that is neither a derivation nor a set:
+   * 'error' records it as the attribute's error (what the issue asks),
+   * 'skip' ignores it silently (what nix-eval-jobs does).
+   */
+  nonDerivations?: 'error' | 'skip';
+  /** attributes per nix-instantiate at most; smaller batches stream sooner, larger ones pay the process start less often */
+  maxBatchSize?: number;
+  /** runs of a task whose evaluator was killed from outside, after the first */
+  maxRetries?: number;
+  /** where the GC-root directory is made; os.tmpdir() by default */
+  rootParent?: string;
+  /** every evaluator process's start and end (tests kill one mid-batch with it) */
+  onPoolEvent?: (event: EvaluatorPoolEvent) => void;
+}
+
+const NOT_A_DERIVATION = 'expression does not evaluate to a derivation (or a set or list of those)';
+
+/**
+ * A whole jobset's evaluation: discovery and instantiation in a pool of
+ * evaluator processes, each attribute's result streamed as soon as it is
+ * known, the .drv files held by GC roots in a directory this evaluation
+ * owns until close(). Start with open(); read results(); then close().
+ */
+export class JobsetEvaluation {
+  private readonly stream = new ResultStream<AttributeResult>();
+  private readonly pool: EvaluatorPool;
+  private started = false;
+  private closed = false;
+  private done: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly options: JobsetEvaluationOptions,
+    /** the GC-root directory: removed by close() */
+    readonly rootDir: string,
+  ) {
+    this.pool = new EvaluatorPool({
+      logger: options.logger,
+      workers: options.evalWorkers ?? cpus().length,
+      nixOptions: options.nixOptions,
+      ...(options.env === undefined ? {} : { env: options.env }),
+      ...(options.evalMaxMemoryMiB === undefined ? {} : { maxMemoryMiB: options.evalMaxMemoryMiB }),
+      ...(options.evalTimeoutMs === undefined ? {} : { timeoutMs: options.evalTimeoutMs }),
+      ...(options.source.cwd === undefined ? {} : { cwd: options.source.cwd }),
+      ...(options.maxRetries === undefined ? {} : { maxRetries: options.maxRetries }),
+      ...(options.onPoolEvent === undefined ? {} : { onEvent: options.onPoolEvent }),
+    });
+  }
+
+  static async open(options: JobsetEvaluationOptions): Promise<JobsetEvaluation> {
+    const rootDir = await mkdtemp(join(options.rootParent ?? tmpdir(), 'nixfarm-eval-'));
+    return new JobsetEvaluation(options, rootDir);
+  }
+
+  /**
+   * Every attribute's result, in the order they become known. Ends when the
+   * whole jobset is evaluated; throws if even the top value cannot be listed.
+   */
+  results(): AsyncIterable<AttributeResult> {
+    if (!this.started) {
+      this.started = true;
+      this.done = this.evaluate().then(
+        () => this.stream.end(),
+        (error: unknown) => this.stream.fail(error),
+      );
+    }
+    return this.stream;
+  }
+
+  /** Stops evaluating (kills the evaluators) and removes the GC roots: the .drv files may be collected after this. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.cancel();
+    await this.done;
+    await rm(this.rootDir, { recursive: true, force: true });
+  }
+
+  private async evaluate(): Promise<void> {
+    const started = Date.now();
+    const maxRetries = this.options.maxRetries ?? 3;
+    const discovery = new AttributeDiscovery({ source: this.options.source, pool: this.pool, forceRecurse: this.options.forceRecurse ?? false });
+    const instantiation = new BatchInstantiation({
+      source: this.options.source,
+      pool: this.pool,
+      rootDir: this.rootDir,
+      maxRetries,
+      ...(this.options.evalMaxMemoryMiB === undefined ? {} : { maxMemoryMiB: this.options.evalMaxMemoryMiB }),
+      ...(this.options.evalTimeoutMs === undefined ? {} : { timeoutMs: this.options.evalTimeoutMs }),
+    });
+    const maxBatch = this.options.maxBatchSize ?? 100;
+    const workers = this.options.evalWorkers ?? cpus().length;
+    let count = 0;
+    const emit = (results: AttributeResult[]): void => {
+      if (this.closed) return;
+      count += results.length;
+      this.stream.push(...results);
+    };
+
+    const walk = async (parent: string[]): Promise<void> => {
+      const listing = await discovery.list(parent);
+      const jobs: string[][] = [];
+      const alone: string[][] = [...listing.unlistable];
+      const below: Promise<void>[] = [];
+      for (const found of listing.found) this.sort(found, jobs, alone, below, walk, emit);
+      // Batches small enough that every evaluator gets one, large enough to spread the process start.
+      const size = Math.max(1, Math.min(maxBatch, Math.ceil(jobs.length / workers)));
+      const batches: string[][][] = [];
+      for (let i = 0; i < jobs.length; i += size) batches.push(jobs.slice(i, i + size));
+      // An attribute that failed to list goes alone: it would only make its batch split.
+      for (const path of alone) batches.push([path]);
+      await Promise.all([...batches.map((batch) => instantiation.instantiate(batch, emit)), ...below]);
+    };
+    await walk([]);
+    this.options.logger.info({ attributes: count, ms: Date.now() - started }, 'jobset evaluated');
+  }
+
+  private sort(
+    found: DiscoveredAttribute,
+    jobs: string[][],
+    alone: string[][],
+    below: Promise<void>[],
+    walk: (parent: string[]) => Promise<void>,
+    emit: (results: AttributeResult[]) => void,
+  ): void {
+    switch (found.kind) {
+      case 'derivation':
+        jobs.push(found.attrPath);
+        return;
+      case 'failed':
+        alone.push(found.attrPath);
+        return;
+      case 'recurse':
+        below.push(walk(found.attrPath));
+        return;
+      case 'skip':
+        return;
+      case 'other':
+        if (this.options.nonDerivations !== 'skip') {
+          emit([
+            {
+              attr: dottedAttr(found.attrPath),
+              attrPath: found.attrPath,
+              error: `error: ${dottedAttr(found.attrPath)} is not a derivation: ${NOT_A_DERIVATION}`,
+              errorKind: 'not-a-derivation',
+            },
+          ]);
+        }
+        return;
+    }
+  }
+}
