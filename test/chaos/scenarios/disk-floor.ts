@@ -1,4 +1,4 @@
-import { rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkerListing } from '@nixfarm/shared';
 import { TestFarm, type CommandResult } from '../../harness/test-farm.js';
@@ -27,11 +27,31 @@ export interface DiskFloorFacts {
   build: CommandResult;
 }
 
-/** Fills a machine's /nix (a tmpfs) from the host until `leftMiB` is free; returns the file to delete. */
+/**
+ * Fills a machine's /nix (a tmpfs) from the host until about `leftMiB` is free; returns the file to delete.
+ * Written a MiB at a time and measured as it goes: the worker writes to the same disk meanwhile, so
+ * one write sized from a single measurement can hit ENOSPC. A full disk gives `leftMiB` back.
+ */
 export function fillDisk(nixDir: string, leftMiB: number): string {
-  const { bavail, bsize } = statfsSync(nixDir);
   const file = join(nixDir, 'nixfarm-test-fill');
-  writeFileSync(file, Buffer.alloc(Math.max(0, bavail * bsize - leftMiB * MiB), 1));
+  const chunk = Buffer.alloc(MiB, 1);
+  const fd = openSync(file, 'w');
+  try {
+    for (;;) {
+      const { bavail, bsize } = statfsSync(nixDir);
+      const room = bavail * bsize - leftMiB * MiB;
+      if (room <= 0) break;
+      try {
+        writeSync(fd, chunk, 0, Math.min(room, MiB));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+        ftruncateSync(fd, Math.max(0, fstatSync(fd).size - leftMiB * MiB));
+        break;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
   return file;
 }
 
