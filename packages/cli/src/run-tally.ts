@@ -10,7 +10,8 @@ export class RunTally {
   private readonly done = new Set<string>();
   private readonly failed = new Set<string>();
 
-  constructor(readonly total: number) {}
+  /** total: the run's derivations; undefined for a jobset run, which grows while it runs */
+  constructor(readonly total?: number) {}
 
   apply(event: RunEvent): void {
     switch (event.type) {
@@ -36,6 +37,6 @@ export class RunTally {
 
   /** `[done/total done, N running, M failed]`, the prefix of every progress line */
   toString(): string {
-    return `[${this.done.size}/${this.total} done, ${this.running.size} running${this.failed.size > 0 ? `, ${this.failed.size} failed` : ''}]`;
+    return `[${this.done.size}${this.total === undefined ? '' : `/${this.total}`} done, ${this.running.size} running${this.failed.size > 0 ? `, ${this.failed.size} failed` : ''}]`;
   }
 }

@@ -20,6 +20,8 @@ import { RunSubmission } from './runs/run-submission.js';
 import { RunCancellation } from './runs/run-cancellation.js';
 import { RunResume } from './runs/run-resume.js';
 import { RunService } from './runs/run-service.js';
+import { RunAttributes } from './runs/run-attributes.js';
+import { JobsetSubmission } from './runs/jobset-submission.js';
 import { WorkerEventHandler } from './reports/worker-event-handler.js';
 import { WorkerEventConsumer } from './reports/worker-event-consumer.js';
 import { FarmMetrics } from './metrics/farm-metrics.js';
@@ -36,6 +38,8 @@ export interface SchedulingCoreOptions {
   localBuilder?: LocalBuilder;
   /** stores build logs as builds end; absent: logs stay in Redis only */
   logs?: BuildLogService;
+  /** `--option` pairs and environment for jobset evaluators (the coordinator's Nix settings) */
+  evaluatorNix?: { nixOptions: ReadonlyArray<readonly [string, string]>; env?: Record<string, string> };
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
 }
@@ -71,11 +75,30 @@ export class SchedulingCore {
     const workers = (this.workers = new WorkerDirectory(redis));
     const durations = new BuildDurations(redis);
     const dispatcher = new BuildDispatcher({ queues, workers, graph, events, ...(localBuilder === undefined ? {} : { localBuilder }) });
-    const queries = new RunQueries({ redis, graph });
-    const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, logger, metrics });
-    const evaluation = new RunEvaluation({ nix, planner: new BuildPlanner({ nix, logger }), gcRoots });
+    const attributes = new RunAttributes(redis);
+    const queries = new RunQueries({ redis, graph, attributes });
+    const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, attributes, logger, metrics });
+    const planner = new BuildPlanner({ nix, logger });
+    const evaluation = new RunEvaluation({ nix, planner, gcRoots });
+    const submission = new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics });
+    const evaluatorNix = options.evaluatorNix ?? { nixOptions: [] };
     this.runs = new RunService({
-      submission: new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics }),
+      submission,
+      jobsets: new JobsetSubmission({
+        planner,
+        graph,
+        events,
+        gcRoots,
+        attributes,
+        steps: submission,
+        dispatcher,
+        finalizer,
+        queries,
+        logger,
+        metrics,
+        nixOptions: evaluatorNix.nixOptions,
+        ...(evaluatorNix.env === undefined ? {} : { env: evaluatorNix.env }),
+      }),
       cancellation: new RunCancellation({ graph, queues, redis, events, gcRoots, queries, logger, metrics }),
       resume: new RunResume({ redis, graph, dispatcher, finalizer, logger }),
       queries,

@@ -116,7 +116,16 @@ export class Coordinator {
     // Nix's own log dir, so `nix-store --read-log` on this machine shows what workers built.
     const logDir = config.logDir ?? this.options.nixEnv?.NIX_LOG_DIR ?? process.env.NIX_LOG_DIR ?? DEFAULT_NIX_LOG_DIR;
     const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logger.child({ component: 'build-logs' }) });
-    const core = new SchedulingCore({ redis, logger, nix, verifier: nix, gcRootsDir: config.gcRootsDir, localBuilder, logs });
+    const core = new SchedulingCore({
+      redis,
+      logger,
+      nix,
+      verifier: nix,
+      gcRootsDir: config.gcRootsDir,
+      localBuilder,
+      logs,
+      evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
+    });
     this.core = core;
 
     this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });

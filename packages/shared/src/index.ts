@@ -20,6 +20,7 @@ export * from './schemas/worker-event.js';
 export * from './schemas/worker-info.js';
 export * from './schemas/api.js';
 export * from './schemas/api-responses.js';
+export * from './schemas/jobset.js';
 export * from './schemas/farm-status.js';
 export * from './schemas/dashboard.js';
 export * from './ssh-public-key.js';

@@ -12,6 +12,10 @@ export const redisKeys = {
   run: (id: string) => `${REDIS_PREFIX}:run:${id}`,
   runDrvs: (id: string) => `${REDIS_PREFIX}:run:${id}:drvs`,
   runEvents: (id: string) => `${REDIS_PREFIX}:run:${id}:events`,
+  /** LIST per jobset run: each attribute's evaluation result as JSON, in the order they were evaluated */
+  runAttributes: (id: string) => `${REDIS_PREFIX}:run:${id}:attributes`,
+  /** HASH per jobset run: its evaluation's progress (state, done, failed, startedAt, endedAt, error) */
+  runEvaluation: (id: string) => `${REDIS_PREFIX}:run:${id}:evaluation`,
   /** ZSET of run ids by creation time */
   runs: `${REDIS_PREFIX}:runs`,
   /** SET of runs not finished yet: what a restarted coordinator resumes */

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { derivationName, type RunEvent, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
+import { printJobsetReport } from '../jobset-report.js';
 import { ApiClient, ApiRequestError, DEFAULT_COORDINATOR_URL } from '../api-client.js';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { CliError, EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE } from '../exit-codes.js';
@@ -30,7 +31,7 @@ function extractPairs(argv: readonly string[], flag: string): { pairs: Array<[st
 /** Prints one line on stderr per event a person cares about, each starting with the run's counts after it. */
 class ProgressPrinter {
   private readonly tally: RunTally;
-  constructor(total: number) {
+  constructor(total: number | undefined) {
     this.tally = new RunTally(total);
   }
 
@@ -96,10 +97,14 @@ export function buildCommand(): Command {
     .option('--max-silent-time <seconds>', 'longest a build may print nothing (default 3600)', integer('--max-silent-time'))
     .option('--coordinator <url>', `coordinator HTTP API (default ${DEFAULT_COORDINATOR_URL}, or $NIXFARM_COORDINATOR)`)
     .option('--token <token>', TOKEN_OPTION_HELP)
-    .option('--json', 'print the finished run as JSON on stdout instead of output paths')
+    .option('--json', 'print the finished run as JSON on stdout instead of output paths (with --jobset: one JSON line per attribute)')
+    .option('--jobset', 'the value is a jobset: build every derivation in it (recursing as nix-eval-jobs does), each attribute with its own result')
+    .option('--force-recurse', 'with --jobset: enter every attribute set, not only those with recurseForDerivations = true')
+    .option('--eval-workers <n>', "with --jobset: evaluator processes at once (default: the coordinator's cores)", integer('--eval-workers'))
+    .option('--eval-max-memory <MiB>', "with --jobset: each evaluator's heap bound in MiB", integer('--eval-max-memory'))
     .addHelpText(
       'after',
-      "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n\nExit codes: 0 built, 1 a build failed, 2 usage, evaluation or connection error.",
+      "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n  nixfarm build --jobset ./release.nix --force-recurse --json\n\nExit codes: 0 built, 1 a build failed (with --jobset: an attribute failed to evaluate or build), 2 usage, evaluation or connection error.",
     )
     .action(async () => undefined);
 }
@@ -136,9 +141,17 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     order?: string;
     timeout?: number;
     maxSilentTime?: number;
+    jobset?: boolean;
+    forceRecurse?: boolean;
+    evalWorkers?: number;
+    evalMaxMemory?: number;
   }>();
   const file = command.args[0];
   if (file !== undefined && opts.expr !== undefined) throw new CliError('give a file or --expr, not both');
+  const jobset = opts.jobset ?? false;
+  if (jobset && (opts.attr ?? []).length > 0) throw new CliError('--jobset builds every attribute: -A cannot be given with it');
+  if (!jobset && (opts.forceRecurse !== undefined || opts.evalWorkers !== undefined || opts.evalMaxMemory !== undefined))
+    throw new CliError('--force-recurse, --eval-workers and --eval-max-memory apply only with --jobset');
   const request: SubmitRunRequest = {
     attrs: opts.attr ?? [],
     args: args.pairs.map(([name, expr]) => ({ name, expr })),
@@ -152,6 +165,9 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     timeoutSeconds: opts.timeout ?? 36_000,
     maxSilentSeconds: opts.maxSilentTime ?? 3600,
     ...(opts.expr !== undefined ? { expr: opts.expr } : { file: path.resolve(file ?? 'default.nix') }),
+    ...(jobset ? { jobset: true, forceRecurse: opts.forceRecurse ?? false } : {}),
+    ...(opts.evalWorkers === undefined ? {} : { evalWorkers: opts.evalWorkers }),
+    ...(opts.evalMaxMemory === undefined ? {} : { evalMaxMemoryMiB: opts.evalMaxMemory }),
   };
   const client = await ApiClient.connect(opts);
   let run;
@@ -166,6 +182,11 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     }
     throw error;
   }
+  if (jobset) {
+    process.stderr.write(`nixfarm: run ${run.id}: evaluating the jobset; builds start as attributes are evaluated\n`);
+    await followRun(client, run, undefined);
+    return printJobsetReport(client, run.id, { json: opts.json ?? false });
+  }
   process.stderr.write(`nixfarm: run ${run.id}: ${run.total} derivation${run.total === 1 ? '' : 's'} to build\n`);
   return followRunToEnd(client, run, { json: opts.json ?? false });
 }
@@ -178,24 +199,8 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
  * only a pause.
  */
 export async function followRunToEnd(client: ApiClient, started: RunView, options: { json: boolean }): Promise<number> {
-  // Ctrl-C stops the farm's work too, as it would stop a local nix-build; a second one leaves at once.
-  const runId = started.id;
-  const onInterrupt = () => {
-    process.off('SIGINT', onInterrupt);
-    process.stderr.write(`\nnixfarm: cancelling run ${runId} (Ctrl-C again to leave it running)\n`);
-    void client.post(`/api/runs/${encodeURIComponent(runId)}/cancel`).catch(() => undefined);
-  };
-  process.on('SIGINT', onInterrupt);
-  // Even a run that ended during submission is replayed: cached failures are reported as events.
-  const printer = new ProgressPrinter(started.total);
-  try {
-    const onReconnecting = (reason: string) =>
-      process.stderr.write(`nixfarm: lost the coordinator (${reason}); reconnecting. The run goes on; \`nixfarm wait ${runId}\` follows it from anywhere.\n`);
-    for await (const event of client.followRun(runId, { onReconnecting })) printer.print(event);
-  } finally {
-    process.off('SIGINT', onInterrupt);
-  }
-  const run = await client.getRun(runId);
+  await followRun(client, started, started.total);
+  const run = await client.getRun(started.id);
   if (options.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
   if (run.status !== 'succeeded') {
     const failed = Object.entries(run.counts)
@@ -207,4 +212,25 @@ export async function followRunToEnd(client: ApiClient, started: RunView, option
   }
   if (!options.json) for (const r of run.results) process.stdout.write(`${r.outputPath}\n`);
   return EXIT_OK;
+}
+
+/** Prints a run's progress on stderr until it ends; Ctrl-C cancels it. total: undefined for a jobset run, which grows. */
+async function followRun(client: ApiClient, started: RunView, total: number | undefined): Promise<void> {
+  // Ctrl-C stops the farm's work too, as it would stop a local nix-build; a second one leaves at once.
+  const runId = started.id;
+  const onInterrupt = () => {
+    process.off('SIGINT', onInterrupt);
+    process.stderr.write(`\nnixfarm: cancelling run ${runId} (Ctrl-C again to leave it running)\n`);
+    void client.post(`/api/runs/${encodeURIComponent(runId)}/cancel`).catch(() => undefined);
+  };
+  process.on('SIGINT', onInterrupt);
+  // Even a run that ended during submission is replayed: cached failures are reported as events.
+  const printer = new ProgressPrinter(total);
+  try {
+    const onReconnecting = (reason: string) =>
+      process.stderr.write(`nixfarm: lost the coordinator (${reason}); reconnecting. The run goes on; \`nixfarm wait ${runId}\` follows it from anywhere.\n`);
+    for await (const event of client.followRun(runId, { onReconnecting })) printer.print(event);
+  } finally {
+    process.off('SIGINT', onInterrupt);
+  }
 }

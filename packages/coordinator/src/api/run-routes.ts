@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import {
+  attributeListResponseSchema,
   derivationListResponseSchema,
   formatZodError,
   runEventSchema,
@@ -38,6 +39,11 @@ const eventsHeadersSchema = z.object({
   'last-event-id': eventCursorSchema.optional().describe('as after; sent by EventSource when it reconnects (wins over after)'),
 });
 
+const attributesQuerySchema = z.object({
+  offset: z.coerce.number().int().min(0).default(0).describe('attributes to skip, in the order they were evaluated'),
+  limit: z.coerce.number().int().min(1).max(10_000).default(1000).describe('attributes in the page (1-10000, default 1000)'),
+});
+
 const BAD_RUN_ID = errorResponse('not a run id (invalid-request)');
 const NO_RUN = errorResponse('no such run (run-not-found)');
 const RUN_EVENTS = eventStreamSchema('server-sent events whose data lines are RunEvent objects', runEventSchema);
@@ -64,6 +70,9 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
       schema: {
         operationId: 'submitRun',
         summary: 'Start a run: evaluate a file or expression (as nix-build would) and build it on the farm',
+        description:
+          'With `jobset: true` the value is a jobset: every attribute (recursing as nix-eval-jobs does) is evaluated in a pool of evaluators and built as soon as it is known; ' +
+          'the run is answered once the first attribute is known, and GET /api/runs/{id}/attributes gives each attribute its result.',
         tags: ['runs'],
         body: submitRunRequestSchema,
         response: {
@@ -71,7 +80,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
           '400': errorResponse('the body is not a valid run request (invalid-request), or names a bad store path'),
           '413': errorResponse('the body is larger than the limit (body-too-large)'),
           '415': errorResponse('not JSON (unsupported-media-type)'),
-          '422': errorResponse('evaluation failed or a derivation cannot be built by the farm'),
+          '422': errorResponse('evaluation failed (for a jobset: its top value cannot be listed) or a derivation cannot be built by the farm'),
         },
       },
     },
@@ -136,6 +145,31 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
       },
     },
     async (request, reply) => checkRunId(request.params.id, reply) ?? { derivations: await deps.runs.derivations(request.params.id) },
+  );
+
+  app.get<RunParams & { Querystring: { offset?: number; limit?: number } }>(
+    '/api/runs/:id/attributes',
+    {
+      schema: {
+        operationId: 'listRunAttributes',
+        summary:
+          "A jobset run's attributes, paged, each with its evaluation result (nix-eval-jobs' fields) and its build result, plus the evaluation's progress",
+        tags: ['runs'],
+        params: runParamsSchema,
+        querystring: attributesQuerySchema,
+        response: {
+          '200': jsonResponse('a page of attributes', attributeListResponseSchema),
+          '400': errorResponse('not a run id, a bad offset or limit, or not a jobset run (invalid-request)'),
+          '404': NO_RUN,
+        },
+      },
+    },
+    async (request, reply) => {
+      if (checkRunId(request.params.id, reply) !== undefined) return reply;
+      const query = attributesQuerySchema.safeParse(request.query);
+      if (!query.success) return sendError(reply, 400, 'invalid-request', formatZodError(query.error, 'attributes query'));
+      return deps.runs.attributes(request.params.id, query.data.offset, query.data.limit);
+    },
   );
 
   // Server-sent events from the run's durable stream; Last-Event-ID resumes where a client left off.

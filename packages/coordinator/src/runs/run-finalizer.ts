@@ -4,6 +4,7 @@ import type { OutputVerifier } from '../nix/output-verifier.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
+import type { RunAttributes } from './run-attributes.js';
 
 export interface RunFinalizerDeps {
   graph: Pick<DerivationGraph, 'run' | 'endRun'>;
@@ -11,6 +12,8 @@ export interface RunFinalizerDeps {
   verifier: Pick<OutputVerifier, 'invalidPaths'>;
   gcRoots: Pick<GcRoots, 'addResultRoot' | 'releaseRun'>;
   events: Pick<RunEvents, 'emit'>;
+  /** a jobset run's attributes: evaluation failures fail the run; built attributes' outputs are rooted */
+  attributes?: Pick<RunAttributes, 'progress' | 'page'>;
   logger: Logger;
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
@@ -38,6 +41,11 @@ export class RunFinalizer {
         for (const [i, r] of results.entries()) await gcRoots.addResultRoot(runId, i, r.outputPath);
       }
     }
+    const jobset = await this.finalizeJobset(runId);
+    if (jobset !== undefined && status === 'succeeded') {
+      status = 'failed';
+      error = jobset;
+    }
     await gcRoots.releaseRun(runId);
     const now = Date.now();
     // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.
@@ -45,5 +53,21 @@ export class RunFinalizer {
     await events.emit([runId], { type: 'run-finished', runId, status, at: now });
     this.deps.metrics?.runFinished(status);
     logger.info({ runId, status, error }, 'run finished');
+  }
+
+  /**
+   * A jobset run: every attribute that built keeps its outputs rooted, whatever
+   * the others did (as Hydra keeps each job's build). Returns why the run
+   * fails although no build failed: an attribute that did not evaluate.
+   */
+  private async finalizeJobset(runId: string): Promise<string | undefined> {
+    const progress = await this.deps.attributes?.progress(runId);
+    if (progress === undefined || this.deps.attributes === undefined) return undefined;
+    const outputs = (await this.deps.attributes.page(runId)).flatMap((a) => Object.values(a.outputs ?? {}));
+    const invalid = await this.deps.verifier.invalidPaths(outputs);
+    for (const [i, path] of outputs.filter((o) => !invalid.has(o)).entries()) await this.deps.gcRoots.addResultRoot(runId, i, path);
+    if (progress.state === 'failed') return `evaluation stopped: ${progress.error ?? 'unknown error'}`;
+    if (progress.failed > 0) return `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate`;
+    return undefined;
   }
 }

@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
-import { NixfarmError, redisKeys, runIdSchema, type DerivationView, type RunView } from '@nixfarm/shared';
+import { NixfarmError, redisKeys, runIdSchema, type AttributeListResponse, type DerivationView, type RunView } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
+import { attributeStatuses } from './attribute-status.js';
+import type { RunAttributes } from './run-attributes.js';
 
 class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
@@ -12,6 +14,8 @@ export interface RunQueriesDeps {
   /** the index of runs, newest first */
   redis: Pick<Redis, 'zrevrange'>;
   graph: Pick<DerivationGraph, 'run' | 'statusCounts' | 'derivationsOf' | 'views'>;
+  /** jobset runs' attributes and evaluation progress */
+  attributes: Pick<RunAttributes, 'progress' | 'page' | 'count'>;
 }
 
 /** What the API and the dashboard read about runs: one run, its derivations, the latest runs. */
@@ -24,6 +28,7 @@ export class RunQueries {
     const run = await graph.run(runId, ['status', 'createdAt', 'finishedAt', 'request', 'results', 'total', 'error']);
     if (run.status === undefined) throw new RunNotFoundError(runId);
     const counts = await graph.statusCounts(await graph.derivationsOf(runId));
+    const evaluation = await this.deps.attributes.progress(runId);
     return {
       id: runId,
       status: run.status,
@@ -34,7 +39,17 @@ export class RunQueries {
       total: run.total ?? 0,
       counts,
       ...(run.error === undefined ? {} : { error: run.error }),
+      ...(evaluation === undefined ? {} : { evaluation }),
     };
+  }
+
+  /** A page of a jobset run's attributes with their build results, read from the graph now. */
+  async attributes(runId: string, offset: number, limit: number): Promise<AttributeListResponse> {
+    const run = await this.get(runId);
+    if (run.evaluation === undefined) throw new NixfarmError('invalid-request', `run ${runId} is not a jobset run: its results are in GET /api/runs/${runId}`);
+    const { attributes, graph } = this.deps;
+    const [page, total] = await Promise.all([attributes.page(runId, offset, limit), attributes.count(runId)]);
+    return { attributes: await attributeStatuses(graph, runId, page), offset, total, evaluation: run.evaluation };
   }
 
   async derivations(runId: string): Promise<DerivationView[]> {

@@ -1,4 +1,5 @@
-import type { DerivationView, RunView, SubmitRunRequest } from '@nixfarm/shared';
+import type { AttributeListResponse, DerivationView, RunView, SubmitRunRequest } from '@nixfarm/shared';
+import type { JobsetSubmission } from './jobset-submission.js';
 import type { EvaluatedRun } from './run-evaluation.js';
 import type { RunSubmission } from './run-submission.js';
 import type { RunCancellation } from './run-cancellation.js';
@@ -8,9 +9,10 @@ import type { RunQueries } from './run-queries.js';
 /** The systems a run's life is split into; the composition root (coordinator-systems.ts) builds them. */
 export interface RunServiceSystems {
   submission: Pick<RunSubmission, 'submit' | 'submitEvaluated'>;
+  jobsets: Pick<JobsetSubmission, 'submit' | 'stopEvaluation'>;
   cancellation: Pick<RunCancellation, 'cancel'>;
   resume: Pick<RunResume, 'resume'>;
-  queries: Pick<RunQueries, 'get' | 'derivations' | 'list'>;
+  queries: Pick<RunQueries, 'get' | 'derivations' | 'list' | 'attributes'>;
 }
 
 /**
@@ -23,7 +25,7 @@ export class RunService {
   constructor(private readonly systems: RunServiceSystems) {}
 
   submit(request: SubmitRunRequest): Promise<RunView> {
-    return this.systems.submission.submit(request);
+    return request.jobset === true ? this.systems.jobsets.submit(request) : this.systems.submission.submit(request);
   }
 
   /** Starts a run from an already evaluated plan (the scheduler bench skips Nix this way). */
@@ -31,8 +33,12 @@ export class RunService {
     return this.systems.submission.submitEvaluated(request, evaluated, runId);
   }
 
-  cancel(runId: string): Promise<RunView> {
-    return this.systems.cancellation.cancel(runId);
+  /** A jobset run still evaluating stops evaluating too: marked first, so that its evaluation cannot close and end the run meanwhile. */
+  async cancel(runId: string): Promise<RunView> {
+    const stopping = this.systems.jobsets.stopEvaluation(runId);
+    const view = await this.systems.cancellation.cancel(runId);
+    await stopping;
+    return view.evaluation === undefined ? view : this.systems.queries.get(runId);
   }
 
   resume(options: { afterRestart?: boolean } = {}): Promise<number> {
@@ -45,6 +51,10 @@ export class RunService {
 
   derivations(runId: string): Promise<DerivationView[]> {
     return this.systems.queries.derivations(runId);
+  }
+
+  attributes(runId: string, offset: number, limit: number): Promise<AttributeListResponse> {
+    return this.systems.queries.attributes(runId, offset, limit);
   }
 
   list(limit?: number): Promise<RunView[]> {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { criticalPaths, type Logger, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
 import type { BuildPlan, PlannedDerivation } from '../evaluation/build-planner.js';
-import type { DerivationGraph } from '../graph/derivation-graph.js';
+import type { DerivationGraph, RegistrationOutcome } from '../graph/derivation-graph.js';
 import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
@@ -89,7 +89,29 @@ export class RunSubmission {
       ...(plan.checkedAt === undefined ? {} : { checkedAt: plan.checkedAt }),
     });
     phases.mark('registerMs');
-    // Failures known from before are reported at once; nothing is rebuilt unless asked (--rebuild-failed).
+    await this.reportKnownFailures(runId, registered, now);
+    await this.deps.dispatcher.dispatch(registered.ready);
+    phases.mark('enqueueMs');
+    logger.info(
+      {
+        runId,
+        derivations: plan.nodes.length,
+        ready: registered.ready.length,
+        joined: registered.joined,
+        cachedFailures: registered.cachedFailures.length,
+        read: plan.derivationsRead,
+        ...phases.durations,
+      },
+      'run submitted',
+    );
+    // Registration is complete: the run takes no more derivations; a run with nothing to build ends here.
+    if (await graph.closeRun(runId)) await this.deps.finalizer.finalize(runId);
+    return this.deps.queries.get(runId);
+  }
+
+  /** Failures known from before are reported at once; nothing is rebuilt unless asked (--rebuild-failed). A jobset run's growth reports them too. */
+  async reportKnownFailures(runId: string, registered: Pick<RegistrationOutcome, 'cachedFailures' | 'dependencyFailed'>, now: number): Promise<void> {
+    const { graph, events } = this.deps;
     const known = await graph.views([...registered.cachedFailures, ...registered.dependencyFailed]);
     await events.emitAll(
       known.map((view) => {
@@ -110,23 +132,6 @@ export class RunSubmission {
         };
       }),
     );
-    await this.deps.dispatcher.dispatch(registered.ready);
-    phases.mark('enqueueMs');
-    logger.info(
-      {
-        runId,
-        derivations: plan.nodes.length,
-        ready: registered.ready.length,
-        joined: registered.joined,
-        cachedFailures: registered.cachedFailures.length,
-        read: plan.derivationsRead,
-        ...phases.durations,
-      },
-      'run submitted',
-    );
-    // Registration is complete: the run takes no more derivations; a run with nothing to build ends here.
-    if (await graph.closeRun(runId)) await this.deps.finalizer.finalize(runId);
-    return this.deps.queries.get(runId);
   }
 
   /**
@@ -135,7 +140,7 @@ export class RunSubmission {
    * need no root of their own: they are in the closure of the .drv files,
    * which evaluation rooted.
    */
-  private async holdInputs(runId: string, plan: BuildPlan): Promise<void> {
+  async holdInputs(runId: string, plan: BuildPlan): Promise<void> {
     const built = new Set<string>();
     const sources = new Set<string>();
     for (const n of plan.nodes) {
@@ -148,7 +153,7 @@ export class RunSubmission {
   }
 
   /** Each node's remaining chain of work, weighted by the last known build time of a derivation of the same name. */
-  private async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
+  async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
     const weights = await this.deps.durations.lookup([...new Set(nodes.map((n) => n.drv.name))]);
     return criticalPaths(nodes.map((n) => ({ hash: n.hash, inputs: n.inputs, weightMs: weights.get(n.drv.name) ?? DEFAULT_BUILD_MS })));
   }
@@ -166,7 +171,7 @@ class PhaseTimer {
   }
 }
 
-function newRunId(): string {
+export function newRunId(): string {
   // Sortable by time, then random: readable in logs and unique without coordination.
   return Date.now().toString(36) + randomBytes(5).toString('hex');
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, storePathSchema, workerNameSchema } from './common.js';
 import { buildTimingsSchema } from './worker-event.js';
+import { evaluationProgressSchema } from './jobset.js';
 
 const nixIdentifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_'-]*$/, "a Nix identifier (letters, digits, _ ' -)");
 
@@ -39,10 +40,36 @@ export const submitRunRequestSchema = z
       .positive()
       .max(7 * 24 * 3600)
       .default(3600),
+    /** the value is a jobset (a nested set of derivations): each attribute is evaluated, built and reported on its own, builds starting while evaluation goes on */
+    jobset: z.boolean().optional(),
+    /** jobset: enter every attribute set, not only those with recurseForDerivations = true (nix-eval-jobs' --force-recurse) */
+    forceRecurse: z.boolean().optional(),
+    /** jobset: evaluator processes at once (default: the coordinator's cores) */
+    evalWorkers: z
+      .number({ error: 'evalWorkers must be a number' })
+      .int('evalWorkers must be a whole number')
+      .min(1, 'evalWorkers must be at least 1')
+      .max(64, 'evalWorkers must be at most 64')
+      .optional(),
+    /** jobset: each evaluator's heap bound in MiB (Boehm GC's GC_MAXIMUM_HEAP_SIZE) */
+    evalMaxMemoryMiB: z
+      .number({ error: 'evalMaxMemoryMiB must be a number' })
+      .int('evalMaxMemoryMiB must be a whole number of MiB')
+      .min(32, 'evalMaxMemoryMiB must be at least 32 (MiB)')
+      .max(1_048_576, 'evalMaxMemoryMiB must be at most 1048576 (MiB)')
+      .optional(),
   })
   .strict()
   .refine((body) => (body.file === undefined) !== (body.expr === undefined), {
     message: 'give exactly one of file (an absolute path) or expr (a Nix expression)',
+  })
+  .refine((body) => body.jobset !== true || body.attrs.length === 0, {
+    message: 'attrs cannot be given with jobset: a jobset run builds every attribute of the value',
+    path: ['attrs'],
+  })
+  .refine((body) => body.jobset === true || (body.forceRecurse === undefined && body.evalWorkers === undefined && body.evalMaxMemoryMiB === undefined), {
+    message: 'forceRecurse, evalWorkers and evalMaxMemoryMiB apply only with jobset: true',
+    path: ['jobset'],
   });
 export type SubmitRunRequest = z.infer<typeof submitRunRequestSchema>;
 
@@ -88,6 +115,8 @@ export const runViewSchema = z.object({
   total: z.number().int(),
   counts: z.record(z.string(), z.number().int()),
   error: z.string().optional(),
+  /** a jobset run's evaluation: attributes done and failed so far, and whether it still runs */
+  evaluation: evaluationProgressSchema.optional(),
 });
 export type RunView = z.infer<typeof runViewSchema>;
 

@@ -1,0 +1,178 @@
+import type { Logger, EvaluatedAttribute, RunView, SubmitRunRequest } from '@nixfarm/shared';
+import { isFailedAttribute, type AttributeResult } from '../evaluation/attribute-result.js';
+import type { BuildPlanner } from '../evaluation/build-planner.js';
+import { JobsetEvaluation } from '../evaluation/jobset-evaluation.js';
+import type { JobsetSource } from '../evaluation/jobset-source.js';
+import type { DerivationGraph } from '../graph/derivation-graph.js';
+import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
+import type { FarmMetrics } from '../metrics/farm-metrics.js';
+import type { RunEvents } from './run-events.js';
+import type { GcRoots } from './gc-roots.js';
+import type { EvaluationEnd, RunAttributes } from './run-attributes.js';
+import type { RunFinalizer } from './run-finalizer.js';
+import type { RunQueries } from './run-queries.js';
+import { newRunId, type RunSubmission } from './run-submission.js';
+
+export interface JobsetSubmissionDeps {
+  planner: Pick<BuildPlanner, 'plan'>;
+  graph: Pick<DerivationGraph, 'openRun' | 'growRun' | 'closeRun'>;
+  events: Pick<RunEvents, 'emit'>;
+  gcRoots: Pick<GcRoots, 'prepareRun' | 'releaseRun' | 'holdOutput' | 'runDir'>;
+  attributes: Pick<RunAttributes, 'start' | 'record' | 'end'>;
+  /** the steps a run's registration shares with a plain submission */
+  steps: Pick<RunSubmission, 'holdInputs' | 'criticalPaths' | 'reportKnownFailures'>;
+  dispatcher: BuildDispatch;
+  finalizer: Pick<RunFinalizer, 'finalize'>;
+  queries: Pick<RunQueries, 'get'>;
+  logger: Logger;
+  /** `--option NAME VALUE` pairs and environment for the evaluators, as for the coordinator's other Nix calls */
+  nixOptions: ReadonlyArray<readonly [string, string]>;
+  env?: Record<string, string>;
+  metrics?: Pick<FarmMetrics, 'runStarted'>;
+}
+
+/**
+ * Starts jobset runs: the run is opened at once, the jobset is evaluated in
+ * the evaluator pool, and each attribute's derivation is planned and grown
+ * into the run as soon as it is known, so builds start while evaluation goes
+ * on. Each attribute's result is recorded (RunAttributes); when evaluation
+ * ends the run is closed. The evaluation lives in this process: a cancel
+ * stops it here.
+ */
+export class JobsetSubmission {
+  private readonly evaluations = new Map<string, JobsetEvaluation>();
+  private readonly cancelling = new Set<string>();
+
+  constructor(private readonly deps: JobsetSubmissionDeps) {}
+
+  /**
+   * Answers once the first attribute is known (or the jobset is empty): a
+   * jobset whose top value cannot even be listed is refused here (422), not
+   * opened as a run.
+   */
+  async submit(request: SubmitRunRequest): Promise<RunView> {
+    const { graph, events, gcRoots, attributes, logger } = this.deps;
+    const runId = newRunId();
+    await gcRoots.prepareRun(runId);
+    const evaluation = await JobsetEvaluation.open({
+      source: sourceOf(request),
+      logger: logger.child({ runId }),
+      nixOptions: this.deps.nixOptions,
+      ...(this.deps.env === undefined ? {} : { env: this.deps.env }),
+      ...(request.evalWorkers === undefined ? {} : { evalWorkers: request.evalWorkers }),
+      ...(request.evalMaxMemoryMiB === undefined ? {} : { evalMaxMemoryMiB: request.evalMaxMemoryMiB }),
+      forceRecurse: request.forceRecurse ?? false,
+      // Inside the run's own directory: a coordinator that dies mid-evaluation leaves nothing outside what the run owns.
+      rootParent: gcRoots.runDir(runId),
+    });
+    const results = evaluation.results()[Symbol.asyncIterator]();
+    let first: IteratorResult<AttributeResult>;
+    try {
+      first = await results.next();
+    } catch (error) {
+      await evaluation.close();
+      await gcRoots.releaseRun(runId);
+      throw error;
+    }
+    const now = Date.now();
+    await graph.openRun({ runId, now, request, results: [], total: 0, priority: request.priority });
+    await attributes.start(runId, now);
+    await events.emit([runId], { type: 'run-started', runId, total: 0, at: now });
+    this.deps.metrics?.runStarted();
+    this.evaluations.set(runId, evaluation);
+    void this.stream(runId, request, evaluation, first, results).catch((error: unknown) => logger.error({ err: error, runId }, 'jobset run stopped'));
+    return this.deps.queries.get(runId);
+  }
+
+  /** Stops a run's evaluation (its evaluators are killed): the caller cancels the run's builds. */
+  async stopEvaluation(runId: string): Promise<void> {
+    const evaluation = this.evaluations.get(runId);
+    if (evaluation === undefined) return;
+    this.cancelling.add(runId);
+    this.evaluations.delete(runId);
+    await this.deps.attributes.end(runId, { state: 'cancelled' }, Date.now());
+    await evaluation.close();
+  }
+
+  private async stream(
+    runId: string,
+    request: SubmitRunRequest,
+    evaluation: JobsetEvaluation,
+    first: IteratorResult<AttributeResult>,
+    rest: AsyncIterator<AttributeResult>,
+  ): Promise<void> {
+    const { graph, attributes, logger } = this.deps;
+    let end: EvaluationEnd = { state: 'done' };
+    let count = 0;
+    try {
+      for (let next = first; !next.done; next = await rest.next()) {
+        count++;
+        if (!(await this.add(runId, request, next.value))) {
+          end = { state: 'cancelled' };
+          break;
+        }
+      }
+    } catch (error) {
+      end = this.cancelling.has(runId) ? { state: 'cancelled' } : { state: 'failed', error: (error as Error).message };
+    } finally {
+      this.evaluations.delete(runId);
+      await evaluation.close();
+    }
+    await attributes.end(runId, end, Date.now());
+    logger.info({ runId, attributes: count, end: end.state }, 'jobset evaluation ended');
+    // A cancelled run is ended by its cancellation; closing it here could end it first.
+    if (this.cancelling.delete(runId) || end.state === 'cancelled') return;
+    if (await graph.closeRun(runId)) await this.deps.finalizer.finalize(runId);
+  }
+
+  /** Records one attribute and grows the run by what its derivation needs built; false when the run takes no more. */
+  private async add(runId: string, request: SubmitRunRequest, result: AttributeResult): Promise<boolean> {
+    const { planner, graph, gcRoots, attributes, steps } = this.deps;
+    if (isFailedAttribute(result)) {
+      await attributes.record(runId, { attr: result.attr, attrPath: result.attrPath, error: result.error, errorKind: result.errorKind });
+      return true;
+    }
+    // The evaluation's roots go when it ends; the run holds each .drv until it ends.
+    await gcRoots.holdOutput(runId, result.drvPath);
+    const plan = await planner.plan([result.drvPath]);
+    if (plan.nodes.length > 0) {
+      await steps.holdInputs(runId, plan);
+      for (const node of plan.nodes) {
+        node.job.timeoutSeconds = request.timeoutSeconds;
+        node.job.maxSilentSeconds = request.maxSilentSeconds;
+      }
+      const criticalPathMs = request.order === 'fifo' ? undefined : await steps.criticalPaths(plan.nodes);
+      const grown = await graph.growRun(runId, plan.nodes, {
+        priority: request.priority,
+        rebuildFailed: request.rebuildFailed,
+        criticalPathMs,
+        ...(plan.checkedAt === undefined ? {} : { checkedAt: plan.checkedAt }),
+      });
+      if (grown.type === 'refused') return false;
+      await steps.reportKnownFailures(runId, grown, Date.now());
+      await this.deps.dispatcher.dispatch(grown.ready);
+    }
+    // Recorded once registered: a reader never sees an attribute whose derivation the graph does not hold yet.
+    const attribute: EvaluatedAttribute = {
+      attr: result.attr,
+      attrPath: result.attrPath,
+      drvPath: result.drvPath,
+      outputs: result.outputs,
+      system: result.system,
+      name: result.name,
+    };
+    await attributes.record(runId, attribute);
+    return true;
+  }
+}
+
+function sourceOf(request: SubmitRunRequest): JobsetSource {
+  return {
+    ...(request.file === undefined ? {} : { file: request.file }),
+    ...(request.expr === undefined ? {} : { expr: request.expr }),
+    args: request.args,
+    argstrs: request.argstrs,
+    includes: request.includes,
+    ...(request.cwd === undefined ? {} : { cwd: request.cwd }),
+  };
+}
