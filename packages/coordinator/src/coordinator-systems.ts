@@ -100,7 +100,7 @@ export class SchedulingCore {
         ...(evaluatorNix.env === undefined ? {} : { env: evaluatorNix.env }),
       }),
       cancellation: new RunCancellation({ graph, queues, redis, events, gcRoots, queries, logger, metrics }),
-      resume: new RunResume({ redis, graph, dispatcher, finalizer, logger }),
+      resume: new RunResume({ redis, graph, dispatcher, finalizer, attributes, logger }),
       queries,
     });
     this.handler = new WorkerEventHandler({

@@ -45,3 +45,4 @@ export * from './api/openapi-routes.js';
 export * from './api/http-api.js';
 export * from './dashboard/dashboard-feed.js';
 export * from './dashboard/dashboard-collector.js';
+export { EVALUATION_LOST } from './runs/run-resume.js';
