@@ -20,7 +20,7 @@ export interface JobsetSubmissionDeps {
   gcRoots: Pick<GcRoots, 'prepareRun' | 'releaseRun' | 'holdOutput' | 'runDir'>;
   attributes: Pick<RunAttributes, 'start' | 'record' | 'end'>;
   /** the steps a run's registration shares with a plain submission */
-  steps: Pick<RunSubmission, 'holdInputs' | 'criticalPaths' | 'reportKnownFailures'>;
+  steps: Pick<RunSubmission, 'holdInputs' | 'registrationFor' | 'reportKnownFailures'>;
   dispatcher: BuildDispatch;
   finalizer: Pick<RunFinalizer, 'finalize'>;
   queries: Pick<RunQueries, 'get'>;
@@ -137,17 +137,7 @@ export class JobsetSubmission {
     const plan = await planner.plan([result.drvPath]);
     if (plan.nodes.length > 0) {
       await steps.holdInputs(runId, plan);
-      for (const node of plan.nodes) {
-        node.job.timeoutSeconds = request.timeoutSeconds;
-        node.job.maxSilentSeconds = request.maxSilentSeconds;
-      }
-      const criticalPathMs = request.order === 'fifo' ? undefined : await steps.criticalPaths(plan.nodes);
-      const grown = await graph.growRun(runId, plan.nodes, {
-        priority: request.priority,
-        rebuildFailed: request.rebuildFailed,
-        criticalPathMs,
-        ...(plan.checkedAt === undefined ? {} : { checkedAt: plan.checkedAt }),
-      });
+      const grown = await graph.growRun(runId, plan.nodes, await steps.registrationFor(request, plan));
       if (grown.type === 'refused') return false;
       await steps.reportKnownFailures(runId, grown, Date.now());
       await this.deps.dispatcher.dispatch(grown.ready);

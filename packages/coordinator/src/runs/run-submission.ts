@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { criticalPaths, type Logger, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
 import type { BuildPlan, PlannedDerivation } from '../evaluation/build-planner.js';
-import type { DerivationGraph, RegistrationOutcome } from '../graph/derivation-graph.js';
+import type { DerivationGraph, RegistrationOptions, RegistrationOutcome } from '../graph/derivation-graph.js';
 import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
@@ -76,18 +76,9 @@ export class RunSubmission {
     await graph.openRun({ runId, now, request, results, total: plan.nodes.length, priority: request.priority });
     await events.emit([runId], { type: 'run-started', runId, total: plan.nodes.length, at: now });
     this.deps.metrics?.runStarted();
-    for (const node of plan.nodes) {
-      node.job.timeoutSeconds = request.timeoutSeconds;
-      node.job.maxSilentSeconds = request.maxSilentSeconds;
-    }
-    const criticalPathMs = request.order === 'fifo' ? undefined : await this.criticalPaths(plan.nodes);
+    const registration = await this.registrationFor(request, plan);
     phases.mark('criticalPathMs');
-    const registered = await graph.registerRun(runId, plan.nodes, {
-      priority: request.priority,
-      rebuildFailed: request.rebuildFailed,
-      criticalPathMs,
-      ...(plan.checkedAt === undefined ? {} : { checkedAt: plan.checkedAt }),
-    });
+    const registered = await graph.registerRun(runId, plan.nodes, registration);
     phases.mark('registerMs');
     await this.reportKnownFailures(runId, registered, now);
     await this.deps.dispatcher.dispatch(registered.ready);
@@ -152,8 +143,26 @@ export class RunSubmission {
     await this.deps.gcRoots.holdOutputs([...held].map((path) => ({ runId, path })));
   }
 
+  /**
+   * How a plan joins its run, the same for a whole run and for a jobset
+   * run's growth: the request's time limits on each build job, and its order
+   * (critical paths first unless fifo).
+   */
+  async registrationFor(request: SubmitRunRequest, plan: BuildPlan): Promise<RegistrationOptions> {
+    for (const node of plan.nodes) {
+      node.job.timeoutSeconds = request.timeoutSeconds;
+      node.job.maxSilentSeconds = request.maxSilentSeconds;
+    }
+    return {
+      priority: request.priority,
+      rebuildFailed: request.rebuildFailed,
+      criticalPathMs: request.order === 'fifo' ? undefined : await this.criticalPaths(plan.nodes),
+      ...(plan.checkedAt === undefined ? {} : { checkedAt: plan.checkedAt }),
+    };
+  }
+
   /** Each node's remaining chain of work, weighted by the last known build time of a derivation of the same name. */
-  async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
+  private async criticalPaths(nodes: readonly PlannedDerivation[]): Promise<Map<string, number>> {
     const weights = await this.deps.durations.lookup([...new Set(nodes.map((n) => n.drv.name))]);
     return criticalPaths(nodes.map((n) => ({ hash: n.hash, inputs: n.inputs, weightMs: weights.get(n.drv.name) ?? DEFAULT_BUILD_MS })));
   }
