@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { beforeEach, describe, it } from 'node:test';
+import type { Redis } from 'ioredis';
 import { RunAttributes, attributeStatuses, type PlannedDerivation } from '@nixfarm/coordinator';
 import { redisKeys, type EvaluatedAttribute, type EvaluationProgress } from '@nixfarm/shared';
 import { ProbedGraph } from '../harness/probed-graph.js';
-import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
+import { privateRedisForSuite } from '../harness/private-redis.js';
 import { hashOf, plannedDerivation } from '../harness/planned-derivation.js';
 
 // A jobset run's evaluation counters on a real redis-server and a real graph: the
@@ -28,25 +28,17 @@ const OPTS = { priority: 0, rebuildFailed: false };
 const RUN = 'jobset1';
 
 describe('RunAttributes: evaluation progress and attribute build counts on real Redis', () => {
-  let server: PrivateRedis;
+  const redisOf = privateRedisForSuite('attribute-progress');
   let redis: Redis;
   let graph: ProbedGraph;
   let attributes: RunAttributes;
 
-  before(async () => {
-    server = await startPrivateRedis({});
-  });
   beforeEach(async () => {
-    redis?.disconnect();
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+    redis = redisOf();
     await redis.flushall();
     graph = new ProbedGraph(redis);
     attributes = new RunAttributes(redis);
     await redis.hset(redisKeys.run(RUN), { status: 'running', remaining: '1', failed: '0' });
-  });
-  after(async () => {
-    redis?.disconnect();
-    await server?.stop();
   });
 
   /** The counts the progress keeps, and the same counted from the attribute list with the graph's statuses now: they must agree. */
