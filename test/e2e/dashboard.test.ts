@@ -5,7 +5,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { DashboardSnapshot, DerivationView, RunView, QueueSummary, WorkerListing } from '@nixfarm/shared';
 import type { RunningCommand } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
-import { freshSalt, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
+import { freshSalt, scriptedFixture, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 import { artifactDir, launchChromium } from '../harness/headless-browser.js';
 import { runIdOf } from '../harness/build-timeline.js';
@@ -249,6 +249,51 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     const same = await page.evaluate(() => (globalThis as unknown as { nixfarmSamePage?: string }).nixfarmSamePage);
     assert.equal(same, 'not reloaded', 'the page updated itself: no reload happened');
     await shot('03-finished');
+  });
+
+  it("shows a jobset run's evaluation live on its card: evaluating with done, failed and left, then done with its attributes' builds", async () => {
+    const slow = 'builtins.length (builtins.attrNames (builtins.listToAttrs (builtins.genList (i: { name = toString i; value = i; }) 1000000)))';
+    const sets = Array.from(
+      { length: 3 },
+      (_, i) => `    g-${i} = { recurseForDerivations = true; s = builtins.seq (${slow}) (mk "dash-s-${i}" "echo s-${i} \${salt} > $out"); };`,
+    ).join('\n');
+    const file = scriptedFixture('dashboard-jobset', `  throws = throw "throw-message";\n  slow = {\n    recurseForDerivations = true;\n${sets}\n  };\n`);
+    const jobset = await farm.submitInBackground([file, '--jobset', '--eval-workers', '1', '--argstr', 'salt', freshSalt()]);
+    const evaluation = page.locator(`[data-run="${jobset.runId}"] [data-field="evaluation"]`);
+    // Mid-way, as the page draws it from the live snapshots.
+    await pollFor(
+      async () => {
+        if ((await evaluation.getAttribute('data-state', { timeout: 500 })) !== 'evaluating') return undefined;
+        const left = (await evaluation.locator('[data-field="evaluation-left"]').textContent({ timeout: 500 })) ?? '';
+        return /^[1-9]\d* (left of|of) /.test(left) || undefined;
+      },
+      60_000,
+      () => 'the run card never showed its evaluation under way with attributes left',
+    );
+    assert.equal(await evaluation.locator('[data-field="evaluation-state"]').textContent(), 'evaluating');
+    await shot('03b-jobset-evaluating');
+
+    const { exitCode } = await jobset.build.result;
+    assert.equal(exitCode, 1, 'one attribute throws');
+    await pollFor(
+      async () => (await evaluation.getAttribute('data-state', { timeout: 500 })) === 'done' || undefined,
+      15_000,
+      () => 'the run card never showed its evaluation done',
+    );
+    const run = await farm.api<RunView>(`/api/runs/${jobset.runId}`);
+    assert.equal(run.evaluation?.done, 4);
+    assert.equal(run.evaluation?.failed, 1);
+    await pollFor(
+      async () => ((await evaluation.locator('[data-field="attribute-builds"]').textContent()) === 'attribute builds: 3 succeeded' ? true : undefined),
+      15_000,
+      () => 'the card never showed the attributes built',
+    );
+    assert.equal(await evaluation.locator('[data-field="evaluated"]').textContent(), '4 done');
+    assert.equal(await evaluation.locator('[data-field="evaluation-failed"]').textContent(), '1 failed to evaluate');
+    assert.equal(await evaluation.locator('[data-field="evaluation-left"]').count(), 0, 'nothing left');
+    // A plain run's card has no evaluation.
+    assert.equal(await page.locator(`[data-run="${runId}"] [data-field="evaluation"]`).count(), 0);
+    await shot('03c-jobset-done');
   });
 
   it('mounts bull-board at /queues for the signed-in browser, read-only, listing the build queues', async () => {

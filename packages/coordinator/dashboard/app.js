@@ -194,11 +194,54 @@ function renderRuns(snapshot) {
         h('span', { dataset: { field: 'done' } }, `${done} / ${run.total}`),
         ` done (${Math.round(share * 100)}%) · ${counts} · ${run.finishedAt === undefined ? 'running for' : 'took'} ${seconds(took)}`,
       ),
+      run.evaluation === undefined ? '' : renderEvaluation(run.evaluation),
       run.error === undefined ? '' : h('div', { class: 'error' }, plain(run.error)),
     );
   });
   $('runs').replaceChildren(...items);
   $('runs-empty').hidden = items.length > 0;
+}
+
+const ATTRIBUTE_OUTCOMES = ['succeeded', 'cached', 'failed', 'dependency-failed', 'unsupported', 'cancelled', 'pending'];
+
+/** A jobset run's evaluation: its state, attributes done, failed and left (a lower bound while sets are still listed), pace, and the attributes' builds. */
+function renderEvaluation(e) {
+  const known = Math.max(1, e.discovered);
+  const left = e.discovering
+    ? `${e.left} left of ${e.discovered} discovered so far (still discovering)`
+    : e.state === 'evaluating'
+      ? `${e.left} of ${e.discovered} left`
+      : e.left > 0
+        ? `${e.left} of ${e.discovered} never evaluated`
+        : '';
+  const builds = ATTRIBUTE_OUTCOMES.filter((o) => e.builds[o] > 0)
+    .map((o) => `${e.builds[o]} ${o === 'pending' ? 'building or waiting' : o}`)
+    .join(' · ');
+  return h(
+    'div',
+    { class: 'evaluation', dataset: { field: 'evaluation', state: e.state } },
+    h(
+      'div',
+      { class: 'progress', title: `${e.done} of ${e.discovered} attributes evaluated${e.discovering ? ' so far' : ''}` },
+      h('div', { class: 'progress-ok', style: { width: `${Math.round(((e.done - e.failed) / known) * 100)}%` } }),
+      h('div', { class: 'progress-failed', style: { width: `${Math.round((e.failed / known) * 100)}%` } }),
+    ),
+    h(
+      'div',
+      { class: 'muted' },
+      'evaluation ',
+      h('span', { class: `badge ${e.state}`, dataset: { field: 'evaluation-state' } }, e.state),
+      ' ',
+      h('span', { dataset: { field: 'evaluated' } }, `${e.done} done`),
+      ' · ',
+      h('span', { dataset: { field: 'evaluation-failed' } }, `${e.failed} failed to evaluate`),
+      left === '' ? '' : ' · ',
+      left === '' ? '' : h('span', { dataset: { field: 'evaluation-left' } }, left),
+      ` · ${seconds(e.elapsedMs / 1000)} · ${e.attributesPerSecond.toFixed(2)} attributes/s`,
+    ),
+    e.error === undefined ? '' : h('div', { class: 'error' }, `evaluation stopped: ${plain(e.error)}`),
+    h('div', { class: 'muted', dataset: { field: 'attribute-builds' } }, `attribute builds: ${builds || 'none yet'}`),
+  );
 }
 
 function renderFailures(snapshot) {

@@ -14,8 +14,10 @@ export const redisKeys = {
   runEvents: (id: string) => `${REDIS_PREFIX}:run:${id}:events`,
   /** LIST per jobset run: each attribute's evaluation result as JSON, in the order they were evaluated */
   runAttributes: (id: string) => `${REDIS_PREFIX}:run:${id}:attributes`,
-  /** HASH per jobset run: its evaluation's progress (state, done, failed, startedAt, endedAt, error) */
+  /** HASH per jobset run: its evaluation's progress (state, done, failed, discovered, discovering, startedAt, endedAt, error, builds:<outcome>) */
   runEvaluation: (id: string) => `${REDIS_PREFIX}:run:${id}:evaluation`,
+  /** HASH per jobset run: derivation hash part -> how many of its evaluated attributes wait for that derivation's build to end */
+  runPendingAttributes: (id: string) => `${REDIS_PREFIX}:run:${id}:pending-attributes`,
   /** ZSET of run ids by creation time */
   runs: `${REDIS_PREFIX}:runs`,
   /** SET of runs not finished yet: what a restarted coordinator resumes */

@@ -3,11 +3,12 @@ import { farmStatusSchema, formatZodError, type FarmStatus } from '@nixfarm/shar
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
+import { attributeCounts, buildCounts } from '../evaluation-text.js';
 
 export function statusCommand(): Command {
   return new Command('status')
     .description(
-      'the farm at a glance: each queue (waiting, running, oldest wait), each worker (up or gone, load, draining or paused, heartbeat age), active runs, and how many more workers each system needs',
+      'the farm at a glance: each queue (waiting, running, oldest wait), each worker (up or gone, load, draining or paused, heartbeat age), active runs with the progress of those evaluating a jobset, and how many more workers each system needs',
     )
     .option('--coordinator <url>', 'coordinator HTTP API')
     .option('--token <token>', TOKEN_OPTION_HELP)
@@ -29,7 +30,11 @@ export function statusCommand(): Command {
 /** The text view: three short tables. */
 function formatStatus(status: FarmStatus): string {
   const out: string[] = [];
-  out.push(`Runs: ${status.activeRuns} active`);
+  out.push(`Runs: ${status.activeRuns} active, ${status.evaluating.length} evaluating a jobset`);
+  for (const { runId, evaluation: e } of status.evaluating) {
+    out.push(`  ${runId}  evaluating for ${duration(e.elapsedMs / 1000)} at ${e.attributesPerSecond.toFixed(2)} attributes/s: ${attributeCounts(e)}`);
+    out.push(`  ${' '.repeat(runId.length)}  attribute builds: ${buildCounts(e.builds)}`);
+  }
   out.push('');
   out.push('Queues:');
   if (status.queues.length === 0) out.push('  (none)');

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import type { RunView, WorkerListing } from '@nixfarm/shared';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
+import { buildCounts, evaluationSummary } from '../evaluation-text.js';
 
 function client(flags: { coordinator?: string; token?: string }): Promise<ApiClient> {
   return ApiClient.connect(flags);
@@ -48,7 +49,9 @@ function formatBytes(bytes: number): string {
 
 export function runsCommand(): Command {
   return new Command('runs')
-    .description('list recent runs, or show one run with the status of each derivation')
+    .description(
+      'list recent runs, or show one run with the status of each derivation (and, for a jobset run, its evaluation progress and attribute build counts)',
+    )
     .argument('[run]', 'a run id')
     .option('--coordinator <url>', 'coordinator HTTP API')
     .option('--token <token>', TOKEN_OPTION_HELP)
@@ -63,7 +66,8 @@ export function runsCommand(): Command {
           const counts = Object.entries(r.counts)
             .map(([s, n]) => `${n} ${s}`)
             .join(', ');
-          process.stdout.write(`${r.id}  ${r.status.padEnd(9)}  ${new Date(r.createdAt).toISOString()}  ${r.total} drvs  ${counts}\n`);
+          const evaluation = r.evaluation === undefined ? '' : `  jobset evaluation ${evaluationSummary(r.evaluation)}`;
+          process.stdout.write(`${r.id}  ${r.status.padEnd(9)}  ${new Date(r.createdAt).toISOString()}  ${r.total} drvs  ${counts}${evaluation}\n`);
         }
         return;
       }
@@ -73,6 +77,10 @@ export function runsCommand(): Command {
       );
       if (flags.json) return void process.stdout.write(`${JSON.stringify({ ...run, derivations }, null, 2)}\n`);
       process.stdout.write(`${run.id}  ${run.status}  ${run.total} derivations\n`);
+      if (run.evaluation !== undefined) {
+        process.stdout.write(`  evaluation: ${evaluationSummary(run.evaluation)}\n`);
+        process.stdout.write(`  attribute builds: ${buildCounts(run.evaluation.builds)}\n`);
+      }
       for (const d of derivations)
         process.stdout.write(`  ${d.status.padEnd(18)} ${d.drvPath}${d.worker ? `  on ${d.worker}` : ''}${d.error ? `  (${d.error})` : ''}\n`);
     });

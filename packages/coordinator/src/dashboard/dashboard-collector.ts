@@ -149,5 +149,6 @@ function progressOf(run: RunView): RunProgress {
     total: run.total,
     counts: run.counts,
     ...(run.error === undefined ? {} : { error: run.error }),
+    ...(run.evaluation === undefined ? {} : { evaluation: run.evaluation }),
   };
 }

@@ -38,6 +38,14 @@ export interface JobsetEvaluationOptions {
   rootParent?: string;
   /** every evaluator process's start and end (tests kill one mid-batch with it) */
   onPoolEvent?: (event: EvaluatorPoolEvent) => void;
+  /** after each set is listed: attributes found so far (each will get a result), and whether sets are still being listed */
+  onDiscovery?: (discovery: Discovery) => void;
+}
+
+/** What listing the jobset has found so far. */
+export interface Discovery {
+  discovered: number;
+  discovering: boolean;
 }
 
 const NOT_A_DERIVATION = 'expression does not evaluate to a derivation (or a set or list of those)';
@@ -117,6 +125,9 @@ export class JobsetEvaluation {
     const maxBatch = this.options.maxBatchSize ?? 100;
     const workers = this.options.evalWorkers ?? cpus().length;
     let count = 0;
+    // Sets being listed: a child's walk counts itself before its parent's listing is done, so 0 means discovery has ended.
+    let listing = 0;
+    let discovered = 0;
     const emit = (results: AttributeResult[]): void => {
       if (this.closed) return;
       count += results.length;
@@ -124,11 +135,16 @@ export class JobsetEvaluation {
     };
 
     const walk = async (parent: string[]): Promise<void> => {
-      const listing = await discovery.list(parent);
+      listing++;
+      const listed = await discovery.list(parent);
       const jobs: string[][] = [];
-      const alone: string[][] = [...listing.unlistable];
+      const alone: string[][] = [...listed.unlistable];
       const below: Promise<void>[] = [];
-      for (const found of listing.found) this.sort(found, jobs, alone, below, walk, emit);
+      let others = 0;
+      for (const found of listed.found) others += this.sort(found, jobs, alone, below, walk, emit);
+      listing--;
+      discovered += jobs.length + alone.length + others;
+      this.options.onDiscovery?.({ discovered, discovering: listing > 0 });
       // Batches small enough that every evaluator gets one, large enough to spread the process start.
       const size = Math.max(1, Math.min(maxBatch, Math.ceil(jobs.length / workers)));
       const batches: string[][][] = [];
@@ -141,6 +157,7 @@ export class JobsetEvaluation {
     this.options.logger.info({ attributes: count, ms: Date.now() - started }, 'jobset evaluated');
   }
 
+  /** Files one listed attribute under what becomes of it; answers how many results it gave at once (a value that is not a derivation). */
   private sort(
     found: DiscoveredAttribute,
     jobs: string[][],
@@ -148,31 +165,30 @@ export class JobsetEvaluation {
     below: Promise<void>[],
     walk: (parent: string[]) => Promise<void>,
     emit: (results: AttributeResult[]) => void,
-  ): void {
+  ): number {
     switch (found.kind) {
       case 'derivation':
         jobs.push(found.attrPath);
-        return;
+        return 0;
       case 'failed':
         alone.push(found.attrPath);
-        return;
+        return 0;
       case 'recurse':
         below.push(walk(found.attrPath));
-        return;
+        return 0;
       case 'skip':
-        return;
+        return 0;
       case 'other':
-        if (this.options.nonDerivations !== 'skip') {
-          emit([
-            {
-              attr: dottedAttr(found.attrPath),
-              attrPath: found.attrPath,
-              error: `error: ${dottedAttr(found.attrPath)} is not a derivation: ${NOT_A_DERIVATION}`,
-              errorKind: 'not-a-derivation',
-            },
-          ]);
-        }
-        return;
+        if (this.options.nonDerivations === 'skip') return 0;
+        emit([
+          {
+            attr: dottedAttr(found.attrPath),
+            attrPath: found.attrPath,
+            error: `error: ${dottedAttr(found.attrPath)} is not a derivation: ${NOT_A_DERIVATION}`,
+            errorKind: 'not-a-derivation',
+          },
+        ]);
+        return 1;
     }
   }
 }

@@ -1,5 +1,14 @@
 import type { Redis } from 'ioredis';
-import { parseQueueName, redisKeys, takesNewBuilds, type FarmStatus, type Logger, type QueueStatus, type WorkerListing } from '@nixfarm/shared';
+import {
+  parseQueueName,
+  redisKeys,
+  takesNewBuilds,
+  type EvaluatingRun,
+  type FarmStatus,
+  type Logger,
+  type QueueStatus,
+  type WorkerListing,
+} from '@nixfarm/shared';
 import type { BuildQueues } from '../dispatch/build-queues.js';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { QueueWaitTracker } from './queue-wait-tracker.js';
@@ -10,13 +19,16 @@ export interface FarmStatusCollectorOptions {
   queues: BuildQueues;
   workers: WorkerDirectory;
   queueWaits: QueueWaitTracker;
+  /** the jobset runs evaluating now */
+  runs: { evaluating(): Promise<EvaluatingRun[]> };
   logger: Logger;
 }
 
 /**
  * One snapshot of the farm, for both GET /metrics and GET /api/status so the
  * two never disagree: queue depths (one round trip per queue), the worker
- * registry (one), active runs (one), and the scaling signal computed from them.
+ * registry (one), active runs (one, then one per active run for those still
+ * evaluating), and the scaling signal computed from them.
  */
 export class FarmStatusCollector {
   constructor(private readonly options: FarmStatusCollectorOptions) {}
@@ -27,12 +39,13 @@ export class FarmStatusCollector {
 
   /** The snapshot and the worker registry it was made from, for a reader that needs more of each worker than the status shows (the dashboard). */
   async collectWithRegistry(): Promise<{ status: FarmStatus; registry: WorkerListing[] }> {
-    const { redis, queues, workers, queueWaits, logger } = this.options;
+    const { redis, queues, workers, queueWaits, runs, logger } = this.options;
     const names = await queues.names();
-    const [counts, registry, activeRuns] = await Promise.all([
+    const [counts, registry, activeRuns, evaluating] = await Promise.all([
       Promise.all(names.map((name) => queues.queue(name).getJobCounts('waiting', 'prioritized', 'delayed', 'active'))),
       workers.list(),
       redis.scard(redisKeys.activeRuns),
+      runs.evaluating(),
     ]);
     const now = Date.now();
     const oldest = queueWaits.oldest(now);
@@ -78,6 +91,7 @@ export class FarmStatusCollector {
       })),
       scaling,
       activeRuns,
+      evaluating,
     };
     return { status, registry };
   }

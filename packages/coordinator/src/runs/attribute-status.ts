@@ -1,4 +1,12 @@
-import { hashPart, type DerivationView, type EvaluatedAttribute, type JobsetAttribute } from '@nixfarm/shared';
+import {
+  hashPart,
+  isBuildStatus,
+  type AttributeBuildOutcome,
+  type BuildStatus,
+  type DerivationView,
+  type EvaluatedAttribute,
+  type JobsetAttribute,
+} from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 
 /** How a failed input is named in a dependency-failed node's error ('input <drv path> <status>', graph Lua). */
@@ -24,23 +32,44 @@ export async function attributeStatuses(
   });
 }
 
-function resultOf(view: DerivationView): Pick<JobsetAttribute, 'buildStatus' | 'failedDrv' | 'failure' | 'dependency'> {
-  switch (view.status) {
+/**
+ * What a derivation's status means for the attributes built by it; exhaustive,
+ * so a new status is decided here. RunAttributes counts with the same table.
+ */
+export function attributeOutcomeOf(status: BuildStatus): Exclude<AttributeBuildOutcome, 'cached'> {
+  switch (status) {
     case 'succeeded':
-      return { buildStatus: 'succeeded' };
+      return 'succeeded';
     case 'waiting':
     case 'queued':
     case 'running':
-      return { buildStatus: 'pending' };
+      return 'pending';
     case 'cancelled':
-      return { buildStatus: 'cancelled' };
+      return 'cancelled';
     case 'unsupported':
-      return { buildStatus: 'unsupported' };
+      return 'unsupported';
+    case 'dependency-failed':
+      return 'dependency-failed';
+    case 'failed':
+    case 'aborted':
+    case 'timed-out':
+    case 'log-limit-exceeded':
+    case 'output-limit-exceeded':
+    case 'cached-failure':
+      return 'failed';
+  }
+}
+
+function resultOf(view: DerivationView): Pick<JobsetAttribute, 'buildStatus' | 'failedDrv' | 'failure' | 'dependency'> {
+  const outcome = isBuildStatus(view.status) ? attributeOutcomeOf(view.status) : 'failed';
+  switch (outcome) {
     case 'dependency-failed': {
       const input = FAILED_INPUT.exec(view.error ?? '')?.[1];
       return { buildStatus: 'dependency-failed', ...(input === undefined ? {} : { dependency: input }) };
     }
-    default:
+    case 'failed':
       return { buildStatus: 'failed', failedDrv: view.drvPath, failure: view.status };
+    default:
+      return { buildStatus: outcome };
   }
 }

@@ -1,7 +1,7 @@
 import type { Logger, EvaluatedAttribute, RunView, SubmitRunRequest } from '@nixfarm/shared';
 import { isFailedAttribute, type AttributeResult } from '../evaluation/attribute-result.js';
 import type { BuildPlanner } from '../evaluation/build-planner.js';
-import { JobsetEvaluation } from '../evaluation/jobset-evaluation.js';
+import { JobsetEvaluation, type Discovery } from '../evaluation/jobset-evaluation.js';
 import type { JobsetSource } from '../evaluation/jobset-source.js';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
@@ -18,7 +18,7 @@ export interface JobsetSubmissionDeps {
   graph: Pick<DerivationGraph, 'openRun' | 'growRun' | 'closeRun'>;
   events: Pick<RunEvents, 'emit'>;
   gcRoots: Pick<GcRoots, 'prepareRun' | 'releaseRun' | 'holdOutput' | 'runDir'>;
-  attributes: Pick<RunAttributes, 'start' | 'record' | 'end'>;
+  attributes: Pick<RunAttributes, 'start' | 'record' | 'end' | 'discover'>;
   /** the steps a run's registration shares with a plain submission */
   steps: Pick<RunSubmission, 'holdInputs' | 'registrationFor' | 'reportKnownFailures'>;
   dispatcher: BuildDispatch;
@@ -54,6 +54,14 @@ export class JobsetSubmission {
     const { graph, events, gcRoots, attributes, logger } = this.deps;
     const runId = newRunId();
     await gcRoots.prepareRun(runId);
+    const evaluationStarted = Date.now();
+    // What listing found is written once the run's evaluation is recorded (before that there is nothing to write to), then as it changes.
+    let discovery: Discovery = { discovered: 0, discovering: true };
+    let recorded = false;
+    const discovered = (found: Discovery): void => {
+      discovery = found;
+      if (recorded) void attributes.discover(runId, found).catch((error: unknown) => logger.warn({ err: error, runId }, 'could not record discovery progress'));
+    };
     const evaluation = await JobsetEvaluation.open({
       source: sourceOf(request),
       logger: logger.child({ runId }),
@@ -64,6 +72,7 @@ export class JobsetSubmission {
       forceRecurse: request.forceRecurse ?? false,
       // Inside the run's own directory: a coordinator that dies mid-evaluation leaves nothing outside what the run owns.
       rootParent: gcRoots.runDir(runId),
+      onDiscovery: discovered,
     });
     const results = evaluation.results()[Symbol.asyncIterator]();
     let first: IteratorResult<AttributeResult>;
@@ -76,7 +85,9 @@ export class JobsetSubmission {
     }
     const now = Date.now();
     await graph.openRun({ runId, now, request, results: [], total: 0, priority: request.priority });
-    await attributes.start(runId, now);
+    await attributes.start(runId, evaluationStarted);
+    recorded = true;
+    discovered(discovery);
     await events.emit([runId], { type: 'run-started', runId, total: 0, at: now });
     this.deps.metrics?.runStarted();
     this.evaluations.set(runId, evaluation);

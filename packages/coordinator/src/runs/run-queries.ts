@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { NixfarmError, redisKeys, runIdSchema, type AttributeListResponse, type DerivationView, type RunView } from '@nixfarm/shared';
+import { NixfarmError, redisKeys, runIdSchema, type AttributeListResponse, type DerivationView, type EvaluatingRun, type RunView } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import { attributeStatuses } from './attribute-status.js';
 import type { RunAttributes } from './run-attributes.js';
@@ -11,8 +11,8 @@ class RunNotFoundError extends NixfarmError {
 }
 
 export interface RunQueriesDeps {
-  /** the index of runs, newest first */
-  redis: Pick<Redis, 'zrevrange'>;
+  /** the index of runs, newest first, and the set of active runs */
+  redis: Pick<Redis, 'zrevrange' | 'smembers'>;
   graph: Pick<DerivationGraph, 'run' | 'statusCounts' | 'derivationsOf' | 'views'>;
   /** jobset runs' attributes and evaluation progress */
   attributes: Pick<RunAttributes, 'progress' | 'page' | 'count'>;
@@ -55,6 +55,15 @@ export class RunQueries {
   async derivations(runId: string): Promise<DerivationView[]> {
     await this.get(runId);
     return this.deps.graph.views(await this.deps.graph.derivationsOf(runId));
+  }
+
+  /** The active jobset runs still evaluating, oldest start first: one read per active run. */
+  async evaluating(): Promise<EvaluatingRun[]> {
+    const ids = await this.deps.redis.smembers(redisKeys.activeRuns);
+    const found = await Promise.all(ids.map(async (runId) => ({ runId, evaluation: await this.deps.attributes.progress(runId) })));
+    return found
+      .filter((r): r is EvaluatingRun => r.evaluation?.state === 'evaluating')
+      .sort((a, b) => a.evaluation.startedAt - b.evaluation.startedAt || a.runId.localeCompare(b.runId));
   }
 
   async list(limit = 50): Promise<RunView[]> {

@@ -1,4 +1,4 @@
-import type { AttributeListResponse, DerivationView, RunView, SubmitRunRequest } from '@nixfarm/shared';
+import type { AttributeListResponse, DerivationView, EvaluatingRun, RunView, SubmitRunRequest } from '@nixfarm/shared';
 import type { JobsetSubmission } from './jobset-submission.js';
 import type { EvaluatedRun } from './run-evaluation.js';
 import type { RunSubmission } from './run-submission.js';
@@ -12,7 +12,7 @@ export interface RunServiceSystems {
   jobsets: Pick<JobsetSubmission, 'submit' | 'stopEvaluation'>;
   cancellation: Pick<RunCancellation, 'cancel'>;
   resume: Pick<RunResume, 'resume'>;
-  queries: Pick<RunQueries, 'get' | 'derivations' | 'list' | 'attributes'>;
+  queries: Pick<RunQueries, 'get' | 'derivations' | 'list' | 'attributes' | 'evaluating'>;
 }
 
 /**
@@ -59,5 +59,10 @@ export class RunService {
 
   list(limit?: number): Promise<RunView[]> {
     return this.systems.queries.list(limit);
+  }
+
+  /** The jobset runs evaluating now, with their progress (`nixfarm status`). */
+  evaluating(): Promise<EvaluatingRun[]> {
+    return this.systems.queries.evaluating();
   }
 }

@@ -32,7 +32,7 @@ export type RecentFailure = z.infer<typeof recentFailureSchema>;
 
 /** One recent run and how far it got. */
 export const runProgressSchema = runViewSchema
-  .pick({ id: true, status: true, createdAt: true, finishedAt: true, total: true, counts: true, error: true })
+  .pick({ id: true, status: true, createdAt: true, finishedAt: true, total: true, counts: true, error: true, evaluation: true })
   .extend({
     /** the attributes it builds ('' for a top-level derivation) */
     attrs: z.array(z.string()),
@@ -51,7 +51,7 @@ export type DashboardWorker = z.infer<typeof dashboardWorkerSchema>;
  * everything the web dashboard draws, in one object, so that what it shows is
  * one consistent moment of the farm.
  */
-export const dashboardSnapshotSchema = farmStatusSchema.omit({ workers: true, activeRuns: true }).extend({
+export const dashboardSnapshotSchema = farmStatusSchema.omit({ workers: true, activeRuns: true, evaluating: true }).extend({
   workers: z.array(dashboardWorkerSchema),
   running: z.array(runningBuildSchema),
   failures: z.array(recentFailureSchema),

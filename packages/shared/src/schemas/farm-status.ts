@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { featureSchema, systemSchema, workerNameSchema } from './common.js';
+import { featureSchema, runIdSchema, systemSchema, workerNameSchema } from './common.js';
+import { evaluationProgressSchema } from './jobset.js';
 
 /** One build queue at a glance. */
 export const queueStatusSchema = z.object({
@@ -44,6 +45,13 @@ export const systemScalingSchema = z.object({
 });
 export type SystemScaling = z.infer<typeof systemScalingSchema>;
 
+/** A jobset run whose evaluation is running, with its progress. */
+export const evaluatingRunSchema = z.object({
+  runId: runIdSchema,
+  evaluation: evaluationProgressSchema,
+});
+export type EvaluatingRun = z.infer<typeof evaluatingRunSchema>;
+
 /** GET /api/status: what `nixfarm status` shows; the same numbers as /metrics. */
 export const farmStatusSchema = z.object({
   at: z.number(),
@@ -51,5 +59,7 @@ export const farmStatusSchema = z.object({
   workers: z.array(workerStatusSchema),
   scaling: z.array(systemScalingSchema),
   activeRuns: z.number().int().nonnegative(),
+  /** the active runs still evaluating their jobset, oldest first */
+  evaluating: z.array(evaluatingRunSchema),
 });
 export type FarmStatus = z.infer<typeof farmStatusSchema>;

@@ -36,16 +36,46 @@ export const jobsetAttributeSchema = evaluatedAttributeSchema.extend({
 });
 export type JobsetAttribute = z.infer<typeof jobsetAttributeSchema>;
 
-/** A jobset run's evaluation: running, done, failed (it stopped: `error`) or cancelled; attributes evaluated so far. */
+/** How many of a jobset run's derived attributes ended each way so far; `pending` still waits, is queued or builds. */
+export const attributeBuildCountsSchema = z.object({
+  succeeded: z.number().int().nonnegative(),
+  cached: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  'dependency-failed': z.number().int().nonnegative(),
+  unsupported: z.number().int().nonnegative(),
+  cancelled: z.number().int().nonnegative(),
+  pending: z.number().int().nonnegative(),
+});
+export type AttributeBuildCounts = z.infer<typeof attributeBuildCountsSchema>;
+/** An attribute's build outcome as counted: every build status but `evaluation-failed` (those are `failed` of the evaluation). */
+export type AttributeBuildOutcome = keyof AttributeBuildCounts;
+
+/**
+ * A jobset run's evaluation: running, done, failed (it stopped: `error`) or
+ * cancelled; attributes evaluated so far, how many are known to be left, the
+ * pace, and how the builds of the evaluated attributes went.
+ */
 export const evaluationProgressSchema = z.object({
   state: z.enum(['evaluating', 'done', 'failed', 'cancelled']),
   /** attributes with a result so far, and how many of them failed to evaluate */
   done: z.number().int().nonnegative(),
   failed: z.number().int().nonnegative(),
+  /** attributes found so far by listing the jobset's sets (each gets a result); the total once discovery has ended */
+  discovered: z.number().int().nonnegative(),
+  /** whether sets are still being listed: while true, more attributes than `discovered` may come */
+  discovering: z.boolean(),
+  /** discovered attributes without a result yet (for an evaluation that stopped: those it never evaluated) */
+  left: z.number().int().nonnegative(),
   startedAt: z.number(),
   /** when evaluation ended (absent while it runs) */
   endedAt: z.number().optional(),
   error: z.string().optional(),
+  /** from the start to the end, or to now while it runs, ms */
+  elapsedMs: z.number().nonnegative(),
+  /** attributes done per second of elapsed time */
+  attributesPerSecond: z.number().nonnegative(),
+  /** the attributes that have a derivation, by build outcome */
+  builds: attributeBuildCountsSchema,
 });
 export type EvaluationProgress = z.infer<typeof evaluationProgressSchema>;
 
