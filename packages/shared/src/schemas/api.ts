@@ -10,6 +10,8 @@ export const submitRunRequestSchema = z
   .object({
     file: z.string().min(1).max(4096).startsWith('/', 'file must be an absolute path on the coordinator machine').optional(),
     expr: z.string().min(1).max(1_000_000).optional(),
+    /** jobset: a flake reference with the attribute after `#` (`.#checks.x86_64-linux`, `path:/srv/repo#hydraJobs`); a relative path resolves against cwd */
+    flake: z.string().min(1).max(4096).optional(),
     attrs: z.array(z.string().min(1).max(1024)).max(10_000).default([]),
     args: z
       .array(z.object({ name: nixIdentifier, expr: z.string().max(100_000) }).strict())
@@ -58,19 +60,34 @@ export const submitRunRequestSchema = z
       .min(32, 'evalMaxMemoryMiB must be at least 32 (MiB)')
       .max(1_048_576, 'evalMaxMemoryMiB must be at most 1048576 (MiB)')
       .optional(),
+    /** jobset: evaluate only: each attribute gets nix-eval-jobs' isCached and nothing is built; the run ends when evaluation ends */
+    evalOnly: z.boolean().optional(),
   })
   .strict()
-  .refine((body) => (body.file === undefined) !== (body.expr === undefined), {
-    message: 'give exactly one of file (an absolute path) or expr (a Nix expression)',
+  .refine((body) => [body.file, body.expr, body.flake].filter((v) => v !== undefined).length === 1, {
+    message: 'give exactly one of file (an absolute path), expr (a Nix expression) or flake (a flake reference, with jobset: true)',
+  })
+  .refine((body) => body.flake === undefined || (body.args.length === 0 && body.argstrs.length === 0), {
+    message: "args and argstrs do not apply to a flake (its outputs take no arguments): put the values in the flake's outputs instead",
+    path: ['flake'],
   })
   .refine((body) => body.jobset !== true || body.attrs.length === 0, {
     message: 'attrs cannot be given with jobset: a jobset run builds every attribute of the value',
     path: ['attrs'],
   })
-  .refine((body) => body.jobset === true || (body.forceRecurse === undefined && body.evalWorkers === undefined && body.evalMaxMemoryMiB === undefined), {
-    message: 'forceRecurse, evalWorkers and evalMaxMemoryMiB apply only with jobset: true',
-    path: ['jobset'],
-  });
+  .refine(
+    (body) =>
+      body.jobset === true ||
+      (body.forceRecurse === undefined &&
+        body.evalWorkers === undefined &&
+        body.evalMaxMemoryMiB === undefined &&
+        body.flake === undefined &&
+        body.evalOnly === undefined),
+    {
+      message: 'flake, evalOnly, forceRecurse, evalWorkers and evalMaxMemoryMiB apply only with jobset: true',
+      path: ['jobset'],
+    },
+  );
 export type SubmitRunRequest = z.infer<typeof submitRunRequestSchema>;
 
 export const runResultSchema = z.object({
