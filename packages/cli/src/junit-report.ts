@@ -22,7 +22,7 @@ export type LogTails = ReadonlyMap<string, string>;
  * evaluation that stopped part way adds one <error> case, `(evaluation)`, so
  * the report is never green for a jobset that was not wholly evaluated.
  */
-export function junitXml(
+function junitXml(
   run: Pick<RunView, 'id' | 'createdAt' | 'finishedAt'>,
   attributes: readonly JobsetAttribute[],
   evaluation: EvaluationProgress,
@@ -144,7 +144,6 @@ export async function writeJunitReport(
 }
 
 /** Characters XML 1.0 cannot hold at all, even escaped (control characters, lone surrogates, U+FFFE/U+FFFF). */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
 const NOT_XML = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 /** Logs carry colours and control characters: colours go, other unrepresentable characters become U+FFFD. */
