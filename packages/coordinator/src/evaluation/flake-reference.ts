@@ -30,7 +30,7 @@ export function parseFlakeReference(ref: string, cwd: string | undefined): Flake
       `flake reference ${JSON.stringify(ref)} names no attribute: add the jobset's attribute after #, e.g. ${JSON.stringify(`${ref.replace(/#$/, '')}#hydraJobs`)} or ${JSON.stringify(`${ref.replace(/#$/, '')}#checks.x86_64-linux`)} (as nix-eval-jobs --flake requires)`,
     );
   }
-  const attrPath = parseAttrPath(decodeURIComponent(ref.slice(hash + 1)), ref);
+  const attrPath = parseAttrPath(percentDecoded(ref.slice(hash + 1), ref), ref);
   const base = ref.slice(0, hash);
   if (PATH_LIKE.test(base)) return { url: localFlakeUrl(base, cwd, ref), attrPath };
   if (RELATIVE_PATH_SCHEME.test(base)) {
@@ -38,6 +38,15 @@ export function parseFlakeReference(ref: string, cwd: string | undefined): Flake
     return { url: `path:${absolute(path, cwd, ref)}${query}`, attrPath };
   }
   return { url: base, attrPath };
+}
+
+/** The fragment is a URL's: %22 is a quote, as Nix reads it. */
+function percentDecoded(fragment: string, ref: string): string {
+  try {
+    return decodeURIComponent(fragment);
+  } catch {
+    throw new ValidationError(`flake reference ${JSON.stringify(ref)}: the attribute after # has a bad %-escape (write %25 for a % sign)`);
+  }
 }
 
 function splitQuery(text: string): [string, string] {

@@ -65,7 +65,7 @@ export const submitRunRequestSchema = z
   })
   .strict()
   .refine((body) => [body.file, body.expr, body.flake].filter((v) => v !== undefined).length === 1, {
-    message: 'give exactly one of file (an absolute path), expr (a Nix expression) or flake (a flake reference, with jobset: true)',
+    message: 'give exactly one of file (an absolute path) or expr (a Nix expression), or with jobset: true a flake (a flake reference)',
   })
   .refine((body) => body.flake === undefined || (body.args.length === 0 && body.argstrs.length === 0), {
     message: "args and argstrs do not apply to a flake (its outputs take no arguments): put the values in the flake's outputs instead",
