@@ -10,8 +10,6 @@ export const submitRunRequestSchema = z
   .object({
     file: z.string().min(1).max(4096).startsWith('/', 'file must be an absolute path on the coordinator machine').optional(),
     expr: z.string().min(1).max(1_000_000).optional(),
-    /** jobset: a flake reference with the attribute after `#` (`.#checks.x86_64-linux`, `path:/srv/repo#hydraJobs`); a relative path resolves against cwd */
-    flake: z.string().min(1).max(4096).optional(),
     attrs: z.array(z.string().min(1).max(1024)).max(10_000).default([]),
     args: z
       .array(z.object({ name: nixIdentifier, expr: z.string().max(100_000) }).strict())
@@ -44,6 +42,8 @@ export const submitRunRequestSchema = z
       .default(3600),
     /** the value is a jobset (a nested set of derivations): each attribute is evaluated, built and reported on its own, builds starting while evaluation goes on */
     jobset: z.boolean().optional(),
+    /** jobset: a flake reference with the attribute after `#` (`.#checks.x86_64-linux`, `path:/srv/repo#hydraJobs`); a relative path resolves against cwd */
+    flake: z.string().min(1).max(4096).optional(),
     /** jobset: enter every attribute set, not only those with recurseForDerivations = true (nix-eval-jobs' --force-recurse) */
     forceRecurse: z.boolean().optional(),
     /** jobset: evaluator processes at once (default: the coordinator's cores) */
