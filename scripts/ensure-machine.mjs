@@ -2,7 +2,8 @@
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
 // tools it drives (Nix, redis-server, a static busybox for test derivations,
 // the OpenSSH client, sshd for the bench's Nix remote builds; with --tests,
-// Debian's chromium for the dashboard test), a Nix that really builds (its
+// Debian's chromium for the dashboard test, xmllint for the JUnit test and
+// git for the flake test), a Nix that really builds (its
 // build users), and node_modules. Runs before node_modules exist, so it uses
 // nothing but Node itself. Silent when everything is present already.
 import { spawnSync } from 'node:child_process';
@@ -75,6 +76,9 @@ const requirements = [
   { what: '/usr/sbin/sshd (OpenSSH server)', pkg: 'openssh-server', present: () => existsSync('/usr/sbin/sshd') },
   // the dashboard's end-to-end test drives Debian's chromium with playwright-core (which never downloads a browser here)
   { what: 'chromium (for the dashboard test)', pkg: 'chromium', present: () => existsSync(process.env.NIXFARM_CHROMIUM ?? '/usr/bin/chromium'), only: 'tests' },
+  // the JUnit test validates `nixfarm build --junit` reports against a JUnit XSD with xmllint; git: the flake test's repository
+  { what: 'xmllint (for the JUnit report test)', pkg: 'libxml2-utils', present: () => onPath('xmllint') !== undefined, only: 'tests' },
+  { what: 'git (for the flake test)', pkg: 'git', present: () => onPath('git') !== undefined, only: 'tests' },
 ].filter((r) => r.only === undefined || process.argv.includes(`--${r.only}`));
 
 function run(command, args, options = {}) {

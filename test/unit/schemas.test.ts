@@ -85,6 +85,18 @@ describe('submitRunRequestSchema', () => {
     assert.deepEqual(issuePaths(submitRunRequestSchema.safeParse({ file: '/a.nix', priority: 1.5 })), ['priority']);
     assert.deepEqual(issuePaths(submitRunRequestSchema.safeParse({ file: '/a.nix', priority: 5000 })), ['priority']);
   });
+
+  it('takes a flake and evalOnly for jobsets only, and a flake without args, file or expr', () => {
+    const parsed = submitRunRequestSchema.parse({ flake: '.#hydraJobs', cwd: '/srv/repo', jobset: true, evalOnly: true });
+    assert.equal(parsed.flake, '.#hydraJobs');
+    assert.equal(parsed.evalOnly, true);
+    assert.deepEqual(issuePaths(submitRunRequestSchema.safeParse({ flake: '.#hydraJobs' })), ['jobset']);
+    assert.deepEqual(issuePaths(submitRunRequestSchema.safeParse({ file: '/a.nix', evalOnly: true })), ['jobset']);
+    const withArgs = submitRunRequestSchema.safeParse({ flake: '.#x', jobset: true, argstrs: [{ name: 'a', value: 'b' }] });
+    assert.deepEqual(issuePaths(withArgs), ['flake']);
+    assert.match(withArgs.error!.message, /do not apply to a flake/);
+    assert.match(submitRunRequestSchema.safeParse({ flake: '.#x', expr: '1', jobset: true }).error!.message, /exactly one of file/);
+  });
 });
 
 describe('config schemas', () => {

@@ -22,7 +22,8 @@ export class ApiClient {
     return this.token === undefined ? {} : { authorization: `Bearer ${this.token}` };
   }
 
-  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** The answer's text; ApiRequestError (with the API's code) for a refusal, CliError when the coordinator cannot be reached. */
+  private async exchange(method: string, path: string, body?: unknown): Promise<string> {
     let response: Response;
     try {
       response = await fetch(new URL(path, this.baseUrl), {
@@ -37,13 +38,26 @@ export class ApiClient {
       );
     }
     const text = await response.text();
-    const json = text.length > 0 ? (JSON.parse(text) as unknown) : undefined;
     if (!response.ok) {
-      const parsed = apiErrorSchema.safeParse(json);
-      const message = parsed.success ? parsed.data.error.message : text;
-      throw new ApiRequestError(response.status, parsed.success ? parsed.data.error.code : 'http-error', message);
+      let parsed: ReturnType<typeof apiErrorSchema.safeParse> | undefined;
+      try {
+        parsed = apiErrorSchema.safeParse(JSON.parse(text));
+      } catch {
+        // not JSON: the text is the message
+      }
+      throw new ApiRequestError(response.status, parsed?.success ? parsed.data.error.code : 'http-error', parsed?.success ? parsed.data.error.message : text);
     }
-    return json as T;
+    return text;
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const text = await this.exchange(method, path, body);
+    return (text.length > 0 ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** A text answer (a build log from /api/logs). */
+  getText(path: string): Promise<string> {
+    return this.exchange('GET', path);
   }
 
   submitRun(request: SubmitRunRequest): Promise<RunView> {

@@ -86,6 +86,7 @@ export class SchedulingCore {
       submission,
       jobsets: new JobsetSubmission({
         planner,
+        nix,
         graph,
         events,
         gcRoots,

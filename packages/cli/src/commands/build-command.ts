@@ -102,9 +102,12 @@ export function buildCommand(): Command {
     .option('--force-recurse', 'with --jobset: enter every attribute set, not only those with recurseForDerivations = true')
     .option('--eval-workers <n>', "with --jobset: evaluator processes at once (default: the coordinator's cores)", integer('--eval-workers'))
     .option('--eval-max-memory <MiB>', "with --jobset: each evaluator's heap bound in MiB", integer('--eval-max-memory'))
+    .option('--flake <ref>', 'with --jobset: the jobset is a flake attribute, REF#ATTR (.#checks.x86_64-linux, path:/srv/repo#hydraJobs)')
+    .option('--eval-only', "with --jobset: evaluate only, print each attribute with nix-eval-jobs' isCached, build nothing")
+    .option('--junit <file>', 'with --jobset: also write a JUnit XML report, one test case per attribute')
     .addHelpText(
       'after',
-      "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n  nixfarm build --jobset ./release.nix --force-recurse --json\n\nExit codes: 0 built, 1 a build failed (with --jobset: an attribute failed to evaluate or build), 2 usage, evaluation or connection error.",
+      "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n  nixfarm build --jobset ./release.nix --force-recurse --json\n  nixfarm build --jobset --flake .#checks.x86_64-linux --junit report.xml\n  nixfarm build --jobset --flake path:/srv/repo#hydraJobs --eval-only --json\n\nExit codes: 0 built, 1 a build failed (with --jobset: an attribute failed to evaluate or build; with --eval-only: to evaluate), 2 usage, evaluation or connection error.",
     )
     .action(async () => undefined);
 }
@@ -145,13 +148,26 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     forceRecurse?: boolean;
     evalWorkers?: number;
     evalMaxMemory?: number;
+    flake?: string;
+    evalOnly?: boolean;
+    junit?: string;
   }>();
   const file = command.args[0];
-  if (file !== undefined && opts.expr !== undefined) throw new CliError('give a file or --expr, not both');
+  if ([file, opts.expr, opts.flake].filter((v) => v !== undefined).length > 1) throw new CliError('give one of a file, --expr or --flake, not several');
   const jobset = opts.jobset ?? false;
   if (jobset && (opts.attr ?? []).length > 0) throw new CliError('--jobset builds every attribute: -A cannot be given with it');
-  if (!jobset && (opts.forceRecurse !== undefined || opts.evalWorkers !== undefined || opts.evalMaxMemory !== undefined))
-    throw new CliError('--force-recurse, --eval-workers and --eval-max-memory apply only with --jobset');
+  const jobsetOnly = {
+    '--force-recurse': opts.forceRecurse,
+    '--eval-workers': opts.evalWorkers,
+    '--eval-max-memory': opts.evalMaxMemory,
+    '--flake': opts.flake,
+    '--eval-only': opts.evalOnly,
+    '--junit': opts.junit,
+  };
+  const misplaced = Object.entries(jobsetOnly).flatMap(([flag, value]) => (value === undefined ? [] : [flag]));
+  if (!jobset && misplaced.length > 0) throw new CliError(`${misplaced.join(', ')} appl${misplaced.length === 1 ? 'ies' : 'y'} only with --jobset`);
+  if (opts.flake !== undefined && (args.pairs.length > 0 || argstrs.pairs.length > 0))
+    throw new CliError("--arg and --argstr do not apply to --flake (a flake's outputs take no arguments): put the values in the flake's outputs instead");
   const request: SubmitRunRequest = {
     attrs: opts.attr ?? [],
     args: args.pairs.map(([name, expr]) => ({ name, expr })),
@@ -164,8 +180,10 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     order: orderOf(opts.order),
     timeoutSeconds: opts.timeout ?? 36_000,
     maxSilentSeconds: opts.maxSilentTime ?? 3600,
-    ...(opts.expr !== undefined ? { expr: opts.expr } : { file: path.resolve(file ?? 'default.nix') }),
+    // A flake reference goes as given: the coordinator resolves a relative one against cwd, as nix-eval-jobs --flake would here.
+    ...(opts.flake !== undefined ? { flake: opts.flake } : opts.expr !== undefined ? { expr: opts.expr } : { file: path.resolve(file ?? 'default.nix') }),
     ...(jobset ? { jobset: true, forceRecurse: opts.forceRecurse ?? false } : {}),
+    ...(opts.evalOnly === true ? { evalOnly: true } : {}),
     ...(opts.evalWorkers === undefined ? {} : { evalWorkers: opts.evalWorkers }),
     ...(opts.evalMaxMemory === undefined ? {} : { evalMaxMemoryMiB: opts.evalMaxMemory }),
   };
@@ -183,9 +201,15 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     throw error;
   }
   if (jobset) {
-    process.stderr.write(`nixfarm: run ${run.id}: evaluating the jobset; builds start as attributes are evaluated\n`);
+    process.stderr.write(
+      `nixfarm: run ${run.id}: evaluating the jobset; ${opts.evalOnly === true ? 'nothing is built (--eval-only)' : 'builds start as attributes are evaluated'}\n`,
+    );
     await followRun(client, run, undefined);
-    return printJobsetReport(client, run.id, { json: opts.json ?? false });
+    return printJobsetReport(client, run.id, {
+      json: opts.json ?? false,
+      evalOnly: opts.evalOnly ?? false,
+      ...(opts.junit === undefined ? {} : { junit: path.resolve(opts.junit) }),
+    });
   }
   process.stderr.write(`nixfarm: run ${run.id}: ${run.total} derivation${run.total === 1 ? '' : 's'} to build\n`);
   return followRunToEnd(client, run, { json: opts.json ?? false });

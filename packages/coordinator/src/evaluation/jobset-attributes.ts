@@ -3,7 +3,7 @@ import { NixfarmError } from '@nixfarm/shared';
 import { dottedAttr, nixStringList } from './attribute-path.js';
 import type { EvaluatorOutcome } from './evaluator-process.js';
 import type { EvaluatorPool } from './evaluator-pool.js';
-import { sourceArguments, topValueExpression, type JobsetSource } from './jobset-source.js';
+import { sourceArguments, topValueExpression, topValueHint, type JobsetSource } from './jobset-source.js';
 
 /**
  * What discovery makes of one attribute's value, as nix-eval-jobs walks a
@@ -38,9 +38,11 @@ const listingSchema = z.array(z.object({ name: z.string(), kind: z.enum(['deriva
 
 /** Even the top value cannot be listed: the whole evaluation cannot start (not one attribute's fault). */
 export class TopLevelListingError extends NixfarmError {
-  constructor(outcome: EvaluatorOutcome) {
+  constructor(outcome: EvaluatorOutcome, hint: string) {
     const why = 'message' in outcome ? outcome.message : outcome.kind;
-    super('evaluation-failed', `the jobset's top value is not an attribute set that can be listed:\n${why}`, { retryable: outcome.kind === 'killed' });
+    super('evaluation-failed', `the jobset's top value is not an attribute set that can be listed:\n${why}\nhint: ${hint}`, {
+      retryable: outcome.kind === 'killed',
+    });
   }
 }
 
@@ -68,7 +70,7 @@ export class AttributeDiscovery {
     // Forcing some child failed the whole listing: get the names alone (that forces no child) and split.
     const names = await this.names(parent);
     if (names === undefined) {
-      if (parent.length === 0) throw new TopLevelListingError(all.outcome);
+      if (parent.length === 0) throw new TopLevelListingError(all.outcome, topValueHint(this.options.source));
       return { found: [], unlistable: [[...parent]] };
     }
     const listing: Listing = { found: [], unlistable: [] };

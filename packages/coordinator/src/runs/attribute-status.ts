@@ -15,7 +15,8 @@ const FAILED_INPUT = /^input (\/\S+\.drv)\b/;
 /**
  * Each attribute's build result, read from the graph: the node of its
  * derivation in this run says how it ended; an attribute whose derivation
- * the run never registered had every output valid already (cached).
+ * the run never registered had every output valid already (cached). An
+ * eval-only run's attribute carries isCached instead.
  */
 export async function attributeStatuses(
   graph: Pick<DerivationGraph, 'views' | 'derivationsOf'>,
@@ -27,6 +28,8 @@ export async function attributeStatuses(
   const views = new Map((await graph.views(hashes)).map((v) => [hashPart(v.drvPath), v]));
   return attributes.map((a) => {
     if (a.drvPath === undefined) return { ...a, buildStatus: 'evaluation-failed' };
+    // Recorded by an eval-only run: nothing was built, the store said what was there.
+    if (a.isCached !== undefined) return { ...a, buildStatus: a.isCached ? 'cached' : 'not-built' };
     const view = views.get(hashPart(a.drvPath));
     return { ...a, ...(view === undefined ? { buildStatus: 'cached' as const } : resultOf(view)) };
   });

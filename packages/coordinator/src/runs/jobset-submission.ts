@@ -2,10 +2,13 @@ import type { Logger, EvaluatedAttribute, RunView, SubmitRunRequest } from '@nix
 import { isFailedAttribute, type AttributeResult } from '../evaluation/attribute-result.js';
 import type { BuildPlanner } from '../evaluation/build-planner.js';
 import { JobsetEvaluation, type Discovery } from '../evaluation/jobset-evaluation.js';
+import { parseFlakeReference } from '../evaluation/flake-reference.js';
 import type { JobsetSource } from '../evaluation/jobset-source.js';
+import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
+import { CacheStatusRecorder } from './cache-status-recorder.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { EvaluationEnd, RunAttributes } from './run-attributes.js';
@@ -15,6 +18,8 @@ import { newRunId, type RunSubmission } from './run-submission.js';
 
 export interface JobsetSubmissionDeps {
   planner: Pick<BuildPlanner, 'plan'>;
+  /** eval-only runs: which outputs are valid already (isCached) */
+  nix: Pick<CoordinatorNix, 'invalidPaths'>;
   graph: Pick<DerivationGraph, 'openRun' | 'growRun' | 'closeRun'>;
   events: Pick<RunEvents, 'emit'>;
   gcRoots: Pick<GcRoots, 'prepareRun' | 'releaseRun' | 'holdOutput' | 'runDir'>;
@@ -37,7 +42,8 @@ export interface JobsetSubmissionDeps {
  * into the run as soon as it is known, so builds start while evaluation goes
  * on. Each attribute's result is recorded (RunAttributes); when evaluation
  * ends the run is closed. The evaluation lives in this process: a cancel
- * stops it here.
+ * stops it here. An eval-only run grows nothing: each attribute is recorded
+ * with isCached and the run ends when evaluation ends.
  */
 export class JobsetSubmission {
   private readonly evaluations = new Map<string, JobsetEvaluation>();
@@ -52,6 +58,8 @@ export class JobsetSubmission {
    */
   async submit(request: SubmitRunRequest): Promise<RunView> {
     const { graph, events, gcRoots, attributes, logger } = this.deps;
+    // A bad flake reference is refused before anything is made for the run.
+    const source = sourceOf(request);
     const runId = newRunId();
     await gcRoots.prepareRun(runId);
     const evaluationStarted = Date.now();
@@ -63,7 +71,7 @@ export class JobsetSubmission {
       if (recorded) void attributes.discover(runId, found).catch((error: unknown) => logger.warn({ err: error, runId }, 'could not record discovery progress'));
     };
     const evaluation = await JobsetEvaluation.open({
-      source: sourceOf(request),
+      source,
       logger: logger.child({ runId }),
       nixOptions: this.deps.nixOptions,
       ...(this.deps.env === undefined ? {} : { env: this.deps.env }),
@@ -115,19 +123,24 @@ export class JobsetSubmission {
     const { graph, attributes, logger } = this.deps;
     let end: EvaluationEnd = { state: 'done' };
     let count = 0;
+    const evalOnly = request.evalOnly === true ? new CacheStatusRecorder(runId, { nix: this.deps.nix, attributes }) : undefined;
     try {
       for (let next = first; !next.done; next = await rest.next()) {
         count++;
-        if (!(await this.add(runId, request, next.value))) {
+        if (evalOnly !== undefined) evalOnly.push(next.value);
+        else if (!(await this.add(runId, request, next.value))) {
           end = { state: 'cancelled' };
           break;
         }
       }
+      await evalOnly?.drained();
     } catch (error) {
       end = this.cancelling.has(runId) ? { state: 'cancelled' } : { state: 'failed', error: (error as Error).message };
     } finally {
       this.evaluations.delete(runId);
       await evaluation.close();
+      // Every attribute evaluated is recorded, even when evaluation stopped part way.
+      await evalOnly?.drained().catch((error: unknown) => logger.error({ err: error, runId }, 'recording cache status failed'));
     }
     await attributes.end(runId, end, Date.now());
     logger.info({ runId, attributes: count, end: end.state }, 'jobset evaluation ended');
@@ -171,6 +184,7 @@ function sourceOf(request: SubmitRunRequest): JobsetSource {
   return {
     ...(request.file === undefined ? {} : { file: request.file }),
     ...(request.expr === undefined ? {} : { expr: request.expr }),
+    ...(request.flake === undefined ? {} : { flake: parseFlakeReference(request.flake, request.cwd) }),
     args: request.args,
     argstrs: request.argstrs,
     includes: request.includes,

@@ -42,6 +42,8 @@ export const submitRunRequestSchema = z
       .default(3600),
     /** the value is a jobset (a nested set of derivations): each attribute is evaluated, built and reported on its own, builds starting while evaluation goes on */
     jobset: z.boolean().optional(),
+    /** jobset: a flake reference with the attribute after `#` (`.#checks.x86_64-linux`, `path:/srv/repo#hydraJobs`); a relative path resolves against cwd */
+    flake: z.string().min(1).max(4096).optional(),
     /** jobset: enter every attribute set, not only those with recurseForDerivations = true (nix-eval-jobs' --force-recurse) */
     forceRecurse: z.boolean().optional(),
     /** jobset: evaluator processes at once (default: the coordinator's cores) */
@@ -58,19 +60,34 @@ export const submitRunRequestSchema = z
       .min(32, 'evalMaxMemoryMiB must be at least 32 (MiB)')
       .max(1_048_576, 'evalMaxMemoryMiB must be at most 1048576 (MiB)')
       .optional(),
+    /** jobset: evaluate only: each attribute gets nix-eval-jobs' isCached and nothing is built; the run ends when evaluation ends */
+    evalOnly: z.boolean().optional(),
   })
   .strict()
-  .refine((body) => (body.file === undefined) !== (body.expr === undefined), {
-    message: 'give exactly one of file (an absolute path) or expr (a Nix expression)',
+  .refine((body) => [body.file, body.expr, body.flake].filter((v) => v !== undefined).length === 1, {
+    message: 'give exactly one of file (an absolute path) or expr (a Nix expression), or with jobset: true a flake (a flake reference)',
+  })
+  .refine((body) => body.flake === undefined || (body.args.length === 0 && body.argstrs.length === 0), {
+    message: "args and argstrs do not apply to a flake (its outputs take no arguments): put the values in the flake's outputs instead",
+    path: ['flake'],
   })
   .refine((body) => body.jobset !== true || body.attrs.length === 0, {
     message: 'attrs cannot be given with jobset: a jobset run builds every attribute of the value',
     path: ['attrs'],
   })
-  .refine((body) => body.jobset === true || (body.forceRecurse === undefined && body.evalWorkers === undefined && body.evalMaxMemoryMiB === undefined), {
-    message: 'forceRecurse, evalWorkers and evalMaxMemoryMiB apply only with jobset: true',
-    path: ['jobset'],
-  });
+  .refine(
+    (body) =>
+      body.jobset === true ||
+      (body.forceRecurse === undefined &&
+        body.evalWorkers === undefined &&
+        body.evalMaxMemoryMiB === undefined &&
+        body.flake === undefined &&
+        body.evalOnly === undefined),
+    {
+      message: 'flake, evalOnly, forceRecurse, evalWorkers and evalMaxMemoryMiB apply only with jobset: true',
+      path: ['jobset'],
+    },
+  );
 export type SubmitRunRequest = z.infer<typeof submitRunRequestSchema>;
 
 export const runResultSchema = z.object({

@@ -6,10 +6,21 @@ import { drvPathSchema, storePathSchema } from './common.js';
  * asked: `succeeded` (built by this run), `cached` (its outputs were valid
  * before), `failed` (its own build failed: `failedDrv`), `dependency-failed`
  * (`dependency` names the input that failed), `unsupported`, `cancelled`,
- * `pending` (still waiting, queued or running), or `evaluation-failed` (no
- * derivation: see `error`).
+ * `pending` (still waiting, queued or running), `evaluation-failed` (no
+ * derivation: see `error`), or `not-built` (an eval-only run: evaluated,
+ * its outputs not valid, nothing built).
  */
-const ATTRIBUTE_BUILD_STATUSES = ['succeeded', 'cached', 'failed', 'dependency-failed', 'unsupported', 'cancelled', 'pending', 'evaluation-failed'] as const;
+const ATTRIBUTE_BUILD_STATUSES = [
+  'succeeded',
+  'cached',
+  'failed',
+  'dependency-failed',
+  'unsupported',
+  'cancelled',
+  'pending',
+  'evaluation-failed',
+  'not-built',
+] as const;
 
 /** One attribute as its evaluation recorded it: nix-eval-jobs' field names, plus nixfarm's `errorKind`. */
 export const evaluatedAttributeSchema = z.object({
@@ -22,6 +33,8 @@ export const evaluatedAttributeSchema = z.object({
   error: z.string().optional(),
   /** why there is no derivation (evaluation-error, not-a-derivation, out-of-memory, timed-out, evaluator-crashed, evaluator-killed) */
   errorKind: z.string().optional(),
+  /** eval-only runs: every output already valid in the coordinator's store (nix-eval-jobs' --check-cache-status) */
+  isCached: z.boolean().optional(),
 });
 export type EvaluatedAttribute = z.infer<typeof evaluatedAttributeSchema>;
 
