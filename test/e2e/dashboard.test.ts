@@ -271,6 +271,8 @@ describe('web dashboard (headless Chromium, real farm)', () => {
       () => 'the run card never showed its evaluation under way with attributes left',
     );
     assert.equal(await evaluation.locator('[data-field="evaluation-state"]').textContent(), 'evaluating');
+    // A jobset run has no attributes of its own: its card names what it evaluates.
+    assert.equal((await page.locator(`[data-run="${jobset.runId}"] header .muted`).textContent())?.trim(), `jobset ${file}`);
     await shot('03b-jobset-evaluating');
 
     const { exitCode } = await jobset.build.result;

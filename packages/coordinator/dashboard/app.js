@@ -166,7 +166,8 @@ function renderRuns(snapshot) {
       .filter(([status]) => status === 'succeeded' || FAILURE_STATUSES.includes(status))
       .reduce((sum, [, n]) => sum + n, 0);
     const failed = FAILURE_STATUSES.reduce((sum, s) => sum + (run.counts[s] ?? 0), 0);
-    const share = run.total === 0 ? 1 : done / run.total;
+    // A jobset run starts with no derivations and grows while it evaluates: nothing to show as done before it ends.
+    const share = run.total === 0 ? (run.finishedAt === undefined ? 0 : 1) : done / run.total;
     const took = ((run.finishedAt ?? Date.now()) - run.createdAt) / 1000;
     const counts = Object.entries(run.counts)
       .sort(([a], [b]) => a.localeCompare(b))
@@ -192,7 +193,7 @@ function renderRuns(snapshot) {
         'div',
         { class: 'muted' },
         h('span', { dataset: { field: 'done' } }, `${done} / ${run.total}`),
-        ` done (${Math.round(share * 100)}%) · ${counts} · ${run.finishedAt === undefined ? 'running for' : 'took'} ${seconds(took)}`,
+        ` done (${Math.round(share * 100)}%) · ${counts === '' ? '' : `${counts} · `}${run.finishedAt === undefined ? 'running for' : 'took'} ${seconds(took)}`,
       ),
       run.evaluation === undefined ? '' : renderEvaluation(run.evaluation),
       run.error === undefined ? '' : h('div', { class: 'error' }, plain(run.error)),

@@ -13,6 +13,7 @@ import {
   type RunView,
   type RunningBuild,
   type WorkerListing,
+  submitRunRequestSchema,
 } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { RunService } from '../runs/run-service.js';
@@ -145,10 +146,19 @@ function progressOf(run: RunView): RunProgress {
     status: run.status,
     createdAt: run.createdAt,
     ...(run.finishedAt === undefined ? {} : { finishedAt: run.finishedAt }),
-    attrs: [...new Set(run.results.map((r) => r.attr))],
+    attrs: run.evaluation === undefined ? [...new Set(run.results.map((r) => r.attr))] : [jobsetLabel(run.request)],
     total: run.total,
     counts: run.counts,
     ...(run.error === undefined ? {} : { error: run.error }),
     ...(run.evaluation === undefined ? {} : { evaluation: run.evaluation }),
   };
+}
+
+/** A jobset run has no attributes of its own to show on its card: what it evaluates stands in for them. */
+function jobsetLabel(request: unknown): string {
+  const parsed = submitRunRequestSchema.safeParse(request);
+  if (!parsed.success) return 'jobset';
+  const { flake, file } = parsed.data;
+  if (flake !== undefined) return `jobset ${flake}`;
+  return file === undefined ? 'jobset (expression)' : `jobset ${file}`;
 }
