@@ -40,6 +40,23 @@ export interface JobsetEvaluationOptions {
   onPoolEvent?: (event: EvaluatorPoolEvent) => void;
 }
 
+/** Large: a process start and the top value's evaluation are paid per batch; the ramp below keeps the first results early. */
+const DEFAULT_MAX_BATCH = 500;
+/** The first batch of a set: small, so that its results (and the first builds) come within a fraction of a second. */
+const FIRST_BATCH = 8;
+
+/**
+ * Batches that start small and double up to `size` (small enough that every
+ * evaluator gets one, large enough to spread the process start): the first
+ * results stream early, the bulk goes in few processes.
+ */
+function rampedBatches(jobs: readonly string[][], size: number): string[][][] {
+  const batches: string[][][] = [];
+  let next = Math.min(FIRST_BATCH, size);
+  for (let i = 0; i < jobs.length; i += next, next = Math.min(size, next * 2)) batches.push(jobs.slice(i, i + next));
+  return batches;
+}
+
 const NOT_A_DERIVATION = 'expression does not evaluate to a derivation (or a set or list of those)';
 
 /**
@@ -114,7 +131,7 @@ export class JobsetEvaluation {
       ...(this.options.evalMaxMemoryMiB === undefined ? {} : { maxMemoryMiB: this.options.evalMaxMemoryMiB }),
       ...(this.options.evalTimeoutMs === undefined ? {} : { timeoutMs: this.options.evalTimeoutMs }),
     });
-    const maxBatch = this.options.maxBatchSize ?? 100;
+    const maxBatch = this.options.maxBatchSize ?? DEFAULT_MAX_BATCH;
     const workers = this.options.evalWorkers ?? cpus().length;
     let count = 0;
     const emit = (results: AttributeResult[]): void => {
@@ -129,10 +146,7 @@ export class JobsetEvaluation {
       const alone: string[][] = [...listing.unlistable];
       const below: Promise<void>[] = [];
       for (const found of listing.found) this.sort(found, jobs, alone, below, walk, emit);
-      // Batches small enough that every evaluator gets one, large enough to spread the process start.
-      const size = Math.max(1, Math.min(maxBatch, Math.ceil(jobs.length / workers)));
-      const batches: string[][][] = [];
-      for (let i = 0; i < jobs.length; i += size) batches.push(jobs.slice(i, i + size));
+      const batches = rampedBatches(jobs, Math.max(1, Math.min(maxBatch, Math.ceil(jobs.length / workers))));
       // An attribute that failed to list goes alone: it would only make its batch split.
       for (const path of alone) batches.push([path]);
       await Promise.all([...batches.map((batch) => instantiation.instantiate(batch, emit)), ...below]);
