@@ -100,6 +100,17 @@ export class JobsetEvaluation {
    * whole jobset is evaluated; throws if even the top value cannot be listed.
    */
   results(): AsyncIterable<AttributeResult> {
+    this.start();
+    return this.stream;
+  }
+
+  /** The same results, each group being all that became known since the last one was taken. */
+  resultGroups(): AsyncIterable<AttributeResult[]> {
+    this.start();
+    return { [Symbol.asyncIterator]: () => this.stream.groups() };
+  }
+
+  private start(): void {
     if (!this.started) {
       this.started = true;
       this.done = this.evaluate().then(
@@ -107,7 +118,6 @@ export class JobsetEvaluation {
         (error: unknown) => this.stream.fail(error),
       );
     }
-    return this.stream;
   }
 
   /** Stops evaluating (kills the evaluators) and removes the GC roots: the .drv files may be collected after this. */
