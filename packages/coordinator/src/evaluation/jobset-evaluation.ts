@@ -40,22 +40,10 @@ export interface JobsetEvaluationOptions {
   onPoolEvent?: (event: EvaluatorPoolEvent) => void;
 }
 
-/** Large: a process start and the top value's evaluation are paid per batch; the ramp below keeps the first results early. */
+/** Large: a process start and the top value's evaluation are paid per batch; batches ramp up from FIRST_BATCH to keep the first results early. */
 const DEFAULT_MAX_BATCH = 500;
-/** The first batch of a set: small, so that its results (and the first builds) come within a fraction of a second. */
+/** The first batch of an evaluation: small, so that its results (and the first builds) come within a fraction of a second. */
 const FIRST_BATCH = 8;
-
-/**
- * Batches that start small and double up to `size` (small enough that every
- * evaluator gets one, large enough to spread the process start): the first
- * results stream early, the bulk goes in few processes.
- */
-function rampedBatches(jobs: readonly string[][], size: number): string[][][] {
-  const batches: string[][][] = [];
-  let next = Math.min(FIRST_BATCH, size);
-  for (let i = 0; i < jobs.length; i += next, next = Math.min(size, next * 2)) batches.push(jobs.slice(i, i + next));
-  return batches;
-}
 
 const NOT_A_DERIVATION = 'expression does not evaluate to a derivation (or a set or list of those)';
 
@@ -150,29 +138,53 @@ export class JobsetEvaluation {
       this.stream.push(...results);
     };
 
-    const walk = async (parent: string[]): Promise<void> => {
-      const listing = await discovery.list(parent);
-      const jobs: string[][] = [];
-      const alone: string[][] = [...listing.unlistable];
-      const below: Promise<void>[] = [];
-      for (const found of listing.found) this.sort(found, jobs, alone, below, walk, emit);
-      const batches = rampedBatches(jobs, Math.max(1, Math.min(maxBatch, Math.ceil(jobs.length / workers))));
+    let nextBatch = FIRST_BATCH;
+    /** Batches across the whole evaluation start small and double: the first results stream early, the bulk goes in few processes. */
+    const instantiate = async (jobs: readonly string[][], alone: readonly string[][]): Promise<void> => {
+      // small enough that every evaluator gets one, large enough to spread the process start
+      const size = Math.max(1, Math.min(maxBatch, Math.ceil(jobs.length / workers)));
+      const batches: string[][][] = [];
+      for (let i = 0; i < jobs.length; ) {
+        const next = Math.min(size, nextBatch);
+        nextBatch = Math.min(maxBatch, nextBatch * 2);
+        batches.push(jobs.slice(i, i + next));
+        i += next;
+      }
       // An attribute that failed to list goes alone: it would only make its batch split.
       for (const path of alone) batches.push([path]);
-      await Promise.all([...batches.map((batch) => instantiation.instantiate(batch, emit)), ...below]);
+      await Promise.all(batches.map((batch) => instantiation.instantiate(batch, emit)));
     };
-    await walk([]);
+
+    /** The jobs below these sets: all in one listing if it can be, else split until the set that fails stands alone. */
+    const walkDeep = async (parents: string[][]): Promise<void> => {
+      if (parents.length === 0) return;
+      const deep = await discovery.listDeep(parents);
+      if (deep.kind === 'cancelled') return;
+      if (deep.kind === 'ok') {
+        const jobs: string[][] = [];
+        const alone: string[][] = [];
+        for (const found of deep.found) this.sort(found, jobs, alone, [], emit);
+        await instantiate(jobs, alone);
+        return;
+      }
+      if (parents.length > 1) {
+        const half = Math.ceil(parents.length / 2);
+        await Promise.all([walkDeep(parents.slice(0, half)), walkDeep(parents.slice(half))]);
+        return;
+      }
+      // One set that cannot be listed deeply: one level, with each culprit split out, and its subsets deeply, together.
+      const listing = await discovery.list(parents[0]!);
+      const jobs: string[][] = [];
+      const alone: string[][] = [...listing.unlistable];
+      const below: string[][] = [];
+      for (const found of listing.found) this.sort(found, jobs, alone, below, emit);
+      await Promise.all([instantiate(jobs, alone), walkDeep(below)]);
+    };
+    await walkDeep([[]]);
     this.options.logger.info({ attributes: count, ms: Date.now() - started }, 'jobset evaluated');
   }
 
-  private sort(
-    found: DiscoveredAttribute,
-    jobs: string[][],
-    alone: string[][],
-    below: Promise<void>[],
-    walk: (parent: string[]) => Promise<void>,
-    emit: (results: AttributeResult[]) => void,
-  ): void {
+  private sort(found: DiscoveredAttribute, jobs: string[][], alone: string[][], below: string[][], emit: (results: AttributeResult[]) => void): void {
     switch (found.kind) {
       case 'derivation':
         jobs.push(found.attrPath);
@@ -181,7 +193,7 @@ export class JobsetEvaluation {
         alone.push(found.attrPath);
         return;
       case 'recurse':
-        below.push(walk(found.attrPath));
+        below.push(found.attrPath);
         return;
       case 'skip':
         return;
