@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { DerivationView, JobsetAttribute, RunView } from '@nixfarm/shared';
+import { childProcesses, type ChildProcessInfo } from '../harness/child-processes.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { scaleJobsetFixture, type ScaleExpectation } from '../harness/jobset-fixture.js';
 import { freshSalt } from '../harness/nix-fixtures.js';
@@ -23,29 +23,18 @@ const NIXFARM_FIELDS = ['errorKind', 'buildStatus', 'failedDrv', 'failure', 'dep
 /** What plain Nix says each attribute's drvPath and outputs are (read-only evaluation: nothing of nixfarm's in the way). */
 function nixDerivations(file: string, salt: string, attrs: readonly string[]): Map<string, { drvPath: string; out: string }> {
   const expr = `let top = import ${file} { salt = ${JSON.stringify(salt)}; }; at = p: builtins.foldl' (v: n: v.\${n}) top p; in
-    map (p: let v = at p; in { inherit (v) drvPath; out = v.outPath; }) [ ${attrs.map((a) => `[ ${a.split('.').map((n) => JSON.stringify(n)).join(' ')} ]`).join(' ')} ]`;
+    map (p: let v = at p; in { inherit (v) drvPath; out = v.outPath; }) [ ${attrs
+      .map(
+        (a) =>
+          `[ ${a
+            .split('.')
+            .map((n) => JSON.stringify(n))
+            .join(' ')} ]`,
+      )
+      .join(' ')} ]`;
   const json = execFileSync('nix-instantiate', ['--eval', '--strict', '--json', '--expr', expr], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const values = JSON.parse(json) as Array<{ drvPath: string; out: string }>;
   return new Map(attrs.map((a, i) => [a, values[i]!]));
-}
-
-/** The pids of nix-instantiate processes the coordinator runs now, with their command lines. */
-function coordinatorEvaluators(coordinatorPid: number): Array<{ pid: number; cmdline: string }> {
-  const found: Array<{ pid: number; cmdline: string }> = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      // pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (comm !== 'nix-instantiate' || ppid !== coordinatorPid) continue;
-      found.push({ pid: Number(entry), cmdline: readFileSync(`/proc/${entry}/cmdline`, 'utf8') });
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return found;
 }
 
 describe('a 2,000-attribute jobset on the farm', () => {
@@ -63,9 +52,9 @@ describe('a 2,000-attribute jobset on the farm', () => {
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, ...args], { timeoutMs: 300_000 });
 
     // Kill the first instantiation batch the coordinator runs: the pool runs it again in a new process.
-    let killed: { pid: number; cmdline: string } | undefined;
+    let killed: ChildProcessInfo | undefined;
     for (const deadline = Date.now() + 60_000; killed === undefined && Date.now() < deadline; await sleep(5)) {
-      killed = coordinatorEvaluators(farm.coordinator.pid!).find((e) => e.cmdline.includes('nixfarm-batch'));
+      killed = childProcesses(farm.coordinator.pid!, 'nix-instantiate').find((e) => e.cmdline.includes('nixfarm-batch'));
       if (killed !== undefined) process.kill(killed.pid, 'SIGKILL');
     }
     assert.ok(killed !== undefined, 'an evaluator of the coordinator was found and killed');
@@ -105,7 +94,12 @@ describe('a 2,000-attribute jobset on the farm', () => {
     const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
     const byStatus = (status: string): DerivationView[] => derivations.filter((d) => d.status === status);
     assert.equal(byStatus('succeeded').length, fixture.builds - 3);
-    assert.deepEqual(byStatus('failed').map((d) => d.name).sort(), ['broken-base', 'fails-0', 'fails-1']);
+    assert.deepEqual(
+      byStatus('failed')
+        .map((d) => d.name)
+        .sort(),
+      ['broken-base', 'fails-0', 'fails-1'],
+    );
     assert.equal(byStatus('dependency-failed').length, 11);
     for (const d of derivations) assert.ok(d.attempts <= 1, `${d.name} was built at most once: ${d.attempts}`);
     const run = await farm.api<RunView>(`/api/runs/${runId}`);
@@ -116,13 +110,7 @@ describe('a 2,000-attribute jobset on the farm', () => {
   });
 });
 
-function assertAttribute(
-  attr: string,
-  got: JobsetAttribute,
-  want: ScaleExpectation,
-  nix: Map<string, { drvPath: string; out: string }>,
-  system: string,
-): void {
+function assertAttribute(attr: string, got: JobsetAttribute, want: ScaleExpectation, nix: Map<string, { drvPath: string; out: string }>, system: string): void {
   if (want.kind === 'evaluation-failed') {
     assert.equal(got.buildStatus, 'evaluation-failed', attr);
     assert.equal(got.errorKind, want.errorKind, attr);
@@ -141,6 +129,9 @@ function assertAttribute(
   if (want.kind === 'failed') assert.equal(got.failedDrv, drvPath, attr);
   if (want.kind === 'dependency-failed') {
     const dependency = nix.get(`failing.${want.dependency}`)?.drvPath;
-    assert.ok(got.dependency !== undefined && (dependency === undefined ? got.dependency.endsWith(`-${want.dependency}.drv`) : got.dependency === dependency), attr);
+    assert.ok(
+      got.dependency !== undefined && (dependency === undefined ? got.dependency.endsWith(`-${want.dependency}.drv`) : got.dependency === dependency),
+      attr,
+    );
   }
 }

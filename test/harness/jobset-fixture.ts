@@ -195,10 +195,12 @@ export function scaleJobsetFixture(options: ScaleJobsetOptions): ScaleJobsetFixt
     put('g-0', 'lateThrow', 'mk "late-throw" (throw "late-throw-message")', evaluation('evaluation-error', 'late-throw-message'));
     put('g-0', 'lateAbort', 'mk "late-abort" (abort "late-abort-message")', evaluation('evaluation-error', 'late-abort-message'));
     builds += 3;
-    for (let j = 0; j < 5; j++) put('failing', `onBase-${j}`, `mk "on-base-${j}" "cat \${brokenBase} > $out"`, { kind: 'dependency-failed', dependency: 'broken-base' });
+    for (let j = 0; j < 5; j++)
+      put('failing', `onBase-${j}`, `mk "on-base-${j}" "cat \${brokenBase} > $out"`, { kind: 'dependency-failed', dependency: 'broken-base' });
     for (let k = 0; k < 2; k++) {
       put('failing', `fails-${k}`, `fails ${k}`, { kind: 'failed' });
-      for (let j = 0; j < 3; j++) put('failing', `on-${k}-${j}`, `mk "on-${k}-${j}" "cat \${fails ${k}} > $out"`, { kind: 'dependency-failed', dependency: `fails-${k}` });
+      for (let j = 0; j < 3; j++)
+        put('failing', `on-${k}-${j}`, `mk "on-${k}-${j}" "cat \${fails ${k}} > $out"`, { kind: 'dependency-failed', dependency: `fails-${k}` });
     }
   }
   const good = options.attributes - expected.size;
