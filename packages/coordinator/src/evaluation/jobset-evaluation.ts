@@ -42,8 +42,10 @@ export interface JobsetEvaluationOptions {
 
 /** Large: a process start and the top value's evaluation are paid per batch; batches ramp up from FIRST_BATCH to keep the first results early. */
 const DEFAULT_MAX_BATCH = 500;
-/** The first batch of an evaluation: small, so that its results (and the first builds) come within a fraction of a second. */
-const FIRST_BATCH = 8;
+/** The first batch of an evaluation: one attribute, so that the first result (and build) waits for no other attribute. */
+const FIRST_BATCH = 1;
+/** Deep listings per evaluator that the sets below a level are spread over. */
+const LISTINGS_PER_WORKER = 4;
 
 const NOT_A_DERIVATION = 'expression does not evaluate to a derivation (or a set or list of those)';
 
@@ -157,7 +159,6 @@ export class JobsetEvaluation {
 
     /** The jobs below these sets: all in one listing if it can be, else split until the set that fails stands alone. */
     const walkDeep = async (parents: string[][]): Promise<void> => {
-      if (parents.length === 0) return;
       const deep = await discovery.listDeep(parents);
       if (deep.kind === 'cancelled') return;
       if (deep.kind === 'ok') {
@@ -172,15 +173,29 @@ export class JobsetEvaluation {
         await Promise.all([walkDeep(parents.slice(0, half)), walkDeep(parents.slice(half))]);
         return;
       }
-      // One set that cannot be listed deeply: one level, with each culprit split out, and its subsets deeply, together.
-      const listing = await discovery.list(parents[0]!);
+      await walkLevel(parents[0]!);
+    };
+    /**
+     * Sets below a level, listed deeply in a few groups at once: a few
+     * processes instead of one per set, and not one for all, so that sets
+     * whose values are slow to force do not hold up every other set.
+     */
+    const spread = async (sets: string[][]): Promise<void> => {
+      const size = Math.ceil(sets.length / Math.min(sets.length, LISTINGS_PER_WORKER * workers));
+      const groups: Promise<void>[] = [];
+      for (let i = 0; i < sets.length; i += size) groups.push(walkDeep(sets.slice(i, i + size)));
+      await Promise.all(groups);
+    };
+    /** One level, with each culprit split out (list()), its jobs instantiated while the sets below are listed. */
+    const walkLevel = async (parent: string[]): Promise<void> => {
+      const listing = await discovery.list(parent);
       const jobs: string[][] = [];
       const alone: string[][] = [...listing.unlistable];
       const below: string[][] = [];
       for (const found of listing.found) this.sort(found, jobs, alone, below, emit);
-      await Promise.all([instantiate(jobs, alone), walkDeep(below)]);
+      await Promise.all([instantiate(jobs, alone), spread(below)]);
     };
-    await walkDeep([[]]);
+    await walkLevel([]);
     this.options.logger.info({ attributes: count, ms: Date.now() - started }, 'jobset evaluated');
   }
 
