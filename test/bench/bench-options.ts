@@ -10,11 +10,17 @@ export interface BenchOptions {
   quick: boolean;
   /** before each run, wait up to this many seconds for other processes to leave the CPU (0: do not wait) */
   waitIdleSeconds: number;
+  /** run the jobset part (jobset-bench.ts): `--only jobset-2000` */
+  jobset: boolean;
 }
 
-const USAGE = `usage: npm run bench -- [--reps N] [--only ${WORKLOAD_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
+/** The jobset part is no workload of the ways' matrix: it measures evaluation too (jobset-bench.ts). */
+const JOBSET = 'jobset-2000';
+const ONLY_IDS = [...WORKLOAD_IDS, JOBSET] as const;
+
+const USAGE = `usage: npm run bench -- [--reps N] [--only ${ONLY_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
   --reps N        repetitions per workload and way (default 3; 1 with --quick); figures are medians
-  --only LIST     workloads to run (default all)
+  --only LIST     workloads to run (default all); jobset-2000: evaluation and streaming of a 2,000-attribute jobset (ways a and c)
   --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
   --max-jobs J    jobs per worker machine (default 2)
   --quick         small sizes for a smoke run
@@ -37,7 +43,7 @@ function list<T extends string>(flag: string, value: string | undefined, allowed
 
 export function parseBenchOptions(argv: readonly string[]): BenchOptions {
   let reps: number | undefined;
-  let workloads = [...WORKLOAD_IDS];
+  let only: string[] = [...ONLY_IDS];
   let ways = [...WAY_IDS];
   let maxJobs = 2;
   let quick = false;
@@ -51,7 +57,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
         reps = positiveInteger(name, value());
         break;
       case '--only':
-        workloads = list(name, value(), WORKLOAD_IDS);
+        only = list(name, value(), ONLY_IDS);
         break;
       case '--ways':
         ways = list(name, value(), WAY_IDS);
@@ -73,5 +79,6 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
         throw new Error(`unknown argument ${JSON.stringify(flag)}\n${USAGE}`);
     }
   }
-  return { reps: reps ?? (quick ? 1 : 3), workloads, ways, maxJobs, quick, waitIdleSeconds };
+  const workloads = WORKLOAD_IDS.filter((w) => only.includes(w));
+  return { reps: reps ?? (quick ? 1 : 3), workloads, ways, maxJobs, quick, waitIdleSeconds, jobset: only.includes(JOBSET) };
 }

@@ -1,6 +1,7 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WayId } from './bench-way.js';
+import type { JobsetBenchReport } from './jobset-bench.js';
 import type { TargetResult } from './bench-targets.js';
 import { PROFILE_PHASES, type NixfarmProfile } from './nixfarm-profile.js';
 import type { WorkloadId } from './workloads.js';
@@ -61,6 +62,8 @@ export interface BenchReport {
   results: WorkloadResult[];
   /** nixfarm per workload, pooled over repetitions */
   profiles: Partial<Record<WorkloadId, NixfarmProfile>>;
+  /** the jobset part (--only jobset-2000) */
+  jobset?: JobsetBenchReport;
 }
 
 const seconds = (ms: number | undefined): string => (ms === undefined ? '-' : `${(ms / 1000).toFixed(2)} s`);

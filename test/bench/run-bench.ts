@@ -13,6 +13,7 @@ import { REPO_ROOT } from '../harness/test-farm.js';
 import { parseBenchOptions, type BenchOptions } from './bench-options.js';
 import { formatReport, OVERHEAD_DEFINITION, writeReport, type BenchReport, type WayResult, type WorkloadResult } from './bench-report.js';
 import { evaluateTarget, TARGETS } from './bench-targets.js';
+import { formatJobsetReport, runJobsetBench, type JobsetBenchReport } from './jobset-bench.js';
 import type { BenchWay, NixfarmDerivationRow, WayId, WayRun } from './bench-way.js';
 import { calibrateMebibytes } from './cpu-bound-fixture.js';
 import { cpuSnapshot, foreignCores, waitForQuietMachine } from './foreign-cpu.js';
@@ -86,6 +87,7 @@ async function main(): Promise<void> {
   const key = (w: WorkloadId, way: WayId): string => `${w}/${way}`;
   const titles = new Map<WayId, string>();
   /** The report of what has been measured so far (complete once every way ran). */
+  let jobset: JobsetBenchReport | undefined;
   const summarise = (complete: boolean): BenchReport => {
     const results: WorkloadResult[] = [];
     const profiles: BenchReport['profiles'] = {};
@@ -154,11 +156,12 @@ async function main(): Promise<void> {
       overheadDefinition: OVERHEAD_DEFINITION,
       results,
       profiles,
+      ...(jobset === undefined ? {} : { jobset }),
     };
   };
 
   // One way at a time, set up once: no idle farm or sshd competes with another way's builds. The slowest, (b), last.
-  for (const wayId of (['a', 'c', 'b'] as const).filter((w) => options.ways.includes(w))) {
+  for (const wayId of (['a', 'c', 'b'] as const).filter((w) => options.ways.includes(w) && options.workloads.length > 0)) {
     const way = makeWay(wayId, options, dir, system);
     titles.set(wayId, way.title);
     say(`(${wayId}) ${way.title}: starting`);
@@ -194,9 +197,22 @@ async function main(): Promise<void> {
     // after each way, so that a later failure or interruption keeps what was measured
     writeReport(resultsDir, summarise(false));
   }
+  if (options.jobset) {
+    say('jobset-2000: (a) local nix-instantiate + nix-store --realise, (b) the evaluator pool alone, (c) nixfarm streaming');
+    jobset = await runJobsetBench({
+      dir,
+      reps: options.reps,
+      quick: options.quick,
+      maxJobs: options.maxJobs,
+      machineNames: MACHINE_NAMES,
+      timeoutMs: RUN_TIMEOUT_MS,
+      say,
+    });
+  }
   const report = summarise(true);
 
-  process.stdout.write(formatReport(report));
+  if (options.workloads.length > 0) process.stdout.write(formatReport(report));
+  if (jobset !== undefined) process.stdout.write(formatJobsetReport(jobset));
   const file = writeReport(resultsDir, report);
   say(`wrote ${file} and latest.json`);
   unregister();

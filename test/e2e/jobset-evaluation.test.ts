@@ -124,7 +124,13 @@ describe('jobset evaluation in an evaluator pool', () => {
     const drvPaths = good.map((a) => (results.get(a) as { drvPath: string }).drvPath);
     execFileSync('nix-store', ['--check-validity', ...drvPaths]);
     assert.ok(rootsWhileOpen.length > 0, 'roots existed while results came in');
-    const rooted = new Set(readdirSync(evaluation.rootDir).map((r) => readlinkSync(join(evaluation.rootDir, r))));
+    // a root holds its whole closure: each batch's root holds every .drv of the batch
+    const roots = readdirSync(evaluation.rootDir).map((r) => readlinkSync(join(evaluation.rootDir, r)));
+    const rooted = new Set(
+      execFileSync('nix-store', ['--query', '--requisites', ...roots], { encoding: 'utf8' })
+        .trim()
+        .split('\n'),
+    );
     for (const drvPath of drvPaths) assert.ok(rooted.has(drvPath), `${drvPath} is held by a root`);
     await evaluation.close();
     assert.equal(existsSync(evaluation.rootDir), false, 'the root directory is gone after close()');

@@ -27,10 +27,25 @@ export interface BuildPlannerOptions {
 }
 
 /**
+ * What one run's planning has learnt, for the next plan of the same run (a
+ * jobset run plans each group of attributes as it comes): a dependency
+ * shared by 2,000 attributes is read and checked once, not 2,000 times.
+ */
+export class PlanMemory {
+  /** .drv files read (they never change) */
+  readonly derivations = new Map<string, Derivation>();
+  /** derivations whose outputs were all valid: outputs held by the run stay valid */
+  readonly built = new Set<string>();
+  /** derivations an earlier plan gave the run: later plans name them as inputs and do not enter them again */
+  readonly planned = new Set<string>();
+}
+
+/**
  * Walks the derivation closure from the roots, level by level, and keeps only
  * derivations with an output that is not valid in the coordinator's store. A
  * derivation whose outputs are all valid is not entered: nothing below it needs
- * building for this run.
+ * building for this run. With a PlanMemory, what an earlier plan of the run
+ * found is not read, asked about or planned again.
  */
 export class BuildPlanner {
   private readonly readConcurrency: number;
@@ -39,24 +54,30 @@ export class BuildPlanner {
     this.readConcurrency = options.readConcurrency ?? 64;
   }
 
-  async plan(rootDrvPaths: readonly string[]): Promise<BuildPlan> {
-    const read = new Map<string, Derivation>();
+  async plan(rootDrvPaths: readonly string[], memory: PlanMemory = new PlanMemory()): Promise<BuildPlan> {
+    const read = memory.derivations;
+    const readBefore = read.size;
     const needed = new Map<string, Derivation>();
     const visited = new Set<string>(rootDrvPaths);
     let frontier = [...visited];
     const checkedAt = Date.now();
     while (frontier.length > 0) {
+      // known from an earlier plan: built (nothing to do) or in the run already (only an edge to it)
+      frontier = frontier.filter((p) => !memory.built.has(p) && !memory.planned.has(p));
       await this.readAll(
         frontier.filter((p) => !read.has(p)),
         read,
       );
       const outputs = frontier.flatMap((p) => Object.values(read.get(p)!.outputs).filter((o) => o !== ''));
-      const invalid = await this.options.nix.invalidPaths(outputs);
+      const invalid = outputs.length === 0 ? new Set<string>() : await this.options.nix.invalidPaths(outputs);
       const next = new Set<string>();
       for (const path of frontier) {
         const drv = read.get(path)!;
         const isBuilt = Object.values(drv.outputs).every((o) => o !== '' && !invalid.has(o));
-        if (isBuilt) continue;
+        if (isBuilt) {
+          memory.built.add(path);
+          continue;
+        }
         needed.set(path, drv);
         for (const input of Object.keys(drv.inputDrvs)) {
           if (!visited.has(input)) {
@@ -78,7 +99,7 @@ export class BuildPlanner {
           const out = input.outputs[name];
           if (out !== undefined && out !== '') inputPaths.push(out);
         }
-        if (needed.has(inputPath)) inputs.push(hashPart(inputPath));
+        if (needed.has(inputPath) || memory.planned.has(inputPath)) inputs.push(hashPart(inputPath));
       }
       const requirement = { system: drv.system, requiredFeatures: drv.requiredSystemFeatures };
       nodes.push({
@@ -96,8 +117,10 @@ export class BuildPlanner {
         },
       });
     }
-    this.options.logger.debug({ roots: rootDrvPaths.length, read: read.size, needed: nodes.length }, 'planned build');
-    return { nodes, derivationsRead: read.size, checkedAt };
+    for (const path of needed.keys()) memory.planned.add(path);
+    const derivationsRead = read.size - readBefore;
+    this.options.logger.debug({ roots: rootDrvPaths.length, read: derivationsRead, needed: nodes.length }, 'planned build');
+    return { nodes, derivationsRead, checkedAt };
   }
 
   private async readAll(paths: string[], into: Map<string, Derivation>): Promise<void> {

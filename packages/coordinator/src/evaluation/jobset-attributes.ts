@@ -34,6 +34,7 @@ export interface AttributeDiscoveryOptions {
   forceRecurse: boolean;
 }
 
+const deepListingSchema = z.array(z.object({ path: z.array(z.string()).min(1), kind: z.enum(['derivation', 'other', 'failed']) }));
 const listingSchema = z.array(z.object({ name: z.string(), kind: z.enum(['derivation', 'recurse', 'skip', 'other', 'failed']) }));
 
 /** Even the top value cannot be listed: the whole evaluation cannot start (not one attribute's fault). */
@@ -104,17 +105,11 @@ export class AttributeDiscovery {
     parent: readonly string[],
     names: readonly string[] | undefined,
   ): Promise<{ kind: 'ok'; children: DiscoveredAttribute[] } | { kind: 'failed'; outcome: EvaluatorOutcome } | { kind: 'cancelled' }> {
-    const force = this.options.forceRecurse ? 'true' : 'false';
     // The top set is always entered, as nix-eval-jobs does; recurseForDerivations is a marker, never a job.
     const expr = `${this.top}  let
     parent = builtins.foldl' (v: n: v.\${n}) top ${nixStringList(parent)};
     names = ${names === undefined ? 'builtins.attrNames parent' : nixStringList(names)};
-    kindOf = v:
-      if builtins.isAttrs v then
-        (if (v.type or null) == "derivation" then "derivation"
-         else if ${force} || (v.recurseForDerivations or false) == true then "recurse"
-         else "skip")
-      else "other";
+${this.kindOf()}
     classify = name: let r = builtins.tryEval (kindOf parent.\${name}); in { inherit name; kind = if r.success then r.value else "failed"; };
   in map classify (builtins.filter (n: n != "recurseForDerivations") names)
 `;
@@ -123,6 +118,38 @@ export class AttributeDiscovery {
     if (outcome.kind !== 'ok') return { kind: 'failed', outcome };
     const children = listingSchema.parse(JSON.parse(outcome.stdout)).map(({ name, kind }) => ({ attrPath: [...parent, name], kind }));
     return { kind: 'ok', children };
+  }
+
+  /**
+   * Every job below the given sets in one process: sets to enter are entered
+   * by Nix itself, each value forced under tryEval as list() does. Fails as a
+   * whole when anything tryEval does not catch is met anywhere below (the
+   * caller then lists level by level, which isolates the culprit).
+   */
+  async listDeep(parents: readonly string[][]): Promise<{ kind: 'ok'; found: DiscoveredAttribute[] } | { kind: 'failed' } | { kind: 'cancelled' }> {
+    const expr = `${this.top}  let
+${this.kindOf()}
+    walk = path: set: builtins.concatMap (name:
+      let p = path ++ [ name ]; r = builtins.tryEval (kindOf set.\${name}); kind = if r.success then r.value else "failed"; in
+      if kind == "recurse" then walk p set.\${name} else if kind == "skip" then [ ] else [ { path = p; inherit kind; } ])
+      (builtins.filter (n: n != "recurseForDerivations") (builtins.attrNames set));
+  in builtins.concatMap (parent: walk parent (builtins.foldl' (v: n: v.\${n}) top parent)) [ ${parents.map(nixStringList).join(' ')} ]
+`;
+    const outcome = await this.options.pool.run(this.evalArgs(expr), { kind: 'list', attrs: parents.map(dottedAttr) });
+    if (outcome.kind === 'cancelled') return { kind: 'cancelled' };
+    if (outcome.kind !== 'ok') return { kind: 'failed' };
+    return { kind: 'ok', found: deepListingSchema.parse(JSON.parse(outcome.stdout)).map(({ path, kind }) => ({ attrPath: path, kind })) };
+  }
+
+  /** What a value is for discovery (AttributeKind), as a Nix function `kindOf`. */
+  private kindOf(): string {
+    const force = this.options.forceRecurse ? 'true' : 'false';
+    return `    kindOf = v:
+      if builtins.isAttrs v then
+        (if (v.type or null) == "derivation" then "derivation"
+         else if ${force} || (v.recurseForDerivations or false) == true then "recurse"
+         else "skip")
+      else "other";`;
   }
 
   private evalArgs(expr: string): string[] {

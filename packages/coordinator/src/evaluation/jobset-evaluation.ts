@@ -48,6 +48,13 @@ export interface Discovery {
   discovering: boolean;
 }
 
+/** Large: a process start and the top value's evaluation are paid per batch; batches ramp up from FIRST_BATCH to keep the first results early. */
+const DEFAULT_MAX_BATCH = 500;
+/** The first batch of an evaluation: one attribute, so that the first result (and build) waits for no other attribute. */
+const FIRST_BATCH = 1;
+/** Deep listings per evaluator that the sets below a level are spread over. */
+const LISTINGS_PER_WORKER = 4;
+
 const NOT_A_DERIVATION = 'expression does not evaluate to a derivation (or a set or list of those)';
 
 /**
@@ -91,6 +98,17 @@ export class JobsetEvaluation {
    * whole jobset is evaluated; throws if even the top value cannot be listed.
    */
   results(): AsyncIterable<AttributeResult> {
+    this.start();
+    return this.stream;
+  }
+
+  /** The same results, each group being all that became known since the last one was taken. */
+  resultGroups(): AsyncIterable<AttributeResult[]> {
+    this.start();
+    return { [Symbol.asyncIterator]: () => this.stream.groups() };
+  }
+
+  private start(): void {
     if (!this.started) {
       this.started = true;
       this.done = this.evaluate().then(
@@ -98,7 +116,6 @@ export class JobsetEvaluation {
         (error: unknown) => this.stream.fail(error),
       );
     }
-    return this.stream;
   }
 
   /** Stops evaluating (kills the evaluators) and removes the GC roots: the .drv files may be collected after this. */
@@ -122,7 +139,7 @@ export class JobsetEvaluation {
       ...(this.options.evalMaxMemoryMiB === undefined ? {} : { maxMemoryMiB: this.options.evalMaxMemoryMiB }),
       ...(this.options.evalTimeoutMs === undefined ? {} : { timeoutMs: this.options.evalTimeoutMs }),
     });
-    const maxBatch = this.options.maxBatchSize ?? 100;
+    const maxBatch = this.options.maxBatchSize ?? DEFAULT_MAX_BATCH;
     const workers = this.options.evalWorkers ?? cpus().length;
     let count = 0;
     // Sets being listed: a child's walk counts itself before its parent's listing is done, so 0 means discovery has ended.
@@ -134,38 +151,84 @@ export class JobsetEvaluation {
       this.stream.push(...results);
     };
 
-    const walk = async (parent: string[]): Promise<void> => {
-      listing++;
-      const listed = await discovery.list(parent);
-      const jobs: string[][] = [];
-      const alone: string[][] = [...listed.unlistable];
-      const below: Promise<void>[] = [];
-      let others = 0;
-      for (const found of listed.found) others += this.sort(found, jobs, alone, below, walk, emit);
+    /** One listing ended having found `found` attributes (each will get a result): tell how far discovery is. */
+    const listed = (found: number): void => {
       listing--;
-      discovered += jobs.length + alone.length + others;
+      discovered += found;
       this.options.onDiscovery?.({ discovered, discovering: listing > 0 });
-      // Batches small enough that every evaluator gets one, large enough to spread the process start.
+    };
+    let nextBatch = FIRST_BATCH;
+    /** Batches across the whole evaluation start small and double: the first results stream early, the bulk goes in few processes. */
+    const instantiate = async (jobs: readonly string[][], alone: readonly string[][]): Promise<void> => {
+      // small enough that every evaluator gets one, large enough to spread the process start
       const size = Math.max(1, Math.min(maxBatch, Math.ceil(jobs.length / workers)));
       const batches: string[][][] = [];
-      for (let i = 0; i < jobs.length; i += size) batches.push(jobs.slice(i, i + size));
+      for (let i = 0; i < jobs.length; ) {
+        const next = Math.min(size, nextBatch);
+        nextBatch = Math.min(maxBatch, nextBatch * 2);
+        batches.push(jobs.slice(i, i + next));
+        i += next;
+      }
       // An attribute that failed to list goes alone: it would only make its batch split.
       for (const path of alone) batches.push([path]);
-      await Promise.all([...batches.map((batch) => instantiation.instantiate(batch, emit)), ...below]);
+      await Promise.all(batches.map((batch) => instantiation.instantiate(batch, emit)));
     };
-    await walk([]);
+
+    /** The jobs below these sets: all in one listing if it can be, else split until the set that fails stands alone. */
+    const walkDeep = async (parents: string[][]): Promise<void> => {
+      listing++;
+      const deep = await discovery.listDeep(parents);
+      if (deep.kind === 'cancelled') {
+        listed(0);
+        return;
+      }
+      if (deep.kind === 'ok') {
+        const jobs: string[][] = [];
+        const alone: string[][] = [];
+        let others = 0;
+        for (const found of deep.found) others += this.sort(found, jobs, alone, [], emit);
+        listed(jobs.length + alone.length + others);
+        await instantiate(jobs, alone);
+        return;
+      }
+      // The split's listings are counted (synchronously, as they start) before this one ends: discovery never looks over early.
+      const split =
+        parents.length > 1
+          ? Promise.all([walkDeep(parents.slice(0, Math.ceil(parents.length / 2))), walkDeep(parents.slice(Math.ceil(parents.length / 2)))])
+          : walkLevel(parents[0]!);
+      listed(0);
+      await split;
+    };
+    /**
+     * Sets below a level, listed deeply in a few groups at once: a few
+     * processes instead of one per set, and not one for all, so that sets
+     * whose values are slow to force do not hold up every other set.
+     */
+    const spread = async (sets: string[][]): Promise<void> => {
+      const size = Math.ceil(sets.length / Math.min(sets.length, LISTINGS_PER_WORKER * workers));
+      const groups: Promise<void>[] = [];
+      for (let i = 0; i < sets.length; i += size) groups.push(walkDeep(sets.slice(i, i + size)));
+      await Promise.all(groups);
+    };
+    /** One level, with each culprit split out (list()), its jobs instantiated while the sets below are listed. */
+    const walkLevel = async (parent: string[]): Promise<void> => {
+      listing++;
+      const level = await discovery.list(parent);
+      const jobs: string[][] = [];
+      const alone: string[][] = [...level.unlistable];
+      const below: string[][] = [];
+      let others = 0;
+      for (const found of level.found) others += this.sort(found, jobs, alone, below, emit);
+      const deeper = spread(below);
+      listed(jobs.length + alone.length + others);
+      await Promise.all([instantiate(jobs, alone), deeper]);
+    };
+    await walkLevel([]);
     this.options.logger.info({ attributes: count, ms: Date.now() - started }, 'jobset evaluated');
   }
 
   /** Files one listed attribute under what becomes of it; answers how many results it gave at once (a value that is not a derivation). */
-  private sort(
-    found: DiscoveredAttribute,
-    jobs: string[][],
-    alone: string[][],
-    below: Promise<void>[],
-    walk: (parent: string[]) => Promise<void>,
-    emit: (results: AttributeResult[]) => void,
-  ): number {
+  private sort(found: DiscoveredAttribute, jobs: string[][], alone: string[][], below: string[][], emit: (results: AttributeResult[]) => void): number {
     switch (found.kind) {
       case 'derivation':
         jobs.push(found.attrPath);
@@ -174,7 +237,7 @@ export class JobsetEvaluation {
         alone.push(found.attrPath);
         return 0;
       case 'recurse':
-        below.push(walk(found.attrPath));
+        below.push(found.attrPath);
         return 0;
       case 'skip':
         return 0;

@@ -1,4 +1,4 @@
-/** A queue that producers push into and one consumer reads as an async iterable; it ends with end() or fail(). */
+/** A queue that producers push into and one consumer reads as an async iterable (of items or of groups); it ends with end() or fail(). */
 export class ResultStream<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
   private waiter: (() => void) | undefined;
@@ -27,10 +27,14 @@ export class ResultStream<T> implements AsyncIterable<T> {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for await (const group of this.groups()) yield* group;
+  }
+
+  /** Everything pushed since the last group, as one group: a consumer that works per group takes what came meanwhile at once. */
+  async *groups(): AsyncGenerator<T[]> {
     for (;;) {
-      const item = this.items.shift();
-      if (item !== undefined) {
-        yield item;
+      if (this.items.length > 0) {
+        yield this.items.splice(0);
         continue;
       }
       if (this.ended) {

@@ -1,6 +1,6 @@
 import type { Logger, EvaluatedAttribute, RunView, SubmitRunRequest } from '@nixfarm/shared';
-import { isFailedAttribute, type AttributeResult } from '../evaluation/attribute-result.js';
-import type { BuildPlanner } from '../evaluation/build-planner.js';
+import { isFailedAttribute, type AttributeResult, type FailedAttribute } from '../evaluation/attribute-result.js';
+import { PlanMemory, type BuildPlanner } from '../evaluation/build-planner.js';
 import { JobsetEvaluation, type Discovery } from '../evaluation/jobset-evaluation.js';
 import { parseFlakeReference } from '../evaluation/flake-reference.js';
 import type { JobsetSource } from '../evaluation/jobset-source.js';
@@ -22,7 +22,7 @@ export interface JobsetSubmissionDeps {
   nix: Pick<CoordinatorNix, 'invalidPaths'>;
   graph: Pick<DerivationGraph, 'openRun' | 'growRun' | 'closeRun'>;
   events: Pick<RunEvents, 'emit'>;
-  gcRoots: Pick<GcRoots, 'prepareRun' | 'releaseRun' | 'holdOutput' | 'runDir'>;
+  gcRoots: Pick<GcRoots, 'prepareRun' | 'releaseRun' | 'holdOutputs' | 'runDir'>;
   attributes: Pick<RunAttributes, 'start' | 'record' | 'end' | 'discover'>;
   /** the steps a run's registration shares with a plain submission */
   steps: Pick<RunSubmission, 'holdInputs' | 'registrationFor' | 'reportKnownFailures'>;
@@ -82,8 +82,8 @@ export class JobsetSubmission {
       rootParent: gcRoots.runDir(runId),
       onDiscovery: discovered,
     });
-    const results = evaluation.results()[Symbol.asyncIterator]();
-    let first: IteratorResult<AttributeResult>;
+    const results = evaluation.resultGroups()[Symbol.asyncIterator]();
+    let first: IteratorResult<AttributeResult[]>;
     try {
       first = await results.next();
     } catch (error) {
@@ -117,18 +117,20 @@ export class JobsetSubmission {
     runId: string,
     request: SubmitRunRequest,
     evaluation: JobsetEvaluation,
-    first: IteratorResult<AttributeResult>,
-    rest: AsyncIterator<AttributeResult>,
+    first: IteratorResult<AttributeResult[]>,
+    rest: AsyncIterator<AttributeResult[]>,
   ): Promise<void> {
     const { graph, attributes, logger } = this.deps;
     let end: EvaluationEnd = { state: 'done' };
     let count = 0;
     const evalOnly = request.evalOnly === true ? new CacheStatusRecorder(runId, { nix: this.deps.nix, attributes }) : undefined;
+    const memory = new PlanMemory();
     try {
+      // Each group is what evaluation found since the last one was added: the first comes alone, at once; later ones share a plan and a growth.
       for (let next = first; !next.done; next = await rest.next()) {
-        count++;
-        if (evalOnly !== undefined) evalOnly.push(next.value);
-        else if (!(await this.add(runId, request, next.value))) {
+        count += next.value.length;
+        if (evalOnly !== undefined) for (const result of next.value) evalOnly.push(result);
+        else if (!(await this.add(runId, request, next.value, memory))) {
           end = { state: 'cancelled' };
           break;
         }
@@ -149,35 +151,34 @@ export class JobsetSubmission {
     if (await graph.closeRun(runId)) await this.deps.finalizer.finalize(runId);
   }
 
-  /** Records one attribute and grows the run by what its derivation needs built; false when the run takes no more. */
-  private async add(runId: string, request: SubmitRunRequest, result: AttributeResult): Promise<boolean> {
+  /** Records a group of attributes and grows the run by what their derivations need built; false when the run takes no more. */
+  private async add(runId: string, request: SubmitRunRequest, group: readonly AttributeResult[], memory: PlanMemory): Promise<boolean> {
     const { planner, graph, gcRoots, attributes, steps } = this.deps;
-    if (isFailedAttribute(result)) {
-      await attributes.record(runId, { attr: result.attr, attrPath: result.attrPath, error: result.error, errorKind: result.errorKind });
-      return true;
+    const evaluated = group.filter((r): r is Exclude<AttributeResult, FailedAttribute> => !isFailedAttribute(r));
+    if (evaluated.length > 0) {
+      // The evaluation's roots go when it ends; the run holds each .drv until it ends.
+      await gcRoots.holdOutputs(evaluated.map((r) => ({ runId, path: r.drvPath })));
+      const plan = await planner.plan(
+        evaluated.map((r) => r.drvPath),
+        memory,
+      );
+      if (plan.nodes.length > 0) {
+        await steps.holdInputs(runId, plan);
+        const grown = await graph.growRun(runId, plan.nodes, await steps.registrationFor(request, plan));
+        if (grown.type === 'refused') return false;
+        await steps.reportKnownFailures(runId, grown, Date.now());
+        await this.deps.dispatcher.dispatch(grown.ready);
+      }
     }
-    // The evaluation's roots go when it ends; the run holds each .drv until it ends.
-    await gcRoots.holdOutput(runId, result.drvPath);
-    const plan = await planner.plan([result.drvPath]);
-    if (plan.nodes.length > 0) {
-      await steps.holdInputs(runId, plan);
-      const grown = await graph.growRun(runId, plan.nodes, await steps.registrationFor(request, plan));
-      if (grown.type === 'refused') return false;
-      await steps.reportKnownFailures(runId, grown, Date.now());
-      await this.deps.dispatcher.dispatch(grown.ready);
-    }
-    // Recorded once registered: a reader never sees an attribute whose derivation the graph does not hold yet.
-    const attribute: EvaluatedAttribute = {
-      attr: result.attr,
-      attrPath: result.attrPath,
-      drvPath: result.drvPath,
-      outputs: result.outputs,
-      system: result.system,
-      name: result.name,
-    };
-    await attributes.record(runId, attribute);
+    // Recorded once registered: a reader never sees an attribute whose derivation the graph does not hold yet. Sent together, kept in order.
+    await Promise.all(group.map((result) => attributes.record(runId, attributeOf(result))));
     return true;
   }
+}
+
+function attributeOf(result: AttributeResult): EvaluatedAttribute {
+  if (isFailedAttribute(result)) return { attr: result.attr, attrPath: result.attrPath, error: result.error, errorKind: result.errorKind };
+  return { attr: result.attr, attrPath: result.attrPath, drvPath: result.drvPath, outputs: result.outputs, system: result.system, name: result.name };
 }
 
 function sourceOf(request: SubmitRunRequest): JobsetSource {
