@@ -164,7 +164,7 @@ describe('building a jobset while it is evaluated', () => {
 
   it('ends a run whose evaluation died with a coordinator restart: failed, saying so, with what was evaluated built', async () => {
     const count = 10;
-    // One set each: an evaluator's batch never spans sets, so attributes come one at a time, about 4 s apart (listing, then instantiating).
+    // Each attribute is slow to force, in listing and in instantiating: with one evaluator they come a few seconds apart, the first after the listing.
     const slowSets = Array.from(
       { length: count },
       (_, i) => `    g-${i} = { recurseForDerivations = true; s = builtins.seq (${SLOW}) (mk "s-${i}" "echo s-${i} \${salt} > $out"); };`,

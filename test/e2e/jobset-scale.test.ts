@@ -1,19 +1,25 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { DerivationView, JobsetAttribute, RunView } from '@nixfarm/shared';
 import { childProcesses, type ChildProcessInfo } from '../harness/child-processes.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { scaleJobsetFixture, type ScaleExpectation } from '../harness/jobset-fixture.js';
+import { junitCounts, junitSchemaErrors, xpath } from '../harness/junit-report.js';
 import { freshSalt } from '../harness/nix-fixtures.js';
 import { sleep } from '../harness/poll.js';
+import { onProcessExit, removeTreeSync } from '../harness/process-cleanup.js';
 
 /**
  * The issue's jobset at scale on the usual two-worker farm: 2,000
  * attributes over a shared layered DAG, with every kind of evaluation
  * failure and three build failures. Every attribute gets its exact result,
  * the JSON lines carry nix-eval-jobs' field names, and an evaluator
- * SIGKILLed mid-evaluation changes nothing.
+ * SIGKILLed mid-evaluation changes nothing; the JUnit report validates
+ * against the JUnit schema with one case per attribute.
  */
 
 /** nix-eval-jobs' fields, then nixfarm's own: a line has no other. */
@@ -48,7 +54,23 @@ describe('a 2,000-attribute jobset on the farm', () => {
 
   it('gives every attribute its exact result, in nix-eval-jobs JSON lines, although an evaluator is SIGKILLed mid-evaluation', async () => {
     const salt = freshSalt();
-    const args = [fixture.file, '--jobset', '--json', '--eval-workers', '2', '--eval-max-memory', String(fixture.evalMaxMemoryMiB), '--argstr', 'salt', salt];
+    const dir = mkdtempSync(join(tmpdir(), 'nixfarm-scale-junit-'));
+    onProcessExit(() => removeTreeSync(dir));
+    const report = join(dir, 'report.xml');
+    const args = [
+      fixture.file,
+      '--jobset',
+      '--json',
+      '--junit',
+      report,
+      '--eval-workers',
+      '2',
+      '--eval-max-memory',
+      String(fixture.evalMaxMemoryMiB),
+      '--argstr',
+      'salt',
+      salt,
+    ];
     const build = farm.spawnCli(['build', '--coordinator', farm.address.httpUrl, ...args], { timeoutMs: 300_000 });
 
     // Kill the first instantiation batch the coordinator runs: the pool runs it again in a new process.
@@ -106,7 +128,10 @@ describe('a 2,000-attribute jobset on the farm', () => {
     const firstStart = Math.min(...derivations.flatMap((d) => (d.startedAt === undefined ? [] : [d.startedAt])));
     assert.ok(run.evaluation?.endedAt !== undefined && firstStart < run.evaluation.endedAt, 'the first build started while evaluation went on');
 
-    // JUnit: the lead adds the --junit FILE check here (schema-valid, one test case per attribute, counts as above).
+    // The JUnit report: schema-valid, one test case per attribute, the counts as above (dependency failures are failures too).
+    assert.equal(junitSchemaErrors(report), undefined);
+    assert.deepEqual(junitCounts(report), { tests: 2000, failures: 2 + 11, errors: 8, skipped: 0 });
+    assert.equal(xpath(report, 'count(//testcase[not(*)])'), '1979', 'every attribute that built is a passing case');
   });
 });
 

@@ -69,6 +69,8 @@ export class JobsetEvaluation {
   private started = false;
   private closed = false;
   private done: Promise<void> = Promise.resolve();
+  /** Settles when the top value is listed (or could not be): a run is accepted then, not when its first attribute is known. */
+  private readonly topListed = settleable();
 
   private constructor(
     private readonly options: JobsetEvaluationOptions,
@@ -108,12 +110,28 @@ export class JobsetEvaluation {
     return { [Symbol.asyncIterator]: () => this.stream.groups() };
   }
 
+  /**
+   * Starts evaluating; resolves once the top value is listed, rejects with
+   * TopLevelListingError when it cannot be: whether the jobset can be
+   * evaluated at all is known then, however long its first attribute takes.
+   */
+  async listTop(): Promise<void> {
+    this.start();
+    await this.topListed.promise;
+  }
+
   private start(): void {
     if (!this.started) {
       this.started = true;
       this.done = this.evaluate().then(
-        () => this.stream.end(),
-        (error: unknown) => this.stream.fail(error),
+        () => {
+          this.topListed.resolve();
+          this.stream.end();
+        },
+        (error: unknown) => {
+          this.topListed.reject(error);
+          this.stream.fail(error);
+        },
       );
     }
   }
@@ -214,6 +232,7 @@ export class JobsetEvaluation {
     const walkLevel = async (parent: string[]): Promise<void> => {
       listing++;
       const level = await discovery.list(parent);
+      if (parent.length === 0) this.topListed.resolve();
       const jobs: string[][] = [];
       const alone: string[][] = [...level.unlistable];
       const below: string[][] = [];
@@ -254,4 +273,16 @@ export class JobsetEvaluation {
         return 1;
     }
   }
+}
+
+/** A promise settled from outside (Promise.withResolvers is Node 22). Its rejection is handled here: an unread one must not crash the process. */
+function settleable(): { promise: Promise<void>; resolve: () => void; reject: (error: unknown) => void } {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
 }

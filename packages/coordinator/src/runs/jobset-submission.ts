@@ -52,9 +52,9 @@ export class JobsetSubmission {
   constructor(private readonly deps: JobsetSubmissionDeps) {}
 
   /**
-   * Answers once the first attribute is known (or the jobset is empty): a
-   * jobset whose top value cannot even be listed is refused here (422), not
-   * opened as a run.
+   * Answers once the top value is listed, however long its first attribute
+   * takes to evaluate: a jobset whose top value cannot even be listed is
+   * refused here (422), not opened as a run.
    */
   async submit(request: SubmitRunRequest): Promise<RunView> {
     const { graph, events, gcRoots, attributes, logger } = this.deps;
@@ -82,10 +82,8 @@ export class JobsetSubmission {
       rootParent: gcRoots.runDir(runId),
       onDiscovery: discovered,
     });
-    const results = evaluation.resultGroups()[Symbol.asyncIterator]();
-    let first: IteratorResult<AttributeResult[]>;
     try {
-      first = await results.next();
+      await evaluation.listTop();
     } catch (error) {
       await evaluation.close();
       await gcRoots.releaseRun(runId);
@@ -99,7 +97,7 @@ export class JobsetSubmission {
     await events.emit([runId], { type: 'run-started', runId, total: 0, at: now });
     this.deps.metrics?.runStarted();
     this.evaluations.set(runId, evaluation);
-    void this.stream(runId, request, evaluation, first, results).catch((error: unknown) => logger.error({ err: error, runId }, 'jobset run stopped'));
+    void this.stream(runId, request, evaluation).catch((error: unknown) => logger.error({ err: error, runId }, 'jobset run stopped'));
     return this.deps.queries.get(runId);
   }
 
@@ -113,13 +111,7 @@ export class JobsetSubmission {
     await evaluation.close();
   }
 
-  private async stream(
-    runId: string,
-    request: SubmitRunRequest,
-    evaluation: JobsetEvaluation,
-    first: IteratorResult<AttributeResult[]>,
-    rest: AsyncIterator<AttributeResult[]>,
-  ): Promise<void> {
+  private async stream(runId: string, request: SubmitRunRequest, evaluation: JobsetEvaluation): Promise<void> {
     const { graph, attributes, logger } = this.deps;
     let end: EvaluationEnd = { state: 'done' };
     let count = 0;
@@ -127,10 +119,10 @@ export class JobsetSubmission {
     const memory = new PlanMemory();
     try {
       // Each group is what evaluation found since the last one was added: the first comes alone, at once; later ones share a plan and a growth.
-      for (let next = first; !next.done; next = await rest.next()) {
-        count += next.value.length;
-        if (evalOnly !== undefined) for (const result of next.value) evalOnly.push(result);
-        else if (!(await this.add(runId, request, next.value, memory))) {
+      for await (const group of evaluation.resultGroups()) {
+        count += group.length;
+        if (evalOnly !== undefined) for (const result of group) evalOnly.push(result);
+        else if (!(await this.add(runId, request, group, memory))) {
           end = { state: 'cancelled' };
           break;
         }
