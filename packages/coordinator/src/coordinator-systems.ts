@@ -74,7 +74,7 @@ export class SchedulingCore {
     const gcRoots = (this.gcRoots = new GcRoots(options.gcRootsDir));
     const workers = (this.workers = new WorkerDirectory(redis));
     const durations = new BuildDurations(redis);
-    const dispatcher = new BuildDispatcher({ queues, workers, graph, events, ...(localBuilder === undefined ? {} : { localBuilder }) });
+    const dispatcher = new BuildDispatcher({ queues, workers, graph, events, logger, ...(localBuilder === undefined ? {} : { localBuilder }) });
     const attributes = new RunAttributes(redis);
     const queries = new RunQueries({ redis, graph, attributes });
     const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, attributes, logger, metrics });
@@ -99,7 +99,7 @@ export class SchedulingCore {
         nixOptions: evaluatorNix.nixOptions,
         ...(evaluatorNix.env === undefined ? {} : { env: evaluatorNix.env }),
       }),
-      cancellation: new RunCancellation({ graph, queues, redis, events, gcRoots, queries, logger, metrics }),
+      cancellation: new RunCancellation({ graph, queues, dispatcher, redis, events, gcRoots, queries, logger, metrics }),
       resume: new RunResume({ redis, graph, dispatcher, finalizer, attributes, logger }),
       queries,
     });

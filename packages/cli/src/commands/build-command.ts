@@ -91,6 +91,7 @@ export function buildCommand(): Command {
     .option('--arg <name> <expr>', 'pass a Nix expression as an argument (two values, repeatable)')
     .option('--argstr <name> <value>', 'pass a string as an argument (two values, repeatable)')
     .option('--priority <n>', 'higher runs first (-1000 .. 1000, default 0)', integer('--priority'))
+    .option('--share <n>', "this run's weight among runs of the same priority: its fair share of the slots (1 .. 1000, default 1)", integer('--share'))
     .option('--order <order>', 'ready builds: critical-path (longest remaining chain first, default) or fifo')
     .option('--rebuild-failed', 'build derivations that failed before instead of reporting them as cached failures')
     .option('--timeout <seconds>', 'longest a single build may run (default 36000)', integer('--timeout'))
@@ -134,6 +135,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     expr?: string;
     include?: string[];
     priority?: number;
+    share?: number;
     coordinator?: string;
     token?: string;
     json?: boolean;
@@ -152,6 +154,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
   if (jobset && (opts.attr ?? []).length > 0) throw new CliError('--jobset builds every attribute: -A cannot be given with it');
   if (!jobset && (opts.forceRecurse !== undefined || opts.evalWorkers !== undefined || opts.evalMaxMemory !== undefined))
     throw new CliError('--force-recurse, --eval-workers and --eval-max-memory apply only with --jobset');
+  if (opts.share !== undefined && (opts.share < 1 || opts.share > 1000)) throw new CliError(`--share takes a weight from 1 to 1000, got ${opts.share}`);
   const request: SubmitRunRequest = {
     attrs: opts.attr ?? [],
     args: args.pairs.map(([name, expr]) => ({ name, expr })),
@@ -159,6 +162,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     // Relative search paths and files mean the caller's directory; the coordinator evaluates elsewhere.
     includes: (opts.include ?? []).map(absoluteSearchPath),
     priority: opts.priority ?? 0,
+    ...(opts.share === undefined ? {} : { share: opts.share }),
     cwd: process.cwd(),
     rebuildFailed: opts.rebuildFailed ?? false,
     order: orderOf(opts.order),
