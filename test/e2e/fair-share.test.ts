@@ -37,8 +37,11 @@ describe('runs of one priority share the slots', () => {
     assert.equal(big.expectedDrvCount, 2001);
     const large = await farm.submitInBackground([big.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
     // Every slot busy with the large run, and its ready builds queued far ahead of anything new.
-    await waitFor('the large run to fill the four slots', () => (large.build.stderrSoFar().match(/ building /g) ?? []).length >= 4, 180_000, () =>
-      farm.diagnostics(),
+    await waitFor(
+      'the large run to fill the four slots',
+      () => (large.build.stderrSoFar().match(/ building /g) ?? []).length >= 4,
+      180_000,
+      () => farm.diagnostics(),
     );
     await sleep(2000);
 
@@ -53,7 +56,9 @@ describe('runs of one priority share the slots', () => {
     const pathMs = criticalPathMs(derivations);
     const largeRows = await large.rows();
     const largeDone = largeRows.filter((r) => r.status === 'succeeded').length;
-    process.stderr.write(`small run: ${wallMs} ms for a critical path of ${pathMs} ms (${(wallMs / pathMs).toFixed(2)}x); large run: ${largeDone} of 2001 built\n`);
+    process.stderr.write(
+      `small run: ${wallMs} ms for a critical path of ${pathMs} ms (${(wallMs / pathMs).toFixed(2)}x); large run: ${largeDone} of 2001 built\n`,
+    );
     assert.ok(wallMs <= 2 * pathMs, `the small run took ${wallMs} ms, more than twice its critical path of ${pathMs} ms`);
     assert.ok(largeDone < 2001 - 100, 'the large run was still far from done: the small one did not just wait for it');
 

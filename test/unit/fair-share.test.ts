@@ -44,7 +44,10 @@ class Farm {
   /** A run of chains, each chain a list of hashes (link 0 first); critical paths count whole links left. */
   submit(run: string, chains: string[][], weight = 1): void {
     this.fair.setWeight(run, weight);
-    this.chains.set(run, chains.map((c) => [...c]));
+    this.chains.set(
+      run,
+      chains.map((c) => [...c]),
+    );
     this.release(
       run,
       chains.map((c) => ({ hash: c[0]!, cp: c.length })),

@@ -140,7 +140,10 @@ export class BuildDispatcher {
     for (const r of ready) {
       if (slots.has(r.queue)) continue;
       const serving = alive.filter((w) => takesNewBuilds(w) && canBuild(w, { system: r.job.system, requiredFeatures: r.job.requiredFeatures }));
-      slots.set(r.queue, serving.reduce((sum, w) => sum + w.maxJobs, 0));
+      slots.set(
+        r.queue,
+        serving.reduce((sum, w) => sum + w.maxJobs, 0),
+      );
     }
     fair.setSlots(slots);
     await this.learnWeights(fair.unknownRuns([...runIds.values()].flat()));

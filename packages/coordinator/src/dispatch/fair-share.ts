@@ -237,11 +237,6 @@ export class FairShare {
     };
   }
 
-  /** Jobs tracked (queued or building), for tests and the bench. */
-  get size(): number {
-    return this.entries.size;
-  }
-
   private band(queue: string, priority: number): Band {
     const key = `${priority} ${queue}`;
     let band = this.bands.get(key);
