@@ -23,6 +23,12 @@ export interface BuildDispatcherDeps {
   logger?: Logger;
 }
 
+/** What a report batch tells the dispatcher besides what became ready (see dispatch). */
+export interface DispatchReport {
+  ended?: Iterable<string>;
+  runsOf?: ReadonlyMap<string, readonly string[]>;
+}
+
 /** What submissions need of the dispatcher: hand over what became ready. */
 export type BuildDispatch = Pick<BuildDispatcher, 'dispatch'>;
 
@@ -48,22 +54,37 @@ export class BuildDispatcher {
    * Dispatches ready derivations (many at once: one addBulk per queue, one
    * read of the worker registry, one round trip for their runs and one for
    * their events) and says at once which no live worker can ever take.
-   * `ended`: derivations whose builds ended in the same report batch; runs
-   * that fall below their fair share with them get their best waiting jobs
-   * promoted, after the released ones were placed.
+   * From a report batch: `ended`, the derivations whose builds ended in it
+   * (runs that fall below their fair share with them get their best waiting
+   * jobs promoted, after the released ones were placed), and `runsOf`, the
+   * runs of released derivations where the build that released them had a
+   * single run (a dependent's runs are among its input's): with every one
+   * known, queueing does not wait for the registry and run reads.
    */
-  async dispatch(all: readonly ReadyDerivation[], ended: Iterable<string> = []): Promise<void> {
-    this.fairShare.ended(ended);
+  async dispatch(all: readonly ReadyDerivation[], report: DispatchReport = {}): Promise<void> {
+    this.fairShare.ended(report.ended ?? []);
     const ready = this.startLocal(all);
     if (ready.length === 0) {
       await this.promote();
       return;
     }
     const { queues, workers, graph, events } = this.deps;
-    const [registry, runIds] = await Promise.all([workers.list(), graph.runsOfAll(ready.map((r) => r.hash))]);
-    const alive = registry.filter((w) => w.alive);
-    await queues.enqueue(ready, await this.place(ready, alive, runIds));
+    const hashes = ready.map((r) => r.hash);
+    const hints = report.runsOf;
+    let registry: WorkerListing[];
+    let runIds: Map<string, string[]>;
+    if (hints !== undefined && ready.every((r) => hints.has(r.hash) && this.fairShare.knowsSlots(r.queue))) {
+      // Slots as of the previous dispatch: a worker that came or went since counts from the next one.
+      const priorities = await this.place(ready, hints);
+      [, registry, runIds] = await Promise.all([queues.enqueue(ready, priorities), workers.list(), graph.runsOfAll(hashes)]);
+      this.countSlots(ready, registry);
+    } else {
+      [registry, runIds] = await Promise.all([workers.list(), graph.runsOfAll(hashes)]);
+      this.countSlots(ready, registry);
+      await queues.enqueue(ready, await this.place(ready, runIds));
+    }
     await this.promote();
+    const alive = registry.filter((w) => w.alive);
     const at = Date.now();
     const explained = new Map<string, WorkerRefusal[] | undefined>();
     const deliveries: Array<{ runIds: string[]; event: RunEvent }> = [];
@@ -93,14 +114,8 @@ export class BuildDispatcher {
   async restore(ready: readonly ReadyDerivation[], runId: string): Promise<void> {
     const remote = this.startLocal(ready);
     if (remote.length === 0) return;
-    const registry = await this.deps.workers.list();
-    const priorities = await this.place(
-      remote,
-      registry.filter((w) => w.alive),
-      new Map(remote.map((r) => [r.hash, [runId]])),
-      true,
-    );
-    await this.deps.queues.enqueue(remote, priorities);
+    this.countSlots(remote, await this.deps.workers.list());
+    await this.deps.queues.enqueue(remote, await this.place(remote, new Map(remote.map((r) => [r.hash, [runId]])), true));
   }
 
   /** Builds a worker started: they count against their run's share from now on. */
@@ -124,29 +139,28 @@ export class BuildDispatcher {
     return this.fairShare.standing(hash);
   }
 
+  /** The slots serving each queue of these jobs: the max-jobs of the live workers that take new builds and may build them. */
+  private countSlots(ready: readonly ReadyDerivation[], registry: readonly WorkerListing[]): void {
+    const slots = new Map<string, number>();
+    for (const r of ready) {
+      if (slots.has(r.queue)) continue;
+      const requirement = { system: r.job.system, requiredFeatures: r.job.requiredFeatures };
+      let n = 0;
+      for (const w of registry) if (w.alive && takesNewBuilds(w) && canBuild(w, requirement)) n += w.maxJobs;
+      slots.set(r.queue, n);
+    }
+    this.fairShare.setSlots(slots);
+  }
+
   /**
    * The BullMQ priority of each job: the run's priority and critical path,
    * boosted while its run is below its fair share. `keep`: jobs counted
    * already are left as they are (a periodic restore).
    */
-  private async place(
-    ready: readonly ReadyDerivation[],
-    alive: readonly WorkerListing[],
-    runIds: ReadonlyMap<string, readonly string[]>,
-    keep = false,
-  ): Promise<number[]> {
+  private async place(ready: readonly ReadyDerivation[], runIds: ReadonlyMap<string, readonly string[]>, keep = false): Promise<number[]> {
     const fair = this.fairShare;
-    const slots = new Map<string, number>();
-    for (const r of ready) {
-      if (slots.has(r.queue)) continue;
-      const serving = alive.filter((w) => takesNewBuilds(w) && canBuild(w, { system: r.job.system, requiredFeatures: r.job.requiredFeatures }));
-      slots.set(
-        r.queue,
-        serving.reduce((sum, w) => sum + w.maxJobs, 0),
-      );
-    }
-    fair.setSlots(slots);
-    await this.learnWeights(fair.unknownRuns([...runIds.values()].flat()));
+    const unknown = fair.unknownRuns(ready.flatMap((r) => runIds.get(r.hash) ?? []));
+    if (unknown.length > 0) await this.learnWeights(unknown);
     return fair.place(
       ready.map((r) => ({
         hash: r.hash,
@@ -162,7 +176,6 @@ export class BuildDispatcher {
 
   /** A run's weight is its request's share (1 when absent); read once per run. */
   private async learnWeights(runIds: readonly string[]): Promise<void> {
-    if (runIds.length === 0) return;
     const records = await Promise.all(runIds.map((id) => this.deps.graph.run(id, ['request'])));
     runIds.forEach((id, i) => {
       const share = (records[i]?.request as { share?: unknown } | undefined)?.share;

@@ -106,6 +106,11 @@ export class FairShare {
     if (this.weights.size > MAX_WEIGHTS) this.weights.delete(this.weights.keys().next().value!);
   }
 
+  /** Whether the slots of this queue were counted before. */
+  knowsSlots(queue: string): boolean {
+    return this.slots.has(queue);
+  }
+
   /** Slots serving each queue: the max-jobs of the live workers that may take its jobs. */
   setSlots(slots: ReadonlyMap<string, number>): void {
     for (const [queue, n] of slots) this.slots.set(queue, n);

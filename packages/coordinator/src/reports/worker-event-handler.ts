@@ -328,9 +328,12 @@ export class WorkerEventHandler {
       });
     }
     await events.emitAll(deliveries);
+    // A released derivation's runs are among those of the build that released it: with one, they are known.
+    const runsOf = new Map<string, readonly string[]>();
+    for (const { outcome } of finished) if (outcome.runIds.length === 1) for (const r of outcome.released) runsOf.set(r.hash, outcome.runIds);
     await this.deps.dispatcher.dispatch(
       finished.flatMap((f) => f.outcome.released),
-      finished.map((f) => hashPart(f.event.drvPath)),
+      { ended: finished.map((f) => hashPart(f.event.drvPath)), runsOf },
     );
     for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await finalizer.finalize(runId);
   }
