@@ -216,8 +216,10 @@ describe('fair share between runs of one priority', () => {
     // A retry of b0 (next attempt) replaces it rather than counting it twice.
     fair.place([{ ...candidate('b0', ['B']), jobId: 'b0-1' }]);
     assert.equal(fair.standing('b0')?.claimed, 1);
-    // Restoring what is queued already leaves it as it is.
-    const [kept] = fair.place([candidate('b0', ['B'])], { keep: true });
+    // Restoring what is queued already leaves it as it is; a job not counted yet (after a restart) counts unboosted, as BullMQ holds most.
+    const [kept, restored] = fair.place([candidate('b0', ['B']), candidate('b2', ['B'], 5000)], { restore: true });
     assert.equal(kept, queuePriority(0, 1000, true));
+    assert.equal(restored, queuePriority(0, 5000));
+    assert.equal(fair.standing('b2')?.boosted, false);
   });
 });

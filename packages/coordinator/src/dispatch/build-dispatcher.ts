@@ -154,10 +154,10 @@ export class BuildDispatcher {
 
   /**
    * The BullMQ priority of each job: the run's priority and critical path,
-   * boosted while its run is below its fair share. `keep`: jobs counted
-   * already are left as they are (a periodic restore).
+   * boosted while its run is below its fair share. `restore`: re-adding what
+   * should be queued already (see FairShare.place).
    */
-  private async place(ready: readonly ReadyDerivation[], runIds: ReadonlyMap<string, readonly string[]>, keep = false): Promise<number[]> {
+  private async place(ready: readonly ReadyDerivation[], runIds: ReadonlyMap<string, readonly string[]>, restore = false): Promise<number[]> {
     const fair = this.fairShare;
     const unknown = fair.unknownRuns(ready.flatMap((r) => runIds.get(r.hash) ?? []));
     if (unknown.length > 0) await this.learnWeights(unknown);
@@ -170,7 +170,7 @@ export class BuildDispatcher {
         ...(r.criticalPathMs === undefined ? {} : { criticalPathMs: r.criticalPathMs }),
         runIds: runIds.get(r.hash) ?? [],
       })),
-      { keep },
+      { restore },
     );
   }
 

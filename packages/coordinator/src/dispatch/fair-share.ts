@@ -119,16 +119,18 @@ export class FairShare {
   /**
    * Decides the BullMQ priority of each job about to be queued (in the order
    * given), the best ones first where a run may have only some boosted.
-   * A derivation queued again (a retry) replaces its earlier job; with `keep`
-   * (a restore of what should be queued already) a counted one stays as it is.
+   * A derivation queued again (a retry) replaces its earlier job. With
+   * `restore` (re-adding what should be queued already, a no-op for a job
+   * BullMQ still holds) a counted job stays as it is and a new one is counted
+   * unboosted, as most surviving jobs are; promotions boost it later if due.
    */
-  place(candidates: readonly FairShareCandidate[], options: { keep?: boolean } = {}): number[] {
+  place(candidates: readonly FairShareCandidate[], options: { restore?: boolean } = {}): number[] {
     const priorities = new Array<number>(candidates.length);
     const order = candidates.map((c, i) => ({ c, i, base: queuePriority(c.priority, c.criticalPathMs) }));
     order.sort((a, b) => a.base - b.base || a.i - b.i);
     for (const { c, i, base } of order) {
       const known = this.entries.get(c.hash);
-      if (options.keep === true && known !== undefined) {
+      if (options.restore === true && known !== undefined) {
         priorities[i] = known.boosted ? known.lifted : known.base;
         continue;
       }
@@ -152,7 +154,7 @@ export class FairShare {
         seq: this.seq++,
       };
       this.entries.set(c.hash, entry);
-      if (this.underShare(band, runId)) {
+      if (options.restore !== true && this.underShare(band, runId)) {
         entry.boosted = true;
         load.boostedWaiting++;
       } else load.waiting.add(entry);
