@@ -23,8 +23,9 @@ const dist = join(root, 'test', 'dist');
 // their time waiting (lock and drain timeouts, sleeping builders): they run
 // in two lanes, one `node --test` per file, the slowest started first so
 // that both lanes end together (node --test itself sorts files by name).
-// The files in `alone` run afterwards, one at a time: two compare speeds
-// (placement by speed factor, critical path against FIFO), and the harness
+// The files in `alone` run afterwards, one at a time: three compare speeds
+// (placement by speed factor, critical path against FIFO, a small run's time
+// beside a large one against its critical path), and the harness
 // test builds in machine stores with Nix's build users, whose uids the host
 // store's builds share (Nix kills a build user's processes before using it).
 const GROUPS = {
@@ -32,7 +33,7 @@ const GROUPS = {
   integration: { flags: ['--test-concurrency=3'] },
   e2e: {
     lanes: 2,
-    alone: ['scheduling.test.js', 'critical-path.test.js', 'harness.test.js'],
+    alone: ['scheduling.test.js', 'critical-path.test.js', 'fair-share.test.js', 'harness.test.js'],
     // by their time in a serial run (about 100, 85, 50, 45, 35, 35, 30, 30 s); the rest take 20 s or less
     slowestFirst: ['worker-drain', 'build-logs', 'lost-lock', 'lost-worker', 'bad-input.test', 'redis-unreachable', 'why', 'disk-floor'],
   },

@@ -64,7 +64,7 @@ export function handlerTestBed(): { redis: () => Redis; setup(nodes: PlannedDeri
       const handler = new WorkerEventHandler({
         verifier: options.verifier ?? { invalidPaths: async () => new Set<string>() },
         graph,
-        dispatcher: { dispatch: async (r) => void queued.push(...r) },
+        dispatcher: { dispatch: async (r) => void queued.push(...r), started: () => undefined, handedBack: () => undefined },
         finalizer: { finalize: async (id) => void finalized.push(id) },
         events: new RunEvents(redis),
         gcRoots,

@@ -49,6 +49,8 @@ describe('messages for refused input', () => {
     assert.match(text, /^  priority: expected a number, got "5" \(a string\)$/m);
     assert.match(text, /^  rebuildFailed: expected true or false, got 1$/m);
     assert.match(messageOf(z.object({ n: z.number().int() }), { n: 1.5 }), /n: expected a whole number, got 1\.5/);
+    assert.match(messageOf(submitRunRequestSchema, { expr: '1', share: 0 }), /^  share: share must be at least 1/m);
+    assert.match(messageOf(submitRunRequestSchema, { expr: '1', share: 2.5 }), /^  share: share must be a whole number/m);
     assert.match(messageOf(buildJobSchema, { ...job, name: undefined }), /^  name: missing: give a string$/m);
   });
 

@@ -35,6 +35,8 @@ describe('critical-path order', () => {
       }
     }
     assert.ok(criticalPathBucket(2000) > criticalPathBucket(1000));
-    assert.equal(criticalPathBucket(1e12), 1023);
+    assert.equal(criticalPathBucket(1e12), 511);
+    assert.ok(criticalPathBucket(12 * 3600 * 1000) < criticalPathBucket(17 * 3600 * 1000), 'distinct up to about 18 h');
+    assert.ok(criticalPathBucket(1020) < criticalPathBucket(1060), 'steps of about 2 %');
   });
 });

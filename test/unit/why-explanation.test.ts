@@ -91,6 +91,27 @@ describe('nixfarm why: the explanation', () => {
     assert.equal(e.queue?.jobState, 'delayed');
   });
 
+  it("says how a queued build's run stands in the fair shares, and nothing for a run alone", () => {
+    const explain = (fairShare: NonNullable<NonNullable<Parameters<typeof explainDerivation>[0]['queue']>['fairShare']>) =>
+      explainDerivation({
+        node: node(),
+        workers: [worker('a', { maxJobs: 4, running: 4 })],
+        queue: { name: 'build@x86_64-linux', jobState: 'prioritized', waiting: 300, fairShare },
+        now: NOW,
+      }).notes;
+    assert.ok(
+      explain({ runId: 'small', boosted: true, claimed: 1, share: 2, runs: 2, slots: 4 }).includes(
+        'fair share: run small holds 1 of its fair share of 2 of the 4 slots (2 runs of its priority have builds for this queue); this build was below its share, so it is boosted ahead of the unboosted builds of its priority',
+      ),
+    );
+    assert.ok(
+      explain({ runId: 'big', boosted: false, claimed: 3, share: 1.3333, runs: 3, slots: 4 }).some((n) =>
+        n.startsWith('fair share: run big holds 3 of its fair share of 1.3 of the 4 slots (3 runs'),
+      ),
+    );
+    assert.ok(!explain({ runId: 'alone', boosted: false, claimed: 4, share: 4, runs: 1, slots: 4 }).some((n) => n.startsWith('fair share')));
+  });
+
   it('lists the inputs a waiting derivation still waits for, nearest to done first', () => {
     const e = explainDerivation({
       node: node({ status: 'waiting', pendingInputs: 3 }),

@@ -58,6 +58,8 @@ export class SchedulingCore {
   readonly events: RunEvents;
   readonly gcRoots: GcRoots;
   readonly workers: WorkerDirectory;
+  /** where ready builds go; it keeps the fair shares between runs */
+  readonly dispatcher: BuildDispatcher;
   readonly runs: RunService;
   readonly handler: WorkerEventHandler;
   /** this process's Prometheus registry, fed by the queues, the runs and the report handler */
@@ -74,7 +76,14 @@ export class SchedulingCore {
     const gcRoots = (this.gcRoots = new GcRoots(options.gcRootsDir));
     const workers = (this.workers = new WorkerDirectory(redis));
     const durations = new BuildDurations(redis);
-    const dispatcher = new BuildDispatcher({ queues, workers, graph, events, ...(localBuilder === undefined ? {} : { localBuilder }) });
+    const dispatcher = (this.dispatcher = new BuildDispatcher({
+      queues,
+      workers,
+      graph,
+      events,
+      logger,
+      ...(localBuilder === undefined ? {} : { localBuilder }),
+    }));
     const attributes = new RunAttributes(redis);
     const queries = new RunQueries({ redis, graph, attributes });
     const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, attributes, logger, metrics });
@@ -100,7 +109,7 @@ export class SchedulingCore {
         nixOptions: evaluatorNix.nixOptions,
         ...(evaluatorNix.env === undefined ? {} : { env: evaluatorNix.env }),
       }),
-      cancellation: new RunCancellation({ graph, queues, redis, events, gcRoots, queries, logger, metrics }),
+      cancellation: new RunCancellation({ graph, queues, dispatcher, redis, events, gcRoots, queries, logger, metrics }),
       resume: new RunResume({ redis, graph, dispatcher, finalizer, attributes, logger }),
       queries,
     });

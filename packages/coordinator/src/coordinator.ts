@@ -145,6 +145,7 @@ export class Coordinator {
       logs,
       tokens,
       graph: core.graph,
+      fairShare: core.dispatcher,
     });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();

@@ -22,6 +22,7 @@ export { evaluationProgressOf } from './runs/evaluation-progress.js';
 export * from './runs/run-evaluation.js';
 export * from './runs/run-finalizer.js';
 export * from './dispatch/build-dispatcher.js';
+export * from './dispatch/fair-share.js';
 export * from './runs/run-events.js';
 export * from './redis/embedded-redis.js';
 export * from './store-endpoint/store-endpoint.js';

@@ -91,6 +91,7 @@ export function buildCommand(): Command {
     .option('--arg <name> <expr>', 'pass a Nix expression as an argument (two values, repeatable)')
     .option('--argstr <name> <value>', 'pass a string as an argument (two values, repeatable)')
     .option('--priority <n>', 'higher runs first (-1000 .. 1000, default 0)', integer('--priority'))
+    .option('--share <n>', "this run's weight among runs of the same priority: its fair share of the slots (1 .. 1000, default 1)", integer('--share'))
     .option('--order <order>', 'ready builds: critical-path (longest remaining chain first, default) or fifo')
     .option('--rebuild-failed', 'build derivations that failed before instead of reporting them as cached failures')
     .option('--timeout <seconds>', 'longest a single build may run (default 36000)', integer('--timeout'))
@@ -137,6 +138,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     expr?: string;
     include?: string[];
     priority?: number;
+    share?: number;
     coordinator?: string;
     token?: string;
     json?: boolean;
@@ -168,6 +170,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
   if (!jobset && misplaced.length > 0) throw new CliError(`${misplaced.join(', ')} appl${misplaced.length === 1 ? 'ies' : 'y'} only with --jobset`);
   if (opts.flake !== undefined && (args.pairs.length > 0 || argstrs.pairs.length > 0))
     throw new CliError("--arg and --argstr do not apply to --flake (a flake's outputs take no arguments): put the values in the flake's outputs instead");
+  if (opts.share !== undefined && (opts.share < 1 || opts.share > 1000)) throw new CliError(`--share takes a weight from 1 to 1000, got ${opts.share}`);
   const request: SubmitRunRequest = {
     attrs: opts.attr ?? [],
     args: args.pairs.map(([name, expr]) => ({ name, expr })),
@@ -175,6 +178,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     // Relative search paths and files mean the caller's directory; the coordinator evaluates elsewhere.
     includes: (opts.include ?? []).map(absoluteSearchPath),
     priority: opts.priority ?? 0,
+    ...(opts.share === undefined ? {} : { share: opts.share }),
     cwd: process.cwd(),
     rebuildFailed: opts.rebuildFailed ?? false,
     order: orderOf(opts.order),

@@ -9,7 +9,7 @@ import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { ApiTokens } from './api-tokens.js';
-import { WhyService } from '../explain/index.js';
+import { WhyService, type WhyServiceDeps } from '../explain/index.js';
 import { FarmStatusCollector } from '../metrics/farm-status-collector.js';
 import { DashboardCollector } from '../dashboard/dashboard-collector.js';
 import { DashboardFeed } from '../dashboard/dashboard-feed.js';
@@ -42,6 +42,8 @@ export interface ApiRoutesDeps {
   tokens: ApiTokens;
   /** the derivation graph: with metrics, the web dashboard (GET /, /api/dashboard) and the queue board (/queues) */
   graph?: DerivationGraph;
+  /** how queued builds stand in the fair shares, for `why` */
+  fairShare?: WhyServiceDeps['fairShare'];
 }
 
 /**
@@ -72,6 +74,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, str
     redis: deps.redis,
     workers: deps.workers,
     queues: deps.queues,
+    ...(deps.fairShare === undefined ? {} : { fairShare: deps.fairShare }),
     ...(deps.nix === undefined ? {} : { readDerivation: (drvPath: string) => deps.nix!.readDerivation(drvPath) }),
   });
   registerWhyRoutes(app, { why });

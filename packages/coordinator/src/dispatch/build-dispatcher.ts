@@ -1,8 +1,9 @@
-import type { RunEvent } from '@nixfarm/shared';
+import { canBuild, queuedJobId, takesNewBuilds, type Logger, type RunEvent, type WorkerListing } from '@nixfarm/shared';
 import type { DerivationGraph, ReadyDerivation } from '../graph/derivation-graph.js';
 import type { LocalBuilder } from '../local/local-builder.js';
 import type { BuildQueues } from './build-queues.js';
 import type { WorkerDirectory } from './worker-directory.js';
+import { FairShare, type FairShareStanding } from './fair-share.js';
 import { unsupportedReason, whyNoWorker, type WorkerRefusal } from './no-worker-reason.js';
 
 /** Where the dispatcher tells runs what became of their derivations: the run event stream (runs/run-events.ts). */
@@ -11,17 +12,28 @@ export interface DispatchEventSink {
 }
 
 export interface BuildDispatcherDeps {
-  queues: Pick<BuildQueues, 'enqueue'>;
+  queues: Pick<BuildQueues, 'enqueue' | 'promote'>;
   /** the registry of workers: who is alive and what each can build */
   workers: Pick<WorkerDirectory, 'list'>;
-  graph: Pick<DerivationGraph, 'runsOfAll' | 'markAllUnsupported'>;
+  /** the runs of each derivation, and a run's request (its share) */
+  graph: Pick<DerivationGraph, 'runsOfAll' | 'markAllUnsupported' | 'run'>;
   events: DispatchEventSink;
   /** builds preferLocalBuild derivations here; absent when turned off */
   localBuilder?: Pick<LocalBuilder, 'takes' | 'submit'>;
+  logger?: Logger;
 }
 
-/** What submissions and reports need of the dispatcher: hand over what became ready. */
+/** What a report batch tells the dispatcher besides what became ready (see dispatch). */
+export interface DispatchReport {
+  ended?: Iterable<string>;
+  runsOf?: ReadonlyMap<string, readonly string[]>;
+}
+
+/** What submissions need of the dispatcher: hand over what became ready. */
 export type BuildDispatch = Pick<BuildDispatcher, 'dispatch'>;
+
+/** What reports need of it: hand over what became ready, and say which builds started, ended or came back (the fair shares count them). */
+export type BuildReportSink = Pick<BuildDispatcher, 'dispatch' | 'started' | 'handedBack'>;
 
 /**
  * Where a ready derivation goes: to the coordinator's local builder, to the
@@ -29,6 +41,8 @@ export type BuildDispatch = Pick<BuildDispatcher, 'dispatch'>;
  * can build it (it ends unsupported, with each worker's reason).
  */
 export class BuildDispatcher {
+  private readonly fairShare = new FairShare();
+
   constructor(private readonly deps: BuildDispatcherDeps) {}
 
   /** Whether some derivations are built on the coordinator itself. */
@@ -40,15 +54,38 @@ export class BuildDispatcher {
    * Dispatches ready derivations (many at once: one addBulk per queue, one
    * read of the worker registry, one round trip for their runs and one for
    * their events) and says at once which no live worker can ever take.
+   * From a report batch: `ended`, the derivations whose builds ended in it
+   * (runs that fall below their fair share with them get their best waiting
+   * jobs promoted, after the released ones were placed), and `runsOf`, the
+   * runs of released derivations where the build that released them had a
+   * single run (a dependent's runs are among its input's): with every one
+   * known, queueing does not wait for the registry and run reads.
    */
-  async dispatch(all: readonly ReadyDerivation[]): Promise<void> {
-    if (all.length === 0) return;
-    const { queues, workers, graph, events } = this.deps;
+  async dispatch(all: readonly ReadyDerivation[], report: DispatchReport = {}): Promise<void> {
+    this.fairShare.ended(report.ended ?? []);
     const ready = this.startLocal(all);
-    if (ready.length === 0) return;
-    const [, registry, runIds] = await Promise.all([queues.enqueue(ready), workers.list(), graph.runsOfAll(ready.map((r) => r.hash))]);
-    const at = Date.now();
+    if (ready.length === 0) {
+      await this.promote();
+      return;
+    }
+    const { queues, workers, graph, events } = this.deps;
+    const hashes = ready.map((r) => r.hash);
+    const hints = report.runsOf;
+    let registry: WorkerListing[];
+    let runIds: Map<string, string[]>;
+    if (hints !== undefined && ready.every((r) => hints.has(r.hash) && this.fairShare.knowsSlots(r.queue))) {
+      // Slots as of the previous dispatch: a worker that came or went since counts from the next one.
+      const priorities = await this.place(ready, hints);
+      [, registry, runIds] = await Promise.all([queues.enqueue(ready, priorities), workers.list(), graph.runsOfAll(hashes)]);
+      this.countSlots(ready, registry);
+    } else {
+      [registry, runIds] = await Promise.all([workers.list(), graph.runsOfAll(hashes)]);
+      this.countSlots(ready, registry);
+      await queues.enqueue(ready, await this.place(ready, runIds));
+    }
+    await this.promote();
     const alive = registry.filter((w) => w.alive);
+    const at = Date.now();
     const explained = new Map<string, WorkerRefusal[] | undefined>();
     const deliveries: Array<{ runIds: string[]; event: RunEvent }> = [];
     const unsupported: Array<{ hash: string; reason: string }> = [];
@@ -70,10 +107,88 @@ export class BuildDispatcher {
 
   /**
    * Puts derivations the graph already holds as queued back where they run,
-   * silently: re-adding a job BullMQ still has is a no-op. For resuming runs.
+   * silently: re-adding a job BullMQ still has is a no-op. For resuming runs;
+   * after a restart this is how the fair shares learn the queued jobs again
+   * (charged to this run; a job counted already is left as it is).
    */
-  async restore(ready: readonly ReadyDerivation[]): Promise<void> {
-    await this.deps.queues.enqueue(this.startLocal(ready));
+  async restore(ready: readonly ReadyDerivation[], runId: string): Promise<void> {
+    const remote = this.startLocal(ready);
+    if (remote.length === 0) return;
+    this.countSlots(remote, await this.deps.workers.list());
+    await this.deps.queues.enqueue(remote, await this.place(remote, new Map(remote.map((r) => [r.hash, [runId]])), true));
+  }
+
+  /** Builds a worker started: they count against their run's share from now on. */
+  started(hashes: Iterable<string>): void {
+    this.fairShare.started(hashes);
+  }
+
+  /** A build a worker gave back waits again. */
+  handedBack(hash: string): void {
+    this.fairShare.handedBack(hash);
+  }
+
+  /** A cancelled run's jobs no longer count; the runs beside it may get its slots at once. */
+  async cancelled(runId: string): Promise<void> {
+    this.fairShare.forgetRun(runId);
+    await this.promote();
+  }
+
+  /** How a queued derivation stands in the fair shares (for `nixfarm why`); undefined when not counted. */
+  standing(hash: string): FairShareStanding | undefined {
+    return this.fairShare.standing(hash);
+  }
+
+  /** The slots serving each queue of these jobs: the max-jobs of the live workers that take new builds and may build them. */
+  private countSlots(ready: readonly ReadyDerivation[], registry: readonly WorkerListing[]): void {
+    const slots = new Map<string, number>();
+    for (const r of ready) {
+      if (slots.has(r.queue)) continue;
+      const requirement = { system: r.job.system, requiredFeatures: r.job.requiredFeatures };
+      let n = 0;
+      for (const w of registry) if (w.alive && takesNewBuilds(w) && canBuild(w, requirement)) n += w.maxJobs;
+      slots.set(r.queue, n);
+    }
+    this.fairShare.setSlots(slots);
+  }
+
+  /**
+   * The BullMQ priority of each job: the run's priority and critical path,
+   * boosted while its run is below its fair share. `restore`: re-adding what
+   * should be queued already (see FairShare.place).
+   */
+  private async place(ready: readonly ReadyDerivation[], runIds: ReadonlyMap<string, readonly string[]>, restore = false): Promise<number[]> {
+    const fair = this.fairShare;
+    const unknown = fair.unknownRuns(ready.flatMap((r) => runIds.get(r.hash) ?? []));
+    if (unknown.length > 0) await this.learnWeights(unknown);
+    return fair.place(
+      ready.map((r) => ({
+        hash: r.hash,
+        jobId: queuedJobId(r.hash, r.attempt),
+        queue: r.queue,
+        priority: r.priority,
+        ...(r.criticalPathMs === undefined ? {} : { criticalPathMs: r.criticalPathMs }),
+        runIds: runIds.get(r.hash) ?? [],
+      })),
+      { restore },
+    );
+  }
+
+  /** A run's weight is its request's share (1 when absent); read once per run. */
+  private async learnWeights(runIds: readonly string[]): Promise<void> {
+    const records = await Promise.all(runIds.map((id) => this.deps.graph.run(id, ['request'])));
+    runIds.forEach((id, i) => {
+      const share = (records[i]?.request as { share?: unknown } | undefined)?.share;
+      this.fairShare.setWeight(id, typeof share === 'number' ? share : 1);
+    });
+  }
+
+  /** Moves the jobs of runs below their share into the boosted sub-band. */
+  private async promote(): Promise<void> {
+    const promotions = this.fairShare.promotions();
+    if (promotions.length === 0) return;
+    await this.deps.queues.promote(promotions);
+    this.deps.logger?.debug({ promoted: promotions.length }, 'fair share: promoted jobs of runs below their share');
   }
 
   /** Starts the local builds now (they never wait for a worker); returns the rest. */

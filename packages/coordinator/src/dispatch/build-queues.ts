@@ -1,7 +1,8 @@
-import { Queue } from 'bullmq';
+import { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { queuePriority, queuedJobId, redisKeys, type Logger } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
+import type { Promotion } from './fair-share.js';
 
 export interface BuildQueuesOptions {
   redis: Redis;
@@ -30,14 +31,16 @@ export class BuildQueues {
     return queue;
   }
 
-  async enqueue(ready: readonly ReadyDerivation[]): Promise<void> {
+  /** `priorities`: each job's BullMQ priority (the fair shares' choice); by default its run priority and critical path. */
+  async enqueue(ready: readonly ReadyDerivation[], priorities?: readonly number[]): Promise<void> {
     if (ready.length === 0) return;
-    const byQueue = new Map<string, ReadyDerivation[]>();
-    for (const r of ready) {
+    const byQueue = new Map<string, Array<{ r: ReadyDerivation; priority: number }>>();
+    ready.forEach((r, i) => {
+      const item = { r, priority: priorities?.[i] ?? queuePriority(r.priority, r.criticalPathMs) };
       const list = byQueue.get(r.queue);
-      if (list === undefined) byQueue.set(r.queue, [r]);
-      else list.push(r);
-    }
+      if (list === undefined) byQueue.set(r.queue, [item]);
+      else list.push(item);
+    });
     for (const [name, items] of byQueue) {
       if (!this.known.has(name)) {
         await this.options.redis.sadd(redisKeys.queues, name);
@@ -45,22 +48,37 @@ export class BuildQueues {
       }
       const now = Date.now();
       await this.queue(name).addBulk(
-        items.map((r) => ({
+        items.map(({ r, priority }) => ({
           name: r.job.name,
           data: r.job,
           opts: {
             jobId: queuedJobId(r.hash, r.attempt),
             delay: r.delayMs,
-            priority: queuePriority(r.priority, r.criticalPathMs),
+            priority,
             removeOnComplete: true,
             removeOnFail: true,
           },
         })),
       );
-      this.options.waits?.queued(items.map((r) => ({ jobId: queuedJobId(r.hash, r.attempt), queue: name, since: now + (r.delayMs ?? 0) })));
+      this.options.waits?.queued(items.map(({ r }) => ({ jobId: queuedJobId(r.hash, r.attempt), queue: name, since: now + (r.delayMs ?? 0) })));
       await this.options.redis.publish(redisKeys.queueWakeups, name);
       this.options.logger.debug({ queue: name, count: items.length }, 'queued derivations');
     }
+  }
+
+  /**
+   * Changes waiting jobs' priorities, in one round trip. A job taken or gone
+   * meanwhile is no error: BullMQ only records the priority of an active job,
+   * and a removed one needs none.
+   */
+  async promote(promotions: readonly Promotion[]): Promise<void> {
+    await Promise.all(
+      promotions.map(({ queue, jobId, priority }) =>
+        new Job(this.queue(queue), 'promotion', undefined, {}, jobId).changePriority({ priority }).catch((error: unknown) => {
+          this.options.logger.debug({ err: error, queue, jobId }, 'promotion of a job that left its queue skipped');
+        }),
+      ),
+    );
   }
 
   /** Takes a derivation's waiting jobs out of its queue (every attempt's id); an active job is left to its worker. */

@@ -1,4 +1,5 @@
 import { comparePlacement, derivationName, describeIneligibility, describeStatus, ineligibilityReason, isTerminal, type BuildStatus } from '@nixfarm/shared';
+import type { FairShareStanding } from '../dispatch/fair-share.js';
 
 /**
  * `nixfarm why`: from what the graph, the queue and the worker directory say
@@ -65,6 +66,8 @@ export interface QueueFacts {
   delayUntil?: number;
   /** jobs waiting in this queue (including this one) */
   waiting?: number;
+  /** how the run it counts for stands in the fair shares of this queue (absent: not counted, e.g. just after a restart) */
+  fairShare?: FairShareStanding;
 }
 
 export interface ExplainInput {
@@ -241,6 +244,8 @@ function explainReady(input: ExplainInput, e: Explanation): void {
   if (queue?.jobState === 'missing') e.notes.push(`its job is missing from queue ${queue.name}: a restarted coordinator queues it again`);
   if (queue?.jobState === 'active') e.notes.push('a worker has just taken its job; the start is not recorded yet');
   if (queue?.waiting !== undefined && queue.waiting > 1) e.notes.push(`${queue.waiting} builds wait in queue ${queue.name}`);
+  const fair = queue?.fairShare === undefined ? undefined : fairShareNote(queue.fairShare);
+  if (fair !== undefined) e.notes.push(fair);
 
   if (verdicts.length === 0) {
     e.summary = `${lead}, but no worker is registered: start one with \`nixfarm worker\` (it needs ${want})`;
@@ -347,6 +352,16 @@ export function explainDerivation(input: ExplainInput): Explanation {
     e.notes.push('no active run needs it any more');
   }
   return e;
+}
+
+/** Why the build is ahead of or behind other runs' builds of its priority; nothing for a run alone in its queue. */
+function fairShareNote(f: FairShareStanding): string | undefined {
+  if (f.runs < 2 && !f.boosted) return undefined;
+  const share = Number.isInteger(f.share) ? String(f.share) : f.share.toFixed(1);
+  const holds = `run ${f.runId} holds ${f.claimed} of its fair share of ${share} of the ${f.slots} slots (${f.runs} runs of its priority have builds for this queue)`;
+  return f.boosted
+    ? `fair share: ${holds}; this build was below its share, so it is boosted ahead of the unboosted builds of its priority`
+    : `fair share: ${holds}; it waits behind builds of runs below their share, and is boosted when its run falls below its own`;
 }
 
 /** The human-readable form `nixfarm why` prints. */

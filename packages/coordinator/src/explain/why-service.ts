@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
 import { NixfarmError, hashPart, parseDerivation, queuedJobId, redisKeys, type Derivation } from '@nixfarm/shared';
 import { NodeReader } from '../graph/node-reader.js';
+import type { FairShareStanding } from '../dispatch/fair-share.js';
 import { DerivationLocator, parseWhyQuery, type Candidate, type WhyQuery } from './derivation-locator.js';
 import { explainDerivation, type Explanation, type InputFacts, type NodeFacts, type QueueFacts, type WorkerFacts } from './explanation.js';
 
@@ -17,6 +18,8 @@ export interface WhyServiceDeps {
   redis: Redis;
   workers: { list(): Promise<WorkerFacts[]> };
   queues?: QueueLookup;
+  /** the dispatcher's fair shares: how a queued build's run stands (absent: not said) */
+  fairShare?: { standing(hash: string): FairShareStanding | undefined };
   /** the coordinator's Nix adapter; the .drv is read from the coordinator's store to name a node's inputs */
   readDerivation?: (drvPath: string) => Promise<Derivation>;
   now?: () => number;
@@ -129,7 +132,14 @@ export class WhyService {
       if (job === undefined || job === null) return { name: node.queue, jobState: 'missing', waiting };
       const jobState = await job.getState();
       const delay = job.opts.delay ?? 0;
-      return { name: node.queue, jobState, waiting, ...(jobState === 'delayed' && delay > 0 ? { delayUntil: job.timestamp + delay } : {}) };
+      const fairShare = this.deps.fairShare?.standing(node.hash);
+      return {
+        name: node.queue,
+        jobState,
+        waiting,
+        ...(jobState === 'delayed' && delay > 0 ? { delayUntil: job.timestamp + delay } : {}),
+        ...(fairShare === undefined ? {} : { fairShare }),
+      };
     } catch {
       return { name: node.queue };
     }

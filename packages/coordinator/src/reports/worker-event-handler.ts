@@ -12,7 +12,7 @@ import {
 import type { BuildAttempt, DerivationGraph, FinishOutcome, GraphTransition } from '../graph/derivation-graph.js';
 import type { RunEventDelivery, RunEvents } from '../runs/run-events.js';
 import type { RunFinalizer } from '../runs/run-finalizer.js';
-import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
+import type { BuildReportSink } from '../dispatch/build-dispatcher.js';
 import type { GcRoots } from '../runs/gc-roots.js';
 import { canonicalNarHash, type OutputVerifier } from '../nix/output-verifier.js';
 import type { BuildDurations } from '../runs/build-durations.js';
@@ -23,8 +23,8 @@ export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
   verifier: OutputVerifier;
   graph: DerivationGraph;
-  /** where released dependents and retries go */
-  dispatcher: BuildDispatch;
+  /** where released dependents and retries go; it counts starts and ends for the fair shares */
+  dispatcher: BuildReportSink;
   /** ends a run once none of its derivations is pending */
   finalizer: Pick<RunFinalizer, 'finalize'>;
   events: Pick<RunEvents, 'emit' | 'emitAll'>;
@@ -130,6 +130,7 @@ export class WorkerEventHandler {
       logger.debug({ drvPath: event.drvPath, worker: event.worker }, 'stale hand-back ignored: the build does not run on that worker');
       return;
     }
+    this.deps.dispatcher.handedBack(hashPart(event.drvPath));
     logger.info({ drvPath: event.drvPath, worker: event.worker, reason: event.reason }, 'build handed back; queued again');
     await events.emit(runIds, { type: 'drv-handed-back', drvPath: event.drvPath, worker: event.worker, reason: event.reason, at: event.at });
   }
@@ -281,6 +282,7 @@ export class WorkerEventHandler {
         else logger.debug({ drvPath: item.event.drvPath, worker: item.event.worker }, 'late or duplicate result ignored');
       }
     });
+    this.deps.dispatcher.started(started.map(({ event }) => hashPart(event.drvPath)));
     // In memory only: the reports already carry what the metrics need.
     // Every start leaves the wait tracker (a stale one too, so nothing lingers there); applied ones are observed.
     this.deps.metrics?.buildsStarted(
@@ -326,7 +328,13 @@ export class WorkerEventHandler {
       });
     }
     await events.emitAll(deliveries);
-    await this.deps.dispatcher.dispatch(finished.flatMap((f) => f.outcome.released));
+    // A released derivation's runs are among those of the build that released it: with one, they are known.
+    const runsOf = new Map<string, readonly string[]>();
+    for (const { outcome } of finished) if (outcome.runIds.length === 1) for (const r of outcome.released) runsOf.set(r.hash, outcome.runIds);
+    await this.deps.dispatcher.dispatch(
+      finished.flatMap((f) => f.outcome.released),
+      { ended: finished.map((f) => hashPart(f.event.drvPath)), runsOf },
+    );
     for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await finalizer.finalize(runId);
   }
 }

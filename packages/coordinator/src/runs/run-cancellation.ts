@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { redisKeys, type Logger, type RunView } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
+import type { BuildDispatcher } from '../dispatch/build-dispatcher.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
@@ -11,6 +12,8 @@ export interface RunCancellationDeps {
   graph: Pick<DerivationGraph, 'cancelRun' | 'views' | 'nodes'>;
   /** where queued builds leave their queues */
   queues: Pick<BuildQueues, 'remove'>;
+  /** gives the cancelled run's slots to the runs beside it (fair shares) */
+  dispatcher?: Pick<BuildDispatcher, 'cancelled'>;
   /** publishes the hashes whose running builds workers stop */
   redis: Pick<Redis, 'publish'>;
   events: Pick<RunEvents, 'emit' | 'emitAll'>;
@@ -42,6 +45,7 @@ export class RunCancellation {
         if (queue !== '') await queues.remove(queue, c.hash, view.attempts);
       }
     }
+    await this.deps.dispatcher?.cancelled(runId);
     const now = Date.now();
     await events.emitAll(
       views.map((view) => ({ runIds: [runId], event: { type: 'drv-finished' as const, drvPath: view.drvPath, status: 'cancelled' as const, at: now } })),

@@ -49,7 +49,7 @@ export class RunResume {
           ready.push(again);
         }
       }
-      await dispatcher.restore(ready);
+      await dispatcher.restore(ready, runId);
       if (options.afterRestart && (await this.deps.attributes.progress(runId))?.state === 'evaluating') {
         await this.deps.attributes.end(runId, { state: 'failed', error: EVALUATION_LOST }, Date.now());
         logger.warn({ runId }, 'jobset evaluation lost in a restart; the run is closed with what was evaluated');

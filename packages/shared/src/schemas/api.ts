@@ -23,6 +23,13 @@ export const submitRunRequestSchema = z
     /** where relative paths in expr and args resolve, as nix-build's working directory (must exist on the coordinator machine) */
     cwd: z.string().min(1).max(4096).startsWith('/', 'cwd must be an absolute path').optional(),
     priority: z.number().int().min(-1000).max(1000).default(0),
+    /** the run's weight among runs of the same priority: its fair share of the slots (absent: 1) */
+    share: z
+      .number({ error: 'share must be a number' })
+      .int('share must be a whole number')
+      .min(1, 'share must be at least 1')
+      .max(1000, 'share must be at most 1000')
+      .optional(),
     /** ready builds: longest remaining chain first (default), or first come first served (for comparison) */
     order: z.enum(['critical-path', 'fifo']).default('critical-path'),
     /** build derivations that failed before instead of reporting cached-failure */
