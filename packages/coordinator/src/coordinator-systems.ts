@@ -25,6 +25,9 @@ import { JobsetSubmission } from './runs/jobset-submission.js';
 import { WorkerEventHandler } from './reports/worker-event-handler.js';
 import { WorkerEventConsumer } from './reports/worker-event-consumer.js';
 import { FarmMetrics } from './metrics/farm-metrics.js';
+import { UploadQueue } from './uploads/upload-queue.js';
+import { RunPush } from './uploads/run-push.js';
+import type { UploadTarget } from './uploads/upload-target.js';
 
 export interface SchedulingCoreOptions {
   redis: Redis;
@@ -42,6 +45,8 @@ export interface SchedulingCoreOptions {
   evaluatorNix?: { nixOptions: ReadonlyArray<readonly [string, string]>; env?: Record<string, string> };
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
+  /** uploads to external caches: --push-to targets for every succeeded run, and `nixfarm push` (absent: neither) */
+  uploads?: { targets: readonly UploadTarget[]; concurrency: number; stagingDir: string };
 }
 
 /**
@@ -64,6 +69,8 @@ export class SchedulingCore {
   readonly handler: WorkerEventHandler;
   /** this process's Prometheus registry, fed by the queues, the runs and the report handler */
   readonly metrics = new FarmMetrics();
+  /** the upload queue and `nixfarm push`, when uploads are on */
+  readonly uploads: { queue: UploadQueue; push: RunPush } | undefined;
   private readonly consumer: WorkerEventConsumer;
   private reconciler: NodeJS.Timeout | undefined;
 
@@ -86,7 +93,20 @@ export class SchedulingCore {
     }));
     const attributes = new RunAttributes(redis);
     const queries = new RunQueries({ redis, graph, attributes });
-    const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, attributes, logger, metrics });
+    const uploadQueue =
+      options.uploads === undefined
+        ? undefined
+        : new UploadQueue({ redis, logger: logger.child({ component: 'uploads' }), nix, registry: metrics.registry, ...options.uploads });
+    const finalizer = new RunFinalizer({
+      graph,
+      verifier,
+      gcRoots,
+      events,
+      attributes,
+      logger,
+      metrics,
+      ...(uploadQueue === undefined ? {} : { uploads: uploadQueue }),
+    });
     const planner = new BuildPlanner({ nix, logger });
     const evaluation = new RunEvaluation({ nix, planner, gcRoots });
     const submission = new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics });
@@ -125,6 +145,7 @@ export class SchedulingCore {
       metrics,
       ...(options.logs === undefined ? {} : { logs: options.logs }),
     });
+    this.uploads = uploadQueue === undefined ? undefined : { queue: uploadQueue, push: new RunPush({ runs: this.runs, attributes, verifier, uploads: uploadQueue }) };
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }
@@ -141,12 +162,14 @@ export class SchedulingCore {
     }, this.options.reconcileIntervalMs ?? 60_000);
     this.reconciler.unref();
     await this.consumer.start();
+    this.uploads?.queue.start();
     return resumed;
   }
 
   async stop(): Promise<void> {
     if (this.reconciler !== undefined) clearInterval(this.reconciler);
     await this.consumer.stop();
+    await this.uploads?.queue.close();
     await this.queues.close();
   }
 }

@@ -24,6 +24,8 @@ import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/loca
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
 import { ApiTokens } from './api/api-tokens.js';
+import { checkUploadTarget, parseUploadTarget } from './uploads/upload-target.js';
+import { uploadStagingDir } from './uploads/upload-queue.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -90,6 +92,9 @@ export class Coordinator {
     await mkdir(stateDir, { recursive: true });
     // First: a token file others can read stops the start before anything else is running.
     const { tokens, files: apiTokenFiles } = await ApiTokens.loadOrCreate(stateDir);
+    // A --push-to cache that cannot be written is refused now, before any build would have to wait on it.
+    const pushTo = config.pushTo.map(parseUploadTarget);
+    for (const target of pushTo) await checkUploadTarget(target);
     const localStore = config.localBuilds ? await this.probedLocalStore() : undefined;
     let redisUrl = config.redisUrl;
     if (redisUrl === undefined) {
@@ -125,6 +130,7 @@ export class Coordinator {
       localBuilder,
       logs,
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
+      uploads: { targets: pushTo, concurrency: config.uploadConcurrency, stagingDir: uploadStagingDir(stateDir) },
     });
     this.core = core;
 
@@ -146,6 +152,7 @@ export class Coordinator {
       tokens,
       graph: core.graph,
       fairShare: core.dispatcher,
+      ...(core.uploads === undefined ? {} : { uploads: core.uploads }),
     });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();

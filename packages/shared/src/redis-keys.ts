@@ -38,4 +38,8 @@ export const redisKeys = {
   worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,
   /** STREAM per derivation (hash part): its build log in batches of lines, each tagged with its attempt; an end entry per attempt */
   buildLog: (hash: string) => `${REDIS_PREFIX}:log:${hash}`,
+  /** HASH: upload job id (cache id and output hash part) -> its UploadRecord as JSON */
+  uploads: `${REDIS_PREFIX}:uploads`,
+  /** SET per run: the upload job ids of its outputs */
+  runUploads: (id: string) => `${REDIS_PREFIX}:run:${id}:uploads`,
 } as const;

@@ -23,6 +23,7 @@ import { registerMetricsRoutes } from './metrics-routes.js';
 import { registerWhyRoutes } from './why-routes.js';
 import { registerLogRoutes } from './log-routes.js';
 import { registerOpenApiRoute } from './openapi-routes.js';
+import { registerUploadRoutes, type UploadRoutesDeps } from './upload-routes.js';
 
 export interface ApiRoutesDeps {
   runs: RunService;
@@ -44,6 +45,8 @@ export interface ApiRoutesDeps {
   graph?: DerivationGraph;
   /** how queued builds stand in the fair shares, for `why` */
   fairShare?: WhyServiceDeps['fairShare'];
+  /** uploads to external caches (absent: no upload routes) */
+  uploads?: UploadRoutesDeps['uploads'];
 }
 
 /**
@@ -54,6 +57,7 @@ export interface ApiRoutesDeps {
 export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, streams: EventStreams, openApiDocument: () => unknown): void {
   registerHealthRoute(app);
   registerRunRoutes(app, { ...deps, streams });
+  if (deps.uploads !== undefined) registerUploadRoutes(app, { runs: deps.runs, uploads: deps.uploads });
   registerWorkersRoute(app, deps);
   registerSessionRoutes(app, { tokens: deps.tokens, logger: deps.logger });
 

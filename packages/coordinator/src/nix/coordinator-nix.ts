@@ -5,6 +5,7 @@ import {
   NixCommandError,
   ValidationError,
   assertDerivationPath,
+  assertStorePath,
   localStorePool,
   parseDerivation,
   type Derivation,
@@ -142,6 +143,23 @@ export class CoordinatorNix {
       for (const [path, info] of infos) hashes.set(path, info.narHash ?? '');
     }
     return hashes;
+  }
+
+  /**
+   * `nix copy --to STORE`: the paths' closures with their signatures into a
+   * binary cache (file:// or http(s)://, which Nix fills by PUT). Paths the
+   * cache already has are skipped by Nix itself.
+   */
+  async copyTo(storeUrl: string, paths: readonly string[]): Promise<void> {
+    for (const p of paths) assertStorePath(p);
+    await this.run('nix', ['--extra-experimental-features', 'nix-command', 'copy', ...this.optionArgs(), '--to', storeUrl, '--', ...paths], 'cache-upload-failed');
+  }
+
+  /** The closure of the paths in the local store (every path they reference, transitively, and themselves). */
+  async closure(paths: readonly string[]): Promise<string[]> {
+    for (const p of paths) assertStorePath(p);
+    const stdout = await this.run('nix-store', ['--query', '--requisites', ...this.optionArgs(), '--', ...paths]);
+    return stdout.split('\n').filter((l) => l.length > 0);
   }
 
   /** Ends the serve sessions. */

@@ -5,6 +5,7 @@ import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunAttributes } from './run-attributes.js';
+import type { UploadQueue } from '../uploads/upload-queue.js';
 
 export interface RunFinalizerDeps {
   graph: Pick<DerivationGraph, 'run' | 'endRun'>;
@@ -17,6 +18,8 @@ export interface RunFinalizerDeps {
   logger: Logger;
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
+  /** queues the uploads of what a run built to the external caches (absent: no --push-to) */
+  uploads?: Pick<UploadQueue, 'enqueue'>;
 }
 
 /** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */
@@ -42,10 +45,13 @@ export class RunFinalizer {
       }
     }
     const jobset = await this.finalizeJobset(runId);
-    if (jobset !== undefined && status === 'succeeded') {
+    if (jobset?.error !== undefined && status === 'succeeded') {
       status = 'failed';
-      error = jobset;
+      error = jobset.error;
     }
+    // Only queued here, before the run says it ended (a finalize repeated after a crash queues nothing twice): builds never wait on uploads.
+    const uploads = [...(status === 'succeeded' && jobset === undefined ? results.map((r) => r.outputPath) : []), ...(jobset?.built ?? [])];
+    if (uploads.length > 0) await this.deps.uploads?.enqueue(runId, [...new Set(uploads)]);
     await gcRoots.releaseRun(runId);
     const now = Date.now();
     // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.
@@ -57,17 +63,19 @@ export class RunFinalizer {
 
   /**
    * A jobset run: every attribute that built keeps its outputs rooted, whatever
-   * the others did (as Hydra keeps each job's build). Returns why the run
-   * fails although no build failed: an attribute that did not evaluate.
+   * the others did (as Hydra keeps each job's build). Returns those outputs,
+   * and why the run fails although no build failed: an attribute that did
+   * not evaluate.
    */
-  private async finalizeJobset(runId: string): Promise<string | undefined> {
+  private async finalizeJobset(runId: string): Promise<{ built: string[]; error?: string } | undefined> {
     const progress = await this.deps.attributes?.progress(runId);
     if (progress === undefined || this.deps.attributes === undefined) return undefined;
     const outputs = (await this.deps.attributes.page(runId)).flatMap((a) => Object.values(a.outputs ?? {}));
     const invalid = await this.deps.verifier.invalidPaths(outputs);
-    for (const [i, path] of outputs.filter((o) => !invalid.has(o)).entries()) await this.deps.gcRoots.addResultRoot(runId, i, path);
-    if (progress.state === 'failed') return `evaluation stopped: ${progress.error ?? 'unknown error'}`;
-    if (progress.failed > 0) return `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate`;
-    return undefined;
+    const built = outputs.filter((o) => !invalid.has(o));
+    for (const [i, path] of built.entries()) await this.deps.gcRoots.addResultRoot(runId, i, path);
+    if (progress.state === 'failed') return { built, error: `evaluation stopped: ${progress.error ?? 'unknown error'}` };
+    if (progress.failed > 0) return { built, error: `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate` };
+    return { built };
   }
 }
