@@ -42,6 +42,8 @@ export interface TestFarmOptions {
   logLevel?: string;
   /** Redis writes every change to its append-only file, so a restart keeps the farm's state */
   redisAppendOnly?: boolean;
+  /** how the coordinator starts (read when the farm starts: a suite's earlier before hook may still fill it in) */
+  coordinator?: CoordinatorStartOptions;
 }
 
 export interface CoordinatorStartOptions {
@@ -122,7 +124,7 @@ export class TestFarm {
     farm.logLevel = options.logLevel ?? 'debug';
     try {
       farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false });
-      await farm.startCoordinator();
+      await farm.startCoordinator(undefined, options.coordinator);
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
     } catch (error) {

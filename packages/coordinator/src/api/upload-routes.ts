@@ -48,7 +48,7 @@ export function registerUploadRoutes(app: FastifyInstance, deps: UploadRoutesDep
           '202': jsonResponse("the run's uploads, the new ones pending", uploadListResponseSchema),
           '400': errorResponse('not a run id, or a cache URL that does not parse or has an unknown scheme (invalid-request, invalid-cache-url)'),
           '404': NO_RUN,
-          '503': errorResponse('a file:// cache directory cannot be written (cache-unwritable)'),
+          '422': errorResponse('a file:// cache directory cannot be written (cache-unwritable)'),
         },
       },
     },

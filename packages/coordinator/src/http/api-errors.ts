@@ -47,7 +47,7 @@ const HTTP_STATUS: Readonly<Record<ErrorCode, number | typeof SERVER_FAULT>> = {
   'worker-key-not-authorised': SERVER_FAULT,
   'build-not-done': SERVER_FAULT,
   'invalid-cache-url': 400,
-  'cache-unwritable': SERVER_FAULT,
+  'cache-unwritable': 422,
   'cache-upload-failed': SERVER_FAULT,
   'nix-builder-failed': SERVER_FAULT,
   'nix-input-rejected': SERVER_FAULT,

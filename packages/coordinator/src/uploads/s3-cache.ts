@@ -61,6 +61,8 @@ export class S3Cache {
         ...(profile === null ? {} : { profile }),
         // Retries are the upload queue's, with its back-off: one attempt here.
         maxAttempts: 1,
+        // Streamed bodies would go aws-chunked with a trailing checksum, which S3-compatible servers (MinIO's older releases, s3rver) store as is.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
       });
       this.clients.set(target.id, client);
     }
