@@ -124,8 +124,14 @@ describe('uploads to external caches (real farm)', () => {
     const { runId, top, closure } = await buildChain();
     assert.equal(closure.length, 3, 'the top link references the two below it');
     const uploads = await allUploaded(runId, 3);
-    assert.deepEqual(uploads.map((u) => u.path), [top, top, top]);
-    assert.deepEqual(uploads.map((u) => u.attempts), [1, 1, 1]);
+    assert.deepEqual(
+      uploads.map((u) => u.path),
+      [top, top, top],
+    );
+    assert.deepEqual(
+      uploads.map((u) => u.attempts),
+      [1, 1, 1],
+    );
     for (const [name, substituter] of [
       ['file', `file://${fileCache}`],
       ['http', http.url],
@@ -193,7 +199,10 @@ describe('uploads to external caches (real farm)', () => {
       60_000,
       () => `the HTTP upload retrying\n${farm.tail('coordinator')}`,
     );
-    assert.match(retrying.error ?? '', new RegExp(`upload of ${top} to ${http.url.replace(/[.?]/g, '\\$&')}\\S* failed \\(attempt \\d+ of 12, retried with back-off\\)`));
+    assert.match(
+      retrying.error ?? '',
+      new RegExp(`upload of ${top} to ${http.url.replace(/[.?]/g, '\\$&')}\\S* failed \\(attempt \\d+ of 12, retried with back-off\\)`),
+    );
     await http.up();
     const uploads = await allUploaded(runId, 3, 120_000);
     assert.ok(uploads.find((u) => u.target.startsWith(http.url))!.attempts >= 2);

@@ -94,9 +94,7 @@ export class SchedulingCore {
     const attributes = new RunAttributes(redis);
     const queries = new RunQueries({ redis, graph, attributes });
     const uploadQueue =
-      options.uploads === undefined
-        ? undefined
-        : new UploadQueue({ redis, logger: logger.child({ component: 'uploads' }), nix, registry: metrics.registry, ...options.uploads });
+      options.uploads === undefined ? undefined : new UploadQueue({ redis, logger: logger.child({ component: 'uploads' }), nix, metrics, ...options.uploads });
     const finalizer = new RunFinalizer({
       graph,
       verifier,
@@ -145,7 +143,8 @@ export class SchedulingCore {
       metrics,
       ...(options.logs === undefined ? {} : { logs: options.logs }),
     });
-    this.uploads = uploadQueue === undefined ? undefined : { queue: uploadQueue, push: new RunPush({ runs: this.runs, attributes, verifier, uploads: uploadQueue }) };
+    this.uploads =
+      uploadQueue === undefined ? undefined : { queue: uploadQueue, push: new RunPush({ runs: this.runs, attributes, verifier, uploads: uploadQueue }) };
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }

@@ -152,7 +152,11 @@ export class CoordinatorNix {
    */
   async copyTo(storeUrl: string, paths: readonly string[]): Promise<void> {
     for (const p of paths) assertStorePath(p);
-    await this.run('nix', ['--extra-experimental-features', 'nix-command', 'copy', ...this.optionArgs(), '--to', storeUrl, '--', ...paths], 'cache-upload-failed');
+    await this.run(
+      'nix',
+      ['--extra-experimental-features', 'nix-command', 'copy', ...this.optionArgs(), '--to', storeUrl, '--', ...paths],
+      'cache-upload-failed',
+    );
   }
 
   /** The closure of the paths in the local store (every path they reference, transitively, and themselves). */

@@ -5,7 +5,6 @@ import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunAttributes } from './run-attributes.js';
-import type { UploadQueue } from '../uploads/upload-queue.js';
 
 export interface RunFinalizerDeps {
   graph: Pick<DerivationGraph, 'run' | 'endRun'>;
@@ -19,7 +18,7 @@ export interface RunFinalizerDeps {
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
   /** queues the uploads of what a run built to the external caches (absent: no --push-to) */
-  uploads?: Pick<UploadQueue, 'enqueue'>;
+  uploads?: { enqueue(runId: string, outputPaths: readonly string[]): Promise<void> };
 }
 
 /** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */

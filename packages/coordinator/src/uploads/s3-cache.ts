@@ -82,7 +82,9 @@ export class S3Cache {
   private async put(client: S3Client, target: UploadTarget, key: string, file: string, contentType: string): Promise<void> {
     try {
       const { size } = await stat(file);
-      await client.send(new PutObjectCommand({ Bucket: target.location, Key: key, Body: createReadStream(file), ContentLength: size, ContentType: contentType }));
+      await client.send(
+        new PutObjectCommand({ Bucket: target.location, Key: key, Body: createReadStream(file), ContentLength: size, ContentType: contentType }),
+      );
     } catch (error) {
       throw s3Error(target, `PUT ${key}`, error);
     }

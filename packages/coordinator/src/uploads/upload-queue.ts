@@ -1,13 +1,12 @@
 import path from 'node:path';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Registry } from 'prom-client';
 import { hashPart, type Logger, type UploadRecord } from '@nixfarm/shared';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import { S3Cache } from './s3-cache.js';
 import { UploadRecords } from './upload-records.js';
 import { parseUploadTarget, type UploadTarget } from './upload-target.js';
-import { UploadMetrics, type UploadBacklog } from './upload-metrics.js';
+import type { FarmMetrics, UploadBacklog } from '../metrics/farm-metrics.js';
 
 export interface UploadQueueOptions {
   /** BullMQ needs maxRetriesPerRequest: null; the worker gets a duplicate of its own */
@@ -24,8 +23,8 @@ export interface UploadQueueOptions {
   backoffMs?: number;
   /** the caches of --push-to: where a succeeded run's outputs go */
   targets: readonly UploadTarget[];
-  /** the coordinator's Prometheus registry, for the uploads' series */
-  registry?: Registry;
+  /** counts attempts by cache and result; reads the backlog at each scrape */
+  metrics?: Pick<FarmMetrics, 'uploadAttempted' | 'watchUploads'>;
 }
 
 interface UploadJobData {
@@ -50,14 +49,13 @@ export class UploadQueue {
   private readonly records: UploadRecords;
   private readonly s3: S3Cache;
   private readonly attempts: number;
-  private readonly metrics: UploadMetrics | undefined;
 
   constructor(private readonly options: UploadQueueOptions) {
     this.queue = new Queue(QUEUE_NAME, { connection: options.redis });
     this.records = new UploadRecords(options.redis);
     this.s3 = new S3Cache({ nix: options.nix, stagingDir: options.stagingDir });
     this.attempts = options.attempts ?? 12;
-    this.metrics = options.registry === undefined ? undefined : new UploadMetrics(options.registry, () => this.backlog());
+    options.metrics?.watchUploads(() => this.backlog());
   }
 
   start(): void {
@@ -117,8 +115,7 @@ export class UploadQueue {
   }
 
   private async process(job: Job<UploadJobData>): Promise<void> {
-    const { logger } = this.options;
-    const metrics = this.metrics;
+    const { logger, metrics } = this.options;
     const jobId = job.id ?? '';
     const target = parseUploadTarget(job.data.target);
     const attempt = job.attemptsMade + 1;
@@ -132,13 +129,13 @@ export class UploadQueue {
       const reason = error instanceof Error ? error.message : String(error);
       const message = `upload of ${job.data.path} to ${target.url} failed (attempt ${attempt} of ${this.attempts}${last ? ', given up: `nixfarm push RUN --to URL` tries again' : ', retried with back-off'}): ${reason}`;
       await this.records.put(jobId, { ...record, state: last ? 'given-up' : 'retrying', attempts: attempt, error: message });
-      metrics?.attempted(target.url, last ? 'given-up' : 'failed');
+      metrics?.uploadAttempted(target.url, last ? 'given-up' : 'failed');
       logger.warn({ path: job.data.path, target: target.url, attempt, last }, message);
       throw error;
     }
     const { error: _, ...rest } = record;
     await this.records.put(jobId, { ...rest, state: 'uploaded', attempts: attempt, uploadedAt: Date.now() });
-    metrics?.attempted(target.url, 'uploaded');
+    metrics?.uploadAttempted(target.url, 'uploaded');
     logger.info({ path: job.data.path, target: target.url, attempt, ms: Date.now() - started }, 'uploaded');
   }
 

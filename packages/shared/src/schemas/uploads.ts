@@ -2,9 +2,8 @@ import { z } from 'zod';
 import { storePathSchema } from './common.js';
 
 /** pending: queued or uploading; retrying: the last attempt failed, another is due; given-up: every attempt failed (`nixfarm push` tries again). */
-export const UPLOAD_STATES = ['pending', 'uploaded', 'retrying', 'given-up'] as const;
-export const uploadStateSchema = z.enum(UPLOAD_STATES);
-export type UploadState = z.infer<typeof uploadStateSchema>;
+const UPLOAD_STATES = ['pending', 'uploaded', 'retrying', 'given-up'] as const;
+const uploadStateSchema = z.enum(UPLOAD_STATES);
 
 /** One output's upload to one cache. */
 export const uploadRecordSchema = z.object({
@@ -25,4 +24,3 @@ export const uploadListResponseSchema = z.object({ uploads: z.array(uploadRecord
 
 /** POST /api/runs/{id}/uploads: upload a run's outputs to these caches now. */
 export const pushRequestSchema = z.object({ targets: z.array(z.string()).min(1, 'name at least one cache URL to push to') }).strict();
-export type PushRequest = z.infer<typeof pushRequestSchema>;
