@@ -160,7 +160,10 @@ describe('a --push-to directory the coordinator cannot write', () => {
     const file = configFile('not-a-dir', '');
     const result = await run([...COORDINATOR, '--push-to', `file://${file}/cache`]);
     assert.equal(result.exitCode, 2, result.stderr);
-    assert.match(result.stderr, new RegExp(`cache directory ${file}/cache \\(from file://${file}/cache\\) cannot be written \\(ENOTDIR\\): create it writable`));
+    assert.match(
+      result.stderr,
+      new RegExp(`cache directory ${file}/cache \\(from file://${file}/cache\\) cannot be written \\(ENOTDIR\\): create it writable`),
+    );
   });
 });
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { hashPart, type RunView, type UploadRecord } from '@nixfarm/shared';
+import { hashPart, type DashboardSnapshot, type RunView, type UploadRecord } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { runIdOf } from '../harness/build-timeline.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
@@ -203,8 +203,21 @@ describe('uploads to external caches (real farm)', () => {
       retrying.error ?? '',
       new RegExp(`upload of ${top} to ${http.url.replace(/[.?]/g, '\\$&')}\\S* failed \\(attempt \\d+ of 12, retried with back-off\\)`),
     );
+    // the dashboard's upload panel: the queue is behind, and says why
+    const panel = (await farm.api<DashboardSnapshot>('/api/dashboard')).uploads;
+    assert.ok(panel !== undefined && panel.depth >= 1 && panel.lagSeconds > 0, JSON.stringify(panel));
+    assert.ok(
+      panel.failing.some((u) => u.path === top && u.state === 'retrying' && /failed \(attempt/.test(u.error ?? '')),
+      JSON.stringify(panel.failing),
+    );
     await http.up();
     const uploads = await allUploaded(runId, 3, 120_000);
+    const after = (await farm.api<DashboardSnapshot>('/api/dashboard')).uploads;
+    assert.deepEqual(
+      after?.failing.filter((u) => u.path === top),
+      [],
+      'an upload that succeeded is no longer listed as failing',
+    );
     assert.ok(uploads.find((u) => u.target.startsWith(http.url))!.attempts >= 2);
     for (const p of closure) assert.equal(http.puts.get(`${hashPart(p)}.narinfo`), 1, `${p} put once`);
     assert.ok(runMs < 30_000, `the run took ${runMs} ms while its cache was down`);

@@ -42,4 +42,6 @@ export const redisKeys = {
   uploads: `${REDIS_PREFIX}:uploads`,
   /** SET per run: the upload job ids of its outputs */
   runUploads: (id: string) => `${REDIS_PREFIX}:run:${id}:uploads`,
+  /** ZSET: upload job ids whose last attempt failed (retrying or given up), by the time of that attempt: the dashboard's upload failures */
+  uploadsFailing: `${REDIS_PREFIX}:uploads:failing`,
 } as const;

@@ -58,7 +58,11 @@ async function cacheOutage(farm: TestFarm, cache: HttpCacheServer, options: Scen
   const lost: string[] = [];
   // With the cache up: the run's time, and its uploads done.
   const up = await timedRun(farm, fixture);
-  await pollFor(async () => (await uploadsOf(farm, up.runId)).every((u) => u.state === 'uploaded') || undefined, 60_000, () => `run ${up.runId}'s uploads`);
+  await pollFor(
+    async () => (await uploadsOf(farm, up.runId)).every((u) => u.state === 'uploaded') || undefined,
+    60_000,
+    () => `run ${up.runId}'s uploads`,
+  );
   await cache.down();
   const downAt = Date.now();
   options.progress?.(`cache down after run ${up.runId} (${up.ms} ms) was uploaded`);

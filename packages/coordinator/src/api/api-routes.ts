@@ -65,7 +65,13 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, str
     const status = new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
     registerMetricsRoutes(app, { ...deps, metrics: deps.metrics, status });
     if (deps.graph !== undefined) {
-      const collector = new DashboardCollector({ redis: deps.redis, runs: deps.runs, graph: deps.graph, farmStatus: status });
+      const collector = new DashboardCollector({
+        redis: deps.redis,
+        runs: deps.runs,
+        graph: deps.graph,
+        farmStatus: status,
+        ...(deps.uploads === undefined ? {} : { uploads: deps.uploads.queue }),
+      });
       const feed = new DashboardFeed({ collect: () => collector.collect(), logger: deps.logger.child({ component: 'dashboard' }) });
       app.addHook('onClose', async () => feed.stop());
       registerDashboardRoutes(app, { feed, streams });

@@ -9,7 +9,7 @@ import { errorResponse, jsonResponse } from '../http/openapi-components.js';
 
 export interface UploadRoutesDeps {
   runs: Pick<RunService, 'get'>;
-  uploads: { queue: Pick<UploadQueue, 'ofRun'>; push: RunPush };
+  uploads: { queue: Pick<UploadQueue, 'ofRun' | 'summary'>; push: RunPush };
 }
 
 const runParamsSchema = z.object({ id: runIdSchema.describe('a run id, as `nixfarm build` prints it') });

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { hashPart, type Logger, type UploadRecord } from '@nixfarm/shared';
+import { hashPart, type Logger, type UploadRecord, type UploadSummary } from '@nixfarm/shared';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import { S3Cache } from './s3-cache.js';
 import { UploadRecords } from './upload-records.js';
@@ -101,6 +101,12 @@ export class UploadQueue {
 
   ofRun(runId: string): Promise<UploadRecord[]> {
     return this.records.ofRun(runId);
+  }
+
+  /** The dashboard's panel: the backlog and the latest failing uploads. */
+  async summary(failing = 10): Promise<UploadSummary> {
+    const [backlog, failed] = await Promise.all([this.backlog(), this.records.failing(failing)]);
+    return { ...backlog, failing: failed };
   }
 
   async backlog(): Promise<UploadBacklog> {

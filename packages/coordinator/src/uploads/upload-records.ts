@@ -17,7 +17,17 @@ export class UploadRecords {
   async put(jobId: string, record: UploadRecord, runId?: string): Promise<void> {
     const multi = this.redis.multi().hset(redisKeys.uploads, jobId, JSON.stringify(record));
     if (runId !== undefined) multi.sadd(redisKeys.runUploads(runId), jobId);
+    if (record.state === 'retrying' || record.state === 'given-up') multi.zadd(redisKeys.uploadsFailing, Date.now(), jobId);
+    else multi.zrem(redisKeys.uploadsFailing, jobId);
     await multi.exec();
+  }
+
+  /** Uploads whose last attempt failed, the latest failure first. */
+  async failing(limit: number): Promise<UploadRecord[]> {
+    const ids = await this.redis.zrevrange(redisKeys.uploadsFailing, 0, limit - 1);
+    if (ids.length === 0) return [];
+    const raws = await this.redis.hmget(redisKeys.uploads, ...ids);
+    return raws.filter((r): r is string => r !== null).map((r) => uploadRecordSchema.parse(JSON.parse(r)));
   }
 
   async link(runId: string, jobId: string): Promise<void> {

@@ -20,6 +20,17 @@ export const uploadRecordSchema = z.object({
 });
 export type UploadRecord = z.infer<typeof uploadRecordSchema>;
 
+/** The dashboard's upload panel: how far behind the caches are, and the uploads whose last attempt failed. */
+export const uploadSummarySchema = z.object({
+  /** uploads not done yet */
+  depth: z.number().int(),
+  /** age of the oldest of them, seconds */
+  lagSeconds: z.number(),
+  /** retrying or given up, the latest failure first */
+  failing: z.array(uploadRecordSchema),
+});
+export type UploadSummary = z.infer<typeof uploadSummarySchema>;
+
 export const uploadListResponseSchema = z.object({ uploads: z.array(uploadRecordSchema) });
 
 /** POST /api/runs/{id}/uploads: upload a run's outputs to these caches now. */
