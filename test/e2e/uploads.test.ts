@@ -152,6 +152,25 @@ describe('uploads to external caches (real farm)', () => {
     assert.match(metrics, new RegExp(`^nixfarm_uploads_total\\{target="${http.url.replace(/[.?]/g, '\\$&')}\\?secret-key=[^"]+",result="uploaded"\\} 1$`, 'm'));
   });
 
+  it('nixfarm build --push-to adds a cache for that run only: its output lands there too, and a machine substitutes it', async () => {
+    const extra = join(dir, 'run-cache');
+    const fixture = chain(2);
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt(), '--push-to', `file://${extra}?secret-key=${key.secretFile}`], {
+      timeoutMs: 120_000,
+    });
+    assert.equal(result.exitCode, 0, result.stderr);
+    const runId = runIdOf(result.stderr);
+    const uploads = await allUploaded(runId, 4);
+    assert.deepEqual(uploads.map((u) => u.target).filter((t) => t.startsWith(`file://${extra}`)).length, 1);
+    const top = uploads[0]!.path;
+    const { result: substituted } = await substitute('sub-run', `file://${extra}`, key.publicKey, [top]);
+    assert.equal(substituted.exitCode, 0, substituted.stderr);
+    writeFileSync(join(dir, 'a-file-2'), '');
+    const refused = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt(), '--push-to', `file://${dir}/a-file-2/cache`]);
+    assert.equal(refused.exitCode, 2);
+    assert.match(refused.stderr, /cache directory \S+a-file-2\/cache .* cannot be written \(ENOTDIR\)/);
+  });
+
   it('a cache that does not trust the signing key is refused by Nix: substitution from the file cache fails with another key trusted', async () => {
     const { top } = await buildChain();
     const other = await signingKey(dir, 'someone-else-1');

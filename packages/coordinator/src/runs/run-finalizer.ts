@@ -18,7 +18,7 @@ export interface RunFinalizerDeps {
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
   /** queues the uploads of what a run built to the external caches (absent: no --push-to) */
-  uploads?: { enqueue(runId: string, outputPaths: readonly string[]): Promise<void> };
+  uploads?: { runBuilt(runId: string, outputPaths: readonly string[], pushTo: readonly string[]): Promise<void> };
 }
 
 /** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */
@@ -28,7 +28,7 @@ export class RunFinalizer {
   /** Result roots on success, the run's temporary roots dropped either way. A run no longer running is left alone. */
   async finalize(runId: string): Promise<void> {
     const { graph, gcRoots, verifier, events, logger } = this.deps;
-    const run = await graph.run(runId, ['status', 'failed', 'results']);
+    const run = await graph.run(runId, ['status', 'failed', 'results', 'request']);
     if (run.status !== 'running') return;
     const results = run.results ?? [];
     let status: 'succeeded' | 'failed' = (run.failed ?? 0) > 0 ? 'failed' : 'succeeded';
@@ -50,7 +50,7 @@ export class RunFinalizer {
     }
     // Only queued here, before the run says it ended (a finalize repeated after a crash queues nothing twice): builds never wait on uploads.
     const uploads = [...(status === 'succeeded' && jobset === undefined ? results.map((r) => r.outputPath) : []), ...(jobset?.built ?? [])];
-    if (uploads.length > 0) await this.deps.uploads?.enqueue(runId, [...new Set(uploads)]);
+    if (uploads.length > 0) await this.deps.uploads?.runBuilt(runId, [...new Set(uploads)], pushToOf(run.request));
     await gcRoots.releaseRun(runId);
     const now = Date.now();
     // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.
@@ -77,4 +77,10 @@ export class RunFinalizer {
     if (progress.failed > 0) return { built, error: `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate` };
     return { built };
   }
+}
+
+/** The caches a run's request named besides the coordinator's (validated when the run was submitted). */
+function pushToOf(request: unknown): string[] {
+  const pushTo = typeof request === 'object' && request !== null && 'pushTo' in request ? request.pushTo : undefined;
+  return Array.isArray(pushTo) ? pushTo.filter((u): u is string => typeof u === 'string') : [];
 }

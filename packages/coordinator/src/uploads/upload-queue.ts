@@ -45,7 +45,7 @@ const QUEUE_NAME = 'nixfarm-uploads';
  */
 export class UploadQueue {
   private readonly queue: Queue<UploadJobData>;
-  private worker: Worker<UploadJobData> | undefined;
+  private worker: { worker: Worker<UploadJobData>; connection: Redis } | undefined;
   private readonly records: UploadRecords;
   private readonly s3: S3Cache;
   private readonly attempts: number;
@@ -59,11 +59,18 @@ export class UploadQueue {
   }
 
   start(): void {
-    this.worker = new Worker<UploadJobData>(QUEUE_NAME, (job) => this.process(job), {
-      connection: this.options.redis.duplicate(),
-      concurrency: this.options.concurrency,
-    });
-    this.worker.on('error', (error) => this.options.logger.warn({ err: error }, 'upload queue worker error'));
+    // A connection of its own, which BullMQ does not close: close() does, or it would keep the process alive after a stop.
+    const connection = this.options.redis.duplicate();
+    const worker = new Worker<UploadJobData>(QUEUE_NAME, (job) => this.process(job), { connection, concurrency: this.options.concurrency });
+    worker.on('error', (error) => this.options.logger.warn({ err: error }, 'upload queue worker error'));
+    this.worker = { worker, connection };
+  }
+
+  /** A run built these outputs: they go to the --push-to caches and to those its request named. */
+  async runBuilt(runId: string, outputPaths: readonly string[], pushTo: readonly string[]): Promise<void> {
+    const targets = new Map(this.options.targets.map((t) => [t.id, t]));
+    for (const target of pushTo.map(parseUploadTarget)) targets.set(target.id, target);
+    await this.enqueue(runId, outputPaths, [...targets.values()]);
   }
 
   /**
@@ -71,7 +78,7 @@ export class UploadQueue {
    * cache has from an earlier run is only linked to this one; one given up
    * before is tried afresh.
    */
-  async enqueue(runId: string, outputPaths: readonly string[], targets: readonly UploadTarget[] = this.options.targets): Promise<void> {
+  async enqueue(runId: string, outputPaths: readonly string[], targets: readonly UploadTarget[]): Promise<void> {
     for (const target of targets) {
       for (const outputPath of outputPaths) {
         const jobId = `${target.id}-${hashPart(outputPath)}`;
@@ -146,7 +153,8 @@ export class UploadQueue {
   }
 
   async close(): Promise<void> {
-    await this.worker?.close();
+    await this.worker?.worker.close();
+    this.worker?.connection.disconnect();
     await this.queue.close();
     this.s3.close();
   }
