@@ -28,6 +28,7 @@ export class RunPush {
       runId,
       outputs.filter((o) => !invalid.has(o)),
       targets,
+      true,
     );
     return this.deps.uploads.ofRun(runId);
   }

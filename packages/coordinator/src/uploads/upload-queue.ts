@@ -75,19 +75,20 @@ export class UploadQueue {
 
   /**
    * Queues each output's upload to each cache, for this run. An output a
-   * cache has from an earlier run is only linked to this one; one given up
-   * before is tried afresh.
+   * cache has from an earlier run is only linked to this one, unless `again`
+   * (an explicit push: the cache may have lost it; Nix skips what is there);
+   * one given up before is tried afresh.
    */
-  async enqueue(runId: string, outputPaths: readonly string[], targets: readonly UploadTarget[]): Promise<void> {
+  async enqueue(runId: string, outputPaths: readonly string[], targets: readonly UploadTarget[], again = false): Promise<void> {
     for (const target of targets) {
       for (const outputPath of outputPaths) {
         const jobId = `${target.id}-${hashPart(outputPath)}`;
         const known = await this.records.get(jobId);
-        if (known?.state === 'uploaded') {
+        if (known?.state === 'uploaded' && !again) {
           await this.records.link(runId, jobId);
           continue;
         }
-        if (known === undefined || known.state === 'given-up') {
+        if (known === undefined || known.state === 'given-up' || known.state === 'uploaded') {
           await this.records.put(jobId, { path: outputPath, target: target.url, state: 'pending', attempts: 0, queuedAt: Date.now() }, runId);
         } else await this.records.link(runId, jobId);
         // The same job id while one is queued is a no-op: one upload per (output, cache), whichever runs asked.
