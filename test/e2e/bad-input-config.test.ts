@@ -127,6 +127,11 @@ describe('invalid config values', () => {
       messages: [/pushTo\.0 \(--push-to\): cache URL "ftp:\/\/cache\.example\/nix" has the scheme ftp, which nixfarm cannot upload to: use file:\/\/\/dir/],
     },
     {
+      what: 'coordinator --push-to with credentials in the URL',
+      args: () => [...COORDINATOR, '--push-to', 'https://user:s3cret@cache.example/'],
+      messages: [/pushTo\.0 \(--push-to\): cache URL "https:\/\/\*\*\*:\*\*\*@cache\.example\/" carries credentials: put them in a netrc file/],
+    },
+    {
       what: 'coordinator --push-to that does not parse',
       args: () => [...COORDINATOR, '--push-to', 'cache.example'],
       messages: [/pushTo\.0 \(--push-to\): cache URL "cache\.example" does not parse: give one like file:\/\/\/dir/],
@@ -149,6 +154,7 @@ describe('invalid config values', () => {
       assert.match(result.stderr, /^nixfarm: /, 'one message, no stack trace');
       assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
       assert.doesNotMatch(result.stderr, /cannot reach Redis/, 'it never got as far as connecting');
+      assert.doesNotMatch(result.stderr, /s3cret/, 'a secret given is never repeated');
       assert.equal(result.stdout, '');
     });
   }

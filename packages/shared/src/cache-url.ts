@@ -42,12 +42,25 @@ export function parseCacheUrl(text: string): CacheUrl | { error: string } {
     return { kind, url: text, location: url.hostname };
   }
   if (url.username !== '' || url.password !== '')
-    return { error: `cache URL ${shown} carries credentials: put them in a netrc file (Nix's netrc-file setting), never in the URL` };
+    return {
+      error: `cache URL ${JSON.stringify(withoutCredentials(text))} carries credentials: put them in a netrc file (Nix's netrc-file setting), never in the URL`,
+    };
   return { kind, url: text, location: `${url.origin}${url.pathname.replace(/\/$/, '')}` };
+}
+
+/** The URL with any user and password masked: what messages and logs may show. */
+function withoutCredentials(text: string): string {
+  if (!URL.canParse(text)) return text;
+  const url = new URL(text);
+  if (url.username === '' && url.password === '') return text;
+  url.username = url.username === '' ? '' : '***';
+  url.password = url.password === '' ? '' : '***';
+  return url.href;
 }
 
 /** A cache URL in configuration: refused with parseCacheUrl's message; kept as the string (a parsed config parses again). */
 export const cacheUrlSchema = z.string().superRefine((text, ctx) => {
   const parsed = parseCacheUrl(text);
-  if ('error' in parsed) ctx.addIssue({ code: 'custom', message: parsed.error, input: text });
+  // The rejected value is shown with the message: never with the credentials it may carry.
+  if ('error' in parsed) ctx.addIssue({ code: 'custom', message: parsed.error, input: withoutCredentials(text) });
 });
