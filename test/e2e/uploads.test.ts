@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -147,6 +147,7 @@ describe('uploads to external caches (real farm)', () => {
       assert.equal(http.puts.get(`${hashPart(p)}.narinfo`), 1, p);
       assert.equal(s3.puts.get(`${hashPart(p)}.narinfo`), 1, p);
     }
+    assert.deepEqual(readdirSync(join(farm.coordinatorStateDir, 'upload-staging')), [], 'S3 staging is removed after each upload');
     const metrics = await (await fetch(new URL('/metrics', farm.address.httpUrl), { headers: farm.authHeaders('read') })).text();
     assert.match(metrics, /^nixfarm_upload_queue_depth 0$/m);
     assert.match(metrics, new RegExp(`^nixfarm_uploads_total\\{target="${http.url.replace(/[.?]/g, '\\$&')}\\?secret-key=[^"]+",result="uploaded"\\} 1$`, 'm'));

@@ -170,7 +170,7 @@ export class Coordinator {
     };
     const file = path.join(stateDir, 'coordinator.json');
     await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));
-    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir }, 'coordinator ready');
+    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo }, 'coordinator ready');
     return this.addressInfo;
   }
 

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { HeadObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { NixfarmError, hashPart } from '@nixfarm/shared';
@@ -30,8 +30,17 @@ export class S3Cache {
   constructor(private readonly options: S3CacheOptions) {}
 
   async upload(target: UploadTarget, outputPath: string): Promise<void> {
+    // One staging directory per upload, removed after: uploads at once never share files, and staged NARs do not pile up.
+    const staging = path.join(this.options.stagingDir, `${target.id}-${hashPart(outputPath)}`);
+    try {
+      await this.stageAndPut(target, outputPath, staging);
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
+  }
+
+  private async stageAndPut(target: UploadTarget, outputPath: string, staging: string): Promise<void> {
     const url = new URL(target.url);
-    const staging = path.join(this.options.stagingDir, target.id);
     const nixParameters = new URLSearchParams([...url.searchParams].filter(([name]) => !S3_PARAMETERS.has(name)));
     const query = nixParameters.size === 0 ? '' : `?${nixParameters}`;
     await this.options.nix.copyTo(`file://${staging}${query}`, [outputPath]);
