@@ -209,6 +209,22 @@ describe('uploads to external caches (real farm)', () => {
     assert.match(unwritable.stderr, new RegExp(`cache directory ${dir}/a-file/cache \\(from file://${dir}/a-file/cache\\) cannot be written \\(ENOTDIR\\)`));
   });
 
+  it('an HTTP cache that refuses uploads (403) gets a per-upload error naming the output, the cache and the refusal; accepted later, it gets them', async () => {
+    http.refusePuts = true;
+    const { runId, top } = await buildChain();
+    const refused = await pollFor(
+      async () => (await uploadsOf(runId)).find((u) => u.target.startsWith(http.url) && u.state === 'retrying'),
+      60_000,
+      () => `the HTTP upload refused\n${farm.tail('coordinator')}`,
+    );
+    assert.match(
+      refused.error ?? '',
+      new RegExp(`upload of ${top} to ${http.url.replace(/[.?]/g, '\\$&')}\\S* failed \\(attempt 1 of 12, retried with back-off\\): .*403`, 's'),
+    );
+    http.refusePuts = false;
+    await allUploaded(runId, 3, 120_000);
+  });
+
   it('an HTTP cache that is down delays its uploads without slowing the run: they retry with the error shown, then each path is put exactly once when it is back', async () => {
     await http.down();
     const started = Date.now();

@@ -15,6 +15,8 @@ export class HttpCacheServer {
   readonly dir: string;
   /** PUTs per file name (e.g. `<hash>.narinfo`, `nar/<hash>.nar.xz`) */
   readonly puts = new Map<string, number>();
+  /** while set, every PUT is answered 403: a cache that refuses uploads */
+  refusePuts = false;
   private server: Server | undefined;
   private port = 0;
 
@@ -64,6 +66,7 @@ export class HttpCacheServer {
     const name = normalize(decodeURIComponent((req.url ?? '/').split('?')[0]!)).replace(/^\/+/, '');
     if (name === '' || name.startsWith('..')) return void res.writeHead(400).end();
     const file = join(this.dir, name);
+    if (req.method === 'PUT' && this.refusePuts) return void req.resume().on('end', () => res.writeHead(403).end('uploads refused'));
     if (req.method === 'PUT') {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
