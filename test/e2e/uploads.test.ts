@@ -83,6 +83,20 @@ describe('uploads to external caches (real farm)', () => {
     );
   }
 
+  /** The run's upload to the HTTP cache, once an attempt failed. */
+  function httpUploadRetrying(runId: string): Promise<UploadRecord> {
+    return pollFor(
+      async () => (await uploadsOf(runId)).find((u) => u.target.startsWith(http.url) && u.state === 'retrying'),
+      60_000,
+      () => `the HTTP upload of run ${runId} retrying\n${farm.tail('coordinator')}`,
+    );
+  }
+
+  /** The start of the error of a failed upload of this path to the HTTP cache, as a pattern. */
+  function httpUploadFailure(path: string): string {
+    return `upload of ${path} to ${http.url.replace(/[.?]/g, '\\$&')}\\S* failed `;
+  }
+
   /** Realises the paths on a fresh machine from this substituter only, with signatures required and this key trusted. */
   async function substitute(name: string, substituter: string, publicKey: string, paths: readonly string[]) {
     const machine = new SimulatedMachine(`${name}-${process.pid}`, { nixConfig: ['build-users-group ='] });
@@ -212,15 +226,8 @@ describe('uploads to external caches (real farm)', () => {
   it('an HTTP cache that refuses uploads (403) gets a per-upload error naming the output, the cache and the refusal; accepted later, it gets them', async () => {
     http.refusePuts = true;
     const { runId, top } = await buildChain();
-    const refused = await pollFor(
-      async () => (await uploadsOf(runId)).find((u) => u.target.startsWith(http.url) && u.state === 'retrying'),
-      60_000,
-      () => `the HTTP upload refused\n${farm.tail('coordinator')}`,
-    );
-    assert.match(
-      refused.error ?? '',
-      new RegExp(`upload of ${top} to ${http.url.replace(/[.?]/g, '\\$&')}\\S* failed \\(attempt 1 of 12, retried with back-off\\): .*403`, 's'),
-    );
+    const refused = await httpUploadRetrying(runId);
+    assert.match(refused.error ?? '', new RegExp(`${httpUploadFailure(top)}\\(attempt 1 of 12, retried with back-off\\): .*403`, 's'));
     http.refusePuts = false;
     await allUploaded(runId, 3, 120_000);
   });
@@ -230,15 +237,8 @@ describe('uploads to external caches (real farm)', () => {
     const started = Date.now();
     const { runId, top, closure } = await buildChain();
     const runMs = Date.now() - started;
-    const retrying = await pollFor(
-      async () => (await uploadsOf(runId)).find((u) => u.target.startsWith(http.url) && u.state === 'retrying'),
-      60_000,
-      () => `the HTTP upload retrying\n${farm.tail('coordinator')}`,
-    );
-    assert.match(
-      retrying.error ?? '',
-      new RegExp(`upload of ${top} to ${http.url.replace(/[.?]/g, '\\$&')}\\S* failed \\(attempt \\d+ of 12, retried with back-off\\)`),
-    );
+    const retrying = await httpUploadRetrying(runId);
+    assert.match(retrying.error ?? '', new RegExp(`${httpUploadFailure(top)}\\(attempt \\d+ of 12, retried with back-off\\)`));
     // the dashboard's upload panel: the queue is behind, and says why
     const panel = (await farm.api<DashboardSnapshot>('/api/dashboard')).uploads;
     assert.ok(panel !== undefined && panel.depth >= 1 && panel.lagSeconds > 0, JSON.stringify(panel));
