@@ -18,6 +18,7 @@ import { canonicalNarHash, type OutputVerifier } from '../nix/output-verifier.js
 import type { BuildDurations } from '../runs/build-durations.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
+import type { OutputSigner } from '../cache/output-signer.js';
 
 export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
@@ -37,6 +38,8 @@ export interface WorkerEventHandlerDeps {
   metrics?: Pick<FarmMetrics, 'buildsStarted' | 'buildsFinished'>;
   /** stores build logs as builds end (absent: logs stay in Redis only) */
   logs?: Pick<BuildLogService, 'archive'>;
+  /** signs the outputs of accepted successes (absent: nothing is signed) */
+  signer?: Pick<OutputSigner, 'sign'>;
   /** tries for an infrastructure failure before the build ends as aborted */
   maxAttempts?: number;
   /** first retry delay; doubled each try */
@@ -292,6 +295,9 @@ export class WorkerEventHandler {
       finished.map(({ event, status }) => ({ status, timings: event.timings, ...(event.system === undefined ? {} : { system: event.system }) })),
     );
     const succeeded = finished.filter((f) => f.status === 'succeeded');
+    // Beside the steps below, not before them: dependents are released without waiting for signatures;
+    // only the end of a run waits, so a finished run's outputs are signed (sign never throws).
+    const signed = this.deps.signer?.sign([...new Set(succeeded.flatMap(({ event }) => Object.values(event.outputs ?? {})))]);
     const deliveries: RunEventDelivery[] = [];
     for (const { event, runIds } of started)
       deliveries.push({ runIds, event: { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at } });
@@ -335,6 +341,7 @@ export class WorkerEventHandler {
       finished.flatMap((f) => f.outcome.released),
       { ended: finished.map((f) => hashPart(f.event.drvPath)), runsOf },
     );
+    await signed;
     for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await finalizer.finalize(runId);
   }
 }
