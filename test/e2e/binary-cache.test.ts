@@ -111,7 +111,7 @@ describe('signed outputs and the binary cache the coordinator serves', () => {
     assert.equal(derivations.length, 4);
     assert.deepEqual(derivations.map((d) => d.worker).sort(), ['alpha', 'alpha', 'alpha', 'coordinator'], 'three worker builds and one local');
     outputs = (await Promise.all(derivations.map((d) => outputPathsOf(d.drvPath)))).flat();
-    topDrvOnHost = (await nixInstantiate(FIXTURE, ["top"], { salt }))[0]!;
+    topDrvOnHost = (await nixInstantiate(FIXTURE, ['top'], { salt }))[0]!;
 
     const key = await farm.cli(['cache-key', '--state-dir', farm.coordinatorStateDir]);
     assert.equal(key.exitCode, 0, key.stderr);

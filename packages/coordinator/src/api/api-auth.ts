@@ -40,7 +40,7 @@ export interface ApiAuthOptions {
 
 /** Whether a route is the binary cache's: Nix reads it, with its token (if any) from a netrc file, so as HTTP Basic auth. */
 function isCacheRoute(routeUrl: string | undefined): boolean {
-  return routeUrl !== undefined && routeUrl.startsWith(`${CACHE_PREFIX}/`);
+  return routeUrl?.startsWith(`${CACHE_PREFIX}/`) === true;
 }
 
 /** The scope a route needs, or undefined for an open one. Unknown routes need read, so the 404's route list is not public. */

@@ -1,10 +1,10 @@
 import { STORE_DIR, hashPart, type ServePathInfo } from '@nixfarm/shared';
 
 /** The compression the cache's NARs come in: Nix 2.8 reads zstd (checked here with a file:// cache), and zstd -3 keeps pace with a disk. */
-export const NAR_COMPRESSION = 'zstd';
+const NAR_COMPRESSION = 'zstd';
 
 /** Where a path's compressed NAR is, relative to the cache's root (the narinfo's URL). */
-export function narUrl(storePath: string): string {
+function narUrl(storePath: string): string {
   return `nar/${hashPart(storePath)}.nar.zst`;
 }
 

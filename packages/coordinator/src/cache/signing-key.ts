@@ -26,7 +26,7 @@ export interface SigningKey {
 }
 
 /** A signing key file the coordinator will not use: missing, unreadable, open to group or others, or not a Nix secret key. */
-export class SigningKeyFileError extends NixfarmError {
+class SigningKeyFileError extends NixfarmError {
   constructor(file: string, reason: string, cause?: unknown) {
     super('invalid-signing-key-file', `cannot use the signing key ${file}: ${reason}`, { retryable: false, cause });
   }
