@@ -184,9 +184,11 @@ describe('signed outputs and the binary cache the coordinator serves', () => {
     }
   });
 
-  it('with --public-cache a machine without a token substitutes too', async () => {
+  it('with --public-cache a machine without a token substitutes too; a restart keeps the key', async () => {
+    const keyBefore = farm.address.cacheKey;
     await farm.killCoordinator();
     await farm.startCoordinator({ http: Number(new URL(farm.address.httpUrl).port), ssh: farm.address.sshPort }, { extraArgs: ['--public-cache'] });
+    assert.equal(farm.address.cacheKey, keyBefore, 'the key made at first start is kept');
     const machine = laptop('public', farm.address.cacheUrl, farm.address.cacheKey);
     try {
       const result = await machine.run('nix-store', ['-r', outputs[0]!]);
