@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
-// tools it drives (Nix, redis-server, a static busybox for test derivations,
+// tools it drives (Nix, redis-server, zstd, a static busybox for test derivations,
 // the OpenSSH client, sshd for the bench's Nix remote builds; with --tests,
 // Debian's chromium for the dashboard test, xmllint for the JUnit test and
 // git for the flake test), a Nix that really builds (its
@@ -72,6 +72,8 @@ const requirements = [
   { what: 'redis-server', pkg: 'redis-server', present: () => onPath('redis-server') !== undefined },
   { what: 'a static busybox at /bin/busybox', pkg: 'busybox-static', present: () => isStaticElf('/bin/busybox') },
   { what: 'ssh (OpenSSH client)', pkg: 'openssh-client', present: () => onPath('ssh') !== undefined },
+  // the coordinator's binary cache compresses NARs with zstd as it sends them
+  { what: 'zstd (for the binary cache)', pkg: 'zstd', present: () => onPath('zstd') !== undefined },
   // the bench's Nix remote builds (way b) reach simulated machines through a real sshd each
   { what: '/usr/sbin/sshd (OpenSSH server)', pkg: 'openssh-server', present: () => existsSync('/usr/sbin/sshd') },
   // the dashboard's end-to-end test drives Debian's chromium with playwright-core (which never downloads a browser here)

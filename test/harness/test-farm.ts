@@ -70,6 +70,10 @@ interface CoordinatorFile {
   redisUrl: string;
   sshPort: number;
   hostKey: string;
+  /** the signing key's public half (trusted-public-keys form) */
+  cacheKey: string;
+  /** the binary cache's substituter URL */
+  cacheUrl: string;
 }
 
 export interface RunningWorker {

@@ -5,6 +5,8 @@ import type { CoordinatorNix } from './nix/coordinator-nix.js';
 import type { OutputVerifier } from './nix/output-verifier.js';
 import type { LocalBuilder } from './local/local-builder.js';
 import type { BuildLogService } from './logs/build-log-service.js';
+import { OutputSigner } from './cache/output-signer.js';
+import type { SigningKey } from './cache/signing-key.js';
 import { BuildPlanner } from './evaluation/build-planner.js';
 import { DerivationGraph } from './graph/derivation-graph.js';
 import { BuildQueues } from './dispatch/build-queues.js';
@@ -40,6 +42,8 @@ export interface SchedulingCoreOptions {
   logs?: BuildLogService;
   /** `--option` pairs and environment for jobset evaluators (the coordinator's Nix settings) */
   evaluatorNix?: { nixOptions: ReadonlyArray<readonly [string, string]>; env?: Record<string, string> };
+  /** signs every output that becomes valid through the farm (absent: nothing is signed) */
+  signing?: { key: SigningKey; nix: Pick<CoordinatorNix, 'signPaths'> };
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
 }
@@ -124,6 +128,9 @@ export class SchedulingCore {
       logger,
       metrics,
       ...(options.logs === undefined ? {} : { logs: options.logs }),
+      ...(options.signing === undefined
+        ? {}
+        : { signer: new OutputSigner({ ...options.signing, redis, logger: logger.child({ component: 'output-signer' }), metrics }) }),
     });
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });

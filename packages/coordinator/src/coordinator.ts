@@ -24,6 +24,9 @@ import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/loca
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
 import { ApiTokens } from './api/api-tokens.js';
+import { loadOrCreateSigningKey } from './cache/signing-key.js';
+import { BinaryCache } from './cache/binary-cache.js';
+import { CACHE_PREFIX } from './cache/cache-routes.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -36,6 +39,10 @@ export interface CoordinatorAddress {
   pid: number;
   /** where the API's bearer tokens are (never the tokens themselves: this file is world-readable) */
   apiTokenFiles: Record<ApiScope, string>;
+  /** the public half of the signing key, as nix.conf's trusted-public-keys takes it */
+  cacheKey: string;
+  /** the binary cache's substituter URL */
+  cacheUrl: string;
 }
 
 export interface CoordinatorOptions {
@@ -90,6 +97,8 @@ export class Coordinator {
     await mkdir(stateDir, { recursive: true });
     // First: a token file others can read stops the start before anything else is running.
     const { tokens, files: apiTokenFiles } = await ApiTokens.loadOrCreate(stateDir);
+    // So does a signing key others can read, or one that is not a key: before Redis is touched.
+    const signingKey = await loadOrCreateSigningKey(stateDir, config.signingKeyFile);
     const localStore = config.localBuilds ? await this.probedLocalStore() : undefined;
     let redisUrl = config.redisUrl;
     if (redisUrl === undefined) {
@@ -124,6 +133,7 @@ export class Coordinator {
       gcRootsDir: config.gcRootsDir,
       localBuilder,
       logs,
+      signing: { key: signingKey, nix },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
     });
     this.core = core;
@@ -146,6 +156,8 @@ export class Coordinator {
       tokens,
       graph: core.graph,
       fairShare: core.dispatcher,
+      cache: new BinaryCache({ redis, nix, logger, metrics: core.metrics }),
+      publicCache: config.publicCache,
     });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
@@ -160,6 +172,8 @@ export class Coordinator {
       hostKeyFingerprint: ssh.fingerprint,
       pid: process.pid,
       apiTokenFiles,
+      cacheKey: signingKey.publicKey,
+      cacheUrl: `http://${config.httpHost}:${httpPort}${CACHE_PREFIX}`,
     };
     const file = path.join(stateDir, 'coordinator.json');
     await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));

@@ -50,3 +50,5 @@ export * from './api/http-api.js';
 export * from './dashboard/dashboard-feed.js';
 export * from './dashboard/dashboard-collector.js';
 export { EVALUATION_LOST } from './runs/run-resume.js';
+export { readSigningKey, defaultSigningKeyPath } from './cache/signing-key.js';
+export { OutputSigner } from './cache/output-signer.js';

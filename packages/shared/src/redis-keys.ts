@@ -38,4 +38,6 @@ export const redisKeys = {
   worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,
   /** STREAM per derivation (hash part): its build log in batches of lines, each tagged with its attempt; an end entry per attempt */
   buildLog: (hash: string) => `${REDIS_PREFIX}:log:${hash}`,
+  /** HASH: store path hash part -> store path, of every output the coordinator signed: what its binary cache serves */
+  signedPaths: `${REDIS_PREFIX}:cache:signed-paths`,
 } as const;

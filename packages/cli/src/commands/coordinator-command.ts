@@ -25,6 +25,11 @@ export function coordinatorCommand(): Command {
     .option('--nix-option <name=value>', 'extra Nix option for evaluation and local builds, repeatable', parseNixOption)
     .option('--no-local-builds', 'send preferLocalBuild derivations to workers too, instead of building them here')
     .option('--local-max-jobs <n>', 'preferLocalBuild derivations built here at once (default 2)', integer('--local-max-jobs'))
+    .option(
+      '--signing-key <file>',
+      'Nix secret key (nix-store --generate-binary-cache-key) to sign farm outputs with, mode 600 (default: <state-dir>/signing-key, made at first start)',
+    )
+    .option('--public-cache', 'serve the binary cache (/cache) without a token')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
     .action(async (flags: Record<string, unknown>) => {
@@ -43,6 +48,8 @@ export function coordinatorCommand(): Command {
           nixOptions: flags.nixOption,
           localBuilds: flags.localBuilds === false ? false : undefined,
           localMaxJobs: flags.localMaxJobs,
+          signingKeyFile: flags.signingKey,
+          publicCache: flags.publicCache === true ? true : undefined,
           logLevel: flags.logLevel,
         },
         'coordinator config',
@@ -54,7 +61,7 @@ export function coordinatorCommand(): Command {
       const coordinator = new Coordinator({ config, logger, redisWait: redisWait.hooks });
       const address = await redisWait.during(coordinator.start());
       process.stderr.write(
-        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n  API tokens: ${address.apiTokenFiles.admin} (admin), ${address.apiTokenFiles.read} (read); \`nixfarm api-token\` prints one\n`,
+        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n  API tokens: ${address.apiTokenFiles.admin} (admin), ${address.apiTokenFiles.read} (read); \`nixfarm api-token\` prints one\n  cache:     ${address.cacheUrl} (trusted-public-keys = ${address.cacheKey})\n`,
       );
       await waitForShutdownSignal();
       await coordinator.stop();

@@ -28,6 +28,10 @@ export const coordinatorConfigSchema = z
     logDir: z.string().min(1).optional(),
     /** extra `--option NAME VALUE` for the coordinator's own Nix calls */
     nixOptions: z.array(nixOptionSchema).default([]),
+    /** the Nix signing key (`name:base64` secret) the coordinator signs farm outputs with; absent: <stateDir>/signing-key, made at first start */
+    signingKeyFile: z.string().min(1).optional(),
+    /** serve the binary cache (/cache) without a token */
+    publicCache: z.boolean().default(false),
     logLevel: logLevelSchema.default('info'),
   })
   .strict();
