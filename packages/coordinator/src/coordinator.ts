@@ -124,6 +124,7 @@ export class Coordinator {
       gcRootsDir: config.gcRootsDir,
       localBuilder,
       logs,
+      imagePublish: { attempts: config.imagePublishAttempts, backoffMs: config.imagePublishBackoffMs },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
     });
     this.core = core;

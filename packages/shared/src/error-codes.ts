@@ -56,6 +56,7 @@ export const ERROR_CODES = [
   'invalid-host-key-file',
   'invalid-worker-key-file',
   'invalid-ssh-public-key',
+  'invalid-registry-auth-file',
   // processes, connections and the farm's machines
   'internal-error',
   'nix-command-failed',

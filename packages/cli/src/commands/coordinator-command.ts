@@ -25,6 +25,16 @@ export function coordinatorCommand(): Command {
     .option('--nix-option <name=value>', 'extra Nix option for evaluation and local builds, repeatable', parseNixOption)
     .option('--no-local-builds', 'send preferLocalBuild derivations to workers too, instead of building them here')
     .option('--local-max-jobs <n>', 'preferLocalBuild derivations built here at once (default 2)', integer('--local-max-jobs'))
+    .option(
+      '--image-publish-attempts <n>',
+      'tries per image pushed to a registry (build --publish-images) before it is failed (default 6)',
+      integer('--image-publish-attempts'),
+    )
+    .option(
+      '--image-publish-backoff-ms <ms>',
+      "delay before an image push's first retry; each next one doubles (default 5000)",
+      integer('--image-publish-backoff-ms'),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
     .action(async (flags: Record<string, unknown>) => {
@@ -43,6 +53,8 @@ export function coordinatorCommand(): Command {
           nixOptions: flags.nixOption,
           localBuilds: flags.localBuilds === false ? false : undefined,
           localMaxJobs: flags.localMaxJobs,
+          imagePublishAttempts: flags.imagePublishAttempts,
+          imagePublishBackoffMs: flags.imagePublishBackoffMs,
           logLevel: flags.logLevel,
         },
         'coordinator config',
