@@ -94,7 +94,8 @@ export async function readTarIndex(file: string, wanted: (name: string) => boole
       if (!checksumMatches(header)) return first ? undefined : index;
       const size = sizeOf(header);
       const type = String.fromCharCode(header[156]!);
-      const prefix = text(header, 257, 6).startsWith('ustar') ? text(header, 345, 155) : '';
+      // POSIX ustar ("ustar\0") has a name prefix at 345; GNU's old format ("ustar  ") keeps times there.
+      const prefix = text(header, 257, 6) === 'ustar' ? text(header, 345, 155) : '';
       const name = normalise(longName ?? (prefix === '' ? text(header, 0, 100) : `${prefix}/${text(header, 0, 100)}`));
       longName = undefined;
       const padded = Math.ceil(size / BLOCK) * BLOCK;

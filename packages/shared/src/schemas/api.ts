@@ -76,7 +76,7 @@ export const submitRunRequestSchema = z
       .max(300)
       .superRefine((value, ctx) => {
         const problem = imageRepositoryProblem(value);
-        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `publishImages: ${problem}` });
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
       })
       .optional(),
     /** with publishImages: the registry credentials, a containers-auth.json file on the coordinator machine (skopeo --authfile) */
