@@ -50,3 +50,4 @@ export * from './api/http-api.js';
 export * from './dashboard/dashboard-feed.js';
 export * from './dashboard/dashboard-collector.js';
 export { EVALUATION_LOST } from './runs/run-resume.js';
+export { detectImage } from './images/image-detector.js';
