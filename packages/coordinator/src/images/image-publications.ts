@@ -3,11 +3,14 @@ import { imagePublicationSchema, redisKeys, type ImagePublication } from '@nixfa
 
 /** Each run's image publications, in Redis (redisKeys.runImages) so that the API reads them from any coordinator process. */
 export class ImagePublications {
-  constructor(private readonly redis: Pick<Redis, 'hset' | 'hgetall' | 'hsetnx'>) {}
+  constructor(private readonly redis: Pick<Redis, 'hset' | 'hget' | 'hgetall' | 'hsetnx'>) {}
 
-  /** The first word on an output; a publication already recorded (a run finalized twice) keeps its own. */
-  async open(runId: string, index: number, publication: ImagePublication): Promise<boolean> {
-    return (await this.redis.hsetnx(redisKeys.runImages(runId), String(index), JSON.stringify(publication))) === 1;
+  /** The first word on an output; a publication already recorded (a run finalized again after a restart) keeps its own, which is returned. */
+  async open(runId: string, index: number, publication: ImagePublication): Promise<ImagePublication> {
+    const key = redisKeys.runImages(runId);
+    if ((await this.redis.hsetnx(key, String(index), JSON.stringify(publication))) === 1) return publication;
+    const raw = await this.redis.hget(key, String(index));
+    return raw === null ? publication : imagePublicationSchema.parse(JSON.parse(raw));
   }
 
   async set(runId: string, index: number, publication: ImagePublication): Promise<void> {

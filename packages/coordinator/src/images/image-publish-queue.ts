@@ -58,21 +58,26 @@ export class ImagePublishQueue {
     await checkRegistryAuthFile(request.registryAuth, parseImageRepository(request.publishImages).registry);
   }
 
-  /** Queues one publication per output of a run that asked for images; an output already queued keeps its state. */
+  /**
+   * Queues one publication per output of a run that asked for images. An
+   * output that has settled keeps its state; one still pending is queued
+   * again, which is a no-op while its job exists (the job id is the output's)
+   * and recovers one whose queueing a restart cut off.
+   */
   async enqueueRun(runId: string, request: PublishRequest, outputs: ReadonlyArray<{ attr: string; outputPath: string }>): Promise<void> {
     if (request.publishImages === undefined) return;
     const repository = parseImageRepository(request.publishImages).reference;
     const attempts = this.options.attempts ?? 6;
     for (const [index, { attr, outputPath }] of outputs.entries()) {
       const tags = [imageTag(attr, outputPath), ...(request.tagLatest === true ? ['latest'] : [])];
-      const opened = await this.publications.open(runId, index, {
+      const recorded = await this.publications.open(runId, index, {
         attr,
         outputPath,
         state: 'pending',
         references: tags.map((t) => `${repository}:${t}`),
         attempts: 0,
       });
-      if (!opened) continue;
+      if (recorded.state !== 'pending') continue;
       const data: PublishJob = {
         runId,
         index,
