@@ -174,6 +174,25 @@ describe('publishing images to a registry', () => {
     assert.ok(!result.stderr.includes(secret) && !result.stdout.includes(secret), 'nor in the command output');
   });
 
+  it('publishes the images of a jobset run, attribute by attribute', async () => {
+    const salt = freshSalt();
+    const repository = `${registry.host}/nixfarm-test/jobset`;
+    const result = await farm.build([file, '--jobset', '--argstr', 'salt', salt, '--publish-images', repository, '--registry-insecure'], {
+      timeoutMs: 180_000,
+    });
+    assert.equal(result.exitCode, 1, `the broken image fails the command\n${result.stderr}\n${farm.diagnostics()}`);
+    const runId = /run (\S+):/.exec(result.stderr)?.[1];
+    const run = await farm.api<RunView>(`/api/runs/${runId}`);
+    assert.equal(run.status, 'succeeded', 'every attribute built');
+    const states = Object.fromEntries((run.images ?? []).map((p) => [p.attr, p.state]));
+    assert.deepEqual(states, { app: 'published', oci: 'published', broken: 'failed', plain: 'not-an-image' });
+    for (const p of run.images ?? []) {
+      if (p.state !== 'published') continue;
+      const inspected = JSON.parse(skopeo(['inspect', '--tls-verify=false', `docker://${p.references[0]}`])) as Inspected;
+      assert.equal(inspected.Digest, p.digest);
+    }
+  });
+
   it('retries a registry that is unreachable, then names it in the result', async () => {
     const salt = freshSalt();
     const down = `127.0.0.1:${await freePort()}`;
