@@ -81,6 +81,14 @@ const requirements = [
   // the JUnit test validates `nixfarm build --junit` reports against a JUnit XSD with xmllint; git: the flake test's repository
   { what: 'xmllint (for the JUnit report test)', pkg: 'libxml2-utils', present: () => onPath('xmllint') !== undefined, only: 'tests' },
   { what: 'git (for the flake test)', pkg: 'git', present: () => onPath('git') !== undefined, only: 'tests' },
+  // the image test pushes with skopeo (what the coordinator runs for --publish-images) to Debian's docker-registry on loopback
+  { what: 'skopeo (for the image publishing test)', pkg: 'skopeo', present: () => onPath('skopeo') !== undefined, only: 'tests' },
+  {
+    what: 'docker-registry (for the image publishing test)',
+    pkg: 'docker-registry',
+    present: () => onPath('docker-registry') !== undefined || existsSync('/usr/bin/docker-registry'),
+    only: 'tests',
+  },
 ].filter((r) => r.only === undefined || process.argv.includes(`--${r.only}`));
 
 function run(command, args, options = {}) {

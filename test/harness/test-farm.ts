@@ -42,6 +42,8 @@ export interface TestFarmOptions {
   logLevel?: string;
   /** Redis writes every change to its append-only file, so a restart keeps the farm's state */
   redisAppendOnly?: boolean;
+  /** more `nixfarm coordinator` flags for its first start */
+  coordinatorArgs?: readonly string[];
 }
 
 export interface CoordinatorStartOptions {
@@ -126,7 +128,7 @@ export class TestFarm {
     farm.logLevel = options.logLevel ?? 'debug';
     try {
       farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false });
-      await farm.startCoordinator();
+      await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
     } catch (error) {

@@ -27,6 +27,7 @@ import { JobsetSubmission } from './runs/jobset-submission.js';
 import { WorkerEventHandler } from './reports/worker-event-handler.js';
 import { WorkerEventConsumer } from './reports/worker-event-consumer.js';
 import { FarmMetrics } from './metrics/farm-metrics.js';
+import { ImagePublishQueue } from './images/image-publish-queue.js';
 
 export interface SchedulingCoreOptions {
   redis: Redis;
@@ -46,6 +47,8 @@ export interface SchedulingCoreOptions {
   signing?: { key: SigningKey; nix: Pick<CoordinatorNix, 'signPaths'> };
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
+  /** retries of image pushes to a registry that is down: tries per image and the first delay (doubling) */
+  imagePublish?: { attempts?: number; backoffMs?: number };
 }
 
 /**
@@ -68,6 +71,8 @@ export class SchedulingCore {
   readonly handler: WorkerEventHandler;
   /** this process's Prometheus registry, fed by the queues, the runs and the report handler */
   readonly metrics = new FarmMetrics();
+  /** pushes the images among finished runs' outputs to registries, in the background */
+  readonly images: ImagePublishQueue;
   private readonly consumer: WorkerEventConsumer;
   private reconciler: NodeJS.Timeout | undefined;
 
@@ -89,8 +94,9 @@ export class SchedulingCore {
       ...(localBuilder === undefined ? {} : { localBuilder }),
     }));
     const attributes = new RunAttributes(redis);
-    const queries = new RunQueries({ redis, graph, attributes });
-    const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, attributes, logger, metrics });
+    const images = (this.images = new ImagePublishQueue({ redis, logger: logger.child({ component: 'image-publish' }), ...options.imagePublish }));
+    const queries = new RunQueries({ redis, graph, attributes, images: images.publications });
+    const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, attributes, logger, metrics, images });
     const planner = new BuildPlanner({ nix, logger });
     const evaluation = new RunEvaluation({ nix, planner, gcRoots });
     const submission = new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics });
@@ -116,6 +122,7 @@ export class SchedulingCore {
       cancellation: new RunCancellation({ graph, queues, dispatcher, redis, events, gcRoots, queries, logger, metrics }),
       resume: new RunResume({ redis, graph, dispatcher, finalizer, attributes, logger }),
       queries,
+      images,
     });
     this.handler = new WorkerEventHandler({
       verifier,
@@ -148,12 +155,14 @@ export class SchedulingCore {
     }, this.options.reconcileIntervalMs ?? 60_000);
     this.reconciler.unref();
     await this.consumer.start();
+    this.images.start();
     return resumed;
   }
 
   async stop(): Promise<void> {
     if (this.reconciler !== undefined) clearInterval(this.reconciler);
     await this.consumer.stop();
+    await this.images.close();
     await this.queues.close();
   }
 }

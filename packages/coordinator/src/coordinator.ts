@@ -134,6 +134,7 @@ export class Coordinator {
       localBuilder,
       logs,
       signing: { key: signingKey, nix },
+      imagePublish: { attempts: config.imagePublishAttempts, backoffMs: config.imagePublishBackoffMs },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
     });
     this.core = core;

@@ -58,6 +58,7 @@ export const ERROR_CODES = [
   'invalid-signing-key-file',
   'invalid-worker-key-file',
   'invalid-ssh-public-key',
+  'invalid-registry-auth-file',
   // processes, connections and the farm's machines
   'internal-error',
   'nix-command-failed',

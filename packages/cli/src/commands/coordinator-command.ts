@@ -30,6 +30,16 @@ export function coordinatorCommand(): Command {
       'Nix secret key (nix-store --generate-binary-cache-key) to sign farm outputs with, mode 600 (default: <state-dir>/signing-key, made at first start)',
     )
     .option('--public-cache', 'serve the binary cache (/cache) without a token')
+    .option(
+      '--image-publish-attempts <n>',
+      'tries per image pushed to a registry (build --publish-images) before it is failed (default 6)',
+      integer('--image-publish-attempts'),
+    )
+    .option(
+      '--image-publish-backoff-ms <ms>',
+      "delay before an image push's first retry; each next one doubles (default 5000)",
+      integer('--image-publish-backoff-ms'),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
     .action(async (flags: Record<string, unknown>) => {
@@ -50,6 +60,8 @@ export function coordinatorCommand(): Command {
           localMaxJobs: flags.localMaxJobs,
           signingKeyFile: flags.signingKey,
           publicCache: flags.publicCache === true ? true : undefined,
+          imagePublishAttempts: flags.imagePublishAttempts,
+          imagePublishBackoffMs: flags.imagePublishBackoffMs,
           logLevel: flags.logLevel,
         },
         'coordinator config',

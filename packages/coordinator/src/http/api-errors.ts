@@ -29,6 +29,7 @@ const HTTP_STATUS: Readonly<Record<ErrorCode, number | typeof SERVER_FAULT>> = {
   'evaluation-failed': 422,
   'unsupported-derivation': 422,
   'invalid-api-token-file': SERVER_FAULT,
+  'invalid-registry-auth-file': 400,
   'invalid-authorized-keys-file': SERVER_FAULT,
   'invalid-host-key-file': SERVER_FAULT,
   'invalid-signing-key-file': SERVER_FAULT,

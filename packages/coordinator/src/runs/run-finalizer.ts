@@ -1,10 +1,11 @@
-import type { Logger } from '@nixfarm/shared';
+import type { Logger, SubmitRunRequest } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { OutputVerifier } from '../nix/output-verifier.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunAttributes } from './run-attributes.js';
+import type { ImagePublishQueue } from '../images/image-publish-queue.js';
 
 export interface RunFinalizerDeps {
   graph: Pick<DerivationGraph, 'run' | 'endRun'>;
@@ -17,6 +18,8 @@ export interface RunFinalizerDeps {
   logger: Logger;
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
+  /** publishes the images among a run's valid outputs when it asked for that (publishImages) */
+  images?: Pick<ImagePublishQueue, 'enqueueRun'>;
 }
 
 /** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */
@@ -26,14 +29,15 @@ export class RunFinalizer {
   /** Result roots on success, the run's temporary roots dropped either way. A run no longer running is left alone. */
   async finalize(runId: string): Promise<void> {
     const { graph, gcRoots, verifier, events, logger } = this.deps;
-    const run = await graph.run(runId, ['status', 'failed', 'results']);
+    const run = await graph.run(runId, ['status', 'failed', 'results', 'request']);
     if (run.status !== 'running') return;
     const results = run.results ?? [];
     let status: 'succeeded' | 'failed' = (run.failed ?? 0) > 0 ? 'failed' : 'succeeded';
     let error: string | undefined;
+    const request = (run.request ?? {}) as Partial<SubmitRunRequest>;
+    // The promise of a run: every requested output is valid in this store (and only valid ones are published).
+    const invalid = status === 'succeeded' || request.publishImages !== undefined ? await verifier.invalidPaths(results.map((r) => r.outputPath)) : new Set();
     if (status === 'succeeded') {
-      // The promise of a run: every requested output is valid in this store.
-      const invalid = await verifier.invalidPaths(results.map((r) => r.outputPath));
       if (invalid.size > 0) {
         status = 'failed';
         error = `outputs not valid in the coordinator store: ${[...invalid].join(' ')}`;
@@ -42,10 +46,13 @@ export class RunFinalizer {
       }
     }
     const jobset = await this.finalizeJobset(runId);
-    if (jobset !== undefined && status === 'succeeded') {
+    if (jobset?.error !== undefined && status === 'succeeded') {
       status = 'failed';
-      error = jobset;
+      error = jobset.error;
     }
+    // Queued before the run says it ended, so that whoever reads the ended run sees its publications; built outputs are published whatever the others did.
+    const built = jobset?.built ?? results.filter((r) => !invalid.has(r.outputPath));
+    await this.deps.images?.enqueueRun(runId, request, built);
     await gcRoots.releaseRun(runId);
     const now = Date.now();
     // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.
@@ -57,17 +64,18 @@ export class RunFinalizer {
 
   /**
    * A jobset run: every attribute that built keeps its outputs rooted, whatever
-   * the others did (as Hydra keeps each job's build). Returns why the run
-   * fails although no build failed: an attribute that did not evaluate.
+   * the others did (as Hydra keeps each job's build). Returns those outputs,
+   * and why the run fails although no build failed: an attribute that did not evaluate.
    */
-  private async finalizeJobset(runId: string): Promise<string | undefined> {
+  private async finalizeJobset(runId: string): Promise<{ built: Array<{ attr: string; outputPath: string }>; error?: string } | undefined> {
     const progress = await this.deps.attributes?.progress(runId);
     if (progress === undefined || this.deps.attributes === undefined) return undefined;
-    const outputs = (await this.deps.attributes.page(runId)).flatMap((a) => Object.values(a.outputs ?? {}));
-    const invalid = await this.deps.verifier.invalidPaths(outputs);
-    for (const [i, path] of outputs.filter((o) => !invalid.has(o)).entries()) await this.deps.gcRoots.addResultRoot(runId, i, path);
-    if (progress.state === 'failed') return `evaluation stopped: ${progress.error ?? 'unknown error'}`;
-    if (progress.failed > 0) return `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate`;
-    return undefined;
+    const outputs = (await this.deps.attributes.page(runId)).flatMap((a) => Object.values(a.outputs ?? {}).map((outputPath) => ({ attr: a.attr, outputPath })));
+    const invalid = await this.deps.verifier.invalidPaths(outputs.map((o) => o.outputPath));
+    const built = outputs.filter((o) => !invalid.has(o.outputPath));
+    for (const [i, { outputPath }] of built.entries()) await this.deps.gcRoots.addResultRoot(runId, i, outputPath);
+    if (progress.state === 'failed') return { built, error: `evaluation stopped: ${progress.error ?? 'unknown error'}` };
+    if (progress.failed > 0) return { built, error: `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate` };
+    return { built };
   }
 }

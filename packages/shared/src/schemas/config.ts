@@ -33,6 +33,10 @@ export const coordinatorConfigSchema = z
     /** serve the binary cache (/cache) without a token */
     publicCache: z.boolean().default(false),
     logLevel: logLevelSchema.default('info'),
+    /** tries per image pushed to a registry (runs with publishImages) before it is failed */
+    imagePublishAttempts: z.number().int().min(1).max(100).default(6),
+    /** the delay before an image push's first retry; each next one doubles */
+    imagePublishBackoffMs: z.number().int().min(0).max(3_600_000).default(5000),
   })
   .strict();
 export type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>;
