@@ -209,6 +209,44 @@ describe('publishing images to a registry', () => {
     assert.match(result.stderr, new RegExp(`IMAGE NOT PUBLISHED: app: registry ${down} is unreachable`));
   });
 
+  it('fails at once, naming the registry and the fix, when the registry refuses the credentials; pushes with the right ones', async () => {
+    const guarded = await startRegistry({ user: { name: 'pusher', password: 'right-password' } });
+    try {
+      const authFile = (password: string): string => {
+        const path = join(dir, `auth-${password}.json`);
+        writeFileSync(path, JSON.stringify({ auths: { [guarded.host]: { auth: Buffer.from(`pusher:${password}`).toString('base64') } } }), { mode: 0o600 });
+        return path;
+      };
+      const salt = freshSalt();
+      const publish = (password: string) =>
+        farm.build(
+          [file, '-A', 'app', '--argstr', 'salt', salt, '--json', '--publish-images', `${guarded.host}/guarded/app`, '--registry-insecure'].concat([
+            '--registry-auth',
+            authFile(password),
+          ]),
+          { timeoutMs: 180_000 },
+        );
+      const wrong = await publish('wrong-password');
+      assert.equal(wrong.exitCode, 1, `${wrong.stderr}\n${farm.diagnostics()}`);
+      const [refused] = (JSON.parse(wrong.stdout) as RunView).images ?? [];
+      assert.equal(refused?.state, 'failed', JSON.stringify(refused));
+      assert.equal(refused?.attempts, 1, 'a refusal is not retried: trying again would be refused again');
+      assert.match(refused?.error ?? '', new RegExp(`registry ${guarded.host} refused the push .*check the credentials given with --registry-auth`));
+      assert.doesNotMatch(`${wrong.stderr}${farm.tail('coordinator', 1_000_000)}`, /wrong-password|right-password/, 'no password in the output or the logs');
+
+      const right = await publish('right-password');
+      assert.equal(right.exitCode, 0, `${right.stderr}\n${farm.diagnostics()}`);
+      const [published] = (JSON.parse(right.stdout) as RunView).images ?? [];
+      assert.equal(published?.state, 'published', JSON.stringify(published));
+      const inspected = JSON.parse(
+        skopeo(['inspect', '--tls-verify=false', '--creds', 'pusher:right-password', `docker://${published!.references[0]}`]),
+      ) as Inspected;
+      assert.equal(inspected.Digest, published?.digest);
+    } finally {
+      await guarded.stop();
+    }
+  });
+
   it('refuses bad publishing input at submission with one message naming the thing', async () => {
     const args = [file, '-A', 'plain', '--argstr', 'salt', freshSalt(), '--publish-images', `${registry.host}/app`];
     const refused = async (extra: readonly string[], message: RegExp) => {

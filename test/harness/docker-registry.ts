@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import bcrypt from 'bcryptjs';
 import { freePort } from './free-port.js';
 import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
 
@@ -13,12 +14,22 @@ export interface TestRegistry {
   stop(): Promise<void>;
 }
 
+export interface TestRegistryOptions {
+  /** require this user (basic auth from an htpasswd file, bcrypt as the registry wants it) */
+  user?: { name: string; password: string };
+}
+
 /** Starts `docker-registry` with a config of its own on a free loopback port and waits for /v2/ to answer. */
-export async function startRegistry(): Promise<TestRegistry> {
+export async function startRegistry(options: TestRegistryOptions = {}): Promise<TestRegistry> {
   const dir = mkdtempSync(join(tmpdir(), 'nixfarm-registry-'));
   mkdirSync(join(dir, 'data'));
   const port = await freePort();
   const config = join(dir, 'config.yml');
+  const auth: string[] = [];
+  if (options.user !== undefined) {
+    writeFileSync(join(dir, 'htpasswd'), `${options.user.name}:${bcrypt.hashSync(options.user.password, 8)}\n`);
+    auth.push('auth:', '  htpasswd:', '    realm: nixfarm-test', `    path: ${join(dir, 'htpasswd')}`);
+  }
   writeFileSync(
     config,
     [
@@ -28,6 +39,7 @@ export async function startRegistry(): Promise<TestRegistry> {
       'storage:',
       '  filesystem:',
       `    rootdirectory: ${join(dir, 'data')}`,
+      ...auth,
       'http:',
       `  addr: 127.0.0.1:${port}`,
       '',
@@ -43,8 +55,9 @@ export async function startRegistry(): Promise<TestRegistry> {
   });
   const deadline = Date.now() + 20_000;
   for (;;) {
+    // With auth, /v2/ answers 401 once it serves.
     const ok = await fetch(`http://127.0.0.1:${port}/v2/`)
-      .then((r) => r.ok)
+      .then((r) => r.ok || (options.user !== undefined && r.status === 401))
       .catch(() => false);
     if (ok) break;
     if (child.exitCode !== null || Date.now() > deadline) {
