@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
-// tools it drives (Nix, redis-server, a static busybox for test derivations,
+// tools it drives (Nix, redis-server, zstd, a static busybox for test derivations,
 // the OpenSSH client, sshd for the bench's Nix remote builds; with --tests,
 // Debian's chromium for the dashboard test, xmllint for the JUnit test and
 // git for the flake test), a Nix that really builds (its
@@ -72,6 +72,8 @@ const requirements = [
   { what: 'redis-server', pkg: 'redis-server', present: () => onPath('redis-server') !== undefined },
   { what: 'a static busybox at /bin/busybox', pkg: 'busybox-static', present: () => isStaticElf('/bin/busybox') },
   { what: 'ssh (OpenSSH client)', pkg: 'openssh-client', present: () => onPath('ssh') !== undefined },
+  // the coordinator's binary cache compresses NARs with zstd as it sends them
+  { what: 'zstd (for the binary cache)', pkg: 'zstd', present: () => onPath('zstd') !== undefined },
   // the bench's Nix remote builds (way b) reach simulated machines through a real sshd each
   { what: '/usr/sbin/sshd (OpenSSH server)', pkg: 'openssh-server', present: () => existsSync('/usr/sbin/sshd') },
   // the dashboard's end-to-end test drives Debian's chromium with playwright-core (which never downloads a browser here)
@@ -79,6 +81,14 @@ const requirements = [
   // the JUnit test validates `nixfarm build --junit` reports against a JUnit XSD with xmllint; git: the flake test's repository
   { what: 'xmllint (for the JUnit report test)', pkg: 'libxml2-utils', present: () => onPath('xmllint') !== undefined, only: 'tests' },
   { what: 'git (for the flake test)', pkg: 'git', present: () => onPath('git') !== undefined, only: 'tests' },
+  // the image test pushes with skopeo (what the coordinator runs for --publish-images) to Debian's docker-registry on loopback
+  { what: 'skopeo (for the image publishing test)', pkg: 'skopeo', present: () => onPath('skopeo') !== undefined, only: 'tests' },
+  {
+    what: 'docker-registry (for the image publishing test)',
+    pkg: 'docker-registry',
+    present: () => onPath('docker-registry') !== undefined || existsSync('/usr/bin/docker-registry'),
+    only: 'tests',
+  },
 ].filter((r) => r.only === undefined || process.argv.includes(`--${r.only}`));
 
 function run(command, args, options = {}) {

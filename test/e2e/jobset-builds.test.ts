@@ -164,10 +164,10 @@ describe('building a jobset while it is evaluated', () => {
 
   it('ends a run whose evaluation died with a coordinator restart: failed, saying so, with what was evaluated built', async () => {
     const count = 10;
-    // Each attribute is slow to force, in listing and in instantiating: with one evaluator they come a few seconds apart, the first after the listing.
+    // Each derivation is slow to instantiate (its script needs SLOW), not to list: with one evaluator they come a few seconds apart, the first soon.
     const slowSets = Array.from(
       { length: count },
-      (_, i) => `    g-${i} = { recurseForDerivations = true; s = builtins.seq (${SLOW}) (mk "s-${i}" "echo s-${i} \${salt} > $out"); };`,
+      (_, i) => `    g-${i} = { recurseForDerivations = true; s = mk "s-${i}" "echo s-${i} \${toString (${SLOW})} \${salt} > $out"; };`,
     ).join('\n');
     const file = scriptedFixture('jobset-restart', `  slow = {\n    recurseForDerivations = true;\n${slowSets}\n  };\n`);
     const { build, runId } = await farm.submitInBackground([file, '--jobset', '--eval-workers', '1', '--argstr', 'salt', freshSalt()]);

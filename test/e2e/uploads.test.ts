@@ -14,7 +14,6 @@ import { onProcessExit, removeTreeSync } from '../harness/process-cleanup.js';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { HttpCacheServer } from '../harness/http-cache-server.js';
 import { S3CacheServer, S3RVER_CREDENTIALS } from '../harness/s3-cache-server.js';
-import type { CoordinatorStartOptions } from '../harness/test-farm.js';
 
 const exec = promisify(execFile);
 
@@ -38,29 +37,20 @@ describe('uploads to external caches (real farm)', () => {
   onProcessExit(() => removeTreeSync(dir));
   let http: HttpCacheServer;
   let s3: S3CacheServer;
-  let key: { secretFile: string; publicKey: string };
   const fileCache = join(dir, 'file-cache');
-  const coordinator: CoordinatorStartOptions = { extraArgs: [] };
+  /** filled in by the hook below, read when the farm starts */
+  const coordinatorArgs: string[] = [];
   const machines: SimulatedMachine[] = [];
 
-  // Registered before the farm's hook: the caches and the key exist when the coordinator starts with --push-to.
+  // Registered before the farm's hook: the caches exist when the coordinator starts with --push-to.
   before(async () => {
-    key = await signingKey(dir, 'farm-test-1');
     http = await HttpCacheServer.start();
     s3 = await S3CacheServer.start();
     Object.assign(process.env, S3RVER_CREDENTIALS);
-    // Until the coordinator signs its outputs itself, the caches sign what they receive (Nix's secret-key store setting).
-    const signed = `secret-key=${key.secretFile}`;
-    (coordinator.extraArgs as string[]).push(
-      '--push-to',
-      `file://${fileCache}?${signed}`,
-      '--push-to',
-      `${http.url}?${signed}`,
-      '--push-to',
-      `${s3.pushUrl}&${signed}`,
-    );
+    // No key here: what the caches get carries the signature the coordinator put on every farm output in its store.
+    coordinatorArgs.push('--push-to', `file://${fileCache}`, '--push-to', http.url, '--push-to', s3.pushUrl);
   });
-  const farm = farmForSuite({ workers: [{ name: 'w1', maxJobs: 2 }], coordinator });
+  const farm = farmForSuite({ workers: [{ name: 'w1', maxJobs: 2 }], coordinatorArgs });
   after(async () => {
     for (const m of machines) await m.destroy();
     await http?.down();
@@ -134,7 +124,7 @@ describe('uploads to external caches (real farm)', () => {
     return { runId, top, closure };
   }
 
-  it('a run with --push-to uploads its output with its closure to file, HTTP and S3 caches; machines with empty stores substitute all 3 paths from each, signatures required', async () => {
+  it('a run with --push-to uploads its output with its closure and the farm signatures to file, HTTP and S3 caches; machines with empty stores substitute all 3 paths from each, the farm key trusted and signatures required', async () => {
     const { runId, top, closure } = await buildChain();
     assert.equal(closure.length, 3, 'the top link references the two below it');
     const uploads = await allUploaded(runId, 3);
@@ -151,7 +141,7 @@ describe('uploads to external caches (real farm)', () => {
       ['http', http.url],
       ['s3', s3.httpUrl],
     ] as const) {
-      const { machine, result } = await substitute(`sub-${name}`, substituter, key.publicKey, [top]);
+      const { machine, result } = await substitute(`sub-${name}`, substituter, farm.address.cacheKey, [top]);
       assert.equal(result.exitCode, 0, `${name}: ${result.stderr}`);
       const valid = await machine.runChecked('nix-store', ['--query', '--requisites', top]);
       assert.deepEqual(valid.trim().split('\n').sort(), [...closure].sort(), `${name}: the whole closure was substituted`);
@@ -164,13 +154,13 @@ describe('uploads to external caches (real farm)', () => {
     assert.deepEqual(readdirSync(join(farm.coordinatorStateDir, 'upload-staging')), [], 'S3 staging is removed after each upload');
     const metrics = await (await fetch(new URL('/metrics', farm.address.httpUrl), { headers: farm.authHeaders('read') })).text();
     assert.match(metrics, /^nixfarm_upload_queue_depth 0$/m);
-    assert.match(metrics, new RegExp(`^nixfarm_uploads_total\\{target="${http.url.replace(/[.?]/g, '\\$&')}\\?secret-key=[^"]+",result="uploaded"\\} 1$`, 'm'));
+    assert.match(metrics, new RegExp(`^nixfarm_uploads_total\\{target="${http.url.replace(/[.?]/g, '\\$&')}",result="uploaded"\\} 1$`, 'm'));
   });
 
   it('nixfarm build --push-to adds a cache for that run only: its output lands there too, and a machine substitutes it', async () => {
     const extra = join(dir, 'run-cache');
     const fixture = chain(2);
-    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt(), '--push-to', `file://${extra}?secret-key=${key.secretFile}`], {
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt(), '--push-to', `file://${extra}`], {
       timeoutMs: 120_000,
     });
     assert.equal(result.exitCode, 0, result.stderr);
@@ -178,7 +168,7 @@ describe('uploads to external caches (real farm)', () => {
     const uploads = await allUploaded(runId, 4);
     assert.deepEqual(uploads.map((u) => u.target).filter((t) => t.startsWith(`file://${extra}`)).length, 1);
     const top = uploads[0]!.path;
-    const { result: substituted } = await substitute('sub-run', `file://${extra}`, key.publicKey, [top]);
+    const { result: substituted } = await substitute('sub-run', `file://${extra}`, farm.address.cacheKey, [top]);
     assert.equal(substituted.exitCode, 0, substituted.stderr);
     writeFileSync(join(dir, 'a-file-2'), '');
     const refused = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt(), '--push-to', `file://${dir}/a-file-2/cache`]);

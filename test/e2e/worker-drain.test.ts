@@ -51,7 +51,8 @@ describe('a worker told to stop (SIGTERM) drains', () => {
 
   it('takes no new build, finishes the running one within a generous drain timeout, exits 0 and leaves the listing', async () => {
     farm = await TestFarm.start({ workers: [{ name: 'delta', maxJobs: 2, extraArgs: ['--drain-seconds', '300'] }] });
-    const first = await startBuild(farm, chain(1, { sleepSeconds: 8 }).file);
+    // Long enough that delta is still draining when `why` asks, even on a loaded machine.
+    const first = await startBuild(farm, chain(1, { sleepSeconds: 20 }).file);
     assert.equal(await builder(first), 'delta');
 
     signalWorker(farm, 'delta', 'SIGTERM');

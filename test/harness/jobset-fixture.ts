@@ -152,6 +152,13 @@ export interface ScaleJobsetOptions {
   withFailures: boolean;
   /** written here (a fresh temporary directory by default) */
   dir?: string;
+  /**
+   * Evaluation work in each good attribute's derivation (a fold over a list
+   * of this many numbers, forced only when the derivation is instantiated,
+   * not when it is listed), as a real package set spends its evaluation on
+   * the derivations' attributes; none by default.
+   */
+  evalWork?: number;
 }
 
 /**
@@ -207,7 +214,8 @@ export function scaleJobsetFixture(options: ScaleJobsetOptions): ScaleJobsetFixt
   if (good < 1) throw new Error(`scaleJobsetFixture: ${options.attributes} attributes leave no room for good ones`);
   for (let i = 0; i < good; i++) {
     const top = `dag.node-${layers - 1}-${i % width}`;
-    put(`g-${Math.floor(i / groupSize)}`, `j-${i}`, `mk "j-${i}" "echo j-${i} \${${top}} > $out"`, { kind: 'succeeded' });
+    const work = options.evalWork === undefined ? '' : ` \${toString (work ${i})}`;
+    put(`g-${Math.floor(i / groupSize)}`, `j-${i}`, `mk "j-${i}" "echo j-${i}${work} \${${top}} > $out"`, { kind: 'succeeded' });
   }
   builds += good;
 
@@ -222,6 +230,7 @@ export function scaleJobsetFixture(options: ScaleJobsetOptions): ScaleJobsetFixt
 let
   bb = builtins.path { path = ./busybox; name = "busybox"; };
   mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; args = [ "-c" script ]; };
+  work = i: builtins.foldl' (a: b: a + b) i (builtins.genList (x: x) ${options.evalWork ?? 0});
   dag = rec {
 ${dag.join('\n')}
   };

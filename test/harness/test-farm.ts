@@ -42,8 +42,8 @@ export interface TestFarmOptions {
   logLevel?: string;
   /** Redis writes every change to its append-only file, so a restart keeps the farm's state */
   redisAppendOnly?: boolean;
-  /** how the coordinator starts (read when the farm starts: a suite's earlier before hook may still fill it in) */
-  coordinator?: CoordinatorStartOptions;
+  /** more `nixfarm coordinator` flags for its first start */
+  coordinatorArgs?: readonly string[];
 }
 
 export interface CoordinatorStartOptions {
@@ -72,6 +72,10 @@ interface CoordinatorFile {
   redisUrl: string;
   sshPort: number;
   hostKey: string;
+  /** the signing key's public half (trusted-public-keys form) */
+  cacheKey: string;
+  /** the binary cache's substituter URL */
+  cacheUrl: string;
 }
 
 export interface RunningWorker {
@@ -124,7 +128,7 @@ export class TestFarm {
     farm.logLevel = options.logLevel ?? 'debug';
     try {
       farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false });
-      await farm.startCoordinator(undefined, options.coordinator);
+      await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
     } catch (error) {

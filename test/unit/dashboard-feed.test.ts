@@ -27,7 +27,8 @@ describe('DashboardFeed', () => {
     const leave = seen.map((list) => feed.subscribe((s) => list.push(s.at)));
     await sleep(280);
     const reads = collector.reads();
-    assert.ok(reads >= 3 && reads <= 7, `about one read per 50 ms, not one per watcher: ${reads}`);
+    // At most one read per 50 ms tick (three watchers reading each would make 15 or more); fewer on a loaded machine, where a slow read stretches the tick.
+    assert.ok(reads >= 1 && reads <= 7, `about one read per 50 ms, not one per watcher: ${reads}`);
     assert.deepEqual(seen[1], seen[0]);
     assert.deepEqual(seen[2], seen[0]);
     for (const l of leave) l();

@@ -5,7 +5,7 @@ import { ApiRequestError } from './api-client.js';
 import { coordinatorCommand } from './commands/coordinator-command.js';
 import { workerCommand } from './commands/worker-command.js';
 import { buildCommand, runBuild } from './commands/build-command.js';
-import { apiTokenCommand, authorizeCommand, workerKeyCommand } from './commands/key-commands.js';
+import { apiTokenCommand, authorizeCommand, cacheKeyCommand, workerKeyCommand } from './commands/key-commands.js';
 import { dashboardCommand } from './commands/dashboard-command.js';
 import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
@@ -25,6 +25,7 @@ export function program(): Command {
     .addCommand(authorizeCommand())
     .addCommand(workerKeyCommand())
     .addCommand(apiTokenCommand())
+    .addCommand(cacheKeyCommand())
     .addCommand(statusCommand())
     .addCommand(dashboardCommand())
     .addCommand(workersCommand())

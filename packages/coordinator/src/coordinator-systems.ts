@@ -5,6 +5,8 @@ import type { CoordinatorNix } from './nix/coordinator-nix.js';
 import type { OutputVerifier } from './nix/output-verifier.js';
 import type { LocalBuilder } from './local/local-builder.js';
 import type { BuildLogService } from './logs/build-log-service.js';
+import { OutputSigner } from './cache/output-signer.js';
+import type { SigningKey } from './cache/signing-key.js';
 import { BuildPlanner } from './evaluation/build-planner.js';
 import { DerivationGraph } from './graph/derivation-graph.js';
 import { BuildQueues } from './dispatch/build-queues.js';
@@ -28,6 +30,7 @@ import { FarmMetrics } from './metrics/farm-metrics.js';
 import { UploadQueue } from './uploads/upload-queue.js';
 import { RunPush } from './uploads/run-push.js';
 import type { UploadTarget } from './uploads/upload-target.js';
+import { ImagePublishQueue } from './images/image-publish-queue.js';
 
 export interface SchedulingCoreOptions {
   redis: Redis;
@@ -43,10 +46,14 @@ export interface SchedulingCoreOptions {
   logs?: BuildLogService;
   /** `--option` pairs and environment for jobset evaluators (the coordinator's Nix settings) */
   evaluatorNix?: { nixOptions: ReadonlyArray<readonly [string, string]>; env?: Record<string, string> };
+  /** signs every output that becomes valid through the farm (absent: nothing is signed) */
+  signing?: { key: SigningKey; nix: Pick<CoordinatorNix, 'signPaths'> };
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
   /** uploads to external caches: --push-to targets for every succeeded run, and `nixfarm push` (absent: neither) */
   uploads?: { targets: readonly UploadTarget[]; concurrency: number; stagingDir: string };
+  /** retries of image pushes to a registry that is down: tries per image and the first delay (doubling) */
+  imagePublish?: { attempts?: number; backoffMs?: number };
 }
 
 /**
@@ -71,6 +78,8 @@ export class SchedulingCore {
   readonly metrics = new FarmMetrics();
   /** the upload queue and `nixfarm push`, when uploads are on */
   readonly uploads: { queue: UploadQueue; push: RunPush } | undefined;
+  /** pushes the images among finished runs' outputs to registries, in the background */
+  readonly images: ImagePublishQueue;
   private readonly consumer: WorkerEventConsumer;
   private reconciler: NodeJS.Timeout | undefined;
 
@@ -92,7 +101,8 @@ export class SchedulingCore {
       ...(localBuilder === undefined ? {} : { localBuilder }),
     }));
     const attributes = new RunAttributes(redis);
-    const queries = new RunQueries({ redis, graph, attributes });
+    const images = (this.images = new ImagePublishQueue({ redis, logger: logger.child({ component: 'image-publish' }), ...options.imagePublish }));
+    const queries = new RunQueries({ redis, graph, attributes, images: images.publications });
     const uploadQueue =
       options.uploads === undefined ? undefined : new UploadQueue({ redis, logger: logger.child({ component: 'uploads' }), nix, metrics, ...options.uploads });
     const finalizer = new RunFinalizer({
@@ -103,6 +113,7 @@ export class SchedulingCore {
       attributes,
       logger,
       metrics,
+      images,
       ...(uploadQueue === undefined ? {} : { uploads: uploadQueue }),
     });
     const planner = new BuildPlanner({ nix, logger });
@@ -130,6 +141,7 @@ export class SchedulingCore {
       cancellation: new RunCancellation({ graph, queues, dispatcher, redis, events, gcRoots, queries, logger, metrics }),
       resume: new RunResume({ redis, graph, dispatcher, finalizer, attributes, logger }),
       queries,
+      images,
     });
     this.handler = new WorkerEventHandler({
       verifier,
@@ -142,6 +154,9 @@ export class SchedulingCore {
       logger,
       metrics,
       ...(options.logs === undefined ? {} : { logs: options.logs }),
+      ...(options.signing === undefined
+        ? {}
+        : { signer: new OutputSigner({ ...options.signing, redis, logger: logger.child({ component: 'output-signer' }), metrics }) }),
     });
     this.uploads =
       uploadQueue === undefined ? undefined : { queue: uploadQueue, push: new RunPush({ runs: this.runs, attributes, verifier, uploads: uploadQueue }) };
@@ -162,6 +177,7 @@ export class SchedulingCore {
     this.reconciler.unref();
     await this.consumer.start();
     this.uploads?.queue.start();
+    this.images.start();
     return resumed;
   }
 
@@ -169,6 +185,7 @@ export class SchedulingCore {
     if (this.reconciler !== undefined) clearInterval(this.reconciler);
     await this.consumer.stop();
     await this.uploads?.queue.close();
+    await this.images.close();
     await this.queues.close();
   }
 }

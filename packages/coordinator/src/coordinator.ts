@@ -26,6 +26,9 @@ import { BuildLogService } from './logs/build-log-service.js';
 import { ApiTokens } from './api/api-tokens.js';
 import { checkUploadTarget, parseUploadTarget } from './uploads/upload-target.js';
 import { uploadStagingDir } from './uploads/upload-queue.js';
+import { loadOrCreateSigningKey } from './cache/signing-key.js';
+import { BinaryCache } from './cache/binary-cache.js';
+import { CACHE_PREFIX } from './cache/cache-routes.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -38,6 +41,10 @@ export interface CoordinatorAddress {
   pid: number;
   /** where the API's bearer tokens are (never the tokens themselves: this file is world-readable) */
   apiTokenFiles: Record<ApiScope, string>;
+  /** the public half of the signing key, as nix.conf's trusted-public-keys takes it */
+  cacheKey: string;
+  /** the binary cache's substituter URL */
+  cacheUrl: string;
 }
 
 export interface CoordinatorOptions {
@@ -92,6 +99,8 @@ export class Coordinator {
     await mkdir(stateDir, { recursive: true });
     // First: a token file others can read stops the start before anything else is running.
     const { tokens, files: apiTokenFiles } = await ApiTokens.loadOrCreate(stateDir);
+    // So does a signing key others can read, or one that is not a key: before Redis is touched.
+    const signingKey = await loadOrCreateSigningKey(stateDir, config.signingKeyFile);
     // A --push-to cache that cannot be written is refused now, before any build would have to wait on it.
     const pushTo = config.pushTo.map(parseUploadTarget);
     for (const target of pushTo) await checkUploadTarget(target);
@@ -129,6 +138,8 @@ export class Coordinator {
       gcRootsDir: config.gcRootsDir,
       localBuilder,
       logs,
+      signing: { key: signingKey, nix },
+      imagePublish: { attempts: config.imagePublishAttempts, backoffMs: config.imagePublishBackoffMs },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
       uploads: { targets: pushTo, concurrency: config.uploadConcurrency, stagingDir: uploadStagingDir(stateDir) },
     });
@@ -153,6 +164,8 @@ export class Coordinator {
       graph: core.graph,
       fairShare: core.dispatcher,
       ...(core.uploads === undefined ? {} : { uploads: core.uploads }),
+      cache: new BinaryCache({ redis, nix, logger, metrics: core.metrics }),
+      publicCache: config.publicCache,
     });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
@@ -167,6 +180,8 @@ export class Coordinator {
       hostKeyFingerprint: ssh.fingerprint,
       pid: process.pid,
       apiTokenFiles,
+      cacheKey: signingKey.publicKey,
+      cacheUrl: `http://${config.httpHost}:${httpPort}${CACHE_PREFIX}`,
     };
     const file = path.join(stateDir, 'coordinator.json');
     await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));

@@ -45,6 +45,7 @@ export const ERROR_CODES = [
   'derivation-not-found',
   'attribute-not-found',
   'log-not-found',
+  'not-in-cache',
   'no-such-route',
   'ambiguous-query',
   // the expression or derivation cannot be built as given
@@ -54,8 +55,10 @@ export const ERROR_CODES = [
   'invalid-api-token-file',
   'invalid-authorized-keys-file',
   'invalid-host-key-file',
+  'invalid-signing-key-file',
   'invalid-worker-key-file',
   'invalid-ssh-public-key',
+  'invalid-registry-auth-file',
   // processes, connections and the farm's machines
   'internal-error',
   'nix-command-failed',

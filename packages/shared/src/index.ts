@@ -5,6 +5,7 @@ export * from './terminal-escapes.js';
 export * from './nix-base32.js';
 export * from './store-path.js';
 export * from './cache-url.js';
+export * from './image-repository.js';
 export * from './job-id.js';
 export * from './derivation.js';
 export * from './build-status.js';

@@ -18,6 +18,8 @@ export const redisKeys = {
   runEvaluation: (id: string) => `${REDIS_PREFIX}:run:${id}:evaluation`,
   /** HASH per jobset run: derivation hash part -> how many of its evaluated attributes wait for that derivation's build to end */
   runPendingAttributes: (id: string) => `${REDIS_PREFIX}:run:${id}:pending-attributes`,
+  /** HASH per run that publishes images: index of the requested output -> its ImagePublication as JSON */
+  runImages: (id: string) => `${REDIS_PREFIX}:run:${id}:images`,
   /** ZSET of run ids by creation time */
   runs: `${REDIS_PREFIX}:runs`,
   /** SET of runs not finished yet: what a restarted coordinator resumes */
@@ -44,4 +46,6 @@ export const redisKeys = {
   runUploads: (id: string) => `${REDIS_PREFIX}:run:${id}:uploads`,
   /** ZSET: upload job ids whose last attempt failed (retrying or given up), by the time of that attempt: the dashboard's upload failures */
   uploadsFailing: `${REDIS_PREFIX}:uploads:failing`,
+  /** HASH: store path hash part -> store path, of every output the coordinator signed: what its binary cache serves */
+  signedPaths: `${REDIS_PREFIX}:cache:signed-paths`,
 } as const;

@@ -33,7 +33,7 @@ export const cacheOutageScenario: ChaosScenario = {
 function startFarm(cache: HttpCacheServer, options: ScenarioOptions): Promise<TestFarm> {
   return TestFarm.start({
     workers: [{ name: 'w1', maxJobs: 2 }],
-    coordinator: { extraArgs: ['--push-to', cache.url] },
+    coordinatorArgs: ['--push-to', cache.url],
     ...(options.logLevel === undefined ? {} : { logLevel: options.logLevel }),
   });
 }

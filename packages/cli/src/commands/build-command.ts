@@ -1,12 +1,13 @@
 import path from 'node:path';
 import { Command } from 'commander';
-import { derivationName, type RunEvent, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
+import { derivationName, imageRepositoryProblem, isLoopbackRegistry, type RunEvent, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
 import { printJobsetReport } from '../jobset-report.js';
 import { ApiClient, ApiRequestError, DEFAULT_COORDINATOR_URL } from '../api-client.js';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { CliError, EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE } from '../exit-codes.js';
 import { collect, integer } from '../config-loader.js';
 import { RunTally } from '../run-tally.js';
+import { awaitImagePublications, imagesFailed } from '../image-report.js';
 
 export { DEFAULT_COORDINATOR_URL };
 
@@ -107,6 +108,10 @@ export function buildCommand(): Command {
     .option('--flake <ref>', 'with --jobset: the jobset is a flake attribute, REF#ATTR (.#checks.x86_64-linux, path:/srv/repo#hydraJobs)')
     .option('--eval-only', "with --jobset: evaluate only, print each attribute with nix-eval-jobs' isCached, build nothing")
     .option('--junit <file>', 'with --jobset: also write a JUnit XML report, one test case per attribute')
+    .option('--publish-images <registry/repo>', 'push each output that is an image (docker-archive or OCI layout) to REGISTRY/REPO, tagged ATTR-HASHPART')
+    .option('--registry-auth <file>', 'with --publish-images: registry credentials, a containers-auth.json file on the coordinator machine (skopeo --authfile)')
+    .option('--registry-insecure', 'with --publish-images: plain HTTP without TLS verification, allowed only for a registry on loopback')
+    .option('--tag-latest', 'with --publish-images: also tag each image latest')
     .addHelpText(
       'after',
       "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n  nixfarm build --jobset ./release.nix --force-recurse --json\n  nixfarm build --jobset --flake .#checks.x86_64-linux --junit report.xml\n  nixfarm build --jobset --flake path:/srv/repo#hydraJobs --eval-only --json\n\nExit codes: 0 built, 1 a build failed (with --jobset: an attribute failed to evaluate or build; with --eval-only: to evaluate), 2 usage, evaluation or connection error.",
@@ -117,6 +122,38 @@ export function buildCommand(): Command {
 function orderOf(value: string | undefined): 'critical-path' | 'fifo' {
   if (value === undefined || value === 'critical-path' || value === 'fifo') return value ?? 'critical-path';
   throw new CliError(`--order takes critical-path or fifo, got ${JSON.stringify(value)}`);
+}
+
+/** The --publish-images options as request fields, checked here so that a mistake is named before anything is sent. */
+function publishingOptions(opts: {
+  publishImages?: string;
+  registryAuth?: string;
+  registryInsecure?: boolean;
+  tagLatest?: boolean;
+}): Pick<SubmitRunRequest, 'publishImages' | 'registryAuth' | 'registryInsecure' | 'tagLatest'> {
+  const { publishImages, registryAuth, registryInsecure, tagLatest } = opts;
+  if (publishImages === undefined) {
+    const misplaced = Object.entries({ '--registry-auth': registryAuth, '--registry-insecure': registryInsecure, '--tag-latest': tagLatest }).flatMap(
+      ([flag, value]) => (value === undefined ? [] : [flag]),
+    );
+    if (misplaced.length > 0)
+      throw new CliError(`${misplaced.join(', ')} appl${misplaced.length === 1 ? 'ies' : 'y'} only with --publish-images REGISTRY/REPO`);
+    return {};
+  }
+  const problem = imageRepositoryProblem(publishImages);
+  if (problem !== undefined) throw new CliError(`--publish-images: ${problem}`);
+  const registry = publishImages.split('/')[0]!;
+  if (registryInsecure === true && !isLoopbackRegistry(registry))
+    throw new CliError(
+      `--registry-insecure turns TLS verification off and is allowed only for a registry on loopback (127.0.0.1, localhost, [::1]), not ${registry}`,
+    );
+  return {
+    publishImages,
+    // The coordinator reads the file (skopeo --authfile there): a relative path means the caller's directory, as for the Nix file.
+    ...(registryAuth === undefined ? {} : { registryAuth: path.resolve(registryAuth) }),
+    ...(registryInsecure === true ? { registryInsecure: true } : {}),
+    ...(tagLatest === true ? { tagLatest: true } : {}),
+  };
 }
 
 /** `-I dir` and `-I name=dir` with a relative dir mean the caller's directory, as with nix-build. */
@@ -155,6 +192,10 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     flake?: string;
     evalOnly?: boolean;
     junit?: string;
+    publishImages?: string;
+    registryAuth?: string;
+    registryInsecure?: boolean;
+    tagLatest?: boolean;
   }>();
   const file = command.args[0];
   if ([file, opts.expr, opts.flake].filter((v) => v !== undefined).length > 1) throw new CliError('give one of a file, --expr or --flake, not several');
@@ -173,6 +214,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
   if (opts.flake !== undefined && (args.pairs.length > 0 || argstrs.pairs.length > 0))
     throw new CliError("--arg and --argstr do not apply to --flake (a flake's outputs take no arguments): put the values in the flake's outputs instead");
   if (opts.share !== undefined && (opts.share < 1 || opts.share > 1000)) throw new CliError(`--share takes a weight from 1 to 1000, got ${opts.share}`);
+  const publishing = publishingOptions(opts);
   const request: SubmitRunRequest = {
     attrs: opts.attr ?? [],
     args: args.pairs.map(([name, expr]) => ({ name, expr })),
@@ -193,6 +235,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     ...(opts.evalOnly === true ? { evalOnly: true } : {}),
     ...(opts.evalWorkers === undefined ? {} : { evalWorkers: opts.evalWorkers }),
     ...(opts.evalMaxMemory === undefined ? {} : { evalMaxMemoryMiB: opts.evalMaxMemory }),
+    ...publishing,
   };
   const client = await ApiClient.connect(opts);
   let run;
@@ -212,11 +255,13 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
       `nixfarm: run ${run.id}: evaluating the jobset; ${opts.evalOnly === true ? 'nothing is built (--eval-only)' : 'builds start as attributes are evaluated'}\n`,
     );
     await followRun(client, run, undefined);
-    return printJobsetReport(client, run.id, {
+    const published = await awaitImagePublications(client, await client.getRun(run.id));
+    const code = await printJobsetReport(client, run.id, {
       json: opts.json ?? false,
       evalOnly: opts.evalOnly ?? false,
       ...(opts.junit === undefined ? {} : { junit: path.resolve(opts.junit) }),
     });
+    return code === EXIT_OK && imagesFailed(published) ? EXIT_BUILD_FAILED : code;
   }
   process.stderr.write(`nixfarm: run ${run.id}: ${run.total} derivation${run.total === 1 ? '' : 's'} to build\n`);
   return followRunToEnd(client, run, { json: opts.json ?? false });
@@ -231,7 +276,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
  */
 export async function followRunToEnd(client: ApiClient, started: RunView, options: { json: boolean }): Promise<number> {
   await followRun(client, started, started.total);
-  const run = await client.getRun(started.id);
+  const run = await awaitImagePublications(client, await client.getRun(started.id));
   if (options.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
   if (run.status !== 'succeeded') {
     const failed = Object.entries(run.counts)
@@ -242,7 +287,7 @@ export async function followRunToEnd(client: ApiClient, started: RunView, option
     return EXIT_BUILD_FAILED;
   }
   if (!options.json) for (const r of run.results) process.stdout.write(`${r.outputPath}\n`);
-  return EXIT_OK;
+  return imagesFailed(run) ? EXIT_BUILD_FAILED : EXIT_OK;
 }
 
 /** Prints a run's progress on stderr until it ends; Ctrl-C cancels it. total: undefined for a jobset run, which grows. */

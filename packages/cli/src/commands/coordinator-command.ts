@@ -31,6 +31,21 @@ export function coordinatorCommand(): Command {
       collect,
     )
     .option('--upload-concurrency <n>', 'uploads to external caches at once (default 2)', integer('--upload-concurrency'))
+    .option(
+      '--signing-key <file>',
+      'Nix secret key (nix-store --generate-binary-cache-key) to sign farm outputs with, mode 600 (default: <state-dir>/signing-key, made at first start)',
+    )
+    .option('--public-cache', 'serve the binary cache (/cache) without a token')
+    .option(
+      '--image-publish-attempts <n>',
+      'tries per image pushed to a registry (build --publish-images) before it is failed (default 6)',
+      integer('--image-publish-attempts'),
+    )
+    .option(
+      '--image-publish-backoff-ms <ms>',
+      "delay before an image push's first retry; each next one doubles (default 5000)",
+      integer('--image-publish-backoff-ms'),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
     .action(async (flags: Record<string, unknown>) => {
@@ -51,6 +66,10 @@ export function coordinatorCommand(): Command {
           localMaxJobs: flags.localMaxJobs,
           pushTo: flags.pushTo,
           uploadConcurrency: flags.uploadConcurrency,
+          signingKeyFile: flags.signingKey,
+          publicCache: flags.publicCache === true ? true : undefined,
+          imagePublishAttempts: flags.imagePublishAttempts,
+          imagePublishBackoffMs: flags.imagePublishBackoffMs,
           logLevel: flags.logLevel,
         },
         'coordinator config',
@@ -62,7 +81,7 @@ export function coordinatorCommand(): Command {
       const coordinator = new Coordinator({ config, logger, redisWait: redisWait.hooks });
       const address = await redisWait.during(coordinator.start());
       process.stderr.write(
-        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n  API tokens: ${address.apiTokenFiles.admin} (admin), ${address.apiTokenFiles.read} (read); \`nixfarm api-token\` prints one\n`,
+        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n  API tokens: ${address.apiTokenFiles.admin} (admin), ${address.apiTokenFiles.read} (read); \`nixfarm api-token\` prints one\n  cache:     ${address.cacheUrl} (trusted-public-keys = ${address.cacheKey})\n`,
       );
       await waitForShutdownSignal();
       await coordinator.stop();

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command } from 'commander';
@@ -68,5 +69,28 @@ export function apiTokenCommand(): Command {
       if (token === undefined)
         throw new CliError(`${file} does not exist: the coordinator makes its tokens at its first start (is --state-dir ${stateDir} its state dir?)`);
       process.stdout.write(`${token}\n`);
+    });
+}
+
+export function cacheKeyCommand(): Command {
+  return new Command('cache-key')
+    .description("print the public half of the coordinator's signing key, as nix.conf's trusted-public-keys takes it")
+    .option('--state-dir <dir>', `the coordinator's state dir, where it made its key (default ${DEFAULT_COORDINATOR_STATE})`)
+    .option('--signing-key <file>', 'the secret key file the coordinator was given with --signing-key')
+    .addHelpText(
+      'after',
+      '\nExample (on a machine that substitutes from the farm):\n  echo "extra-trusted-public-keys = $(ssh farm nixfarm cache-key --state-dir /var/lib/nixfarm)" >> /etc/nix/nix.conf',
+    )
+    .action(async (flags: { stateDir?: string; signingKey?: string }) => {
+      const { readSigningKey, defaultSigningKeyPath } = await import('@nixfarm/coordinator');
+      const stateDir = path.resolve(flags.stateDir ?? DEFAULT_COORDINATOR_STATE);
+      const file = path.resolve(flags.signingKey ?? defaultSigningKeyPath(stateDir));
+      if (flags.signingKey === undefined && !existsSync(file))
+        throw new CliError(`${file} does not exist: the coordinator makes its signing key at its first start (is --state-dir ${stateDir} its state dir?)`);
+      try {
+        process.stdout.write(`${(await readSigningKey(file)).publicKey}\n`);
+      } catch (error) {
+        throw new CliError((error as Error).message);
+      }
     });
 }

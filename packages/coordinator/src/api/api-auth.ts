@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiScope, Logger } from '@nixfarm/shared';
 import { scopeAllows, type ApiTokens } from './api-tokens.js';
 import { sendError } from '../http/api-errors.js';
+import { CACHE_PREFIX } from '../cache/cache-routes.js';
 
 /**
  * Routes anyone may call: liveness probes carry no token, the API's
@@ -33,6 +34,13 @@ export const TOKEN_HINT =
 export interface ApiAuthOptions {
   tokens: ApiTokens;
   logger: Logger;
+  /** the binary cache needs no token (--public-cache) */
+  publicCache?: boolean;
+}
+
+/** Whether a route is the binary cache's: Nix reads it, with its token (if any) from a netrc file, so as HTTP Basic auth. */
+function isCacheRoute(routeUrl: string | undefined): boolean {
+  return routeUrl?.startsWith(`${CACHE_PREFIX}/`) === true;
 }
 
 /** The scope a route needs, or undefined for an open one. Unknown routes need read, so the 404's route list is not public. */
@@ -70,6 +78,7 @@ function cookieValue(header: string | undefined, name: string): string | undefin
 function presentedToken(request: FastifyRequest): string | undefined {
   const bearer = bearerToken(request);
   if (bearer !== undefined) return bearer;
+  if (isCacheRoute(request.routeOptions.url)) return basicPassword(request);
   return SAFE_METHODS.has(request.method) ? cookieValue(request.headers.cookie, SESSION_COOKIE) : undefined;
 }
 
@@ -85,15 +94,37 @@ function bearerToken(request: FastifyRequest): string | undefined {
   return match?.[1];
 }
 
+/** The password of HTTP Basic auth (the user name is anything): how Nix sends the token it finds in its netrc file. */
+function basicPassword(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  const encoded = typeof header === 'string' ? /^Basic[ \t]+([A-Za-z0-9+/=]+)[ \t]*$/i.exec(header)?.[1] : undefined;
+  if (encoded === undefined) return undefined;
+  const decoded = Buffer.from(encoded, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  return colon < 0 || colon === decoded.length - 1 ? undefined : decoded.slice(colon + 1);
+}
+
 /**
  * Checks the bearer token before anything else runs (onRequest: before the
  * body is even parsed). The token itself is never logged.
  */
 export function registerApiAuth(app: FastifyInstance, options: ApiAuthOptions): void {
   app.addHook('onRequest', async (request, reply) => {
+    const cache = isCacheRoute(request.routeOptions.url);
+    if (cache && options.publicCache === true) return;
     const needed = scopeNeeded(request.method, request.routeOptions.url);
     if (needed === undefined) return;
     const token = presentedToken(request);
+    // The challenge makes clients that wait for one (curl without preemptive auth) send their netrc credentials.
+    if (cache && token === undefined) {
+      void reply.header('www-authenticate', 'Basic realm="nixfarm binary cache"');
+      return sendError(
+        reply,
+        401,
+        'unauthorized',
+        `the nixfarm binary cache needs the read token as the password of a netrc entry for this host (or start the coordinator with --public-cache); ${TOKEN_HINT}`,
+      );
+    }
     if (token === undefined && wantsPage(request)) return reply.redirect(`/?next=${encodeURIComponent(request.url)}`, 303);
     if (token === undefined) {
       return sendError(reply, 401, 'unauthorized', `the nixfarm API needs a token: send Authorization: Bearer <token>; ${TOKEN_HINT}`);

@@ -5,9 +5,15 @@ import { registerApiAuth } from './api-auth.js';
 import { registerOpenApi } from './openapi-routes.js';
 import { registerApiRoutes, type ApiRoutesDeps } from './api-routes.js';
 import { EventStreams } from '../http/event-streams.js';
+import { registerCacheRoutes } from '../cache/cache-routes.js';
+import type { BinaryCache } from '../cache/binary-cache.js';
 
 export interface HttpApiDeps extends ApiRoutesDeps {
   bodyLimitBytes?: number;
+  /** the binary cache under /cache (absent: not served) */
+  cache?: BinaryCache;
+  /** the binary cache needs no token */
+  publicCache?: boolean;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -60,7 +66,7 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push(`${method} ${route.url}`);
   });
 
-  registerApiAuth(app, { tokens: deps.tokens, logger: deps.logger.child({ component: 'http' }) });
+  registerApiAuth(app, { tokens: deps.tokens, logger: deps.logger.child({ component: 'http' }), publicCache: deps.publicCache === true });
   const streams = new EventStreams(app);
 
   app.setErrorHandler((error, _request, reply) => {
@@ -82,6 +88,8 @@ export function createHttpApi(deps: HttpApiDeps): FastifyInstance {
   // Routes are registered as a plugin, so the documentation plugin registered before them sees each one.
   registerOpenApi(app);
   void app.register(async (api) => registerApiRoutes(api, deps, streams, () => app.swagger()));
+  // Nix's binary cache protocol, not the API: left out of the OpenAPI document, as the pages are.
+  if (deps.cache !== undefined) registerCacheRoutes(app, deps.cache);
 
   return app;
 }

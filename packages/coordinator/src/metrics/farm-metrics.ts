@@ -45,6 +45,10 @@ export class FarmMetrics {
   private readonly uploads: Counter<'target' | 'result'>;
   /** read at each scrape; the upload queue sets it when it starts */
   private uploadBacklog: () => Promise<UploadBacklog> = async () => ({ depth: 0, lagSeconds: 0 });
+  private readonly signedOutputs: Counter;
+  private readonly signingSeconds: Histogram;
+  private readonly narinfoRequests: Counter<'result'>;
+  private readonly narBytes: Counter;
   private readonly gauges: {
     queueWaiting: Gauge<'queue' | 'system' | 'features'>;
     queueRunning: Gauge<'queue' | 'system' | 'features'>;
@@ -117,6 +121,15 @@ export class FarmMetrics {
         this.set((await backlog()).lagSeconds);
       },
     });
+    this.signedOutputs = counter('nixfarm_outputs_signed_total', "Outputs signed with the coordinator's key as they became valid in its store", []);
+    this.signingSeconds = new Histogram({
+      name: 'nixfarm_signing_seconds',
+      help: 'Time signing one batch of outputs (one nix store sign process) and recording them for the binary cache',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.narinfoRequests = counter('nixfarm_cache_narinfo_requests_total', 'narinfo requests to the binary cache, by result (hit or miss)', ['result']);
+    this.narBytes = counter('nixfarm_cache_nar_bytes_total', 'Compressed NAR bytes the binary cache sent', []);
     const q = ['queue', 'system', 'features'] as const;
     this.gauges = {
       queueWaiting: gauge('nixfarm_queue_waiting_jobs', 'Jobs waiting in a build queue (incl. prioritized and delayed retries)', q),
@@ -167,6 +180,19 @@ export class FarmMetrics {
 
   uploadAttempted(target: string, result: 'uploaded' | 'failed' | 'given-up'): void {
     this.uploads.inc({ target, result });
+  }
+
+  outputsSigned(count: number, seconds: number): void {
+    this.signedOutputs.inc(count);
+    this.signingSeconds.observe(seconds);
+  }
+
+  narinfoServed(hit: boolean): void {
+    this.narinfoRequests.inc({ result: hit ? 'hit' : 'miss' });
+  }
+
+  narBytesSent(bytes: number): void {
+    this.narBytes.inc(bytes);
   }
 
   runStarted(): void {

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { readFile, readlink } from 'node:fs/promises';
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import {
   NixCommandError,
   ValidationError,
@@ -11,6 +11,7 @@ import {
   type Derivation,
   type ErrorCode,
   type Logger,
+  type ServePathInfo,
   type ServePool,
 } from '@nixfarm/shared';
 
@@ -46,12 +47,23 @@ export interface InstantiatedAttr {
 /** Queries per serve request: keeps each message well below any buffer limit. */
 const PATHS_PER_QUERY = 10_000;
 
+/** Paths per `nix store sign` process: well below the kernel's limit on argument bytes. */
+const PATHS_PER_SIGN = 1_000;
+
 export class CoordinatorNix {
   /** read-only serve sessions with the coordinator's store, for validity queries without a process per call */
   private readonly store: ServePool;
 
+  /**
+   * Sessions of the binary cache's own: a `nix-store --serve` process keeps
+   * each path's info once asked (signatures included), and the scheduler's
+   * sessions ask before an output is signed. The cache asks only after.
+   */
+  private readonly cacheStore: ServePool;
+
   constructor(private readonly options: CoordinatorNixOptions) {
     this.store = localStorePool({ nixOptions: options.nixOptions, env: options.env, write: false, maxIdle: 2, peer: "the coordinator's store" });
+    this.cacheStore = localStorePool({ nixOptions: options.nixOptions, env: options.env, write: false, maxIdle: 4, peer: "the coordinator's store" });
   }
 
   private optionArgs(): string[] {
@@ -166,8 +178,32 @@ export class CoordinatorNix {
     return stdout.split('\n').filter((l) => l.length > 0);
   }
 
+  /**
+   * Adds a signature by the key in `keyFile` to each of `paths` in the
+   * store's database (where `nix copy` and `nix path-info --sigs` find it):
+   * one process per batch, not per path.
+   */
+  async signPaths(keyFile: string, paths: readonly string[]): Promise<void> {
+    for (const p of paths) assertStorePath(p);
+    for (let i = 0; i < paths.length; i += PATHS_PER_SIGN) {
+      const chunk = paths.slice(i, i + PATHS_PER_SIGN);
+      await this.run('nix', ['--extra-experimental-features', 'nix-command', 'store', 'sign', '--key-file', keyFile, ...this.optionArgs(), ...chunk]);
+    }
+  }
+
+  /** Path infos (references, NAR hash and size, signatures) of those of `paths` valid in the store, for the binary cache. */
+  async signedPathInfos(paths: readonly string[]): Promise<Map<string, ServePathInfo>> {
+    return this.cacheStore.use((session) => session.connection.queryPathInfos(paths));
+  }
+
+  /** `nix-store --dump PATH`: the path's NAR on the process's stdout, streamed, never buffered. */
+  dumpPath(path: string): ResultPromise<{ stdin: 'ignore'; stdout: 'pipe'; stderr: 'pipe'; buffer: false; reject: false }> {
+    assertStorePath(path);
+    return execa('nix-store', ['--dump', path], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, env: this.options.env });
+  }
+
   /** Ends the serve sessions. */
-  close(): Promise<void> {
-    return this.store.close();
+  async close(): Promise<void> {
+    await Promise.all([this.store.close(), this.cacheStore.close()]);
   }
 }

@@ -18,6 +18,7 @@ import { canonicalNarHash, type OutputVerifier } from '../nix/output-verifier.js
 import type { BuildDurations } from '../runs/build-durations.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
+import type { OutputSigner } from '../cache/output-signer.js';
 
 export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
@@ -37,6 +38,8 @@ export interface WorkerEventHandlerDeps {
   metrics?: Pick<FarmMetrics, 'buildsStarted' | 'buildsFinished'>;
   /** stores build logs as builds end (absent: logs stay in Redis only) */
   logs?: Pick<BuildLogService, 'archive'>;
+  /** signs the outputs of accepted successes (absent: nothing is signed) */
+  signer?: Pick<OutputSigner, 'sign' | 'settled'>;
   /** tries for an infrastructure failure before the build ends as aborted */
   maxAttempts?: number;
   /** first retry delay; doubled each try */
@@ -292,6 +295,8 @@ export class WorkerEventHandler {
       finished.map(({ event, status }) => ({ status, timings: event.timings, ...(event.system === undefined ? {} : { system: event.system }) })),
     );
     const succeeded = finished.filter((f) => f.status === 'succeeded');
+    // Beside everything below: dependents are released without waiting for signatures; only the end of a run waits.
+    this.deps.signer?.sign(succeeded.flatMap(({ event }) => Object.values(event.outputs ?? {})));
     const deliveries: RunEventDelivery[] = [];
     for (const { event, runIds } of started)
       deliveries.push({ runIds, event: { type: 'drv-started', drvPath: event.drvPath, worker: event.worker, at: event.at } });
@@ -335,7 +340,10 @@ export class WorkerEventHandler {
       finished.flatMap((f) => f.outcome.released),
       { ended: finished.map((f) => hashPart(f.event.drvPath)), runsOf },
     );
-    for (const runId of new Set(finished.flatMap((f) => f.outcome.finishedRuns))) await finalizer.finalize(runId);
+    const finishedRuns = new Set(finished.flatMap((f) => f.outcome.finishedRuns));
+    // A run reported finished has its outputs signed: whoever copies them next (nix copy, a laptop) finds the signatures.
+    if (finishedRuns.size > 0) await this.deps.signer?.settled();
+    for (const runId of finishedRuns) await finalizer.finalize(runId);
   }
 }
 

@@ -1,10 +1,11 @@
-import type { Logger } from '@nixfarm/shared';
+import type { Logger, SubmitRunRequest } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { OutputVerifier } from '../nix/output-verifier.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunAttributes } from './run-attributes.js';
+import type { ImagePublishQueue } from '../images/image-publish-queue.js';
 
 export interface RunFinalizerDeps {
   graph: Pick<DerivationGraph, 'run' | 'endRun'>;
@@ -17,7 +18,9 @@ export interface RunFinalizerDeps {
   logger: Logger;
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
-  /** queues the uploads of what a run built to the external caches (absent: no --push-to) */
+  /** publishes the images among a run's valid outputs when it asked for that (publishImages) */
+  images?: Pick<ImagePublishQueue, 'enqueueRun'>;
+  /** queues the uploads of what a run built to the external caches: --push-to's and the run's own pushTo */
   uploads?: { runBuilt(runId: string, outputPaths: readonly string[], pushTo: readonly string[]): Promise<void> };
 }
 
@@ -33,9 +36,10 @@ export class RunFinalizer {
     const results = run.results ?? [];
     let status: 'succeeded' | 'failed' = (run.failed ?? 0) > 0 ? 'failed' : 'succeeded';
     let error: string | undefined;
+    const request = (run.request ?? {}) as Partial<SubmitRunRequest>;
+    // The promise of a run: every requested output is valid in this store (and only valid ones are published).
+    const invalid = status === 'succeeded' || request.publishImages !== undefined ? await verifier.invalidPaths(results.map((r) => r.outputPath)) : new Set();
     if (status === 'succeeded') {
-      // The promise of a run: every requested output is valid in this store.
-      const invalid = await verifier.invalidPaths(results.map((r) => r.outputPath));
       if (invalid.size > 0) {
         status = 'failed';
         error = `outputs not valid in the coordinator store: ${[...invalid].join(' ')}`;
@@ -48,9 +52,12 @@ export class RunFinalizer {
       status = 'failed';
       error = jobset.error;
     }
-    // Only queued here, before the run says it ended (a finalize repeated after a crash queues nothing twice): builds never wait on uploads.
-    const uploads = [...(status === 'succeeded' && jobset === undefined ? results.map((r) => r.outputPath) : []), ...(jobset?.built ?? [])];
-    if (uploads.length > 0) await this.deps.uploads?.runBuilt(runId, [...new Set(uploads)], pushToOf(run.request));
+    // Queued before the run says it ended, so that whoever reads the ended run sees its publications; built outputs are published whatever the others did.
+    const built = jobset?.built ?? results.filter((r) => !invalid.has(r.outputPath));
+    await this.deps.images?.enqueueRun(runId, request, built);
+    // Uploads likewise, only queued (builds never wait on them): a run's results once it succeeded, a jobset's every attribute that built.
+    const uploads = jobset?.built ?? (status === 'succeeded' ? results : []);
+    if (uploads.length > 0) await this.deps.uploads?.runBuilt(runId, [...new Set(uploads.map((u) => u.outputPath))], request.pushTo ?? []);
     await gcRoots.releaseRun(runId);
     const now = Date.now();
     // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.
@@ -63,24 +70,17 @@ export class RunFinalizer {
   /**
    * A jobset run: every attribute that built keeps its outputs rooted, whatever
    * the others did (as Hydra keeps each job's build). Returns those outputs,
-   * and why the run fails although no build failed: an attribute that did
-   * not evaluate.
+   * and why the run fails although no build failed: an attribute that did not evaluate.
    */
-  private async finalizeJobset(runId: string): Promise<{ built: string[]; error?: string } | undefined> {
+  private async finalizeJobset(runId: string): Promise<{ built: Array<{ attr: string; outputPath: string }>; error?: string } | undefined> {
     const progress = await this.deps.attributes?.progress(runId);
     if (progress === undefined || this.deps.attributes === undefined) return undefined;
-    const outputs = (await this.deps.attributes.page(runId)).flatMap((a) => Object.values(a.outputs ?? {}));
-    const invalid = await this.deps.verifier.invalidPaths(outputs);
-    const built = outputs.filter((o) => !invalid.has(o));
-    for (const [i, path] of built.entries()) await this.deps.gcRoots.addResultRoot(runId, i, path);
+    const outputs = (await this.deps.attributes.page(runId)).flatMap((a) => Object.values(a.outputs ?? {}).map((outputPath) => ({ attr: a.attr, outputPath })));
+    const invalid = await this.deps.verifier.invalidPaths(outputs.map((o) => o.outputPath));
+    const built = outputs.filter((o) => !invalid.has(o.outputPath));
+    for (const [i, { outputPath }] of built.entries()) await this.deps.gcRoots.addResultRoot(runId, i, outputPath);
     if (progress.state === 'failed') return { built, error: `evaluation stopped: ${progress.error ?? 'unknown error'}` };
     if (progress.failed > 0) return { built, error: `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate` };
     return { built };
   }
-}
-
-/** The caches a run's request named besides the coordinator's (validated when the run was submitted). */
-function pushToOf(request: unknown): string[] {
-  const pushTo = typeof request === 'object' && request !== null && 'pushTo' in request ? request.pushTo : undefined;
-  return Array.isArray(pushTo) ? pushTo.filter((u): u is string => typeof u === 'string') : [];
 }

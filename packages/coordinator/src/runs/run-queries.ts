@@ -3,6 +3,7 @@ import { NixfarmError, redisKeys, runIdSchema, type AttributeListResponse, type 
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import { attributeStatuses } from './attribute-status.js';
 import type { RunAttributes } from './run-attributes.js';
+import type { ImagePublications } from '../images/image-publications.js';
 
 class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
@@ -16,6 +17,8 @@ export interface RunQueriesDeps {
   graph: Pick<DerivationGraph, 'run' | 'statusCounts' | 'derivationsOf' | 'views'>;
   /** jobset runs' attributes and evaluation progress */
   attributes: Pick<RunAttributes, 'progress' | 'page' | 'count'>;
+  /** image publications of runs that asked for them */
+  images?: Pick<ImagePublications, 'list'>;
 }
 
 /** What the API and the dashboard read about runs: one run, its derivations, the latest runs. */
@@ -29,6 +32,8 @@ export class RunQueries {
     if (run.status === undefined) throw new RunNotFoundError(runId);
     const counts = await graph.statusCounts(await graph.derivationsOf(runId));
     const evaluation = await this.deps.attributes.progress(runId);
+    const publishes = (run.request as { publishImages?: unknown } | undefined)?.publishImages !== undefined;
+    const images = publishes && run.status !== 'running' ? await this.deps.images?.list(runId) : undefined;
     return {
       id: runId,
       status: run.status,
@@ -40,6 +45,7 @@ export class RunQueries {
       counts,
       ...(run.error === undefined ? {} : { error: run.error }),
       ...(evaluation === undefined ? {} : { evaluation }),
+      ...(images === undefined ? {} : { images }),
     };
   }
 

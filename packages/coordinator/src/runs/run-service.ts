@@ -5,6 +5,7 @@ import type { RunSubmission } from './run-submission.js';
 import type { RunCancellation } from './run-cancellation.js';
 import type { RunResume } from './run-resume.js';
 import type { RunQueries } from './run-queries.js';
+import type { ImagePublishQueue } from '../images/image-publish-queue.js';
 
 /** The systems a run's life is split into; the composition root (coordinator-systems.ts) builds them. */
 export interface RunServiceSystems {
@@ -13,6 +14,8 @@ export interface RunServiceSystems {
   cancellation: Pick<RunCancellation, 'cancel'>;
   resume: Pick<RunResume, 'resume'>;
   queries: Pick<RunQueries, 'get' | 'derivations' | 'list' | 'attributes' | 'evaluating'>;
+  /** refuses a run whose image publishing cannot work (a bad credentials file) before anything is built */
+  images?: Pick<ImagePublishQueue, 'checkRequest'>;
 }
 
 /**
@@ -24,7 +27,8 @@ export interface RunServiceSystems {
 export class RunService {
   constructor(private readonly systems: RunServiceSystems) {}
 
-  submit(request: SubmitRunRequest): Promise<RunView> {
+  async submit(request: SubmitRunRequest): Promise<RunView> {
+    await this.systems.images?.checkRequest(request);
     return request.jobset === true ? this.systems.jobsets.submit(request) : this.systems.submission.submit(request);
   }
 

@@ -3,6 +3,7 @@ import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, storePa
 import { buildTimingsSchema } from './worker-event.js';
 import { evaluationProgressSchema } from './jobset.js';
 import { cacheUrlSchema } from '../cache-url.js';
+import { imageRepositoryProblem, isLoopbackRegistry } from '../image-repository.js';
 
 const nixIdentifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_'-]*$/, "a Nix identifier (letters, digits, _ ' -)");
 
@@ -72,6 +73,21 @@ export const submitRunRequestSchema = z
       .optional(),
     /** jobset: evaluate only: each attribute gets nix-eval-jobs' isCached and nothing is built; the run ends when evaluation ends */
     evalOnly: z.boolean().optional(),
+    /** push every requested output that is an image (docker-archive or OCI layout) to this REGISTRY/REPO once the run ends, tagged ATTR-HASHPART */
+    publishImages: z
+      .string()
+      .max(300)
+      .superRefine((value, ctx) => {
+        const problem = imageRepositoryProblem(value);
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
+    /** with publishImages: the registry credentials, a containers-auth.json file on the coordinator machine (skopeo --authfile) */
+    registryAuth: z.string().min(1).max(4096).startsWith('/', 'registryAuth must be an absolute path on the coordinator machine').optional(),
+    /** with publishImages: plain HTTP without TLS verification, for a registry on loopback only */
+    registryInsecure: z.boolean().optional(),
+    /** with publishImages: also tag each image `latest` */
+    tagLatest: z.boolean().optional(),
   })
   .strict()
   .refine((body) => [body.file, body.expr, body.flake].filter((v) => v !== undefined).length === 1, {
@@ -97,7 +113,19 @@ export const submitRunRequestSchema = z
       message: 'flake, evalOnly, forceRecurse, evalWorkers and evalMaxMemoryMiB apply only with jobset: true',
       path: ['jobset'],
     },
-  );
+  )
+  .refine(
+    (body) => body.publishImages !== undefined || (body.registryAuth === undefined && body.registryInsecure === undefined && body.tagLatest === undefined),
+    {
+      message: 'registryAuth, registryInsecure and tagLatest apply only with publishImages (REGISTRY/REPO)',
+      path: ['publishImages'],
+    },
+  )
+  .refine((body) => body.registryInsecure !== true || body.publishImages === undefined || isLoopbackRegistry(body.publishImages.split('/')[0]!), {
+    message:
+      'registryInsecure turns TLS verification off, which is allowed only for a registry on loopback (127.0.0.1, localhost, [::1]): use https for others',
+    path: ['registryInsecure'],
+  });
 export type SubmitRunRequest = z.infer<typeof submitRunRequestSchema>;
 
 export const runResultSchema = z.object({
@@ -107,6 +135,22 @@ export const runResultSchema = z.object({
   outputPath: storePathSchema,
 });
 export type RunResult = z.infer<typeof runResultSchema>;
+
+/** One requested output's image publication: waiting or retrying, pushed, not an image, or failed for good. */
+export const imagePublicationSchema = z.object({
+  attr: z.string(),
+  outputPath: storePathSchema,
+  state: z.enum(['pending', 'published', 'not-an-image', 'failed']),
+  /** REGISTRY/REPO:TAG for each tag pushed (or to be pushed) */
+  references: z.array(z.string()),
+  /** the manifest digest the registry holds, once published */
+  digest: z.string().optional(),
+  /** tries made so far */
+  attempts: z.number().int().nonnegative(),
+  /** the last try's error: while pending it is being retried; when failed, why it ended */
+  error: z.string().optional(),
+});
+export type ImagePublication = z.infer<typeof imagePublicationSchema>;
 
 export const derivationViewSchema = z.object({
   drvPath: drvPathSchema,
@@ -144,6 +188,8 @@ export const runViewSchema = z.object({
   error: z.string().optional(),
   /** a jobset run's evaluation: attributes done and failed so far, and whether it still runs */
   evaluation: evaluationProgressSchema.optional(),
+  /** with publishImages: each requested output's publication, once the run has ended */
+  images: z.array(imagePublicationSchema).optional(),
 });
 export type RunView = z.infer<typeof runViewSchema>;
 

@@ -33,7 +33,15 @@ export const coordinatorConfigSchema = z
     pushTo: z.array(cacheUrlSchema).default([]),
     /** uploads running at once, over all caches */
     uploadConcurrency: z.number().int().min(1).max(64).default(2),
+    /** the Nix signing key (`name:base64` secret) the coordinator signs farm outputs with; absent: <stateDir>/signing-key, made at first start */
+    signingKeyFile: z.string().min(1).optional(),
+    /** serve the binary cache (/cache) without a token */
+    publicCache: z.boolean().default(false),
     logLevel: logLevelSchema.default('info'),
+    /** tries per image pushed to a registry (runs with publishImages) before it is failed */
+    imagePublishAttempts: z.number().int().min(1).max(100).default(6),
+    /** the delay before an image push's first retry; each next one doubles */
+    imagePublishBackoffMs: z.number().int().min(0).max(3_600_000).default(5000),
   })
   .strict();
 export type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>;
