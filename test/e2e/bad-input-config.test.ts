@@ -122,6 +122,21 @@ describe('invalid config values', () => {
       messages: [/nixOptions\.0\.0 \(--nix-option\): a Nix option name is lower-case words joined by -/],
     },
     {
+      what: 'coordinator --push-to with an unknown scheme',
+      args: () => [...COORDINATOR, '--push-to', 'ftp://cache.example/nix'],
+      messages: [/pushTo\.0 \(--push-to\): cache URL "ftp:\/\/cache\.example\/nix" has the scheme ftp, which nixfarm cannot upload to: use file:\/\/\/dir/],
+    },
+    {
+      what: 'coordinator --push-to with credentials in the URL',
+      args: () => [...COORDINATOR, '--push-to', 'https://user:s3cret@cache.example/'],
+      messages: [/pushTo\.0 \(--push-to\): cache URL "https:\/\/\*\*\*:\*\*\*@cache\.example\/" carries credentials: put them in a netrc file/],
+    },
+    {
+      what: 'coordinator --push-to that does not parse',
+      args: () => [...COORDINATOR, '--push-to', 'cache.example'],
+      messages: [/pushTo\.0 \(--push-to\): cache URL "cache\.example" does not parse: give one like file:\/\/\/dir/],
+    },
+    {
       what: 'coordinator --config with a bad port and a misspelt field',
       args: () => [...COORDINATOR, '--config', configFile('coordinator.json', JSON.stringify({ localMaxJobs: '2', redisURL: NOWHERE }))],
       messages: [
@@ -139,9 +154,23 @@ describe('invalid config values', () => {
       assert.match(result.stderr, /^nixfarm: /, 'one message, no stack trace');
       assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
       assert.doesNotMatch(result.stderr, /cannot reach Redis/, 'it never got as far as connecting');
+      assert.doesNotMatch(result.stderr, /s3cret/, 'a secret given is never repeated');
       assert.equal(result.stdout, '');
     });
   }
+});
+
+describe('a --push-to directory the coordinator cannot write', () => {
+  it('stops the start before Redis is reached: exit 2, naming the directory, the URL and the fix', async () => {
+    // a directory below a file can never be made
+    const file = configFile('not-a-dir', '');
+    const result = await run([...COORDINATOR, '--push-to', `file://${file}/cache`]);
+    assert.equal(result.exitCode, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      new RegExp(`cache directory ${file}/cache \\(from file://${file}/cache\\) cannot be written \\(ENOTDIR\\): create it writable`),
+    );
+  });
 });
 
 describe('bad key lines for `nixfarm authorize`', () => {

@@ -11,6 +11,7 @@ import { runsCommand, workersCommand } from './commands/view-commands.js';
 import { whyCommand } from './commands/why-command.js';
 import { logCommand } from './commands/log-command.js';
 import { cancelCommand } from './commands/cancel-command.js';
+import { pushCommand } from './commands/push-command.js';
 import { runWait, waitCommand } from './commands/wait-command.js';
 import { statusCommand } from './commands/status-command.js';
 
@@ -32,6 +33,7 @@ export function program(): Command {
     .addCommand(whyCommand())
     .addCommand(logCommand())
     .addCommand(cancelCommand())
+    .addCommand(pushCommand())
     .addHelpText('after', '\nQuick start: npm run demo\nEach command has --help with an example.')
     .exitOverride()
     .showHelpAfterError();

@@ -261,12 +261,32 @@ function renderFailures(snapshot) {
   fill($('failures').tBodies[0], rows, 'failures-empty');
 }
 
+function renderUploads(snapshot) {
+  const u = snapshot.uploads;
+  $('uploads-section').hidden = u === undefined;
+  if (u === undefined) return;
+  $('uploads-backlog').textContent = u.depth === 0 ? 'every upload is done' : `${u.depth} not done yet; the oldest waits for ${seconds(u.lagSeconds)}`;
+  const rows = u.failing.map((f) =>
+    h(
+      'tr',
+      { dataset: { path: f.path } },
+      h('td', {}, f.path.replace(/^.*\/[0-9a-z]{32}-/, '')),
+      h('td', {}, f.target),
+      h('td', { dataset: { field: 'state' } }, h('span', { class: 'badge failed' }, f.state)),
+      h('td', {}, String(f.attempts)),
+      h('td', { class: 'error-text' }, plain(f.error ?? '').slice(0, 300)),
+    ),
+  );
+  fill($('uploads').tBodies[0], rows, 'uploads-empty');
+}
+
 function render(snapshot) {
   renderQueues(snapshot);
   renderWorkers(snapshot);
   renderRunning(snapshot);
   renderRuns(snapshot);
   renderFailures(snapshot);
+  renderUploads(snapshot);
   tickElapsed();
   document.body.dataset.snapshotAt = String(snapshot.at);
   $('updated').textContent = `Updated ${new Date(snapshot.at).toLocaleTimeString()}`;

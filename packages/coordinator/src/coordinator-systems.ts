@@ -27,6 +27,9 @@ import { JobsetSubmission } from './runs/jobset-submission.js';
 import { WorkerEventHandler } from './reports/worker-event-handler.js';
 import { WorkerEventConsumer } from './reports/worker-event-consumer.js';
 import { FarmMetrics } from './metrics/farm-metrics.js';
+import { UploadQueue } from './uploads/upload-queue.js';
+import { RunPush } from './uploads/run-push.js';
+import type { UploadTarget } from './uploads/upload-target.js';
 import { ImagePublishQueue } from './images/image-publish-queue.js';
 
 export interface SchedulingCoreOptions {
@@ -47,6 +50,8 @@ export interface SchedulingCoreOptions {
   signing?: { key: SigningKey; nix: Pick<CoordinatorNix, 'signPaths'> };
   /** how often the safety-net reconcile runs */
   reconcileIntervalMs?: number;
+  /** uploads to external caches: --push-to targets for every succeeded run, and `nixfarm push` (absent: neither) */
+  uploads?: { targets: readonly UploadTarget[]; concurrency: number; stagingDir: string };
   /** retries of image pushes to a registry that is down: tries per image and the first delay (doubling) */
   imagePublish?: { attempts?: number; backoffMs?: number };
 }
@@ -71,6 +76,8 @@ export class SchedulingCore {
   readonly handler: WorkerEventHandler;
   /** this process's Prometheus registry, fed by the queues, the runs and the report handler */
   readonly metrics = new FarmMetrics();
+  /** the upload queue and `nixfarm push`, when uploads are on */
+  readonly uploads: { queue: UploadQueue; push: RunPush } | undefined;
   /** pushes the images among finished runs' outputs to registries, in the background */
   readonly images: ImagePublishQueue;
   private readonly consumer: WorkerEventConsumer;
@@ -96,7 +103,19 @@ export class SchedulingCore {
     const attributes = new RunAttributes(redis);
     const images = (this.images = new ImagePublishQueue({ redis, logger: logger.child({ component: 'image-publish' }), ...options.imagePublish }));
     const queries = new RunQueries({ redis, graph, attributes, images: images.publications });
-    const finalizer = new RunFinalizer({ graph, verifier, gcRoots, events, attributes, logger, metrics, images });
+    const uploadQueue =
+      options.uploads === undefined ? undefined : new UploadQueue({ redis, logger: logger.child({ component: 'uploads' }), nix, metrics, ...options.uploads });
+    const finalizer = new RunFinalizer({
+      graph,
+      verifier,
+      gcRoots,
+      events,
+      attributes,
+      logger,
+      metrics,
+      images,
+      ...(uploadQueue === undefined ? {} : { uploads: uploadQueue }),
+    });
     const planner = new BuildPlanner({ nix, logger });
     const evaluation = new RunEvaluation({ nix, planner, gcRoots });
     const submission = new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics });
@@ -139,6 +158,8 @@ export class SchedulingCore {
         ? {}
         : { signer: new OutputSigner({ ...options.signing, redis, logger: logger.child({ component: 'output-signer' }), metrics }) }),
     });
+    this.uploads =
+      uploadQueue === undefined ? undefined : { queue: uploadQueue, push: new RunPush({ runs: this.runs, attributes, verifier, uploads: uploadQueue }) };
     // XREADGROUP blocks its connection: the consumer gets one of its own.
     this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
   }
@@ -155,6 +176,7 @@ export class SchedulingCore {
     }, this.options.reconcileIntervalMs ?? 60_000);
     this.reconciler.unref();
     await this.consumer.start();
+    this.uploads?.queue.start();
     this.images.start();
     return resumed;
   }
@@ -162,6 +184,7 @@ export class SchedulingCore {
   async stop(): Promise<void> {
     if (this.reconciler !== undefined) clearInterval(this.reconciler);
     await this.consumer.stop();
+    await this.uploads?.queue.close();
     await this.images.close();
     await this.queues.close();
   }

@@ -24,6 +24,8 @@ import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/loca
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
 import { ApiTokens } from './api/api-tokens.js';
+import { checkUploadTarget, parseUploadTarget } from './uploads/upload-target.js';
+import { uploadStagingDir } from './uploads/upload-queue.js';
 import { loadOrCreateSigningKey } from './cache/signing-key.js';
 import { BinaryCache } from './cache/binary-cache.js';
 import { CACHE_PREFIX } from './cache/cache-routes.js';
@@ -99,6 +101,9 @@ export class Coordinator {
     const { tokens, files: apiTokenFiles } = await ApiTokens.loadOrCreate(stateDir);
     // So does a signing key others can read, or one that is not a key: before Redis is touched.
     const signingKey = await loadOrCreateSigningKey(stateDir, config.signingKeyFile);
+    // A --push-to cache that cannot be written is refused now, before any build would have to wait on it.
+    const pushTo = config.pushTo.map(parseUploadTarget);
+    for (const target of pushTo) await checkUploadTarget(target);
     const localStore = config.localBuilds ? await this.probedLocalStore() : undefined;
     let redisUrl = config.redisUrl;
     if (redisUrl === undefined) {
@@ -136,6 +141,7 @@ export class Coordinator {
       signing: { key: signingKey, nix },
       imagePublish: { attempts: config.imagePublishAttempts, backoffMs: config.imagePublishBackoffMs },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
+      uploads: { targets: pushTo, concurrency: config.uploadConcurrency, stagingDir: uploadStagingDir(stateDir) },
     });
     this.core = core;
 
@@ -157,6 +163,7 @@ export class Coordinator {
       tokens,
       graph: core.graph,
       fairShare: core.dispatcher,
+      ...(core.uploads === undefined ? {} : { uploads: core.uploads }),
       cache: new BinaryCache({ redis, nix, logger, metrics: core.metrics }),
       publicCache: config.publicCache,
     });
@@ -178,7 +185,7 @@ export class Coordinator {
     };
     const file = path.join(stateDir, 'coordinator.json');
     await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));
-    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir }, 'coordinator ready');
+    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo }, 'coordinator ready');
     return this.addressInfo;
   }
 

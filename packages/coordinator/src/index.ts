@@ -50,6 +50,8 @@ export * from './api/http-api.js';
 export * from './dashboard/dashboard-feed.js';
 export * from './dashboard/dashboard-collector.js';
 export { EVALUATION_LOST } from './runs/run-resume.js';
+export { UploadQueue } from './uploads/upload-queue.js';
+export { parseUploadTarget } from './uploads/upload-target.js';
 export { readSigningKey, defaultSigningKeyPath } from './cache/signing-key.js';
 export { OutputSigner } from './cache/output-signer.js';
 export { detectImage } from './images/image-detector.js';

@@ -74,6 +74,10 @@ export const ERROR_CODES = [
   'host-key-mismatch',
   'worker-key-not-authorised',
   'build-not-done',
+  // uploads to external binary caches
+  'invalid-cache-url',
+  'cache-unwritable',
+  'cache-upload-failed',
   ...NIX_FAILURE_CODES,
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -40,6 +40,12 @@ export const redisKeys = {
   worker: (name: string) => `${REDIS_PREFIX}:worker:${name}`,
   /** STREAM per derivation (hash part): its build log in batches of lines, each tagged with its attempt; an end entry per attempt */
   buildLog: (hash: string) => `${REDIS_PREFIX}:log:${hash}`,
+  /** HASH: upload job id (cache id and output hash part) -> its UploadRecord as JSON */
+  uploads: `${REDIS_PREFIX}:uploads`,
+  /** SET per run: the upload job ids of its outputs */
+  runUploads: (id: string) => `${REDIS_PREFIX}:run:${id}:uploads`,
+  /** ZSET: upload job ids whose last attempt failed (retrying or given up), by the time of that attempt: the dashboard's upload failures */
+  uploadsFailing: `${REDIS_PREFIX}:uploads:failing`,
   /** HASH: store path hash part -> store path, of every output the coordinator signed: what its binary cache serves */
   signedPaths: `${REDIS_PREFIX}:cache:signed-paths`,
 } as const;

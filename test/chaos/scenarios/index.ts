@@ -6,6 +6,7 @@ import { coordinatorRestartScenario } from './coordinator-restart.js';
 import { lostLockScenario } from './lost-lock.js';
 import { workerDrainScenario } from './worker-drain.js';
 import { diskFloorScenario } from './disk-floor.js';
+import { cacheOutageScenario } from './cache-outage.js';
 
 /** Every scenario `npm run chaos` runs, in the issue's order. */
 export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [
@@ -16,4 +17,5 @@ export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [
   workerDrainScenario,
   lostLockScenario,
   diskFloorScenario,
+  cacheOutageScenario,
 ];

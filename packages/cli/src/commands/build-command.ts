@@ -94,6 +94,7 @@ export function buildCommand(): Command {
     .option('--priority <n>', 'higher runs first (-1000 .. 1000, default 0)', integer('--priority'))
     .option('--share <n>', "this run's weight among runs of the same priority: its fair share of the slots (1 .. 1000, default 1)", integer('--share'))
     .option('--order <order>', 'ready builds: critical-path (longest remaining chain first, default) or fifo')
+    .option('--push-to <url>', "also upload this run's outputs to this binary cache once built (as the coordinator's --push-to), repeatable", collect)
     .option('--rebuild-failed', 'build derivations that failed before instead of reporting them as cached failures')
     .option('--timeout <seconds>', 'longest a single build may run (default 36000)', integer('--timeout'))
     .option('--max-silent-time <seconds>', 'longest a build may print nothing (default 3600)', integer('--max-silent-time'))
@@ -176,6 +177,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     include?: string[];
     priority?: number;
     share?: number;
+    pushTo?: string[];
     coordinator?: string;
     token?: string;
     json?: boolean;
@@ -221,6 +223,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     includes: (opts.include ?? []).map(absoluteSearchPath),
     priority: opts.priority ?? 0,
     ...(opts.share === undefined ? {} : { share: opts.share }),
+    ...(opts.pushTo === undefined ? {} : { pushTo: opts.pushTo }),
     cwd: process.cwd(),
     rebuildFailed: opts.rebuildFailed ?? false,
     order: orderOf(opts.order),

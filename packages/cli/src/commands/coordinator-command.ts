@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
-import { integer, loadConfig, parseNixOption } from '../config-loader.js';
+import { collect, integer, loadConfig, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
 import { cliRedisWait } from '../redis-wait.js';
 import { DEFAULT_COORDINATOR_STATE } from '../api-token-source.js';
@@ -25,6 +25,12 @@ export function coordinatorCommand(): Command {
     .option('--nix-option <name=value>', 'extra Nix option for evaluation and local builds, repeatable', parseNixOption)
     .option('--no-local-builds', 'send preferLocalBuild derivations to workers too, instead of building them here')
     .option('--local-max-jobs <n>', 'preferLocalBuild derivations built here at once (default 2)', integer('--local-max-jobs'))
+    .option(
+      '--push-to <url>',
+      "upload each succeeded run's outputs with their closures and signatures to this cache (file:///dir, http(s)://..., s3://bucket?endpoint=...&region=...), repeatable",
+      collect,
+    )
+    .option('--upload-concurrency <n>', 'uploads to external caches at once (default 2)', integer('--upload-concurrency'))
     .option(
       '--signing-key <file>',
       'Nix secret key (nix-store --generate-binary-cache-key) to sign farm outputs with, mode 600 (default: <state-dir>/signing-key, made at first start)',
@@ -58,6 +64,8 @@ export function coordinatorCommand(): Command {
           nixOptions: flags.nixOption,
           localBuilds: flags.localBuilds === false ? false : undefined,
           localMaxJobs: flags.localMaxJobs,
+          pushTo: flags.pushTo,
+          uploadConcurrency: flags.uploadConcurrency,
           signingKeyFile: flags.signingKey,
           publicCache: flags.publicCache === true ? true : undefined,
           imagePublishAttempts: flags.imagePublishAttempts,

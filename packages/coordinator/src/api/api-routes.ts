@@ -23,6 +23,7 @@ import { registerMetricsRoutes } from './metrics-routes.js';
 import { registerWhyRoutes } from './why-routes.js';
 import { registerLogRoutes } from './log-routes.js';
 import { registerOpenApiRoute } from './openapi-routes.js';
+import { registerUploadRoutes, type UploadRoutesDeps } from './upload-routes.js';
 
 export interface ApiRoutesDeps {
   runs: RunService;
@@ -44,6 +45,8 @@ export interface ApiRoutesDeps {
   graph?: DerivationGraph;
   /** how queued builds stand in the fair shares, for `why` */
   fairShare?: WhyServiceDeps['fairShare'];
+  /** uploads to external caches (absent: no upload routes) */
+  uploads?: UploadRoutesDeps['uploads'];
 }
 
 /**
@@ -54,6 +57,7 @@ export interface ApiRoutesDeps {
 export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, streams: EventStreams, openApiDocument: () => unknown): void {
   registerHealthRoute(app);
   registerRunRoutes(app, { ...deps, streams });
+  if (deps.uploads !== undefined) registerUploadRoutes(app, { runs: deps.runs, uploads: deps.uploads });
   registerWorkersRoute(app, deps);
   registerSessionRoutes(app, { tokens: deps.tokens, logger: deps.logger });
 
@@ -61,7 +65,13 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, str
     const status = new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
     registerMetricsRoutes(app, { ...deps, metrics: deps.metrics, status });
     if (deps.graph !== undefined) {
-      const collector = new DashboardCollector({ redis: deps.redis, runs: deps.runs, graph: deps.graph, farmStatus: status });
+      const collector = new DashboardCollector({
+        redis: deps.redis,
+        runs: deps.runs,
+        graph: deps.graph,
+        farmStatus: status,
+        ...(deps.uploads === undefined ? {} : { uploads: deps.uploads.queue }),
+      });
       const feed = new DashboardFeed({ collect: () => collector.collect(), logger: deps.logger.child({ component: 'dashboard' }) });
       app.addHook('onClose', async () => feed.stop());
       registerDashboardRoutes(app, { feed, streams });

@@ -15,6 +15,7 @@ import {
 import type { RunService } from '../runs/run-service.js';
 import type { RunEvents } from '../runs/run-events.js';
 import { sendError } from '../http/api-errors.js';
+import { checkUploadTarget, parseUploadTarget } from '../uploads/upload-target.js';
 import { EVENT_STREAM_HEADERS, type EventStreams } from '../http/event-streams.js';
 import { errorResponse, eventStreamResponse, eventStreamSchema, jsonResponse } from '../http/openapi-components.js';
 
@@ -80,13 +81,17 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
           '400': errorResponse('the body is not a valid run request (invalid-request), or names a bad store path'),
           '413': errorResponse('the body is larger than the limit (body-too-large)'),
           '415': errorResponse('not JSON (unsupported-media-type)'),
-          '422': errorResponse('evaluation failed (for a jobset: its top value cannot be listed) or a derivation cannot be built by the farm'),
+          '422': errorResponse(
+            'evaluation failed (for a jobset: its top value cannot be listed), a derivation cannot be built by the farm, or a pushTo directory cannot be written',
+          ),
         },
       },
     },
     async (request, reply) => {
       const parsed = submitRunRequestSchema.safeParse(request.body, { reportInput: true });
       if (!parsed.success) return sendError(reply, 400, 'invalid-request', formatZodError(parsed.error, 'run request'));
+      // A cache the run names that cannot be written is refused now, not found out once it has built.
+      for (const url of parsed.data.pushTo ?? []) await checkUploadTarget(parseUploadTarget(url));
       const run = await deps.runs.submit(parsed.data);
       return reply.code(201).send(run);
     },

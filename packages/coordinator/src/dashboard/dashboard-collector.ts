@@ -12,6 +12,7 @@ import {
   type RunProgress,
   type RunView,
   type RunningBuild,
+  type UploadSummary,
   type WorkerListing,
   submitRunRequestSchema,
 } from '@nixfarm/shared';
@@ -24,6 +25,8 @@ export interface DashboardCollectorOptions {
   graph: Pick<DerivationGraph, 'inRunWithStatus' | 'views'>;
   /** the same snapshot GET /api/status and /metrics use, so the three agree; its registry gives the speed factors */
   farmStatus: { collectWithRegistry(): Promise<{ status: FarmStatus; registry: WorkerListing[] }> };
+  /** the upload queue's panel (absent: no uploads) */
+  uploads?: { summary(): Promise<UploadSummary> };
   /** recent runs shown (default 10) */
   recentRuns?: number;
   /** recent failures shown (default 20) */
@@ -74,14 +77,23 @@ export class DashboardCollector {
       runs.list(this.options.recentRuns ?? 10),
       redis.smembers(redisKeys.activeRuns),
     ]);
-    const [running, failures] = await Promise.all([this.running(activeIds), this.failures(recent)]);
+    const [running, failures, uploads] = await Promise.all([this.running(activeIds), this.failures(recent), this.options.uploads?.summary()]);
     const speedFactors = new Map(registry.map((w) => [w.name, w.speedFactor]));
     const workers: DashboardWorker[] = status.workers.map((w) => ({
       ...w,
       speedFactor: speedFactors.get(w.name) ?? 1,
       building: running.filter((r) => r.worker === w.name).map((r) => ({ drvPath: r.drvPath, name: r.name, startedAt: r.startedAt })),
     }));
-    return { at: status.at, queues: status.queues, scaling: status.scaling, workers, running, failures, runs: recent.map(progressOf) };
+    return {
+      at: status.at,
+      queues: status.queues,
+      scaling: status.scaling,
+      workers,
+      running,
+      failures,
+      runs: recent.map(progressOf),
+      ...(uploads === undefined ? {} : { uploads }),
+    };
   }
 
   /** The derivations running now in any active run, oldest start first; one entry per derivation however many runs share it. */

@@ -44,6 +44,7 @@ export class ImagePublishQueue {
   readonly publications: ImagePublications;
   private readonly queue: Queue<PublishJob>;
   private worker: Worker<PublishJob> | undefined;
+  private connection: Redis | undefined;
   private readonly publisher: ImagePublisher;
 
   constructor(private readonly options: ImagePublishQueueOptions) {
@@ -100,12 +101,15 @@ export class ImagePublishQueue {
 
   start(): void {
     // A blocking connection of its own: BullMQ's worker waits on Redis.
-    this.worker = new Worker<PublishJob>(QUEUE, (job) => this.process(job), { connection: this.options.redis.duplicate(), concurrency: 2 });
+    // BullMQ does not close a connection it was given: close() does, or it would keep a stopped coordinator's process alive.
+    this.connection = this.options.redis.duplicate();
+    this.worker = new Worker<PublishJob>(QUEUE, (job) => this.process(job), { connection: this.connection, concurrency: 2 });
     this.worker.on('error', (error) => this.options.logger.warn({ err: error }, 'image publish worker error'));
   }
 
   async close(): Promise<void> {
     await this.worker?.close();
+    this.connection?.disconnect();
     await this.queue.close();
   }
 

@@ -16,6 +16,12 @@ export interface FinishedBuild {
   timings: BuildTimings;
 }
 
+/** The upload queue at a scrape: uploads not done yet, and how long the oldest has waited. */
+export interface UploadBacklog {
+  depth: number;
+  lagSeconds: number;
+}
+
 /**
  * The coordinator's Prometheus metrics, on a registry of its own (two
  * coordinators in one process, as in tests, never share counters). Counters
@@ -36,6 +42,9 @@ export class FarmMetrics {
   private readonly copyInBytes: Histogram<'system'>;
   private readonly copyOutBytes: Histogram<'system'>;
   private readonly queueWaitSeconds: Histogram<'queue'>;
+  private readonly uploads: Counter<'target' | 'result'>;
+  /** read at each scrape; the upload queue sets it when it starts */
+  private uploadBacklog: () => Promise<UploadBacklog> = async () => ({ depth: 0, lagSeconds: 0 });
   private readonly signedOutputs: Counter;
   private readonly signingSeconds: Histogram;
   private readonly narinfoRequests: Counter<'result'>;
@@ -90,6 +99,28 @@ export class FarmMetrics {
       registers,
     });
     this.queueWaitSeconds = histogram('nixfarm_queue_wait_seconds', 'Time from a job becoming takeable to a worker starting it', ['queue']);
+    this.uploads = counter(
+      'nixfarm_uploads_total',
+      'Upload attempts of an output (with its closure) to an external cache, by cache and result (uploaded, failed, given-up)',
+      ['target', 'result'],
+    );
+    const backlog = () => this.uploadBacklog();
+    new Gauge({
+      name: 'nixfarm_upload_queue_depth',
+      help: 'Uploads to external caches not done yet: waiting, running, or waiting for their retry',
+      registers,
+      async collect() {
+        this.set((await backlog()).depth);
+      },
+    });
+    new Gauge({
+      name: 'nixfarm_upload_lag_seconds',
+      help: 'Age of the oldest upload to an external cache not done yet (0 when none waits)',
+      registers,
+      async collect() {
+        this.set((await backlog()).lagSeconds);
+      },
+    });
     this.signedOutputs = counter('nixfarm_outputs_signed_total', "Outputs signed with the coordinator's key as they became valid in its store", []);
     this.signingSeconds = new Histogram({
       name: 'nixfarm_signing_seconds',
@@ -140,6 +171,15 @@ export class FarmMetrics {
       if (b.timings.copyInBytes !== undefined) this.copyInBytes.observe({ system }, b.timings.copyInBytes);
       if (b.timings.copyOutBytes !== undefined) this.copyOutBytes.observe({ system }, b.timings.copyOutBytes);
     }
+  }
+
+  /** Where the upload gauges read the queue's backlog from. */
+  watchUploads(backlog: () => Promise<UploadBacklog>): void {
+    this.uploadBacklog = backlog;
+  }
+
+  uploadAttempted(target: string, result: 'uploaded' | 'failed' | 'given-up'): void {
+    this.uploads.inc({ target, result });
   }
 
   outputsSigned(count: number, seconds: number): void {

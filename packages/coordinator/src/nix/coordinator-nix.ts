@@ -158,6 +158,27 @@ export class CoordinatorNix {
   }
 
   /**
+   * `nix copy --to STORE`: the paths' closures with their signatures into a
+   * binary cache (file:// or http(s)://, which Nix fills by PUT). Paths the
+   * cache already has are skipped by Nix itself.
+   */
+  async copyTo(storeUrl: string, paths: readonly string[]): Promise<void> {
+    for (const p of paths) assertStorePath(p);
+    await this.run(
+      'nix',
+      ['--extra-experimental-features', 'nix-command', 'copy', ...this.optionArgs(), '--to', storeUrl, '--', ...paths],
+      'cache-upload-failed',
+    );
+  }
+
+  /** The closure of the paths in the local store (every path they reference, transitively, and themselves). */
+  async closure(paths: readonly string[]): Promise<string[]> {
+    for (const p of paths) assertStorePath(p);
+    const stdout = await this.run('nix-store', ['--query', '--requisites', ...this.optionArgs(), '--', ...paths]);
+    return stdout.split('\n').filter((l) => l.length > 0);
+  }
+
+  /**
    * Adds a signature by the key in `keyFile` to each of `paths` in the
    * store's database (where `nix copy` and `nix path-info --sigs` find it):
    * one process per batch, not per path.

@@ -20,6 +20,8 @@ export interface RunFinalizerDeps {
   metrics?: Pick<FarmMetrics, 'runFinished'>;
   /** publishes the images among a run's valid outputs when it asked for that (publishImages) */
   images?: Pick<ImagePublishQueue, 'enqueueRun'>;
+  /** queues the uploads of what a run built to the external caches: --push-to's and the run's own pushTo */
+  uploads?: { runBuilt(runId: string, outputPaths: readonly string[], pushTo: readonly string[]): Promise<void> };
 }
 
 /** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */
@@ -53,6 +55,9 @@ export class RunFinalizer {
     // Queued before the run says it ended, so that whoever reads the ended run sees its publications; built outputs are published whatever the others did.
     const built = jobset?.built ?? results.filter((r) => !invalid.has(r.outputPath));
     await this.deps.images?.enqueueRun(runId, request, built);
+    // Uploads likewise, only queued (builds never wait on them): a run's results once it succeeded, a jobset's every attribute that built.
+    const uploads = jobset?.built ?? (status === 'succeeded' ? results : []);
+    if (uploads.length > 0) await this.deps.uploads?.runBuilt(runId, [...new Set(uploads.map((u) => u.outputPath))], request.pushTo ?? []);
     await gcRoots.releaseRun(runId);
     const now = Date.now();
     // Ended meanwhile (cancelled while its outputs were checked): the cancellation said so already.

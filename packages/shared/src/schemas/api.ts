@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, storePathSchema, workerNameSchema } from './common.js';
 import { buildTimingsSchema } from './worker-event.js';
 import { evaluationProgressSchema } from './jobset.js';
+import { cacheUrlSchema } from '../cache-url.js';
 import { imageRepositoryProblem, isLoopbackRegistry } from '../image-repository.js';
 
 const nixIdentifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_'-]*$/, "a Nix identifier (letters, digits, _ ' -)");
@@ -48,6 +49,8 @@ export const submitRunRequestSchema = z
       .positive()
       .max(7 * 24 * 3600)
       .default(3600),
+    /** more binary caches this run's outputs are uploaded to once built, besides the coordinator's --push-to */
+    pushTo: z.array(cacheUrlSchema).max(16).optional(),
     /** the value is a jobset (a nested set of derivations): each attribute is evaluated, built and reported on its own, builds starting while evaluation goes on */
     jobset: z.boolean().optional(),
     /** jobset: a flake reference with the attribute after `#` (`.#checks.x86_64-linux`, `path:/srv/repo#hydraJobs`); a relative path resolves against cwd */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { featureSchema, systemSchema, workerNameSchema } from './common.js';
+import { cacheUrlSchema } from '../cache-url.js';
 
 const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const portSchema = z.number().int().min(0).max(65535);
@@ -28,6 +29,10 @@ export const coordinatorConfigSchema = z
     logDir: z.string().min(1).optional(),
     /** extra `--option NAME VALUE` for the coordinator's own Nix calls */
     nixOptions: z.array(nixOptionSchema).default([]),
+    /** external binary caches every succeeded run's outputs (with their closures and signatures) are uploaded to */
+    pushTo: z.array(cacheUrlSchema).default([]),
+    /** uploads running at once, over all caches */
+    uploadConcurrency: z.number().int().min(1).max(64).default(2),
     /** the Nix signing key (`name:base64` secret) the coordinator signs farm outputs with; absent: <stateDir>/signing-key, made at first start */
     signingKeyFile: z.string().min(1).optional(),
     /** serve the binary cache (/cache) without a token */

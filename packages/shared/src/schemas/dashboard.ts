@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { buildStatusSchema, drvPathSchema, runIdSchema, workerNameSchema } from './common.js';
 import { farmStatusSchema, workerStatusSchema } from './farm-status.js';
 import { runViewSchema } from './api.js';
+import { uploadSummarySchema } from './uploads.js';
 
 /** A derivation a worker (or the coordinator itself, as `coordinator`) is building now. */
 export const runningBuildSchema = z.object({
@@ -56,6 +57,8 @@ export const dashboardSnapshotSchema = farmStatusSchema.omit({ workers: true, ac
   running: z.array(runningBuildSchema),
   failures: z.array(recentFailureSchema),
   runs: z.array(runProgressSchema),
+  /** uploads to external caches (absent: the coordinator has no upload queue) */
+  uploads: uploadSummarySchema.optional(),
 });
 export type DashboardSnapshot = z.infer<typeof dashboardSnapshotSchema>;
 
