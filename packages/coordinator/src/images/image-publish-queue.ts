@@ -1,6 +1,7 @@
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { imageTag, parseImageRepository, type ImagePublication, type Logger, type SubmitRunRequest } from '@nixfarm/shared';
+import { BackgroundQueueWorker } from '../queues/background-queue-worker.js';
 import { detectImage } from './image-detector.js';
 import { ImagePublisher, ImagePushError } from './image-publisher.js';
 import { ImagePublications } from './image-publications.js';
@@ -43,8 +44,7 @@ export interface ImagePublishQueueOptions {
 export class ImagePublishQueue {
   readonly publications: ImagePublications;
   private readonly queue: Queue<PublishJob>;
-  private worker: Worker<PublishJob> | undefined;
-  private connection: Redis | undefined;
+  private worker: BackgroundQueueWorker<PublishJob> | undefined;
   private readonly publisher: ImagePublisher;
 
   constructor(private readonly options: ImagePublishQueueOptions) {
@@ -100,16 +100,14 @@ export class ImagePublishQueue {
   }
 
   start(): void {
-    // A blocking connection of its own: BullMQ's worker waits on Redis.
-    // BullMQ does not close a connection it was given: close() does, or it would keep a stopped coordinator's process alive.
-    this.connection = this.options.redis.duplicate();
-    this.worker = new Worker<PublishJob>(QUEUE, (job) => this.process(job), { connection: this.connection, concurrency: 2 });
-    this.worker.on('error', (error) => this.options.logger.warn({ err: error }, 'image publish worker error'));
+    this.worker = new BackgroundQueueWorker<PublishJob>(
+      { redis: this.options.redis, queue: QUEUE, concurrency: 2, logger: this.options.logger, what: 'image publish' },
+      (job) => this.process(job),
+    );
   }
 
   async close(): Promise<void> {
     await this.worker?.close();
-    this.connection?.disconnect();
     await this.queue.close();
   }
 

@@ -1,8 +1,9 @@
 import path from 'node:path';
-import { Queue, Worker, type Job } from 'bullmq';
+import { Queue, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { hashPart, type Logger, type UploadRecord, type UploadSummary } from '@nixfarm/shared';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
+import { BackgroundQueueWorker } from '../queues/background-queue-worker.js';
 import { S3Cache } from './s3-cache.js';
 import { UploadRecords } from './upload-records.js';
 import { parseUploadTarget, type UploadTarget } from './upload-target.js';
@@ -45,7 +46,7 @@ const QUEUE_NAME = 'nixfarm-uploads';
  */
 export class UploadQueue {
   private readonly queue: Queue<UploadJobData>;
-  private worker: { worker: Worker<UploadJobData>; connection: Redis } | undefined;
+  private worker: BackgroundQueueWorker<UploadJobData> | undefined;
   private readonly records: UploadRecords;
   private readonly s3: S3Cache;
   private readonly attempts: number;
@@ -59,11 +60,10 @@ export class UploadQueue {
   }
 
   start(): void {
-    // A connection of its own, which BullMQ does not close: close() does, or it would keep the process alive after a stop.
-    const connection = this.options.redis.duplicate();
-    const worker = new Worker<UploadJobData>(QUEUE_NAME, (job) => this.process(job), { connection, concurrency: this.options.concurrency });
-    worker.on('error', (error) => this.options.logger.warn({ err: error }, 'upload queue worker error'));
-    this.worker = { worker, connection };
+    this.worker = new BackgroundQueueWorker<UploadJobData>(
+      { redis: this.options.redis, queue: QUEUE_NAME, concurrency: this.options.concurrency, logger: this.options.logger, what: 'upload queue' },
+      (job) => this.process(job),
+    );
   }
 
   /** A run built these outputs: they go to the --push-to caches and to those its request named. */
@@ -154,8 +154,7 @@ export class UploadQueue {
   }
 
   async close(): Promise<void> {
-    await this.worker?.worker.close();
-    this.worker?.connection.disconnect();
+    await this.worker?.close();
     await this.queue.close();
     this.s3.close();
   }
