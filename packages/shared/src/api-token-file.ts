@@ -1,6 +1,6 @@
-import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { NixfarmError } from './errors.js';
+import { readPrivateFile } from './private-file.js';
 
 /** read: every GET; admin: also submitting and cancelling runs. Admin implies read. */
 export type ApiScope = 'read' | 'admin';
@@ -28,25 +28,11 @@ const TOKEN_PATTERN = /^[A-Za-z0-9._~+/=-]{16,512}$/;
  * Returns undefined when the file does not exist.
  */
 export async function readApiTokenFile(file: string): Promise<string | undefined> {
-  let mode: number;
-  try {
-    mode = (await stat(file)).mode;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new ApiTokenFileError(file, 'cannot stat it', error);
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new ApiTokenFileError(
-      file,
-      `its mode is ${(mode & 0o777).toString(8).padStart(3, '0')}, so group or others can read or write it; chmod 600 ${file} (or delete it to have a new token made)`,
-    );
-  }
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw new ApiTokenFileError(file, 'cannot read it', error);
-  }
+  const text = await readPrivateFile(file, (reason, cause) => new ApiTokenFileError(file, reason, cause), {
+    what: 'token file',
+    modeHint: 'or delete it to have a new token made',
+  });
+  if (text === undefined) return undefined;
   const token = text.trim();
   if (!TOKEN_PATTERN.test(token))
     throw new ApiTokenFileError(file, 'it does not hold one token (16-512 letters, digits or -._~+/=); delete it to have a new one made');

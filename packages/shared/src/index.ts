@@ -40,5 +40,6 @@ export * from './serve/serve-pool.js';
 export * from './serve/local-store-pool.js';
 export * from './serve/nar-reader.js';
 export * from './api-token-file.js';
+export * from './private-file.js';
 export * from './nix-build-failure.js';
 export * from './nix-build-probe.js';

@@ -1,8 +1,8 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { NixfarmError, createFileExclusive } from '@nixfarm/shared';
+import { NixfarmError, createFileExclusive, readPrivateFile } from '@nixfarm/shared';
 
 /** The key file the coordinator makes in its state dir when no --signing-key is given. */
 const SIGNING_KEY_FILE = 'signing-key';
@@ -53,29 +53,9 @@ function newSecretKey(): string {
  * by a laptop refusing every path.
  */
 export async function readSigningKey(file: string): Promise<SigningKey> {
-  let mode: number;
-  try {
-    const info = await stat(file);
-    if (!info.isFile()) throw new SigningKeyFileError(file, 'it is not a regular file; give the secret key file itself');
-    mode = info.mode;
-  } catch (error) {
-    if (error instanceof SigningKeyFileError) throw error;
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
-      throw new SigningKeyFileError(file, `it does not exist; make one with \`${MAKE_ONE}\`, or leave out --signing-key to have one made in the state dir`);
-    throw new SigningKeyFileError(file, 'cannot stat it', error);
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new SigningKeyFileError(
-      file,
-      `its mode is ${(mode & 0o777).toString(8).padStart(3, '0')}, so group or others can read or write it; chmod 600 ${file}`,
-    );
-  }
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw new SigningKeyFileError(file, 'cannot read it', error);
-  }
+  const text = await readPrivateFile(file, (reason, cause) => new SigningKeyFileError(file, reason, cause), { what: 'secret key file' });
+  if (text === undefined)
+    throw new SigningKeyFileError(file, `it does not exist; make one with \`${MAKE_ONE}\`, or leave out --signing-key to have one made in the state dir`);
   const malformed = `it is not a Nix secret key (NAME:BASE64 of 64 bytes, as \`${MAKE_ONE}\` writes); give the secret key file, not the public one`;
   const match = SECRET_KEY_PATTERN.exec(text.trim());
   if (match === null) throw new SigningKeyFileError(file, malformed);
