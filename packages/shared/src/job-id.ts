@@ -3,7 +3,8 @@
  * all carry: the derivation's hash for a first attempt, `<hash>.<attempt>`
  * for a retry (its own id, so it never collides with the finished one), and
  * `local-<hash>` for a build the coordinator runs on its own store (never
- * queued). Built and read only here.
+ * queued). A reproducibility check's job is `check-<hash>` (`check-<hash>.<n>`
+ * for its n-th try). Built and read only here.
  */
 
 /** The queued job of a derivation's `attempt`-th try (0 for the first). */
@@ -22,4 +23,21 @@ const LOCAL_JOB_PREFIX = 'local-';
 export function hashOfQueuedJobId(jobId: string): string {
   const dot = jobId.indexOf('.');
   return dot === -1 ? jobId : jobId.slice(0, dot);
+}
+
+const CHECK_JOB_PREFIX = 'check-';
+
+/** The queued job of a reproducibility check of a derivation, its `attempt`-th try (0 for the first). */
+export function checkJobId(hash: string, attempt: number): string {
+  return `${CHECK_JOB_PREFIX}${queuedJobId(hash, attempt)}`;
+}
+
+/** Whether a job id names a reproducibility check rather than a build. */
+export function isCheckJobId(jobId: string): boolean {
+  return jobId.startsWith(CHECK_JOB_PREFIX);
+}
+
+/** The derivation hash a check's job id names. */
+export function hashOfCheckJobId(jobId: string): string {
+  return hashOfQueuedJobId(jobId.slice(CHECK_JOB_PREFIX.length));
 }

@@ -48,4 +48,8 @@ export const redisKeys = {
   uploadsFailing: `${REDIS_PREFIX}:uploads:failing`,
   /** HASH: store path hash part -> store path, of every output the coordinator signed: what its binary cache serves */
   signedPaths: `${REDIS_PREFIX}:cache:signed-paths`,
+  /** SET of check queue names that exist (queue-name.ts's checkQueueNameFor), for workers to discover */
+  checkQueues: `${REDIS_PREFIX}:check-queues`,
+  /** LIST per differing output of a check: its gzip-compressed NAR in chunks, written by the worker, read and deleted by the coordinator (expires after an hour) */
+  checkNar: (jobId: string, outputHash: string) => `${REDIS_PREFIX}:check-nar:${jobId}:${outputHash}`,
 } as const;

@@ -1,10 +1,12 @@
 import {
   derivationName,
   hashPart,
+  isCheckJobId,
   stripTerminalEscapes,
   type BuildFinishedEvent,
   type BuildHandedBackEvent,
   type BuildStartedEvent,
+  type CheckFinishedEvent,
   type Logger,
   type TerminalStatus,
   type WorkerEvent,
@@ -40,10 +42,23 @@ export interface WorkerEventHandlerDeps {
   logs?: Pick<BuildLogService, 'archive'>;
   /** signs the outputs of accepted successes (absent: nothing is signed) */
   signer?: Pick<OutputSigner, 'sign' | 'settled'>;
+  /** where the reports of reproducibility checks go (their start, end and hand-back); absent: they are dropped */
+  checks?: CheckReportSink;
   /** tries for an infrastructure failure before the build ends as aborted */
   maxAttempts?: number;
   /** first retry delay; doubled each try */
   retryBaseDelayMs?: number;
+}
+
+/** A report about a reproducibility check rather than a build: its job id says so. */
+export type CheckReport = BuildStartedEvent | BuildHandedBackEvent | CheckFinishedEvent;
+
+export interface CheckReportSink {
+  handle(reports: readonly CheckReport[]): Promise<void>;
+}
+
+function isCheckReport(event: WorkerEvent): event is CheckReport {
+  return event.type === 'check-finished' || isCheckJobId(event.jobId);
 }
 
 /**
@@ -95,7 +110,12 @@ export class WorkerEventHandler {
    * after every earlier report was applied.
    */
   async handleAll(reported: readonly WorkerEvent[]): Promise<void> {
-    const all = reported.map(withoutTerminalEscapes);
+    const checks = reported.filter(isCheckReport);
+    if (checks.length > 0) {
+      if (this.deps.checks === undefined) this.deps.logger.warn({ reports: checks.length }, 'reports of reproducibility checks dropped: no check system');
+      else await this.deps.checks.handle(checks);
+    }
+    const all = reported.filter((e): e is BuildReport => !isCheckReport(e)).map(withoutTerminalEscapes);
     // Before the reports are applied: a run that ends with this batch has its logs stored when it is reported finished.
     await this.archiveLogs(all);
     // A hand-back splits the batch: a build handed back and started elsewhere in the same batch is applied in that order.
@@ -356,7 +376,9 @@ export class WorkerEventHandler {
  * case a store did not. The log itself is stored as sent. Done here, where
  * every report enters, older workers' and local builds' too.
  */
-function withoutTerminalEscapes(event: WorkerEvent): WorkerEvent {
+type BuildReport = BuildStartedEvent | BuildFinishedEvent | BuildHandedBackEvent;
+
+function withoutTerminalEscapes(event: BuildReport): BuildReport {
   if (event.type !== 'finished') return event;
   return {
     ...event,

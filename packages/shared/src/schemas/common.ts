@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { storePathProblem } from '../store-path.js';
 import { BUILD_STATUSES, RUN_STATUSES } from '../build-status.js';
+import { NIX_BASE32_CHAR } from '../nix-base32.js';
 
 export const storePathSchema = z.string().superRefine((value, ctx) => {
   const problem = storePathProblem(value);
@@ -21,3 +22,6 @@ export const runStatusSchema = z.enum(RUN_STATUSES);
 export const runIdSchema = z.string().regex(/^[a-z0-9]{6,40}$/, 'a run id is lower-case letters and digits');
 
 export { formatZodError } from './zod-messages.js';
+
+/** A NAR hash as Nix prints it: `sha256:` and 52 base-32 digits (or 64 hex digits) */
+export const narHashSchema = z.string().regex(new RegExp(`^sha256:(${NIX_BASE32_CHAR}{52}|[0-9a-f]{64})$`), 'a NAR hash like sha256:<52 base-32 digits>');

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { drvPathSchema, featureSchema, outputMapSchema, storePathSchema, systemSchema } from './common.js';
+import { drvPathSchema, featureSchema, narHashSchema, outputMapSchema, storePathSchema, systemSchema } from './common.js';
 
 /**
  * What the coordinator puts in a BullMQ job: everything a worker needs to build
@@ -19,3 +19,23 @@ export const buildJobSchema = z
   })
   .strict();
 export type BuildJob = z.infer<typeof buildJobSchema>;
+
+/**
+ * A reproducibility check (job id: checkJobId): build `build` again on this
+ * worker, in Nix's check mode against the coordinator's copy of its
+ * outputs, and report the rebuilt outputs' NAR hashes; the NAR of each one
+ * that differs from `expected` goes back for the coordinator to show the
+ * difference.
+ */
+export const checkJobSchema = z
+  .object({
+    build: buildJobSchema,
+    /** output path -> its NAR hash in the coordinator's store */
+    expected: z.record(storePathSchema, narHashSchema),
+    /** a differing output's NAR is sent back only up to this size, uncompressed (bytes); 0: never */
+    maxNarBytes: z.number().int().nonnegative(),
+    /** sampled by the coordinator (--check-fraction) rather than asked for by a run: it yields to any real work */
+    background: z.boolean(),
+  })
+  .strict();
+export type CheckJob = z.infer<typeof checkJobSchema>;

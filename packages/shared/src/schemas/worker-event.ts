@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { NIX_BASE32_CHAR } from '../nix-base32.js';
-import { drvPathSchema, outputMapSchema, storePathSchema, systemSchema, workerNameSchema } from './common.js';
+import { drvPathSchema, narHashSchema, outputMapSchema, storePathSchema, systemSchema, workerNameSchema } from './common.js';
 
 export const buildTimingsSchema = z.object({
   copyInMs: z.number().nonnegative(),
@@ -16,9 +15,6 @@ export type BuildTimings = z.infer<typeof buildTimingsSchema>;
 /** Outcomes a worker may report; the coordinator derives everything else (dependency-failed, cached-failure, ...). */
 export const WORKER_OUTCOMES = ['succeeded', 'failed', 'aborted', 'timed-out', 'log-limit-exceeded', 'cancelled'] as const;
 export type WorkerOutcome = (typeof WORKER_OUTCOMES)[number];
-
-/** A NAR hash as Nix prints it: `sha256:` and 52 base-32 digits (or 64 hex digits) */
-const narHashSchema = z.string().regex(new RegExp(`^sha256:(${NIX_BASE32_CHAR}{52}|[0-9a-f]{64})$`), 'a NAR hash like sha256:<52 base-32 digits>');
 
 export const buildStartedEventSchema = z.object({
   type: z.literal('started'),
@@ -71,8 +67,57 @@ export const buildHandedBackEventSchema = z.object({
   at: z.number(),
 });
 
-export const workerEventSchema = z.discriminatedUnion('type', [buildStartedEventSchema, buildFinishedEventSchema, buildHandedBackEventSchema]);
+/** Where the NAR of a rebuilt output that differs from the coordinator's copy waits for the coordinator, or why it was not sent. */
+export const checkNarSchema = z.union([
+  z.object({
+    /** gzip-compressed NAR in this many chunks, in the LIST redisKeys.checkNar(jobId, hash part of the output path) */
+    chunks: z.number().int().positive(),
+    /** the NAR's size, uncompressed */
+    bytes: z.number().int().nonnegative(),
+  }),
+  z.object({
+    /** why it was not sent (larger than the job's maxNarBytes, or it could not be read) */
+    skipped: z.string().max(1000),
+    bytes: z.number().int().nonnegative().optional(),
+  }),
+]);
+export type CheckNar = z.infer<typeof checkNarSchema>;
+
+/**
+ * The end of a reproducibility check (a check job, shared/job-id.ts's
+ * checkJobId): the derivation was built again on this worker. Its start
+ * travels as a `started` event and a hand-back as `handed-back`, both with
+ * the check's job id.
+ */
+export const checkFinishedEventSchema = z.object({
+  type: z.literal('check-finished'),
+  drvPath: drvPathSchema,
+  worker: workerNameSchema,
+  jobId: z.string(),
+  attempt: z.number().int().nonnegative(),
+  /** `succeeded`: the rebuild ran to its end, whatever its bits (the NAR hashes say); the rest as for a build */
+  outcome: z.enum(WORKER_OUTCOMES),
+  /** output path -> NAR hash of the rebuilt output (with `succeeded`) */
+  narHashes: z.record(storePathSchema, narHashSchema).optional(),
+  /** output path -> its NAR sent back, for each output whose rebuild differs from the job's expected hash */
+  nars: z.record(storePathSchema, checkNarSchema).optional(),
+  /** the last lines of the rebuild's log (at most 50) */
+  logTail: z.array(z.string()),
+  error: z.string().optional(),
+  errorCode: z.string().min(1).max(100).optional(),
+  retryable: z.boolean().optional(),
+  timings: buildTimingsSchema,
+  at: z.number(),
+});
+
+export const workerEventSchema = z.discriminatedUnion('type', [
+  buildStartedEventSchema,
+  buildFinishedEventSchema,
+  buildHandedBackEventSchema,
+  checkFinishedEventSchema,
+]);
 export type BuildStartedEvent = z.infer<typeof buildStartedEventSchema>;
 export type BuildFinishedEvent = z.infer<typeof buildFinishedEventSchema>;
 export type BuildHandedBackEvent = z.infer<typeof buildHandedBackEventSchema>;
+export type CheckFinishedEvent = z.infer<typeof checkFinishedEventSchema>;
 export type WorkerEvent = z.infer<typeof workerEventSchema>;
