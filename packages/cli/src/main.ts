@@ -12,6 +12,7 @@ import { whyCommand } from './commands/why-command.js';
 import { logCommand } from './commands/log-command.js';
 import { cancelCommand } from './commands/cancel-command.js';
 import { pushCommand } from './commands/push-command.js';
+import { diffCommand } from './commands/diff-command.js';
 import { runWait, waitCommand } from './commands/wait-command.js';
 import { statusCommand } from './commands/status-command.js';
 
@@ -34,6 +35,7 @@ export function program(): Command {
     .addCommand(logCommand())
     .addCommand(cancelCommand())
     .addCommand(pushCommand())
+    .addCommand(diffCommand())
     .addHelpText('after', '\nQuick start: npm run demo\nEach command has --help with an example.')
     .exitOverride()
     .showHelpAfterError();

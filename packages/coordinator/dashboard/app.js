@@ -280,6 +280,35 @@ function renderUploads(snapshot) {
   fill($('uploads').tBodies[0], rows, 'uploads-empty');
 }
 
+function renderChecks(snapshot) {
+  const c = snapshot.checks;
+  $('checks-section').hidden = c === undefined;
+  if (c === undefined) return;
+  const done = c.counts.reproducible + c.counts['not-reproducible'] + c.counts.failed;
+  const pending = c.counts.waiting + c.counts.queued + c.counts.running;
+  const sampling = c.fraction > 0 ? `sampling ${Math.round(c.fraction * 1000) / 10}% of builds` : 'no background sampling (--check-fraction)';
+  $('checks-counts').textContent =
+    `${done} checks done: ${c.counts.reproducible} reproducible, ${c.counts['not-reproducible']} not reproducible, ${c.counts.failed} could not finish; ${pending} pending; ${sampling}`;
+  const rows = c.mismatches.map((m) =>
+    h(
+      'tr',
+      { dataset: { drv: m.drvPath } },
+      h('td', {}, m.name),
+      h('td', {}, m.builder ?? '–'),
+      h('td', {}, m.checker ?? '–'),
+      h('td', { class: 'muted' }, m.finishedAt === undefined ? '' : ago(m.finishedAt)),
+      h(
+        'td',
+        {},
+        m.diff === undefined
+          ? plain(m.error ?? 'hashes only')
+          : h('a', { href: m.diff.url, target: '_blank', rel: 'noopener', dataset: { field: 'diff' } }, `${m.diff.changed} changed, ${m.diff.added} added, ${m.diff.removed} removed`),
+      ),
+    ),
+  );
+  fill($('mismatches').tBodies[0], rows, 'mismatches-empty');
+}
+
 function render(snapshot) {
   renderQueues(snapshot);
   renderWorkers(snapshot);
@@ -287,6 +316,7 @@ function render(snapshot) {
   renderRuns(snapshot);
   renderFailures(snapshot);
   renderUploads(snapshot);
+  renderChecks(snapshot);
   tickElapsed();
   document.body.dataset.snapshotAt = String(snapshot.at);
   $('updated').textContent = `Updated ${new Date(snapshot.at).toLocaleTimeString()}`;

@@ -31,6 +31,10 @@ import { UploadQueue } from './uploads/upload-queue.js';
 import { RunPush } from './uploads/run-push.js';
 import type { UploadTarget } from './uploads/upload-target.js';
 import { ImagePublishQueue } from './images/image-publish-queue.js';
+import { CheckRecords } from './checks/check-records.js';
+import { CheckQueues } from './checks/check-queues.js';
+import { CheckService } from './checks/check-service.js';
+import { MismatchInspector } from './checks/mismatch-inspector.js';
 
 export interface SchedulingCoreOptions {
   redis: Redis;
@@ -54,6 +58,11 @@ export interface SchedulingCoreOptions {
   uploads?: { targets: readonly UploadTarget[]; concurrency: number; stagingDir: string };
   /** retries of image pushes to a registry that is down: tries per image and the first delay (doubling) */
   imagePublish?: { attempts?: number; backoffMs?: number };
+  /**
+   * Reproducibility checks: the share of successful builds sampled in the background, the size up to which
+   * a differing output comes back, where the copies and reports live, and the user's diff hook.
+   */
+  checks?: { fraction: number; maxNarBytes: number; dir: string; diffHook?: string };
 }
 
 /**
@@ -80,6 +89,11 @@ export class SchedulingCore {
   readonly uploads: { queue: UploadQueue; push: RunPush } | undefined;
   /** pushes the images among finished runs' outputs to registries, in the background */
   readonly images: ImagePublishQueue;
+  /** reproducibility checks: asked for by runs, sampled after builds */
+  readonly checks: CheckService;
+  /** the reports of mismatches, when checks keep them on disk */
+  readonly mismatches: MismatchInspector | undefined;
+  private readonly checkQueues: CheckQueues;
   private readonly consumer: WorkerEventConsumer;
   private reconciler: NodeJS.Timeout | undefined;
 
@@ -101,8 +115,35 @@ export class SchedulingCore {
       ...(localBuilder === undefined ? {} : { localBuilder }),
     }));
     const attributes = new RunAttributes(redis);
+    const planner = new BuildPlanner({ nix, logger });
+    this.checkQueues = new CheckQueues({ redis, logger });
+    const checkOptions = options.checks;
+    this.mismatches =
+      checkOptions === undefined
+        ? undefined
+        : new MismatchInspector({
+            redis,
+            dir: checkOptions.dir,
+            logger: logger.child({ component: 'checks' }),
+            ...(checkOptions.diffHook === undefined ? {} : { diffHook: checkOptions.diffHook }),
+          });
+    // The finalizer asks the checks about a run, and the checks end runs through the finalizer: bound once both exist.
+    let finalizeRun: (runId: string) => Promise<void> = async () => undefined;
+    const checks = (this.checks = new CheckService({
+      records: new CheckRecords(redis),
+      queues: this.checkQueues,
+      planner,
+      graph,
+      narHashes: async (paths) => (verifier.narHashes === undefined ? new Map() : verifier.narHashes(paths)),
+      events,
+      finalize: (runId) => finalizeRun(runId),
+      logger: logger.child({ component: 'checks' }),
+      metrics,
+      ...(this.mismatches === undefined ? {} : { inspector: this.mismatches }),
+      ...(checkOptions === undefined ? {} : { fraction: checkOptions.fraction, maxNarBytes: checkOptions.maxNarBytes }),
+    }));
     const images = (this.images = new ImagePublishQueue({ redis, logger: logger.child({ component: 'image-publish' }), ...options.imagePublish }));
-    const queries = new RunQueries({ redis, graph, attributes, images: images.publications });
+    const queries = new RunQueries({ redis, graph, attributes, images: images.publications, checks });
     const uploadQueue =
       options.uploads === undefined ? undefined : new UploadQueue({ redis, logger: logger.child({ component: 'uploads' }), nix, metrics, ...options.uploads });
     const finalizer = new RunFinalizer({
@@ -114,11 +155,12 @@ export class SchedulingCore {
       logger,
       metrics,
       images,
+      checks,
       ...(uploadQueue === undefined ? {} : { uploads: uploadQueue }),
     });
-    const planner = new BuildPlanner({ nix, logger });
+    finalizeRun = (runId) => finalizer.finalize(runId);
     const evaluation = new RunEvaluation({ nix, planner, gcRoots });
-    const submission = new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics });
+    const submission = new RunSubmission({ evaluation, graph, events, gcRoots, durations, dispatcher, finalizer, queries, logger, metrics, checks });
     const evaluatorNix = options.evaluatorNix ?? { nixOptions: [] };
     this.runs = new RunService({
       submission,
@@ -138,7 +180,7 @@ export class SchedulingCore {
         nixOptions: evaluatorNix.nixOptions,
         ...(evaluatorNix.env === undefined ? {} : { env: evaluatorNix.env }),
       }),
-      cancellation: new RunCancellation({ graph, queues, dispatcher, redis, events, gcRoots, queries, logger, metrics }),
+      cancellation: new RunCancellation({ graph, queues, dispatcher, redis, events, gcRoots, queries, logger, metrics, checks }),
       resume: new RunResume({ redis, graph, dispatcher, finalizer, attributes, logger }),
       queries,
       images,
@@ -153,6 +195,7 @@ export class SchedulingCore {
       durations,
       logger,
       metrics,
+      checks,
       ...(options.logs === undefined ? {} : { logs: options.logs }),
       ...(options.signing === undefined
         ? {}
@@ -168,6 +211,7 @@ export class SchedulingCore {
   async start(): Promise<number> {
     const { logger } = this.options;
     await mkdir(this.options.gcRootsDir, { recursive: true });
+    await this.checks.resume();
     const resumed = await this.runs.resume({ afterRestart: true });
     // A safety net, like Hydra's periodic queue check: re-queue what the graph says is ready and close runs
     // with nothing left, should an event's follow-up ever have been interrupted. Re-adding an existing job is a no-op.
@@ -187,5 +231,6 @@ export class SchedulingCore {
     await this.uploads?.queue.close();
     await this.images.close();
     await this.queues.close();
+    await this.checkQueues.close();
   }
 }

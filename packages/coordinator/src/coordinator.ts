@@ -142,6 +142,12 @@ export class Coordinator {
       imagePublish: { attempts: config.imagePublishAttempts, backoffMs: config.imagePublishBackoffMs },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
       uploads: { targets: pushTo, concurrency: config.uploadConcurrency, stagingDir: uploadStagingDir(stateDir) },
+      checks: {
+        fraction: config.checkFraction,
+        maxNarBytes: config.checkMaxNarBytes,
+        dir: path.join(stateDir, 'checks'),
+        ...(config.diffHook === undefined ? {} : { diffHook: config.diffHook }),
+      },
     });
     this.core = core;
 
@@ -163,6 +169,7 @@ export class Coordinator {
       tokens,
       graph: core.graph,
       fairShare: core.dispatcher,
+      checks: { service: core.checks, ...(core.mismatches === undefined ? {} : { reports: core.mismatches }) },
       ...(core.uploads === undefined ? {} : { uploads: core.uploads }),
       cache: new BinaryCache({ redis, nix, logger, metrics: core.metrics }),
       publicCache: config.publicCache,

@@ -45,6 +45,7 @@ export const ERROR_CODES = [
   'derivation-not-found',
   'attribute-not-found',
   'log-not-found',
+  'check-not-found',
   'not-in-cache',
   'no-such-route',
   'ambiguous-query',

@@ -48,6 +48,18 @@ export const redisKeys = {
   uploadsFailing: `${REDIS_PREFIX}:uploads:failing`,
   /** HASH: store path hash part -> store path, of every output the coordinator signed: what its binary cache serves */
   signedPaths: `${REDIS_PREFIX}:cache:signed-paths`,
+  /** HASH: derivation hash part -> its latest reproducibility check (coordinator/src/checks/check-records.ts) as JSON */
+  checks: `${REDIS_PREFIX}:checks`,
+  /** SET of derivation hash parts whose check has not ended (waiting, queued, running) */
+  checksActive: `${REDIS_PREFIX}:checks:active`,
+  /** ZSET of derivation hash parts by the time their check ended: the newest checks */
+  checksEnded: `${REDIS_PREFIX}:checks:ended`,
+  /** ZSET of derivation hash parts by the time their check found a difference: the newest mismatches */
+  checksMismatched: `${REDIS_PREFIX}:checks:mismatched`,
+  /** HASH: ended check state -> how many checks ended so */
+  checkCounts: `${REDIS_PREFIX}:checks:counts`,
+  /** SET per run: hash parts of the derivations it asked to check */
+  runChecks: (id: string) => `${REDIS_PREFIX}:run:${id}:checks`,
   /** SET of check queue names that exist (queue-name.ts's checkQueueNameFor), for workers to discover */
   checkQueues: `${REDIS_PREFIX}:check-queues`,
   /** LIST per differing output of a check: its gzip-compressed NAR in chunks, written by the worker, read and deleted by the coordinator (expires after an hour) */

@@ -44,6 +44,14 @@ class ProgressPrinter {
       case 'drv-queued':
       case 'run-finished':
         return;
+      case 'drv-checked': {
+        const name = derivationName(event.drvPath);
+        const where = event.worker === undefined ? '' : ` on ${event.worker}`;
+        if (event.state === 'reproducible') out(`reproducible: ${name} (rebuilt${where}, same NAR hashes)`);
+        else if (event.state === 'not-reproducible') out(`NOT REPRODUCIBLE: ${event.drvPath} (rebuilt${where}): \`nixfarm diff ${event.drvPath}\` shows how it differs`);
+        else out(`check ${event.state.toUpperCase()}: ${event.drvPath}${where}${event.error === undefined ? '' : `: ${event.error}`}`);
+        return;
+      }
       case 'drv-unsupported': {
         const features = event.requiredFeatures.length > 0 ? `features ${event.requiredFeatures.join(', ')}` : 'no features';
         const workers = event.workers.length === 0 ? 'no worker is registered' : event.workers.map((w) => `${w.name}: ${w.reason}`).join('; ');
@@ -96,6 +104,10 @@ export function buildCommand(): Command {
     .option('--order <order>', 'ready builds: critical-path (longest remaining chain first, default) or fifo')
     .option('--push-to <url>', "also upload this run's outputs to this binary cache once built (as the coordinator's --push-to), repeatable", collect)
     .option('--rebuild-failed', 'build derivations that failed before instead of reporting them as cached failures')
+    .option(
+      '--check',
+      'build each requested derivation again on another worker (after building it, if need be) and compare: exit 1 if the outputs differ, as nix-build --check',
+    )
     .option('--timeout <seconds>', 'longest a single build may run (default 36000)', integer('--timeout'))
     .option('--max-silent-time <seconds>', 'longest a build may print nothing (default 3600)', integer('--max-silent-time'))
     .option('--coordinator <url>', `coordinator HTTP API (default ${DEFAULT_COORDINATOR_URL}, or $NIXFARM_COORDINATOR)`)
@@ -114,7 +126,7 @@ export function buildCommand(): Command {
     .option('--tag-latest', 'with --publish-images: also tag each image latest')
     .addHelpText(
       'after',
-      "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n  nixfarm build --jobset ./release.nix --force-recurse --json\n  nixfarm build --jobset --flake .#checks.x86_64-linux --junit report.xml\n  nixfarm build --jobset --flake path:/srv/repo#hydraJobs --eval-only --json\n\nExit codes: 0 built, 1 a build failed (with --jobset: an attribute failed to evaluate or build; with --eval-only: to evaluate), 2 usage, evaluation or connection error.",
+      "\nExamples:\n  nixfarm build ./release.nix -A hello -A tests --argstr version 1.2\n  nixfarm build --expr '(import ./default.nix {}).app'\n  nixfarm build ./release.nix -A hello --check\n  nixfarm build --jobset ./release.nix --force-recurse --json\n  nixfarm build --jobset --flake .#checks.x86_64-linux --junit report.xml\n  nixfarm build --jobset --flake path:/srv/repo#hydraJobs --eval-only --json\n\nExit codes: 0 built, 1 a build failed (with --check: or a rebuild differed; with --jobset: an attribute failed to evaluate or build; with --eval-only: to evaluate), 2 usage, evaluation or connection error.",
     )
     .action(async () => undefined);
 }
@@ -182,6 +194,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     token?: string;
     json?: boolean;
     rebuildFailed?: boolean;
+    check?: boolean;
     order?: string;
     timeout?: number;
     maxSilentTime?: number;
@@ -211,6 +224,10 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
   };
   const misplaced = Object.entries(jobsetOnly).flatMap(([flag, value]) => (value === undefined ? [] : [flag]));
   if (!jobset && misplaced.length > 0) throw new CliError(`${misplaced.join(', ')} appl${misplaced.length === 1 ? 'ies' : 'y'} only with --jobset`);
+  if (jobset && opts.check === true)
+    throw new CliError(
+      "--check checks the derivations of a run built with -A, --expr or a file; a jobset's builds are checked in the background with the coordinator's --check-fraction",
+    );
   if (opts.flake !== undefined && (args.pairs.length > 0 || argstrs.pairs.length > 0))
     throw new CliError("--arg and --argstr do not apply to --flake (a flake's outputs take no arguments): put the values in the flake's outputs instead");
   if (opts.share !== undefined && (opts.share < 1 || opts.share > 1000)) throw new CliError(`--share takes a weight from 1 to 1000, got ${opts.share}`);
@@ -226,6 +243,7 @@ export async function runBuild(argv: readonly string[]): Promise<number> {
     ...(opts.pushTo === undefined ? {} : { pushTo: opts.pushTo }),
     cwd: process.cwd(),
     rebuildFailed: opts.rebuildFailed ?? false,
+    ...(opts.check === true ? { check: true } : {}),
     order: orderOf(opts.order),
     timeoutSeconds: opts.timeout ?? 36_000,
     maxSilentSeconds: opts.maxSilentTime ?? 3600,

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
-import { collect, integer, loadConfig, parseNixOption } from '../config-loader.js';
+import { collect, integer, loadConfig, number, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
 import { cliRedisWait } from '../redis-wait.js';
 import { DEFAULT_COORDINATOR_STATE } from '../api-token-source.js';
@@ -46,6 +46,20 @@ export function coordinatorCommand(): Command {
       "delay before an image push's first retry; each next one doubles (default 5000)",
       integer('--image-publish-backoff-ms'),
     )
+    .option(
+      '--check-fraction <f>',
+      'build this share of successful builds again on another worker in the background to check they are reproducible, 0 to 1 (default 0)',
+      number('--check-fraction'),
+    )
+    .option(
+      '--diff-hook <program>',
+      "run this program on each difference a check finds, with Nix's diff-hook arguments: the coordinator's output, the rebuilt copy, the .drv, a working directory",
+    )
+    .option(
+      '--check-max-nar-bytes <n>',
+      'a differing output is brought back to show the difference only up to this NAR size (default 268435456)',
+      integer('--check-max-nar-bytes'),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
     .action(async (flags: Record<string, unknown>) => {
@@ -70,6 +84,9 @@ export function coordinatorCommand(): Command {
           publicCache: flags.publicCache === true ? true : undefined,
           imagePublishAttempts: flags.imagePublishAttempts,
           imagePublishBackoffMs: flags.imagePublishBackoffMs,
+          checkFraction: flags.checkFraction,
+          diffHook: flags.diffHook,
+          checkMaxNarBytes: flags.checkMaxNarBytes,
           logLevel: flags.logLevel,
         },
         'coordinator config',

@@ -24,6 +24,7 @@ import { registerWhyRoutes } from './why-routes.js';
 import { registerLogRoutes } from './log-routes.js';
 import { registerOpenApiRoute } from './openapi-routes.js';
 import { registerUploadRoutes, type UploadRoutesDeps } from './upload-routes.js';
+import { registerCheckRoutes, type CheckRoutesDeps } from '../checks/check-routes.js';
 
 export interface ApiRoutesDeps {
   runs: RunService;
@@ -47,6 +48,8 @@ export interface ApiRoutesDeps {
   fairShare?: WhyServiceDeps['fairShare'];
   /** uploads to external caches (absent: no upload routes) */
   uploads?: UploadRoutesDeps['uploads'];
+  /** reproducibility checks (absent: no check routes) */
+  checks?: CheckRoutesDeps;
 }
 
 /**
@@ -58,6 +61,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, str
   registerHealthRoute(app);
   registerRunRoutes(app, { ...deps, streams });
   if (deps.uploads !== undefined) registerUploadRoutes(app, { runs: deps.runs, uploads: deps.uploads });
+  if (deps.checks !== undefined) registerCheckRoutes(app, deps.checks);
   registerWorkersRoute(app, deps);
   registerSessionRoutes(app, { tokens: deps.tokens, logger: deps.logger });
 
@@ -71,6 +75,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, str
         graph: deps.graph,
         farmStatus: status,
         ...(deps.uploads === undefined ? {} : { uploads: deps.uploads.queue }),
+        ...(deps.checks === undefined ? {} : { checks: deps.checks.service }),
       });
       const feed = new DashboardFeed({ collect: () => collector.collect(), logger: deps.logger.child({ component: 'dashboard' }) });
       app.addHook('onClose', async () => feed.stop());

@@ -4,6 +4,7 @@ import {
   isBuildStatus,
   redisKeys,
   type BuildStatus,
+  type ChecksOverview,
   type DashboardSnapshot,
   type DashboardWorker,
   type DerivationView,
@@ -27,6 +28,8 @@ export interface DashboardCollectorOptions {
   farmStatus: { collectWithRegistry(): Promise<{ status: FarmStatus; registry: WorkerListing[] }> };
   /** the upload queue's panel (absent: no uploads) */
   uploads?: { summary(): Promise<UploadSummary> };
+  /** the reproducibility checks' panel (absent: none) */
+  checks?: { overview(limit: number): Promise<ChecksOverview> };
   /** recent runs shown (default 10) */
   recentRuns?: number;
   /** recent failures shown (default 20) */
@@ -77,7 +80,12 @@ export class DashboardCollector {
       runs.list(this.options.recentRuns ?? 10),
       redis.smembers(redisKeys.activeRuns),
     ]);
-    const [running, failures, uploads] = await Promise.all([this.running(activeIds), this.failures(recent), this.options.uploads?.summary()]);
+    const [running, failures, uploads, checks] = await Promise.all([
+      this.running(activeIds),
+      this.failures(recent),
+      this.options.uploads?.summary(),
+      this.options.checks?.overview(10),
+    ]);
     const speedFactors = new Map(registry.map((w) => [w.name, w.speedFactor]));
     const workers: DashboardWorker[] = status.workers.map((w) => ({
       ...w,
@@ -93,6 +101,7 @@ export class DashboardCollector {
       failures,
       runs: recent.map(progressOf),
       ...(uploads === undefined ? {} : { uploads }),
+      ...(checks === undefined ? {} : { checks: { ...checks, recent: [] } }),
     };
   }
 

@@ -91,36 +91,24 @@ export class BuildPlanner {
 
     const nodes: PlannedDerivation[] = [];
     for (const drv of needed.values()) {
-      const inputPaths = [...drv.inputSrcs];
-      const inputs: string[] = [];
-      for (const [inputPath, outputNames] of Object.entries(drv.inputDrvs)) {
-        const input = read.get(inputPath)!;
-        for (const name of outputNames) {
-          const out = input.outputs[name];
-          if (out !== undefined && out !== '') inputPaths.push(out);
-        }
-        if (needed.has(inputPath) || memory.planned.has(inputPath)) inputs.push(hashPart(inputPath));
-      }
+      const inputs = Object.keys(drv.inputDrvs)
+        .filter((inputPath) => needed.has(inputPath) || memory.planned.has(inputPath))
+        .map(hashPart);
       const requirement = { system: drv.system, requiredFeatures: drv.requiredSystemFeatures };
-      nodes.push({
-        hash: hashPart(drv.path),
-        drv,
-        inputs,
-        queue: queueNameFor(requirement),
-        job: {
-          drvPath: drv.path,
-          name: drv.name,
-          system: drv.system,
-          requiredFeatures: drv.requiredSystemFeatures,
-          outputs: drv.outputs,
-          inputPaths: [...new Set(inputPaths)].sort(),
-        },
-      });
+      nodes.push({ hash: hashPart(drv.path), drv, inputs, queue: queueNameFor(requirement), job: buildJobOf(drv, read) });
     }
     for (const path of needed.keys()) memory.planned.add(path);
     const derivationsRead = read.size - readBefore;
     this.options.logger.debug({ roots: rootDrvPaths.length, read: derivationsRead, needed: nodes.length }, 'planned build');
     return { nodes, derivationsRead, checkedAt };
+  }
+
+  /** The job that builds one derivation, whatever its outputs' validity (a reproducibility check builds a valid one again). */
+  async jobFor(drvPath: string): Promise<BuildJob> {
+    const drv = await this.options.nix.readDerivation(drvPath);
+    const read = new Map<string, Derivation>();
+    await this.readAll(Object.keys(drv.inputDrvs), read);
+    return buildJobOf(drv, read);
   }
 
   private async readAll(paths: string[], into: Map<string, Derivation>): Promise<void> {
@@ -133,4 +121,24 @@ export class BuildPlanner {
     };
     await Promise.all(Array.from({ length: Math.min(this.readConcurrency, paths.length) }, worker));
   }
+}
+
+/** What a worker needs to build `drv`: its input sources and the used outputs of its input derivations (all in `inputDrvs`). */
+function buildJobOf(drv: Derivation, inputDrvs: ReadonlyMap<string, Derivation>): BuildJob {
+  const inputPaths = [...drv.inputSrcs];
+  for (const [inputPath, outputNames] of Object.entries(drv.inputDrvs)) {
+    const input = inputDrvs.get(inputPath)!;
+    for (const name of outputNames) {
+      const out = input.outputs[name];
+      if (out !== undefined && out !== '') inputPaths.push(out);
+    }
+  }
+  return {
+    drvPath: drv.path,
+    name: drv.name,
+    system: drv.system,
+    requiredFeatures: drv.requiredSystemFeatures,
+    outputs: drv.outputs,
+    inputPaths: [...new Set(inputPaths)].sort(),
+  };
 }

@@ -23,6 +23,7 @@ const HTTP_STATUS: Readonly<Record<ErrorCode, number | typeof SERVER_FAULT>> = {
   'derivation-not-found': 404,
   'attribute-not-found': 404,
   'log-not-found': 404,
+  'check-not-found': 404,
   'not-in-cache': 404,
   'no-such-route': 404,
   'ambiguous-query': 409,

@@ -45,6 +45,8 @@ export class FarmMetrics {
   private readonly uploads: Counter<'target' | 'result'>;
   /** read at each scrape; the upload queue sets it when it starts */
   private uploadBacklog: () => Promise<UploadBacklog> = async () => ({ depth: 0, lagSeconds: 0 });
+  private readonly checks: Counter<'result' | 'kind'>;
+  private checksPending: () => Promise<number> = async () => 0;
   private readonly signedOutputs: Counter;
   private readonly signingSeconds: Histogram;
   private readonly narinfoRequests: Counter<'result'>;
@@ -121,6 +123,20 @@ export class FarmMetrics {
         this.set((await backlog()).lagSeconds);
       },
     });
+    this.checks = counter(
+      'nixfarm_checks_total',
+      'Reproducibility checks ended, by result (reproducible, not-reproducible, failed, skipped, cancelled) and kind (requested by a run, or sampled)',
+      ['result', 'kind'],
+    );
+    const pendingChecks = () => this.checksPending();
+    new Gauge({
+      name: 'nixfarm_checks_pending',
+      help: 'Reproducibility checks not ended: waiting for their build, queued, or running',
+      registers,
+      async collect() {
+        this.set(await pendingChecks());
+      },
+    });
     this.signedOutputs = counter('nixfarm_outputs_signed_total', "Outputs signed with the coordinator's key as they became valid in its store", []);
     this.signingSeconds = new Histogram({
       name: 'nixfarm_signing_seconds',
@@ -174,6 +190,14 @@ export class FarmMetrics {
   }
 
   /** Where the upload gauges read the queue's backlog from. */
+  checkEnded(result: string, background: boolean): void {
+    this.checks.inc({ result, kind: background ? 'sampled' : 'requested' });
+  }
+
+  watchChecks(pending: () => Promise<number>): void {
+    this.checksPending = pending;
+  }
+
   watchUploads(backlog: () => Promise<UploadBacklog>): void {
     this.uploadBacklog = backlog;
   }

@@ -55,6 +55,8 @@ export type CheckReport = BuildStartedEvent | BuildHandedBackEvent | CheckFinish
 
 export interface CheckReportSink {
   handle(reports: readonly CheckReport[]): Promise<void>;
+  /** told of every accepted success (in the background: a check never delays a report) */
+  afterBuilds(successes: ReadonlyArray<{ drvPath: string; worker: string }>): void;
 }
 
 function isCheckReport(event: WorkerEvent): event is CheckReport {
@@ -360,6 +362,8 @@ export class WorkerEventHandler {
       finished.flatMap((f) => f.outcome.released),
       { ended: finished.map((f) => hashPart(f.event.drvPath)), runsOf },
     );
+    // Before any run is finalized: a run's check of a derivation it just built is queued before the run asks about its checks.
+    this.deps.checks?.afterBuilds(succeeded.map(({ event }) => ({ drvPath: event.drvPath, worker: event.worker })));
     const finishedRuns = new Set(finished.flatMap((f) => f.outcome.finishedRuns));
     // A run reported finished has its outputs signed: whoever copies them next (nix copy, a laptop) finds the signatures.
     if (finishedRuns.size > 0) await this.deps.signer?.settled();

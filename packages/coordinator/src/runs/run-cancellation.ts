@@ -7,6 +7,7 @@ import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunQueries } from './run-queries.js';
+import type { CheckService } from '../checks/check-service.js';
 
 export interface RunCancellationDeps {
   graph: Pick<DerivationGraph, 'cancelRun' | 'views' | 'nodes'>;
@@ -22,6 +23,8 @@ export interface RunCancellationDeps {
   logger: Logger;
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
+  /** the run's reproducibility checks no other run needs leave their queues */
+  checks?: Pick<CheckService, 'cancelRun'>;
 }
 
 /**
@@ -46,6 +49,7 @@ export class RunCancellation {
       }
     }
     await this.deps.dispatcher?.cancelled(runId);
+    await this.deps.checks?.cancelRun(runId);
     const now = Date.now();
     await events.emitAll(
       views.map((view) => ({ runIds: [runId], event: { type: 'drv-finished' as const, drvPath: view.drvPath, status: 'cancelled' as const, at: now } })),

@@ -6,6 +6,7 @@ import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunAttributes } from './run-attributes.js';
 import type { ImagePublishQueue } from '../images/image-publish-queue.js';
+import type { CheckService } from '../checks/check-service.js';
 
 export interface RunFinalizerDeps {
   graph: Pick<DerivationGraph, 'run' | 'endRun'>;
@@ -22,6 +23,8 @@ export interface RunFinalizerDeps {
   images?: Pick<ImagePublishQueue, 'enqueueRun'>;
   /** queues the uploads of what a run built to the external caches: --push-to's and the run's own pushTo */
   uploads?: { runBuilt(runId: string, outputPaths: readonly string[], pushTo: readonly string[]): Promise<void> };
+  /** the reproducibility checks a run asked for (check): it ends once they have, and fails on a difference */
+  checks?: Pick<CheckService, 'settleRun'>;
 }
 
 /** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */
@@ -37,6 +40,13 @@ export class RunFinalizer {
     let status: 'succeeded' | 'failed' = (run.failed ?? 0) > 0 ? 'failed' : 'succeeded';
     let error: string | undefined;
     const request = (run.request ?? {}) as Partial<SubmitRunRequest>;
+    // Its builds have all ended; checks it asked for may still run (the check service finalizes it again when they end).
+    const checks = request.check === true ? await this.deps.checks?.settleRun(runId) : undefined;
+    if (checks !== undefined && checks.pending > 0) return;
+    if (checks !== undefined && checks.failures.length > 0 && status === 'succeeded') {
+      status = 'failed';
+      error = checkFailure(checks.failures);
+    }
     // The promise of a run: every requested output is valid in this store (and only valid ones are published).
     const invalid = status === 'succeeded' || request.publishImages !== undefined ? await verifier.invalidPaths(results.map((r) => r.outputPath)) : new Set();
     if (status === 'succeeded') {
@@ -83,4 +93,15 @@ export class RunFinalizer {
     if (progress.failed > 0) return { built, error: `${progress.failed} attribute${progress.failed === 1 ? '' : 's'} failed to evaluate` };
     return { built };
   }
+}
+
+/** Why a run whose builds all succeeded failed its checks, naming each derivation and where its difference is shown. */
+function checkFailure(failures: ReadonlyArray<{ drvPath: string; state: string; error?: string }>): string {
+  const differ = failures.filter((f) => f.state === 'not-reproducible');
+  const broke = failures.filter((f) => f.state !== 'not-reproducible');
+  const parts: string[] = [];
+  if (differ.length > 0)
+    parts.push(`${differ.length} derivation${differ.length === 1 ? ' is' : 's are'} not reproducible: ${differ.map((f) => f.drvPath).join(' ')} (nixfarm diff DRV shows how)`);
+  if (broke.length > 0) parts.push(`${broke.length} check${broke.length === 1 ? '' : 's'} could not finish: ${broke.map((f) => `${f.drvPath}: ${f.error ?? f.state}`).join('; ')}`);
+  return parts.join('; ');
 }

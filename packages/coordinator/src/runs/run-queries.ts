@@ -4,6 +4,7 @@ import type { DerivationGraph } from '../graph/derivation-graph.js';
 import { attributeStatuses } from './attribute-status.js';
 import type { RunAttributes } from './run-attributes.js';
 import type { ImagePublications } from '../images/image-publications.js';
+import type { CheckService } from '../checks/check-service.js';
 
 class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
@@ -19,6 +20,8 @@ export interface RunQueriesDeps {
   attributes: Pick<RunAttributes, 'progress' | 'page' | 'count'>;
   /** image publications of runs that asked for them */
   images?: Pick<ImagePublications, 'list'>;
+  /** reproducibility checks of runs that asked for them */
+  checks?: Pick<CheckService, 'ofRun'>;
 }
 
 /** What the API and the dashboard read about runs: one run, its derivations, the latest runs. */
@@ -34,6 +37,7 @@ export class RunQueries {
     const evaluation = await this.deps.attributes.progress(runId);
     const publishes = (run.request as { publishImages?: unknown } | undefined)?.publishImages !== undefined;
     const images = publishes && run.status !== 'running' ? await this.deps.images?.list(runId) : undefined;
+    const checks = (run.request as { check?: unknown } | undefined)?.check === true ? await this.deps.checks?.ofRun(runId) : undefined;
     return {
       id: runId,
       status: run.status,
@@ -46,6 +50,7 @@ export class RunQueries {
       ...(run.error === undefined ? {} : { error: run.error }),
       ...(evaluation === undefined ? {} : { evaluation }),
       ...(images === undefined ? {} : { images }),
+      ...(checks === undefined ? {} : { checks }),
     };
   }
 

@@ -10,6 +10,7 @@ import type { GcRoots } from './gc-roots.js';
 import type { EvaluatedRun, RunEvaluation } from './run-evaluation.js';
 import type { RunFinalizer } from './run-finalizer.js';
 import type { RunQueries } from './run-queries.js';
+import type { CheckService } from '../checks/check-service.js';
 
 /** The weight of a derivation never built before: every unknown step counts the same. */
 const DEFAULT_BUILD_MS = 1000;
@@ -29,6 +30,8 @@ export interface RunSubmissionDeps {
   logger: Logger;
   /** counts runs started (in memory) */
   metrics?: Pick<FarmMetrics, 'runStarted'>;
+  /** the reproducibility checks a run asks for (check) */
+  checks?: Pick<CheckService, 'requestForRun'>;
 }
 
 /**
@@ -95,6 +98,15 @@ export class RunSubmission {
       },
       'run submitted',
     );
+    if (request.check === true) {
+      const planned = new Map(plan.nodes.map((n) => [n.job.drvPath, n.job]));
+      await this.deps.checks?.requestForRun(
+        runId,
+        request.priority,
+        results.map((r) => r.drvPath),
+        planned,
+      );
+    }
     // Registration is complete: the run takes no more derivations; a run with nothing to build ends here.
     if (await graph.closeRun(runId)) await this.deps.finalizer.finalize(runId);
     return this.deps.queries.get(runId);

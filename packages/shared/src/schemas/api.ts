@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, storePathSchema, workerNameSchema } from './common.js';
 import { buildTimingsSchema } from './worker-event.js';
 import { evaluationProgressSchema } from './jobset.js';
+import { CHECK_STATES, checkViewSchema } from './checks.js';
 import { cacheUrlSchema } from '../cache-url.js';
 import { imageRepositoryProblem, isLoopbackRegistry } from '../image-repository.js';
 
@@ -36,6 +37,8 @@ export const submitRunRequestSchema = z
     order: z.enum(['critical-path', 'fifo']).default('critical-path'),
     /** build derivations that failed before instead of reporting cached-failure */
     rebuildFailed: z.boolean().default(false),
+    /** build each requested derivation again on another worker (built first if need be) and compare the outputs: the run fails on a difference, as nix-build --check */
+    check: z.boolean().optional(),
     /** per build, enforced by the worker's Nix (defaults as in the design: 10 h and 1 h) */
     timeoutSeconds: z
       .number()
@@ -96,6 +99,10 @@ export const submitRunRequestSchema = z
   .refine((body) => body.flake === undefined || (body.args.length === 0 && body.argstrs.length === 0), {
     message: "args and argstrs do not apply to a flake (its outputs take no arguments): put the values in the flake's outputs instead",
     path: ['flake'],
+  })
+  .refine((body) => body.jobset !== true || body.check !== true, {
+    message: "check applies to a run of -A attributes, an expression or a file; a jobset's builds are checked in the background with the coordinator's --check-fraction",
+    path: ['check'],
   })
   .refine((body) => body.jobset !== true || body.attrs.length === 0, {
     message: 'attrs cannot be given with jobset: a jobset run builds every attribute of the value',
@@ -190,6 +197,8 @@ export const runViewSchema = z.object({
   evaluation: evaluationProgressSchema.optional(),
   /** with publishImages: each requested output's publication, once the run has ended */
   images: z.array(imagePublicationSchema).optional(),
+  /** with check: each requested derivation's reproducibility check */
+  checks: z.array(checkViewSchema).optional(),
 });
 export type RunView = z.infer<typeof runViewSchema>;
 
@@ -227,6 +236,15 @@ export const runEventSchema = z.discriminatedUnion('type', [
     worker: workerNameSchema.optional(),
     error: z.string().optional(),
     logTail: z.array(z.string()).optional(),
+    at: z.number(),
+  }),
+  /** a reproducibility check of the derivation ended (the run asked for it with check) */
+  z.object({
+    type: z.literal('drv-checked'),
+    drvPath: drvPathSchema,
+    state: z.enum(CHECK_STATES),
+    worker: workerNameSchema.optional(),
+    error: z.string().optional(),
     at: z.number(),
   }),
   z.object({ type: z.literal('run-finished'), runId: runIdSchema, status: runStatusSchema, at: z.number() }),

@@ -42,6 +42,26 @@ export const coordinatorConfigSchema = z
     imagePublishAttempts: z.number().int().min(1).max(100).default(6),
     /** the delay before an image push's first retry; each next one doubles */
     imagePublishBackoffMs: z.number().int().min(0).max(3_600_000).default(5000),
+    /** the share of successful builds built again on another worker in the background, to check they are reproducible (0: none, 1: all) */
+    checkFraction: z
+      .number({ error: 'the check fraction must be a number from 0 to 1' })
+      .min(0, 'the check fraction must be from 0 to 1 (0.05 checks one build in twenty)')
+      .max(1, 'the check fraction must be from 0 to 1 (1 checks every build)')
+      .default(0),
+    /** a program run on each difference a check finds, with Nix's diff-hook arguments: the coordinator's output, the rebuilt copy, the .drv, a working directory */
+    diffHook: z
+      .string()
+      .min(1)
+      .max(4096)
+      .regex(/^\S+$/, 'the diff hook is a program (a path, or a name on PATH), not a command line, as Nix\'s diff-hook: put arguments in a script')
+      .optional(),
+    /** a differing output of a check is brought back to the coordinator only up to this NAR size (bytes) */
+    checkMaxNarBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(64 * 1024 ** 3)
+      .default(256 * 1024 ** 2),
   })
   .strict();
 export type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>;

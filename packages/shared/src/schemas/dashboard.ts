@@ -3,6 +3,7 @@ import { buildStatusSchema, drvPathSchema, runIdSchema, workerNameSchema } from 
 import { farmStatusSchema, workerStatusSchema } from './farm-status.js';
 import { runViewSchema } from './api.js';
 import { uploadSummarySchema } from './uploads.js';
+import { checksOverviewSchema } from './checks.js';
 
 /** A derivation a worker (or the coordinator itself, as `coordinator`) is building now. */
 export const runningBuildSchema = z.object({
@@ -59,6 +60,8 @@ export const dashboardSnapshotSchema = farmStatusSchema.omit({ workers: true, ac
   runs: z.array(runProgressSchema),
   /** uploads to external caches (absent: the coordinator has no upload queue) */
   uploads: uploadSummarySchema.optional(),
+  /** reproducibility checks: counts, and the newest mismatches with links to their reports */
+  checks: checksOverviewSchema.optional(),
 });
 export type DashboardSnapshot = z.infer<typeof dashboardSnapshotSchema>;
 
