@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { downloadCheckNar } from '@nixfarm/coordinator';
-import { NixfarmError, createLogger, redisKeys } from '@nixfarm/shared';
+import { createLogger, redisKeys, type NixfarmError } from '@nixfarm/shared';
 import { privateRedisForSuite } from '../harness/private-redis.js';
 
 /**
@@ -97,7 +97,7 @@ describe('downloadCheckNar', () => {
     assert.equal(await redis().llen(key), 4);
   });
 
-  it('reports a copy that is not gzip, and one that is not a NAR with Nix\'s message, leaving nothing behind', async () => {
+  it("reports a copy that is not gzip, and one that is not a NAR with Nix's message, leaving nothing behind", async () => {
     const notGzip = redisKeys.checkNar('check-5', '4c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d');
     await redis().rpush(notGzip, Buffer.from('plain bytes'));
     const into = join(root, 'bad');

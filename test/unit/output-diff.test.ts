@@ -50,24 +50,24 @@ function isExecutable(path: string): boolean {
 describe('diffOutputs: the built-in listing', () => {
   it('names every added, removed, changed and type-changed path, sorted, with sizes, hashes and symlink targets', async () => {
     const expected = tree({
-      'stamp': 'built at 10:00\n',
-      'same': 'unchanged\n',
-      'gone': 'only here\n',
-      'bin': { 'tool': { exec: '#!/bin/sh\necho hi\n' }, 'run': { exec: 'x' } },
-      'lib': { 'a.so': 'AAA' },
-      'link': { link: 'stamp' },
-      'samelink': { link: 'same' },
-      'thing': 'a file that becomes a directory',
+      stamp: 'built at 10:00\n',
+      same: 'unchanged\n',
+      gone: 'only here\n',
+      bin: { tool: { exec: '#!/bin/sh\necho hi\n' }, run: { exec: 'x' } },
+      lib: { 'a.so': 'AAA' },
+      link: { link: 'stamp' },
+      samelink: { link: 'same' },
+      thing: 'a file that becomes a directory',
     });
     const actual = tree({
-      'stamp': 'built at 10:07\n',
-      'same': 'unchanged\n',
+      stamp: 'built at 10:07\n',
+      same: 'unchanged\n',
       'new': 'only there\n',
-      'bin': { 'tool': '#!/bin/sh\necho hi\n', 'run': { exec: 'x' } },
-      'lib': { 'a.so': 'AAA' },
-      'link': { link: 'same' },
-      'samelink': { link: 'same' },
-      'thing': { 'inside': 'x' },
+      bin: { tool: '#!/bin/sh\necho hi\n', run: { exec: 'x' } },
+      lib: { 'a.so': 'AAA' },
+      link: { link: 'same' },
+      samelink: { link: 'same' },
+      thing: { inside: 'x' },
     });
     const diff = await diffOutputs({ expected, actual, diffoscope: false });
     assert.equal(diff.tool, 'listing');
@@ -219,7 +219,7 @@ describe('diffOutputs: the built-in listing', () => {
 describe('renderOutputDiff', () => {
   it('names the output, the summary, each entry on a line, then the line diffs; no colours', async () => {
     const expected = tree({ stamp: 'built at 10:00\n', gone: 'x', bin: { tool: { exec: 'run' } }, l: { link: 'stamp' } });
-    const actual = tree({ stamp: 'built at 10:07\n', added: { 'file': 'y' }, bin: { tool: 'run' }, l: { link: 'gone' } });
+    const actual = tree({ stamp: 'built at 10:07\n', added: { file: 'y' }, bin: { tool: 'run' }, l: { link: 'gone' } });
     const output = '/nix/store/0c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d-hello-2.12';
     const text = renderOutputDiff(output, await diffOutputs({ expected, actual, diffoscope: false }));
     const lines = text.split('\n');
@@ -238,7 +238,9 @@ describe('renderOutputDiff', () => {
 
 describe('diffOutputs with diffoscope', () => {
   const installed = onPath('diffoscope');
-  it('adds diffoscope\'s text report to the listing', { skip: installed ? false : 'diffoscope is not on PATH (Debian: apt-get install diffoscope-minimal)' }, async () => {
+  it("adds diffoscope's text report to the listing", {
+    skip: installed ? false : 'diffoscope is not on PATH (Debian: apt-get install diffoscope-minimal)',
+  }, async () => {
     const expected = tree({ stamp: 'built at 10:00\n', same: 'x' });
     const actual = tree({ stamp: 'built at 10:07\n', same: 'x' });
     const diff = await diffOutputs({ expected, actual });

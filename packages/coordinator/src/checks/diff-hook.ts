@@ -104,11 +104,12 @@ export async function runDiffHook(options: RunDiffHookOptions): Promise<DiffHook
 type HookOutcome = { exitCode?: number; signal?: string; code?: string; shortMessage?: string };
 
 function failureOf(program: string, result: HookOutcome, timedOut: boolean, timeoutMs: number): string | undefined {
-  if (timedOut) return `diff hook ${program} did not finish within ${timeoutMs < 1000 ? `${timeoutMs} ms` : `${Math.round(timeoutMs / 1000)} s`} and was stopped`;
+  if (timedOut)
+    return `diff hook ${program} did not finish within ${timeoutMs < 1000 ? `${timeoutMs} ms` : `${Math.round(timeoutMs / 1000)} s`} and was stopped`;
   if (result.exitCode === 0) return undefined;
   if (result.code === 'ENOENT') return `diff hook ${program} not found: give an absolute path or the name of a program on the coordinator's PATH`;
   if (result.code === 'EACCES') return `diff hook ${program} cannot be run (permission denied): make it executable`;
   if (result.exitCode !== undefined) return `diff hook ${program} exited with code ${result.exitCode}`;
   if (result.signal !== undefined) return `diff hook ${program} was killed by ${result.signal}`;
-  return `diff hook ${program} could not run: ${result.shortMessage ?? "no reason given"}`;
+  return `diff hook ${program} could not run: ${result.shortMessage ?? 'no reason given'}`;
 }

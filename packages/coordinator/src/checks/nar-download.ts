@@ -57,7 +57,10 @@ export async function downloadCheckNar(options: DownloadCheckNarOptions): Promis
     for (let start = 0; start < chunks; start += CHUNKS_PER_READ) {
       const stop = Math.min(start + CHUNKS_PER_READ, chunks) - 1;
       const batch = await redis.lrangeBuffer(key, start, stop).catch((error: unknown) => {
-        throw (ownError = new NixfarmError('redis-failed', `${key}: reading the worker's copy from Redis failed: ${String(error)}`, { retryable: true, cause: error }));
+        throw (ownError = new NixfarmError('redis-failed', `${key}: reading the worker's copy from Redis failed: ${String(error)}`, {
+          retryable: true,
+          cause: error,
+        }));
       });
       if (batch.length !== stop - start + 1) {
         throw (ownError = unavailable(key, `the worker's copy disappeared from Redis while it was read (chunk ${start + batch.length + 1} of ${chunks})`));
@@ -84,7 +87,8 @@ export async function downloadCheckNar(options: DownloadCheckNarOptions): Promis
   }
   const result = await restore;
   // Our own finding first (Nix then only saw its input end early), then Nix's message (the pipeline then only saw a broken pipe)
-  const nixFailure = () => new NixCommandError(['nix-store', '--restore', into], result.exitCode, `${result.stderr || result.shortMessage}\n(restoring ${key})`);
+  const nixFailure = () =>
+    new NixCommandError(['nix-store', '--restore', into], result.exitCode, `${result.stderr || result.shortMessage}\n(restoring ${key})`);
   // Our own finding first (Nix then only saw its input end early), then Nix's own failure (the pipeline then only saw a broken pipe)
   const failure =
     ownError ??

@@ -256,7 +256,11 @@ export function renderOutputDiff(outputPath: string, diff: OutputDiff): string {
   for (const entry of diff.entries) {
     const path = entry.path === '' ? name : entry.path;
     const sides =
-      entry.change === 'added' ? formatSide(entry.actual) : entry.change === 'removed' ? formatSide(entry.expected) : `${formatSide(entry.expected)} -> ${formatSide(entry.actual)}`;
+      entry.change === 'added'
+        ? formatSide(entry.actual)
+        : entry.change === 'removed'
+          ? formatSide(entry.expected)
+          : `${formatSide(entry.expected)} -> ${formatSide(entry.actual)}`;
     lines.push(`${entry.change.padEnd(CHANGE_WIDTH)}${path}  ${sides}`);
   }
   let text = `${lines.join('\n')}\n`;

@@ -67,11 +67,11 @@ function myers(a: readonly string[], b: readonly string[]): Op[] | undefined {
     const prevK = down ? k + 1 : k - 1;
     const prevX = at(prevK);
     const prevY = prevX - prevK;
-    while (x > prevX && y > prevY) ops.push({ kind: ' ', line: a[--x]! }), y--;
+    for (; x > prevX && y > prevY; y--) ops.push({ kind: ' ', line: a[--x]! });
     if (down) ops.push({ kind: '+', line: b[--y]! });
     else ops.push({ kind: '-', line: a[--x]! });
   }
-  while (x > 0) ops.push({ kind: ' ', line: a[--x]! }), y--;
+  while (x > 0) ops.push({ kind: ' ', line: a[--x]! });
   return ops.reverse();
 }
 
@@ -80,7 +80,7 @@ function editScript(a: readonly string[], b: readonly string[]): Op[] {
   while (start < a.length && start < b.length && a[start] === b[start]) start++;
   let endA = a.length;
   let endB = b.length;
-  while (endA > start && endB > start && a[endA - 1] === b[endB - 1]) endA--, endB--;
+  for (; endA > start && endB > start && a[endA - 1] === b[endB - 1]; endB--) endA--;
   const midA = a.slice(start, endA);
   const midB = b.slice(start, endB);
   const middle = myers(midA, midB) ?? [...midA.map((line): Op => ({ kind: '-', line })), ...midB.map((line): Op => ({ kind: '+', line }))];
