@@ -254,8 +254,14 @@ describe('diffOutputs with diffoscope', () => {
     );
     const text = renderOutputDiff('/nix/store/0c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d-out', diff);
     assert.match(text, /diffoscope's report:\n--- /);
-    const equal = await diffOutputs({ expected, actual: expected });
-    assert.equal(equal.tool, 'diffoscope');
-    assert.equal(equal.diffoscope, '');
+    // an executable bit alone: diffoscope ignores it, the listing names it
+    const modeOnly = await diffOutputs({ expected: tree({ tool: { exec: 'run' } }), actual: tree({ tool: 'run' }) });
+    assert.equal(modeOnly.tool, 'diffoscope');
+    assert.equal(modeOnly.diffoscope, '');
+    assert.deepEqual(
+      modeOnly.entries.map((e) => [e.path, e.change]),
+      [['tool', 'changed']],
+    );
+    assert.match(renderOutputDiff('/nix/store/0c5x4qvsz1zqlfq2k6w1ysf2zjmb8a9d-out', modeOnly), /diffoscope's report:\n\(no differences it could see\)\n$/);
   });
 });

@@ -266,7 +266,9 @@ export function renderOutputDiff(outputPath: string, diff: OutputDiff): string {
   let text = `${lines.join('\n')}\n`;
   for (const entry of diff.entries) if (entry.textDiff !== undefined) text += `\n${entry.textDiff}`;
   if (diff.diffoscope !== undefined) {
-    text += `\ndiffoscope's report${diff.truncated ? ' (cut at its size limit)' : ''}:\n${diff.diffoscope}`;
+    // it ignores permissions here (--exclude-directory-metadata): an executable bit alone leaves its report empty
+    const report = diff.diffoscope === '' ? '(no differences it could see)\n' : diff.diffoscope;
+    text += `\ndiffoscope's report${diff.truncated ? ' (cut at its size limit)' : ''}:\n${report}`;
     if (!text.endsWith('\n')) text += '\n';
   }
   if (diff.diffoscopeError !== undefined) text += `\n${diff.diffoscopeError}\n`;
