@@ -55,3 +55,6 @@ export { parseUploadTarget } from './uploads/upload-target.js';
 export { readSigningKey, defaultSigningKeyPath } from './cache/signing-key.js';
 export { OutputSigner } from './cache/output-signer.js';
 export { detectImage } from './images/image-detector.js';
+export * from './checks/nar-download.js';
+export * from './checks/output-diff.js';
+export * from './checks/diff-hook.js';

@@ -75,6 +75,8 @@ export const ERROR_CODES = [
   'host-key-mismatch',
   'worker-key-not-authorised',
   'build-not-done',
+  // reproducibility checks
+  'check-nar-unavailable',
   // uploads to external binary caches
   'invalid-cache-url',
   'cache-unwritable',

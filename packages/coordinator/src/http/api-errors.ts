@@ -50,6 +50,7 @@ const HTTP_STATUS: Readonly<Record<ErrorCode, number | typeof SERVER_FAULT>> = {
   'host-key-mismatch': SERVER_FAULT,
   'worker-key-not-authorised': SERVER_FAULT,
   'build-not-done': SERVER_FAULT,
+  'check-nar-unavailable': 410,
   'invalid-cache-url': 400,
   'cache-unwritable': 422,
   'cache-upload-failed': SERVER_FAULT,
