@@ -113,9 +113,9 @@ describe('reproducibility checks: nixfarm build --check (real workers)', () => {
     const built = await farm.build([FIXTURE, '-A', 'det', '--argstr', 'salt', salt], { timeoutMs: 60_000 });
     assert.equal(built.exitCode, 0, built.stderr);
     const [det] = await nixInstantiate(FIXTURE, ['det'], { salt });
-    const builder = (await farm.api<{ derivations: Array<{ drvPath: string; worker?: string }> }>(`/api/runs/${runIdOf(built.stderr)}/derivations`)).derivations.find(
-      (d) => d.drvPath === det,
-    )?.worker;
+    const builder = (
+      await farm.api<{ derivations: Array<{ drvPath: string; worker?: string }> }>(`/api/runs/${runIdOf(built.stderr)}/derivations`)
+    ).derivations.find((d) => d.drvPath === det)?.worker;
     assert.ok(builder === 'w1' || builder === 'w2');
 
     const checked = await farm.build([FIXTURE, '-A', 'det', '--argstr', 'salt', salt, '--check'], { timeoutMs: 60_000 });
@@ -182,7 +182,13 @@ describe('reproducibility checks: --check-fraction 1 samples every build (real w
     }
     const metrics = await (await fetch(new URL('/metrics', farm.address.httpUrl), { headers: { authorization: `Bearer ${farm.adminToken}` } })).text();
     const sampled = Number(/^nixfarm_checks_total\{result="reproducible",kind="sampled"\} (\d+)/m.exec(metrics)?.[1]);
-    assert.ok(sampled >= derivations.length, metrics.split('\n').filter((l) => l.includes('checks')).join('\n'));
+    assert.ok(
+      sampled >= derivations.length,
+      metrics
+        .split('\n')
+        .filter((l) => l.includes('checks'))
+        .join('\n'),
+    );
     assert.match(metrics, /^nixfarm_checks_pending 0$/m);
   });
 });

@@ -65,8 +65,11 @@ describe('messages for refused input', () => {
   });
 
   it('names the kinds of a tagged union (worker events)', () => {
-    assert.match(messageOf(workerEventSchema, { type: 'exploded', drvPath: DRV }), /^  type: expected one of started, finished, handed-back; got "exploded"$/m);
-    assert.match(messageOf(workerEventSchema, { drvPath: DRV }), /^  type: missing: give one of started, finished, handed-back$/m);
+    assert.match(
+      messageOf(workerEventSchema, { type: 'exploded', drvPath: DRV }),
+      /^  type: expected one of started, finished, handed-back, check-finished; got "exploded"$/m,
+    );
+    assert.match(messageOf(workerEventSchema, { drvPath: DRV }), /^  type: missing: give one of started, finished, handed-back, check-finished$/m);
   });
 
   it("keeps a schema's own explanation, adding the rejected value when the input is reported", () => {

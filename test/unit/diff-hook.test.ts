@@ -79,16 +79,21 @@ describe('runDiffHook', () => {
 });
 
 describe('checkDiffHookProgram', () => {
-  it('takes a path or a name', () => {
-    assert.equal(checkDiffHookProgram('/etc/nix/my-diff-hook'), '/etc/nix/my-diff-hook');
-    assert.equal(checkDiffHookProgram('diffoscope-hook'), 'diffoscope-hook');
+  it('takes an executable path or a name on PATH', async () => {
+    assert.equal(await checkDiffHookProgram('/bin/true'), '/bin/true');
+    assert.equal(await checkDiffHookProgram('true'), 'true');
   });
 
-  it('refuses an empty value and a command line, saying to wrap arguments in a script', () => {
-    assert.throws(() => checkDiffHookProgram(''), /--diff-hook is empty: give the path of a program/);
-    assert.throws(
-      () => checkDiffHookProgram('diffoscope --text -'),
+  it('refuses an empty value, a command line, a missing program and one not on PATH, each saying what to give', async () => {
+    await assert.rejects(checkDiffHookProgram(''), /--diff-hook is empty: give the path of a program/);
+    await assert.rejects(
+      checkDiffHookProgram('diffoscope --text -'),
       /^ValidationError: --diff-hook "diffoscope --text -" contains whitespace: give a program, not a command line: Nix's diff-hook takes a program too; wrap arguments in a script$/,
+    );
+    await assert.rejects(checkDiffHookProgram('/nonexistent/hook'), /--diff-hook \/nonexistent\/hook does not exist or is not executable/);
+    await assert.rejects(
+      checkDiffHookProgram('no-such-hook-anywhere'),
+      /--diff-hook no-such-hook-anywhere is not on the coordinator's PATH: give its full path/,
     );
   });
 });

@@ -302,7 +302,11 @@ function renderChecks(snapshot) {
         {},
         m.diff === undefined
           ? plain(m.error ?? 'hashes only')
-          : h('a', { href: m.diff.url, target: '_blank', rel: 'noopener', dataset: { field: 'diff' } }, `${m.diff.changed} changed, ${m.diff.added} added, ${m.diff.removed} removed`),
+          : h(
+              'a',
+              { href: m.diff.url, target: '_blank', rel: 'noopener', dataset: { field: 'diff' } },
+              `${m.diff.changed} changed, ${m.diff.added} added, ${m.diff.removed} removed`,
+            ),
       ),
     ),
   );

@@ -18,6 +18,7 @@ import {
 import { CoordinatorNix } from './nix/coordinator-nix.js';
 import { SchedulingCore } from './coordinator-systems.js';
 import { createHttpApi } from './api/http-api.js';
+import { checkDiffHookProgram } from './checks/diff-hook.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
 import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/local-builder.js';
@@ -104,6 +105,9 @@ export class Coordinator {
     // A --push-to cache that cannot be written is refused now, before any build would have to wait on it.
     const pushTo = config.pushTo.map(parseUploadTarget);
     for (const target of pushTo) await checkUploadTarget(target);
+    // A diff hook that cannot run is named now, not at the first difference a check finds.
+    if (config.diffHook !== undefined)
+      await checkDiffHookProgram(config.diffHook, this.options.nixEnv === undefined ? process.env : { ...process.env, ...this.options.nixEnv });
     const localStore = config.localBuilds ? await this.probedLocalStore() : undefined;
     let redisUrl = config.redisUrl;
     if (redisUrl === undefined) {

@@ -48,7 +48,8 @@ class ProgressPrinter {
         const name = derivationName(event.drvPath);
         const where = event.worker === undefined ? '' : ` on ${event.worker}`;
         if (event.state === 'reproducible') out(`reproducible: ${name} (rebuilt${where}, same NAR hashes)`);
-        else if (event.state === 'not-reproducible') out(`NOT REPRODUCIBLE: ${event.drvPath} (rebuilt${where}): \`nixfarm diff ${event.drvPath}\` shows how it differs`);
+        else if (event.state === 'not-reproducible')
+          out(`NOT REPRODUCIBLE: ${event.drvPath} (rebuilt${where}): \`nixfarm diff ${event.drvPath}\` shows how it differs`);
         else out(`check ${event.state.toUpperCase()}: ${event.drvPath}${where}${event.error === undefined ? '' : `: ${event.error}`}`);
         return;
       }

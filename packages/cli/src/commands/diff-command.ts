@@ -45,8 +45,11 @@ export function diffCommand(): Command {
           return;
         case 'not-reproducible':
           if (check.diff === undefined) {
-            process.stderr.write(`${check.drvPath}: not reproducible, rebuilt${where}; no copy came back to compare (${check.error ?? 'see the NAR hashes'})\n`);
-            for (const o of check.outputs.filter((o) => o.differs === true)) process.stdout.write(`${o.path}\n  coordinator: ${o.expected}\n  rebuild:     ${o.actual}\n`);
+            process.stderr.write(
+              `${check.drvPath}: not reproducible, rebuilt${where}; no copy came back to compare (${check.error ?? 'see the NAR hashes'})\n`,
+            );
+            for (const o of check.outputs.filter((o) => o.differs === true))
+              process.stdout.write(`${o.path}\n  coordinator: ${o.expected}\n  rebuild:     ${o.actual}\n`);
             return;
           }
           process.stdout.write(await api.getText(`${path}/diff`));

@@ -1,15 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import {
-  canBuild,
-  checkJobId,
-  checkQueueNameFor,
-  readWorkerRegistry,
-  redisKeys,
-  takesNewBuilds,
-  type CheckJob,
-  type Logger,
-} from '@nixfarm/shared';
+import { canBuild, checkJobId, checkQueueNameFor, readWorkerRegistry, redisKeys, takesNewBuilds, type CheckJob, type Logger } from '@nixfarm/shared';
 import { LOCAL_BUILDER_NAME } from '../local/local-builder.js';
 import type { CheckRecord } from './check-records.js';
 

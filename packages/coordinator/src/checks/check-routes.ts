@@ -21,7 +21,9 @@ class CheckNotFoundError extends NixfarmError {
 const paramsSchema = z.object({ drv: z.string().min(1).max(1000).describe('a .drv path or an output path (URL-encoded), or a prefix of the .drv hash part') });
 type DrvParams = { Params: { drv: string } };
 const NOT_FOUND = errorResponse('no check of that derivation (check-not-found)');
-const limitSchema = z.object({ limit: z.coerce.number().int().min(1).max(500).optional().describe('how many of the newest checks and mismatches (default 20)') });
+const limitSchema = z.object({
+  limit: z.coerce.number().int().min(1).max(500).optional().describe('how many of the newest checks and mismatches (default 20)'),
+});
 
 /** Reproducibility checks: the farm's counts and newest ones, one derivation's latest check, and the report of its difference. */
 export function registerCheckRoutes(app: FastifyInstance, deps: CheckRoutesDeps): void {
@@ -47,7 +49,12 @@ export function registerCheckRoutes(app: FastifyInstance, deps: CheckRoutesDeps)
         summary: "A derivation's latest reproducibility check: state, builder and checker, each output's NAR hashes, the error, the diff's summary",
         tags: ['checks'],
         params: paramsSchema,
-        response: { '200': jsonResponse('the check', checkViewSchema), '400': errorResponse('not a store path or hash prefix'), '404': NOT_FOUND, '409': ambiguousResponse },
+        response: {
+          '200': jsonResponse('the check', checkViewSchema),
+          '400': errorResponse('not a store path or hash prefix'),
+          '404': NOT_FOUND,
+          '409': ambiguousResponse,
+        },
       },
     },
     async (request) => find(deps, request.params.drv),
@@ -84,7 +91,9 @@ async function find(deps: CheckRoutesDeps, raw: string): Promise<CheckView> {
   const found = await deps.service.find(parseWhyQuery(raw));
   if (found.kind === 'ambiguous') throw new AmbiguousQueryError(raw.trim(), found.candidates, found.total);
   if (found.kind === 'not-found')
-    throw new CheckNotFoundError(`no reproducibility check of ${raw.trim()}: check it with \`nixfarm build --check\`, or sample builds with the coordinator's --check-fraction`);
+    throw new CheckNotFoundError(
+      `no reproducibility check of ${raw.trim()}: check it with \`nixfarm build --check\`, or sample builds with the coordinator's --check-fraction`,
+    );
   return found.check;
 }
 

@@ -210,7 +210,9 @@ export class CheckService implements CheckReportSink {
   }
 
   /** The check a query means (a .drv path, an output path or a hash prefix). */
-  async find(query: WhyQuery): Promise<{ kind: 'found'; check: CheckView } | { kind: 'not-found' } | { kind: 'ambiguous'; candidates: Candidate[]; total: number }> {
+  async find(
+    query: WhyQuery,
+  ): Promise<{ kind: 'found'; check: CheckView } | { kind: 'not-found' } | { kind: 'ambiguous'; candidates: Candidate[]; total: number }> {
     const { records } = this.options;
     const matches =
       query.kind === 'drv-path'
@@ -370,11 +372,9 @@ export class CheckService implements CheckReportSink {
     });
     const unknown = outputs.filter((o) => o.expected === undefined || o.actual === undefined);
     if (unknown.length > 0) {
-      return this.end(
-        { ...record, outputs },
-        'failed',
-        { error: `no NAR hash to compare for ${unknown.map((o) => o.path).join(' ')} (${event.worker} reported none, or the coordinator's copy is gone)` },
-      );
+      return this.end({ ...record, outputs }, 'failed', {
+        error: `no NAR hash to compare for ${unknown.map((o) => o.path).join(' ')} (${event.worker} reported none, or the coordinator's copy is gone)`,
+      });
     }
     if (!outputs.some((o) => o.differs)) return this.end({ ...record, outputs }, 'reproducible', {});
     let judged: CheckRecord = { ...record, outputs };

@@ -1,3 +1,5 @@
+import { access, constants } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { ValidationError, type Logger } from '@nixfarm/shared';
 
@@ -31,15 +33,37 @@ const OUTPUT_CAP = 64 * 1024;
 /** after SIGTERM, how long a timed-out hook gets before SIGKILL */
 const FORCE_KILL_AFTER_MS = 2_000;
 
-/** Refuses what cannot name one program, for the coordinator's --diff-hook option; returns the value. */
-export function checkDiffHookProgram(value: string): string {
+/**
+ * The coordinator's --diff-hook, checked at start rather than at the first
+ * difference: one program (a path, or a name on PATH, as Nix's diff-hook)
+ * that exists and may be run. Returns the value.
+ */
+export async function checkDiffHookProgram(value: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   if (value.length === 0) throw new ValidationError('--diff-hook is empty: give the path of a program (or a name on PATH)');
   if (/\s/.test(value)) {
     throw new ValidationError(
       `--diff-hook ${JSON.stringify(value)} contains whitespace: give a program, not a command line: Nix's diff-hook takes a program too; wrap arguments in a script`,
     );
   }
-  return value;
+  const candidates = value.includes('/')
+    ? [value]
+    : (env.PATH ?? '')
+        .split(':')
+        .filter((d) => d !== '')
+        .map((d) => join(d, value));
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, constants.X_OK);
+      return value;
+    } catch {
+      // not here, or not executable: the next one
+    }
+  }
+  throw new ValidationError(
+    value.includes('/')
+      ? `--diff-hook ${value} does not exist or is not executable: give a program the coordinator's user may run (chmod +x)`
+      : `--diff-hook ${value} is not on the coordinator's PATH: give its full path`,
+  );
 }
 
 /**

@@ -72,7 +72,7 @@ export class MismatchInspector {
       sections.push(renderOutputDiff(output.path, diff), '');
       if (this.options.diffHook !== undefined) {
         const hook = await runDiffHook({ program: this.options.diffHook, expected: output.path, actual: copy, drvPath: record.drvPath, workDir: dir, logger });
-        diffHook = { exitCode: hook.exitCode, output: hook.output };
+        diffHook = { exitCode: hook.exitCode ?? null, output: hook.output };
         sections.push(`diff hook ${this.options.diffHook} (exit ${hook.exitCode ?? 'none'}):`, hook.output, '');
       }
     }

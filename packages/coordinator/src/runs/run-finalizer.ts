@@ -101,7 +101,10 @@ function checkFailure(failures: ReadonlyArray<{ drvPath: string; state: string; 
   const broke = failures.filter((f) => f.state !== 'not-reproducible');
   const parts: string[] = [];
   if (differ.length > 0)
-    parts.push(`${differ.length} derivation${differ.length === 1 ? ' is' : 's are'} not reproducible: ${differ.map((f) => f.drvPath).join(' ')} (nixfarm diff DRV shows how)`);
-  if (broke.length > 0) parts.push(`${broke.length} check${broke.length === 1 ? '' : 's'} could not finish: ${broke.map((f) => `${f.drvPath}: ${f.error ?? f.state}`).join('; ')}`);
+    parts.push(
+      `${differ.length} derivation${differ.length === 1 ? ' is' : 's are'} not reproducible: ${differ.map((f) => f.drvPath).join(' ')} (nixfarm diff DRV shows how)`,
+    );
+  if (broke.length > 0)
+    parts.push(`${broke.length} check${broke.length === 1 ? '' : 's'} could not finish: ${broke.map((f) => `${f.drvPath}: ${f.error ?? f.state}`).join('; ')}`);
   return parts.join('; ');
 }

@@ -101,7 +101,8 @@ export const submitRunRequestSchema = z
     path: ['flake'],
   })
   .refine((body) => body.jobset !== true || body.check !== true, {
-    message: "check applies to a run of -A attributes, an expression or a file; a jobset's builds are checked in the background with the coordinator's --check-fraction",
+    message:
+      "check applies to a run of -A attributes, an expression or a file; a jobset's builds are checked in the background with the coordinator's --check-fraction",
     path: ['check'],
   })
   .refine((body) => body.jobset !== true || body.attrs.length === 0, {
