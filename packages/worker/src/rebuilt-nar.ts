@@ -17,7 +17,7 @@ export interface NarDigest {
 }
 
 /** How long a differing output's NAR waits in Redis for the coordinator (contract: redisKeys.checkNar). */
-export const CHECK_NAR_TTL_SECONDS = 3600;
+const CHECK_NAR_TTL_SECONDS = 3600;
 /** compressed bytes per list entry */
 const CHUNK_BYTES = 1024 * 1024;
 
