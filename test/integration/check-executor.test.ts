@@ -19,7 +19,7 @@ import {
   type CheckJob,
   type WorkerEvent,
 } from '@nixfarm/shared';
-import { CheckExecutor, StoreCopier, WorkerNix } from '@nixfarm/worker';
+import { CheckExecutor, HandBackPublisher, HandBackRegistry, StoreCopier, WorkerNix } from '@nixfarm/worker';
 import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { freshSalt, nixInstantiate, scriptedFixture } from '../harness/nix-fixtures.js';
 import { privateRedisForSuite } from '../harness/private-redis.js';
@@ -34,6 +34,7 @@ const SERVE_ARGS = ['--serve', '--write', ...NIX_OPTIONS.flatMap(([k, v]) => ['-
 const FIXTURE_ATTRS = `
   same = mk "same" "\${bb}/bin/busybox mkdir $out; echo \${salt} > $out/text";
   random = mk "random" "echo \${salt}; \${bb}/bin/busybox mkdir $out; \${bb}/bin/busybox od -An -N8 -tx8 /dev/urandom > $out/stamp";
+  slow = mk "slow" "echo \${salt}; \${bb}/bin/busybox sleep 4; \${bb}/bin/busybox mkdir $out";
   twoRandom = derivation {
     name = "two-random"; system = builtins.currentSystem; builder = "\${bb}/bin/sh"; outputs = [ "foo" "out" ];
     args = [ "-c" "\${bb}/bin/busybox mkdir $out $foo; \${bb}/bin/busybox od -An -N8 -tx8 /dev/urandom > $out/stamp; \${bb}/bin/busybox od -An -N8 -tx8 /dev/urandom > $foo/stamp" ];
@@ -77,16 +78,19 @@ describe('checking a derivation again on another store', () => {
     await coordinator?.destroy();
   });
 
-  function checker(): CheckExecutor {
+  function checker(handBacks?: HandBackRegistry): CheckExecutor {
     const logger = createLogger({ name: 'test', level: 'silent' });
-    executor ??= new CheckExecutor({
-      workerName: 'checker',
-      nix: new WorkerNix({ nixOptions: NIX_OPTIONS, maxLogBytes: 1024 * 1024 }),
-      mover: new StoreCopier({ local: workerPool, coordinator: coordinatorPool, logger }),
-      publisher: new WorkerEventPublisher(client()),
-      redis: client(),
-      logger,
-    });
+    const make = () =>
+      new CheckExecutor({
+        workerName: 'checker',
+        nix: new WorkerNix({ nixOptions: NIX_OPTIONS, maxLogBytes: 1024 * 1024 }),
+        mover: new StoreCopier({ local: workerPool, coordinator: coordinatorPool, logger }),
+        publisher: handBacks === undefined ? new WorkerEventPublisher(client()) : new HandBackPublisher(client(), handBacks),
+        redis: client(),
+        logger,
+      });
+    if (handBacks !== undefined) return make();
+    executor ??= make();
     return executor;
   }
 
@@ -173,5 +177,25 @@ describe('checking a derivation again on another store', () => {
       assert.equal(existsSync(`${out}.check`), false);
       assert.equal((await client().exists(redisKeys.checkNar(jobId, hashPart(out)))) === 1, false);
     }
+  });
+
+  it('stops the rebuild when its signal fires, and a stopped check asked to be handed back is reported handed back', async () => {
+    const check = await builtByCoordinator('slow');
+    const jobId = checkJobId(hashPart(check.build.drvPath), 0);
+    const handBacks = new HandBackRegistry();
+    const canceller = new AbortController();
+    const started = Date.now();
+    const running = checker(handBacks).execute(check, { jobId, attempt: 0, signal: canceller.signal });
+    await new Promise((r) => setTimeout(r, 1000));
+    handBacks.request(jobId, 'real work waits');
+    canceller.abort();
+    assert.equal(await running, 'cancelled');
+    assert.ok(Date.now() - started < 3500, `the 4 s rebuild was killed, not waited for (${Date.now() - started} ms)`);
+    const events = await eventsOf(jobId);
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ['started', 'handed-back'],
+    );
+    assert.equal(handBacks.take(jobId), true, 'the job runner will return the job to its queue');
   });
 });
