@@ -1,9 +1,10 @@
 import type { Redis } from 'ioredis';
-import { NixSetupError, NixfarmError, type BuildJob, type BuildTimings, type Logger, type WorkerOutcome } from '@nixfarm/shared';
+import { NixSetupError, type BuildJob, type BuildTimings, type Logger, type WorkerOutcome } from '@nixfarm/shared';
 import { LogStreamer } from './log-streamer.js';
 import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
 import { LogTail } from './log-tail.js';
+import { abortedAttempt } from './aborted-attempt.js';
 import type { OutputHashes } from './output-hashes.js';
 import type { ByteTally } from './byte-tally.js';
 
@@ -88,12 +89,7 @@ export class BuildExecutor {
         job.signal,
       );
     } catch (error) {
-      // The error's code and whether it is worth retrying travel as data; nothing downstream reads the message.
-      result = {
-        outcome: 'aborted',
-        error: error instanceof Error ? error.message : String(error),
-        ...(error instanceof NixfarmError ? { errorCode: error.code, retryable: error.retryable } : {}),
-      };
+      result = abortedAttempt(error);
       if (error instanceof NixSetupError) this.deps.onNixSetupError?.(error, { jobId: job.jobId, drvPath: build.drvPath });
     }
     // The whole log is in Redis before the report: the coordinator stores it when it applies the report.

@@ -27,6 +27,7 @@ import { coordinatorStorePool } from './coordinator-store-pool.js';
 import { HandBackPublisher, HandBackRegistry } from './hand-back.js';
 import { DiskFloor } from './disk-floor.js';
 import { JobRunner } from './job-runner.js';
+import { CheckExecutor } from './check-executor.js';
 import { JobFetcher } from './job-fetcher.js';
 import { BuildSlots } from './build-slots.js';
 import { PlacementGate } from './placement-gate.js';
@@ -70,6 +71,11 @@ export interface DrainResult {
 interface RunningBuild {
   jobId: string;
   canceller: AbortController;
+  /** a sampled reproducibility check: given back when real work waits and the slots are full */
+  background: boolean;
+  startedAt: number;
+  /** asked to yield to real work: its hand-back is under way */
+  yielding?: boolean;
 }
 
 /**
@@ -118,7 +124,8 @@ export class FarmWorker {
     const advertised = [...new Set([...config.supportedFeatures, ...config.mandatoryFeatures])];
     const nixOptions: Array<readonly [string, string]> = [...config.nixOptions];
     if (advertised.length > 0) nixOptions.push(['extra-system-features', advertised.join(' ')]);
-    const nix = new WorkerNix({ env: this.options.nixEnv });
+    // Reproducibility checks run `nix-store --realise --check` with the same options and log limit as the serve sessions' builds.
+    const nix = new WorkerNix({ env: this.options.nixEnv, nixOptions, maxLogBytes: config.maxLogSize });
     const nixVersion = await nix.version();
     // Builds hold a local session each, and copies run beside them: one more than max-jobs of each kind stays open.
     // Sessions in their own process groups: the SIGTERM or Ctrl-C that starts a drain must not stop the builds it waits for.
@@ -175,18 +182,29 @@ export class FarmWorker {
       maxLogBytes: config.maxLogSize,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
+    const publisher = new HandBackPublisher(redis, this.handBacks);
     const executor = new BuildExecutor({
       workerName: config.name,
       builder,
       mover: copier,
-      publisher: new HandBackPublisher(redis, this.handBacks),
+      publisher,
       logger,
       outputHashes: narHashesIn(local),
       logStream: { redis, maxBytes: config.maxLogSize },
       beforeReport: (jobId) => this.slots.releasing(jobId),
       onNixSetupError: (error, build) => this.nixSetupFailed(error, build.jobId),
     });
-    const runner = new JobRunner({ executor, logger, lockDurationMs, handBacks: this.handBacks });
+    const checks = new CheckExecutor({
+      workerName: config.name,
+      nix,
+      mover: copier,
+      publisher,
+      redis,
+      logger,
+      beforeReport: (jobId) => this.slots.releasing(jobId),
+      onNixSetupError: (error, check) => this.nixSetupFailed(error, check.jobId),
+    });
+    const runner = new JobRunner({ executor, checks, logger, lockDurationMs, handBacks: this.handBacks });
     const capabilities = { systems: config.systems, supportedFeatures: config.supportedFeatures, mandatoryFeatures: config.mandatoryFeatures };
     const gate = new PlacementGate({
       redis,
@@ -246,9 +264,18 @@ export class FarmWorker {
   private async fetchLoop(runner: JobRunner): Promise<void> {
     const fetcher = this.fetcher!;
     let paused: string | undefined;
+    /** one wait for a free slot at a time, however often a wake-up ends the wait first */
+    let freeSlot: Promise<void> | undefined;
     while (!this.stopping) {
       if (this.slots.full) {
-        await this.slots.nextFree();
+        freeSlot ??= this.slots.nextFree().finally(() => (freeSlot = undefined));
+        if (!this.runsBackgroundCheck()) {
+          await freeSlot;
+          continue;
+        }
+        // A background check holds a slot: on a wake-up or the idle poll, see whether real work waits for it.
+        await Promise.race([freeSlot, fetcher.idle()]);
+        if (this.slots.full && !this.stopping) await this.yieldBackgroundCheck(fetcher);
         continue;
       }
       // Low on disk, or Nix cannot build: no new builds (running ones go on) until that passes; the change is advertised at once.
@@ -284,7 +311,7 @@ export class FarmWorker {
         continue;
       }
       const hash = hashOfQueuedJobId(String(fetched.job.id));
-      const build: RunningBuild = { jobId: String(fetched.job.id), canceller: new AbortController() };
+      const build: RunningBuild = { jobId: String(fetched.job.id), canceller: new AbortController(), background: fetched.background, startedAt: Date.now() };
       this.builds.set(hash, build);
       this.slots.run(build.jobId, () =>
         runner
@@ -295,6 +322,39 @@ export class FarmWorker {
           }),
       );
     }
+  }
+
+  private runsBackgroundCheck(): boolean {
+    for (const build of this.builds.values()) if (build.background && build.yielding !== true) return true;
+    return false;
+  }
+
+  /**
+   * Sampled checks never delay real work: with every slot taken and a build
+   * or a requested check waiting in a queue this worker serves, the most
+   * recently started background check goes back to its queue (a hand-back:
+   * not counted as a try), and its slot takes the real work. The fetch
+   * order takes the real work before the check again.
+   */
+  private async yieldBackgroundCheck(fetcher: JobFetcher): Promise<void> {
+    let newest: RunningBuild | undefined;
+    for (const build of this.builds.values()) {
+      if (build.background && build.yielding !== true && (newest === undefined || build.startedAt >= newest.startedAt)) newest = build;
+    }
+    if (newest === undefined) return;
+    let waiting: boolean;
+    try {
+      waiting = await fetcher.realWorkWaiting();
+    } catch (error) {
+      this.logger.warn({ err: error }, 'could not count the waiting work; the background check goes on');
+      return;
+    }
+    if (!waiting || newest.yielding === true || this.builds.get(hashOfQueuedJobId(newest.jobId)) !== newest) return;
+    newest.yielding = true;
+    const reason = `worker ${this.config.name} gave a background check back: real work waits for its slot`;
+    this.logger.info({ jobId: newest.jobId, reason }, 'handing a background check back');
+    this.handBacks.request(newest.jobId, reason);
+    newest.canceller.abort();
   }
 
   /**

@@ -1,10 +1,10 @@
 import type { Redis } from 'ioredis';
 import { WorkerEventPublisher } from '@nixfarm/build';
-import type { WorkerEvent } from '@nixfarm/shared';
+import type { WorkerEvent, WorkerOutcome } from '@nixfarm/shared';
 
 /**
- * The builds a worker gives back unfinished (it is leaving, or its Nix
- * cannot build), by BullMQ job id. The
+ * The builds and checks a worker gives back unfinished (it is leaving, its
+ * Nix cannot build, or a background check yields to real work), by BullMQ job id. The
  * worker asks for a hand-back before it stops a build; the publisher turns
  * that build's interrupted report into a `handed-back` event; the job runner
  * then returns the job to its queue instead of completing it.
@@ -56,8 +56,10 @@ export class HandBackPublisher extends WorkerEventPublisher {
   }
 
   override async publish(event: WorkerEvent): Promise<void> {
-    const reason = event.type === 'finished' ? this.handBacks.reasonFor(event.jobId) : undefined;
-    if (event.type !== 'finished' || reason === undefined || !interrupted(event.outcome)) return super.publish(event);
+    // A reproducibility check's end (check-finished) is handed back like a build's.
+    const ended = event.type === 'finished' || event.type === 'check-finished';
+    const reason = ended ? this.handBacks.reasonFor(event.jobId) : undefined;
+    if (!ended || reason === undefined || !interrupted(event.outcome)) return super.publish(event);
     await super.publish({
       type: 'handed-back',
       drvPath: event.drvPath,
@@ -72,7 +74,7 @@ export class HandBackPublisher extends WorkerEventPublisher {
 }
 
 /** Outcomes of a build that was stopped before it got to an answer; every other outcome is the build's own. */
-function interrupted(outcome: Extract<WorkerEvent, { type: 'finished' }>['outcome']): boolean {
+function interrupted(outcome: WorkerOutcome): boolean {
   switch (outcome) {
     case 'cancelled':
     case 'aborted':

@@ -12,3 +12,4 @@ export * from './disk-floor.js';
 export * from './build-slots.js';
 export * from './worker-heartbeat.js';
 export * from './nix-setup-pause.js';
+export * from './check-executor.js';

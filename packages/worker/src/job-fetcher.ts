@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { canBuild, parseQueueName, redisKeys, type Logger, type WorkerCapabilities } from '@nixfarm/shared';
+import { canBuild, isCheckQueueName, parseCheckQueueName, parseQueueName, redisKeys, type Logger, type WorkerCapabilities } from '@nixfarm/shared';
 import type { PlacementGate } from './placement-gate.js';
 
 export interface JobFetcherOptions {
@@ -18,22 +18,38 @@ export interface JobFetcherOptions {
   gate?: PlacementGate;
 }
 
+/** What a queue holds: builds, checks a run asked for, or the coordinator's sampled (background) checks. */
+type QueueKind = 'build' | 'check' | 'sampled-check';
+
 export interface FetchedJob {
   job: Job;
   token: string;
   queue: string;
+  kind: 'build' | 'check';
+  /** a sampled check: it yields to any real work (FarmWorker hands it back when real work waits) */
+  background: boolean;
+}
+
+interface ServedQueue {
+  kind: QueueKind;
+  worker: BullWorker;
+  /** for counts and the heads of its lists */
+  counter: Queue;
 }
 
 /**
- * Pulls jobs from every queue this worker may serve under Nix's rule. BullMQ
+ * Pulls jobs from every queue this worker may serve under Nix's rule, build
+ * queues and check queues alike (a check queue that names this worker as
+ * the builder to exclude is never served). Sampled checks are the lowest
+ * priority: a pass takes one only when no build or requested check was
+ * there for this worker. BullMQ
  * Workers are used in manual mode: we decide when a slot is free, so
  * max-jobs holds across all queues at once. The coordinator publishes a
  * wake-up when it queues work, so idle workers react at once; a slow poll
  * covers missed messages.
  */
 export class JobFetcher {
-  private readonly queues = new Map<string, BullWorker>();
-  private readonly counters = new Map<string, Queue>();
+  private readonly queues = new Map<string, ServedQueue>();
   /** set when the last pass left work to a better worker: poll again soon rather than idle long */
   private yielded = false;
   private readonly ineligible = new Set<string>();
@@ -41,6 +57,7 @@ export class JobFetcher {
   /** a wake-up came while no idle() waited (mid-pass, or while the slots were full): the next idle() returns at once */
   private wakePending = false;
   private rotation = 0;
+  private sampledRotation = 0;
   private closed = false;
 
   constructor(private readonly options: JobFetcherOptions) {}
@@ -71,31 +88,28 @@ export class JobFetcher {
       return;
     }
     await new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
       const timer = setTimeout(
         () => {
-          this.wake = undefined;
+          // A later idle() (this one lost a race with a freed slot) has its own wake: keep it.
+          if (this.wake === wake) this.wake = undefined;
           resolve();
         },
         this.yielded ? 200 : (this.options.idlePollMs ?? 1000),
       );
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
+      this.wake = wake;
     });
   }
 
   async refreshQueues(): Promise<void> {
-    const names = await this.options.redis.smembers(redisKeys.queues);
-    for (const name of names) {
+    const [builds, checks] = await Promise.all([this.options.redis.smembers(redisKeys.queues), this.options.redis.smembers(redisKeys.checkQueues)]);
+    for (const name of [...builds, ...checks]) {
       if (this.queues.has(name) || this.ineligible.has(name)) continue;
-      let eligible = false;
-      try {
-        eligible = canBuild(this.options.capabilities, parseQueueName(name));
-      } catch {
-        eligible = false;
-      }
-      if (!eligible) {
+      const kind = this.kindIfEligible(name);
+      if (kind === undefined) {
         this.ineligible.add(name);
         continue;
       }
@@ -110,45 +124,92 @@ export class JobFetcher {
       });
       worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
       void worker.startStalledCheckTimer();
-      this.queues.set(name, worker);
-      this.counters.set(name, new Queue(name, { connection: this.options.redis }));
-      this.options.logger.info({ queue: name }, 'serving queue');
+      this.queues.set(name, { kind, worker, counter: new Queue(name, { connection: this.options.redis }) });
+      this.options.logger.info({ queue: name, kind }, 'serving queue');
     }
   }
 
-  /** One non-blocking pass over the served queues, starting at a rotating offset so no queue starves another. */
+  /** What the queue holds, if this worker may serve it: Nix's rule, and a check never on the worker that built the outputs. */
+  private kindIfEligible(name: string): QueueKind | undefined {
+    try {
+      if (!isCheckQueueName(name)) return canBuild(this.options.capabilities, parseQueueName(name)) ? 'build' : undefined;
+      const check = parseCheckQueueName(name);
+      if (check.excludedWorker === this.options.workerName || !canBuild(this.options.capabilities, check.requirement)) return undefined;
+      return check.background ? 'sampled-check' : 'check';
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Whether real work (a build, or a check a run asked for) waits in a queue
+   * this worker serves: one count per such queue, stopping at the first that
+   * has some. For deciding to give a running background check back.
+   */
+  async realWorkWaiting(): Promise<boolean> {
+    for (const served of this.queues.values()) {
+      if (served.kind === 'sampled-check') continue;
+      if ((await served.counter.getJobCountByTypes('waiting', 'prioritized')) > 0) return true;
+    }
+    return false;
+  }
+
+  /**
+   * One non-blocking pass over the served queues: builds and requested
+   * checks first, starting at a rotating offset so no queue starves another;
+   * sampled checks only when that found nothing, nor left work to a better
+   * worker (that work waits, and a background check taken now would only be
+   * given back for it).
+   */
   async fetch(): Promise<FetchedJob | undefined> {
     if (this.closed) return undefined;
     const entries = [...this.queues.entries()];
+    const real = entries.filter(([, q]) => q.kind !== 'sampled-check');
     // This pass sees what was queued before it; a wake-up from now on is for work it may miss.
     this.wakePending = false;
     this.yielded = false;
-    for (let i = 0; i < entries.length; i++) {
-      const [queue, worker] = entries[(this.rotation + i) % entries.length]!;
-      if (this.options.gate !== undefined) {
-        const counter = this.counters.get(queue)!;
+    for (let i = 0; i < real.length; i++) {
+      const [queue, served] = real[(this.rotation + i) % real.length]!;
+      // The gate compares workers for builds; checks are few and bound to no better worker.
+      if (this.options.gate !== undefined && served.kind === 'build') {
         // The heads of the waiting list and of the prioritized set: what getNextJob takes next.
-        const decision = await this.options.gate.decide(queue, async () => counter.getRanges(['waiting', 'prioritized'], 0, 0, true));
+        const decision = await this.options.gate.decide(queue, async () => served.counter.getRanges(['waiting', 'prioritized'], 0, 0, true));
         if (!decision.take) {
           this.yielded = true;
           continue;
         }
       }
-      const token = randomUUID();
-      const job = (await worker.getNextJob(token, { block: false })) as Job | undefined;
-      if (job !== undefined && job !== null) {
-        this.rotation = (this.rotation + i + 1) % Math.max(1, entries.length);
-        return { job, token, queue };
+      const fetched = await this.take(queue, served);
+      if (fetched !== undefined) {
+        this.rotation = (this.rotation + i + 1) % Math.max(1, real.length);
+        return fetched;
+      }
+    }
+    if (this.yielded) return undefined;
+    const sampled = entries.filter(([, q]) => q.kind === 'sampled-check');
+    for (let i = 0; i < sampled.length; i++) {
+      const [queue, served] = sampled[(this.sampledRotation + i) % sampled.length]!;
+      const fetched = await this.take(queue, served);
+      if (fetched !== undefined) {
+        this.sampledRotation = (this.sampledRotation + i + 1) % sampled.length;
+        return fetched;
       }
     }
     return undefined;
+  }
+
+  private async take(queue: string, served: ServedQueue): Promise<FetchedJob | undefined> {
+    const token = randomUUID();
+    const job = (await served.worker.getNextJob(token, { block: false })) as Job | undefined;
+    if (job === undefined || job === null) return undefined;
+    return { job, token, queue, kind: served.kind === 'build' ? 'build' : 'check', background: served.kind === 'sampled-check' };
   }
 
   async close(): Promise<void> {
     this.closed = true;
     this.wakeUp();
     await this.options.subscriber.quit().catch(() => undefined);
-    await Promise.all([...this.queues.values()].map((w) => w.close(true).catch(() => undefined)));
-    await Promise.all([...this.counters.values()].map((q) => q.close().catch(() => undefined)));
+    await Promise.all([...this.queues.values()].map((q) => q.worker.close(true).catch(() => undefined)));
+    await Promise.all([...this.queues.values()].map((q) => q.counter.close().catch(() => undefined)));
   }
 }
