@@ -370,8 +370,9 @@ export class CheckService implements CheckReportSink {
       const differs = expected !== undefined && actual !== undefined && canonicalNarHash(expected) !== canonicalNarHash(actual);
       return { ...o, ...(expected === undefined ? {} : { expected }), ...(actual === undefined ? {} : { actual }), differs };
     });
+    // Nix's check stops at the first output that differs: the outputs after it were not compared, which one difference outweighs.
     const unknown = outputs.filter((o) => o.expected === undefined || o.actual === undefined);
-    if (unknown.length > 0) {
+    if (unknown.length > 0 && !outputs.some((o) => o.differs)) {
       return this.end({ ...record, outputs }, 'failed', {
         error: `no NAR hash to compare for ${unknown.map((o) => o.path).join(' ')} (${event.worker} reported none, or the coordinator's copy is gone)`,
       });
