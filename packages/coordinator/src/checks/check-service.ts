@@ -111,7 +111,7 @@ export class CheckService implements CheckReportSink {
         if (planned.has(drvPath)) await this.options.records.put(record);
         else toQueue.push(record);
       }
-      return this.queueAll(toQueue);
+      return this.queueAll(await this.withBuilders(toQueue));
     });
     await this.finalizeRuns(ended);
   }
@@ -157,17 +157,15 @@ export class CheckService implements CheckReportSink {
       const ended: CheckRecord[] = [];
       if (waiting.length > 0) {
         const valid = await this.options.narHashes(waiting.flatMap((r) => Object.values(r.job.outputs)));
-        const builders = await this.options.graph.builders(waiting.map((r) => r.hash));
         const toQueue: CheckRecord[] = [];
         for (const record of waiting) {
           if (Object.values(record.job.outputs).every((p) => valid.has(p))) {
-            const builder = builders.get(record.hash)?.[0];
-            toQueue.push(builder === undefined ? record : { ...record, builder });
+            toQueue.push(record);
           } else {
             ended.push(await this.end(record, 'skipped', { error: 'its build did not succeed: there is nothing to check' }));
           }
         }
-        await this.queueAll(toQueue);
+        await this.queueAll(await this.withBuilders(toQueue));
       }
       const now = await this.options.records.ofRun(runId);
       return {
@@ -265,6 +263,16 @@ export class CheckService implements CheckReportSink {
       job,
       priority: Math.max(1, 1001 - how.priority),
     };
+  }
+
+  /** Who built each record's outputs, as the graph remembers (the first accepted build: the coordinator kept its copy); unknown ones stay unknown. */
+  private async withBuilders(records: readonly CheckRecord[]): Promise<CheckRecord[]> {
+    if (records.length === 0) return [];
+    const builders = await this.options.graph.builders(records.map((r) => r.hash));
+    return records.map((r) => {
+      const builder = builders.get(r.hash)?.[0];
+      return builder === undefined ? r : { ...r, builder };
+    });
   }
 
   /**
