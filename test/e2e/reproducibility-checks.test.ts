@@ -103,6 +103,15 @@ describe('reproducibility checks: nixfarm build --check (real workers)', () => {
     assert.equal(rndCheck.diffHook?.exitCode, 0);
     assert.match(rndCheck.diffHook?.output ?? '', /hook saw 4/);
 
+    // The dashboard lists the mismatch with a link to its report.
+    const dashboard = await farm.api<{ checks?: ChecksOverview }>('/api/dashboard');
+    const listed = dashboard.checks?.mismatches.find((m) => m.drvPath === rnd);
+    assert.ok(listed?.diff !== undefined, JSON.stringify(dashboard.checks));
+    const report = await fetch(new URL(listed.diff.url, farm.address.httpUrl), { headers: { authorization: `Bearer ${farm.adminToken}` } });
+    assert.equal(report.status, 200);
+    assert.equal(await report.text(), diff.stdout);
+    assert.ok((dashboard.checks?.counts['not-reproducible'] ?? 0) >= 1);
+
     // Nix's own check on one machine says the same of both.
     assert.equal(await nixCheck(det!), 0);
     assert.equal(await nixCheck(rnd!), 104);
@@ -144,11 +153,20 @@ describe('reproducibility checks: nixfarm build --check (real workers)', () => {
   });
 });
 
+/** A slow build whose background check holds a worker, and two quick ones that arrive meanwhile. */
+const PREEMPT = scriptedFixture(
+  'preempt',
+  `  slow = mk "preempt-slow-\${salt}" "\${bb}/bin/busybox sleep 5; \${bb}/bin/busybox mkdir $out";
+  b1 = mk "preempt-b1-\${salt}" "\${bb}/bin/busybox sleep 2; \${bb}/bin/busybox mkdir $out";
+  b2 = mk "preempt-b2-\${salt}" "\${bb}/bin/busybox sleep 2; \${bb}/bin/busybox mkdir $out";
+`,
+);
+
 describe('reproducibility checks: --check-fraction 1 samples every build (real workers)', () => {
   const farm = farmForSuite({
     workers: [
-      { name: 'w1', maxJobs: 2 },
-      { name: 'w2', maxJobs: 2 },
+      { name: 'w1', maxJobs: 1 },
+      { name: 'w2', maxJobs: 1 },
     ],
     coordinatorArgs: ['--check-fraction', '1'],
   });
@@ -190,5 +208,42 @@ describe('reproducibility checks: --check-fraction 1 samples every build (real w
         .join('\n'),
     );
     assert.match(metrics, /^nixfarm_checks_pending 0$/m);
+  });
+
+  it('hands a background check back at once when real work waits for its slot, and checks it again later', async () => {
+    const salt = freshSalt();
+    const [slow] = await nixInstantiate(PREEMPT, ['slow'], { salt });
+    const first = await farm.build([PREEMPT, '-A', 'slow', '--argstr', 'salt', salt], { timeoutMs: 60_000 });
+    assert.equal(first.exitCode, 0, first.stderr);
+    const running = await pollFor(
+      async () => {
+        const check = await farm.api<CheckView>(`/api/checks/${hashPart(slow!)}`).catch(() => undefined);
+        return check?.state === 'running' ? check : undefined;
+      },
+      30_000,
+      () => `the background check of slow to start:\n${farm.diagnostics()}`,
+    );
+    // The builder is idle; the other worker's one slot holds the 5 s check. Two builds arrive.
+    const second = await farm.build([PREEMPT, '-A', 'b1', '-A', 'b2', '--argstr', 'salt', salt], { timeoutMs: 60_000 });
+    assert.equal(second.exitCode, 0, second.stderr);
+    const { derivations } = await farm.api<{ derivations: Array<{ name: string; worker?: string; startedAt?: number }> }>(
+      `/api/runs/${runIdOf(second.stderr)}/derivations`,
+    );
+    const done = await pollFor(
+      async () => {
+        const check = await farm.api<CheckView>(`/api/checks/${hashPart(slow!)}`);
+        return check.state === 'reproducible' ? check : undefined;
+      },
+      60_000,
+      () => `the check of slow to end:\n${farm.diagnostics()}`,
+    );
+    // Without the hand-back the two builds would have queued behind each other on the free worker.
+    assert.deepEqual(new Set(derivations.map((d) => d.worker)), new Set(['w1', 'w2']), JSON.stringify(derivations));
+    assert.ok(
+      derivations.every((d) => (d.startedAt ?? Infinity) < (running.startedAt ?? 0) + 5000),
+      `both builds started while the check would still have held its worker: ${JSON.stringify(derivations)} ${JSON.stringify(running)}`,
+    );
+    assert.equal(done.checker, running.checker, 'the check went back to the only worker allowed to take it');
+    assert.notEqual(done.checker, done.builder);
   });
 });

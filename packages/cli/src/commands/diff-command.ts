@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import type { CheckView } from '@nixfarm/shared';
+import { describeCheckState, type CheckView } from '@nixfarm/shared';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient, ApiRequestError } from '../api-client.js';
 import { CliError, EXIT_USAGE } from '../exit-codes.js';
@@ -60,7 +60,9 @@ export function diffCommand(): Command {
         case 'failed':
         case 'skipped':
         case 'cancelled':
-          process.stderr.write(`${check.drvPath}: check ${check.state}${check.error === undefined ? '' : `: ${check.error}`}\n`);
+          process.stderr.write(
+            `${check.drvPath}: check ${check.state}, ${describeCheckState(check.state)}${check.error === undefined ? '' : `: ${check.error}`}\n`,
+          );
           process.exitCode = 1;
           return;
       }

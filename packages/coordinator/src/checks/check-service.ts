@@ -10,13 +10,13 @@ import {
   type CheckView,
   type EndedCheckState,
   type Logger,
+  type RunEvent,
 } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import type { BuildPlanner } from '../evaluation/build-planner.js';
-import type { RunEvents } from '../runs/run-events.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import { canonicalNarHash } from '../nix/output-verifier.js';
-import type { CheckReport, CheckReportSink } from '../reports/worker-event-handler.js';
+import type { CheckReport, CheckReportSink } from './check-report.js';
 import { checkView, type CheckRecord, type CheckRecords } from './check-records.js';
 import type { CheckQueues } from './check-queues.js';
 import type { MismatchInspector } from './mismatch-inspector.js';
@@ -33,7 +33,8 @@ export interface CheckServiceOptions {
   narHashes: (paths: readonly string[]) => Promise<Map<string, string>>;
   /** brings a differing output back and shows the difference; absent: mismatches are recorded by hash only */
   inspector?: Pick<MismatchInspector, 'inspect'>;
-  events: Pick<RunEvents, 'emit'>;
+  /** the runs' event streams (runs/run-events.ts) */
+  events: { emit(runIds: Iterable<string>, event: RunEvent): Promise<void> };
   /** ends a run whose last check ended (late-bound: the finalizer asks this service first) */
   finalize: (runId: string) => Promise<void>;
   logger: Logger;

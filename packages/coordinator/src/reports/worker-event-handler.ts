@@ -1,12 +1,10 @@
 import {
   derivationName,
   hashPart,
-  isCheckJobId,
   stripTerminalEscapes,
   type BuildFinishedEvent,
   type BuildHandedBackEvent,
   type BuildStartedEvent,
-  type CheckFinishedEvent,
   type Logger,
   type TerminalStatus,
   type WorkerEvent,
@@ -21,6 +19,7 @@ import type { BuildDurations } from '../runs/build-durations.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import type { OutputSigner } from '../cache/output-signer.js';
+import { isCheckReport, type CheckReportSink } from '../checks/check-report.js';
 
 export interface WorkerEventHandlerDeps {
   /** a success counts only when its outputs are valid in the coordinator's store */
@@ -48,19 +47,6 @@ export interface WorkerEventHandlerDeps {
   maxAttempts?: number;
   /** first retry delay; doubled each try */
   retryBaseDelayMs?: number;
-}
-
-/** A report about a reproducibility check rather than a build: its job id says so. */
-export type CheckReport = BuildStartedEvent | BuildHandedBackEvent | CheckFinishedEvent;
-
-export interface CheckReportSink {
-  handle(reports: readonly CheckReport[]): Promise<void>;
-  /** told of every accepted success (in the background: a check never delays a report) */
-  afterBuilds(successes: ReadonlyArray<{ drvPath: string; worker: string }>): void;
-}
-
-function isCheckReport(event: WorkerEvent): event is CheckReport {
-  return event.type === 'check-finished' || isCheckJobId(event.jobId);
 }
 
 /**

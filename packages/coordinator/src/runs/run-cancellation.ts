@@ -7,7 +7,6 @@ import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunQueries } from './run-queries.js';
-import type { CheckService } from '../checks/check-service.js';
 
 export interface RunCancellationDeps {
   graph: Pick<DerivationGraph, 'cancelRun' | 'views' | 'nodes'>;
@@ -24,7 +23,7 @@ export interface RunCancellationDeps {
   /** counts runs ended (in memory) */
   metrics?: Pick<FarmMetrics, 'runFinished'>;
   /** the run's reproducibility checks no other run needs leave their queues */
-  checks?: Pick<CheckService, 'cancelRun'>;
+  checks?: { cancelRun(runId: string): Promise<void> };
 }
 
 /**

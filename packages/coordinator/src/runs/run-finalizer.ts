@@ -6,7 +6,6 @@ import type { RunEvents } from './run-events.js';
 import type { GcRoots } from './gc-roots.js';
 import type { RunAttributes } from './run-attributes.js';
 import type { ImagePublishQueue } from '../images/image-publish-queue.js';
-import type { CheckService } from '../checks/check-service.js';
 
 export interface RunFinalizerDeps {
   graph: Pick<DerivationGraph, 'run' | 'endRun'>;
@@ -24,7 +23,12 @@ export interface RunFinalizerDeps {
   /** queues the uploads of what a run built to the external caches: --push-to's and the run's own pushTo */
   uploads?: { runBuilt(runId: string, outputPaths: readonly string[], pushTo: readonly string[]): Promise<void> };
   /** the reproducibility checks a run asked for (check): it ends once they have, and fails on a difference */
-  checks?: Pick<CheckService, 'settleRun'>;
+  checks?: RunCheckPort;
+}
+
+/** What the finalizer asks the check system (checks/check-service.ts) about a run: checks not ended, and those that fail it. */
+export interface RunCheckPort {
+  settleRun(runId: string): Promise<{ pending: number; failures: ReadonlyArray<{ drvPath: string; state: string; error?: string }> } | undefined>;
 }
 
 /** Ends a run once none of its derivations is pending: checks its results, roots them on success, says it ended. */

@@ -1,10 +1,18 @@
 import type { Redis } from 'ioredis';
-import { NixfarmError, redisKeys, runIdSchema, type AttributeListResponse, type DerivationView, type EvaluatingRun, type RunView } from '@nixfarm/shared';
+import {
+  NixfarmError,
+  redisKeys,
+  runIdSchema,
+  type AttributeListResponse,
+  type CheckView,
+  type DerivationView,
+  type EvaluatingRun,
+  type RunView,
+} from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import { attributeStatuses } from './attribute-status.js';
 import type { RunAttributes } from './run-attributes.js';
 import type { ImagePublications } from '../images/image-publications.js';
-import type { CheckService } from '../checks/check-service.js';
 
 class RunNotFoundError extends NixfarmError {
   constructor(runId: string) {
@@ -21,7 +29,7 @@ export interface RunQueriesDeps {
   /** image publications of runs that asked for them */
   images?: Pick<ImagePublications, 'list'>;
   /** reproducibility checks of runs that asked for them */
-  checks?: Pick<CheckService, 'ofRun'>;
+  checks?: { ofRun(runId: string): Promise<CheckView[]> };
 }
 
 /** What the API and the dashboard read about runs: one run, its derivations, the latest runs. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { criticalPaths, type Logger, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
+import { criticalPaths, type BuildJob, type Logger, type RunView, type SubmitRunRequest } from '@nixfarm/shared';
 import type { BuildPlan, PlannedDerivation } from '../evaluation/build-planner.js';
 import type { DerivationGraph, RegistrationOptions, RegistrationOutcome } from '../graph/derivation-graph.js';
 import type { BuildDispatch } from '../dispatch/build-dispatcher.js';
@@ -10,7 +10,6 @@ import type { GcRoots } from './gc-roots.js';
 import type { EvaluatedRun, RunEvaluation } from './run-evaluation.js';
 import type { RunFinalizer } from './run-finalizer.js';
 import type { RunQueries } from './run-queries.js';
-import type { CheckService } from '../checks/check-service.js';
 
 /** The weight of a derivation never built before: every unknown step counts the same. */
 const DEFAULT_BUILD_MS = 1000;
@@ -31,7 +30,7 @@ export interface RunSubmissionDeps {
   /** counts runs started (in memory) */
   metrics?: Pick<FarmMetrics, 'runStarted'>;
   /** the reproducibility checks a run asks for (check) */
-  checks?: Pick<CheckService, 'requestForRun'>;
+  checks?: { requestForRun(runId: string, priority: number, drvPaths: readonly string[], planned: ReadonlyMap<string, BuildJob>): Promise<void> };
 }
 
 /**

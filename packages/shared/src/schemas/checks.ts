@@ -47,7 +47,7 @@ export function describeCheckState(state: CheckState): string {
   }
 }
 
-export const checkOutputSchema = z.object({
+const checkOutputSchema = z.object({
   name: z.string(),
   path: storePathSchema,
   /** the NAR hash in the coordinator's store */
@@ -59,7 +59,7 @@ export const checkOutputSchema = z.object({
   copy: z.union([z.object({ bytes: z.number().int().nonnegative() }), z.object({ skipped: z.string() })]).optional(),
 });
 
-export const checkDiffSummarySchema = z.object({
+const checkDiffSummarySchema = z.object({
   /** diffoscope when it is installed on the coordinator, else nixfarm's own file listing */
   tool: z.enum(['diffoscope', 'listing']),
   added: z.number().int().nonnegative(),
