@@ -12,15 +12,20 @@ export interface BenchOptions {
   waitIdleSeconds: number;
   /** run the jobset part (jobset-bench.ts): `--only jobset-2000` */
   jobset: boolean;
+  /** run the reproducibility-check part (check-bench.ts) on these workloads: `--only check-overhead` (dag-50 and cpu-40) */
+  checkOverhead: boolean;
 }
 
 /** The jobset part is no workload of the ways' matrix: it measures evaluation too (jobset-bench.ts). */
 const JOBSET = 'jobset-2000';
-const ONLY_IDS = [...WORKLOAD_IDS, JOBSET] as const;
+/** Nor is the check part: the same workloads with and without background checks (check-bench.ts). */
+const CHECK_OVERHEAD = 'check-overhead';
+const ONLY_IDS = [...WORKLOAD_IDS, JOBSET, CHECK_OVERHEAD] as const;
 
 const USAGE = `usage: npm run bench -- [--reps N] [--only ${ONLY_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
   --reps N        repetitions per workload and way (default 3; 1 with --quick); figures are medians
-  --only LIST     workloads to run (default all); jobset-2000: evaluation and streaming of a 2,000-attribute jobset (ways a and c)
+  --only LIST     workloads to run (default all); jobset-2000: evaluation and streaming of a 2,000-attribute jobset (ways a and c);
+                  check-overhead: a run's time with every build checked on another worker (--check-fraction 1) against without
   --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
   --max-jobs J    jobs per worker machine (default 2)
   --quick         small sizes for a smoke run
@@ -80,5 +85,14 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     }
   }
   const workloads = WORKLOAD_IDS.filter((w) => only.includes(w));
-  return { reps: reps ?? (quick ? 1 : 3), workloads, ways, maxJobs, quick, waitIdleSeconds, jobset: only.includes(JOBSET) };
+  return {
+    reps: reps ?? (quick ? 1 : 3),
+    workloads,
+    ways,
+    maxJobs,
+    quick,
+    waitIdleSeconds,
+    jobset: only.includes(JOBSET),
+    checkOverhead: only.includes(CHECK_OVERHEAD),
+  };
 }

@@ -14,6 +14,7 @@ import { parseBenchOptions, type BenchOptions } from './bench-options.js';
 import { formatReport, OVERHEAD_DEFINITION, writeReport, type BenchReport, type WayResult, type WorkloadResult } from './bench-report.js';
 import { evaluateTarget, TARGETS } from './bench-targets.js';
 import { formatJobsetReport, runJobsetBench, type JobsetBenchReport } from './jobset-bench.js';
+import { formatCheckReport, runCheckBench, type CheckBenchReport } from './check-bench.js';
 import type { BenchWay, NixfarmDerivationRow, WayId, WayRun } from './bench-way.js';
 import { calibrateMebibytes } from './cpu-bound-fixture.js';
 import { cpuSnapshot, foreignCores, waitForQuietMachine } from './foreign-cpu.js';
@@ -209,10 +210,24 @@ async function main(): Promise<void> {
       say,
     });
   }
+  let checks: CheckBenchReport | undefined;
+  if (options.checkOverhead) {
+    say("check-overhead: (a) local nix-build, (c) nixfarm, (c') nixfarm with --check-fraction 1");
+    const cpu = calibrateMebibytes(1);
+    checks = await runCheckBench({
+      reps: options.reps,
+      maxJobs: options.maxJobs,
+      machineNames: MACHINE_NAMES,
+      timeoutMs: RUN_TIMEOUT_MS,
+      workloads: (['dag-50', 'cpu-40'] as const).map((id) => makeWorkload(id, options.quick ? QUICK_SIZES : FULL_SIZES, dir, cpu)),
+      say,
+    });
+  }
   const report = summarise(true);
 
   if (options.workloads.length > 0) process.stdout.write(formatReport(report));
   if (jobset !== undefined) process.stdout.write(formatJobsetReport(jobset));
+  if (checks !== undefined) process.stdout.write(formatCheckReport(checks));
   const file = writeReport(resultsDir, report);
   say(`wrote ${file} and latest.json`);
   unregister();

@@ -14,13 +14,24 @@ export class NixfarmWay implements BenchWay {
   readonly title: string;
   private farm?: TestFarm;
 
-  constructor(private readonly options: { machineNames: readonly string[]; jobsPerMachine: number; timeoutMs: number }) {
-    this.title = `nixfarm (${options.machineNames.length} workers, --max-jobs ${options.jobsPerMachine} each)`;
+  constructor(private readonly options: { machineNames: readonly string[]; jobsPerMachine: number; timeoutMs: number; coordinatorArgs?: readonly string[] }) {
+    const extra = options.coordinatorArgs === undefined || options.coordinatorArgs.length === 0 ? '' : `, coordinator ${options.coordinatorArgs.join(' ')}`;
+    this.title = `nixfarm (${options.machineNames.length} workers, --max-jobs ${options.jobsPerMachine} each${extra})`;
+  }
+
+  /** The farm of the way, once started: for benches that ask its API between runs. */
+  get running(): TestFarm {
+    if (this.farm === undefined) throw new Error('NixfarmWay used before start');
+    return this.farm;
   }
 
   async start(): Promise<void> {
     // info, as deployed: the test default (debug) would put the cost of logging into the figures
-    this.farm = await TestFarm.start({ workers: this.options.machineNames.map((name) => ({ name, maxJobs: this.options.jobsPerMachine })), logLevel: 'info' });
+    this.farm = await TestFarm.start({
+      workers: this.options.machineNames.map((name) => ({ name, maxJobs: this.options.jobsPerMachine })),
+      logLevel: 'info',
+      ...(this.options.coordinatorArgs === undefined ? {} : { coordinatorArgs: this.options.coordinatorArgs }),
+    });
   }
 
   async run(workload: Workload, salt: string, progress: (line: string) => void): Promise<WayRun> {
