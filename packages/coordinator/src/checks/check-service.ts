@@ -28,7 +28,7 @@ export interface CheckServiceOptions {
   /** the job of a derivation no plan of the run holds (its outputs were valid) */
   planner: Pick<BuildPlanner, 'jobFor'>;
   /** who built a derivation, and whether a run still has builds to end */
-  graph: Pick<DerivationGraph, 'builders' | 'run'>;
+  graph: Pick<DerivationGraph, 'builders' | 'run' | 'nodes'>;
   /** the NAR hashes of the coordinator's copies (an invalid path is absent) */
   narHashes: (paths: readonly string[]) => Promise<Map<string, string>>;
   /** brings a differing output back and shows the difference; absent: mismatches are recorded by hash only */
@@ -135,8 +135,13 @@ export class CheckService implements CheckReportSink {
         else if ((record === undefined || isCheckEnded(record.state)) && this.fraction > 0 && (this.options.random ?? Math.random)() < this.fraction)
           sampled.push(success);
       }
-      for (const s of sampled) {
-        const job = await this.options.planner.jobFor(s.drvPath);
+      // The job each node was queued with: no .drv is read again for a sample.
+      const nodes = await this.options.graph.nodes.readMany(
+        sampled.map((s) => hashPart(s.drvPath)),
+        ['job'],
+      );
+      for (const [i, s] of sampled.entries()) {
+        const job = nodes[i]?.job ?? (await this.options.planner.jobFor(s.drvPath));
         toQueue.push({ ...this.newRecord(job, { runs: [], background: true, priority: 0 }), builder: s.worker });
       }
       return this.queueAll(toQueue);
