@@ -112,6 +112,15 @@ describe('reproducibility checks: nixfarm build --check (real workers)', () => {
     assert.equal(await report.text(), diff.stdout);
     assert.ok((dashboard.checks?.counts['not-reproducible'] ?? 0) >= 1);
 
+    // nixfarm checks lists it among the newest mismatches.
+    const listing = await farm.cli(['checks']);
+    assert.equal(listing.exitCode, 0, listing.stderr);
+    assert.match(listing.stdout, /^\d+ reproducible, [1-9]\d* not reproducible/);
+    assert.match(
+      listing.stdout,
+      new RegExp(`newest mismatches[^]*not-reproducible +repro-rnd-${salt} rebuilt on ${rndCheck.checker} \\(built by ${rndCheck.builder}\\): 1 changed`),
+    );
+
     // Nix's own check on one machine says the same of both.
     assert.equal(await nixCheck(det!), 0);
     assert.equal(await nixCheck(rnd!), 104);

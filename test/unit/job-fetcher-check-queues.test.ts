@@ -22,7 +22,7 @@ const hash = (c: string) => c.repeat(32);
 describe("the job fetcher's check queues", () => {
   const client = privateRedisForSuite('check queue fetch test');
 
-  async function setup() {
+  async function setup(sampleAfterIdleMs = 0) {
     const redis = client();
     await redis.flushall();
     await redis.sadd(redisKeys.queues, BUILDS);
@@ -36,6 +36,7 @@ describe("the job fetcher's check queues", () => {
       workerName: 'w1',
       logger: createLogger({ name: 'test', level: 'silent' }),
       lockDurationMs: 30_000,
+      sampleAfterIdleMs,
     });
     await fetcher.refreshQueues();
     const close = async () => {
@@ -86,6 +87,20 @@ describe("the job fetcher's check queues", () => {
       assert.deepEqual(seen(await fetcher.fetch()), { id: checkJobId(hash('k'), 1), queue: late, kind: 'check', background: false });
     } finally {
       await queue.close();
+      await close();
+    }
+  });
+
+  it('leaves sampled checks alone until it has taken no real work for a while: a run between two builds keeps its worker', async () => {
+    const { fetcher, add, close } = await setup(400);
+    try {
+      await add(SAMPLED, checkJobId(hash('s'), 0));
+      await add(BUILDS, hash('b'));
+      assert.deepEqual(seen(await fetcher.fetch()), { id: hash('b'), queue: BUILDS, kind: 'build', background: false });
+      assert.equal(await fetcher.fetch(), undefined, 'a build was taken just now');
+      await new Promise((r) => setTimeout(r, 450));
+      assert.deepEqual(seen(await fetcher.fetch()), { id: checkJobId(hash('s'), 0), queue: SAMPLED, kind: 'check', background: true });
+    } finally {
       await close();
     }
   });

@@ -13,6 +13,7 @@ import { logCommand } from './commands/log-command.js';
 import { cancelCommand } from './commands/cancel-command.js';
 import { pushCommand } from './commands/push-command.js';
 import { diffCommand } from './commands/diff-command.js';
+import { checksCommand } from './commands/checks-command.js';
 import { runWait, waitCommand } from './commands/wait-command.js';
 import { statusCommand } from './commands/status-command.js';
 
@@ -36,6 +37,7 @@ export function program(): Command {
     .addCommand(cancelCommand())
     .addCommand(pushCommand())
     .addCommand(diffCommand())
+    .addCommand(checksCommand())
     .addHelpText('after', '\nQuick start: npm run demo\nEach command has --help with an example.')
     .exitOverride()
     .showHelpAfterError();

@@ -124,6 +124,7 @@ export class SchedulingCore {
         : new MismatchInspector({
             redis,
             dir: checkOptions.dir,
+            maxNarBytes: checkOptions.maxNarBytes,
             logger: logger.child({ component: 'checks' }),
             ...(checkOptions.diffHook === undefined ? {} : { diffHook: checkOptions.diffHook }),
           });
@@ -217,6 +218,7 @@ export class SchedulingCore {
     // with nothing left, should an event's follow-up ever have been interrupted. Re-adding an existing job is a no-op.
     this.reconciler = setInterval(() => {
       this.runs.resume().catch((error: unknown) => logger.warn({ err: error }, 'periodic reconcile failed'));
+      this.checks.resume().catch((error: unknown) => logger.warn({ err: error }, 'periodic reconcile of checks failed'));
     }, this.options.reconcileIntervalMs ?? 60_000);
     this.reconciler.unref();
     await this.consumer.start();

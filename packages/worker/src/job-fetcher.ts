@@ -14,9 +14,13 @@ export interface JobFetcherOptions {
   lockDurationMs: number;
   /** how long an idle worker waits for a wake-up before polling again */
   idlePollMs?: number;
+  /** sampled checks are taken only once this worker has taken no real work for this long (ms; default 1000) */
+  sampleAfterIdleMs?: number;
   /** leaves a job to a better-placed idle worker (Nix's speed-factor rule); absent: take whatever comes */
   gate?: PlacementGate;
 }
+
+const DEFAULT_SAMPLE_AFTER_IDLE_MS = 1000;
 
 /** What a queue holds: builds, checks a run asked for, or the coordinator's sampled (background) checks. */
 type QueueKind = 'build' | 'check' | 'sampled-check';
@@ -58,6 +62,10 @@ export class JobFetcher {
   private wakePending = false;
   private rotation = 0;
   private sampledRotation = 0;
+  /** when this worker last took a build or a requested check: sampled checks wait until it has been idle a while */
+  private lastRealWorkAt = 0;
+  /** the last pass left sampled checks for later (the worker took real work too recently): poll again soon */
+  private samplesDeferred = false;
   private closed = false;
 
   constructor(private readonly options: JobFetcherOptions) {}
@@ -98,7 +106,7 @@ export class JobFetcher {
           if (this.wake === wake) this.wake = undefined;
           resolve();
         },
-        this.yielded ? 200 : (this.options.idlePollMs ?? 1000),
+        this.yielded || this.samplesDeferred ? 200 : (this.options.idlePollMs ?? 1000),
       );
       this.wake = wake;
     });
@@ -168,6 +176,7 @@ export class JobFetcher {
     // This pass sees what was queued before it; a wake-up from now on is for work it may miss.
     this.wakePending = false;
     this.yielded = false;
+    this.samplesDeferred = false;
     for (let i = 0; i < real.length; i++) {
       const [queue, served] = real[(this.rotation + i) % real.length]!;
       // The gate compares workers for builds; checks are few and bound to no better worker.
@@ -182,10 +191,16 @@ export class JobFetcher {
       const fetched = await this.take(queue, served);
       if (fetched !== undefined) {
         this.rotation = (this.rotation + i + 1) % Math.max(1, real.length);
+        this.lastRealWorkAt = Date.now();
         return fetched;
       }
     }
     if (this.yielded) return undefined;
+    // A run between two of its builds leaves a worker idle for milliseconds: a sample taken then would only be handed back.
+    if (Date.now() - this.lastRealWorkAt < (this.options.sampleAfterIdleMs ?? DEFAULT_SAMPLE_AFTER_IDLE_MS)) {
+      this.samplesDeferred = true;
+      return undefined;
+    }
     const sampled = entries.filter(([, q]) => q.kind === 'sampled-check');
     for (let i = 0; i < sampled.length; i++) {
       const [queue, served] = sampled[(this.sampledRotation + i) % sampled.length]!;

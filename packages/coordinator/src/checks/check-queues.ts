@@ -60,6 +60,13 @@ export class CheckQueues {
     if (removed === 0) await this.options.redis.publish(redisKeys.cancelBuilds, `check-${record.hash}`);
   }
 
+  /** Whether a queued check excludes its builder although no other live worker can take it now. */
+  async stranded(record: CheckRecord): Promise<boolean> {
+    if (record.excludedWorker === undefined) return false;
+    const placement = await this.placement(record.builder, { system: record.job.system, requiredFeatures: record.job.requiredFeatures });
+    return placement.excludedWorker === undefined;
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close().catch(() => undefined)));
   }

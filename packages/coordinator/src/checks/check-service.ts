@@ -24,7 +24,7 @@ import type { Candidate, WhyQuery } from '../explain/index.js';
 
 export interface CheckServiceOptions {
   records: CheckRecords;
-  queues: Pick<CheckQueues, 'enqueue' | 'remove'>;
+  queues: Pick<CheckQueues, 'enqueue' | 'remove' | 'stranded'>;
   /** the job of a derivation no plan of the run holds (its outputs were valid) */
   planner: Pick<BuildPlanner, 'jobFor'>;
   /** who built a derivation, and whether a run still has builds to end */
@@ -244,13 +244,29 @@ export class CheckService implements CheckReportSink {
     };
   }
 
-  /** Queues what a restarted coordinator found queued or waiting on a worker: a job that survived in BullMQ is not added twice. */
+  /**
+   * Queues again what is queued (at start: a job that survived in BullMQ is
+   * not added twice; periodically, with the runs' reconcile). A check whose
+   * queue excludes its builder while no other live worker can take it any
+   * more (the only other one left) is moved to a queue the builder serves,
+   * so no check waits forever for a worker that is gone.
+   */
   async resume(): Promise<void> {
     const ended = await this.serial(async () => {
-      const active = (await this.options.records.getMany(await this.options.records.active())).filter(
+      const queued = (await this.options.records.getMany(await this.options.records.active())).filter(
         (r): r is CheckRecord => r !== undefined && r.state === 'queued',
       );
-      return this.queueAll(active, { again: true });
+      const stranded: CheckRecord[] = [];
+      const kept: CheckRecord[] = [];
+      for (const record of queued) {
+        if (record.excludedWorker !== undefined && (await this.options.queues.stranded(record))) stranded.push(record);
+        else kept.push(record);
+      }
+      for (const record of stranded) {
+        this.options.logger.info({ drvPath: record.drvPath, excludedWorker: record.excludedWorker }, 'no other worker can take this check any more: moving it');
+        await this.options.queues.remove(record);
+      }
+      return [...(await this.queueAll(kept, { again: true })), ...(await this.queueAll(stranded, { again: true }))];
     });
     await this.finalizeRuns(ended);
   }

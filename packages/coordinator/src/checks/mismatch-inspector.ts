@@ -13,6 +13,8 @@ export interface MismatchInspectorOptions {
   dir: string;
   /** --diff-hook: a program run as Nix runs its diff-hook (the two outputs, the .drv, a working directory) */
   diffHook?: string;
+  /** a worker's copy larger than this (bytes) is not brought back, whatever the worker sent (--check-max-nar-bytes) */
+  maxNarBytes?: number;
   /** false: never run diffoscope (tests of the listing); default: use it when installed */
   diffoscope?: boolean;
   logger: Logger;
@@ -54,8 +56,14 @@ export class MismatchInspector {
       }
       sections.push(`output ${output.name}: ${output.path}`, `  coordinator: ${output.expected}`, `  rebuild:     ${output.actual}`);
       const nar = event.nars?.[output.path];
-      if (nar === undefined || 'skipped' in nar) {
-        const why = nar === undefined ? `${event.worker} sent no copy back` : nar.skipped;
+      const tooBig = nar !== undefined && 'chunks' in nar && nar.bytes > (this.options.maxNarBytes ?? Number.POSITIVE_INFINITY);
+      if (nar === undefined || 'skipped' in nar || tooBig) {
+        const why =
+          nar === undefined
+            ? `${event.worker} sent no copy back`
+            : 'skipped' in nar
+              ? nar.skipped
+              : `${event.worker}'s copy is ${nar.bytes} bytes, more than the coordinator's --check-max-nar-bytes ${this.options.maxNarBytes}`;
         outputs.push({ ...output, copy: { skipped: why } });
         sections.push(`  the rebuilt copy was not brought back: ${why}`, '');
         continue;
