@@ -2,6 +2,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WayId } from './bench-way.js';
 import type { JobsetBenchReport } from './jobset-bench.js';
+import type { CheckBenchReport } from './check-bench.js';
 import type { TargetResult } from './bench-targets.js';
 import { PROFILE_PHASES, type NixfarmProfile } from './nixfarm-profile.js';
 import type { WorkloadId } from './workloads.js';
@@ -64,6 +65,8 @@ export interface BenchReport {
   profiles: Partial<Record<WorkloadId, NixfarmProfile>>;
   /** the jobset part (--only jobset-2000) */
   jobset?: JobsetBenchReport;
+  /** the reproducibility-check part (--only check-overhead) */
+  checks?: CheckBenchReport;
 }
 
 const seconds = (ms: number | undefined): string => (ms === undefined ? '-' : `${(ms / 1000).toFixed(2)} s`);

@@ -89,6 +89,7 @@ async function main(): Promise<void> {
   const titles = new Map<WayId, string>();
   /** The report of what has been measured so far (complete once every way ran). */
   let jobset: JobsetBenchReport | undefined;
+  let checks: CheckBenchReport | undefined;
   const summarise = (complete: boolean): BenchReport => {
     const results: WorkloadResult[] = [];
     const profiles: BenchReport['profiles'] = {};
@@ -158,6 +159,7 @@ async function main(): Promise<void> {
       results,
       profiles,
       ...(jobset === undefined ? {} : { jobset }),
+      ...(checks === undefined ? {} : { checks }),
     };
   };
 
@@ -210,7 +212,6 @@ async function main(): Promise<void> {
       say,
     });
   }
-  let checks: CheckBenchReport | undefined;
   if (options.checkOverhead) {
     say("check-overhead: (a) local nix-build, (c) nixfarm, (c') nixfarm with --check-fraction 1");
     const cpu = calibrateMebibytes(1);
