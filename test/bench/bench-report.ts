@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { WayId } from './bench-way.js';
 import type { JobsetBenchReport } from './jobset-bench.js';
 import type { CheckBenchReport } from './check-bench.js';
+import { textTable } from './text-table.js';
 import type { TargetResult } from './bench-targets.js';
 import { PROFILE_PHASES, type NixfarmProfile } from './nixfarm-profile.js';
 import type { WorkloadId } from './workloads.js';
@@ -73,15 +74,6 @@ const seconds = (ms: number | undefined): string => (ms === undefined ? '-' : `$
 const millis = (ms: number | undefined): string => (ms === undefined ? '-' : `${Math.round(ms)} ms`);
 const ratio = (r: number | undefined): string => (r === undefined ? '-' : `${r.toFixed(2)}x`);
 
-function table(header: readonly string[], rows: ReadonlyArray<readonly string[]>, rightAligned: ReadonlySet<number>): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string =>
-    cells
-      .map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
 
 export function formatReport(report: BenchReport): string {
   const out: string[] = [];
@@ -109,7 +101,7 @@ export function formatReport(report: BenchReport): string {
       ]);
     }
   }
-  out.push(table(['workload (drvs)', 'way', 'makespan', 'min .. max', 'overhead/drv', 'vs (a)', 'vs (b)'], rows, new Set([2, 3, 4, 5, 6])));
+  out.push(textTable(['workload (drvs)', 'way', 'makespan', 'min .. max', 'overhead/drv', 'vs (a)', 'vs (b)'], rows, new Set([2, 3, 4, 5, 6])));
   const foreign = report.results.flatMap((r) => Object.values(r.ways).flatMap((w) => w?.foreignCores ?? []));
   const busiest = foreign.length > 0 ? Math.max(...foreign) : 0;
   if (busiest > 0.25) {
@@ -131,7 +123,7 @@ export function formatReport(report: BenchReport): string {
     out.push('');
     out.push(`nixfarm profile, ${workload}: where the time of one derivation goes (all derivations of all repetitions)`);
     const prow = PROFILE_PHASES.map(({ phase, label, definition }) => [label, millis(profile[phase].medianMs), millis(profile[phase].p90Ms), definition]);
-    out.push(table(['phase', 'median', 'p90', 'definition'], prow, new Set([1, 2])));
+    out.push(textTable(['phase', 'median', 'p90', 'definition'], prow, new Set([1, 2])));
   }
   return `${out.join('\n')}\n`;
 }

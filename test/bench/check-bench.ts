@@ -11,6 +11,7 @@ import { median } from './statistics.js';
 import { LocalNixWay } from './way-local-nix.js';
 import { NixfarmWay } from './way-nixfarm.js';
 import type { Workload } from './workloads.js';
+import { allButFirst, goalLines, textTable } from './text-table.js';
 
 export interface CheckBenchOptions {
   reps: number;
@@ -165,14 +166,10 @@ export function formatCheckReport(report: CheckBenchReport): string {
     `${r.overhead >= 0 ? '+' : ''}${(r.overhead * 100).toFixed(1)}%`,
     s(r.drainMs),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   return [
     `\nreproducibility checks (--check-fraction 1) beside the run, --max-jobs ${report.maxJobs} per worker, median of ${report.reps}:`,
-    line(header),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...rows.map(line),
-    ...report.goals.map((g) => `${g.met ? 'met   ' : 'MISSED'}  ${g.goal}: ${g.measured}`),
+    textTable(header, rows, allButFirst(header.length)),
+    ...goalLines(report.goals),
     '',
   ].join('\n');
 }

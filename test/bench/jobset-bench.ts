@@ -17,6 +17,7 @@ import { freshSalt } from '../harness/nix-fixtures.js';
 import { NIXFARM_BIN, TestFarm } from '../harness/test-farm.js';
 import { median } from './statistics.js';
 import { runTimed } from './timed-process.js';
+import { allButFirst, goalLines, textTable } from './text-table.js';
 
 export interface JobsetBenchOptions {
   dir: string;
@@ -296,14 +297,10 @@ export function formatJobsetReport(report: JobsetBenchReport): string {
     w.evaluatorPeakRssKiB === undefined ? '-' : `${(w.evaluatorPeakRssKiB / 1024).toFixed(0)} MiB`,
     s(w.makespanMs),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   return [
     `\njobset of ${report.attributes} attributes (${report.builds} builds), median of ${report.reps}:`,
-    line(header),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...rows.map(line),
-    ...report.goals.map((g) => `${g.met ? 'met   ' : 'MISSED'}  ${g.goal}: ${g.measured}`),
+    textTable(header, rows, allButFirst(header.length)),
+    ...goalLines(report.goals),
     '',
   ].join('\n');
 }
