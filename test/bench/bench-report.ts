@@ -74,7 +74,6 @@ const seconds = (ms: number | undefined): string => (ms === undefined ? '-' : `$
 const millis = (ms: number | undefined): string => (ms === undefined ? '-' : `${Math.round(ms)} ms`);
 const ratio = (r: number | undefined): string => (r === undefined ? '-' : `${r.toFixed(2)}x`);
 
-
 export function formatReport(report: BenchReport): string {
   const out: string[] = [];
   const m = report.machine;

@@ -31,6 +31,8 @@ export const redisKeys = {
   queues: `${REDIS_PREFIX}:queues`,
   /** PUB/SUB channel: a queue name, published when a job was added to it */
   queueWakeups: `${REDIS_PREFIX}:queue-wakeups`,
+  /** PUB/SUB channel per worker: a queue name, published when a job that worker should take first (it holds the job's input) was added */
+  workerWakeups: (worker: string) => `${REDIS_PREFIX}:queue-wakeups:${worker}`,
   /** PUB/SUB channel: the hash part of a derivation whose running build must stop */
   cancelBuilds: `${REDIS_PREFIX}:cancel-builds`,
   /** HASH: derivation name -> its last build time in ms, the weight of the critical path */

@@ -72,7 +72,8 @@ export class JobFetcher {
 
   async start(): Promise<void> {
     await this.refreshQueues();
-    await this.options.subscriber.subscribe(redisKeys.queueWakeups);
+    // Its own channel too: a job released by its own build (it holds the input) is offered to it first.
+    await this.options.subscriber.subscribe(redisKeys.queueWakeups, redisKeys.workerWakeups(this.options.workerName));
     this.options.subscriber.on('message', (_channel: string, queue: string) => {
       if (this.ineligible.has(queue)) return;
       // New work was queued on a report, and a worker advertises its load before it reports: a view read before now may be stale.

@@ -42,6 +42,8 @@ export type BuildReportSink = Pick<BuildDispatcher, 'dispatch' | 'started' | 'ha
  */
 export class BuildDispatcher {
   private readonly fairShare = new FairShare();
+  /** the registry as the last dispatch read it: whether a released job's near worker may take it at all */
+  private lastRegistry: readonly WorkerListing[] = [];
 
   constructor(private readonly deps: BuildDispatcherDeps) {}
 
@@ -69,6 +71,7 @@ export class BuildDispatcher {
       return;
     }
     const { queues, workers, graph, events } = this.deps;
+    this.keepNearWorkersThatCanBuild(ready);
     const hashes = ready.map((r) => r.hash);
     const hints = report.runsOf;
     let registry: WorkerListing[];
@@ -83,6 +86,7 @@ export class BuildDispatcher {
       this.countSlots(ready, registry);
       await queues.enqueue(ready, await this.place(ready, runIds));
     }
+    this.lastRegistry = registry;
     await this.promote();
     const alive = registry.filter((w) => w.alive);
     const at = Date.now();
@@ -116,6 +120,16 @@ export class BuildDispatcher {
     if (remote.length === 0) return;
     this.countSlots(remote, await this.deps.workers.list());
     await this.deps.queues.enqueue(remote, await this.place(remote, new Map(remote.map((r) => [r.hash, [runId]])), true));
+  }
+
+  /** A near worker that may not build a released job (another system, gone, draining) is no reason to wait for it. */
+  private keepNearWorkersThatCanBuild(ready: readonly ReadyDerivation[]): void {
+    for (const r of ready) {
+      if (r.nearWorker === undefined) continue;
+      const near = this.lastRegistry.find((w) => w.name === r.nearWorker);
+      if (near === undefined || !near.alive || !takesNewBuilds(near) || !canBuild(near, { system: r.job.system, requiredFeatures: r.job.requiredFeatures }))
+        delete r.nearWorker;
+    }
   }
 
   /** Builds a worker started: they count against their run's share from now on. */

@@ -7,9 +7,13 @@ import type { Promotion } from './fair-share.js';
 export interface BuildQueuesOptions {
   redis: Redis;
   logger: Logger;
+  /** how long a job released by a worker's build is left to that worker before every worker is woken (ms, default 25) */
+  localityGraceMs?: number;
   /** told of each job queued (its id, queue, and when it becomes takeable) and of each removed: feeds the queue-wait metrics in memory */
   waits?: { queued(jobs: ReadonlyArray<{ jobId: string; queue: string; since: number }>): void; take(jobId: string): unknown };
 }
+
+const DEFAULT_LOCALITY_GRACE_MS = 25;
 
 /**
  * The ready queues, one BullMQ queue per (system, feature set). Job id is the
@@ -61,9 +65,30 @@ export class BuildQueues {
         })),
       );
       this.options.waits?.queued(items.map(({ r }) => ({ jobId: queuedJobId(r.hash, r.attempt), queue: name, since: now + (r.delayMs ?? 0) })));
-      await this.options.redis.publish(redisKeys.queueWakeups, name);
+      await this.wake(name, items.length === 1 ? items[0]!.r.nearWorker : undefined);
       this.options.logger.debug({ queue: name, count: items.length }, 'queued derivations');
     }
+  }
+
+  /**
+   * Wakes the workers of a queue. A lone job released by a worker's build
+   * (the next link of a chain) goes to that worker first: it holds the input,
+   * so its copy-in costs nothing, and its slot just freed. The others are
+   * woken a moment later, so no job waits long on a worker that took other
+   * work meanwhile. Several jobs at once wake everyone at once: they need
+   * more than one worker.
+   */
+  private async wake(queue: string, nearWorker: string | undefined): Promise<void> {
+    const { redis } = this.options;
+    if (nearWorker === undefined) {
+      await redis.publish(redisKeys.queueWakeups, queue);
+      return;
+    }
+    await redis.publish(redisKeys.workerWakeups(nearWorker), queue);
+    const everyone = setTimeout(() => {
+      redis.publish(redisKeys.queueWakeups, queue).catch((error: unknown) => this.options.logger.warn({ err: error, queue }, 'waking the workers failed'));
+    }, this.options.localityGraceMs ?? DEFAULT_LOCALITY_GRACE_MS);
+    everyone.unref();
   }
 
   /**

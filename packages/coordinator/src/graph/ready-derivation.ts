@@ -15,6 +15,8 @@ export interface ReadyDerivation {
   preferLocalBuild?: boolean;
   /** expected work from this derivation to the end of its run, ms; absent in FIFO order */
   criticalPathMs?: number;
+  /** the worker that built the input whose end released it: it holds that input, and is woken first (locality) */
+  nearWorker?: string;
 }
 
 /** The node fields a ready derivation is queued with, in the order the Lua operations read them (HMGET). */

@@ -19,6 +19,7 @@ import type { BuildDurations } from '../runs/build-durations.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import type { BuildLogService } from '../logs/build-log-service.js';
 import type { OutputSigner } from '../cache/output-signer.js';
+import { LOCAL_BUILDER_NAME } from '../local/local-builder.js';
 import { isCheckReport, type CheckReportSink } from '../checks/check-report.js';
 
 export interface WorkerEventHandlerDeps {
@@ -344,10 +345,9 @@ export class WorkerEventHandler {
     // A released derivation's runs are among those of the build that released it: with one, they are known.
     const runsOf = new Map<string, readonly string[]>();
     for (const { outcome } of finished) if (outcome.runIds.length === 1) for (const r of outcome.released) runsOf.set(r.hash, outcome.runIds);
-    await this.deps.dispatcher.dispatch(
-      finished.flatMap((f) => f.outcome.released),
-      { ended: finished.map((f) => hashPart(f.event.drvPath)), runsOf },
-    );
+    // Each released derivation is offered first to the worker whose build released it: that worker holds the input.
+    const released = finished.flatMap((f) => f.outcome.released.map((r) => (f.event.worker === LOCAL_BUILDER_NAME ? r : { ...r, nearWorker: f.event.worker })));
+    await this.deps.dispatcher.dispatch(released, { ended: finished.map((f) => hashPart(f.event.drvPath)), runsOf });
     // Before any run is finalized: a run's check of a derivation it just built is queued before the run asks about its checks.
     this.deps.checks?.afterBuilds(succeeded.map(({ event }) => ({ drvPath: event.drvPath, worker: event.worker })));
     const finishedRuns = new Set(finished.flatMap((f) => f.outcome.finishedRuns));
