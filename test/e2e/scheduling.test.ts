@@ -41,3 +41,29 @@ describe("placement by Nix's speed-factor rule in a pull model", () => {
     assert.equal(peakConcurrency(rows, 'slow'), 1);
   });
 });
+
+describe('locality: the next link of a chain stays on the worker that holds its input (equal workers)', () => {
+  const farm = farmForSuite({
+    workers: [
+      { name: 'left', maxJobs: 2 },
+      { name: 'right', maxJobs: 2 },
+    ],
+  });
+
+  it('builds a 20-link chain with at most two hops between the workers', async () => {
+    const fixture = chain(20);
+    const result = await farm.build([fixture.file, '-A', 'all', '--argstr', 'salt', freshSalt()]);
+    assert.equal(result.exitCode, 0, `${result.stderr}\n${farm.diagnostics()}`);
+    const runId = /run (\w+)/.exec(result.stderr)?.[1];
+    const { derivations } = await farm.api<{ derivations: DerivationView[] }>(`/api/runs/${runId}/derivations`);
+    const byName = new Map(derivations.map((d) => [d.name, d.worker]));
+    const workers = fixture.links.map((link) => byName.get(link));
+    assert.ok(
+      workers.every((w) => w === 'left' || w === 'right'),
+      JSON.stringify(workers),
+    );
+    // Without locality both idle workers race for each released link: about half the links hopped.
+    const hops = workers.filter((w, i) => i > 0 && w !== workers[i - 1]).length;
+    assert.ok(hops <= 2, `${hops} hops: ${workers.join(' ')}`);
+  });
+});
