@@ -16,6 +16,7 @@ const FIXTURE = scriptedFixture(
   'repro',
   `  det = mk "repro-det-\${salt}" "\${bb}/bin/busybox mkdir $out; echo same bits > $out/data";
   rnd = mk "repro-rnd-\${salt}" "\${bb}/bin/busybox mkdir $out; echo same bits > $out/data; \${bb}/bin/busybox od -An -N8 -tx8 /dev/urandom > $out/stamp";
+  slowrnd = mk "repro-slowrnd-\${salt}" "\${bb}/bin/busybox sleep 3; \${bb}/bin/busybox mkdir $out; \${bb}/bin/busybox od -An -N8 -tx8 /dev/urandom > $out/stamp";
 `,
 );
 
@@ -146,6 +147,27 @@ describe('reproducibility checks: nixfarm build --check (real workers)', () => {
     assert.notEqual(run.checks?.[0]?.checker, builder);
     const outputs = await outputsOf(det!);
     assert.equal(checked.stdout.trim(), outputs.out);
+  });
+
+  it('keeps a check across a coordinator restart: the run ends with its verdict and the difference is shown', async () => {
+    const salt = freshSalt();
+    const { build, runId } = await farm.submitInBackground([FIXTURE, '-A', 'slowrnd', '--argstr', 'salt', salt, '--check']);
+    await pollFor(
+      async () => ((await farm.api<RunView>(`/api/runs/${runId}`)).checks?.[0]?.state === 'running' ? true : undefined),
+      60_000,
+      () => `the check to start:\n${farm.diagnostics()}`,
+    );
+    await farm.restartCoordinator();
+    const result = await build.result;
+    assert.equal(result.exitCode, 1, `${result.stderr}\n${farm.diagnostics()}`);
+    const run = await farm.api<RunView>(`/api/runs/${runId}`);
+    const check = run.checks?.[0];
+    assert.equal(check?.state, 'not-reproducible', JSON.stringify(run.checks));
+    assert.notEqual(check?.checker, check?.builder);
+    assert.equal(check?.diff?.changed, 1);
+    const diff = await farm.cli(['diff', check!.drvPath]);
+    assert.equal(diff.exitCode, 0, diff.stderr);
+    assert.match(diff.stdout, /\bstamp\b/);
   });
 
   it('refuses --check with --jobset, naming the alternative', async () => {
