@@ -39,6 +39,37 @@ describe('DerivationGraph on real Redis', () => {
     await server?.stop();
   });
 
+  it("hands each chunk's ready derivations over as soon as it is registered, inputs first, before the later chunks exist", async () => {
+    // 12,000 derivations in pairs (leaf, dependent), listed dependents first: three chunks of 5,000, 5,000 and 2,000.
+    const nodes: PlannedDerivation[] = [];
+    // fixed-width names: hashOf pads and cuts them into distinct hash parts
+    const id = (i: number): string => String(i).padStart(5, '0');
+    for (let i = 0; i < 6000; i++) nodes.push(node(`p${id(i)}`, [`l${id(i)}`]));
+    for (let i = 0; i < 6000; i++) nodes.push(node(`l${id(i)}`));
+    await startRun(redis, 'big');
+    const seen: Array<{ ready: number; registered: number; built: boolean }> = [];
+    const outcome = await graph.registerRun('big', nodes, OPTS, async (part) => {
+      seen.push({
+        ready: part.ready.length,
+        registered: await redis.scard(redisKeys.runDrvs('big')),
+        built: part.ready.every((r) => r.job.name.startsWith('l')),
+      });
+    });
+    // Inputs before their dependents, pair by pair: each chunk of 5,000 holds 2,500 leaves, handed over at once.
+    assert.deepEqual(
+      seen.map((s) => s.ready),
+      [2500, 2500, 1000],
+    );
+    assert.deepEqual(
+      seen.map((s) => s.registered),
+      [5000, 10_000, 12_000],
+      "each chunk's ready derivations were handed over before the next chunk was registered",
+    );
+    assert.ok(seen.every((s) => s.built));
+    assert.equal(outcome.ready.length, 0, 'handed over already');
+    assert.equal(await redis.scard(redisKeys.runDrvs('big')), 12_000);
+  });
+
   it('queues leaves, releases a dependent only when all its inputs succeeded, and ends the run', async () => {
     const a = node('a');
     const b = node('b');

@@ -61,9 +61,37 @@ export class DerivationGraph {
    * Inputs are registered before their dependents so a chunk never counts a
    * pending input that a later chunk would reset.
    */
-  async registerRun(runId: string, nodes: readonly GraphNodeSpec[], options: RegistrationOptions): Promise<RegistrationOutcome> {
-    const replies = await this.registerChunks(registerRunOperation, runId, nodes, options);
-    return this.registration(replies);
+  async registerRun(
+    runId: string,
+    nodes: readonly GraphNodeSpec[],
+    options: RegistrationOptions,
+    /**
+     * Told of each chunk's outcome as soon as it is registered, in order, while
+     * the next chunks register: a large run's first builds are queued without
+     * waiting for the whole graph (inputs go first, so the leaves come first).
+     * The returned outcome then holds no ready derivations: they were handed over.
+     */
+    onChunk?: (part: RegistrationOutcome) => Promise<void>,
+  ): Promise<RegistrationOutcome> {
+    if (onChunk === undefined) return this.registration(await this.registerChunks(registerRunOperation, runId, nodes, options));
+    let handled: Promise<unknown> = Promise.resolve();
+    const parts: RegistrationOutcome[] = [];
+    await this.registerChunks(registerRunOperation, runId, nodes, options, (reply) => {
+      handled = handled.then(async () => {
+        const part = await this.registration([reply]);
+        parts.push({ ...part, ready: [] });
+        await onChunk(part);
+      });
+      return handled;
+    });
+    await handled;
+    const outcome: RegistrationOutcome = { ready: [], cachedFailures: [], dependencyFailed: [], joined: 0 };
+    for (const p of parts) {
+      outcome.cachedFailures.push(...p.cachedFailures);
+      outcome.dependencyFailed.push(...p.dependencyFailed);
+      outcome.joined += p.joined;
+    }
+    return outcome;
   }
 
   /**
@@ -104,6 +132,8 @@ export class DerivationGraph {
     runId: string,
     nodes: readonly GraphNodeSpec[],
     options: RegistrationOptions,
+    /** each chunk's reply as it arrives; the next chunk waits for what this returns only to keep one handler behind */
+    onReply?: (reply: Reply) => Promise<unknown>,
   ): Promise<Reply[]> {
     const ordered = topologicalOrder(nodes);
     const now = String(Date.now());
@@ -122,8 +152,9 @@ export class DerivationGraph {
         ...(options.checkedAt === undefined ? {} : { checkedAt: options.checkedAt }),
       });
       replies.push(reply);
-      inFlight = reply;
+      inFlight = onReply === undefined ? reply : reply.then(onReply);
     }
+    await inFlight;
     return Promise.all(replies);
   }
 

@@ -66,6 +66,8 @@ export class RunSubmission {
     const { graph, events, gcRoots, logger } = this.deps;
     const { results, plan } = evaluated;
     const phases = new PhaseTimer();
+    const started = performance.now();
+    let firstQueuedMs: number | undefined;
     await gcRoots.prepareRun(runId);
     try {
       await this.holdInputs(runId, plan);
@@ -80,20 +82,25 @@ export class RunSubmission {
     this.deps.metrics?.runStarted();
     const registration = await this.registrationFor(request, plan);
     phases.mark('criticalPathMs');
-    const registered = await graph.registerRun(runId, plan.nodes, registration);
+    // Each chunk's ready derivations are queued as soon as it is registered: a large run's leaves build while the rest registers.
+    let ready = 0;
+    const registered = await graph.registerRun(runId, plan.nodes, registration, async (part) => {
+      if (ready === 0 && part.ready.length > 0) firstQueuedMs = Math.round(performance.now() - started);
+      ready += part.ready.length;
+      await this.reportKnownFailures(runId, part, now);
+      await this.deps.dispatcher.dispatch(part.ready);
+    });
     phases.mark('registerMs');
-    await this.reportKnownFailures(runId, registered, now);
-    await this.deps.dispatcher.dispatch(registered.ready);
-    phases.mark('enqueueMs');
     logger.info(
       {
         runId,
         derivations: plan.nodes.length,
-        ready: registered.ready.length,
+        ready,
         joined: registered.joined,
         cachedFailures: registered.cachedFailures.length,
         read: plan.derivationsRead,
         ...phases.durations,
+        ...(firstQueuedMs === undefined ? {} : { firstQueuedMs }),
       },
       'run submitted',
     );
