@@ -36,6 +36,12 @@ export class InstantWorkers {
     return this.workers.reduce((sum, w) => sum + w.taken, 0);
   }
 
+  /** when the first derivation was taken (performance.now() of this process), if one was */
+  get firstTakenAt(): number | undefined {
+    const times = this.workers.map((w) => w.firstTakenAt).filter((t): t is number => t !== undefined);
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
   async start(): Promise<void> {
     for (let i = 0; i < this.options.count; i++) {
       const worker = new InstantWorker(`instant-${i + 1}`, this.options);
@@ -51,6 +57,7 @@ export class InstantWorkers {
 
 class InstantWorker {
   taken = 0;
+  firstTakenAt: number | undefined;
   private readonly redis: Redis;
   private readonly publisher: WorkerEventPublisher;
   private readonly consumers = new Map<string, BullWorker>();
@@ -109,6 +116,7 @@ class InstantWorker {
   /** What a real worker reports around a build, with the build itself taking no time. */
   private async build(job: Job): Promise<{ outcome: 'succeeded' }> {
     this.taken++;
+    this.firstTakenAt ??= performance.now();
     const build = buildJobSchema.parse(job.data);
     const common = { drvPath: build.drvPath, worker: this.name, jobId: String(job.id), attempt: job.attemptsStarted ?? 0 };
     await this.publisher.publish({ type: 'started', ...common, at: Date.now() });

@@ -16,6 +16,8 @@ export interface SchedulerBenchReport extends Rates {
   dagSeconds: number;
   /** RunService.submitEvaluated: GC roots, graph registration, first queueing */
   submitSeconds: number;
+  /** submit until a worker took the first derivation: how long a large run waits before anything builds */
+  firstBuildSeconds: number;
   /** submit until the run finished */
   wallSeconds: number;
   coordinatorPeakRssBytes: number;
@@ -35,7 +37,8 @@ export function printReport(r: SchedulerBenchReport): void {
   const rows: Array<[string, string]> = [
     ['derivations', `${r.size} (${r.edges} edges), run ${r.runStatus}`],
     ['instant workers', `${r.workers} x ${r.slotsPerWorker} slots`],
-    ['submit (roots, graph, first queueing)', `${r.submitSeconds.toFixed(2)} s`],
+    ['submit (roots, graph, queueing)', `${r.submitSeconds.toFixed(2)} s`],
+    ['first derivation taken by a worker', `${r.firstBuildSeconds.toFixed(2)} s after submit`],
     ['wall time (submit to run finished)', `${r.wallSeconds.toFixed(2)} s`],
     ['released / s (overall)', r.releasedPerSecond.toFixed(0)],
     ['completed / s (overall)', r.completedPerSecond.toFixed(0)],

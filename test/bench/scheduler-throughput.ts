@@ -213,6 +213,7 @@ async function main(): Promise<number> {
       runStatus: finishedStatus!,
       dagSeconds: ready.dagMs / 1000,
       submitSeconds: (submitted?.submitMs ?? Number.NaN) / 1000,
+      firstBuildSeconds: ((workers.firstTakenAt ?? Number.NaN) - t0) / 1000,
       wallSeconds,
       ...rates,
       coordinatorPeakRssBytes,
