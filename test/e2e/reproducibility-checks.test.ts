@@ -113,6 +113,12 @@ describe('reproducibility checks: nixfarm build --check (real workers)', () => {
     assert.equal(await report.text(), diff.stdout);
     assert.ok((dashboard.checks?.counts['not-reproducible'] ?? 0) >= 1);
 
+    // nixfarm runs RUN shows each check.
+    const shown = await farm.cli(['runs', run.id]);
+    assert.equal(shown.exitCode, 0, shown.stderr);
+    assert.ok(shown.stdout.includes(`not-reproducible   ${rnd}  rebuilt on ${rndCheck.checker}, built by ${rndCheck.builder}`), shown.stdout);
+    assert.ok(shown.stdout.includes(`reproducible       ${det}  rebuilt on ${detCheck.checker}, built by ${detCheck.builder}`), shown.stdout);
+
     // nixfarm checks lists it among the newest mismatches.
     const listing = await farm.cli(['checks']);
     assert.equal(listing.exitCode, 0, listing.stderr);

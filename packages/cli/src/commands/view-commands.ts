@@ -83,5 +83,12 @@ export function runsCommand(): Command {
       }
       for (const d of derivations)
         process.stdout.write(`  ${d.status.padEnd(18)} ${d.drvPath}${d.worker ? `  on ${d.worker}` : ''}${d.error ? `  (${d.error})` : ''}\n`);
+      if (run.checks !== undefined && run.checks.length > 0) {
+        process.stdout.write('  checks (nixfarm diff DRV shows a difference):\n');
+        for (const c of run.checks)
+          process.stdout.write(
+            `  ${c.state.padEnd(18)} ${c.drvPath}${c.checker === undefined ? '' : `  rebuilt on ${c.checker}`}${c.builder === undefined ? '' : `, built by ${c.builder}`}${c.error === undefined ? '' : `  (${c.error})`}\n`,
+          );
+      }
     });
 }
