@@ -69,16 +69,20 @@ export class ProcessTable {
 
   /** CPU ticks of a process and all its live descendants, plus what they have reaped. */
   treeTicks(root: number | undefined): number {
-    if (root === undefined) return 0;
-    let ticks = 0;
+    return this.tree(root).reduce((ticks, pid) => ticks + (this.times.get(pid)?.own ?? 0) + (this.times.get(pid)?.reaped ?? 0), 0);
+  }
+
+  /** A process and all its live descendants. */
+  tree(root: number | undefined): number[] {
+    if (root === undefined || !this.times.has(root)) return [];
+    const pids: number[] = [];
     const stack = [root];
     while (stack.length > 0) {
       const pid = stack.pop()!;
-      const t = this.times.get(pid);
-      ticks += (t?.own ?? 0) + (t?.reaped ?? 0);
+      pids.push(pid);
       stack.push(...(this.children.get(pid) ?? []));
     }
-    return ticks;
+    return pids;
   }
 }
 

@@ -10,6 +10,7 @@ import { QueueEvents } from 'bullmq';
 import { queueNameFor } from '@nixfarm/shared';
 import { freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import type { TestFarm } from '../harness/test-farm.js';
+import { CpuAccount } from './cpu-account.js';
 import { machineBusyTicks, ProcessTable, TICKS_PER_SECOND, waitForQuietMachine } from './foreign-cpu.js';
 import { checkAllBuilt } from './output-check.js';
 import { allButFirst, goalLines, textTable } from './text-table.js';
@@ -40,6 +41,10 @@ export interface ScaleCpu {
   workers: number;
   /** everything the workers started: serve sessions, Nix builds (sandbox set-up, the builders) */
   workerChildren: number;
+  /** the bench process and what it started that is no part of the farm: the `nixfarm build` client and its nix-instantiate */
+  client: number;
+  /** processes outside the bench (other sessions on the machine) */
+  foreign: number;
   /** the machine's busy time in all */
   machine: number;
 }
@@ -88,7 +93,10 @@ const IDEAL_DEFINITION = [
   'ideal = max(total work / slots, critical path): total work = derivations x the 1 s each builder sleeps, slots = workers x --max-jobs,',
   '  critical path = the longest chain of derivations x 1 s. It ignores evaluation, copies, Nix overheads and dispatch: makespan / ideal',
   '  measures all of them together. makespan = start of `nixfarm build` (evaluation and submission included) to its exit.',
-  'CPU columns: /proc/<pid>/stat utime+stime over the run (processes started by it included, for the children columns), / derivations.',
+  'CPU columns: /proc/<pid>/stat utime+stime over the run, / derivations; the Nix columns: the processes it started (live ones and reaped;',
+  "  the workers' through a cpuacct cgroup, which also keeps the sandboxed builders Nix detaches);",
+  "  client and bench: `nixfarm build`, its nix-instantiate, the bench itself; other processes: the machine's busy time (/proc/stat) minus",
+  "  all of the bench's (other sessions); cores busy: machine busy time / makespan.",
 ].join('\n');
 
 function countLines(file: string, needle: string): number {
@@ -109,20 +117,27 @@ function peakRssKiB(pid: number | undefined): number {
   }
 }
 
-/** CPU ticks of the farm's parts at one moment. */
-function farmTicks(farm: TestFarm): Record<keyof ScaleCpu, number> {
+/** CPU ticks of the farm's parts at one moment; the workers' through their cgroup when there is one (it keeps the sandboxed builders). */
+function farmTicks(farm: TestFarm, workerAccount: CpuAccount | undefined): Record<keyof ScaleCpu, number> {
   const table = new ProcessTable();
   const coordinatorPid = farm.coordinator.pid;
   const workerPids = [...farm.workers.values()].map((w) => w.process.pid);
   const workers = workerPids.reduce<number>((sum, pid) => sum + table.ownTicks(pid), 0);
   const workerTrees = workerPids.reduce<number>((sum, pid) => sum + table.treeTicks(pid), 0);
+  const workersAll = workerAccount === undefined ? workerTrees : workerAccount.seconds() * TICKS_PER_SECOND;
+  const farmTotal = table.treeTicks(coordinatorPid) + table.ownTicks(farm.redis.pid) + workerTrees;
+  // the workers are the bench's descendants, but not the builders Nix detached from them
+  const bench = table.treeTicks(process.pid) + (workersAll - workerTrees);
+  const machine = machineBusyTicks();
   return {
     coordinator: table.ownTicks(coordinatorPid),
     coordinatorChildren: table.treeTicks(coordinatorPid) - table.ownTicks(coordinatorPid),
     redis: table.ownTicks(farm.redis.pid),
     workers,
-    workerChildren: workerTrees - workers,
-    machine: machineBusyTicks(),
+    workerChildren: workersAll - workers,
+    client: bench - farmTotal - (workersAll - workerTrees),
+    foreign: machine - bench,
+    machine,
   };
 }
 
@@ -133,7 +148,14 @@ function lockRenewalFailures(farm: TestFarm): number {
 }
 
 /** One measured run on a started farm: the build, and what the farm spent and suffered meanwhile. */
-async function measuredRun(way: NixfarmWay, workload: Workload, workers: number, options: ScaleBenchOptions, criticalPathMs: number): Promise<ScaleRun> {
+async function measuredRun(
+  way: NixfarmWay,
+  workload: Workload,
+  workers: number,
+  options: ScaleBenchOptions,
+  criticalPathMs: number,
+  workerAccount: CpuAccount | undefined,
+): Promise<ScaleRun> {
   const farm = way.running;
   const salt = freshSalt();
   const tag = `${workers} workers`;
@@ -152,9 +174,9 @@ async function measuredRun(way: NixfarmWay, workload: Workload, workers: number,
     }
     options.say(`${tag}: building ${workload.fixture.expectedDrvCount} derivations, salt ${salt}`);
     const failuresBefore = lockRenewalFailures(farm);
-    const before = farmTicks(farm);
+    const before = farmTicks(farm, workerAccount);
     const run = await way.run(workload, salt, (line) => options.say(`${tag}: ${line}`));
-    const after = farmTicks(farm);
+    const after = farmTicks(farm, workerAccount);
     // the stream is read in blocking calls: give the last events a moment to arrive
     await new Promise((r) => setTimeout(r, 1500));
     await checkAllBuilt(workload, salt);
@@ -205,6 +227,7 @@ export async function runScaleBench(options: ScaleBenchOptions): Promise<ScaleBe
     const way = new NixfarmWay({ machineNames: names, jobsPerMachine: JOBS_PER_WORKER, timeoutMs: options.timeoutMs });
     options.say(`${workers} workers: starting a fresh farm`);
     await way.start();
+    const workerAccount = CpuAccount.create(`workers-${workers}`);
     try {
       // unmeasured: every slot busy once, so that the stores and serve sessions exist before the clock runs
       const warmUp: Workload = {
@@ -213,9 +236,12 @@ export async function runScaleBench(options: ScaleBenchOptions): Promise<ScaleBe
         fixture: layeredDag({ dir: options.dir, layers: 1, width: workers * JOBS_PER_WORKER }),
       };
       await way.run(warmUp, freshSalt(), () => undefined);
-      for (let rep = 0; rep < options.reps; rep++) runs.push(await measuredRun(way, workload, workers, options, criticalPathSeconds * 1000));
+      const table = new ProcessTable();
+      workerAccount?.add([...way.running.workers.values()].flatMap((w) => table.tree(w.process.pid)));
+      for (let rep = 0; rep < options.reps; rep++) runs.push(await measuredRun(way, workload, workers, options, criticalPathSeconds * 1000, workerAccount));
     } finally {
       await way.stop();
+      workerAccount?.close();
     }
   }
   const largest = Math.max(...shape.workerCounts);
@@ -277,7 +303,18 @@ export function formatScaleReport(report: ScaleBenchReport): string {
     perDrv(r.cpuSeconds.redis, r),
     `${Math.round(r.coordinatorPeakRssKiB / 1024)} MiB`,
   ]);
-  const cpuHeader = ['workers', 'coordinator', "coordinator's Nix", 'Redis', 'workers (Node)', "workers' Nix and builds", 'machine busy', 'cores busy'];
+  const cpuHeader = [
+    'workers',
+    'coordinator',
+    "coordinator's Nix",
+    'Redis',
+    'workers (Node)',
+    "workers' Nix and builds",
+    'client and bench',
+    'other processes',
+    'machine busy',
+    'cores busy',
+  ];
   const cores = (r: ScaleRun): string => `${(r.cpuSeconds.machine / (r.makespanMs / 1000)).toFixed(2)} of ${cpus().length}`;
   const cpuRows = report.runs.map((r) => [
     String(r.workers),
@@ -286,6 +323,8 @@ export function formatScaleReport(report: ScaleBenchReport): string {
     perDrv(r.cpuSeconds.redis, r),
     perDrv(r.cpuSeconds.workers, r),
     perDrv(r.cpuSeconds.workerChildren, r),
+    perDrv(r.cpuSeconds.client, r),
+    perDrv(r.cpuSeconds.foreign, r),
     perDrv(r.cpuSeconds.machine, r),
     cores(r),
   ]);
