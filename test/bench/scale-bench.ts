@@ -6,8 +6,9 @@
 // workers), since on a small machine that is what limits many workers.
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { join } from 'node:path';
 import { QueueEvents } from 'bullmq';
-import { queueNameFor } from '@nixfarm/shared';
+import { hashPart, queueNameFor } from '@nixfarm/shared';
 import { freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import type { TestFarm } from '../harness/test-farm.js';
 import { CpuAccount } from './cpu-account.js';
@@ -65,6 +66,8 @@ export interface ScaleRun {
   stalledEvents: number;
   /** the run's derivations started more than once */
   retriedDerivations: number;
+  /** each of them, with the farm's warnings and errors that name it: why it ran again */
+  retried: Array<{ name: string; attempts: number; worker?: string; logLines: string[] }>;
   cpuSeconds: ScaleCpu;
   /** VmHWM of the coordinator's Node process after the run, KiB */
   coordinatorPeakRssKiB: number;
@@ -142,6 +145,30 @@ function farmTicks(farm: TestFarm, workerAccount: CpuAccount | undefined): Recor
 }
 
 const LOCK_RENEWAL_FAILED = 'lock renewal failed';
+/** pino's warn level: warnings and errors are what explain a second attempt */
+const WARN_LEVEL = 40;
+const MAX_LINES = 8;
+
+/** The coordinator's and workers' warning and error lines that name this derivation. */
+function warningsAbout(farm: TestFarm, drvPath: string): string[] {
+  const hash = hashPart(drvPath);
+  const files = [join(farm.dir, 'coordinator.log'), ...[...farm.workers.values()].map((w) => w.logFile)];
+  const lines: string[] = [];
+  for (const file of files) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n')) {
+      if (!line.includes(hash)) continue;
+      const level = Number(/"level":(\d+)/.exec(line)?.[1] ?? WARN_LEVEL);
+      if (level >= WARN_LEVEL) lines.push(line.slice(0, 400));
+    }
+  }
+  return lines.slice(0, MAX_LINES);
+}
 
 function lockRenewalFailures(farm: TestFarm): number {
   return [...farm.workers.values()].reduce((sum, w) => sum + countLines(w.logFile, LOCK_RENEWAL_FAILED), 0);
@@ -181,6 +208,7 @@ async function measuredRun(
     await new Promise((r) => setTimeout(r, 1500));
     await checkAllBuilt(workload, salt);
     const derivations = workload.fixture.expectedDrvCount;
+    const retried = (run.nixfarmRows ?? []).filter((d) => d.attempts > 1);
     const slots = workers * JOBS_PER_WORKER;
     const idealMs = Math.max((derivations * SLEEP_SECONDS * 1000) / slots, criticalPathMs);
     const cpuSeconds = Object.fromEntries(
@@ -197,7 +225,13 @@ async function measuredRun(
       buildsPerSecond: derivations / (run.makespanMs / 1000),
       lockRenewalFailures: lockRenewalFailures(farm) - failuresBefore,
       stalledEvents,
-      retriedDerivations: (run.nixfarmRows ?? []).filter((d) => d.attempts > 1).length,
+      retriedDerivations: retried.length,
+      retried: retried.map((d) => ({
+        name: d.name,
+        attempts: d.attempts,
+        ...(d.worker === undefined ? {} : { worker: d.worker }),
+        logLines: warningsAbout(farm, d.drvPath),
+      })),
       cpuSeconds,
       coordinatorPeakRssKiB: peakRssKiB(farm.coordinator.pid),
     };
@@ -333,6 +367,12 @@ export function formatScaleReport(report: ScaleBenchReport): string {
     `\nscale-out: ${d.derivations} derivations (${d.layers} x ${d.width} + 1 top) of ${d.sleepSeconds} s sleeps, critical path ${d.criticalPathSeconds} s, --max-jobs ${report.jobsPerWorker} per worker, ${report.reps} repetition(s) each:`,
     textTable(header, rows, allButFirst(header.length)),
     '(stalled: BullMQ stalled events on the build queue / derivations started more than once)',
+    ...report.runs.flatMap((r) =>
+      r.retried.map(
+        (d) =>
+          `${r.workers} workers: ${d.name} started ${d.attempts} times (last on ${d.worker ?? '?'}); ${d.logLines.length} warnings name it: ${d.logLines.join(' | ') || '-'}`,
+      ),
+    ),
     '',
     'CPU per derivation, by process, during the run:',
     textTable(cpuHeader, cpuRows, allButFirst(cpuHeader.length)),
