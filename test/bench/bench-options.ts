@@ -14,21 +14,28 @@ export interface BenchOptions {
   jobset: boolean;
   /** run the reproducibility-check part (check-bench.ts) on these workloads: `--only check-overhead` (dag-50 and cpu-40) */
   checkOverhead: boolean;
+  /** run the scale-out part (scale-bench.ts): `--only scale-out` */
+  scaleOut: boolean;
+  /** its repetitions: 1 unless --reps is given (one full run takes about 10 min) */
+  scaleReps: number;
 }
 
 /** The jobset part is no workload of the ways' matrix: it measures evaluation too (jobset-bench.ts). */
 const JOBSET = 'jobset-2000';
 /** Nor is the check part: the same workloads with and without background checks (check-bench.ts). */
 const CHECK_OVERHEAD = 'check-overhead';
-const ONLY_IDS = [...WORKLOAD_IDS, JOBSET, CHECK_OVERHEAD] as const;
+/** Nor is the scale-out part: one DAG of sleeping builds on 2, 8 and 20 workers (scale-bench.ts). */
+const SCALE_OUT = 'scale-out';
+const ONLY_IDS = [...WORKLOAD_IDS, JOBSET, CHECK_OVERHEAD, SCALE_OUT] as const;
 
 const USAGE = `usage: npm run bench -- [--reps N] [--only ${ONLY_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
   --reps N        repetitions per workload and way (default 3; 1 with --quick); figures are medians
   --only LIST     workloads to run (default all); jobset-2000: evaluation and streaming of a 2,000-attribute jobset (ways a and c);
-                  check-overhead: a run's time with every build checked on another worker (--check-fraction 1) against without
+                  check-overhead: a run's time with every build checked on another worker (--check-fraction 1) against without;
+                  scale-out: 2,001 builds of 1 s sleeps on 2, 8 and 20 workers (4 jobs each) against the ideal bound (1 rep unless --reps)
   --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
   --max-jobs J    jobs per worker machine (default 2)
-  --quick         small sizes for a smoke run
+  --quick         small sizes for a smoke run (scale-out: 41 builds on 2 and 4 workers)
   --wait-idle S   before each run, wait up to S seconds until processes outside the bench use < 0.25 cores (default 0)`;
 
 function positiveInteger(flag: string, value: string | undefined): number {
@@ -94,5 +101,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     waitIdleSeconds,
     jobset: only.includes(JOBSET),
     checkOverhead: only.includes(CHECK_OVERHEAD),
+    scaleOut: only.includes(SCALE_OUT),
+    scaleReps: reps ?? 1,
   };
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { WayId } from './bench-way.js';
 import type { JobsetBenchReport } from './jobset-bench.js';
 import type { CheckBenchReport } from './check-bench.js';
+import type { ScaleBenchReport } from './scale-bench.js';
 import { textTable } from './text-table.js';
 import type { TargetResult } from './bench-targets.js';
 import { PROFILE_PHASES, type NixfarmProfile } from './nixfarm-profile.js';
@@ -68,6 +69,8 @@ export interface BenchReport {
   jobset?: JobsetBenchReport;
   /** the reproducibility-check part (--only check-overhead) */
   checks?: CheckBenchReport;
+  /** the scale-out part (--only scale-out) */
+  scale?: ScaleBenchReport;
 }
 
 const seconds = (ms: number | undefined): string => (ms === undefined ? '-' : `${(ms / 1000).toFixed(2)} s`);

@@ -15,9 +15,10 @@ export interface CpuSnapshot {
 }
 
 /** USER_HZ: Linux reports both /proc files in 1/100 s on every common platform. */
-const TICKS_PER_SECOND = 100;
+export const TICKS_PER_SECOND = 100;
 
-function machineBusyTicks(): number {
+/** The machine's busy CPU ticks so far (all processes, kernel work included). */
+export function machineBusyTicks(): number {
   const cpuLine = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
   // cpu user nice system idle iowait irq softirq steal ...: busy = user + nice + system + irq + softirq
   const [, user, nice, system, , , irq, softirq] = cpuLine.trim().split(/\s+/).map(Number);
@@ -26,7 +27,10 @@ function machineBusyTicks(): number {
 
 interface ProcessTimes {
   parent: number;
-  ticks: number;
+  /** utime + stime: the process's own CPU */
+  own: number;
+  /** cutime + cstime: what its reaped children used */
+  reaped: number;
 }
 
 function processTimes(): Map<number, ProcessTimes> {
@@ -42,24 +46,48 @@ function processTimes(): Map<number, ProcessTimes> {
     // the command name may hold spaces and parentheses: fields start after the last ')'
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-    const ticks = Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
-    out.set(Number(entry), { parent: Number(fields[1]), ticks: Number.isFinite(ticks) ? ticks : 0 });
+    const own = Number(fields[11]) + Number(fields[12]);
+    const reaped = Number(fields[13]) + Number(fields[14]);
+    out.set(Number(entry), { parent: Number(fields[1]), own: Number.isFinite(own) ? own : 0, reaped: Number.isFinite(reaped) ? reaped : 0 });
   }
   return out;
 }
 
-export function cpuSnapshot(): CpuSnapshot {
-  const times = processTimes();
-  const children = new Map<number, number[]>();
-  for (const [pid, t] of times) children.set(t.parent, [...(children.get(t.parent) ?? []), pid]);
-  let benchTicks = 0;
-  const stack = [process.pid];
-  while (stack.length > 0) {
-    const pid = stack.pop()!;
-    benchTicks += times.get(pid)?.ticks ?? 0;
-    stack.push(...(children.get(pid) ?? []));
+/** Every process's CPU times at one moment, to ask about several processes and their trees alike. */
+export class ProcessTable {
+  private readonly times = processTimes();
+  private readonly children = new Map<number, number[]>();
+
+  constructor() {
+    for (const [pid, t] of this.times) this.children.set(t.parent, [...(this.children.get(t.parent) ?? []), pid]);
   }
-  return { at: Date.now(), machineBusyTicks: machineBusyTicks(), benchTicks };
+
+  /** A process's own CPU ticks (utime + stime); 0 once it is gone. */
+  ownTicks(pid: number | undefined): number {
+    return pid === undefined ? 0 : (this.times.get(pid)?.own ?? 0);
+  }
+
+  /** CPU ticks of a process and all its live descendants, plus what they have reaped. */
+  treeTicks(root: number | undefined): number {
+    return this.tree(root).reduce((ticks, pid) => ticks + (this.times.get(pid)?.own ?? 0) + (this.times.get(pid)?.reaped ?? 0), 0);
+  }
+
+  /** A process and all its live descendants. */
+  tree(root: number | undefined): number[] {
+    if (root === undefined || !this.times.has(root)) return [];
+    const pids: number[] = [];
+    const stack = [root];
+    while (stack.length > 0) {
+      const pid = stack.pop()!;
+      pids.push(pid);
+      stack.push(...(this.children.get(pid) ?? []));
+    }
+    return pids;
+  }
+}
+
+export function cpuSnapshot(): CpuSnapshot {
+  return { at: Date.now(), machineBusyTicks: machineBusyTicks(), benchTicks: new ProcessTable().treeTicks(process.pid) };
 }
 
 /** Cores' worth of CPU that processes outside the bench used between two snapshots (0 = the machine was the bench's alone). */

@@ -15,6 +15,7 @@ import { formatReport, OVERHEAD_DEFINITION, writeReport, type BenchReport, type 
 import { evaluateTarget, TARGETS } from './bench-targets.js';
 import { formatJobsetReport, runJobsetBench, type JobsetBenchReport } from './jobset-bench.js';
 import { formatCheckReport, runCheckBench, type CheckBenchReport } from './check-bench.js';
+import { formatScaleReport, runScaleBench, type ScaleBenchReport } from './scale-bench.js';
 import type { BenchWay, NixfarmDerivationRow, WayId, WayRun } from './bench-way.js';
 import { calibrateMebibytes } from './cpu-bound-fixture.js';
 import { cpuSnapshot, foreignCores, waitForQuietMachine } from './foreign-cpu.js';
@@ -90,6 +91,7 @@ async function main(): Promise<void> {
   /** The report of what has been measured so far (complete once every way ran). */
   let jobset: JobsetBenchReport | undefined;
   let checks: CheckBenchReport | undefined;
+  let scale: ScaleBenchReport | undefined;
   const summarise = (complete: boolean): BenchReport => {
     const results: WorkloadResult[] = [];
     const profiles: BenchReport['profiles'] = {};
@@ -160,6 +162,7 @@ async function main(): Promise<void> {
       profiles,
       ...(jobset === undefined ? {} : { jobset }),
       ...(checks === undefined ? {} : { checks }),
+      ...(scale === undefined ? {} : { scale }),
     };
   };
 
@@ -224,11 +227,25 @@ async function main(): Promise<void> {
       say,
     });
   }
+  if (options.scaleOut) {
+    say('scale-out: one DAG of 1 s sleeps on fresh farms of growing size, against the ideal bound');
+    scale = await runScaleBench({
+      dir: join(dir, 'scale'),
+      reps: options.scaleReps,
+      quick: options.quick,
+      system,
+      timeoutMs: RUN_TIMEOUT_MS,
+      waitIdleSeconds: options.waitIdleSeconds,
+      quietCores: QUIET_CORES,
+      say,
+    });
+  }
   const report = summarise(true);
 
   if (options.workloads.length > 0) process.stdout.write(formatReport(report));
   if (jobset !== undefined) process.stdout.write(formatJobsetReport(jobset));
   if (checks !== undefined) process.stdout.write(formatCheckReport(checks));
+  if (scale !== undefined) process.stdout.write(formatScaleReport(scale));
   const file = writeReport(resultsDir, report);
   say(`wrote ${file} and latest.json`);
   unregister();
