@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { freePort } from './free-port.js';
 import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
+import { logOutputTo } from './child-log.js';
 
 /** A private Debian docker-registry (distribution) on loopback, plain HTTP, storage in a temp dir. */
 export interface TestRegistry {
@@ -45,10 +46,8 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
       '',
     ].join('\n'),
   );
-  const log = createWriteStream(join(dir, 'registry.log'));
   const child: ChildProcess = spawn('docker-registry', ['serve', config], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  logOutputTo(child, join(dir, 'registry.log'));
   const unregister = onProcessExit(() => {
     killGroup(child.pid, 'SIGKILL');
     removeTreeSync(dir);

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
 import { SimulatedMachine } from './simulated-machine.js';
 import { sleep } from './poll.js';
+import { logOutputTo } from './child-log.js';
 
 const SSHD = '/usr/sbin/sshd';
 const SSH_KEYGEN = 'ssh-keygen';
@@ -105,11 +106,9 @@ export class SshBuilderMachine {
   }
 
   private startSshd(config: string): void {
-    const log = createWriteStream(this.logFile, { flags: 'a' });
     // -D: stay in the foreground (in the machine's process group), -e: log to stderr
     const child = this.machine.spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    logOutputTo(child, this.logFile);
     this.sshd = child;
   }
 

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -10,6 +10,7 @@ import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
 import { TcpProxy } from './tcp-proxy.js';
 import { pollFor, sleep } from './poll.js';
+import { logOutputTo } from './child-log.js';
 
 /** The repository root, from test/dist/harness/. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -181,11 +182,9 @@ export class TestFarm {
 
   /** Starts the coordinator; on ports of an earlier start when given (a restart: clients and workers keep their addresses). */
   async startCoordinator(ports: { http: number; ssh: number } = { http: 0, ssh: 0 }, options: CoordinatorStartOptions = {}): Promise<void> {
-    const log = createWriteStream(this.logFile('coordinator'), { flags: 'a' });
     const { args, env } = this.coordinatorCommand(ports, options);
     const child = spawn(process.execPath, [NIXFARM_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    logOutputTo(child, this.logFile('coordinator'));
     this.coordinator = child;
     const file = join(this.coordinatorStateDir, 'coordinator.json');
     const deadline = Date.now() + 30_000;
@@ -235,10 +234,8 @@ export class TestFarm {
     const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort }) : undefined;
     if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));
-    const log = createWriteStream(this.logFile(spec.name), { flags: 'a' });
     const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    logOutputTo(child, this.logFile(spec.name));
     const worker: RunningWorker = { spec, machine, process: child, logFile: this.logFile(spec.name), ...(link === undefined ? {} : { link }) };
     this.workers.set(spec.name, worker);
     return worker;
