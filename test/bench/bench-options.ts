@@ -14,6 +14,8 @@ export interface BenchOptions {
   jobset: boolean;
   /** run the reproducibility-check part (check-bench.ts) on these workloads: `--only check-overhead` (dag-50 and cpu-40) */
   checkOverhead: boolean;
+  /** run the big-closure part (closure-bench.ts): `--only closure-1g` */
+  closure: boolean;
   /** run the scale-out part (scale-bench.ts): `--only scale-out` */
   scaleOut: boolean;
   /** its repetitions: 1 unless --reps is given (one full run takes about 10 min) */
@@ -24,14 +26,17 @@ export interface BenchOptions {
 const JOBSET = 'jobset-2000';
 /** Nor is the check part: the same workloads with and without background checks (check-bench.ts). */
 const CHECK_OVERHEAD = 'check-overhead';
+/** Nor the big closure: one 1 GiB output's copies against Nix's export/import pipe (closure-bench.ts). */
+const CLOSURE = 'closure-1g';
 /** Nor is the scale-out part: one DAG of sleeping builds on 2, 8 and 20 workers (scale-bench.ts). */
 const SCALE_OUT = 'scale-out';
-const ONLY_IDS = [...WORKLOAD_IDS, JOBSET, CHECK_OVERHEAD, SCALE_OUT] as const;
+const ONLY_IDS = [...WORKLOAD_IDS, JOBSET, CHECK_OVERHEAD, SCALE_OUT, CLOSURE] as const;
 
 const USAGE = `usage: npm run bench -- [--reps N] [--only ${ONLY_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
   --reps N        repetitions per workload and way (default 3; 1 with --quick); figures are medians
   --only LIST     workloads to run (default all); jobset-2000: evaluation and streaming of a 2,000-attribute jobset (ways a and c);
                   check-overhead: a run's time with every build checked on another worker (--check-fraction 1) against without;
+                  closure-1g: a 1 GiB output copied out and in, against nix-store --export | nix-store --import (--quick: 64 MiB);
                   scale-out: 2,001 builds of 1 s sleeps on 2, 8 and 20 workers (4 jobs each) against the ideal bound (1 rep unless --reps)
   --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
   --max-jobs J    jobs per worker machine (default 2)
@@ -101,6 +106,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     waitIdleSeconds,
     jobset: only.includes(JOBSET),
     checkOverhead: only.includes(CHECK_OVERHEAD),
+    closure: only.includes(CLOSURE),
     scaleOut: only.includes(SCALE_OUT),
     scaleReps: reps ?? 1,
   };

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { WayId } from './bench-way.js';
 import type { JobsetBenchReport } from './jobset-bench.js';
 import type { CheckBenchReport } from './check-bench.js';
+import type { ClosureBenchReport } from './closure-bench.js';
 import type { ScaleBenchReport } from './scale-bench.js';
 import { textTable } from './text-table.js';
 import type { TargetResult } from './bench-targets.js';
@@ -69,6 +70,8 @@ export interface BenchReport {
   jobset?: JobsetBenchReport;
   /** the reproducibility-check part (--only check-overhead) */
   checks?: CheckBenchReport;
+  /** the big-closure part (--only closure-1g) */
+  closure?: ClosureBenchReport;
   /** the scale-out part (--only scale-out) */
   scale?: ScaleBenchReport;
 }

@@ -15,6 +15,7 @@ import { formatReport, OVERHEAD_DEFINITION, writeReport, type BenchReport, type 
 import { evaluateTarget, TARGETS } from './bench-targets.js';
 import { formatJobsetReport, runJobsetBench, type JobsetBenchReport } from './jobset-bench.js';
 import { formatCheckReport, runCheckBench, type CheckBenchReport } from './check-bench.js';
+import { formatClosureReport, runClosureBench, type ClosureBenchReport } from './closure-bench.js';
 import { formatScaleReport, runScaleBench, type ScaleBenchReport } from './scale-bench.js';
 import type { BenchWay, NixfarmDerivationRow, WayId, WayRun } from './bench-way.js';
 import { calibrateMebibytes } from './cpu-bound-fixture.js';
@@ -162,6 +163,7 @@ async function main(): Promise<void> {
       profiles,
       ...(jobset === undefined ? {} : { jobset }),
       ...(checks === undefined ? {} : { checks }),
+      ...(closure === undefined ? {} : { closure }),
       ...(scale === undefined ? {} : { scale }),
     };
   };
@@ -215,6 +217,11 @@ async function main(): Promise<void> {
       say,
     });
   }
+  let closure: ClosureBenchReport | undefined;
+  if (options.closure) {
+    say('closure-1g: a 1 GiB output out of one worker and into the other, against nix-store --export | nix-store --import');
+    closure = await runClosureBench({ dir, reps: options.quick ? 1 : Math.min(options.reps, 2), quick: options.quick, timeoutMs: RUN_TIMEOUT_MS, say });
+  }
   if (options.checkOverhead) {
     say("check-overhead: (a) local nix-build, (c) nixfarm, (c') nixfarm with --check-fraction 1");
     const cpu = calibrateMebibytes(1);
@@ -245,6 +252,7 @@ async function main(): Promise<void> {
   if (options.workloads.length > 0) process.stdout.write(formatReport(report));
   if (jobset !== undefined) process.stdout.write(formatJobsetReport(jobset));
   if (checks !== undefined) process.stdout.write(formatCheckReport(checks));
+  if (closure !== undefined) process.stdout.write(formatClosureReport(closure));
   if (scale !== undefined) process.stdout.write(formatScaleReport(scale));
   const file = writeReport(resultsDir, report);
   say(`wrote ${file} and latest.json`);
