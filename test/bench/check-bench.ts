@@ -11,7 +11,7 @@ import { median } from './statistics.js';
 import { LocalNixWay } from './way-local-nix.js';
 import { NixfarmWay } from './way-nixfarm.js';
 import type { Workload } from './workloads.js';
-import { allButFirst, goalLines, textTable } from './text-table.js';
+import { benchSection } from './text-table.js';
 
 export interface CheckBenchOptions {
   reps: number;
@@ -166,10 +166,10 @@ export function formatCheckReport(report: CheckBenchReport): string {
     `${r.overhead >= 0 ? '+' : ''}${(r.overhead * 100).toFixed(1)}%`,
     s(r.drainMs),
   ]);
-  return [
+  return benchSection(
     `\nreproducibility checks (--check-fraction 1) beside the run, --max-jobs ${report.maxJobs} per worker, median of ${report.reps}:`,
-    textTable(header, rows, allButFirst(header.length)),
-    ...goalLines(report.goals),
-    '',
-  ].join('\n');
+    header,
+    rows,
+    report.goals,
+  );
 }

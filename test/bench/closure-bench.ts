@@ -14,7 +14,7 @@ import { SimulatedMachine } from '../harness/simulated-machine.js';
 import { TestFarm } from '../harness/test-farm.js';
 import { ProcessTable } from './foreign-cpu.js';
 import { median } from './statistics.js';
-import { goalLines, textTable } from './text-table.js';
+import { benchSection } from './text-table.js';
 import { runTimed } from './timed-process.js';
 
 export interface ClosureBenchOptions {
@@ -203,10 +203,10 @@ export function formatClosureReport(r: ClosureBenchReport): string {
     ['nixfarm copy out (worker to coordinator)', s(r.copyOutMs), `${(r.copyOutMs / r.pipeMs).toFixed(2)}x`],
     ['nixfarm copy in (coordinator to the other worker)', s(r.copyInMs), `${(r.copyInMs / r.pipeMs).toFixed(2)}x`],
   ];
-  return [
+  return benchSection(
     `\na ${r.mebibytes} MiB output travelling out and in, median of ${r.reps}; peak RSS: coordinator ${Math.round(r.coordinatorPeakRssBytes / MIB)} MiB, workers ${Math.round(r.workerPeakRssBytes / MIB)} MiB:`,
-    textTable(['copy', 'time', 'vs pipe'], rows, new Set([1, 2])),
-    ...goalLines(r.goals),
-    '',
-  ].join('\n');
+    ['copy', 'time', 'vs pipe'],
+    rows,
+    r.goals,
+  );
 }

@@ -17,7 +17,7 @@ import { freshSalt } from '../harness/nix-fixtures.js';
 import { NIXFARM_BIN, TestFarm } from '../harness/test-farm.js';
 import { median } from './statistics.js';
 import { runTimed } from './timed-process.js';
-import { allButFirst, goalLines, textTable } from './text-table.js';
+import { benchSection } from './text-table.js';
 
 export interface JobsetBenchOptions {
   dir: string;
@@ -297,10 +297,5 @@ export function formatJobsetReport(report: JobsetBenchReport): string {
     w.evaluatorPeakRssKiB === undefined ? '-' : `${(w.evaluatorPeakRssKiB / 1024).toFixed(0)} MiB`,
     s(w.makespanMs),
   ]);
-  return [
-    `\njobset of ${report.attributes} attributes (${report.builds} builds), median of ${report.reps}:`,
-    textTable(header, rows, allButFirst(header.length)),
-    ...goalLines(report.goals),
-    '',
-  ].join('\n');
+  return benchSection(`\njobset of ${report.attributes} attributes (${report.builds} builds), median of ${report.reps}:`, header, rows, report.goals);
 }

@@ -14,6 +14,16 @@ export function allButFirst(columns: number): ReadonlySet<number> {
   return new Set(Array.from({ length: columns - 1 }, (_, i) => i + 1));
 }
 
+/** A part of a bench's report: its title line, its table (numbers right-aligned), its goals. */
+export function benchSection(
+  title: string,
+  header: readonly string[],
+  rows: ReadonlyArray<readonly string[]>,
+  goals: ReadonlyArray<{ goal: string; measured: string; met: boolean }>,
+): string {
+  return [title, textTable(header, rows, allButFirst(header.length)), ...goalLines(goals), ''].join('\n');
+}
+
 /** One line per goal of a bench: met or MISSED, what it asks, what was measured. */
 export function goalLines(goals: ReadonlyArray<{ goal: string; measured: string; met: boolean }>): string[] {
   return goals.map((g) => `${g.met ? 'met   ' : 'MISSED'}  ${g.goal}: ${g.measured}`);

@@ -106,37 +106,32 @@ export class FarmMetrics {
       'Upload attempts of an output (with its closure) to an external cache, by cache and result (uploaded, failed, given-up)',
       ['target', 'result'],
     );
-    const backlog = () => this.uploadBacklog();
-    new Gauge({
-      name: 'nixfarm_upload_queue_depth',
-      help: 'Uploads to external caches not done yet: waiting, running, or waiting for their retry',
-      registers,
-      async collect() {
-        this.set((await backlog()).depth);
-      },
-    });
-    new Gauge({
-      name: 'nixfarm_upload_lag_seconds',
-      help: 'Age of the oldest upload to an external cache not done yet (0 when none waits)',
-      registers,
-      async collect() {
-        this.set((await backlog()).lagSeconds);
-      },
-    });
+    // Gauges read from Redis when scraped: what they show survives a restart of the coordinator.
+    const readOnScrape = (name: string, help: string, read: () => Promise<number>) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          this.set(await read());
+        },
+      });
+    readOnScrape(
+      'nixfarm_upload_queue_depth',
+      'Uploads to external caches not done yet: waiting, running, or waiting for their retry',
+      async () => (await this.uploadBacklog()).depth,
+    );
+    readOnScrape(
+      'nixfarm_upload_lag_seconds',
+      'Age of the oldest upload to an external cache not done yet (0 when none waits)',
+      async () => (await this.uploadBacklog()).lagSeconds,
+    );
     this.checks = counter(
       'nixfarm_checks_total',
       'Reproducibility checks ended, by result (reproducible, not-reproducible, failed, skipped, cancelled) and kind (requested by a run, or sampled)',
       ['result', 'kind'],
     );
-    const pendingChecks = () => this.checksPending();
-    new Gauge({
-      name: 'nixfarm_checks_pending',
-      help: 'Reproducibility checks not ended: waiting for their build, queued, or running',
-      registers,
-      async collect() {
-        this.set(await pendingChecks());
-      },
-    });
+    readOnScrape('nixfarm_checks_pending', 'Reproducibility checks not ended: waiting for their build, queued, or running', () => this.checksPending());
     this.signedOutputs = counter('nixfarm_outputs_signed_total', "Outputs signed with the coordinator's key as they became valid in its store", []);
     this.signingSeconds = new Histogram({
       name: 'nixfarm_signing_seconds',
