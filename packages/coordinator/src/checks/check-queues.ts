@@ -1,6 +1,18 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { canBuild, checkJobId, checkQueueNameFor, readWorkerRegistry, redisKeys, takesNewBuilds, type CheckJob, type Logger } from '@nixfarm/shared';
+import {
+  canBuild,
+  checkJobId,
+  checkQueueNameFor,
+  hashOfQueuedJobId,
+  readWorkerRegistry,
+  redisKeys,
+  takesNewBuilds,
+  type BuildRequirement,
+  type CheckJob,
+  type Logger,
+  type WorkerListing,
+} from '@nixfarm/shared';
 import { LOCAL_BUILDER_NAME } from '../local/local-builder.js';
 import type { CheckRecord } from './check-records.js';
 
@@ -31,11 +43,41 @@ export class CheckQueues {
 
   constructor(private readonly options: CheckQueuesOptions) {}
 
-  async enqueue(record: CheckRecord, job: CheckJob): Promise<CheckPlacement> {
+  /** Queues checks, each with its builder excluded where another live worker can build it (one read of the registry for all). */
+  async enqueueAll(items: ReadonlyArray<{ record: CheckRecord; job: CheckJob }>): Promise<CheckPlacement[]> {
+    if (items.length === 0) return [];
+    const workers = await this.capableWorkers();
+    const placements: CheckPlacement[] = [];
+    for (const { record, job } of items) placements.push(await this.enqueue(record, job, workers));
+    return placements;
+  }
+
+  /** Takes a check's job out of its queue; one already running is stopped on its worker. */
+  async remove(record: CheckRecord): Promise<void> {
+    if (record.queue === undefined || record.jobId === undefined) return;
+    const removed = await this.queue(record.queue)
+      .remove(record.jobId)
+      .catch(() => 0);
+    // The worker knows a running job by the hash its id names, as for builds.
+    if (removed === 0) await this.options.redis.publish(redisKeys.cancelBuilds, hashOfQueuedJobId(record.jobId));
+  }
+
+  /** The hashes of queued checks that exclude their builder although no other live worker can take them now. */
+  async stranded(records: readonly CheckRecord[]): Promise<Set<string>> {
+    const excluding = records.filter((r) => r.excludedWorker !== undefined);
+    if (excluding.length === 0) return new Set();
+    const workers = await this.capableWorkers();
+    return new Set(excluding.filter((r) => this.placement(r, workers).excludedWorker === undefined).map((r) => r.hash));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close().catch(() => undefined)));
+  }
+
+  private async enqueue(record: CheckRecord, job: CheckJob, workers: readonly WorkerListing[]): Promise<CheckPlacement> {
     const { redis } = this.options;
-    const requirement = { system: record.job.system, requiredFeatures: record.job.requiredFeatures };
-    const placement = await this.placement(record.builder, requirement);
-    const queue = checkQueueNameFor({ requirement, background: record.background, ...placement });
+    const placement = this.placement(record, workers);
+    const queue = checkQueueNameFor({ requirement: requirementOf(record), background: record.background, ...placement });
     if (!this.known.has(queue)) {
       await redis.sadd(redisKeys.checkQueues, queue);
       this.known.add(queue);
@@ -51,32 +93,16 @@ export class CheckQueues {
     return { queue, jobId, ...placement };
   }
 
-  /** Takes a check's job out of its queue; one already running is stopped on its worker. */
-  async remove(record: CheckRecord): Promise<void> {
-    if (record.queue === undefined || record.jobId === undefined) return;
-    const removed = await this.queue(record.queue)
-      .remove(record.jobId)
-      .catch(() => 0);
-    if (removed === 0) await this.options.redis.publish(redisKeys.cancelBuilds, `check-${record.hash}`);
+  /** The live workers that take new builds: who may check. */
+  private async capableWorkers(): Promise<WorkerListing[]> {
+    return (await readWorkerRegistry(this.options.redis)).filter((w) => w.alive && takesNewBuilds(w));
   }
 
-  /** Whether a queued check excludes its builder although no other live worker can take it now. */
-  async stranded(record: CheckRecord): Promise<boolean> {
-    if (record.excludedWorker === undefined) return false;
-    const placement = await this.placement(record.builder, { system: record.job.system, requiredFeatures: record.job.requiredFeatures });
-    return placement.excludedWorker === undefined;
-  }
-
-  async close(): Promise<void> {
-    await Promise.all([...this.queues.values()].map((q) => q.close().catch(() => undefined)));
-  }
-
-  private async placement(
-    builder: string | undefined,
-    requirement: { system: string; requiredFeatures: string[] },
-  ): Promise<{ excludedWorker?: string; note?: string }> {
+  private placement(record: CheckRecord, workers: readonly WorkerListing[]): { excludedWorker?: string; note?: string } {
+    const builder = record.builder;
     if (builder === undefined || builder === LOCAL_BUILDER_NAME) return {};
-    const capable = (await readWorkerRegistry(this.options.redis)).filter((w) => w.alive && takesNewBuilds(w) && canBuild(w, requirement));
+    const requirement = requirementOf(record);
+    const capable = workers.filter((w) => canBuild(w, requirement));
     if (capable.some((w) => w.name !== builder)) return { excludedWorker: builder };
     const system = [requirement.system, ...requirement.requiredFeatures].join(' with ');
     if (capable.length === 0) return { note: `no live worker can build ${system} now: the first that can takes the check` };
@@ -92,4 +118,8 @@ export class CheckQueues {
     }
     return queue;
   }
+}
+
+function requirementOf(record: CheckRecord): BuildRequirement {
+  return { system: record.job.system, requiredFeatures: record.job.requiredFeatures };
 }

@@ -24,7 +24,7 @@ import type { Candidate, WhyQuery } from '../explain/index.js';
 
 export interface CheckServiceOptions {
   records: CheckRecords;
-  queues: Pick<CheckQueues, 'enqueue' | 'remove' | 'stranded'>;
+  queues: Pick<CheckQueues, 'enqueueAll' | 'remove' | 'stranded'>;
   /** the job of a derivation no plan of the run holds (its outputs were valid) */
   planner: Pick<BuildPlanner, 'jobFor'>;
   /** who built a derivation, and whether a run still has builds to end */
@@ -159,20 +159,9 @@ export class CheckService implements CheckReportSink {
     const result = await this.serial(async () => {
       const records = await this.options.records.ofRun(runId);
       if (records.length === 0) return undefined;
+      // Their builds have ended: those that succeeded are checked, the others have nothing to check.
       const waiting = records.filter((r) => r.state === 'waiting');
-      const ended: CheckRecord[] = [];
-      if (waiting.length > 0) {
-        const valid = await this.options.narHashes(waiting.flatMap((r) => Object.values(r.job.outputs)));
-        const toQueue: CheckRecord[] = [];
-        for (const record of waiting) {
-          if (Object.values(record.job.outputs).every((p) => valid.has(p))) {
-            toQueue.push(record);
-          } else {
-            ended.push(await this.end(record, 'skipped', { error: 'its build did not succeed: there is nothing to check' }));
-          }
-        }
-        await this.queueAll(await this.withBuilders(toQueue));
-      }
+      await this.queueAll(await this.withBuilders(waiting), { invalid: 'its build did not succeed: there is nothing to check' });
       const now = await this.options.records.ofRun(runId);
       return {
         pending: now.filter((r) => !isCheckEnded(r.state)).length,
@@ -256,17 +245,12 @@ export class CheckService implements CheckReportSink {
       const queued = (await this.options.records.getMany(await this.options.records.active())).filter(
         (r): r is CheckRecord => r !== undefined && r.state === 'queued',
       );
-      const stranded: CheckRecord[] = [];
-      const kept: CheckRecord[] = [];
-      for (const record of queued) {
-        if (record.excludedWorker !== undefined && (await this.options.queues.stranded(record))) stranded.push(record);
-        else kept.push(record);
-      }
-      for (const record of stranded) {
+      const stranded = await this.options.queues.stranded(queued);
+      for (const record of queued.filter((r) => stranded.has(r.hash))) {
         this.options.logger.info({ drvPath: record.drvPath, excludedWorker: record.excludedWorker }, 'no other worker can take this check any more: moving it');
         await this.options.queues.remove(record);
       }
-      return [...(await this.queueAll(kept, { again: true })), ...(await this.queueAll(stranded, { again: true }))];
+      return this.queueAll(queued, { again: true });
     });
     await this.finalizeRuns(ended);
   }
@@ -302,40 +286,41 @@ export class CheckService implements CheckReportSink {
    * store query for all). A check whose outputs are not valid is skipped.
    * Returns the runs whose checks may all have ended.
    */
-  private async queueAll(records: readonly CheckRecord[], how: { again?: boolean } = {}): Promise<string[]> {
+  private async queueAll(records: readonly CheckRecord[], how: { again?: boolean; invalid?: string } = {}): Promise<string[]> {
     if (records.length === 0) return [];
     const hashes = await this.options.narHashes(records.flatMap((r) => Object.values(r.job.outputs)));
     const ended: string[] = [];
+    const ready: Array<{ record: CheckRecord; expected: Record<string, string> }> = [];
     for (const record of records) {
       const expected: Record<string, string> = {};
       for (const path of Object.values(record.job.outputs)) {
         const hash = hashes.get(path);
         if (hash !== undefined && hash !== '') expected[path] = hash;
       }
-      if (Object.keys(expected).length !== Object.keys(record.job.outputs).length) {
-        const gone = await this.end(record, 'skipped', { error: 'its outputs are not valid in the coordinator store: there is nothing to compare with' });
-        ended.push(...gone.runs);
+      if (Object.keys(expected).length === Object.keys(record.job.outputs).length) {
+        ready.push({ record, expected });
         continue;
       }
-      const placement = await this.options.queues.enqueue(record, {
-        build: record.job,
-        expected,
-        maxNarBytes: this.options.maxNarBytes ?? DEFAULT_MAX_NAR_BYTES,
-        background: record.background,
-      });
-      const queued: CheckRecord = {
-        ...record,
+      const why = how.invalid ?? 'its outputs are not valid in the coordinator store: there is nothing to compare with';
+      ended.push(...(await this.end(record, 'skipped', { error: why })).runs);
+    }
+    const maxNarBytes = this.options.maxNarBytes ?? DEFAULT_MAX_NAR_BYTES;
+    const placements = await this.options.queues.enqueueAll(
+      ready.map(({ record, expected }) => ({ record, job: { build: record.job, expected, maxNarBytes, background: record.background } })),
+    );
+    for (const [i, { record, expected }] of ready.entries()) {
+      const placement = placements[i]!;
+      const { excludedWorker: _before, note: _said, ...rest } = record;
+      await this.options.records.put({
+        ...rest,
         state: 'queued',
         queue: placement.queue,
         jobId: placement.jobId,
         queuedAt: how.again === true ? (record.queuedAt ?? Date.now()) : Date.now(),
         outputs: record.outputs.map((o) => ({ name: o.name, path: o.path, ...(expected[o.path] === undefined ? {} : { expected: expected[o.path] }) })),
-      };
-      delete queued.excludedWorker;
-      delete queued.note;
-      if (placement.excludedWorker !== undefined) queued.excludedWorker = placement.excludedWorker;
-      if (placement.note !== undefined) queued.note = placement.note;
-      await this.options.records.put(queued);
+        ...(placement.excludedWorker === undefined ? {} : { excludedWorker: placement.excludedWorker }),
+        ...(placement.note === undefined ? {} : { note: placement.note }),
+      });
       this.options.logger.info(
         { drvPath: record.drvPath, queue: placement.queue, excludedWorker: placement.excludedWorker, background: record.background },
         'reproducibility check queued',

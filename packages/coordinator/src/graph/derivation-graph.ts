@@ -75,23 +75,12 @@ export class DerivationGraph {
   ): Promise<RegistrationOutcome> {
     if (onChunk === undefined) return this.registration(await this.registerChunks(registerRunOperation, runId, nodes, options));
     let handled: Promise<unknown> = Promise.resolve();
-    const parts: RegistrationOutcome[] = [];
-    await this.registerChunks(registerRunOperation, runId, nodes, options, (reply) => {
-      handled = handled.then(async () => {
-        const part = await this.registration([reply]);
-        parts.push({ ...part, ready: [] });
-        await onChunk(part);
-      });
+    const replies = await this.registerChunks(registerRunOperation, runId, nodes, options, (reply) => {
+      handled = handled.then(async () => onChunk(await this.registration([reply])));
       return handled;
     });
     await handled;
-    const outcome: RegistrationOutcome = { ready: [], cachedFailures: [], dependencyFailed: [], joined: 0 };
-    for (const p of parts) {
-      outcome.cachedFailures.push(...p.cachedFailures);
-      outcome.dependencyFailed.push(...p.dependencyFailed);
-      outcome.joined += p.joined;
-    }
-    return outcome;
+    return { ...tally(replies), ready: [] };
   }
 
   /**
@@ -159,16 +148,7 @@ export class DerivationGraph {
   }
 
   private async registration(replies: readonly RegisterReply[]): Promise<RegistrationOutcome> {
-    const outcome: RegistrationOutcome = { ready: [], cachedFailures: [], dependencyFailed: [], joined: 0 };
-    const ready: string[] = [];
-    for (const r of replies) {
-      ready.push(...r.ready);
-      outcome.cachedFailures.push(...r.cachedFailures);
-      outcome.dependencyFailed.push(...r.dependencyFailed);
-      outcome.joined += r.joined;
-    }
-    outcome.ready = await this.readyDetails(ready);
-    return outcome;
+    return { ...tally(replies), ready: await this.readyDetails(replies.flatMap((r) => r.ready)) };
   }
 
   /** `at` is the worker's clock: start and end of one build come from the same clock, so per-worker overlap can be checked. */
@@ -392,4 +372,15 @@ export function topologicalOrder<T extends { hash: string; inputs: readonly stri
   }
   if (order.length !== nodes.length) throw new Error('derivation graph has a cycle');
   return order;
+}
+
+/** What registration replies add up to, but the ready derivations (read from their nodes by the caller). */
+function tally(replies: readonly RegisterReply[]): Omit<RegistrationOutcome, 'ready'> {
+  const outcome: Omit<RegistrationOutcome, 'ready'> = { cachedFailures: [], dependencyFailed: [], joined: 0 };
+  for (const r of replies) {
+    outcome.cachedFailures.push(...r.cachedFailures);
+    outcome.dependencyFailed.push(...r.dependencyFailed);
+    outcome.joined += r.joined;
+  }
+  return outcome;
 }
