@@ -28,6 +28,8 @@ export interface TestCa {
   client: CertFiles;
   /** another CA that signed none of the above: trusting only it is an unknown CA */
   otherCaCert: string;
+  /** a client certificate signed by the other CA: a server trusting only the test CA refuses it */
+  strangerClient: CertFiles;
 }
 
 const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
@@ -131,5 +133,6 @@ export async function makeTestCa(): Promise<TestCa> {
     wrongHost: await makeLeaf(dir, ca, { name: 'wrong-host', cn: 'wrong.example', altNames: 'DNS:wrong.example', usage: 'serverAuth' }),
     client: await makeLeaf(dir, ca, { name: 'client', cn: 'nixfarm-client', usage: 'clientAuth' }),
     otherCaCert: other.cert,
+    strangerClient: await makeLeaf(dir, other, { name: 'stranger-client', cn: 'stranger', usage: 'clientAuth' }),
   };
 }

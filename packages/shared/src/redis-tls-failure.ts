@@ -109,17 +109,22 @@ export async function diagnoseRedisTlsFailure(error: Error, context: RedisTlsFai
     );
   }
   const cert = tls.files.redisCertFile;
-  if (cert === undefined && CERT_REQUIRED_CODES.has(code))
-    return new RedisTlsError(
-      'client-certificate-required',
-      `the Redis server at ${shownUrl} requires a client certificate and none was given (${code}): give ${REDIS_TLS_FLAGS.redisCertFile} FILE and ${REDIS_TLS_FLAGS.redisKeyFile} FILE, a certificate signed by a CA in the server's tls-ca-cert-file`,
-    );
-  if (cert !== undefined && CERT_REJECTED_CODES.has(code))
-    return new RedisTlsError(
-      'client-certificate-rejected',
-      `the Redis server at ${shownUrl} did not accept the client certificate ${REDIS_TLS_FLAGS.redisCertFile} ${cert} (${code}): it must be valid and signed by a CA in the server's tls-ca-cert-file`,
-    );
-  if (PLAIN_ANSWER_CODES.has(code) && (await speaksPlainRedis(target)))
+  const clientCertificateRefused = (reason: string): RedisTlsError =>
+    cert === undefined
+      ? new RedisTlsError(
+          'client-certificate-required',
+          `the Redis server at ${shownUrl} requires a client certificate and none was given (${reason}): give ${REDIS_TLS_FLAGS.redisCertFile} FILE and ${REDIS_TLS_FLAGS.redisKeyFile} FILE, a certificate signed by a CA in the server's tls-ca-cert-file`,
+        )
+      : new RedisTlsError(
+          'client-certificate-rejected',
+          `the Redis server at ${shownUrl} did not accept the client certificate ${REDIS_TLS_FLAGS.redisCertFile} ${cert} (${reason}): it must be valid and signed by a CA in the server's tls-ca-cert-file`,
+        );
+  if ((cert === undefined ? CERT_REQUIRED_CODES : CERT_REJECTED_CODES).has(code)) return clientCertificateRefused(code);
+  if (!PLAIN_ANSWER_CODES.has(code)) return undefined;
+  // A server that refuses our client certificate may reset the connection before its alert is read: ask once more, and watch.
+  const session = await probeTlsSession(target, tls.options);
+  if (session === 'closed-after-handshake') return clientCertificateRefused('it closed the connection after the handshake');
+  if (session === 'no-handshake' && (await speaksPlainRedis(target)))
     return new RedisTlsError(
       'tls-to-plain-port',
       `the server at ${shownUrl} does not speak TLS: it answers plain Redis; use redis://${target.host}:${target.port} (${context.setting}), or enable TLS on the server (redis.conf's tls-port)`,
@@ -151,6 +156,33 @@ function speaksTls(target: HostPort): Promise<boolean> {
       const code = error.code ?? '';
       done(UNKNOWN_CA_CODES.has(code) || CERT_REJECTED_CODES.has(code) || /^CERT_|^ERR_TLS_CERT/.test(code));
     });
+  });
+}
+
+/**
+ * One TLS session with our settings that sends PING: 'answered' (a reply came:
+ * whatever failed before was passing), 'closed-after-handshake' (the handshake
+ * passed our checks, then the server hung up unasked: it refused our client
+ * certificate, or the lack of one), or 'no-handshake'.
+ */
+function probeTlsSession(target: HostPort, options: ConnectionOptions): Promise<'answered' | 'closed-after-handshake' | 'no-handshake'> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ ...options, ...target, servername: serverName(target.host) });
+    let handshook = false;
+    const done = (outcome: 'answered' | 'closed-after-handshake' | 'no-handshake'): void => {
+      socket.destroy();
+      resolve(outcome);
+    };
+    socket.setTimeout(PROBE_MS, () => done(handshook ? 'answered' : 'no-handshake'));
+    socket.once('secureConnect', () => {
+      handshook = true;
+      socket.write('PING\r\n');
+    });
+    socket.once('data', () => done('answered'));
+    socket.once('error', (error: NodeJS.ErrnoException) =>
+      done(handshook || CERT_REJECTED_CODES.has(error.code ?? '') ? 'closed-after-handshake' : 'no-handshake'),
+    );
+    socket.once('close', () => done(handshook ? 'closed-after-handshake' : 'no-handshake'));
   });
 }
 
