@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { DerivationView, RunView } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
+import { spawnNixfarm } from '../harness/test-farm.js';
 import { derivationClosure, freshSalt, layeredDag, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
 
 /**
@@ -43,5 +44,40 @@ describe('a farm whose Redis speaks only TLS, with client certificates', () => {
     assert.equal(derivations.length, dag.expectedDrvCount);
     for (const d of derivations) assert.equal(d.status, 'succeeded', d.drvPath);
     assert.deepEqual(new Set(derivations.map((d) => d.worker)), new Set(['tls-alpha', 'tls-beta']), 'both workers built over TLS');
+  });
+
+  /** `nixfarm worker --join` the farm's coordinator with more flags, on the host, as an authorised worker; it must end by itself. */
+  async function workerExit(name: string, flags: readonly string[]): Promise<{ exitCode: number | null; stderr: string; ms: number }> {
+    const stateDir = join(farm.dir, name);
+    const key = await farm.cli(['worker-key', '--state-dir', stateDir]);
+    assert.equal((await farm.cli(['authorize', '--state-dir', farm.coordinatorStateDir, key.stdout.trim()])).exitCode, 0);
+    const started = Date.now();
+    const args = ['worker', '--join', farm.coordinatorStateDir, '--name', name, '--state-dir', stateDir, '--log-level', 'silent', ...flags];
+    const result = await spawnNixfarm(args, { timeoutMs: 60_000 }).result;
+    return { ...result, ms: Date.now() - started };
+  }
+
+  it('a worker given a plain redis:// URL to the TLS port exits at once with one message: use rediss://', async () => {
+    const port = new URL(farm.redis.url).port;
+    const result = await workerExit('tls-plain', ['--redis', `redis://127.0.0.1:${port}`]);
+    assert.equal(result.exitCode, 2, result.stderr);
+    assert.equal(
+      result.stderr,
+      `nixfarm: the server at redis://127.0.0.1:${port} speaks TLS and closed the plain connection: use rediss://127.0.0.1:${port} (--redis), with --redis-ca FILE for its CA\n`,
+    );
+    assert.ok(result.ms < 20_000, `took ${result.ms} ms`);
+  });
+
+  it('a worker without a client certificate exits at once with one message naming --redis-cert and --redis-key', async () => {
+    const result = await workerExit('tls-no-cert', []);
+    assert.equal(result.exitCode, 2, result.stderr);
+    assert.match(result.stderr, /^nixfarm: the Redis server at rediss:\/\/127\.0\.0\.1:\d+ requires a client certificate and none was given .*: give --redis-cert FILE and --redis-key FILE.*\n$/);
+    assert.equal(result.stderr.split('\n').length, 2, 'one line');
+  });
+
+  it('a client certificate without its key is refused before anything starts, naming both flags', async () => {
+    const result = await workerExit('tls-half', ['--redis-cert', farm.redisTls!.client.cert]);
+    assert.equal(result.exitCode, 2);
+    assert.match(result.stderr, /^nixfarm: --redis-cert and --redis-key go together \(a client certificate and its private key\); only --redis-cert \S+client\.crt was given\n$/);
   });
 });
