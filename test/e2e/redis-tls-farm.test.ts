@@ -71,13 +71,19 @@ describe('a farm whose Redis speaks only TLS, with client certificates', () => {
   it('a worker without a client certificate exits at once with one message naming --redis-cert and --redis-key', async () => {
     const result = await workerExit('tls-no-cert', []);
     assert.equal(result.exitCode, 2, result.stderr);
-    assert.match(result.stderr, /^nixfarm: the Redis server at rediss:\/\/127\.0\.0\.1:\d+ requires a client certificate and none was given .*: give --redis-cert FILE and --redis-key FILE.*\n$/);
+    assert.match(
+      result.stderr,
+      /^nixfarm: the Redis server at rediss:\/\/127\.0\.0\.1:\d+ requires a client certificate and none was given .*: give --redis-cert FILE and --redis-key FILE.*\n$/,
+    );
     assert.equal(result.stderr.split('\n').length, 2, 'one line');
   });
 
   it('a client certificate without its key is refused before anything starts, naming both flags', async () => {
     const result = await workerExit('tls-half', ['--redis-cert', farm.redisTls!.client.cert]);
     assert.equal(result.exitCode, 2);
-    assert.match(result.stderr, /^nixfarm: --redis-cert and --redis-key go together \(a client certificate and its private key\); only --redis-cert \S+client\.crt was given\n$/);
+    assert.match(
+      result.stderr,
+      /^nixfarm: --redis-cert and --redis-key go together \(a client certificate and its private key\); only --redis-cert \S+client\.crt was given\n$/,
+    );
   });
 });

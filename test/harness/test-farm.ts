@@ -134,7 +134,10 @@ export class TestFarm {
     farm.logLevel = options.logLevel ?? 'debug';
     try {
       farm.redisTls = options.redisTls === true ? await makeTestCa() : undefined;
-      farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false, ...(farm.redisTls === undefined ? {} : { tls: { ca: farm.redisTls } }) });
+      farm.redis = await startPrivateRedis({
+        appendOnly: options.redisAppendOnly ?? false,
+        ...(farm.redisTls === undefined ? {} : { tls: { ca: farm.redisTls } }),
+      });
       await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));

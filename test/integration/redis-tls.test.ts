@@ -94,13 +94,19 @@ describe('Redis over TLS', () => {
     assertTlsFailure(
       result,
       'plain-to-tls-port',
-      new RegExp(`^the server at redis://127\\.0\\.0\\.1:${portOf(good)} speaks TLS and closed the plain connection: use rediss://127\\.0\\.0\\.1:${portOf(good)} \\(--redis\\)`),
+      new RegExp(
+        `^the server at redis://127\\.0\\.0\\.1:${portOf(good)} speaks TLS and closed the plain connection: use rediss://127\\.0\\.0\\.1:${portOf(good)} \\(--redis\\)`,
+      ),
     );
   });
 
   it('a rediss:// URL to a plain port: the server does not speak TLS', async () => {
     const result = await attempt(`rediss://127.0.0.1:${portOf(plain)}`, { redisCaFile: ca.caCert });
-    assertTlsFailure(result, 'tls-to-plain-port', /^the server at rediss:\/\/127\.0\.0\.1:\d+ does not speak TLS: it answers plain Redis; use redis:\/\/127\.0\.0\.1:\d+/);
+    assertTlsFailure(
+      result,
+      'tls-to-plain-port',
+      /^the server at rediss:\/\/127\.0\.0\.1:\d+ does not speak TLS: it answers plain Redis; use redis:\/\/127\.0\.0\.1:\d+/,
+    );
   });
 
   it('an unknown CA: names the CA file given, or says none was', async () => {
@@ -108,7 +114,9 @@ describe('Redis over TLS', () => {
     assertTlsFailure(
       other,
       'unknown-ca',
-      new RegExp(`is not signed by a CA in --redis-ca ${ca.otherCaCert} \\((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\\): give the CA that signed it with --redis-ca FILE`),
+      new RegExp(
+        `is not signed by a CA in --redis-ca ${ca.otherCaCert} \\((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\\): give the CA that signed it with --redis-ca FILE`,
+      ),
     );
     const none = await attempt(good.url, { redisCertFile: ca.client.cert, redisKeyFile: ca.client.key });
     assertTlsFailure(none, 'unknown-ca', /is not signed by a CA in the system's CAs \(no --redis-ca was given\)/);
@@ -116,7 +124,11 @@ describe('Redis over TLS', () => {
 
   it('an expired server certificate: says so, and when it expired', async () => {
     const result = await attempt(expired.url, withClientCert());
-    assertTlsFailure(result, 'certificate-expired', /^the certificate of the Redis server at rediss:\/\/127\.0\.0\.1:\d+ has expired \(on Jan {1,2}2 00:00:00 2020 GMT\) \(CERT_HAS_EXPIRED\): renew it/);
+    assertTlsFailure(
+      result,
+      'certificate-expired',
+      /^the certificate of the Redis server at rediss:\/\/127\.0\.0\.1:\d+ has expired \(on Jan {1,2}2 00:00:00 2020 GMT\) \(CERT_HAS_EXPIRED\): renew it/,
+    );
   });
 
   it('a certificate for another host name: says which names it has', async () => {
@@ -134,7 +146,9 @@ describe('Redis over TLS', () => {
     assertTlsFailure(
       result,
       'client-certificate-rejected',
-      new RegExp(`did not accept the client certificate --redis-cert ${ca.strangerClient.cert} .*: it must be valid and signed by a CA in the server's tls-ca-cert-file`),
+      new RegExp(
+        `did not accept the client certificate --redis-cert ${ca.strangerClient.cert} .*: it must be valid and signed by a CA in the server's tls-ca-cert-file`,
+      ),
     );
   });
 
@@ -164,8 +178,16 @@ describe('Redis over TLS', () => {
       [good.url, { redisCaFile: join(ca.dir, 'missing.crt') }, /^cannot read --redis-ca .*missing\.crt: ENOENT/],
       [good.url, { redisCaFile: notPem }, /^--redis-ca .*not-pem\.txt is not a PEM certificate/],
       [good.url, { redisCertFile: ca.client.cert, redisKeyFile: notPem }, /^--redis-key .*not-pem\.txt is not a PEM private key/],
-      [good.url, { redisCertFile: ca.client.cert, redisKeyFile: ca.server.key }, /^--redis-key .*server\.key is not the private key of --redis-cert .*client\.crt/],
-      [plain.url, { redisCaFile: ca.caCert }, /^--redis-ca is for a connection over TLS, but the Redis URL redis:\/\/127\.0\.0\.1:\d+ is plain redis:\/\/: use rediss:\/\//],
+      [
+        good.url,
+        { redisCertFile: ca.client.cert, redisKeyFile: ca.server.key },
+        /^--redis-key .*server\.key is not the private key of --redis-cert .*client\.crt/,
+      ],
+      [
+        plain.url,
+        { redisCaFile: ca.caCert },
+        /^--redis-ca is for a connection over TLS, but the Redis URL redis:\/\/127\.0\.0\.1:\d+ is plain redis:\/\/: use rediss:\/\//,
+      ],
     ];
     for (const [url, tls, message] of cases) {
       const result = await attempt(url, tls);
