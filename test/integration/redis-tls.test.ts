@@ -4,7 +4,15 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { Redis } from 'ioredis';
-import { RedisTlsError, RedisTlsSettingError, connectRedis, type RedisTlsFailureCause, type RedisTlsFiles } from '@nixfarm/shared';
+import {
+  RedisTlsError,
+  RedisTlsSettingError,
+  connectRedis,
+  diagnoseRedisTlsFailure,
+  loadRedisTls,
+  type RedisTlsFailureCause,
+  type RedisTlsFiles,
+} from '@nixfarm/shared';
 import { freePort } from '../harness/free-port.js';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
 import { makeTestCa, type TestCa } from '../harness/test-ca.js';
@@ -152,6 +160,22 @@ describe('Redis over TLS', () => {
     );
   });
 
+  it('a reset instead of the alert (the server hung up before its alert was read) is still named, by one probe', async () => {
+    // Which of the two the client sees is a race; here the reset is given, so the probe's path is the one taken.
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    for (const [files, cause] of [
+      [{ redisCaFile: ca.caCert }, 'client-certificate-required'],
+      [{ redisCaFile: ca.caCert, redisCertFile: ca.strangerClient.cert, redisKeyFile: ca.strangerClient.key }, 'client-certificate-rejected'],
+    ] as const) {
+      const tls = await loadRedisTls(good.url, good.url, files);
+      const named = await diagnoseRedisTlsFailure(reset, { url: good.url, shownUrl: good.url, tls, setting: '--redis' });
+      assert.equal(named?.tlsCause, cause);
+    }
+    // with a certificate the server takes, a reset is no TLS cause: the wait goes on
+    const tls = await loadRedisTls(good.url, good.url, withClientCert());
+    assert.equal(await diagnoseRedisTlsFailure(reset, { url: good.url, shownUrl: good.url, tls, setting: '--redis' }), undefined);
+  });
+
   it('a server not up yet is waited for over TLS too, then connected to', async () => {
     const port = await freePort();
     const starting = (async () => {
@@ -165,6 +189,8 @@ describe('Redis over TLS', () => {
       assert.equal(result.notices.length >= 1, true, 'said once that it could not reach Redis yet');
       assert.match(result.notices[0]!, /cannot reach Redis at rediss:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); retrying/);
     } finally {
+      // its client goes first: one left connected would try to reconnect to the stopped server
+      if (result.error === undefined) clients.pop()?.disconnect();
       await server.stop();
     }
   });

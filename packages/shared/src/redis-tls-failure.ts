@@ -121,15 +121,14 @@ export async function diagnoseRedisTlsFailure(error: Error, context: RedisTlsFai
         );
   if ((cert === undefined ? CERT_REQUIRED_CODES : CERT_REJECTED_CODES).has(code)) return clientCertificateRefused(code);
   if (!PLAIN_ANSWER_CODES.has(code)) return undefined;
-  // A server that refuses our client certificate may reset the connection before its alert is read: ask once more, and watch.
-  const session = await probeTlsSession(target, tls.options);
-  if (session === 'closed-after-handshake') return clientCertificateRefused('it closed the connection after the handshake');
-  if (session === 'no-handshake' && (await speaksPlainRedis(target)))
+  if (await speaksPlainRedis(target))
     return new RedisTlsError(
       'tls-to-plain-port',
       `the server at ${shownUrl} does not speak TLS: it answers plain Redis; use redis://${target.host}:${target.port} (${context.setting}), or enable TLS on the server (redis.conf's tls-port)`,
     );
-  return undefined;
+  // A server that refuses our client certificate may reset the connection before its alert is read: ask once more, and watch.
+  const session = await probeTlsSession(target, tls.options);
+  return session === 'closed-after-handshake' ? clientCertificateRefused('it closed the connection after the handshake') : undefined;
 }
 
 interface HostPort {
@@ -195,7 +194,9 @@ function speaksPlainRedis(target: HostPort): Promise<boolean> {
       resolve(answer);
     };
     socket.setTimeout(PROBE_MS, () => done(false));
+    // a TLS server takes the PING for a broken handshake and hangs up
     socket.once('error', () => done(false));
+    socket.once('close', () => done(false));
     socket.once('connect', () => socket.write('PING\r\n'));
     socket.once('data', (chunk) => done(/^[+-]/.test(chunk.toString('latin1'))));
   });
