@@ -33,6 +33,8 @@ export interface TestWorkerSpec {
   extraArgs?: readonly string[];
   /** reach the coordinator's SSH endpoint through a TcpProxy the test can cut (RunningWorker.link) */
   viaProxy?: boolean;
+  /** with viaProxy: the link carries at most this many bytes per second each way (a slow line) */
+  linkBytesPerSecond?: number;
   /** the machine's /nix is a tmpfs of this size (MiB): a worker with a small disk */
   nixTmpfsMiB?: number;
 }
@@ -231,7 +233,7 @@ export class TestFarm {
     args.push('--max-jobs', String(spec.maxJobs ?? 1), '--speed-factor', String(spec.speedFactor ?? 1));
     if (spec.lockSeconds !== undefined) args.push('--lock-seconds', String(spec.lockSeconds));
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
-    const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort }) : undefined;
+    const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort, bytesPerSecond: spec.linkBytesPerSecond }) : undefined;
     if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));
     const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -152,6 +152,7 @@ export class FarmWorker {
       port: config.coordinatorPort,
       hostKeyLine: config.coordinatorHostKey,
       privateKeyPath: identity.privateKeyPath,
+      compression: config.copyCompression,
     });
     this.ssh = { configPath: ssh.configPath, hostAlias: ssh.hostAlias, controlDir: ssh.controlDir, stateDir };
     // Fail at start, with the fingerprint and the command to authorise it, rather than on every build.
