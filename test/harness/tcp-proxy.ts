@@ -20,9 +20,12 @@ export interface CutRule {
   bytes: number;
 }
 
+/** The bucket holds this many seconds' worth of credit: a line's burst is short (10 ms: 125 kB at 100 Mbit/s). */
+const BURST_SECONDS = 0.01;
+
 /**
  * One direction of a throttled link: chunks wait in order until the token
- * bucket (refilled at `rate` bytes per second, at most one second's worth)
+ * bucket (refilled at `rate` bytes per second, at most BURST_SECONDS' worth)
  * has credit; the sending socket is paused meanwhile, so TCP's own
  * back-pressure reaches the sender as it would on a slow line.
  */
@@ -53,7 +56,7 @@ class Throttle {
   private pump(): void {
     if (this.timer !== undefined) return;
     const now = performance.now();
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.tokens = Math.min(this.rate * BURST_SECONDS, this.tokens + ((now - this.last) * this.rate) / 1000);
     this.last = now;
     // Credit may go negative by one chunk: the average rate is exact, the burst one chunk.
     while (this.queue.length > 0 && this.tokens > 0) {

@@ -9,6 +9,7 @@ import {
   connectRedis,
   hashOfQueuedJobId,
   localStorePool,
+  nixExporter,
   parseDerivation,
   probeNixBuild,
   redisKeys,
@@ -175,7 +176,7 @@ export class FarmWorker {
     const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
     this.redis = redis;
     const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
-    const copier = new StoreCopier({ local, coordinator, logger });
+    const copier = new StoreCopier({ local, coordinator, logger, exporter: nixExporter({ nixOptions, env: this.options.nixEnv }) });
     // One limit for both: Nix ends the build past it (log-limit-exceeded), and the streamed log is cut there, so the stored log never holds more.
     const builder = new ServeBuilder({
       store: local,
