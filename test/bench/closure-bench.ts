@@ -133,19 +133,48 @@ async function nixBuilders(dir: string, file: string, mebibytes: number, timeout
   try {
     for (const feature of ['big-producer', 'big-consumer'])
       machines.push(
-        await SshBuilderMachine.start(`nb-${feature}`, { root: join(root, 'machines'), authorizedKey: client.publicKey, nixConfig: [`system-features = ${feature}`] }),
+        await SshBuilderMachine.start(`nb-${feature}`, {
+          root: join(root, 'machines'),
+          authorizedKey: client.publicKey,
+          nixConfig: [`system-features = ${feature}`],
+        }),
       );
     client.writeHosts(machines.map((m) => ({ alias: m.name, port: m.port, hostPublicKey: m.hostPublicKey })));
-    const system = (await runTimed('nix-instantiate', ['--eval', '--expr', 'builtins.currentSystem', '--json'], { timeoutMs: 30_000 })).stdout.trim().replace(/"/g, '');
+    const system = (await runTimed('nix-instantiate', ['--eval', '--expr', 'builtins.currentSystem', '--json'], { timeoutMs: 30_000 })).stdout
+      .trim()
+      .replace(/"/g, '');
     // URI, systems, key (from the ssh config), jobs, speed factor, supported features
     const spec = machines.map((m) => `ssh://${m.name} ${system} - 1 1 ${m.name.slice('nb-'.length)}`).join(' ; ');
     const built = await runTimed(
       'nix-build',
-      [file, '-A', 'use', '--argstr', 'salt', freshSalt(), '--arg', 'mib', String(mebibytes), '--no-out-link', '-j0', '--builders', spec, ...NIX, '--option', 'builders-use-substitutes', 'false'],
+      [
+        file,
+        '-A',
+        'use',
+        '--argstr',
+        'salt',
+        freshSalt(),
+        '--arg',
+        'mib',
+        String(mebibytes),
+        '--no-out-link',
+        '-j0',
+        '--builders',
+        spec,
+        ...NIX,
+        '--option',
+        'builders-use-substitutes',
+        'false',
+      ],
       { timeoutMs, env: { ...process.env, NIX_SSHOPTS: client.nixSshOpts() } },
     );
     if (built.exitCode !== 0)
-      throw new Error(`nix-build --builders failed:\n${built.stderrLines.map((l) => l.text).slice(-20).join('\n')}\n${machines.map((m) => m.logTail(10)).join('\n')}`);
+      throw new Error(
+        `nix-build --builders failed:\n${built.stderrLines
+          .map((l) => l.text)
+          .slice(-20)
+          .join('\n')}\n${machines.map((m) => m.logTail(10)).join('\n')}`,
+      );
     return built.endedAt - built.startedAt;
   } finally {
     for (const m of machines) await m.destroy();

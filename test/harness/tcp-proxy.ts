@@ -112,7 +112,8 @@ export class TcpProxy {
         resolve(typeof address === 'object' && address !== null ? address.port : 0);
       });
     });
-    if (options.bytesPerSecond !== undefined && !(options.bytesPerSecond > 0)) throw new Error(`bytesPerSecond must be positive, not ${options.bytesPerSecond}`);
+    if (options.bytesPerSecond !== undefined && !(options.bytesPerSecond > 0))
+      throw new Error(`bytesPerSecond must be positive, not ${options.bytesPerSecond}`);
     proxy = new TcpProxy(server, port, options.bytesPerSecond);
     return proxy;
   }

@@ -119,8 +119,8 @@ export async function writeSshClientConfig(options: SshClientConfigOptions): Pro
     '  ClearAllForwardings yes',
     '  LogLevel ERROR',
     ...(controlPath === undefined ? ['  ControlMaster no'] : ['  ControlMaster auto', `  ControlPath ${controlPath}`, '  ControlPersist 60']),
-    // AES-GCM first: AES-NI makes it the cheapest cipher for both OpenSSH and ssh2's native binding (OpenSSH's own
-    // default, chacha20-poly1305, cost a 512 MiB copy 30-40% more CPU time here); the rest stay as fallbacks.
+    // AES-GCM first: with AES-NI it is the cheapest cipher for OpenSSH and for ssh2's native binding alike (OpenSSH's own
+    // first choice is chacha20-poly1305; 512 MiB through the endpoint took 1.35 s against 1.89 s on a quiet machine); the rest stay as fallbacks.
     `  Ciphers ${SSH_CIPHERS.join(',')}`,
     // SSH's own zlib (zlib@openssh.com after authentication), as Nix's `?compress=true` on ssh:// stores: every channel, both ways.
     `  Compression ${options.compression === 'zlib' ? 'yes' : 'no'}`,

@@ -241,7 +241,11 @@ export class ServeConnection {
         const exported = new Promise<void>((resolve, reject) => {
           child.once('error', (error) => reject(new ServeConnectionError(`cannot start the export for ${this.peer}: ${error.message}`, error)));
           child.once('close', (code, signal) =>
-            code === 0 ? resolve() : reject(new ServeConnectionError(`nix-store --export of ${paths.length} paths for ${this.peer} exited with ${code ?? signal}: ${stderr.trim()}`)),
+            code === 0
+              ? resolve()
+              : reject(
+                  new ServeConnectionError(`nix-store --export of ${paths.length} paths for ${this.peer} exited with ${code ?? signal}: ${stderr.trim()}`),
+                ),
           );
         });
         const reply = this.reader.readU64();
