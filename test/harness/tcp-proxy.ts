@@ -27,7 +27,8 @@ const BURST_SECONDS = 0.01;
  * One direction of a throttled link: chunks wait in order until the token
  * bucket (refilled at `rate` bytes per second, at most BURST_SECONDS' worth)
  * has credit; the sending socket is paused meanwhile, so TCP's own
- * back-pressure reaches the sender as it would on a slow line.
+ * back-pressure reaches the sender as it would on a slow line. When either
+ * side closes, what the bucket still holds is dropped with the connection.
  */
 class Throttle {
   private tokens = 0;
