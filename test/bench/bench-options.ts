@@ -16,6 +16,8 @@ export interface BenchOptions {
   checkOverhead: boolean;
   /** run the big-closure part (closure-bench.ts): `--only closure-1g` */
   closure: boolean;
+  /** run the slow-link part (slow-link-bench.ts): `--only closure-slow-link` */
+  slowLink: boolean;
   /** run the scale-out part (scale-bench.ts): `--only scale-out` */
   scaleOut: boolean;
   /** its repetitions: 1 unless --reps is given (one full run takes about 10 min) */
@@ -28,15 +30,18 @@ const JOBSET = 'jobset-2000';
 const CHECK_OVERHEAD = 'check-overhead';
 /** Nor the big closure: one 1 GiB output's copies against Nix's export/import pipe (closure-bench.ts). */
 const CLOSURE = 'closure-1g';
+/** Nor the slow link: a compressible output's copies through a 100 Mbit/s relay, with and without --copy-compression (slow-link-bench.ts). */
+const SLOW_LINK = 'closure-slow-link';
 /** Nor is the scale-out part: one DAG of sleeping builds on 2, 8 and 20 workers (scale-bench.ts). */
 const SCALE_OUT = 'scale-out';
-const ONLY_IDS = [...WORKLOAD_IDS, JOBSET, CHECK_OVERHEAD, SCALE_OUT, CLOSURE] as const;
+const ONLY_IDS = [...WORKLOAD_IDS, JOBSET, CHECK_OVERHEAD, SCALE_OUT, CLOSURE, SLOW_LINK] as const;
 
 const USAGE = `usage: npm run bench -- [--reps N] [--only ${ONLY_IDS.join(',')}] [--ways a,b,c] [--max-jobs J] [--quick]
   --reps N        repetitions per workload and way (default 3; 1 with --quick); figures are medians
   --only LIST     workloads to run (default all); jobset-2000: evaluation and streaming of a 2,000-attribute jobset (ways a and c);
                   check-overhead: a run's time with every build checked on another worker (--check-fraction 1) against without;
-                  closure-1g: a 1 GiB output copied out and in, against nix-store --export | nix-store --import (--quick: 64 MiB);
+                  closure-1g: a 1 GiB output copied out and in, against nix-store --export | nix-store --import and nix-build --builders (--quick: 64 MiB);
+                  closure-slow-link: a compressible 256 MiB output copied out and in over a 100 Mbit/s link, --copy-compression none and zlib (--quick: 16 MiB);
                   scale-out: 2,001 builds of 1 s sleeps on 2, 8 and 20 workers (4 jobs each) against the ideal bound (1 rep unless --reps)
   --ways LIST     a = local nix-build -j(2J), b = nix-build -j0 --builders over SSH, c = nixfarm (default a,b,c)
   --max-jobs J    jobs per worker machine (default 2)
@@ -107,6 +112,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     jobset: only.includes(JOBSET),
     checkOverhead: only.includes(CHECK_OVERHEAD),
     closure: only.includes(CLOSURE),
+    slowLink: only.includes(SLOW_LINK),
     scaleOut: only.includes(SCALE_OUT),
     scaleReps: reps ?? 1,
   };

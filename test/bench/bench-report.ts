@@ -4,6 +4,7 @@ import type { WayId } from './bench-way.js';
 import type { JobsetBenchReport } from './jobset-bench.js';
 import type { CheckBenchReport } from './check-bench.js';
 import type { ClosureBenchReport } from './closure-bench.js';
+import type { SlowLinkBenchReport } from './slow-link-bench.js';
 import type { ScaleBenchReport } from './scale-bench.js';
 import { textTable } from './text-table.js';
 import type { TargetResult } from './bench-targets.js';
@@ -72,6 +73,8 @@ export interface BenchReport {
   checks?: CheckBenchReport;
   /** the big-closure part (--only closure-1g) */
   closure?: ClosureBenchReport;
+  /** the slow-link part (--only closure-slow-link) */
+  slowLink?: SlowLinkBenchReport;
   /** the scale-out part (--only scale-out) */
   scale?: ScaleBenchReport;
 }

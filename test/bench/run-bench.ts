@@ -16,6 +16,7 @@ import { evaluateTarget, TARGETS } from './bench-targets.js';
 import { formatJobsetReport, runJobsetBench, type JobsetBenchReport } from './jobset-bench.js';
 import { formatCheckReport, runCheckBench, type CheckBenchReport } from './check-bench.js';
 import { formatClosureReport, runClosureBench, type ClosureBenchReport } from './closure-bench.js';
+import { formatSlowLinkReport, runSlowLinkBench, type SlowLinkBenchReport } from './slow-link-bench.js';
 import { formatScaleReport, runScaleBench, type ScaleBenchReport } from './scale-bench.js';
 import type { BenchWay, NixfarmDerivationRow, WayId, WayRun } from './bench-way.js';
 import { calibrateMebibytes } from './cpu-bound-fixture.js';
@@ -164,6 +165,7 @@ async function main(): Promise<void> {
       ...(jobset === undefined ? {} : { jobset }),
       ...(checks === undefined ? {} : { checks }),
       ...(closure === undefined ? {} : { closure }),
+      ...(slowLink === undefined ? {} : { slowLink }),
       ...(scale === undefined ? {} : { scale }),
     };
   };
@@ -219,8 +221,13 @@ async function main(): Promise<void> {
   }
   let closure: ClosureBenchReport | undefined;
   if (options.closure) {
-    say('closure-1g: a 1 GiB output out of one worker and into the other, against nix-store --export | nix-store --import');
+    say('closure-1g: a 1 GiB output out of one worker and into the other, against nix-store --export | nix-store --import and nix-build --builders');
     closure = await runClosureBench({ dir, reps: options.quick ? 1 : Math.min(options.reps, 2), quick: options.quick, timeoutMs: RUN_TIMEOUT_MS, say });
+  }
+  let slowLink: SlowLinkBenchReport | undefined;
+  if (options.slowLink) {
+    say('closure-slow-link: a compressible output out and in through a 100 Mbit/s link, --copy-compression none and zlib');
+    slowLink = await runSlowLinkBench({ dir, quick: options.quick, timeoutMs: RUN_TIMEOUT_MS, say });
   }
   if (options.checkOverhead) {
     say("check-overhead: (a) local nix-build, (c) nixfarm, (c') nixfarm with --check-fraction 1");
@@ -253,6 +260,7 @@ async function main(): Promise<void> {
   if (jobset !== undefined) process.stdout.write(formatJobsetReport(jobset));
   if (checks !== undefined) process.stdout.write(formatCheckReport(checks));
   if (closure !== undefined) process.stdout.write(formatClosureReport(closure));
+  if (slowLink !== undefined) process.stdout.write(formatSlowLinkReport(slowLink));
   if (scale !== undefined) process.stdout.write(formatScaleReport(scale));
   const file = writeReport(resultsDir, report);
   say(`wrote ${file} and latest.json`);

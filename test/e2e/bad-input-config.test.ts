@@ -39,6 +39,11 @@ describe('invalid config values', () => {
   const cases: Array<{ what: string; args: () => string[]; messages: RegExp[] }> = [
     { what: 'worker --max-jobs abc', args: () => [...WORKER, '--max-jobs', 'abc'], messages: [/--max-jobs must be a whole number, got "abc"/] },
     { what: 'worker --max-jobs 0', args: () => [...WORKER, '--max-jobs', '0'], messages: [/maxJobs \(--max-jobs\): must be at least 1; got 0/] },
+    {
+      what: 'worker --copy-compression zstd',
+      args: () => [...WORKER, '--copy-compression', 'zstd'],
+      messages: [/copyCompression \(--copy-compression\): must be none or zlib .*not "zstd": zstd is not offered/],
+    },
     { what: 'worker --speed-factor fast', args: () => [...WORKER, '--speed-factor', 'fast'], messages: [/--speed-factor must be a number, got "fast"/] },
     {
       what: 'worker --log-level loud',

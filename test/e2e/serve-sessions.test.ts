@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { ServePool, ServeSession, parseDerivation, type BuildJob, type Derivation } from '@nixfarm/shared';
@@ -208,5 +209,43 @@ describe('serve sessions: copies and builds between two real stores', () => {
     } finally {
       spawnSync('nix-store', ['--delete', big], { stdio: 'ignore' });
     }
+  });
+
+  it("copies out with the machine's nix-store --export writing straight into the host's session; a failed export closes that session and the next copy succeeds", async () => {
+    const exporter = (args: (paths: readonly string[]) => string[]) => (paths: readonly string[], sink: Writable) => {
+      const line = machine.commandLine('nix-store', args(paths));
+      return spawn(line.command, line.args, { stdio: ['ignore', sink, 'pipe'], env: machine.environment() });
+    };
+    const direct = new StoreCopier({
+      local: machinePool,
+      coordinator: hostPool,
+      logger: pino({ level: 'silent' }),
+      exporter: exporter((paths) => ['--export', ...paths]),
+    });
+    const built = async (): Promise<string> => {
+      const fixture = chain(1);
+      const [top] = await nixInstantiate(fixture.file, fixture.attrs, { salt: freshSalt() });
+      const drv = readDrv(top!);
+      await copier.copyIn(jobFor(drv).inputPaths);
+      const attempt = await builder.build(jobFor(drv), { onLogLine: () => undefined });
+      assert.equal(attempt.status, 'succeeded', attempt.error);
+      return drv.outputs.out!;
+    };
+
+    // not an export at all (nix-store --help): the host's import refuses it, or the exporter fails, the copy fails retryably, nothing became valid
+    const garbage = await built();
+    const broken = new StoreCopier({ local: machinePool, coordinator: hostPool, logger: pino({ level: 'silent' }), exporter: exporter(() => ['--help']) });
+    await assert.rejects(broken.copyOut([garbage]), (error: Error & { retryable?: boolean }) => error.retryable === true);
+    assert.deepEqual(hostValid([garbage]), new Set());
+
+    const out = await built();
+    const tally = { bytes: 0 };
+    assert.equal(await direct.copyOut([out], tally), 1);
+    assert.deepEqual(hostValid([out]), new Set([out]));
+    assert.equal(readFileSync(out, 'utf8'), readFileSync(machine.hostPathOf(out), 'utf8'));
+    assert.equal(execFileSync('nix-store', ['--verify-path', out], { encoding: 'utf8' }), '');
+    assert.equal(tally.bytes, Number(execFileSync('nix-store', ['-q', '--size', out], { encoding: 'utf8' }).trim()), 'the NAR size stands for the bytes');
+    // the session that imported it is whole: a plain query on it works
+    assert.deepEqual(await hostPool.use((h) => h.connection.queryValidPaths([out])), new Set([out]));
   });
 });

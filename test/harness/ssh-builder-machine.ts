@@ -15,6 +15,8 @@ export interface SshBuilderMachineOptions {
   root: string;
   /** OpenSSH public key line allowed to log in as root */
   authorizedKey: string;
+  /** more nix.conf lines for the machine's store (e.g. `system-features = big-producer`) */
+  nixConfig?: readonly string[];
 }
 
 /**
@@ -61,7 +63,7 @@ export class SshBuilderMachine {
       await run(SSH_KEYGEN, ['-q', '-t', 'ed25519', '-N', '', '-C', `${name}-host`, '-f', hostKey]);
       const hostPublicKey = readFileSync(`${hostKey}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
       writeFileSync(join(sshDir, 'authorized_keys'), `${options.authorizedKey.trim()}\n`, { mode: 0o600 });
-      writeFileSync(join(nixConfDir, 'nix.conf'), `${machine.nixConfigText(['sandbox = true'])}\n`);
+      writeFileSync(join(nixConfDir, 'nix.conf'), `${machine.nixConfigText(['sandbox = true', ...(options.nixConfig ?? [])])}\n`);
       // sshd refuses to start without its privilege separation dir
       mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
       const port = await freePort();

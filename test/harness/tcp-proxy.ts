@@ -4,6 +4,8 @@ export interface TcpProxyOptions {
   /** where connections are relayed to (the coordinator's SSH endpoint) */
   targetPort: number;
   targetHost?: string;
+  /** a slow link: at most this many bytes per second in each direction (token bucket over all connections); default unlimited */
+  bytesPerSecond?: number;
 }
 
 /** Bytes relayed since the proxy started (or since the last arm): up = client to target, down = target to client. */
@@ -18,6 +20,66 @@ export interface CutRule {
   bytes: number;
 }
 
+/** The bucket holds this many seconds' worth of credit: a line's burst is short (10 ms: 125 kB at 100 Mbit/s). */
+const BURST_SECONDS = 0.01;
+
+/**
+ * One direction of a throttled link: chunks wait in order until the token
+ * bucket (refilled at `rate` bytes per second, at most BURST_SECONDS' worth)
+ * has credit; the sending socket is paused meanwhile, so TCP's own
+ * back-pressure reaches the sender as it would on a slow line. When either
+ * side closes, what the bucket still holds is dropped with the connection.
+ */
+class Throttle {
+  private tokens = 0;
+  private last = performance.now();
+  private readonly queue: Array<{ chunk: Buffer; to: Socket; from: Socket }> = [];
+  private timer: NodeJS.Timeout | undefined;
+  /** senders paused until the queue is empty */
+  private readonly held = new Set<Socket>();
+
+  constructor(private readonly rate: number) {}
+
+  send(chunk: Buffer, to: Socket, from: Socket): void {
+    this.queue.push({ chunk, to, from });
+    from.pause();
+    this.held.add(from);
+    this.pump();
+  }
+
+  clear(): void {
+    this.queue.length = 0;
+    this.held.clear();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private pump(): void {
+    if (this.timer !== undefined) return;
+    const now = performance.now();
+    this.tokens = Math.min(this.rate * BURST_SECONDS, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.last = now;
+    // Credit may go negative by one chunk: the average rate is exact, the burst one chunk.
+    while (this.queue.length > 0 && this.tokens > 0) {
+      const { chunk, to } = this.queue.shift()!;
+      this.tokens -= chunk.length;
+      if (!to.destroyed) to.write(chunk);
+    }
+    if (this.queue.length === 0) {
+      for (const s of this.held) if (!s.destroyed) s.resume();
+      this.held.clear();
+      return;
+    }
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.pump();
+      },
+      Math.max(1, Math.ceil((-this.tokens / this.rate) * 1000) + 1),
+    );
+  }
+}
+
 /**
  * A network link between one worker and the coordinator that a test can
  * break: a plain TCP relay on 127.0.0.1 whose connections can all be cut at
@@ -27,6 +89,7 @@ export interface CutRule {
  */
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
+  private readonly throttles: Record<keyof Traffic, Throttle> | undefined;
   private traffic: Traffic = { up: 0, down: 0 };
   private rule: { rule: CutRule; since: Traffic; resolve: (at: number) => void } | undefined;
   /** while down, new connections are refused (closed at once), as an unreachable host would be */
@@ -35,7 +98,10 @@ export class TcpProxy {
   private constructor(
     private readonly server: Server,
     readonly port: number,
-  ) {}
+    bytesPerSecond: number | undefined,
+  ) {
+    this.throttles = bytesPerSecond === undefined ? undefined : { up: new Throttle(bytesPerSecond), down: new Throttle(bytesPerSecond) };
+  }
 
   static async start(options: TcpProxyOptions): Promise<TcpProxy> {
     let proxy: TcpProxy | undefined;
@@ -47,7 +113,9 @@ export class TcpProxy {
         resolve(typeof address === 'object' && address !== null ? address.port : 0);
       });
     });
-    proxy = new TcpProxy(server, port);
+    if (options.bytesPerSecond !== undefined && !(options.bytesPerSecond > 0))
+      throw new Error(`bytesPerSecond must be positive, not ${options.bytesPerSecond}`);
+    proxy = new TcpProxy(server, port, options.bytesPerSecond);
     return proxy;
   }
 
@@ -69,6 +137,8 @@ export class TcpProxy {
 
   /** Cuts every open connection now. */
   cutAll(): void {
+    this.throttles?.up.clear();
+    this.throttles?.down.clear();
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
   }
@@ -103,11 +173,11 @@ export class TcpProxy {
         target.destroy();
       });
     }
-    client.on('data', (chunk: Buffer) => this.relay(chunk, target, 'up'));
-    target.on('data', (chunk: Buffer) => this.relay(chunk, client, 'down'));
+    client.on('data', (chunk: Buffer) => this.relay(chunk, client, target, 'up'));
+    target.on('data', (chunk: Buffer) => this.relay(chunk, target, client, 'down'));
   }
 
-  private relay(chunk: Buffer, to: Socket, direction: keyof Traffic): void {
+  private relay(chunk: Buffer, from: Socket, to: Socket, direction: keyof Traffic): void {
     this.traffic[direction] += chunk.length;
     const armed = this.rule;
     if (armed !== undefined && this.traffic[armed.rule.direction] - armed.since[armed.rule.direction] >= armed.rule.bytes) {
@@ -116,6 +186,7 @@ export class TcpProxy {
       armed.resolve(Date.now());
       return;
     }
-    to.write(chunk);
+    if (this.throttles === undefined) to.write(chunk);
+    else this.throttles[direction].send(chunk, to, from);
   }
 }

@@ -34,6 +34,8 @@ export interface TestWorkerSpec {
   extraArgs?: readonly string[];
   /** reach the coordinator's SSH endpoint through a TcpProxy the test can cut (RunningWorker.link) */
   viaProxy?: boolean;
+  /** with viaProxy: the link carries at most this many bytes per second each way (a slow line) */
+  linkBytesPerSecond?: number;
   /** the machine's /nix is a tmpfs of this size (MiB): a worker with a small disk */
   nixTmpfsMiB?: number;
 }
@@ -248,7 +250,7 @@ export class TestFarm {
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
     // the CA comes with the URL through --join; the client certificate is the worker's own
     args.push(...this.redisClientCertArgs());
-    const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort }) : undefined;
+    const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort, bytesPerSecond: spec.linkBytesPerSecond }) : undefined;
     if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));
     const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

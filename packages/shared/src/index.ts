@@ -42,6 +42,7 @@ export * from './serve/serve-session.js';
 export * from './serve/serve-pool.js';
 export * from './serve/local-store-pool.js';
 export * from './serve/nar-reader.js';
+export * from './serve/nix-export.js';
 export * from './api-token-file.js';
 export * from './private-file.js';
 export * from './nix-build-failure.js';

@@ -9,6 +9,7 @@ import {
   connectRedis,
   hashOfQueuedJobId,
   localStorePool,
+  nixExporter,
   parseDerivation,
   probeNixBuild,
   redisKeys,
@@ -152,6 +153,7 @@ export class FarmWorker {
       port: config.coordinatorPort,
       hostKeyLine: config.coordinatorHostKey,
       privateKeyPath: identity.privateKeyPath,
+      compression: config.copyCompression,
     });
     this.ssh = { configPath: ssh.configPath, hostAlias: ssh.hostAlias, controlDir: ssh.controlDir, stateDir };
     // Fail at start, with the fingerprint and the command to authorise it, rather than on every build.
@@ -174,7 +176,7 @@ export class FarmWorker {
     const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null }, tls: config });
     this.redis = redis;
     const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
-    const copier = new StoreCopier({ local, coordinator, logger });
+    const copier = new StoreCopier({ local, coordinator, logger, exporter: nixExporter({ nixOptions, env: this.options.nixEnv }) });
     // One limit for both: Nix ends the build past it (log-limit-exceeded), and the streamed log is cut there, so the stored log never holds more.
     const builder = new ServeBuilder({
       store: local,

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey, writeFileAtomic } from '@nixfarm/shared';
+import { NixfarmError, ValidationError, loadOrCreateSshKey, parseSshPublicKey, writeFileAtomic, type CopyCompression } from '@nixfarm/shared';
 
 const WORKER_KEY_FILE = 'id_ed25519';
 /** The host the worker's serve sessions ssh to (`ssh -F <config> nixfarm-coordinator nix-store --serve --write`); the ssh config maps it to host and port. */
@@ -49,6 +49,8 @@ export interface SshClientConfigOptions {
   privateKeyPath: string;
   /** share one connection between the worker's serve sessions (default true) */
   controlMaster?: boolean;
+  /** compress the SSH stream (zlib, both directions), for slow links; default none */
+  compression?: CopyCompression;
 }
 
 export interface SshClientConfig {
@@ -62,6 +64,9 @@ export interface SshClientConfig {
   /** the same config as NIX_SSHOPTS, for Nix's own ssh tools (nix-copy-closure) against the endpoint */
   nixSshOpts: string;
 }
+
+/** The ciphers offered, in order of preference (see the config written below). */
+const SSH_CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes256-ctr'] as const;
 
 /** sun_path is 104 bytes on macOS (108 on Linux), including the NUL. */
 const SOCKET_PATH_MAX = 103;
@@ -114,6 +119,11 @@ export async function writeSshClientConfig(options: SshClientConfigOptions): Pro
     '  ClearAllForwardings yes',
     '  LogLevel ERROR',
     ...(controlPath === undefined ? ['  ControlMaster no'] : ['  ControlMaster auto', `  ControlPath ${controlPath}`, '  ControlPersist 60']),
+    // AES-GCM first: with AES-NI it is the cheapest cipher for OpenSSH and for ssh2's native binding alike (OpenSSH's own
+    // first choice is chacha20-poly1305; 512 MiB through the endpoint took 1.35 s against 1.89 s on a quiet machine); the rest stay as fallbacks.
+    `  Ciphers ${SSH_CIPHERS.join(',')}`,
+    // SSH's own zlib (zlib@openssh.com after authentication), as Nix's `?compress=true` on ssh:// stores: every channel, both ways.
+    `  Compression ${options.compression === 'zlib' ? 'yes' : 'no'}`,
     '  ServerAliveInterval 15',
     '  ConnectTimeout 10',
     '',

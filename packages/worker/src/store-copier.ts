@@ -1,5 +1,5 @@
 import type { ByteTally } from '@nixfarm/build';
-import { InfrastructureError, type Logger, type ServePool } from '@nixfarm/shared';
+import { InfrastructureError, type ExporterStart, type Logger, type ServePool } from '@nixfarm/shared';
 
 export interface StoreCopierOptions {
   /** sessions with this worker's store */
@@ -7,6 +7,12 @@ export interface StoreCopierOptions {
   /** sessions with the coordinator's store */
   coordinator: ServePool;
   logger: Logger;
+  /**
+   * Starts `nix-store --export` on this worker's store writing straight into a
+   * coordinator session's input: copies out then bypass this process (without
+   * it, the export stream is relayed from a local serve session)
+   */
+  exporter?: ExporterStart;
 }
 
 /** A path an input needs that the coordinator does not have: the coordinator's fault, never the builder's. */
@@ -88,8 +94,16 @@ export class StoreCopier {
       return coordinator.use(async (remote) => {
         const there = await remote.connection.queryValidPaths(closure);
         const missing = closure.filter((p) => !there.has(p));
-        const bytes = await remote.connection.importFrom(l.connection, missing);
-        if (tally !== undefined) tally.bytes += bytes;
+        const { exporter } = this.options;
+        if (exporter === undefined || missing.length === 0) {
+          const bytes = await remote.connection.importFrom(l.connection, missing);
+          if (tally !== undefined) tally.bytes += bytes;
+          return missing.length;
+        }
+        // the stream's size is not seen here: its NARs' sizes stand for it
+        const infos = await l.connection.queryPathInfos(missing);
+        await remote.connection.importFromProcess(missing, exporter);
+        if (tally !== undefined) for (const info of infos.values()) tally.bytes += info.narSize;
         return missing.length;
       });
     });

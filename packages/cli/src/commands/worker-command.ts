@@ -70,6 +70,10 @@ export function workerCommand(): Command {
       '--max-log-size <bytes>',
       "Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its stored log is cut there; bytes, or with a K, M or G suffix like 64M (default 64M)",
     )
+    .option(
+      '--copy-compression <none|zlib>',
+      "compress the copies to and from the coordinator's store, both ways, with SSH's zlib: for slow links (default none)",
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText(
       'after',
@@ -92,6 +96,7 @@ export function workerCommand(): Command {
         minFreeDiskMiB: flags.minFreeDisk,
         // as typed (4096, 4K, 64M): the config schema parses it, so a bad value is named like any other field
         maxLogSize: flags.maxLogSize,
+        copyCompression: flags.copyCompression,
         logLevel: flags.logLevel,
       };
       if (typeof flags.join === 'string') {

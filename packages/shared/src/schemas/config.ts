@@ -109,6 +109,14 @@ const maxLogSizeSchema = z.union([z.number(), z.string()], { error: `must be ${B
   return bytes;
 });
 
+/** How the worker's copies to and from the coordinator's store are compressed on the wire (see docs/performance.md, "Big closures"). */
+export const COPY_COMPRESSIONS = ['none', 'zlib'] as const;
+export type CopyCompression = (typeof COPY_COMPRESSIONS)[number];
+const copyCompressionSchema = z.enum(COPY_COMPRESSIONS, {
+  error: (issue) =>
+    `must be none or zlib (SSH's zlib compression, for slow links), not ${JSON.stringify(issue.input)}${issue.input === 'zstd' ? ": zstd is not offered, SSH's zlib is what both ends speak without an extra process" : ''}`,
+});
+
 export const workerConfigSchema = z
   .object({
     name: workerNameSchema,
@@ -139,6 +147,8 @@ export const workerConfigSchema = z
       .default(1024),
     /** Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its streamed log is cut there (bytes, or 4K/64M/1G) */
     maxLogSize: maxLogSizeSchema.default(DEFAULT_MAX_LOG_SIZE),
+    /** compress the copy stream to and from the coordinator's store (both directions): for links slower than the machines' CPUs */
+    copyCompression: copyCompressionSchema.default('none'),
     logLevel: logLevelSchema.default('info'),
   })
   .strict();

@@ -1,4 +1,6 @@
+import type { ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
+import type { ExporterStart } from './nix-export.js';
 import { assertDerivationPath, assertStorePath } from '../store-path.js';
 import { WireWriter } from './wire-writer.js';
 import { ServeConnectionError, WireReader } from './wire-reader.js';
@@ -211,6 +213,49 @@ export class ServeConnection {
     } catch (error) {
       this.close();
       source.close();
+      throw error;
+    }
+  }
+
+  /**
+   * Like importFrom, but the export stream comes from a local process that
+   * writes it straight into this session's input (`start` hands it the input
+   * stream as its stdout): no byte passes through this process, so each
+   * crosses one pipe and one event loop fewer. The ImportPaths command is
+   * flushed before the exporter starts, so the stream follows it in order. On
+   * any failure the session is mid-stream and is closed, and the exporter killed.
+   */
+  async importFromProcess(paths: readonly string[], start: ExporterStart): Promise<void> {
+    for (const p of paths) assertStorePath(p);
+    if (paths.length === 0) return;
+    let exporter: ChildProcess | undefined;
+    try {
+      await this.exchange(async () => {
+        await new Promise<void>((resolve, reject) =>
+          this.input.write(new WireWriter().u64(ServeCommand.ImportPaths).toBuffer(), (error) => (error ? reject(error) : resolve())),
+        );
+        const child = start(paths, this.input);
+        exporter = child;
+        let stderr = '';
+        child.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-4000)));
+        const exported = new Promise<void>((resolve, reject) => {
+          child.once('error', (error) => reject(new ServeConnectionError(`cannot start the export for ${this.peer}: ${error.message}`, error)));
+          child.once('close', (code, signal) =>
+            code === 0
+              ? resolve()
+              : reject(
+                  new ServeConnectionError(`nix-store --export of ${paths.length} paths for ${this.peer} exited with ${code ?? signal}: ${stderr.trim()}`),
+                ),
+          );
+        });
+        const reply = this.reader.readU64();
+        // whichever fails first is the error: a dead exporter leaves the importer waiting for bytes, a dead importer stops the exporter
+        const [, answer] = await Promise.all([exported, reply]);
+        if (answer !== 1) throw new ServeConnectionError(`${this.peer} answered ${answer} to an import of ${paths.length} paths`);
+      });
+    } catch (error) {
+      this.close();
+      if (exporter !== undefined && exporter.exitCode === null && exporter.signalCode === null) exporter.kill('SIGKILL');
       throw error;
     }
   }
