@@ -45,6 +45,11 @@ export interface TestFarmOptions {
   redisAppendOnly?: boolean;
   /** more `nixfarm coordinator` flags for its first start */
   coordinatorArgs?: readonly string[];
+  /**
+   * Once Redis runs, before anything connects: make its users (ACL SETUSER) and say which URL the coordinator and
+   * the workers use (`--redis`); default both use the unauthenticated default user.
+   */
+  redisUsers?: (redis: PrivateRedis) => Promise<{ coordinator: string; worker: string }>;
 }
 
 export interface CoordinatorStartOptions {
@@ -110,6 +115,8 @@ export class TestFarm {
   adminToken!: string;
   readonly workers = new Map<string, RunningWorker>();
   private logLevel = 'debug';
+  /** the Redis URLs the coordinator and the workers are given, when they are not redis.url (TestFarmOptions.redisUsers) */
+  private redisUrls: { coordinator: string; worker: string } | undefined;
   private readonly unregister: () => void;
 
   private constructor() {
@@ -129,6 +136,7 @@ export class TestFarm {
     farm.logLevel = options.logLevel ?? 'debug';
     try {
       farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false });
+      farm.redisUrls = await options.redisUsers?.(farm.redis);
       await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
@@ -158,7 +166,7 @@ export class TestFarm {
       '--state-dir',
       this.coordinatorStateDir,
       '--redis',
-      this.redis.url,
+      this.redisUrls?.coordinator ?? this.redis.url,
       '--http-port',
       String(ports.http),
       '--ssh-host',
@@ -231,6 +239,7 @@ export class TestFarm {
     args.push('--max-jobs', String(spec.maxJobs ?? 1), '--speed-factor', String(spec.speedFactor ?? 1));
     if (spec.lockSeconds !== undefined) args.push('--lock-seconds', String(spec.lockSeconds));
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
+    if (this.redisUrls !== undefined) args.push('--redis', this.redisUrls.worker);
     const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort }) : undefined;
     if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));

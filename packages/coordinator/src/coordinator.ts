@@ -4,6 +4,8 @@ import type { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
 import {
   connectRedis,
+  probeRedisPermissions,
+  redisUserOf,
   coordinatorConfigSchema,
   localStorePool,
   probeNixBuild,
@@ -116,6 +118,12 @@ export class Coordinator {
     }
     const redis = await connectRedis({ url: redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
     this.redis = redis;
+    // A user that lacks a command the coordinator needs is named now, once, rather than failing runs later.
+    await probeRedisPermissions(redis, 'coordinator', redisUserOf(redisUrl)).catch(async (error: unknown) => {
+      redis.disconnect();
+      await this.embeddedRedis?.stop();
+      throw error;
+    });
 
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
