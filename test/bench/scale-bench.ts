@@ -187,7 +187,10 @@ async function measuredRun(
   const salt = freshSalt();
   const tag = `${workers} workers`;
   // BullMQ's stalled checker (run by the workers) announces every job it moves back on the queue's event stream.
-  const events = new QueueEvents(queueNameFor({ system: options.system, requiredFeatures: [] }), bullmqOptions({ host: '127.0.0.1', port: Number(new URL(farm.redis.url).port) }));
+  const events = new QueueEvents(
+    queueNameFor({ system: options.system, requiredFeatures: [] }),
+    bullmqOptions({ host: '127.0.0.1', port: Number(new URL(farm.redis.url).port) }),
+  );
   let stalledEvents = 0;
   events.on('stalled', () => stalledEvents++);
   try {

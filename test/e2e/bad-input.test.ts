@@ -5,7 +5,16 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { bullmqOptions, queueNameFor, redisKeys, type DerivationView, type ApiError, type QueueSummary, type RunView, type WorkerListing } from '@nixfarm/shared';
+import {
+  bullmqOptions,
+  queueNameFor,
+  redisKeys,
+  type DerivationView,
+  type ApiError,
+  type QueueSummary,
+  type RunView,
+  type WorkerListing,
+} from '@nixfarm/shared';
 import { pollFor, sleep } from '../harness/poll.js';
 import type { CommandResult } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';

@@ -107,11 +107,7 @@ describe('Redis ACL users: the coordinator and the workers each with only their 
       [],
       'every key is under nixfarm:',
     );
-    assert.deepEqual(
-      ((await admin!.call('ACL', 'LOG')) as unknown[]).length,
-      0,
-      'no command of the farm was refused',
-    );
+    assert.deepEqual(((await admin!.call('ACL', 'LOG')) as unknown[]).length, 0, 'no command of the farm was refused');
   });
 
   it('the worker user cannot flush, list or read keys outside the prefix, nor publish outside it', async () => {
@@ -151,10 +147,7 @@ describe('Redis ACL users: the coordinator and the workers each with only their 
     const line = stdout.trim().split('\n')[1]!.split(' ');
     await admin!.call(line[0]!, ...line.slice(1), '-xadd');
     const url = urlOf('worker-without-xadd', password('worker'));
-    const { code, ms, log } = await refusedWorker(
-      () => farm.startWorker({ name: 'no-xadd', extraArgs: ['--redis', url] }),
-      /lacks the command xadd/,
-    );
+    const { code, ms, log } = await refusedWorker(() => farm.startWorker({ name: 'no-xadd', extraArgs: ['--redis', url] }), /lacks the command xadd/);
     assert.equal(code, 2, log);
     assert.ok(ms < 60_000, `ended in ${ms} ms`);
     const said = log.split('\n').filter((l) => l.includes('lacks the command xadd'));

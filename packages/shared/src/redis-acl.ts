@@ -5,7 +5,7 @@ import { REDIS_PREFIX } from './redis-keys.js';
 export type RedisRole = 'coordinator' | 'worker';
 
 /** Every key (BullMQ's under BULLMQ_PREFIX too) and every pub/sub channel nixfarm uses. */
-export const REDIS_KEY_PATTERN = `${REDIS_PREFIX}:*`;
+const REDIS_KEY_PATTERN = `${REDIS_PREFIX}:*`;
 
 /**
  * The BullMQ Lua scripts a worker runs (moveToActive, moveToFinished,
@@ -15,10 +15,48 @@ export const REDIS_KEY_PATTERN = `${REDIS_PREFIX}:*`;
  * scripts (with their includes, and RPUSH/LPUSH, LLEN/ZCARD they pick at run time).
  */
 const BULLMQ_WORKER_SCRIPT_COMMANDS = [
-  'del', 'exists', 'get', 'hdel', 'hexists', 'hget', 'hgetall', 'hincrby', 'hmget', 'hmset', 'hset', 'incr', 'lindex', 'llen',
-  'lpush', 'lrange', 'lrem', 'ltrim', 'pexpire', 'pttl', 'rpop', 'rpoplpush', 'rpush', 'sadd', 'scard', 'set', 'smembers', 'srem',
-  'xadd', 'xtrim', 'zadd', 'zcard', 'zcount', 'zpopmin', 'zrange', 'zrangebyscore', 'zrem', 'zremrangebyrank', 'zremrangebyscore',
-  'zrevrange', 'zrevrangebyscore', 'zscore',
+  'del',
+  'exists',
+  'get',
+  'hdel',
+  'hexists',
+  'hget',
+  'hgetall',
+  'hincrby',
+  'hmget',
+  'hmset',
+  'hset',
+  'incr',
+  'lindex',
+  'llen',
+  'lpush',
+  'lrange',
+  'lrem',
+  'ltrim',
+  'pexpire',
+  'pttl',
+  'rpop',
+  'rpoplpush',
+  'rpush',
+  'sadd',
+  'scard',
+  'set',
+  'smembers',
+  'srem',
+  'xadd',
+  'xtrim',
+  'zadd',
+  'zcard',
+  'zcount',
+  'zpopmin',
+  'zrange',
+  'zrangebyscore',
+  'zrem',
+  'zremrangebyrank',
+  'zremrangebyscore',
+  'zrevrange',
+  'zrevrangebyscore',
+  'zscore',
 ] as const;
 
 /**
@@ -29,8 +67,25 @@ const BULLMQ_WORKER_SCRIPT_COMMANDS = [
  * check's NAR (RPUSH, EXPIRE) and the wake-up and cancel channels (SUBSCRIBE).
  */
 const WORKER_OWN_COMMANDS = [
-  'info', 'client|setname', 'ping', 'eval', 'evalsha', 'multi', 'exec', 'smembers', 'mget', 'get', 'set', 'sadd', 'srem', 'del',
-  'xadd', 'expire', 'rpush', 'subscribe', 'unsubscribe',
+  'info',
+  'client|setname',
+  'ping',
+  'eval',
+  'evalsha',
+  'multi',
+  'exec',
+  'smembers',
+  'mget',
+  'get',
+  'set',
+  'sadd',
+  'srem',
+  'del',
+  'xadd',
+  'expire',
+  'rpush',
+  'subscribe',
+  'unsubscribe',
 ] as const;
 
 /** The commands a worker's user must be allowed, each once, sorted: what `nixfarm redis-acl` grants and a worker probes at start. */
@@ -45,7 +100,18 @@ export const WORKER_REDIS_COMMANDS: readonly string[] = [...new Set([...WORKER_O
 export const COORDINATOR_REDIS_COMMANDS: readonly string[] = [
   ...new Set([
     ...WORKER_REDIS_COMMANDS,
-    'bzpopmin', 'exists', 'hscan', 'hsetnx', 'publish', 'scan', 'sismember', 'xack', 'xgroup', 'xrange', 'xread', 'xreadgroup',
+    'bzpopmin',
+    'exists',
+    'hscan',
+    'hsetnx',
+    'publish',
+    'scan',
+    'sismember',
+    'xack',
+    'xgroup',
+    'xrange',
+    'xread',
+    'xreadgroup',
   ]),
 ].sort();
 

@@ -28,7 +28,8 @@ export function noPermissionIn(error: unknown, what: string): RedisNoPermissionE
   const command = /^NOPERM .*'([^']+)' command/.exec(message)?.[1];
   if (command !== undefined) return new RedisNoPermissionError([`the command ${command.toLowerCase()}`], what);
   if (/^NOPERM .*keys/.test(message)) return new RedisNoPermissionError([`a key outside its patterns (nixfarm's keys are ${REDIS_PREFIX}:*)`], what);
-  if (/^NOPERM .*channels/.test(message)) return new RedisNoPermissionError([`a channel outside its patterns (nixfarm's channels are ${REDIS_PREFIX}:*)`], what);
+  if (/^NOPERM .*channels/.test(message))
+    return new RedisNoPermissionError([`a channel outside its patterns (nixfarm's channels are ${REDIS_PREFIX}:*)`], what);
   if (/user executing the script can't run this command/.test(message)) return new RedisNoPermissionError(['a command inside a BullMQ Lua script'], what);
   if (/user executing the script can't access/.test(message)) return new RedisNoPermissionError(['a key a BullMQ Lua script uses'], what);
   return undefined;
@@ -64,9 +65,17 @@ const PROBE_ARGS: Record<string, readonly string[]> = {
   hmset: [PROBE_KEY, 'f', 'v'],
   lrem: [PROBE_KEY, '0', 'v'],
   rpoplpush: [PROBE_KEY, PROBE_KEY],
-  ...Object.fromEntries(['hdel', 'hexists', 'hget', 'hmget', 'lindex', 'set', 'expire', 'pexpire', 'sadd', 'srem', 'rpush', 'lpush', 'zrem', 'zscore', 'sismember'].map((c) => [c, [PROBE_KEY, '1']])),
   ...Object.fromEntries(
-    ['lrange', 'ltrim', 'zadd', 'zcount', 'zrange', 'zrangebyscore', 'zremrangebyrank', 'zremrangebyscore', 'zrevrange', 'zrevrangebyscore'].map((c) => [c, [PROBE_KEY, '0', '0']]),
+    ['hdel', 'hexists', 'hget', 'hmget', 'lindex', 'set', 'expire', 'pexpire', 'sadd', 'srem', 'rpush', 'lpush', 'zrem', 'zscore', 'sismember'].map((c) => [
+      c,
+      [PROBE_KEY, '1'],
+    ]),
+  ),
+  ...Object.fromEntries(
+    ['lrange', 'ltrim', 'zadd', 'zcount', 'zrange', 'zrangebyscore', 'zremrangebyrank', 'zremrangebyscore', 'zrevrange', 'zrevrangebyscore'].map((c) => [
+      c,
+      [PROBE_KEY, '0', '0'],
+    ]),
   ),
 };
 

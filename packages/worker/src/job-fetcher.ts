@@ -1,7 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { bullmqOptions, canBuild, isCheckQueueName, parseCheckQueueName, parseQueueName, redisKeys, type Logger, type WorkerCapabilities } from '@nixfarm/shared';
+import {
+  bullmqOptions,
+  canBuild,
+  isCheckQueueName,
+  parseCheckQueueName,
+  parseQueueName,
+  redisKeys,
+  type Logger,
+  type WorkerCapabilities,
+} from '@nixfarm/shared';
 import type { PlacementGate } from './placement-gate.js';
 
 export interface JobFetcherOptions {

@@ -12,7 +12,8 @@ const FORMATS: readonly RedisAclFormat[] = ['acl-setuser', 'users-acl'];
  * where `ps` and shell history would show it.
  */
 async function passwordFrom(file: string, flag: string): Promise<string> {
-  const refuse = (reason: string, cause?: unknown) => new CliError(`cannot use ${flag} ${file}: ${reason}${cause instanceof Error ? ` (${cause.message})` : ''}`);
+  const refuse = (reason: string, cause?: unknown) =>
+    new CliError(`cannot use ${flag} ${file}: ${reason}${cause instanceof Error ? ` (${cause.message})` : ''}`);
   const existing = await readPrivateFile(file, refuse, { what: 'password file' });
   if (existing === undefined) {
     const made = randomBytes(32).toString('base64url');
@@ -30,9 +31,16 @@ export function redisAclCommand(): Command {
     .description("print the Redis users a farm needs (coordinator, workers): the ACL lines granting each only nixfarm's keys, channels and commands")
     .option('--coordinator-user <name>', "the coordinator's Redis user (default nixfarm-coordinator)", 'nixfarm-coordinator')
     .option('--worker-user <name>', 'the Redis user all workers share (default nixfarm-worker)', 'nixfarm-worker')
-    .requiredOption('--coordinator-password-file <file>', "the coordinator user's password: the file's first line; a new random one is written there (mode 600) when the file is missing")
+    .requiredOption(
+      '--coordinator-password-file <file>',
+      "the coordinator user's password: the file's first line; a new random one is written there (mode 600) when the file is missing",
+    )
     .requiredOption('--worker-password-file <file>', "the worker user's password, likewise")
-    .option('--format <format>', 'acl-setuser (commands for redis-cli) or users-acl (lines for the aclfile Redis loads at start) (default acl-setuser)', 'acl-setuser')
+    .option(
+      '--format <format>',
+      'acl-setuser (commands for redis-cli) or users-acl (lines for the aclfile Redis loads at start) (default acl-setuser)',
+      'acl-setuser',
+    )
     .addHelpText(
       'after',
       [
@@ -46,12 +54,14 @@ export function redisAclCommand(): Command {
       ].join('\n'),
     )
     .action(async (flags: { coordinatorUser: string; workerUser: string; coordinatorPasswordFile: string; workerPasswordFile: string; format: string }) => {
-      if (!(FORMATS as readonly string[]).includes(flags.format)) throw new CliError(`--format takes ${FORMATS.join(' or ')}, got ${JSON.stringify(flags.format)}`);
+      if (!(FORMATS as readonly string[]).includes(flags.format))
+        throw new CliError(`--format takes ${FORMATS.join(' or ')}, got ${JSON.stringify(flags.format)}`);
       for (const [flag, name] of [
         ['--coordinator-user', flags.coordinatorUser],
         ['--worker-user', flags.workerUser],
       ] as const)
-        if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new CliError(`${flag} takes letters, digits, '_', '.' and '-' (at most 64), got ${JSON.stringify(name)}`);
+        if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name))
+          throw new CliError(`${flag} takes letters, digits, '_', '.' and '-' (at most 64), got ${JSON.stringify(name)}`);
       if (flags.coordinatorUser === flags.workerUser) throw new CliError('--coordinator-user and --worker-user must differ: the worker user gets less');
       const users: Array<{ name: string; role: RedisRole; file: string; flag: string }> = [
         { name: flags.coordinatorUser, role: 'coordinator', file: flags.coordinatorPasswordFile, flag: '--coordinator-password-file' },
