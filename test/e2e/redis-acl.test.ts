@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { BULLMQ_PREFIX, type DerivationView } from '@nixfarm/shared';
+import { BULLMQ_PREFIX, redisAclLine, type DerivationView } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { NIXFARM_BIN, type RunningWorker } from '../harness/test-farm.js';
 import { derivationClosure, freshSalt, layeredDag, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
@@ -167,6 +167,23 @@ describe('Redis ACL users: the coordinator and the workers each with only their 
     assert.equal(said.length, 1, log);
     assert.match(said[0]!, /^nixfarm: Redis at redis:\/\/nixfarm-worker:\*\*\*@127\.0\.0\.1:\d+ refused the connection: WRONGPASS/);
     assert.ok(!said[0]!.includes('not-the-password'), 'the password is not shown');
+  });
+
+  it('a worker whose user loses a permission while it runs stops with one message naming it, not a retry loop', async () => {
+    const line = redisAclLine({ name: 'gamma-user', role: 'worker', password: 'gamma-secret' }, 'acl-setuser').split(' ');
+    await admin!.call(line[0]!, ...line.slice(1));
+    const worker = await farm.startWorker({ name: 'gamma', extraArgs: ['--redis', urlOf('gamma-user', 'gamma-secret')] });
+    await farm.waitForWorkers(['gamma']);
+    // Its idle poll takes jobs through BullMQ's moveToActive script, sent with EVALSHA.
+    await admin!.call('ACL', 'SETUSER', 'gamma-user', '-evalsha');
+    const { code, ms, log } = await refusedWorker(async () => worker, /lacks the command evalsha/);
+    assert.equal(code, 2, log);
+    assert.ok(ms < 30_000, `ended in ${ms} ms`);
+    const said = log.split('\n').filter((l) => l.startsWith('nixfarm: '));
+    assert.deepEqual(said, [
+      `nixfarm: the Redis user "gamma-user" at redis://gamma-user:***@127.0.0.1:${port} lacks the command evalsha; grant it (\`nixfarm redis-acl\` prints the users a farm needs) or use another user in the Redis URL`,
+    ]);
+    assert.equal(log.split('\n').filter((l) => l.includes('fetching jobs failed; retrying')).length, 0, 'no retry loop');
   });
 
   it('the farm goes on building after the refused workers', async () => {

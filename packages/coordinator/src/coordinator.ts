@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import {
   connectRedis,
   probeRedisPermissions,
+  redactRedisUrl,
   redisUserOf,
   coordinatorConfigSchema,
   localStorePool,
@@ -204,7 +205,8 @@ export class Coordinator {
     };
     const file = path.join(stateDir, 'coordinator.json');
     await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));
-    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo }, 'coordinator ready');
+    // The log shows the Redis URL without its password (coordinator.json keeps it, for `worker --join` on this machine).
+    logger.info({ ...this.addressInfo, redisUrl: redactRedisUrl(redisUrl), nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo }, 'coordinator ready');
     return this.addressInfo;
   }
 
