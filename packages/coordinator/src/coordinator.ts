@@ -206,7 +206,10 @@ export class Coordinator {
     const file = path.join(stateDir, 'coordinator.json');
     await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));
     // The log shows the Redis URL without its password (coordinator.json keeps it, for `worker --join` on this machine).
-    logger.info({ ...this.addressInfo, redisUrl: redactRedisUrl(redisUrl), nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo }, 'coordinator ready');
+    logger.info(
+      { ...this.addressInfo, redisUrl: redactRedisUrl(redisUrl), nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo },
+      'coordinator ready',
+    );
     return this.addressInfo;
   }
 
