@@ -8,7 +8,7 @@ import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { BULLMQ_PREFIX, redisAclLine, type DerivationView } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
-import { NIXFARM_BIN, type RunningWorker } from '../harness/test-farm.js';
+import { NIXFARM_BIN, spawnNixfarm, type RunningWorker } from '../harness/test-farm.js';
 import { derivationClosure, freshSalt, invalidOutputsOf, layeredDag, nixInstantiate, outputPathsOf } from '../harness/nix-fixtures.js';
 import { pollFor } from '../harness/poll.js';
 
@@ -180,6 +180,23 @@ describe('Redis ACL users: the coordinator and the workers each with only their 
       `nixfarm: the Redis user "gamma-user" at redis://gamma-user:***@127.0.0.1:${port} lacks the command evalsha; grant it (\`nixfarm redis-acl\` prints the users a farm needs) or use another user in the Redis URL`,
     ]);
     assert.equal(log.split('\n').filter((l) => l.includes('fetching jobs failed; retrying')).length, 0, 'no retry loop');
+  });
+
+  it('a coordinator whose user lacks XREADGROUP stops at start with one message naming it', async () => {
+    const line = redisAclLine({ name: 'coordinator-without-xreadgroup', role: 'coordinator', password: 'c-secret' }, 'acl-setuser').split(' ');
+    await admin!.call(line[0]!, ...line.slice(1), '-xreadgroup');
+    const { args, env } = farm.coordinatorCommand(undefined, { extraArgs: ['--redis', urlOf('coordinator-without-xreadgroup', 'c-secret')] });
+    const started = Date.now();
+    const refused = await spawnNixfarm(args, { env, timeoutMs: 60_000 }).result;
+    assert.equal(refused.exitCode, 2, refused.stderr);
+    assert.ok(Date.now() - started < 60_000);
+    assert.deepEqual(
+      refused.stderr.split('\n').filter((l) => l.startsWith('nixfarm: ')),
+      [
+        `nixfarm: the Redis user "coordinator-without-xreadgroup" at redis://coordinator-without-xreadgroup:***@127.0.0.1:${port} lacks the command xreadgroup; grant it (\`nixfarm redis-acl\` prints the users a farm needs) or use another user in the Redis URL`,
+      ],
+    );
+    assert.ok(!refused.stderr.includes('c-secret'), 'the password is not shown');
   });
 
   it('the farm goes on building after the refused workers', async () => {
