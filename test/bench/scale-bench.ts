@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { QueueEvents } from 'bullmq';
-import { hashPart, queueNameFor } from '@nixfarm/shared';
+import { bullmqOptions, hashPart, queueNameFor } from '@nixfarm/shared';
 import { freshSalt, layeredDag } from '../harness/nix-fixtures.js';
 import type { TestFarm } from '../harness/test-farm.js';
 import { CpuAccount } from './cpu-account.js';
@@ -187,9 +187,10 @@ async function measuredRun(
   const salt = freshSalt();
   const tag = `${workers} workers`;
   // BullMQ's stalled checker (run by the workers) announces every job it moves back on the queue's event stream.
-  const events = new QueueEvents(queueNameFor({ system: options.system, requiredFeatures: [] }), {
-    connection: { host: '127.0.0.1', port: Number(new URL(farm.redis.url).port) },
-  });
+  const events = new QueueEvents(
+    queueNameFor({ system: options.system, requiredFeatures: [] }),
+    bullmqOptions({ host: '127.0.0.1', port: Number(new URL(farm.redis.url).port) }),
+  );
   let stalledEvents = 0;
   events.on('stalled', () => stalledEvents++);
   try {

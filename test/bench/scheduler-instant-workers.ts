@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Redis } from 'ioredis';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { WorkerEventPublisher } from '@nixfarm/build';
-import { buildJobSchema, canBuild, parseQueueName, redisKeys, type Logger, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
+import { buildJobSchema, bullmqOptions, canBuild, parseQueueName, redisKeys, type Logger, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
 
 export interface InstantWorkersOptions {
   redisUrl: string;
@@ -104,7 +104,7 @@ class InstantWorker {
       }
       // BullMQ's own processing loop: the next job comes back with each completion, one round trip a job.
       const consumer = new BullWorker(queue, (job) => this.build(job), {
-        connection: this.redis.duplicate(),
+        ...bullmqOptions(this.redis.duplicate()),
         concurrency: this.options.slots,
         name: this.name,
       });

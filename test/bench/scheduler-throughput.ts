@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { createLogger, redisKeys } from '@nixfarm/shared';
+import { bullmqOptions, createLogger, redisKeys } from '@nixfarm/shared';
 import { startPrivateRedis } from '../harness/private-redis.js';
 import { onProcessExit } from '../harness/process-cleanup.js';
 import { InstantWorkers } from './scheduler-instant-workers.js';
@@ -139,7 +139,7 @@ async function main(): Promise<number> {
 
     const queues = new Map<string, Queue>();
     const waiting = async (): Promise<number> => {
-      for (const name of await redis.smembers(redisKeys.queues)) if (!queues.has(name)) queues.set(name, new Queue(name, { connection: redis }));
+      for (const name of await redis.smembers(redisKeys.queues)) if (!queues.has(name)) queues.set(name, new Queue(name, bullmqOptions(redis)));
       let sum = 0;
       for (const q of queues.values()) for (const n of Object.values(await q.getJobCounts('waiting', 'prioritized', 'delayed'))) sum += n;
       return sum;

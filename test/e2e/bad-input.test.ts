@@ -5,7 +5,16 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { queueNameFor, redisKeys, type DerivationView, type ApiError, type QueueSummary, type RunView, type WorkerListing } from '@nixfarm/shared';
+import {
+  bullmqOptions,
+  queueNameFor,
+  redisKeys,
+  type DerivationView,
+  type ApiError,
+  type QueueSummary,
+  type RunView,
+  type WorkerListing,
+} from '@nixfarm/shared';
 import { pollFor, sleep } from '../harness/poll.js';
 import type { CommandResult } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
@@ -177,7 +186,7 @@ describe('bad input while a good run builds', () => {
     const queueName = queueNameFor({ system: SYSTEM, requiredFeatures: [] });
     assert.ok((await redis.smembers(redisKeys.queues)).includes(queueName), 'the worker serves this queue');
     const connection = new Redis(farm.redis.url, { maxRetriesPerRequest: null });
-    const queue = new Queue(queueName, { connection });
+    const queue = new Queue(queueName, bullmqOptions(connection));
     try {
       const valid = {
         drvPath: `/nix/store/${HASH}-never-built.drv`,

@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { NixSetupError, localStorePool, probeNixBuild, type ServePool, type DerivationView, type QueueSummary, type WorkerListing } from '@nixfarm/shared';
+import {
+  BULLMQ_PREFIX,
+  NixSetupError,
+  localStorePool,
+  probeNixBuild,
+  type ServePool,
+  type DerivationView,
+  type QueueSummary,
+  type WorkerListing,
+} from '@nixfarm/shared';
 import { spawnNixfarm, type RunningCommand } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { chain, freshSalt } from '../harness/nix-fixtures.js';
@@ -184,7 +193,7 @@ describe('start-up: a Nix that cannot build refuses the start and loses nothing'
     await farm.killCoordinator('SIGTERM');
     const before = await redisSnapshot(farm.redis.url);
     assert.ok(
-      [...before.keys()].some((k) => k.startsWith('bull:')),
+      [...before.keys()].some((k) => k.startsWith(`${BULLMQ_PREFIX}:`)),
       'queued jobs are in Redis',
     );
 

@@ -412,3 +412,10 @@ export async function derivationClosure(drvPaths: readonly string[], options: Om
     .filter((l) => l.endsWith('.drv'))
     .map(assertDerivationPath);
 }
+
+/** The outputs of these derivations that the host's store (the coordinator's) lacks: [] once the farm built every one and copied it back. */
+export async function invalidOutputsOf(drvPaths: readonly string[]): Promise<string[]> {
+  const outputs = (await Promise.all(drvPaths.map((d) => outputPathsOf(d)))).flat();
+  const invalid = await nix('nix-store', ['--check-validity', '--print-invalid', ...outputs], {});
+  return invalid.split('\n').filter((l) => l.length > 0);
+}

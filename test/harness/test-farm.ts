@@ -50,6 +50,11 @@ export interface TestFarmOptions {
   coordinatorArgs?: readonly string[];
   /** Redis speaks only TLS, with certificates of a CA the farm makes (TestFarm.redisTls), and requires client certificates; coordinator and workers connect with rediss:// */
   redisTls?: boolean;
+  /**
+   * Once Redis runs, before anything connects: make its users (ACL SETUSER) and say which URL the coordinator and
+   * the workers use (`--redis`); default both use the unauthenticated default user.
+   */
+  redisUsers?: (redis: PrivateRedis) => Promise<{ coordinator: string; worker: string }>;
 }
 
 export interface CoordinatorStartOptions {
@@ -117,6 +122,8 @@ export class TestFarm {
   private logLevel = 'debug';
   /** the test CA and certificates of a farm started with redisTls */
   redisTls: TestCa | undefined;
+  /** the Redis URLs the coordinator and the workers are given, when they are not redis.url (TestFarmOptions.redisUsers) */
+  private redisUrls: { coordinator: string; worker: string } | undefined;
   private readonly unregister: () => void;
 
   private constructor() {
@@ -140,6 +147,7 @@ export class TestFarm {
         appendOnly: options.redisAppendOnly ?? false,
         ...(farm.redisTls === undefined ? {} : { tls: { ca: farm.redisTls } }),
       });
+      farm.redisUrls = await options.redisUsers?.(farm.redis);
       await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
@@ -169,7 +177,7 @@ export class TestFarm {
       '--state-dir',
       this.coordinatorStateDir,
       '--redis',
-      this.redis.url,
+      this.redisUrls?.coordinator ?? this.redis.url,
       '--http-port',
       String(ports.http),
       '--ssh-host',
@@ -250,6 +258,7 @@ export class TestFarm {
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
     // the CA comes with the URL through --join; the client certificate is the worker's own
     args.push(...this.redisClientCertArgs());
+    if (this.redisUrls !== undefined) args.push('--redis', this.redisUrls.worker);
     const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort, bytesPerSecond: spec.linkBytesPerSecond }) : undefined;
     if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));

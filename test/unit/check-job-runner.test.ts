@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
 import type { BuildExecutor } from '@nixfarm/build';
-import { checkJobId, createLogger } from '@nixfarm/shared';
+import { bullmqOptions, checkJobId, createLogger } from '@nixfarm/shared';
 import { JobRunner, type CheckExecutor } from '@nixfarm/worker';
 import { privateRedisForSuite } from '../harness/private-redis.js';
 
@@ -18,8 +18,8 @@ describe('running a check job', () => {
 
   async function taken(jobId: string, data: unknown): Promise<{ job: Job; token: string; queue: Queue }> {
     const redis = client();
-    const queue = new Queue(QUEUE, { connection: redis });
-    const bull = new BullWorker(QUEUE, null, { connection: redis, autorun: false, name: 'w1' });
+    const queue = new Queue(QUEUE, bullmqOptions(redis));
+    const bull = new BullWorker(QUEUE, null, { ...bullmqOptions(redis), autorun: false, name: 'w1' });
     closers.push(
       () => bull.close(true),
       () => queue.close(),

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Queue } from 'bullmq';
-import { checkJobId, checkQueueNameFor, createLogger, queueNameFor, redisKeys, type BuildRequirement } from '@nixfarm/shared';
+import { bullmqOptions, checkJobId, checkQueueNameFor, createLogger, queueNameFor, redisKeys, type BuildRequirement } from '@nixfarm/shared';
 import { JobFetcher, type FetchedJob } from '@nixfarm/worker';
 import { privateRedisForSuite } from '../harness/private-redis.js';
 
@@ -27,7 +27,7 @@ describe("the job fetcher's check queues", () => {
     await redis.flushall();
     await redis.sadd(redisKeys.queues, BUILDS);
     await redis.sadd(redisKeys.checkQueues, REQUESTED, MINE, SAMPLED, DARWIN_CHECKS);
-    const queues = new Map([BUILDS, REQUESTED, MINE, SAMPLED, DARWIN_CHECKS].map((name) => [name, new Queue(name, { connection: redis })]));
+    const queues = new Map([BUILDS, REQUESTED, MINE, SAMPLED, DARWIN_CHECKS].map((name) => [name, new Queue(name, bullmqOptions(redis))]));
     const add = async (queue: string, jobId: string) => void (await queues.get(queue)!.add('j', { any: 'payload' }, { jobId }));
     const fetcher = new JobFetcher({
       redis,
@@ -78,7 +78,7 @@ describe("the job fetcher's check queues", () => {
   it('serves a check queue listed after it started once it refreshes its queues (as a wake-up for an unknown queue does)', async () => {
     const { fetcher, close } = await setup();
     const late = checkQueueNameFor({ requirement: LINUX, background: false, excludedWorker: 'w2' });
-    const queue = new Queue(late, { connection: client() });
+    const queue = new Queue(late, bullmqOptions(client()));
     try {
       await queue.add('j', {}, { jobId: checkJobId(hash('k'), 1) });
       assert.equal(await fetcher.fetch(), undefined, 'not listed yet');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
-import { createLogger, readWorkerRegistry, redisKeys, type BuildJob, type WorkerEvent, type WorkerInfo } from '@nixfarm/shared';
+import { bullmqOptions, createLogger, readWorkerRegistry, redisKeys, type BuildJob, type WorkerEvent, type WorkerInfo } from '@nixfarm/shared';
 import { BuildExecutor, SAME_STORE, WorkerEventPublisher } from '@nixfarm/build';
 import { BuildSlots, JobRunner, WorkerHeartbeat } from '@nixfarm/worker';
 import { privateRedisForSuite } from '../harness/private-redis.js';
@@ -41,8 +41,8 @@ describe("a worker's build slot and its advertised load", () => {
 
   it('is advertised free before the finished report is in the stream, and held until BullMQ completed the job', async () => {
     const redis = client();
-    const queue = new Queue(QUEUE, { connection: redis });
-    const bull = new BullWorker(QUEUE, null, { connection: redis, autorun: false, name: 'fast' });
+    const queue = new Queue(QUEUE, bullmqOptions(redis));
+    const bull = new BullWorker(QUEUE, null, { ...bullmqOptions(redis), autorun: false, name: 'fast' });
     closers.push(
       () => bull.close(true),
       () => queue.close(),

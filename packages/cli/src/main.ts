@@ -16,6 +16,7 @@ import { diffCommand } from './commands/diff-command.js';
 import { checksCommand } from './commands/checks-command.js';
 import { runWait, waitCommand } from './commands/wait-command.js';
 import { statusCommand } from './commands/status-command.js';
+import { redisAclCommand } from './commands/redis-acl-command.js';
 
 export function program(): Command {
   return new Command('nixfarm')
@@ -28,6 +29,7 @@ export function program(): Command {
     .addCommand(workerKeyCommand())
     .addCommand(apiTokenCommand())
     .addCommand(cacheKeyCommand())
+    .addCommand(redisAclCommand())
     .addCommand(statusCommand())
     .addCommand(dashboardCommand())
     .addCommand(workersCommand())

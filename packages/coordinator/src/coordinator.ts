@@ -4,6 +4,9 @@ import type { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
 import {
   connectRedis,
+  probeRedisPermissions,
+  redactRedisUrl,
+  redisUserOf,
   coordinatorConfigSchema,
   hasRedisTlsFiles,
   localStorePool,
@@ -124,6 +127,12 @@ export class Coordinator {
     }
     const redis = await connectRedis({ url: redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null }, tls: config });
     this.redis = redis;
+    // A user that lacks a command the coordinator needs is named now, once, rather than failing runs later.
+    await probeRedisPermissions(redis, 'coordinator', redisUserOf(redisUrl)).catch(async (error: unknown) => {
+      redis.disconnect();
+      await this.embeddedRedis?.stop();
+      throw error;
+    });
 
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
@@ -205,7 +214,11 @@ export class Coordinator {
     };
     const file = path.join(stateDir, 'coordinator.json');
     await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));
-    logger.info({ ...this.addressInfo, nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo }, 'coordinator ready');
+    // The log shows the Redis URL without its password (coordinator.json keeps it, for `worker --join` on this machine).
+    logger.info(
+      { ...this.addressInfo, redisUrl: redactRedisUrl(redisUrl), nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo },
+      'coordinator ready',
+    );
     return this.addressInfo;
   }
 

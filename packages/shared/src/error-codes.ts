@@ -67,6 +67,7 @@ export const ERROR_CODES = [
   'redis-failed',
   'redis-not-found',
   'redis-refused',
+  'redis-no-permission',
   'redis-wait-aborted',
   'redis-tls-failed',
   'store-endpoint-failed',

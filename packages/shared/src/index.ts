@@ -17,6 +17,8 @@ export * from './build-log-entry.js';
 export * from './redis-connection.js';
 export * from './redis-tls.js';
 export * from './redis-tls-failure.js';
+export * from './redis-acl.js';
+export * from './redis-permissions.js';
 export * from './schemas/common.js';
 export * from './schemas/config.js';
 export * from './schemas/job.js';

@@ -1,8 +1,22 @@
 /**
  * Every Redis key nixfarm uses outside BullMQ's own, in one place, so the
- * coordinator and the workers cannot disagree on a name.
+ * coordinator and the workers cannot disagree on a name. BullMQ's keys live
+ * under the same prefix (BULLMQ_PREFIX), and so do the pub/sub channels: one
+ * ACL key pattern and one channel pattern cover the whole farm.
  */
 export const REDIS_PREFIX = 'nixfarm';
+
+/** BullMQ's `prefix` option: its keys are `nixfarm:bull:QUEUE:...` instead of its default `bull:QUEUE:...`. */
+export const BULLMQ_PREFIX = `${REDIS_PREFIX}:bull`;
+
+/**
+ * The connection options of every BullMQ Queue, Worker and QueueEvents
+ * nixfarm makes: one place that puts their keys under BULLMQ_PREFIX (a queue
+ * made without it would not see the farm's jobs, and would need `bull:*` in the ACLs).
+ */
+export function bullmqOptions<C>(connection: C): { connection: C; prefix: string } {
+  return { connection, prefix: BULLMQ_PREFIX };
+}
 
 export const redisKeys = {
   /** HASH per derivation node in the build graph, keyed by the drv's hash part */

@@ -10,11 +10,15 @@ import {
   hashOfQueuedJobId,
   localStorePool,
   nixExporter,
+  noPermissionIn,
   parseDerivation,
   probeNixBuild,
+  probeRedisPermissions,
   redisKeys,
+  redisUserOf,
   workerConfigSchema,
   type Logger,
+  type NixfarmError,
   type NixSetupError,
   type RedisWaitHooks,
   type ServePool,
@@ -49,6 +53,8 @@ export interface FarmWorkerOptions {
   storeDir?: string;
   /** how often a worker paused because its Nix cannot build tests again whether it does (ms); default 30 s */
   nixSetupRecheckMs?: number;
+  /** the worker stopped taking builds for a fault no retry fixes (its Redis user lost a permission): the caller should stop it and exit */
+  onFatal?: (error: NixfarmError) => void;
 }
 
 export interface DrainOptions {
@@ -86,6 +92,8 @@ interface RunningBuild {
 export class FarmWorker {
   readonly config: WorkerConfig;
   private readonly logger: Logger;
+  /** who the worker is in Redis, for permission messages */
+  private readonly redisUser: string;
   private redis: Redis | undefined;
   private fetcher: JobFetcher | undefined;
   private heartbeat: WorkerHeartbeat | undefined;
@@ -106,6 +114,7 @@ export class FarmWorker {
 
   constructor(private readonly options: FarmWorkerOptions) {
     this.config = workerConfigSchema.parse(options.config);
+    this.redisUser = redisUserOf(this.config.redisUrl);
     this.logger = options.logger;
     this.diskFloor = new DiskFloor({
       path: options.storeDir ?? STORE_DIR,
@@ -173,8 +182,17 @@ export class FarmWorker {
       env: this.options.nixEnv,
     });
     this.pools = [local, coordinator];
-    const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null }, tls: config });
-    this.redis = redis;
+    let redis: Redis;
+    try {
+      redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null }, tls: config });
+      this.redis = redis;
+      // A user that lacks a command the worker needs is named now, once, rather than failing builds (or BullMQ's scripts) later.
+      await probeRedisPermissions(redis, 'worker', this.redisUser);
+    } catch (error) {
+      // Refused: close what start opened (store sessions, SSH, Redis), so the process ends with the one message.
+      await this.stop().catch(() => undefined);
+      throw error;
+    }
     const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
     const copier = new StoreCopier({ local, coordinator, logger, exporter: nixExporter({ nixOptions, env: this.options.nixEnv }) });
     // One limit for both: Nix ends the build past it (log-limit-exceeded), and the streamed log is cut there, so the stored log never holds more.
@@ -295,6 +313,14 @@ export class FarmWorker {
       try {
         fetched = await fetcher.fetch();
       } catch (error) {
+        // Permissions taken away while running: no retry can help; stop, once, naming what is missing.
+        const denial = noPermissionIn(error, this.redisUser);
+        if (denial !== undefined) {
+          this.logger.fatal({ err: error, missing: denial.missing }, denial.message);
+          this.stopping = true;
+          this.options.onFatal?.(denial);
+          break;
+        }
         this.logger.warn({ err: error }, 'fetching jobs failed; retrying');
         await new Promise((r) => setTimeout(r, 1000));
         continue;

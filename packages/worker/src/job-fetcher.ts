@@ -1,7 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { canBuild, isCheckQueueName, parseCheckQueueName, parseQueueName, redisKeys, type Logger, type WorkerCapabilities } from '@nixfarm/shared';
+import {
+  bullmqOptions,
+  canBuild,
+  isCheckQueueName,
+  parseCheckQueueName,
+  parseQueueName,
+  redisKeys,
+  type Logger,
+  type WorkerCapabilities,
+} from '@nixfarm/shared';
 import type { PlacementGate } from './placement-gate.js';
 
 export interface JobFetcherOptions {
@@ -123,7 +132,7 @@ export class JobFetcher {
         continue;
       }
       const worker = new BullWorker(name, null, {
-        connection: this.options.redis,
+        ...bullmqOptions(this.options.redis),
         autorun: false,
         name: this.options.workerName,
         lockDuration: this.options.lockDurationMs,
@@ -133,7 +142,7 @@ export class JobFetcher {
       });
       worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
       void worker.startStalledCheckTimer();
-      this.queues.set(name, { kind, worker, counter: new Queue(name, { connection: this.options.redis }) });
+      this.queues.set(name, { kind, worker, counter: new Queue(name, bullmqOptions(this.options.redis)) });
       this.options.logger.info({ queue: name, kind }, 'serving queue');
     }
   }

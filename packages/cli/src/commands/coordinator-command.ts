@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
+import { coordinatorConfigSchema, createLogger, redactRedisUrl } from '@nixfarm/shared';
 import { collect, integer, loadConfig, number, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
 import { cliRedisWait } from '../redis-wait.js';
@@ -103,7 +103,7 @@ export function coordinatorCommand(): Command {
       const coordinator = new Coordinator({ config, logger, redisWait: redisWait.hooks });
       const address = await redisWait.during(coordinator.start());
       process.stderr.write(
-        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${address.redisUrl}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n  API tokens: ${address.apiTokenFiles.admin} (admin), ${address.apiTokenFiles.read} (read); \`nixfarm api-token\` prints one\n  cache:     ${address.cacheUrl} (trusted-public-keys = ${address.cacheKey})\n`,
+        `nixfarm coordinator ready\n  API:       ${address.httpUrl}\n  Redis:     ${redactRedisUrl(address.redisUrl)}\n  SSH store: ${address.sshHost}:${address.sshPort}\n  host key:  ${address.hostKey}\n  API tokens: ${address.apiTokenFiles.admin} (admin), ${address.apiTokenFiles.read} (read); \`nixfarm api-token\` prints one\n  cache:     ${address.cacheUrl} (trusted-public-keys = ${address.cacheKey})\n`,
       );
       await waitForShutdownSignal();
       await coordinator.stop();

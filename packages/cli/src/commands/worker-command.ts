@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { createLogger, workerConfigSchema } from '@nixfarm/shared';
+import { createLogger, workerConfigSchema, type NixfarmError } from '@nixfarm/shared';
 import { CliError } from '../exit-codes.js';
 import { commaList, integer, loadConfig, number, parseNixOption, collect } from '../config-loader.js';
 import { listenForShutdownSignals } from '../shutdown.js';
@@ -135,14 +135,26 @@ export function workerCommand(): Command {
       const logger = createLogger({ name: 'worker', level: config.logLevel });
       const { FarmWorker } = await import('@nixfarm/worker');
       const redisWait = cliRedisWait(`nixfarm worker ${config.name}`);
-      const worker = new FarmWorker({ config, logger, redisWait: redisWait.hooks });
+      // Its Redis user lost a permission while running: the worker stops and the command ends with that one message.
+      let onFatal!: (error: NixfarmError) => void;
+      const fatal = new Promise<NixfarmError>((resolve) => (onFatal = resolve));
+      const worker = new FarmWorker({
+        config,
+        logger,
+        redisWait: redisWait.hooks,
+        onFatal,
+      });
       await redisWait.during(worker.start());
       process.stderr.write(
         `nixfarm worker ${config.name} ready: ${config.systems.join(', ')}, max-jobs ${config.maxJobs}, speed factor ${config.speedFactor}\n`,
       );
       const signals = listenForShutdownSignals();
       try {
-        const signal = await signals.first;
+        const signal = await Promise.race([signals.first, fatal]);
+        if (typeof signal !== 'string') {
+          await worker.stop();
+          throw signal;
+        }
         const say = (line: string) => process.stderr.write(`nixfarm worker ${config.name}: ${line}\n`);
         const result = await worker.drain({
           handBackNow: signals.second.then((again) => say(`${again} again: handing running builds back now`)),

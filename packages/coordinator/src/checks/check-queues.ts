@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
+  bullmqOptions,
   canBuild,
   checkJobId,
   checkQueueNameFor,
@@ -113,7 +114,7 @@ export class CheckQueues {
   private queue(name: string): Queue {
     let queue = this.queues.get(name);
     if (queue === undefined) {
-      queue = new Queue(name, { connection: this.options.redis });
+      queue = new Queue(name, bullmqOptions(this.options.redis));
       this.queues.set(name, queue);
     }
     return queue;

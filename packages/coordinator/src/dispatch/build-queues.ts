@@ -1,6 +1,6 @@
 import { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { queuePriority, queuedJobId, redisKeys, type Logger } from '@nixfarm/shared';
+import { bullmqOptions, queuePriority, queuedJobId, redisKeys, type Logger } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 import type { Promotion } from './fair-share.js';
 
@@ -29,7 +29,7 @@ export class BuildQueues {
   queue(name: string): Queue {
     let queue = this.queues.get(name);
     if (queue === undefined) {
-      queue = new Queue(name, { connection: this.options.redis });
+      queue = new Queue(name, bullmqOptions(this.options.redis));
       this.queues.set(name, queue);
     }
     return queue;

@@ -1,6 +1,6 @@
 import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { imageTag, parseImageRepository, type ImagePublication, type Logger, type SubmitRunRequest } from '@nixfarm/shared';
+import { bullmqOptions, imageTag, parseImageRepository, type ImagePublication, type Logger, type SubmitRunRequest } from '@nixfarm/shared';
 import { BackgroundQueueWorker } from '../queues/background-queue-worker.js';
 import { detectImage } from './image-detector.js';
 import { ImagePublisher, ImagePushError } from './image-publisher.js';
@@ -49,7 +49,7 @@ export class ImagePublishQueue {
 
   constructor(private readonly options: ImagePublishQueueOptions) {
     this.publications = new ImagePublications(options.redis);
-    this.queue = new Queue<PublishJob>(QUEUE, { connection: options.redis });
+    this.queue = new Queue<PublishJob>(QUEUE, bullmqOptions(options.redis));
     this.publisher = options.publisher ?? new ImagePublisher();
   }
 

@@ -1,6 +1,6 @@
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Logger } from '@nixfarm/shared';
+import { bullmqOptions, type Logger } from '@nixfarm/shared';
 
 export interface BackgroundQueueWorkerOptions {
   /** the coordinator's connection: the worker makes a blocking one of its own from it */
@@ -24,7 +24,7 @@ export class BackgroundQueueWorker<T> {
 
   constructor(options: BackgroundQueueWorkerOptions, process: (job: Job<T>) => Promise<void>) {
     this.connection = options.redis.duplicate();
-    this.worker = new Worker<T>(options.queue, process, { connection: this.connection, concurrency: options.concurrency });
+    this.worker = new Worker<T>(options.queue, process, { ...bullmqOptions(this.connection), concurrency: options.concurrency });
     this.worker.on('error', (error) => options.logger.warn({ err: error }, `${options.what} worker error`));
   }
 

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Queue, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { hashPart, type Logger, type UploadRecord, type UploadSummary } from '@nixfarm/shared';
+import { bullmqOptions, hashPart, type Logger, type UploadRecord, type UploadSummary } from '@nixfarm/shared';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 import { BackgroundQueueWorker } from '../queues/background-queue-worker.js';
 import { S3Cache } from './s3-cache.js';
@@ -52,7 +52,7 @@ export class UploadQueue {
   private readonly attempts: number;
 
   constructor(private readonly options: UploadQueueOptions) {
-    this.queue = new Queue(QUEUE_NAME, { connection: options.redis });
+    this.queue = new Queue(QUEUE_NAME, bullmqOptions(options.redis));
     this.records = new UploadRecords(options.redis);
     this.s3 = new S3Cache({ nix: options.nix, stagingDir: options.stagingDir });
     this.attempts = options.attempts ?? 12;
