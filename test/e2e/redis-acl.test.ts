@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -104,6 +104,8 @@ describe('Redis ACL users: the coordinator and the workers each with only their 
       'every key is under nixfarm:',
     );
     assert.deepEqual(((await admin!.call('ACL', 'LOG')) as unknown[]).length, 0, 'no command of the farm was refused');
+    // coordinator.json keeps the URL with the coordinator's password (for worker --join): its owner's alone
+    assert.equal(statSync(join(farm.coordinatorStateDir, 'coordinator.json')).mode & 0o077, 0, 'coordinator.json is private');
   });
 
   it('the worker user cannot flush, list or read keys outside the prefix, nor publish outside it', async () => {

@@ -213,8 +213,10 @@ export class Coordinator {
       cacheUrl: `http://${config.httpHost}:${httpPort}${CACHE_PREFIX}`,
     };
     const file = path.join(stateDir, 'coordinator.json');
-    await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2));
-    // The log shows the Redis URL without its password (coordinator.json keeps it, for `worker --join` on this machine).
+    // coordinator.json keeps the Redis URL whole, for `worker --join` on this machine: with a password in it, only its owner may read it.
+    const withPassword = redactRedisUrl(redisUrl) !== redisUrl;
+    await writeFileAtomic(file, JSON.stringify(this.addressInfo, null, 2), withPassword ? 0o600 : undefined);
+    // The log shows the Redis URL without its password.
     logger.info(
       { ...this.addressInfo, redisUrl: redactRedisUrl(redisUrl), nixVersion, resumedRuns: resumed, logDir, pushTo: config.pushTo },
       'coordinator ready',
