@@ -66,6 +66,7 @@ export const ERROR_CODES = [
   'redis-failed',
   'redis-not-found',
   'redis-refused',
+  'redis-sentinel-master-unknown',
   'redis-wait-aborted',
   'store-endpoint-failed',
   'serve-connection-failed',

@@ -1,6 +1,15 @@
 import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 import { NixfarmError } from './errors.js';
 import type { Logger } from './logger.js';
+import {
+  SentinelMasterUnknownError,
+  describeSentinelFailure,
+  isSentinelUrl,
+  masterUnknownToAll,
+  newSentinelClient,
+  parseSentinelUrl,
+  redactSentinelUrl,
+} from './redis-sentinel.js';
 
 /** What a caller may add to the wait for Redis at start: a way to stop it, and where to say what is going on. */
 export interface RedisWaitHooks {
@@ -60,23 +69,29 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
   const firstRetryMs = options.firstRetryMs ?? 1000;
   const maxRetryMs = Math.max(firstRetryMs, options.maxRetryMs ?? 5000);
   const started = Date.now();
+  const sentinel = isSentinelUrl(options.url) ? parseSentinelUrl(options.url) : undefined;
   let delay = firstRetryMs;
   let saidReason: string | undefined;
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw new RedisWaitAbortedError(shownUrl);
     // No reconnects of its own while we wait: each attempt is one try, so the back-off and the messages are ours.
-    const redis = new Redis(options.url, { ...options.redisOptions, lazyConnect: true, retryStrategy: () => null });
+    const once: RedisOptions = { ...options.redisOptions, lazyConnect: true, retryStrategy: () => null };
+    const redis = sentinel === undefined ? new Redis(options.url, once) : newSentinelClient(sentinel, { ...once, sentinelRetryStrategy: () => null });
     let lastError: Error | undefined;
     const onError = (error: Error): void => {
       lastError = error;
     };
     redis.on('error', onError);
+    const sentinelErrors: Error[] = [];
+    redis.on('sentinelError', (error: Error) => sentinelErrors.push(error));
     const onAbort = (): void => redis.disconnect();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await redis.connect();
       redis.off('error', onError);
       redis.options.retryStrategy = options.redisOptions?.retryStrategy ?? RECONNECT_AFTER_START;
+      // After start, a failover may leave no sentinel answering for a while: keep asking them, as ioredis does by default.
+      if (sentinel !== undefined) redis.options.sentinelRetryStrategy = (times) => Math.min(times * 10, 1000);
       if (saidReason !== undefined) {
         const seconds = Math.round((Date.now() - started) / 1000);
         logger.info({ redis: shownUrl, attempts: attempt, waitedSeconds: seconds }, 'connected to Redis');
@@ -89,7 +104,8 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
       if (signal?.aborted) throw new RedisWaitAbortedError(shownUrl);
       const cause = lastError ?? (error as Error);
       if (cause instanceof ReplyError) throw new RedisRefusedError(shownUrl, cause.message, setting);
-      const reason = (cause as NodeJS.ErrnoException).code ?? cause.message;
+      if (sentinel !== undefined && masterUnknownToAll(sentinel, sentinelErrors)) throw new SentinelMasterUnknownError(sentinel, setting);
+      const reason = sentinel === undefined ? ((cause as NodeJS.ErrnoException).code ?? cause.message) : describeSentinelFailure(sentinel, cause, sentinelErrors);
       if (reason !== saidReason) {
         saidReason = reason;
         const message =
@@ -111,6 +127,7 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
 
 /** The URL without its password, for messages and logs. */
 export function redactRedisUrl(url: string): string {
+  if (isSentinelUrl(url)) return redactSentinelUrl(url);
   try {
     const parsed = new URL(url);
     if (parsed.password === '') return url;

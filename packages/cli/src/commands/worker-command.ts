@@ -8,6 +8,7 @@ import { commaList, integer, loadConfig, number, parseNixOption, collect } from 
 import { listenForShutdownSignals } from '../shutdown.js';
 import { hostSystem } from '../host-system.js';
 import { cliRedisWait } from '../redis-wait.js';
+import { redisUrlFromFlags } from '../sentinel-flags.js';
 
 export const DEFAULT_WORKER_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'worker');
 
@@ -39,6 +40,8 @@ export function workerCommand(): Command {
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
     .option('--name <name>', 'worker name, unique in the farm (default: host name)')
     .option('--redis <url>', "the coordinator's Redis (redis://host:port)")
+    .option('--sentinel <host:port>', 'a Redis Sentinel to ask for the primary, repeatable (instead of --redis; with --sentinel-master)', collect)
+    .option('--sentinel-master <name>', 'the master name the sentinels monitor')
     .option('--coordinator <host[:port]>', "the coordinator's SSH store endpoint (default port 2222)")
     .option('--host-key <line>', 'the coordinator\'s SSH host key, "ssh-ed25519 AAAA..." (pinned; shown when the coordinator starts)')
     .option('--host-key-file <file>', "file holding the coordinator's host key (its ssh_host_ed25519_key.pub)")
@@ -73,7 +76,7 @@ export function workerCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       const fromFlags: Record<string, unknown> = {
         name: flags.name,
-        redisUrl: flags.redis,
+        redisUrl: redisUrlFromFlags(flags),
         stateDir: flags.stateDir,
         systems: flags.system,
         supportedFeatures: flags.features,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { featureSchema, systemSchema, workerNameSchema } from './common.js';
 import { cacheUrlSchema } from '../cache-url.js';
+import { isSentinelUrl, parseSentinelUrl } from '../redis-sentinel.js';
 
 const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const portSchema = z.number().int().min(0).max(65535);
@@ -8,7 +9,17 @@ const nixOptionSchema = z.tuple([
   z.string().regex(/^[a-z][a-z0-9-]*$/, 'a Nix option name is lower-case words joined by - (like max-silent-time)'),
   z.string().max(10_000),
 ]);
-const redisUrlSchema = z.string().regex(/^rediss?:\/\//, 'a Redis URL starts with redis:// or rediss://');
+const redisUrlSchema = z
+  .string()
+  .regex(/^(rediss?|redis\+sentinel):\/\//, 'a Redis URL starts with redis://, rediss:// or redis+sentinel://')
+  .superRefine((url, ctx) => {
+    if (!isSentinelUrl(url)) return;
+    try {
+      parseSentinelUrl(url);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message, input: url });
+    }
+  });
 
 export const coordinatorConfigSchema = z
   .object({
