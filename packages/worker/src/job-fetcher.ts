@@ -36,9 +36,29 @@ export interface FetchedJob {
 
 interface ServedQueue {
   kind: QueueKind;
-  worker: BullWorker;
-  /** for counts and the heads of its lists */
+  /** for counts and the heads of its lists (on the shared connection, not the fetch connection) */
   counter: Queue;
+}
+
+/**
+ * The connection jobs are taken through, and the BullMQ Workers on it: a
+ * restart (the watchdog's) replaces the whole generation, so a connection
+ * that stopped answering is no longer waited on.
+ */
+interface FetchGeneration {
+  connection: Redis;
+  workers: Map<string, BullWorker>;
+  /** settles a pass under way with nothing, when this generation is replaced */
+  abandoned: Promise<undefined>;
+  abandon: () => void;
+}
+
+/** Why the watchdog restarted the fetch loop, as it logs it. */
+export interface FetchStall {
+  /** since the last fetch pass ended (or the loop last had no reason to fetch), ms */
+  stalledMs: number;
+  /** jobs waiting per served queue that has some */
+  waiting: Record<string, number>;
 }
 
 /**
@@ -67,8 +87,101 @@ export class JobFetcher {
   /** the last pass left sampled checks for later (the worker took real work too recently): poll again soon */
   private samplesDeferred = false;
   private closed = false;
+  private generation: FetchGeneration;
+  /** replaced generations, kept for the jobs taken through them (their locks, their completion) until close() */
+  private readonly retired: FetchGeneration[] = [];
+  /** when the last fetch pass ended: the watchdog's measure of a loop that stopped */
+  private lastPassEndedAt = Date.now();
+  private restartCount = 0;
 
-  constructor(private readonly options: JobFetcherOptions) {}
+  constructor(private readonly options: JobFetcherOptions) {
+    this.generation = this.newGeneration();
+  }
+
+  /** Times the watchdog restarted fetching since this worker started (its heartbeat advertises it). */
+  get restarts(): number {
+    return this.restartCount;
+  }
+
+  /** When the last fetch pass ended; the loop calls fetchNotNeeded() while it has no reason to fetch (slots full, paused). */
+  get lastFetchAt(): number {
+    return this.lastPassEndedAt;
+  }
+
+  /** The loop had no reason to fetch until now: the stall clock starts again. */
+  fetchNotNeeded(): void {
+    this.lastPassEndedAt = Date.now();
+  }
+
+  private newGeneration(): FetchGeneration {
+    let abandon: () => void = () => undefined;
+    const abandoned = new Promise<undefined>((resolve) => (abandon = () => resolve(undefined)));
+    // A connection of its own: a stall on it (a socket left on a failed-over primary) leaves the shared one free to count and report.
+    const connection = this.options.redis.duplicate();
+    connection.on('error', (err) => this.options.logger.debug({ err }, 'fetch connection error'));
+    return { connection, workers: new Map(), abandoned, abandon };
+  }
+
+  private workerFor(name: string): BullWorker {
+    const existing = this.generation.workers.get(name);
+    if (existing !== undefined) return existing;
+    const worker = new BullWorker(name, null, {
+      connection: this.generation.connection,
+      autorun: false,
+      name: this.options.workerName,
+      lockDuration: this.options.lockDurationMs,
+      stalledInterval: Math.max(1000, this.options.lockDurationMs),
+      // A build that outlives a lost lock is retried by the coordinator's rules, not dropped by BullMQ's.
+      maxStalledCount: 1000,
+    });
+    worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
+    void worker.startStalledCheckTimer();
+    this.generation.workers.set(name, worker);
+    return worker;
+  }
+
+  /**
+   * Jobs waiting in the served queues (BullMQ's wait list and prioritized
+   * set), counted on the shared connection, which the fetch does not use.
+   */
+  async waitingJobs(): Promise<Record<string, number>> {
+    const waiting: Record<string, number> = {};
+    for (const [name, served] of this.queues) {
+      const [wait, prioritized] = await Promise.all([this.options.redis.llen(served.counter.keys.wait!), this.options.redis.zcard(served.counter.keys.prioritized!)]);
+      if (wait + prioritized > 0) waiting[name] = wait + prioritized;
+    }
+    return waiting;
+  }
+
+  /**
+   * Starts fetching afresh: a new connection and new BullMQ Workers; a pass
+   * under way on the old ones is abandoned (what it may still take, its lock
+   * expires and BullMQ's stalled check returns). The old connection stays for
+   * the builds taken through it, unless it does not answer a PING: then
+   * nothing on it can succeed, and it is closed so they fail and free
+   * their slots instead of hanging.
+   */
+  restart(stall: FetchStall): void {
+    this.restartCount++;
+    this.options.logger.warn(
+      { stalledSeconds: Math.round(stall.stalledMs / 1000), waiting: stall.waiting, restarts: this.restartCount },
+      'fetch loop stalled: free slots and waiting jobs, but no fetch completed; restarting it on a new connection',
+    );
+    const old = this.generation;
+    this.generation = this.newGeneration();
+    this.retired.push(old);
+    old.abandon();
+    this.lastPassEndedAt = Date.now();
+    const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 2000).unref());
+    void Promise.race([old.connection.ping().catch(() => 'timeout' as const), timeout]).then((answer) => {
+      if (answer !== 'timeout') return;
+      this.options.logger.warn('the stalled fetch connection does not answer PING; closing it');
+      old.connection.disconnect();
+      // disconnect() only half-closes: a peer that no longer answers would keep the socket, and its commands, forever.
+      (old.connection as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+    });
+    this.wakeUp();
+  }
 
   async start(): Promise<void> {
     await this.refreshQueues();
@@ -122,18 +235,8 @@ export class JobFetcher {
         this.ineligible.add(name);
         continue;
       }
-      const worker = new BullWorker(name, null, {
-        connection: this.options.redis,
-        autorun: false,
-        name: this.options.workerName,
-        lockDuration: this.options.lockDurationMs,
-        stalledInterval: Math.max(1000, this.options.lockDurationMs),
-        // A build that outlives a lost lock is retried by the coordinator's rules, not dropped by BullMQ's.
-        maxStalledCount: 1000,
-      });
-      worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
-      void worker.startStalledCheckTimer();
-      this.queues.set(name, { kind, worker, counter: new Queue(name, { connection: this.options.redis }) });
+      this.workerFor(name);
+      this.queues.set(name, { kind, counter: new Queue(name, { connection: this.options.redis }) });
       this.options.logger.info({ queue: name, kind }, 'serving queue');
     }
   }
@@ -172,6 +275,25 @@ export class JobFetcher {
    */
   async fetch(): Promise<FetchedJob | undefined> {
     if (this.closed) return undefined;
+    const generation = this.generation;
+    const pass = this.pass();
+    let fetched: FetchedJob | undefined;
+    try {
+      fetched = await Promise.race([pass, generation.abandoned]);
+    } finally {
+      // A pass that failed also ended: the loop is alive, and retries it.
+      if (generation === this.generation) this.lastPassEndedAt = Date.now();
+    }
+    if (generation !== this.generation) {
+      void pass.then((late) => {
+        if (late !== undefined) this.options.logger.warn({ jobId: late.job.id, queue: late.queue }, 'an abandoned fetch took a job after all; its lock expires and it goes back to its queue');
+      }, () => undefined);
+      return undefined;
+    }
+    return fetched;
+  }
+
+  private async pass(): Promise<FetchedJob | undefined> {
     const entries = [...this.queues.entries()];
     const real = entries.filter(([, q]) => q.kind !== 'sampled-check');
     // This pass sees what was queued before it; a wake-up from now on is for work it may miss.
@@ -216,7 +338,7 @@ export class JobFetcher {
 
   private async take(queue: string, served: ServedQueue): Promise<FetchedJob | undefined> {
     const token = randomUUID();
-    const job = (await served.worker.getNextJob(token, { block: false })) as Job | undefined;
+    const job = (await this.workerFor(queue).getNextJob(token, { block: false })) as Job | undefined;
     if (job === undefined || job === null) return undefined;
     return { job, token, queue, kind: served.kind === 'build' ? 'build' : 'check', background: served.kind === 'sampled-check' };
   }
@@ -225,7 +347,11 @@ export class JobFetcher {
     this.closed = true;
     this.wakeUp();
     await this.options.subscriber.quit().catch(() => undefined);
-    await Promise.all([...this.queues.values()].map((q) => q.worker.close(true).catch(() => undefined)));
+    for (const generation of [...this.retired, this.generation]) {
+      generation.abandon();
+      await Promise.all([...generation.workers.values()].map((w) => w.close(true).catch(() => undefined)));
+      generation.connection.disconnect();
+    }
     await Promise.all([...this.queues.values()].map((q) => q.counter.close().catch(() => undefined)));
   }
 }

@@ -68,6 +68,11 @@ export function workerCommand(): Command {
       '--max-log-size <bytes>',
       "Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its stored log is cut there; bytes, or with a K, M or G suffix like 64M (default 64M)",
     )
+    .option(
+      '--fetch-watchdog-seconds <n>',
+      'with free slots and jobs waiting, no fetch for this long restarts the fetch loop on a new Redis connection (default 30, 0: off)',
+      integer('--fetch-watchdog-seconds'),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText(
       'after',
@@ -89,6 +94,7 @@ export function workerCommand(): Command {
         minFreeDiskMiB: flags.minFreeDisk,
         // as typed (4096, 4K, 64M): the config schema parses it, so a bad value is named like any other field
         maxLogSize: flags.maxLogSize,
+        fetchWatchdogSeconds: flags.fetchWatchdogSeconds,
         logLevel: flags.logLevel,
       };
       if (typeof flags.join === 'string') {

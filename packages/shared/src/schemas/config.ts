@@ -139,6 +139,8 @@ export const workerConfigSchema = z
       .default(1024),
     /** Nix's max-log-size for builds here: a build that logs more ends as log-limit-exceeded, and its streamed log is cut there (bytes, or 4K/64M/1G) */
     maxLogSize: maxLogSizeSchema.default(DEFAULT_MAX_LOG_SIZE),
+    /** free slots and waiting jobs but no fetch for this long: the fetch loop is restarted on a new connection (0: no watchdog) */
+    fetchWatchdogSeconds: z.number().int().min(0).max(86_400).default(30),
     logLevel: logLevelSchema.default('info'),
   })
   .strict();
