@@ -18,6 +18,8 @@ export interface PrivateRedisOptions {
   port?: number;
   /** how long to wait for PING to answer (ms) */
   startTimeoutMs?: number;
+  /** more redis-server arguments (like --replicaof HOST PORT) */
+  extraArgs?: readonly string[];
 }
 
 export interface PrivateRedis {
@@ -76,6 +78,7 @@ class PrivateRedisServer implements PrivateRedis {
     private readonly appendOnly: boolean,
     private readonly startTimeoutMs: number,
     private readonly ownsDir: boolean,
+    private readonly extraArgs: readonly string[] = [],
   ) {}
 
   get url(): string {
@@ -104,6 +107,7 @@ class PrivateRedisServer implements PrivateRedis {
       'no',
       '--logfile',
       '',
+      ...this.extraArgs,
     ]);
     // detached: its own process group, so a Ctrl-C meant for the test runner
     // does not kill redis before the test's own teardown runs
@@ -182,7 +186,7 @@ export async function startPrivateRedis(options: PrivateRedisOptions = {}): Prom
   // A picked port can be taken between our probe and redis's bind; try a few.
   for (let attempt = 0; ; attempt++) {
     const port = options.port ?? (await freePort());
-    const server = new PrivateRedisServer(port, dir, options.appendOnly ?? false, timeout, ownsDir);
+    const server = new PrivateRedisServer(port, dir, options.appendOnly ?? false, timeout, ownsDir, options.extraArgs);
     try {
       await server.start();
       return server;

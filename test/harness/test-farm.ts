@@ -45,6 +45,8 @@ export interface TestFarmOptions {
   redisAppendOnly?: boolean;
   /** more `nixfarm coordinator` flags for its first start */
   coordinatorArgs?: readonly string[];
+  /** starts the farm's Redis (default: a private redis-server); its url is what the coordinator and, through --join, the workers use */
+  redis?: () => Promise<PrivateRedis>;
 }
 
 export interface CoordinatorStartOptions {
@@ -128,7 +130,7 @@ export class TestFarm {
     const farm = new TestFarm();
     farm.logLevel = options.logLevel ?? 'debug';
     try {
-      farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false });
+      farm.redis = await (options.redis ?? (() => startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false })))();
       await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));

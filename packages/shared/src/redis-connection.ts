@@ -111,7 +111,7 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
         const message =
           `cannot reach Redis at ${shownUrl} (${reason}); retrying every ${formatSeconds(firstRetryMs)}` +
           `${maxRetryMs > firstRetryMs ? `, backing off to every ${formatSeconds(maxRetryMs)}` : ''}` +
-          ` — is redis-server running there? (${setting})`;
+          ` — ${sentinel === undefined ? 'is redis-server running there?' : 'are the sentinels running, and do they see a primary?'} (${setting})`;
         logger.warn({ redis: shownUrl, reason, attempt }, message);
         options.onNotice?.(message);
       } else {

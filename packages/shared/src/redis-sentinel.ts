@@ -105,13 +105,15 @@ export function redactSentinelUrl(url: string): string {
 /** Why a connection through the sentinels failed, as nixfarm says it: ioredis's "All sentinels are unreachable" names neither sentinels nor master. */
 export function describeSentinelFailure(target: SentinelTarget, error: Error, sentinelErrors: readonly Error[]): string {
   if (!error.message.startsWith('All sentinels are unreachable')) return (error as NodeJS.ErrnoException).code ?? error.message;
-  const reasons = [...new Set(sentinelErrors.map((e) => /because (.*)$/.exec(e.message)?.[1] ?? e.message))];
+  // A sentinel that refuses the connection shows as ioredis's "Connection is closed." (its sentinel clients do not retry).
+  const reasons = [...new Set(sentinelErrors.map((e) => (/because (.*)$/.exec(e.message)?.[1] ?? e.message).replace(/^Connection is closed\.$/, 'no answer (connection refused or closed)')))];
   return `none of the sentinels ${describeSentinels(target)} told where master '${target.master}' is${reasons.length > 0 ? `: ${reasons.join('; ')}` : ''}`;
 }
 
-/** Every sentinel answered and none knows the master: what ioredis reports as "successfully, but got an invalid reply: null". */
+/** Every sentinel answered and none knows the master: Redis 7 says "No such master with that name", older ones a null address. */
 export function masterUnknownToAll(target: SentinelTarget, sentinelErrors: readonly Error[]): boolean {
-  const unknown = new Set(sentinelErrors.filter((e) => /successfully, but got an invalid reply/.test(e.message)).map((e) => /sentinel (\S+)/.exec(e.message)?.[1]));
+  const unknownMaster = /No such master with that name|successfully, but got an invalid reply: null/;
+  const unknown = new Set(sentinelErrors.filter((e) => unknownMaster.test(e.message)).map((e) => /sentinel (\S+)/.exec(e.message)?.[1]));
   return target.sentinels.every((s) => unknown.has(`${s.host}:${s.port}`));
 }
 
