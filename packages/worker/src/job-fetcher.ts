@@ -117,7 +117,8 @@ export class JobFetcher {
     let abandon: () => void = () => undefined;
     const abandoned = new Promise<undefined>((resolve) => (abandon = () => resolve(undefined)));
     // A connection of its own: a stall on it (a socket left on a failed-over primary) leaves the shared one free to count and report.
-    const connection = this.options.redis.duplicate();
+    // Named, so an operator sees it in CLIENT LIST (and a test can find it).
+    const connection = this.options.redis.duplicate({ connectionName: `nixfarm-fetch-${this.options.workerName}` });
     connection.on('error', (err) => this.options.logger.debug({ err }, 'fetch connection error'));
     return { connection, workers: new Map(), abandoned, abandon };
   }
