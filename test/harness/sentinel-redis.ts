@@ -8,12 +8,18 @@ import { freePort } from './free-port.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
 import { pollFor } from './poll.js';
+import { TcpProxy } from './tcp-proxy.js';
 
 export interface SentinelRedisOptions {
   /** the name the sentinels monitor (default nixfarm) */
   master?: string;
   /** how long a silent primary takes to be judged down (ms; default 1000) */
   downAfterMs?: number;
+  /**
+   * The replica announces itself at a TcpProxy in front of it (replica-announce-port),
+   * so once promoted every client reaches it through a link the test can freeze.
+   */
+  replicaBehindProxy?: boolean;
 }
 
 /** An address as the sentinels give it. */
@@ -38,14 +44,23 @@ export class SentinelRedis implements PrivateRedis {
     readonly master: string,
     readonly primary: PrivateRedis,
     readonly replica: PrivateRedis,
+    /** the link clients reach the replica through, with replicaBehindProxy */
+    readonly replicaLink: TcpProxy | undefined,
   ) {}
 
   static async start(options: SentinelRedisOptions = {}): Promise<SentinelRedis> {
     const dir = mkdtempSync(join(tmpdir(), 'nixfarm-sentinel-'));
     const master = options.master ?? 'nixfarm';
     const primary = await startPrivateRedis({ dir: join(dir, 'primary') });
-    const replica = await startPrivateRedis({ dir: join(dir, 'replica'), extraArgs: ['--replicaof', '127.0.0.1', String(primary.port)] });
-    const set = new SentinelRedis(dir, master, primary, replica);
+    const replicaPort = await freePort();
+    const link = options.replicaBehindProxy === true ? await TcpProxy.start({ targetPort: replicaPort }) : undefined;
+    const announce = link === undefined ? [] : ['--replica-announce-ip', '127.0.0.1', '--replica-announce-port', String(link.port)];
+    const replica = await startPrivateRedis({
+      dir: join(dir, 'replica'),
+      port: replicaPort,
+      extraArgs: ['--replicaof', '127.0.0.1', String(primary.port), ...announce],
+    });
+    const set = new SentinelRedis(dir, master, primary, replica, link);
     set.unregister = onProcessExit(() => {
       for (const s of set.sentinels) killGroup(s.child.pid, 'SIGKILL');
       removeTreeSync(dir);
@@ -73,6 +88,11 @@ export class SentinelRedis implements PrivateRedis {
 
   get pid(): number | undefined {
     return this.primary.pid;
+  }
+
+  /** the replica's port as the sentinels name it (its proxy's, with replicaBehindProxy) */
+  get replicaAnnouncedPort(): number {
+    return this.replicaLink?.port ?? this.replica.port;
   }
 
   get sentinelPorts(): number[] {
@@ -104,6 +124,7 @@ export class SentinelRedis implements PrivateRedis {
 
   async stop(): Promise<void> {
     for (const s of this.sentinels) killGroup(s.child.pid, 'SIGKILL');
+    await this.replicaLink?.close();
     await this.replica.stop();
     await this.primary.stop();
     this.unregister();
