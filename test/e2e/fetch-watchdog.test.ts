@@ -47,7 +47,10 @@ describe('the fetch watchdog (real farm)', () => {
       assert.equal(stalls.length, 1, `one restart:\n${stalls.join('\n')}`);
       const stall = JSON.parse(stalls[0]!) as { time: number; stalledSeconds: number; waiting: Record<string, number>; restarts: number };
       assert.ok(stall.stalledSeconds >= 3, `stalled ${stall.stalledSeconds} s`);
-      assert.ok(Object.values(stall.waiting).some((n) => n > 0), 'the facts name the waiting jobs');
+      assert.ok(
+        Object.values(stall.waiting).some((n) => n > 0),
+        'the facts name the waiting jobs',
+      );
       assert.ok(stall.time - frozenAt < 15_000, 'noticed within the bound (3 s + a check interval + the build submission)');
       assert.match(log, /the stalled fetch connection does not answer PING; closing it/);
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Queue, Worker as BullWorker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { connectRedis, createLogger, NixfarmError, sentinelUrlOf } from '@nixfarm/shared';
+import { connectRedis, createLogger, type NixfarmError, sentinelUrlOf } from '@nixfarm/shared';
 import { SentinelRedis } from '../harness/sentinel-redis.js';
 import { freePort } from '../harness/free-port.js';
 import { pollFor } from '../harness/poll.js';
@@ -28,15 +28,12 @@ describe('Redis through Sentinel', () => {
       set.sentinelPorts.map((p) => `127.0.0.1:${p}`),
       'frm',
     );
-    await assert.rejects(
-      connectRedis({ url, logger, setting: '--sentinel-master' }),
-      (error: NixfarmError) => {
-        assert.equal(error.code, 'redis-sentinel-master-unknown');
-        assert.match(error.message, /the sentinels 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+ do not know a master named 'frm'/);
-        assert.match(error.message, /--sentinel-master/);
-        return true;
-      },
-    );
+    await assert.rejects(connectRedis({ url, logger, setting: '--sentinel-master' }), (error: NixfarmError) => {
+      assert.equal(error.code, 'redis-sentinel-master-unknown');
+      assert.match(error.message, /the sentinels 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+ do not know a master named 'frm'/);
+      assert.match(error.message, /--sentinel-master/);
+      return true;
+    });
   });
 
   it('waits while no sentinel answers, saying which sentinels and which master', async () => {
@@ -44,10 +41,17 @@ describe('Redis through Sentinel', () => {
     const notices: string[] = [];
     const controller = new AbortController();
     const connecting = connectRedis({ url, logger, firstRetryMs: 100, signal: controller.signal, onNotice: (m) => notices.push(m) });
-    await pollFor(() => notices[0], 10_000, () => 'the first notice');
+    await pollFor(
+      () => notices[0],
+      10_000,
+      () => 'the first notice',
+    );
     controller.abort();
     await assert.rejects(connecting, /stopped while waiting for Redis/);
-    assert.match(notices[0]!, /^cannot reach Redis at redis\+sentinel:\/\/127\.0\.0\.1:\d+,127\.0\.0\.1:\d+\/farm \(none of the sentinels 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+ told where master 'farm' is: no answer \(connection refused or closed\)\); .* are the sentinels running/);
+    assert.match(
+      notices[0]!,
+      /^cannot reach Redis at redis\+sentinel:\/\/127\.0\.0\.1:\d+,127\.0\.0\.1:\d+\/farm \(none of the sentinels 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+ told where master 'farm' is: no answer \(connection refused or closed\)\); .* are the sentinels running/,
+    );
   });
 
   it('follows a failover: the client and a BullMQ worker (its blocking connection) reach the promoted replica', async () => {
@@ -63,7 +67,11 @@ describe('Redis through Sentinel', () => {
     );
     try {
       await queue.add('j', {}, { jobId: 'before' });
-      await pollFor(() => (done.includes('before') ? true : undefined), 10_000, () => 'the job added before the failover');
+      await pollFor(
+        () => (done.includes('before') ? true : undefined),
+        10_000,
+        () => 'the job added before the failover',
+      );
       // Replicated before the kill: WAIT returns once the replica has it.
       await redis.set('written-before', '1');
       assert.equal(await redis.wait(1, 5000), 1);
@@ -82,7 +90,11 @@ describe('Redis through Sentinel', () => {
       assert.equal(promoted.port, set.replica.port);
       assert.equal(await redis.get('written-before'), '1');
       await queue.add('j', {}, { jobId: 'after' });
-      await pollFor(() => (done.includes('after') ? true : undefined), 30_000, () => 'the job added after the failover');
+      await pollFor(
+        () => (done.includes('after') ? true : undefined),
+        30_000,
+        () => 'the job added after the failover',
+      );
       assert.equal((await redis.info('replication')).includes('role:master'), true);
     } finally {
       await worker.close(true);

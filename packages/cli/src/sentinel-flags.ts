@@ -13,7 +13,8 @@ export function redisUrlFromFlags(flags: Record<string, unknown>): string | unde
     if (master !== undefined) throw new CliError('--sentinel-master needs the sentinels to ask: add --sentinel host:port (repeatable)');
     return flags.redis as string | undefined;
   }
-  if (flags.redis !== undefined) throw new CliError('--redis and --sentinel both say where Redis is: give one (--sentinel with --sentinel-master for Sentinel)');
+  if (flags.redis !== undefined)
+    throw new CliError('--redis and --sentinel both say where Redis is: give one (--sentinel with --sentinel-master for Sentinel)');
   if (master === undefined) throw new CliError("--sentinel needs --sentinel-master NAME: the name in the sentinels' `sentinel monitor NAME host port quorum`");
   try {
     return sentinelUrlOf(sentinels, master);

@@ -105,7 +105,8 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
       const cause = lastError ?? (error as Error);
       if (cause instanceof ReplyError) throw new RedisRefusedError(shownUrl, cause.message, setting);
       if (sentinel !== undefined && masterUnknownToAll(sentinel, sentinelErrors)) throw new SentinelMasterUnknownError(sentinel, setting);
-      const reason = sentinel === undefined ? ((cause as NodeJS.ErrnoException).code ?? cause.message) : describeSentinelFailure(sentinel, cause, sentinelErrors);
+      const reason =
+        sentinel === undefined ? ((cause as NodeJS.ErrnoException).code ?? cause.message) : describeSentinelFailure(sentinel, cause, sentinelErrors);
       if (reason !== saidReason) {
         saidReason = reason;
         const message =

@@ -7,7 +7,7 @@ import { NixfarmError } from './errors.js';
  * (config files, coordinator.json for `--join`); the user and password are
  * the primary's (its replicas share them), the sentinels' own go in the query.
  */
-export const SENTINEL_URL_SCHEME = 'redis+sentinel://';
+const SENTINEL_URL_SCHEME = 'redis+sentinel://';
 
 const SENTINEL_URL_FORM = 'redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER (optionally ?db=N&sentinelPassword=P)';
 const SENTINEL_PORT_DEFAULT = 26379;
@@ -29,7 +29,7 @@ export interface SentinelTarget {
 }
 
 /** A `redis+sentinel://` URL that cannot be used; the message names the part and the form. */
-export class SentinelUrlError extends NixfarmError {
+class SentinelUrlError extends NixfarmError {
   constructor(url: string, problem: string) {
     super('invalid-input', `${redactSentinelUrl(url)}: ${problem}; a Sentinel URL looks like ${SENTINEL_URL_FORM}`, { retryable: false });
   }
@@ -57,7 +57,10 @@ export function parseSentinelUrl(url: string): SentinelTarget {
   const m = /^(?:([^@/]*)@)?([^/?#]*)(?:\/([^?#]*))?(?:\?([^#]*))?$/.exec(rest);
   if (m === null) throw new SentinelUrlError(url, 'it does not parse');
   const [, userinfo, hosts = '', path = '', query = ''] = m;
-  const target: SentinelTarget = { sentinels: hosts.split(',').map((h) => parseSentinelAddress(h, (problem) => new SentinelUrlError(url, problem))), master: '' };
+  const target: SentinelTarget = {
+    sentinels: hosts.split(',').map((h) => parseSentinelAddress(h, (problem) => new SentinelUrlError(url, problem))),
+    master: '',
+  };
   const master = decodeURIComponent(path);
   if (master === '') throw new SentinelUrlError(url, 'the master name is missing after the hosts (/MASTER)');
   if (!/^[A-Za-z0-9_.-]+$/.test(master)) throw new SentinelUrlError(url, `the master name ${JSON.stringify(master)} may hold only letters, digits, _ . -`);
@@ -80,10 +83,12 @@ export function parseSentinelUrl(url: string): SentinelTarget {
 }
 
 /** `host:port` of one sentinel (`[v6]:port` too); the port defaults to Sentinel's 26379. */
-export function parseSentinelAddress(value: string, error: (problem: string) => Error = (p) => new NixfarmError('invalid-input', p)): SentinelAddress {
+function parseSentinelAddress(value: string, error: (problem: string) => Error = (p) => new NixfarmError('invalid-input', p)): SentinelAddress {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_.-]+))(?::(\d{1,5}))?$/.exec(value);
   if (m === null) {
-    throw error(value === '' ? 'a sentinel address is empty (hosts are host:port joined by commas)' : `the sentinel address ${JSON.stringify(value)} is not host:port`);
+    throw error(
+      value === '' ? 'a sentinel address is empty (hosts are host:port joined by commas)' : `the sentinel address ${JSON.stringify(value)} is not host:port`,
+    );
   }
   const port = m[3] === undefined ? SENTINEL_PORT_DEFAULT : Number(m[3]);
   if (port < 1 || port > 65535) throw error(`the sentinel port in ${JSON.stringify(value)} must be from 1 to 65535`);
@@ -106,7 +111,13 @@ export function redactSentinelUrl(url: string): string {
 export function describeSentinelFailure(target: SentinelTarget, error: Error, sentinelErrors: readonly Error[]): string {
   if (!error.message.startsWith('All sentinels are unreachable')) return (error as NodeJS.ErrnoException).code ?? error.message;
   // A sentinel that refuses the connection shows as ioredis's "Connection is closed." (its sentinel clients do not retry).
-  const reasons = [...new Set(sentinelErrors.map((e) => (/because (.*)$/.exec(e.message)?.[1] ?? e.message).replace(/^Connection is closed\.$/, 'no answer (connection refused or closed)')))];
+  const reasons = [
+    ...new Set(
+      sentinelErrors.map((e) =>
+        (/because (.*)$/.exec(e.message)?.[1] ?? e.message).replace(/^Connection is closed\.$/, 'no answer (connection refused or closed)'),
+      ),
+    ),
+  ];
   return `none of the sentinels ${describeSentinels(target)} told where master '${target.master}' is${reasons.length > 0 ? `: ${reasons.join('; ')}` : ''}`;
 }
 

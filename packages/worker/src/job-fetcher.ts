@@ -148,7 +148,10 @@ export class JobFetcher {
   async waitingJobs(): Promise<Record<string, number>> {
     const waiting: Record<string, number> = {};
     for (const [name, served] of this.queues) {
-      const [wait, prioritized] = await Promise.all([this.options.redis.llen(served.counter.keys.wait!), this.options.redis.zcard(served.counter.keys.prioritized!)]);
+      const [wait, prioritized] = await Promise.all([
+        this.options.redis.llen(served.counter.keys.wait!),
+        this.options.redis.zcard(served.counter.keys.prioritized!),
+      ]);
       if (wait + prioritized > 0) waiting[name] = wait + prioritized;
     }
     return waiting;
@@ -286,9 +289,16 @@ export class JobFetcher {
       if (generation === this.generation) this.lastPassEndedAt = Date.now();
     }
     if (generation !== this.generation) {
-      void pass.then((late) => {
-        if (late !== undefined) this.options.logger.warn({ jobId: late.job.id, queue: late.queue }, 'an abandoned fetch took a job after all; its lock expires and it goes back to its queue');
-      }, () => undefined);
+      void pass.then(
+        (late) => {
+          if (late !== undefined)
+            this.options.logger.warn(
+              { jobId: late.job.id, queue: late.queue },
+              'an abandoned fetch took a job after all; its lock expires and it goes back to its queue',
+            );
+        },
+        () => undefined,
+      );
       return undefined;
     }
     return fetched;

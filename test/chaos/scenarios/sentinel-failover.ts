@@ -92,7 +92,8 @@ async function failover(farm: TestFarm, options: ScenarioOptions): Promise<Scena
   const result = await build.result;
   const lost: string[] = [];
   const problems: string[] = [];
-  if (promoted.port !== sentinel.replicaAnnouncedPort) problems.push(`the sentinels named ${promoted.host}:${promoted.port}, not the replica ${sentinel.replicaAnnouncedPort}`);
+  if (promoted.port !== sentinel.replicaAnnouncedPort)
+    problems.push(`the sentinels named ${promoted.host}:${promoted.port}, not the replica ${sentinel.replicaAnnouncedPort}`);
   if (status !== 'succeeded' || result.exitCode !== 0) lost.push(`run ended ${status}, nixfarm build exited ${result.exitCode}: ${result.stderr.slice(-1500)}`);
   const stalls = [...farm.workers.values()].flatMap((w) =>
     readFileSync(w.logFile, 'utf8')
@@ -101,7 +102,8 @@ async function failover(farm: TestFarm, options: ScenarioOptions): Promise<Scena
       .map((l) => JSON.parse(l) as { time: number }),
   );
   const forced = stalls.filter((s) => s.time >= frozenAt).length;
-  if (frozen > 0 && doneAtFreeze < fixture.derivations && forced === 0) problems.push(`${frozen} fetch connection(s) frozen with work left, and no watchdog restarted a fetch loop`);
+  if (frozen > 0 && doneAtFreeze < fixture.derivations && forced === 0)
+    problems.push(`${frozen} fetch connection(s) frozen with work left, and no watchdog restarted a fetch loop`);
   const outcome = await auditedOutcome(farm, [build.runId], recoveredMs, [
     `primary killed after ${before}/${fixture.derivations} built; replica promoted in ${((promotedAt - killedAt) / 1000).toFixed(1)} s`,
     `fetch watchdog restarts (from worker logs, bound ${WATCHDOG_SECONDS} s): ${stalls.length - forced} by themselves after the failover; ${forced} after ${frozen} fetch connection(s) were frozen at ${doneAtFreeze}/${fixture.derivations} built`,
