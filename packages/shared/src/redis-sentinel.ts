@@ -133,11 +133,14 @@ function describeSentinels(target: SentinelTarget): string {
 }
 
 /**
- * A client for the primary the sentinels name. It follows failovers: the
- * failover detector subscribes to the sentinels' +switch-master, so a client
- * moves even when the old primary still answers; a READONLY reply (the
- * connection still on a demoted primary) reconnects and resends the command,
- * the known fix for BullMQ after a failover. duplicate() keeps all of this.
+ * A client for the primary the sentinels name. It follows failovers: a lost
+ * connection asks the sentinels again, and a READONLY reply (the connection
+ * still on a demoted primary) reconnects and resends the command, the known
+ * fix for BullMQ after a failover. duplicate() keeps all of this. ioredis's
+ * failover detector (+switch-master) stays off: a switch announced while a
+ * reconnect is asking the sentinels ends that client for good (its connect
+ * fails with "Connection is closed." and it never retries; seen in the
+ * sentinel-failover scenario).
  */
 export function newSentinelClient(target: SentinelTarget, extra: RedisOptions): Redis {
   return new Redis({
@@ -148,7 +151,6 @@ export function newSentinelClient(target: SentinelTarget, extra: RedisOptions): 
     ...(target.password === undefined ? {} : { password: target.password }),
     ...(target.sentinelUsername === undefined ? {} : { sentinelUsername: target.sentinelUsername }),
     ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
-    failoverDetector: true,
     reconnectOnError: (error) => (error.message.startsWith('READONLY') ? 2 : false),
     ...extra,
   });

@@ -269,6 +269,8 @@ export class FarmWorker {
         logger,
         lastFetchAt: () => fetcher.lastFetchAt,
         wantsWork: () => !this.stopping && !this.slots.full,
+        active: () => !this.stopping,
+        fetchConnectionSilentMs: (timeoutMs) => fetcher.fetchConnectionSilentMs(timeoutMs),
         waitingJobs: () => fetcher.waitingJobs(),
         restart: (stall) => {
           fetcher.restart(stall);

@@ -59,6 +59,8 @@ export interface FetchStall {
   stalledMs: number;
   /** jobs waiting per served queue that has some */
   waiting: Record<string, number>;
+  /** what was seen, for the log */
+  reason: string;
 }
 
 /**
@@ -87,15 +89,21 @@ export class JobFetcher {
   /** the last pass left sampled checks for later (the worker took real work too recently): poll again soon */
   private samplesDeferred = false;
   private closed = false;
-  private generation: FetchGeneration;
+  private generation: FetchGeneration | undefined;
   /** replaced generations, kept for the jobs taken through them (their locks, their completion) until close() */
   private readonly retired: FetchGeneration[] = [];
   /** when the last fetch pass ended: the watchdog's measure of a loop that stopped */
   private lastPassEndedAt = Date.now();
   private restartCount = 0;
+  /** when the fetch connection last answered (a PING of the watchdog's, or a pass that ended) */
+  private lastAnswerAt = Date.now();
 
-  constructor(private readonly options: JobFetcherOptions) {
-    this.generation = this.newGeneration();
+  constructor(private readonly options: JobFetcherOptions) {}
+
+  /** The generation fetches go through, made at first use. */
+  private get current(): FetchGeneration {
+    this.generation ??= this.newGeneration();
+    return this.generation;
   }
 
   /** Times the watchdog restarted fetching since this worker started (its heartbeat advertises it). */
@@ -106,6 +114,25 @@ export class JobFetcher {
   /** When the last fetch pass ended; the loop calls fetchNotNeeded() while it has no reason to fetch (slots full, paused). */
   get lastFetchAt(): number {
     return this.lastPassEndedAt;
+  }
+
+  /**
+   * How long the fetch connection has not answered (0 when it answers a PING
+   * within timeoutMs). With every slot taken no fetch shows it alive, yet the
+   * running jobs renew their locks and complete through it.
+   */
+  async fetchConnectionSilentMs(timeoutMs: number): Promise<number> {
+    const generation = this.current;
+    const answered = await Promise.race([
+      generation.connection.ping().then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref()),
+    ]);
+    if (generation !== this.generation) return 0;
+    if (answered) this.lastAnswerAt = Date.now();
+    return answered ? 0 : Date.now() - this.lastAnswerAt;
   }
 
   /** The loop had no reason to fetch until now: the stall clock starts again. */
@@ -124,10 +151,10 @@ export class JobFetcher {
   }
 
   private workerFor(name: string): BullWorker {
-    const existing = this.generation.workers.get(name);
+    const existing = this.current.workers.get(name);
     if (existing !== undefined) return existing;
     const worker = new BullWorker(name, null, {
-      connection: this.generation.connection,
+      connection: this.current.connection,
       autorun: false,
       name: this.options.workerName,
       lockDuration: this.options.lockDurationMs,
@@ -137,7 +164,7 @@ export class JobFetcher {
     });
     worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
     void worker.startStalledCheckTimer();
-    this.generation.workers.set(name, worker);
+    this.current.workers.set(name, worker);
     return worker;
   }
 
@@ -168,14 +195,14 @@ export class JobFetcher {
   restart(stall: FetchStall): void {
     this.restartCount++;
     this.options.logger.warn(
-      { stalledSeconds: Math.round(stall.stalledMs / 1000), waiting: stall.waiting, restarts: this.restartCount },
-      'fetch loop stalled: free slots and waiting jobs, but no fetch completed; restarting it on a new connection',
+      { stalledSeconds: Math.round(stall.stalledMs / 1000), waiting: stall.waiting, restarts: this.restartCount, reason: stall.reason },
+      `fetch loop stalled: ${stall.reason}; restarting it on a new connection`,
     );
-    const old = this.generation;
+    const old = this.current;
     this.generation = this.newGeneration();
     this.retired.push(old);
     old.abandon();
-    this.lastPassEndedAt = Date.now();
+    this.lastPassEndedAt = this.lastAnswerAt = Date.now();
     const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 2000).unref());
     void Promise.race([old.connection.ping().catch(() => 'timeout' as const), timeout]).then((answer) => {
       if (answer !== 'timeout') return;
@@ -279,14 +306,15 @@ export class JobFetcher {
    */
   async fetch(): Promise<FetchedJob | undefined> {
     if (this.closed) return undefined;
-    const generation = this.generation;
+    // No queue, no generation yet: nothing to abandon (and no connection to open for nothing).
+    const generation = this.queues.size === 0 ? undefined : this.current;
     const pass = this.pass();
     let fetched: FetchedJob | undefined;
     try {
-      fetched = await Promise.race([pass, generation.abandoned]);
+      fetched = await Promise.race([pass, ...(generation === undefined ? [] : [generation.abandoned])]);
     } finally {
       // A pass that failed also ended: the loop is alive, and retries it.
-      if (generation === this.generation) this.lastPassEndedAt = Date.now();
+      if (generation === this.generation) this.lastPassEndedAt = this.lastAnswerAt = Date.now();
     }
     if (generation !== this.generation) {
       void pass.then(
@@ -358,7 +386,7 @@ export class JobFetcher {
     this.closed = true;
     this.wakeUp();
     await this.options.subscriber.quit().catch(() => undefined);
-    for (const generation of [...this.retired, this.generation]) {
+    for (const generation of [...this.retired, ...(this.generation === undefined ? [] : [this.generation])]) {
       generation.abandon();
       await Promise.all([...generation.workers.values()].map((w) => w.close(true).catch(() => undefined)));
       generation.connection.disconnect();

@@ -3,7 +3,7 @@ import { TestFarm } from '../../harness/test-farm.js';
 import { SentinelRedis } from '../../harness/sentinel-redis.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
-import { auditedOutcome, runEnded, startBuild, succeededCount, withFarm } from '../scenario-steps.js';
+import { auditedOutcome, runEnded, startBuild, succeededAtLeast, succeededCount, withFarm } from '../scenario-steps.js';
 import { pollFor } from '../../harness/poll.js';
 
 /** The watchdog bound the scenario's workers run with: short, so a stall after the failover shows within the run. */
@@ -52,14 +52,7 @@ async function failover(farm: TestFarm, options: ScenarioOptions): Promise<Scena
   const full = options.size === 'full';
   const fixture = sleepyDag({ layers: full ? 6 : 4, width: full ? 5 : 3, sleepSeconds: 1.5, withLocalBuilds: true });
   const build = await startBuild(farm, fixture);
-  const before = await pollFor(
-    async () => {
-      const done = await succeededCount(farm, build.runId);
-      return done >= (full ? 6 : 3) ? done : undefined;
-    },
-    120_000,
-    () => `the first builds of run ${build.runId}`,
-  );
+  const before = await succeededAtLeast(farm, build.runId, full ? 6 : 3);
   const primary = await sentinel.masterAddress();
   const killedAt = Date.now();
   sentinel.killPrimary();
