@@ -85,6 +85,8 @@ const requirements = [
   { what: 'openssl (for the Redis TLS tests)', pkg: 'openssl', present: () => onPath('openssl') !== undefined, only: 'tests' },
   // the coordinator shows a check's difference with diffoscope when it is installed (the minimal package: 0.8 MiB, no recommends)
   { what: 'diffoscope (for the reproducibility check tests)', pkg: 'diffoscope-minimal', present: () => onPath('diffoscope') !== undefined, only: 'tests' },
+  // the sentinel-failover chaos scenario runs three sentinels over a primary and a replica
+  { what: 'redis-sentinel (for the Sentinel failover scenario)', pkg: 'redis-sentinel', present: () => onPath('redis-sentinel') !== undefined, only: 'tests' },
   // the image test pushes with skopeo (what the coordinator runs for --publish-images) to Debian's docker-registry on loopback
   { what: 'skopeo (for the image publishing test)', pkg: 'skopeo', present: () => onPath('skopeo') !== undefined, only: 'tests' },
   {

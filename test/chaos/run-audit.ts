@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
 import { assertDerivationPath, assertStorePath, redisKeys, type BuildFinishedEvent, type DerivationView, type WorkerEvent } from '@nixfarm/shared';
 import type { TestFarm } from '../harness/test-farm.js';
+import { redisClient } from '../harness/redis-client.js';
 import { outputsOf } from '../harness/nix-fixtures.js';
 import type { ScenarioOutcome } from './chaos-scenario.js';
 
@@ -65,7 +65,7 @@ export function outcomeOf(audit: RunAudit, extra: { problems?: readonly string[]
 
 /** Successful reports per derivation, read from the worker event stream (it keeps up to a million reports). */
 async function doubleBuilds(farm: TestFarm, drvPaths: ReadonlySet<string>): Promise<{ builtTwice: number; builtTwiceDifferent: number }> {
-  const redis = new Redis(farm.redis.url, { maxRetriesPerRequest: 3 });
+  const redis = redisClient(farm.redis.url, { maxRetriesPerRequest: 3 });
   try {
     const entries = (await redis.xrange(redisKeys.workerEvents, '-', '+')) as Array<[string, string[]]>;
     const reports = new Map<string, BuildFinishedEvent[]>();

@@ -33,6 +33,18 @@ export async function succeededCount(farm: TestFarm, runId: string): Promise<num
   return run.counts.succeeded ?? 0;
 }
 
+/** Waits until at least `atLeast` of a run's derivations succeeded (the moment to inject a fault); returns how many had. */
+export async function succeededAtLeast(farm: TestFarm, runId: string, atLeast: number): Promise<number> {
+  return pollFor(
+    async () => {
+      const done = await succeededCount(farm, runId);
+      return done >= atLeast ? done : undefined;
+    },
+    120_000,
+    () => `the first builds of run ${runId}`,
+  );
+}
+
 /** The run's end as the API tells it, once it is not running any more. */
 export async function runEnded(farm: TestFarm, runId: string, timeoutMs: number): Promise<string> {
   return pollFor(

@@ -1,6 +1,6 @@
-import { Redis } from 'ioredis';
 import { redisKeys, workerEventSchema, type WorkerEvent } from '@nixfarm/shared';
 import type { TestFarm } from '../harness/test-farm.js';
+import { redisClient } from '../harness/redis-client.js';
 
 /**
  * Every report workers sent, in stream order, read from outside the
@@ -9,7 +9,7 @@ import type { TestFarm } from '../harness/test-farm.js';
  * farm share the host's clock).
  */
 export async function workerEventLog(farm: TestFarm): Promise<WorkerEvent[]> {
-  const redis = new Redis(farm.redis.url, { maxRetriesPerRequest: 3 });
+  const redis = redisClient(farm.redis.url, { maxRetriesPerRequest: 3 });
   try {
     const entries = (await redis.xrange(redisKeys.workerEvents, '-', '+')) as Array<[string, string[]]>;
     return entries.map(([id, fields]) => {

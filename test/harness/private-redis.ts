@@ -31,6 +31,8 @@ export interface PrivateRedisOptions {
   startTimeoutMs?: number;
   /** speak TLS only: the URL is rediss:// */
   tls?: PrivateRedisTls;
+  /** more redis-server arguments (like --replicaof HOST PORT) */
+  extraArgs?: readonly string[];
 }
 
 export interface PrivateRedis {
@@ -97,6 +99,7 @@ class PrivateRedisServer implements PrivateRedis {
     private readonly startTimeoutMs: number,
     private readonly ownsDir: boolean,
     private readonly tls: PrivateRedisTls | undefined,
+    private readonly extraArgs: readonly string[] = [],
   ) {}
 
   get url(): string {
@@ -124,6 +127,7 @@ class PrivateRedisServer implements PrivateRedis {
       'no',
       '--logfile',
       '',
+      ...this.extraArgs,
     ]);
     // detached: its own process group, so a Ctrl-C meant for the test runner
     // does not kill redis before the test's own teardown runs
@@ -222,7 +226,7 @@ export async function startPrivateRedis(options: PrivateRedisOptions = {}): Prom
   // A picked port can be taken between our probe and redis's bind; try a few.
   for (let attempt = 0; ; attempt++) {
     const port = options.port ?? (await freePort());
-    const server = new PrivateRedisServer(port, dir, options.appendOnly ?? false, timeout, ownsDir, options.tls);
+    const server = new PrivateRedisServer(port, dir, options.appendOnly ?? false, timeout, ownsDir, options.tls, options.extraArgs);
     try {
       await server.start();
       return server;

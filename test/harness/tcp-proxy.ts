@@ -90,6 +90,8 @@ class Throttle {
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private readonly throttles: Record<keyof Traffic, Throttle> | undefined;
+  /** per relayed connection (by its client socket): the first bytes it sent, and whether it is frozen */
+  private readonly links = new Map<Socket, { opening: string; frozen: boolean }>();
   private traffic: Traffic = { up: 0, down: 0 };
   private rule: { rule: CutRule; since: Traffic; resolve: (at: number) => void } | undefined;
   /** while down, new connections are refused (closed at once), as an unreachable host would be */
@@ -143,6 +145,24 @@ export class TcpProxy {
     this.sockets.clear();
   }
 
+  /**
+   * Freezes the open connections whose first bytes (client to target) hold
+   * `marker`, like a Redis connection name: from now on their bytes are
+   * dropped in both directions while both sockets stay open, as a peer that
+   * silently went away would look. Connections made later flow. Returns how
+   * many were frozen.
+   */
+  freezeOpen(marker: string): number {
+    let frozen = 0;
+    for (const link of this.links.values()) {
+      if (!link.frozen && link.opening.includes(marker)) {
+        link.frozen = true;
+        frozen++;
+      }
+    }
+    return frozen;
+  }
+
   /** Refuses new connections (and cuts the open ones) until restored: a link that stays down for a while. */
   takeDown(): void {
     this.down = true;
@@ -164,17 +184,25 @@ export class TcpProxy {
       return;
     }
     const target = createConnection({ host: options.targetHost ?? '127.0.0.1', port: options.targetPort });
+    const link = { opening: '', frozen: false };
+    this.links.set(client, link);
     for (const s of [client, target]) {
       this.sockets.add(s);
       s.on('error', () => undefined);
       s.on('close', () => {
         this.sockets.delete(s);
+        this.links.delete(client);
         client.destroy();
         target.destroy();
       });
     }
-    client.on('data', (chunk: Buffer) => this.relay(chunk, client, target, 'up'));
-    target.on('data', (chunk: Buffer) => this.relay(chunk, target, client, 'down'));
+    client.on('data', (chunk: Buffer) => {
+      if (link.opening.length < 4096) link.opening += chunk.toString('latin1');
+      if (!link.frozen) this.relay(chunk, client, target, 'up');
+    });
+    target.on('data', (chunk: Buffer) => {
+      if (!link.frozen) this.relay(chunk, target, client, 'down');
+    });
   }
 
   private relay(chunk: Buffer, from: Socket, to: Socket, direction: keyof Traffic): void {

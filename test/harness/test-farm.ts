@@ -55,6 +55,8 @@ export interface TestFarmOptions {
    * the workers use (`--redis`); default both use the unauthenticated default user.
    */
   redisUsers?: (redis: PrivateRedis) => Promise<{ coordinator: string; worker: string }>;
+  /** starts the farm's Redis (default: a private redis-server); its url is what the coordinator and, through --join, the workers use */
+  redis?: () => Promise<PrivateRedis>;
 }
 
 export interface CoordinatorStartOptions {
@@ -143,10 +145,12 @@ export class TestFarm {
     farm.logLevel = options.logLevel ?? 'debug';
     try {
       farm.redisTls = options.redisTls === true ? await makeTestCa() : undefined;
-      farm.redis = await startPrivateRedis({
-        appendOnly: options.redisAppendOnly ?? false,
-        ...(farm.redisTls === undefined ? {} : { tls: { ca: farm.redisTls } }),
-      });
+      const privateRedis = (): Promise<PrivateRedis> =>
+        startPrivateRedis({
+          appendOnly: options.redisAppendOnly ?? false,
+          ...(farm.redisTls === undefined ? {} : { tls: { ca: farm.redisTls } }),
+        });
+      farm.redis = await (options.redis ?? privateRedis)();
       farm.redisUrls = await options.redisUsers?.(farm.redis);
       await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);

@@ -68,6 +68,7 @@ export const ERROR_CODES = [
   'redis-not-found',
   'redis-refused',
   'redis-no-permission',
+  'redis-sentinel-master-unknown',
   'redis-wait-aborted',
   'redis-tls-failed',
   'store-endpoint-failed',

@@ -19,6 +19,7 @@ export * from './redis-tls.js';
 export * from './redis-tls-failure.js';
 export * from './redis-acl.js';
 export * from './redis-permissions.js';
+export * from './redis-sentinel.js';
 export * from './schemas/common.js';
 export * from './schemas/config.js';
 export * from './schemas/job.js';

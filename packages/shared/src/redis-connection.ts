@@ -3,6 +3,15 @@ import { NixfarmError } from './errors.js';
 import type { Logger } from './logger.js';
 import { loadRedisTls, type RedisTlsFiles } from './redis-tls.js';
 import { diagnoseRedisTlsFailure } from './redis-tls-failure.js';
+import {
+  SentinelMasterUnknownError,
+  describeSentinelFailure,
+  isSentinelUrl,
+  masterUnknownToAll,
+  newSentinelClient,
+  parseSentinelUrl,
+  redactSentinelUrl,
+} from './redis-sentinel.js';
 
 /** What a caller may add to the wait for Redis at start: a way to stop it, and where to say what is going on. */
 export interface RedisWaitHooks {
@@ -64,29 +73,35 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
   const firstRetryMs = options.firstRetryMs ?? 1000;
   const maxRetryMs = Math.max(firstRetryMs, options.maxRetryMs ?? 5000);
   const started = Date.now();
+  const sentinel = isSentinelUrl(options.url) ? parseSentinelUrl(options.url) : undefined;
   let delay = firstRetryMs;
   let saidReason: string | undefined;
   const tls = await loadRedisTls(options.url, shownUrl, options.tls ?? {});
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw new RedisWaitAbortedError(shownUrl);
     // No reconnects of its own while we wait: each attempt is one try, so the back-off and the messages are ours.
-    const redis = new Redis(options.url, {
+    const once: RedisOptions = {
       ...options.redisOptions,
       ...(tls === undefined ? {} : { tls: tls.options }),
       lazyConnect: true,
       retryStrategy: () => null,
-    });
+    };
+    const redis = sentinel === undefined ? new Redis(options.url, once) : newSentinelClient(sentinel, { ...once, sentinelRetryStrategy: () => null });
     let lastError: Error | undefined;
     const onError = (error: Error): void => {
       lastError = error;
     };
     redis.on('error', onError);
+    const sentinelErrors: Error[] = [];
+    redis.on('sentinelError', (error: Error) => sentinelErrors.push(error));
     const onAbort = (): void => redis.disconnect();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await redis.connect();
       redis.off('error', onError);
       redis.options.retryStrategy = options.redisOptions?.retryStrategy ?? RECONNECT_AFTER_START;
+      // After start, a failover may leave no sentinel answering for a while: keep asking them, as ioredis does by default.
+      if (sentinel !== undefined) redis.options.sentinelRetryStrategy = (times) => Math.min(times * 10, 1000);
       if (saidReason !== undefined) {
         const seconds = Math.round((Date.now() - started) / 1000);
         logger.info({ redis: shownUrl, attempts: attempt, waitedSeconds: seconds }, 'connected to Redis');
@@ -102,13 +117,15 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
       // A TLS setting that cannot work (wrong scheme, CA, certificate) is said once: retrying cannot fix it.
       const tlsFailure = await diagnoseRedisTlsFailure(cause, { url: options.url, shownUrl, tls, setting });
       if (tlsFailure !== undefined) throw tlsFailure;
-      const reason = (cause as NodeJS.ErrnoException).code ?? cause.message;
+      if (sentinel !== undefined && masterUnknownToAll(sentinel, sentinelErrors)) throw new SentinelMasterUnknownError(sentinel, setting);
+      const reason =
+        sentinel === undefined ? ((cause as NodeJS.ErrnoException).code ?? cause.message) : describeSentinelFailure(sentinel, cause, sentinelErrors);
       if (reason !== saidReason) {
         saidReason = reason;
         const message =
           `cannot reach Redis at ${shownUrl} (${reason}); retrying every ${formatSeconds(firstRetryMs)}` +
           `${maxRetryMs > firstRetryMs ? `, backing off to every ${formatSeconds(maxRetryMs)}` : ''}` +
-          ` — is redis-server running there? (${setting})`;
+          ` — ${sentinel === undefined ? 'is redis-server running there?' : 'are the sentinels running, and do they see a primary?'} (${setting})`;
         logger.warn({ redis: shownUrl, reason, attempt }, message);
         options.onNotice?.(message);
       } else {
@@ -124,6 +141,7 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
 
 /** The URL without its password, for messages and logs. */
 export function redactRedisUrl(url: string): string {
+  if (isSentinelUrl(url)) return redactSentinelUrl(url);
   try {
     const parsed = new URL(url);
     if (parsed.password === '') return url;

@@ -34,6 +34,7 @@ import { DiskFloor } from './disk-floor.js';
 import { JobRunner } from './job-runner.js';
 import { CheckExecutor } from './check-executor.js';
 import { JobFetcher } from './job-fetcher.js';
+import { FetchWatchdog } from './fetch-watchdog.js';
 import { BuildSlots } from './build-slots.js';
 import { PlacementGate } from './placement-gate.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
@@ -96,6 +97,7 @@ export class FarmWorker {
   private readonly redisUser: string;
   private redis: Redis | undefined;
   private fetcher: JobFetcher | undefined;
+  private watchdog: FetchWatchdog | undefined;
   private heartbeat: WorkerHeartbeat | undefined;
   private readonly slots: BuildSlots;
   /** running builds by derivation hash, so the coordinator can stop one (a cancelled run) and a leaving worker can hand them back */
@@ -249,6 +251,7 @@ export class FarmWorker {
         publicKeyFingerprint: identity.fingerprint,
         nixVersion,
         draining: this.draining,
+        fetchRestarts: this.fetcher?.restarts ?? 0,
         ...(disk.freeBytes === undefined ? {} : { freeDiskBytes: disk.freeBytes }),
         ...(paused === undefined ? {} : { paused }),
       };
@@ -279,6 +282,23 @@ export class FarmWorker {
       'worker ready',
     );
     this.loop = this.fetchLoop(runner);
+    const fetcher = this.fetcher;
+    if (config.fetchWatchdogSeconds > 0) {
+      this.watchdog = new FetchWatchdog({
+        stallMs: config.fetchWatchdogSeconds * 1000,
+        logger,
+        lastFetchAt: () => fetcher.lastFetchAt,
+        wantsWork: () => !this.stopping && !this.slots.full,
+        active: () => !this.stopping,
+        fetchConnectionSilentMs: (timeoutMs) => fetcher.fetchConnectionSilentMs(timeoutMs),
+        waitingJobs: () => fetcher.waitingJobs(),
+        restart: (stall) => {
+          fetcher.restart(stall);
+          void this.heartbeat?.beat().catch(() => undefined);
+        },
+      });
+      this.watchdog.start();
+    }
   }
 
   private async fetchLoop(runner: JobRunner): Promise<void> {
@@ -291,11 +311,13 @@ export class FarmWorker {
         freeSlot ??= this.slots.nextFree().finally(() => (freeSlot = undefined));
         if (!this.runsBackgroundCheck()) {
           await freeSlot;
+          fetcher.fetchNotNeeded();
           continue;
         }
         // A background check holds a slot: on a wake-up or the idle poll, see whether real work waits for it.
         await Promise.race([freeSlot, fetcher.idle()]);
         if (this.slots.full && !this.stopping) await this.yieldBackgroundCheck(fetcher);
+        fetcher.fetchNotNeeded();
         continue;
       }
       // Low on disk, or Nix cannot build: no new builds (running ones go on) until that passes; the change is advertised at once.
@@ -307,6 +329,7 @@ export class FarmWorker {
       }
       if (paused !== undefined) {
         await fetcher.idle();
+        fetcher.fetchNotNeeded();
         continue;
       }
       let fetched;
@@ -450,6 +473,7 @@ export class FarmWorker {
   /** No fetch is under way or will start; a job taken meanwhile went back to its queue. */
   private async stopFetching(): Promise<void> {
     this.stopping = true;
+    this.watchdog?.stop();
     this.fetcher?.wakeUp();
     this.slots.interrupt();
     await this.loop;

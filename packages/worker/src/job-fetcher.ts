@@ -45,9 +45,31 @@ export interface FetchedJob {
 
 interface ServedQueue {
   kind: QueueKind;
-  worker: BullWorker;
-  /** for counts and the heads of its lists */
+  /** for counts and the heads of its lists (on the shared connection, not the fetch connection) */
   counter: Queue;
+}
+
+/**
+ * The connection jobs are taken through, and the BullMQ Workers on it: a
+ * restart (the watchdog's) replaces the whole generation, so a connection
+ * that stopped answering is no longer waited on.
+ */
+interface FetchGeneration {
+  connection: Redis;
+  workers: Map<string, BullWorker>;
+  /** settles a pass under way with nothing, when this generation is replaced */
+  abandoned: Promise<undefined>;
+  abandon: () => void;
+}
+
+/** Why the watchdog restarted the fetch loop, as it logs it. */
+export interface FetchStall {
+  /** since the last fetch pass ended (or the loop last had no reason to fetch), ms */
+  stalledMs: number;
+  /** jobs waiting per served queue that has some */
+  waiting: Record<string, number>;
+  /** what was seen, for the log */
+  reason: string;
 }
 
 /**
@@ -76,8 +98,130 @@ export class JobFetcher {
   /** the last pass left sampled checks for later (the worker took real work too recently): poll again soon */
   private samplesDeferred = false;
   private closed = false;
+  private generation: FetchGeneration | undefined;
+  /** replaced generations, kept for the jobs taken through them (their locks, their completion) until close() */
+  private readonly retired: FetchGeneration[] = [];
+  /** when the last fetch pass ended: the watchdog's measure of a loop that stopped */
+  private lastPassEndedAt = Date.now();
+  private restartCount = 0;
+  /** when the fetch connection last answered (a PING of the watchdog's, or a pass that ended) */
+  private lastAnswerAt = Date.now();
 
   constructor(private readonly options: JobFetcherOptions) {}
+
+  /** The generation fetches go through, made at first use. */
+  private get current(): FetchGeneration {
+    this.generation ??= this.newGeneration();
+    return this.generation;
+  }
+
+  /** Times the watchdog restarted fetching since this worker started (its heartbeat advertises it). */
+  get restarts(): number {
+    return this.restartCount;
+  }
+
+  /** When the last fetch pass ended; the loop calls fetchNotNeeded() while it has no reason to fetch (slots full, paused). */
+  get lastFetchAt(): number {
+    return this.lastPassEndedAt;
+  }
+
+  /**
+   * How long the fetch connection has not answered (0 when it answers a PING
+   * within timeoutMs). With every slot taken no fetch shows it alive, yet the
+   * running jobs renew their locks and complete through it.
+   */
+  async fetchConnectionSilentMs(timeoutMs: number): Promise<number> {
+    const generation = this.current;
+    const answered = await Promise.race([
+      generation.connection.ping().then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref()),
+    ]);
+    if (generation !== this.generation) return 0;
+    if (answered) this.lastAnswerAt = Date.now();
+    return answered ? 0 : Date.now() - this.lastAnswerAt;
+  }
+
+  /** The loop had no reason to fetch until now: the stall clock starts again. */
+  fetchNotNeeded(): void {
+    this.lastPassEndedAt = Date.now();
+  }
+
+  private newGeneration(): FetchGeneration {
+    let abandon: () => void = () => undefined;
+    const abandoned = new Promise<undefined>((resolve) => (abandon = () => resolve(undefined)));
+    // A connection of its own: a stall on it (a socket left on a failed-over primary) leaves the shared one free to count and report.
+    // Named, so an operator sees it in CLIENT LIST (and a test can find it).
+    const connection = this.options.redis.duplicate({ connectionName: `nixfarm-fetch-${this.options.workerName}` });
+    connection.on('error', (err) => this.options.logger.debug({ err }, 'fetch connection error'));
+    return { connection, workers: new Map(), abandoned, abandon };
+  }
+
+  private workerFor(name: string): BullWorker {
+    const existing = this.current.workers.get(name);
+    if (existing !== undefined) return existing;
+    const worker = new BullWorker(name, null, {
+      ...bullmqOptions(this.current.connection),
+      autorun: false,
+      name: this.options.workerName,
+      lockDuration: this.options.lockDurationMs,
+      stalledInterval: Math.max(1000, this.options.lockDurationMs),
+      // A build that outlives a lost lock is retried by the coordinator's rules, not dropped by BullMQ's.
+      maxStalledCount: 1000,
+    });
+    worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
+    void worker.startStalledCheckTimer();
+    this.current.workers.set(name, worker);
+    return worker;
+  }
+
+  /**
+   * Jobs waiting in the served queues (BullMQ's wait list and prioritized
+   * set), counted on the shared connection, which the fetch does not use.
+   */
+  async waitingJobs(): Promise<Record<string, number>> {
+    const waiting: Record<string, number> = {};
+    for (const [name, served] of this.queues) {
+      const [wait, prioritized] = await Promise.all([
+        this.options.redis.llen(served.counter.keys.wait!),
+        this.options.redis.zcard(served.counter.keys.prioritized!),
+      ]);
+      if (wait + prioritized > 0) waiting[name] = wait + prioritized;
+    }
+    return waiting;
+  }
+
+  /**
+   * Starts fetching afresh: a new connection and new BullMQ Workers; a pass
+   * under way on the old ones is abandoned (what it may still take, its lock
+   * expires and BullMQ's stalled check returns). The old connection stays for
+   * the builds taken through it, unless it does not answer a PING: then
+   * nothing on it can succeed, and it is closed so they fail and free
+   * their slots instead of hanging.
+   */
+  restart(stall: FetchStall): void {
+    this.restartCount++;
+    this.options.logger.warn(
+      { stalledSeconds: Math.round(stall.stalledMs / 1000), waiting: stall.waiting, restarts: this.restartCount, reason: stall.reason },
+      `fetch loop stalled: ${stall.reason}; restarting it on a new connection`,
+    );
+    const old = this.current;
+    this.generation = this.newGeneration();
+    this.retired.push(old);
+    old.abandon();
+    this.lastPassEndedAt = this.lastAnswerAt = Date.now();
+    const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 2000).unref());
+    void Promise.race([old.connection.ping().catch(() => 'timeout' as const), timeout]).then((answer) => {
+      if (answer !== 'timeout') return;
+      this.options.logger.warn('the stalled fetch connection does not answer PING; closing it');
+      old.connection.disconnect();
+      // disconnect() only half-closes: a peer that no longer answers would keep the socket, and its commands, forever.
+      (old.connection as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+    });
+    this.wakeUp();
+  }
 
   async start(): Promise<void> {
     await this.refreshQueues();
@@ -131,18 +275,8 @@ export class JobFetcher {
         this.ineligible.add(name);
         continue;
       }
-      const worker = new BullWorker(name, null, {
-        ...bullmqOptions(this.options.redis),
-        autorun: false,
-        name: this.options.workerName,
-        lockDuration: this.options.lockDurationMs,
-        stalledInterval: Math.max(1000, this.options.lockDurationMs),
-        // A build that outlives a lost lock is retried by the coordinator's rules, not dropped by BullMQ's.
-        maxStalledCount: 1000,
-      });
-      worker.on('error', (err) => this.options.logger.warn({ err, queue: name }, 'queue worker error'));
-      void worker.startStalledCheckTimer();
-      this.queues.set(name, { kind, worker, counter: new Queue(name, bullmqOptions(this.options.redis)) });
+      this.workerFor(name);
+      this.queues.set(name, { kind, counter: new Queue(name, bullmqOptions(this.options.redis)) });
       this.options.logger.info({ queue: name, kind }, 'serving queue');
     }
   }
@@ -181,6 +315,33 @@ export class JobFetcher {
    */
   async fetch(): Promise<FetchedJob | undefined> {
     if (this.closed) return undefined;
+    // No queue, no generation yet: nothing to abandon (and no connection to open for nothing).
+    const generation = this.queues.size === 0 ? undefined : this.current;
+    const pass = this.pass();
+    let fetched: FetchedJob | undefined;
+    try {
+      fetched = await Promise.race([pass, ...(generation === undefined ? [] : [generation.abandoned])]);
+    } finally {
+      // A pass that failed also ended: the loop is alive, and retries it.
+      if (generation === this.generation) this.lastPassEndedAt = this.lastAnswerAt = Date.now();
+    }
+    if (generation !== this.generation) {
+      void pass.then(
+        (late) => {
+          if (late !== undefined)
+            this.options.logger.warn(
+              { jobId: late.job.id, queue: late.queue },
+              'an abandoned fetch took a job after all; its lock expires and it goes back to its queue',
+            );
+        },
+        () => undefined,
+      );
+      return undefined;
+    }
+    return fetched;
+  }
+
+  private async pass(): Promise<FetchedJob | undefined> {
     const entries = [...this.queues.entries()];
     const real = entries.filter(([, q]) => q.kind !== 'sampled-check');
     // This pass sees what was queued before it; a wake-up from now on is for work it may miss.
@@ -225,7 +386,7 @@ export class JobFetcher {
 
   private async take(queue: string, served: ServedQueue): Promise<FetchedJob | undefined> {
     const token = randomUUID();
-    const job = (await served.worker.getNextJob(token, { block: false })) as Job | undefined;
+    const job = (await this.workerFor(queue).getNextJob(token, { block: false })) as Job | undefined;
     if (job === undefined || job === null) return undefined;
     return { job, token, queue, kind: served.kind === 'build' ? 'build' : 'check', background: served.kind === 'sampled-check' };
   }
@@ -234,7 +395,11 @@ export class JobFetcher {
     this.closed = true;
     this.wakeUp();
     await this.options.subscriber.quit().catch(() => undefined);
-    await Promise.all([...this.queues.values()].map((q) => q.worker.close(true).catch(() => undefined)));
+    for (const generation of [...this.retired, ...(this.generation === undefined ? [] : [this.generation])]) {
+      generation.abandon();
+      await Promise.all([...generation.workers.values()].map((w) => w.close(true).catch(() => undefined)));
+      generation.connection.disconnect();
+    }
     await Promise.all([...this.queues.values()].map((q) => q.counter.close().catch(() => undefined)));
   }
 }

@@ -7,6 +7,7 @@ import { lostLockScenario } from './lost-lock.js';
 import { workerDrainScenario } from './worker-drain.js';
 import { diskFloorScenario } from './disk-floor.js';
 import { cacheOutageScenario } from './cache-outage.js';
+import { sentinelFailoverScenario } from './sentinel-failover.js';
 
 /** Every scenario `npm run chaos` runs, in the issue's order. */
 export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [
@@ -18,4 +19,5 @@ export const CHAOS_SCENARIOS: readonly ChaosScenario[] = [
   lostLockScenario,
   diskFloorScenario,
   cacheOutageScenario,
+  sentinelFailoverScenario,
 ];

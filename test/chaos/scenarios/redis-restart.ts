@@ -1,7 +1,7 @@
 import { TestFarm } from '../../harness/test-farm.js';
 import type { ChaosScenario, ScenarioOptions, ScenarioOutcome } from '../chaos-scenario.js';
 import { sleepyDag } from '../chaos-fixtures.js';
-import { auditedOutcome, runEnded, startBuild, succeededCount, withFarm } from '../scenario-steps.js';
+import { auditedOutcome, runEnded, startBuild, succeededAtLeast, succeededCount, withFarm } from '../scenario-steps.js';
 import { pollFor, sleep } from '../../harness/poll.js';
 
 /**
@@ -36,14 +36,7 @@ async function redisRestart(farm: TestFarm, options: ScenarioOptions): Promise<S
   const full = options.size === 'full';
   const fixture = sleepyDag({ layers: full ? 6 : 4, width: full ? 5 : 3, sleepSeconds: 1.5, withLocalBuilds: true });
   const build = await startBuild(farm, fixture);
-  const before = await pollFor(
-    async () => {
-      const done = await succeededCount(farm, build.runId);
-      return done >= (full ? 6 : 3) ? done : undefined;
-    },
-    120_000,
-    () => `the first builds of run ${build.runId}`,
-  );
+  const before = await succeededAtLeast(farm, build.runId, full ? 6 : 3);
   const downMs = full ? 5000 : 2000;
   const stoppedAt = Date.now();
   await farm.redis.stop();

@@ -9,6 +9,7 @@ import { listenForShutdownSignals } from '../shutdown.js';
 import { hostSystem } from '../host-system.js';
 import { cliRedisWait } from '../redis-wait.js';
 import { redisTlsFromFlags, redisTlsOption } from '../redis-tls-flags.js';
+import { redisUrlFromFlags } from '../sentinel-flags.js';
 
 export const DEFAULT_WORKER_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'worker');
 
@@ -40,10 +41,12 @@ export function workerCommand(): Command {
     .description('run a worker: take build jobs this machine may build, build them with Nix, copy outputs back to the coordinator')
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
     .option('--name <name>', 'worker name, unique in the farm (default: host name)')
-    .option('--redis <url>', "the coordinator's Redis (redis://host:port, or rediss://host:port for TLS)")
+    .option('--redis <url>', "the coordinator's Redis (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER)")
     .addOption(redisTlsOption('ca'))
     .addOption(redisTlsOption('cert'))
     .addOption(redisTlsOption('key'))
+    .option('--sentinel <host:port>', 'a Redis Sentinel to ask for the primary, repeatable (instead of --redis; with --sentinel-master)', collect)
+    .option('--sentinel-master <name>', 'the master name the sentinels monitor')
     .option('--coordinator <host[:port]>', "the coordinator's SSH store endpoint (default port 2222)")
     .option('--host-key <line>', 'the coordinator\'s SSH host key, "ssh-ed25519 AAAA..." (pinned; shown when the coordinator starts)')
     .option('--host-key-file <file>', "file holding the coordinator's host key (its ssh_host_ed25519_key.pub)")
@@ -74,6 +77,11 @@ export function workerCommand(): Command {
       '--copy-compression <none|zlib>',
       "compress the copies to and from the coordinator's store, both ways, with SSH's zlib: for slow links (default none)",
     )
+    .option(
+      '--fetch-watchdog-seconds <n>',
+      'with free slots and jobs waiting, no fetch for this long restarts the fetch loop on a new Redis connection (default 30, 0: off)',
+      integer('--fetch-watchdog-seconds'),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText(
       'after',
@@ -82,7 +90,7 @@ export function workerCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       const fromFlags: Record<string, unknown> = {
         name: flags.name,
-        redisUrl: flags.redis,
+        redisUrl: redisUrlFromFlags(flags),
         ...redisTlsFromFlags(flags),
         stateDir: flags.stateDir,
         systems: flags.system,
@@ -97,6 +105,7 @@ export function workerCommand(): Command {
         // as typed (4096, 4K, 64M): the config schema parses it, so a bad value is named like any other field
         maxLogSize: flags.maxLogSize,
         copyCompression: flags.copyCompression,
+        fetchWatchdogSeconds: flags.fetchWatchdogSeconds,
         logLevel: flags.logLevel,
       };
       if (typeof flags.join === 'string') {

@@ -43,6 +43,7 @@ const HTTP_STATUS: Readonly<Record<ErrorCode, number | typeof SERVER_FAULT>> = {
   'redis-not-found': SERVER_FAULT,
   'redis-refused': SERVER_FAULT,
   'redis-no-permission': SERVER_FAULT,
+  'redis-sentinel-master-unknown': SERVER_FAULT,
   'redis-wait-aborted': SERVER_FAULT,
   'redis-tls-failed': SERVER_FAULT,
   'store-endpoint-failed': SERVER_FAULT,

@@ -62,6 +62,7 @@ export class FarmMetrics {
     workerDraining: Gauge<'worker'>;
     workerPaused: Gauge<'worker'>;
     workerFreeDisk: Gauge<'worker'>;
+    workerFetchRestarts: Gauge<'worker'>;
     workersNeeded: Gauge<'system'>;
     unserved: Gauge<'system'>;
     freeSlots: Gauge<'system'>;
@@ -153,6 +154,9 @@ export class FarmMetrics {
       workerDraining: gauge('nixfarm_worker_draining', '1 while a worker drains (takes no new builds, then leaves)', ['worker']),
       workerPaused: gauge('nixfarm_worker_paused', '1 while a worker takes no new builds for now (e.g. low disk)', ['worker']),
       workerFreeDisk: gauge('nixfarm_worker_free_disk_bytes', "Free bytes on the filesystem of a worker's Nix store", ['worker']),
+      workerFetchRestarts: gauge('nixfarm_worker_fetch_restarts', "Times a worker's fetch watchdog restarted its stalled fetch loop since the worker started", [
+        'worker',
+      ]),
       workersNeeded: gauge('nixfarm_workers_needed', 'More workers the waiting work of a system needs: ceil(unserved jobs / median max-jobs of its workers)', [
         'system',
       ]),
@@ -241,6 +245,7 @@ export class FarmMetrics {
       g.workerDraining.set(worker, w.draining ? 1 : 0);
       g.workerPaused.set(worker, w.paused === undefined ? 0 : 1);
       if (w.freeDiskBytes !== undefined) g.workerFreeDisk.set(worker, w.freeDiskBytes);
+      if (w.fetchRestarts !== undefined) g.workerFetchRestarts.set(worker, w.fetchRestarts);
     }
     for (const s of status.scaling) {
       g.workersNeeded.set({ system: s.system }, s.workersNeeded);

@@ -88,6 +88,7 @@ export class FarmStatusCollector {
         ...(w.paused === undefined ? {} : { paused: w.paused }),
         heartbeatAgeSeconds: Math.max(0, now - w.heartbeatAt) / 1000,
         ...(w.freeDiskBytes === undefined ? {} : { freeDiskBytes: w.freeDiskBytes }),
+        ...(w.fetchRestarts === undefined ? {} : { fetchRestarts: w.fetchRestarts }),
       })),
       scaling,
       activeRuns,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { featureSchema, systemSchema, workerNameSchema } from './common.js';
 import { cacheUrlSchema } from '../cache-url.js';
+import { isSentinelUrl, parseSentinelUrl } from '../redis-sentinel.js';
 
 const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const portSchema = z.number().int().min(0).max(65535);
@@ -8,7 +9,17 @@ const nixOptionSchema = z.tuple([
   z.string().regex(/^[a-z][a-z0-9-]*$/, 'a Nix option name is lower-case words joined by - (like max-silent-time)'),
   z.string().max(10_000),
 ]);
-const redisUrlSchema = z.string().regex(/^rediss?:\/\//, 'a Redis URL starts with redis:// or rediss://');
+const redisUrlSchema = z
+  .string()
+  .regex(/^(rediss?|redis\+sentinel):\/\//, 'a Redis URL starts with redis://, rediss:// or redis+sentinel://')
+  .superRefine((url, ctx) => {
+    if (!isSentinelUrl(url)) return;
+    try {
+      parseSentinelUrl(url);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message, input: url });
+    }
+  });
 /** TLS to an external Redis (rediss:// URLs): shared/redis-tls.ts reads and checks the files */
 const redisTlsFields = {
   /** PEM CA certificate(s) the Redis server's certificate must be signed by; absent: the system's CAs */
@@ -149,6 +160,8 @@ export const workerConfigSchema = z
     maxLogSize: maxLogSizeSchema.default(DEFAULT_MAX_LOG_SIZE),
     /** compress the copy stream to and from the coordinator's store (both directions): for links slower than the machines' CPUs */
     copyCompression: copyCompressionSchema.default('none'),
+    /** free slots and waiting jobs but no fetch for this long: the fetch loop is restarted on a new connection (0: no watchdog) */
+    fetchWatchdogSeconds: z.number().int().min(0).max(86_400).default(30),
     logLevel: logLevelSchema.default('info'),
   })
   .strict();

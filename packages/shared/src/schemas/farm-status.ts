@@ -27,6 +27,8 @@ export const workerStatusSchema = z.object({
   paused: z.string().optional(),
   heartbeatAgeSeconds: z.number(),
   freeDiskBytes: z.number().nonnegative().optional(),
+  /** times its fetch watchdog restarted a stalled fetch loop since it started */
+  fetchRestarts: z.number().int().nonnegative().optional(),
 });
 
 /** The scaling signal of one system: how many more workers its waiting work needs. */

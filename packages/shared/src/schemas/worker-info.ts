@@ -21,6 +21,8 @@ export const workerInfoSchema = z.object({
   freeDiskBytes: z.number().nonnegative().optional(),
   /** why it takes no new builds for now (e.g. low on disk); it resumes by itself when the cause goes */
   paused: z.string().max(1000).optional(),
+  /** times its fetch watchdog restarted a stalled fetch loop since it started */
+  fetchRestarts: z.number().int().nonnegative().optional(),
 });
 export type WorkerInfo = z.infer<typeof workerInfoSchema>;
 
