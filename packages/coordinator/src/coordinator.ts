@@ -8,6 +8,7 @@ import {
   localStorePool,
   probeNixBuild,
   writeFileAtomic,
+  ReportSigner,
   type ApiScope,
   type CoordinatorConfig,
   type CoordinatorConfigInput,
@@ -21,6 +22,8 @@ import { createHttpApi } from './api/http-api.js';
 import { checkDiffHookProgram } from './checks/diff-hook.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
+import { AuthorizedKeys } from './store-endpoint/authorized-keys.js';
+import { loadOrCreateHostKey } from './store-endpoint/host-key.js';
 import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/local-builder.js';
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
@@ -117,6 +120,9 @@ export class Coordinator {
     const redis = await connectRedis({ url: redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
     this.redis = redis;
 
+    // The host key also signs the local builder's reports: they travel through the same Redis stream as any worker's.
+    const reportSigner = ReportSigner.fromPrivateKey((await loadOrCreateHostKey(stateDir)).privateKey);
+    const authorizedKeys = new AuthorizedKeys(stateDir, { logger: logger.child({ component: 'store-endpoint' }) });
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
     this.storeSessions.push(nix);
@@ -126,6 +132,7 @@ export class Coordinator {
         : new LocalBuilder({
             redis,
             logger,
+            signer: reportSigner,
             store: localStore,
             system: await nix.currentSystem(),
             maxJobs: config.localMaxJobs,
@@ -143,6 +150,11 @@ export class Coordinator {
       localBuilder,
       logs,
       signing: { key: signingKey, nix },
+      reports: {
+        keys: authorizedKeys,
+        own: reportSigner.reportKey,
+        onRevoked: (fingerprints) => this.endpoint?.disconnectKeys(fingerprints),
+      },
       imagePublish: { attempts: config.imagePublishAttempts, backoffMs: config.imagePublishBackoffMs },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
       uploads: { targets: pushTo, concurrency: config.uploadConcurrency, stagingDir: uploadStagingDir(stateDir) },
@@ -155,7 +167,7 @@ export class Coordinator {
     });
     this.core = core;
 
-    this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });
+    this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, authorizedKeys, logger: logger.child({ component: 'store-endpoint' }) });
     const ssh = await this.endpoint.start();
 
     const resumed = await core.start();
