@@ -5,8 +5,10 @@ import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import ssh2 from 'ssh2';
 import {
+  LOG_FIELD,
   REPORT_SIGNATURE_FIELD,
   ReportSigner,
+  logEntryPayload,
   hashPart,
   redisKeys,
   workerEventSchema,
@@ -117,6 +119,10 @@ describe('signed worker reports (real farm)', () => {
     // A signature lifted onto another payload does not hold either.
     const signer = await reportKeyPair('another');
     const liftedId = await post({ ...forged, outcome: 'timed-out' }, signer.signer.sign(redisKeys.workerEvents, worker, JSON.stringify(forged)));
+    // A log batch is a report too: one written in the worker's name with the intruder's key is neither shown nor stored.
+    const logStream = redisKeys.buildLog(hashPart(run.running.drvPath));
+    const tag = [LOG_FIELD.worker, worker, LOG_FIELD.jobId, hashPart(run.running.drvPath), LOG_FIELD.attempt, '0', LOG_FIELD.lines, 'FORGED LOG LINE'];
+    await redis.xadd(logStream, '*', ...tag, REPORT_SIGNATURE_FIELD, intruder.signer.sign(logStream, worker, logEntryPayload(tag)));
 
     const rows = await expectSuccess(run);
     const row = rows.find((r) => r.drvPath === run.running.drvPath)!;
@@ -132,8 +138,12 @@ describe('signed worker reports (real farm)', () => {
     assert.equal(byId.get(forgedId)?.claimedWorker, worker);
     assert.equal(byId.get(unsignedId)?.reason, 'unsigned');
     assert.equal(byId.get(liftedId)?.reason, 'unknown-key');
+    const log = await farm.cli(['log', run.running.drvPath]);
+    assert.equal(log.exitCode, 0, log.stderr);
+    assert.doesNotMatch(log.stdout, /FORGED LOG LINE/);
+    assert.match(log.stdout, /link-0/, 'the real lines are there');
     const after = await rejected(farm);
-    assert.equal((after.get('unknown-key') ?? 0) - (before.get('unknown-key') ?? 0), 2);
+    assert.equal((after.get('unknown-key') ?? 0) - (before.get('unknown-key') ?? 0), 3, 'two events and a log batch');
     assert.equal((after.get('unsigned') ?? 0) - (before.get('unsigned') ?? 0), 1);
   });
 

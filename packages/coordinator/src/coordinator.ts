@@ -27,6 +27,7 @@ import { loadOrCreateHostKey } from './store-endpoint/host-key.js';
 import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/local-builder.js';
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
+import { SignedLogEntries } from './logs/signed-log-entries.js';
 import { ApiTokens } from './api/api-tokens.js';
 import { checkUploadTarget, parseUploadTarget } from './uploads/upload-target.js';
 import { uploadStagingDir } from './uploads/upload-queue.js';
@@ -140,7 +141,16 @@ export class Coordinator {
           });
     // Nix's own log dir, so `nix-store --read-log` on this machine shows what workers built.
     const logDir = config.logDir ?? this.options.nixEnv?.NIX_LOG_DIR ?? process.env.NIX_LOG_DIR ?? DEFAULT_NIX_LOG_DIR;
-    const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logger.child({ component: 'build-logs' }) });
+    const logLogger = logger.child({ component: 'build-logs' });
+    const entries = new SignedLogEntries({
+      redis,
+      keys: authorizedKeys,
+      own: reportSigner.reportKey,
+      logger: logLogger,
+      // Called only once the core below exists: when a build's log is stored.
+      count: (reason) => core.metrics.reportRejected(reason),
+    });
+    const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logLogger, entries });
     const core = new SchedulingCore({
       redis,
       logger,
