@@ -2,16 +2,7 @@ import os from 'node:os';
 import { Redis } from 'ioredis';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { WorkerEventPublisher } from '@nixfarm/build';
-import {
-  buildJobSchema,
-  canBuild,
-  parseQueueName,
-  redisKeys,
-  type Logger,
-  type ReportSigner,
-  type WorkerCapabilities,
-  type WorkerInfo,
-} from '@nixfarm/shared';
+import { buildJobSchema, canBuild, parseQueueName, redisKeys, type Logger, type ReportSigner, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
 
 export interface InstantWorkersOptions {
   redisUrl: string;

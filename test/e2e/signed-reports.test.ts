@@ -78,7 +78,11 @@ describe('signed worker reports (real farm)', () => {
     const fixture = chain(n, { sleepSeconds });
     const salt = freshSalt();
     const { build, runId, rows } = await farm.submitInBackground([fixture.file, '-A', 'all', '--argstr', 'salt', salt]);
-    const running = await pollFor(async () => (await rows()).find((d) => d.status === 'running' && d.worker !== undefined), 60_000, () => farm.diagnostics());
+    const running = await pollFor(
+      async () => (await rows()).find((d) => d.status === 'running' && d.worker !== undefined),
+      60_000,
+      () => farm.diagnostics(),
+    );
     const [drv] = await nixInstantiate(fixture.file, ['all'], { salt });
     return { build, runId, rows, running, drv: drv! };
   }
@@ -128,10 +132,14 @@ describe('signed worker reports (real farm)', () => {
     const row = rows.find((r) => r.drvPath === run.running.drvPath)!;
     assert.equal(row.attempts, 1, 'the forged failure caused no retry');
     assert.deepEqual(row.builtBy, [worker]);
-    const lines = await pollFor(() => {
-      const l = droppedLines(farm).filter((x) => [forgedId, unsignedId, liftedId].includes(x.entryId));
-      return l.length === 3 && l;
-    }, 10_000, () => farm.tail('coordinator'));
+    const lines = await pollFor(
+      () => {
+        const l = droppedLines(farm).filter((x) => [forgedId, unsignedId, liftedId].includes(x.entryId));
+        return l.length === 3 && l;
+      },
+      10_000,
+      () => farm.tail('coordinator'),
+    );
     const byId = new Map(lines.map((l) => [l.entryId, l]));
     assert.equal(byId.get(forgedId)?.reason, 'unknown-key');
     assert.equal(byId.get(forgedId)?.keyFingerprint, intruder.fingerprint);
@@ -154,13 +162,20 @@ describe('signed worker reports (real farm)', () => {
     const hash = hashPart(run.running.drvPath);
     const entries = ((await redis.xrange(redisKeys.workerEvents, '-', '+')) as Entry[]).filter((e) => hashPart(eventOf(e).drvPath) === hash);
     const originals = ['started', 'finished'].map((type) => entries.find((e) => eventOf(e).type === type)!);
-    assert.ok(originals.every((e) => e !== undefined && e[1].includes(REPORT_SIGNATURE_FIELD)), 'the real reports are signed');
+    assert.ok(
+      originals.every((e) => e?.[1].includes(REPORT_SIGNATURE_FIELD)),
+      'the real reports are signed',
+    );
     const replayIds: string[] = [];
     for (const [, fields] of originals) replayIds.push((await redis.xadd(redisKeys.workerEvents, '*', ...fields))!);
-    const lines = await pollFor(() => {
-      const l = droppedLines(farm).filter((x) => replayIds.includes(x.entryId));
-      return l.length === 2 && l;
-    }, 10_000, () => farm.tail('coordinator'));
+    const lines = await pollFor(
+      () => {
+        const l = droppedLines(farm).filter((x) => replayIds.includes(x.entryId));
+        return l.length === 2 && l;
+      },
+      10_000,
+      () => farm.tail('coordinator'),
+    );
     assert.deepEqual(
       lines.map((l) => l.reason),
       ['replayed', 'replayed'],
@@ -183,7 +198,11 @@ describe('signed worker reports (real farm)', () => {
     const row = rows.find((r) => r.drvPath === run.running.drvPath)!;
     assert.equal(row.attempts, 1);
     assert.deepEqual(row.builtBy, [victim]);
-    const line = await pollFor(() => droppedLines(farm).find((x) => x.entryId === id), 10_000, () => farm.tail('coordinator'));
+    const line = await pollFor(
+      () => droppedLines(farm).find((x) => x.entryId === id),
+      10_000,
+      () => farm.tail('coordinator'),
+    );
     assert.equal(line.reason, 'worker-bound-to-another-key');
     assert.equal(line.claimedWorker, victim);
     const after = await rejected(farm);

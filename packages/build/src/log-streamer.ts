@@ -3,7 +3,10 @@ import {
   LOG_FIELD,
   REPORT_SIGNATURE_FIELD,
   logEntryPayload,
-  LOG_STREAM_TTL_AFTER_END_SECONDS, LOG_STREAM_TTL_WHILE_OPEN_SECONDS, hashPart, redisKeys,
+  LOG_STREAM_TTL_AFTER_END_SECONDS,
+  LOG_STREAM_TTL_WHILE_OPEN_SECONDS,
+  hashPart,
+  redisKeys,
   type Logger,
   type ReportSigner,
 } from '@nixfarm/shared';

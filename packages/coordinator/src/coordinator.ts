@@ -177,7 +177,13 @@ export class Coordinator {
     });
     this.core = core;
 
-    this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, authorizedKeys, logger: logger.child({ component: 'store-endpoint' }) });
+    this.endpoint = new StoreEndpoint({
+      host: config.sshHost,
+      port: config.sshPort,
+      stateDir,
+      authorizedKeys,
+      logger: logger.child({ component: 'store-endpoint' }),
+    });
     const ssh = await this.endpoint.start();
 
     const resumed = await core.start();

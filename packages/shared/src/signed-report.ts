@@ -39,7 +39,7 @@ export const reportSignatureSchema = z.object({
 export type ReportSignature = z.infer<typeof reportSignatureSchema>;
 
 /** The bytes a signature covers. Every field before the payload is newline-free by its schema, so the layout is unambiguous. */
-export function reportSigningBytes(stream: string, payload: string, fields: Omit<ReportSignature, 'sig' | 'v'>): Buffer {
+function reportSigningBytes(stream: string, payload: string, fields: Omit<ReportSignature, 'sig' | 'v'>): Buffer {
   return Buffer.from(`${VERSION_TAG}\n${stream}\n${fields.worker}\n${fields.key}\n${fields.session}\n${fields.seq}\n${fields.at}\n${payload}`, 'utf8');
 }
 
@@ -144,9 +144,7 @@ export const REPORT_REJECTIONS = [
 ] as const;
 export type ReportRejection = (typeof REPORT_REJECTIONS)[number];
 
-export type SignatureCheck =
-  | { ok: true; signature: ReportSignature }
-  | { ok: false; reason: ReportRejection; signature?: ReportSignature; detail?: string };
+export type SignatureCheck = { ok: true; signature: ReportSignature } | { ok: false; reason: ReportRejection; signature?: ReportSignature; detail?: string };
 
 /**
  * Checks what a single entry can show by itself: the envelope is well-formed,

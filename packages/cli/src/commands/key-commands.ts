@@ -12,7 +12,10 @@ export function authorizeCommand(): Command {
     .description("allow a worker's SSH key to use the coordinator's store endpoint and post reports (no restart needed); --revoke takes it away")
     .argument('<key>', 'the worker\'s public key line ("ssh-ed25519 AAAA... name"), a file holding it, or with --revoke also its fingerprint (SHA256:...)')
     .option('--state-dir <dir>', `the coordinator's state dir (default ${DEFAULT_COORDINATOR_STATE})`)
-    .option('--revoke', "remove the key instead: the running coordinator stops counting that worker's reports, queues its running builds again and refuses its logins")
+    .option(
+      '--revoke',
+      "remove the key instead: the running coordinator stops counting that worker's reports, queues its running builds again and refuses its logins",
+    )
     .addHelpText(
       'after',
       '\nExamples:\n  nixfarm authorize --state-dir /var/lib/nixfarm "$(ssh builder1 nixfarm worker-key)"\n  nixfarm authorize --state-dir /var/lib/nixfarm --revoke SHA256:2f0cXzE9...',

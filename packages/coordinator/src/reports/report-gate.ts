@@ -65,7 +65,12 @@ export class ReportGate {
     const verified = reports.map((report) => {
       const check = checkReportSignature(report.stream, report.payload, report.signature, streamEntryTime(report.id), keyFor);
       if (!check.ok) {
-        rejected.push({ report, reason: check.reason, ...(check.signature === undefined ? {} : { signature: check.signature }), ...(check.detail === undefined ? {} : { detail: check.detail }) });
+        rejected.push({
+          report,
+          reason: check.reason,
+          ...(check.signature === undefined ? {} : { signature: check.signature }),
+          ...(check.detail === undefined ? {} : { detail: check.detail }),
+        });
         return undefined;
       }
       const { signature } = check;

@@ -115,7 +115,10 @@ export class WorkerEventConsumer {
     }
     if (parsed?.success) {
       const event = parsed.data;
-      return { event, posted: { id, stream: redisKeys.workerEvents, payload, signature: named.get(REPORT_SIGNATURE_FIELD), worker: event.worker, type: event.type } };
+      return {
+        event,
+        posted: { id, stream: redisKeys.workerEvents, payload, signature: named.get(REPORT_SIGNATURE_FIELD), worker: event.worker, type: event.type },
+      };
     }
     this.options.logger.error(
       { eventId: id, problem: parsed === undefined ? 'not JSON' : formatZodError(parsed.error, 'worker event') },
