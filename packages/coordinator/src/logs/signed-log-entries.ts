@@ -12,6 +12,7 @@ import {
 } from '@nixfarm/shared';
 import type { AuthorizedKeys } from '../store-endpoint/authorized-keys.js';
 import { LOCAL_BUILDER_NAME } from '../local/local-builder.js';
+import { reportKeys, speakerProblem } from '../store-endpoint/report-speakers.js';
 
 export type StreamEntry = [id: string, fields: string[]];
 
@@ -44,8 +45,7 @@ export class SignedLogEntries {
   async filter(stream: string, entries: readonly StreamEntry[], options: { report?: boolean; sessions?: LogSessions } = {}): Promise<StreamEntry[]> {
     if (entries.length === 0) return [];
     const { own } = this.options;
-    const authorised = new Map((await this.options.keys.keys()).map((k) => [k.fingerprint, k.reportKey]));
-    const keyFor = (fingerprint: string): ReportKey | undefined => (fingerprint === own?.fingerprint ? own : authorised.get(fingerprint));
+    const { authorised, keyFor } = await reportKeys(this.options.keys, own);
     const workers = [...new Set(entries.map(([, flat]) => tagOf(flat)).filter((w) => w !== LOCAL_BUILDER_NAME))];
     const bound = workers.length === 0 ? [] : await this.options.redis.hmget(redisKeys.workerKeys, ...workers);
     const binding = new Map(workers.map((w, i) => [w, bound[i] ?? undefined]));
@@ -53,20 +53,17 @@ export class SignedLogEntries {
     const kept: StreamEntry[] = [];
     for (const entry of entries) {
       const [id, flat] = entry;
-      const at = flat.indexOf(REPORT_SIGNATURE_FIELD);
-      const signed = at >= 0 && at % 2 === 0 ? [...flat.slice(0, at), ...flat.slice(at + 2)] : flat;
+      const at = fieldIndex(flat, REPORT_SIGNATURE_FIELD);
+      const signed = at >= 0 ? [...flat.slice(0, at), ...flat.slice(at + 2)] : flat;
       const worker = tagOf(flat);
       const check = checkReportSignature(stream, logEntryPayload(signed), at >= 0 ? flat[at + 1] : undefined, streamEntryTime(id), keyFor);
       let reason: ReportRejection | undefined = check.ok ? undefined : check.reason;
       if (check.ok) {
         const { signature } = check;
         const session = `${signature.key} ${signature.session}`;
-        const current = binding.get(worker);
-        if (signature.worker !== worker) reason = 'worker-mismatch';
-        else if ((signature.key === own?.fingerprint) !== (worker === LOCAL_BUILDER_NAME)) reason = 'worker-bound-to-another-key';
-        else if (current !== undefined && current !== signature.key && authorised.has(current)) reason = 'worker-bound-to-another-key';
-        else if (signature.seq <= (sessions.get(session) ?? 0)) reason = 'replayed';
-        else sessions.set(session, signature.seq);
+        reason = speakerProblem(signature, worker, { own, authorised, bound: binding.get(worker) });
+        if (reason === undefined && signature.seq <= (sessions.get(session) ?? 0)) reason = 'replayed';
+        if (reason === undefined) sessions.set(session, signature.seq);
       }
       if (reason === undefined) {
         kept.push([id, signed]);
@@ -84,7 +81,13 @@ export class SignedLogEntries {
   }
 }
 
+/** Where a field's name is in an entry's flat name-value list (names at even places: a value may read like a name); -1 if absent. */
+function fieldIndex(flat: readonly string[], name: string): number {
+  for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i] === name) return i;
+  return -1;
+}
+
 function tagOf(flat: readonly string[]): string {
-  for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i] === LOG_FIELD.worker) return flat[i + 1]!;
-  return '?';
+  const at = fieldIndex(flat, LOG_FIELD.worker);
+  return at < 0 ? '?' : flat[at + 1]!;
 }

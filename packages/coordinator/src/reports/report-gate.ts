@@ -3,6 +3,7 @@ import { checkReportSignature, redisKeys, streamEntryTime, type Logger, type Rep
 import type { AuthorizedKeys } from '../store-endpoint/authorized-keys.js';
 import type { FarmMetrics } from '../metrics/farm-metrics.js';
 import { LOCAL_BUILDER_NAME } from '../local/local-builder.js';
+import { reportKeys, speakerProblem } from '../store-endpoint/report-speakers.js';
 
 /** How long the highest sequence number of a report session is kept after its last report: far beyond REPORT_TIME_WINDOW_MS, past which a copy is refused by its time anyway. */
 const SESSION_TTL_SECONDS = 7 * 24 * 3600;
@@ -59,8 +60,7 @@ export class ReportGate {
 
   async admit(reports: readonly PostedReport[]): Promise<Admission> {
     const { redis, own } = this.options;
-    const authorised = new Map((await this.options.keys.keys()).map((k) => [k.fingerprint, k.reportKey]));
-    const keyFor = (fingerprint: string): ReportKey | undefined => (fingerprint === own?.fingerprint ? own : authorised.get(fingerprint));
+    const { authorised, keyFor } = await reportKeys(this.options.keys, own);
     const rejected: Rejection[] = [];
     const verified = reports.map((report) => {
       const check = checkReportSignature(report.stream, report.payload, report.signature, streamEntryTime(report.id), keyFor);
@@ -74,13 +74,9 @@ export class ReportGate {
         return undefined;
       }
       const { signature } = check;
-      if (signature.worker !== report.worker) {
-        rejected.push({ report, reason: 'worker-mismatch', signature, detail: `the signature speaks for ${signature.worker}` });
-        return undefined;
-      }
-      // The coordinator's key speaks for its local builder alone, and no worker key for it.
-      if ((signature.key === own?.fingerprint) !== (report.worker === LOCAL_BUILDER_NAME)) {
-        rejected.push({ report, reason: 'worker-bound-to-another-key', signature });
+      const reason = speakerProblem(signature, report.worker, { own, authorised });
+      if (reason !== undefined) {
+        rejected.push({ report, reason, signature });
         return undefined;
       }
       return signature;
@@ -108,7 +104,7 @@ export class ReportGate {
       }
       if (signature.worker !== LOCAL_BUILDER_NAME) {
         const current = binding.get(signature.worker);
-        if (current !== undefined && current !== signature.key && authorised.has(current)) {
+        if (speakerProblem(signature, report.worker, { own, authorised, bound: current }) !== undefined) {
           rejected.push({ report, reason: 'worker-bound-to-another-key', signature, detail: `${signature.worker} is bound to ${current}` });
           return false;
         }
