@@ -81,6 +81,8 @@ const requirements = [
   // the JUnit test validates `nixfarm build --junit` reports against a JUnit XSD with xmllint; git: the flake test's repository
   { what: 'xmllint (for the JUnit report test)', pkg: 'libxml2-utils', present: () => onPath('xmllint') !== undefined, only: 'tests' },
   { what: 'git (for the flake test)', pkg: 'git', present: () => onPath('git') !== undefined, only: 'tests' },
+  // the Redis-over-TLS tests make their CA and certificates with openssl
+  { what: 'openssl (for the Redis TLS tests)', pkg: 'openssl', present: () => onPath('openssl') !== undefined, only: 'tests' },
   // the coordinator shows a check's difference with diffoscope when it is installed (the minimal package: 0.8 MiB, no recommends)
   { what: 'diffoscope (for the reproducibility check tests)', pkg: 'diffoscope-minimal', present: () => onPath('diffoscope') !== undefined, only: 'tests' },
   // the image test pushes with skopeo (what the coordinator runs for --publish-images) to Debian's docker-registry on loopback

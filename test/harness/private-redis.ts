@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
@@ -8,6 +9,16 @@ import { Redis } from 'ioredis';
 import { freePort } from './free-port.js';
 import { isAlive, killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
 import { sleep } from './poll.js';
+import type { CertFiles, TestCa } from './test-ca.js';
+
+/** redis-server speaking only TLS (its plain port off), with certificates of a test CA. */
+export interface PrivateRedisTls {
+  ca: TestCa;
+  /** the certificate the server presents (default: the valid one for 127.0.0.1) */
+  serverCert?: 'server' | 'expired' | 'wrongHost';
+  /** redis's tls-auth-clients: whether a client must present a certificate of the CA (default required) */
+  clientCerts?: 'required' | 'optional';
+}
 
 export interface PrivateRedisOptions {
   /** where redis keeps its data (appendonly files); a fresh temp dir, removed at exit, when absent */
@@ -18,6 +29,8 @@ export interface PrivateRedisOptions {
   port?: number;
   /** how long to wait for PING to answer (ms) */
   startTimeoutMs?: number;
+  /** speak TLS only: the URL is rediss:// */
+  tls?: PrivateRedisTls;
 }
 
 export interface PrivateRedis {
@@ -45,10 +58,17 @@ class RedisStartError extends Error {
   }
 }
 
-/** One PING over a raw socket: true if redis answered +PONG. */
-function ping(port: number, timeoutMs = 500): Promise<boolean> {
+/**
+ * One PING over a raw socket (over TLS in TLS mode): true if redis answered +PONG.
+ * The harness only asks whether redis is up, so it accepts any server certificate
+ * (an expired one is what some tests serve); the product never does.
+ */
+function ping(port: number, tls: PrivateRedisTls | undefined, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = createConnection({ host: '127.0.0.1', port });
+    const socket =
+      tls === undefined
+        ? createConnection({ host: '127.0.0.1', port })
+        : tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, cert: readFileSync(tls.ca.client.cert), key: readFileSync(tls.ca.client.key) });
     let answer = '';
     const done = (ok: boolean) => {
       socket.destroy();
@@ -56,7 +76,7 @@ function ping(port: number, timeoutMs = 500): Promise<boolean> {
     };
     socket.setTimeout(timeoutMs, () => done(false));
     socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once(tls === undefined ? 'connect' : 'secureConnect', () => socket.write('PING\r\n'));
     socket.on('data', (chunk) => {
       answer += chunk.toString('latin1');
       if (answer.includes('\r\n')) done(answer.startsWith('+PONG'));
@@ -76,10 +96,11 @@ class PrivateRedisServer implements PrivateRedis {
     private readonly appendOnly: boolean,
     private readonly startTimeoutMs: number,
     private readonly ownsDir: boolean,
+    private readonly tls: PrivateRedisTls | undefined,
   ) {}
 
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return `${this.tls === undefined ? 'redis' : 'rediss'}://127.0.0.1:${this.port}`;
   }
 
   get pid(): number | undefined {
@@ -90,8 +111,7 @@ class PrivateRedisServer implements PrivateRedis {
     if (this.port === SYSTEM_REDIS_PORT) throw new Error('refusing to start a test redis on 6379, where a system redis may run');
     this.output = '';
     const { command, args } = withParentDeathSignal('redis-server', [
-      '--port',
-      String(this.port),
+      ...this.portArgs(),
       '--bind',
       '127.0.0.1',
       '--save',
@@ -140,11 +160,31 @@ class PrivateRedisServer implements PrivateRedis {
     const deadline = Date.now() + this.startTimeoutMs;
     while (Date.now() < deadline) {
       if (exitedEarly) throw new RedisStartError(`redis-server on port ${this.port} exited during start`, this.output);
-      if (await ping(this.port)) return;
+      if (await ping(this.port, this.tls)) return;
       await sleep(20);
     }
     killGroup(pid, 'SIGKILL');
     throw new RedisStartError(`redis-server on port ${this.port} did not answer PING within ${this.startTimeoutMs} ms`, this.output);
+  }
+
+  /** the plain port, or in TLS mode the TLS port with the plain one off */
+  private portArgs(): string[] {
+    if (this.tls === undefined) return ['--port', String(this.port)];
+    const served: CertFiles = this.tls.ca[this.tls.serverCert ?? 'server'];
+    return [
+      '--port',
+      '0',
+      '--tls-port',
+      String(this.port),
+      '--tls-cert-file',
+      served.cert,
+      '--tls-key-file',
+      served.key,
+      '--tls-ca-cert-file',
+      this.tls.ca.caCert,
+      '--tls-auth-clients',
+      this.tls.clientCerts === 'optional' ? 'optional' : 'yes',
+    ];
   }
 
   async stop(): Promise<void> {
@@ -182,7 +222,7 @@ export async function startPrivateRedis(options: PrivateRedisOptions = {}): Prom
   // A picked port can be taken between our probe and redis's bind; try a few.
   for (let attempt = 0; ; attempt++) {
     const port = options.port ?? (await freePort());
-    const server = new PrivateRedisServer(port, dir, options.appendOnly ?? false, timeout, ownsDir);
+    const server = new PrivateRedisServer(port, dir, options.appendOnly ?? false, timeout, ownsDir, options.tls);
     try {
       await server.start();
       return server;

@@ -11,6 +11,7 @@ import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
 import { TcpProxy } from './tcp-proxy.js';
 import { pollFor, sleep } from './poll.js';
 import { logOutputTo } from './child-log.js';
+import { makeTestCa, type TestCa } from './test-ca.js';
 
 /** The repository root, from test/dist/harness/. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -45,6 +46,8 @@ export interface TestFarmOptions {
   redisAppendOnly?: boolean;
   /** more `nixfarm coordinator` flags for its first start */
   coordinatorArgs?: readonly string[];
+  /** Redis speaks only TLS, with certificates of a CA the farm makes (TestFarm.redisTls), and requires client certificates; coordinator and workers connect with rediss:// */
+  redisTls?: boolean;
 }
 
 export interface CoordinatorStartOptions {
@@ -110,6 +113,8 @@ export class TestFarm {
   adminToken!: string;
   readonly workers = new Map<string, RunningWorker>();
   private logLevel = 'debug';
+  /** the test CA and certificates of a farm started with redisTls */
+  redisTls: TestCa | undefined;
   private readonly unregister: () => void;
 
   private constructor() {
@@ -128,7 +133,11 @@ export class TestFarm {
     const farm = new TestFarm();
     farm.logLevel = options.logLevel ?? 'debug';
     try {
-      farm.redis = await startPrivateRedis({ appendOnly: options.redisAppendOnly ?? false });
+      farm.redisTls = options.redisTls === true ? await makeTestCa() : undefined;
+      farm.redis = await startPrivateRedis({
+        appendOnly: options.redisAppendOnly ?? false,
+        ...(farm.redisTls === undefined ? {} : { tls: { ca: farm.redisTls } }),
+      });
       await farm.startCoordinator(undefined, options.coordinatorArgs === undefined ? {} : { extraArgs: options.coordinatorArgs });
       for (const spec of options.workers) await farm.startWorker(spec);
       await farm.waitForWorkers(options.workers.filter((w) => !w.unauthorised).map((w) => w.name));
@@ -169,10 +178,16 @@ export class TestFarm {
       this.gcRootsDir,
       '--log-level',
       this.logLevel,
+      ...(this.redisTls === undefined ? [] : ['--redis-ca', this.redisTls.caCert, ...this.redisClientCertArgs()]),
       ...(options.extraArgs ?? []),
     ];
     const env = { ...process.env, NIX_CONFIG: ['substituters =', ...(options.nixConfig ?? [])].join('\n'), NIX_LOG_DIR: this.nixLogDir };
     return { args, env };
+  }
+
+  /** --redis-cert and --redis-key of a client certificate, when Redis speaks TLS */
+  private redisClientCertArgs(): string[] {
+    return this.redisTls === undefined ? [] : ['--redis-cert', this.redisTls.client.cert, '--redis-key', this.redisTls.client.key];
   }
 
   /** The ports the coordinator listens on now: a restart on them keeps clients and workers connected. */
@@ -231,6 +246,8 @@ export class TestFarm {
     args.push('--max-jobs', String(spec.maxJobs ?? 1), '--speed-factor', String(spec.speedFactor ?? 1));
     if (spec.lockSeconds !== undefined) args.push('--lock-seconds', String(spec.lockSeconds));
     for (const o of WORKER_NIX_OPTIONS) args.push('--nix-option', o);
+    // the CA comes with the URL through --join; the client certificate is the worker's own
+    args.push(...this.redisClientCertArgs());
     const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort }) : undefined;
     if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));

@@ -56,7 +56,10 @@ describe('messages for refused input', () => {
 
   it('names unknown fields, suggests the likely one and lists the known ones', () => {
     const text = messageOf(workerConfigSchema, { name: 'w', redisURL: 'redis://x', colour: 1 }, 'worker config');
-    assert.match(text, /^  unknown fields "redisURL" \(did you mean "redisUrl"\?\), "colour"; known fields: name, redisUrl, coordinatorHost, /m);
+    assert.match(
+      text,
+      /^  unknown fields "redisURL" \(did you mean "redisUrl"\?\), "colour"; known fields: name, redisUrl, redisCaFile, redisCertFile, redisKeyFile, coordinatorHost, /m,
+    );
     // nested: the parent is named
     assert.match(
       messageOf(submitRunRequestSchema, { expr: '1', args: [{ name: 'a', expr: '1', value: 'x' }] }),

@@ -6,6 +6,9 @@ import { CliError } from './exit-codes.js';
 /** Config fields whose flag is not simply the field in kebab-case. */
 const FLAG_FOR_FIELD: Record<string, string> = {
   redisUrl: '--redis',
+  redisCaFile: '--redis-ca',
+  redisCertFile: '--redis-cert',
+  redisKeyFile: '--redis-key',
   systems: '--system',
   supportedFeatures: '--features',
   nixOptions: '--nix-option',

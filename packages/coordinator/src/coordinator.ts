@@ -5,8 +5,10 @@ import type { FastifyInstance } from 'fastify';
 import {
   connectRedis,
   coordinatorConfigSchema,
+  hasRedisTlsFiles,
   localStorePool,
   probeNixBuild,
+  RedisTlsSettingError,
   writeFileAtomic,
   ReportSigner,
   type ApiScope,
@@ -39,6 +41,8 @@ import { CACHE_PREFIX } from './cache/cache-routes.js';
 export interface CoordinatorAddress {
   httpUrl: string;
   redisUrl: string;
+  /** the CA of a rediss:// Redis, when one was given: `worker --join` takes it with the URL */
+  redisCaFile?: string;
   sshHost: string;
   sshPort: number;
   hostKey: string;
@@ -100,6 +104,10 @@ export class Coordinator {
 
   private async startSystems(): Promise<CoordinatorAddress> {
     const { config, logger } = this;
+    if (config.redisUrl === undefined && hasRedisTlsFiles(config))
+      throw new RedisTlsSettingError(
+        '--redis-ca, --redis-cert and --redis-key are for an external Redis over TLS (--redis rediss://host:port); without --redis the coordinator starts its own redis-server, plain on loopback',
+      );
     const stateDir = path.resolve(config.stateDir);
     await mkdir(stateDir, { recursive: true });
     // First: a token file others can read stops the start before anything else is running.
@@ -118,7 +126,7 @@ export class Coordinator {
       this.embeddedRedis = new EmbeddedRedis({ dir: path.join(stateDir, 'redis'), logger });
       redisUrl = await this.embeddedRedis.start();
     }
-    const redis = await connectRedis({ url: redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
+    const redis = await connectRedis({ url: redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null }, tls: config });
     this.redis = redis;
 
     // The host key also signs the local builder's reports: they travel through the same Redis stream as any worker's.
@@ -213,6 +221,7 @@ export class Coordinator {
     this.addressInfo = {
       httpUrl: `http://${config.httpHost}:${httpPort}`,
       redisUrl,
+      ...(config.redisCaFile === undefined ? {} : { redisCaFile: path.resolve(config.redisCaFile) }),
       sshHost: config.sshHost,
       sshPort: ssh.port,
       hostKey: ssh.hostKey,

@@ -60,6 +60,7 @@ export const ERROR_CODES = [
   'invalid-worker-key-file',
   'invalid-ssh-public-key',
   'invalid-registry-auth-file',
+  'invalid-redis-tls-setting',
   // processes, connections and the farm's machines
   'internal-error',
   'nix-command-failed',
@@ -67,6 +68,7 @@ export const ERROR_CODES = [
   'redis-not-found',
   'redis-refused',
   'redis-wait-aborted',
+  'redis-tls-failed',
   'store-endpoint-failed',
   'serve-connection-failed',
   'coordinator-unreachable',

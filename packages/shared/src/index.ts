@@ -15,6 +15,8 @@ export * from './logger.js';
 export * from './redis-keys.js';
 export * from './build-log-entry.js';
 export * from './redis-connection.js';
+export * from './redis-tls.js';
+export * from './redis-tls-failure.js';
 export * from './schemas/common.js';
 export * from './schemas/config.js';
 export * from './schemas/job.js';

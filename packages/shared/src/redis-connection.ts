@@ -1,6 +1,8 @@
 import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 import { NixfarmError } from './errors.js';
 import type { Logger } from './logger.js';
+import { loadRedisTls, type RedisTlsFiles } from './redis-tls.js';
+import { diagnoseRedisTlsFailure } from './redis-tls-failure.js';
 
 /** What a caller may add to the wait for Redis at start: a way to stop it, and where to say what is going on. */
 export interface RedisWaitHooks {
@@ -21,6 +23,8 @@ export interface ConnectRedisOptions extends RedisWaitHooks {
   maxRetryMs?: number;
   /** options for the connection once it is up (retryStrategy: how it reconnects after a later loss) */
   redisOptions?: RedisOptions;
+  /** the CA and client certificate for a rediss:// URL (read once, here); given with a redis:// URL they are an error */
+  tls?: RedisTlsFiles;
 }
 
 /** The wait for Redis was stopped (a signal, a stop at start): nothing was started, nothing is wrong. */
@@ -62,10 +66,16 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
   const started = Date.now();
   let delay = firstRetryMs;
   let saidReason: string | undefined;
+  const tls = await loadRedisTls(options.url, shownUrl, options.tls ?? {});
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw new RedisWaitAbortedError(shownUrl);
     // No reconnects of its own while we wait: each attempt is one try, so the back-off and the messages are ours.
-    const redis = new Redis(options.url, { ...options.redisOptions, lazyConnect: true, retryStrategy: () => null });
+    const redis = new Redis(options.url, {
+      ...options.redisOptions,
+      ...(tls === undefined ? {} : { tls: tls.options }),
+      lazyConnect: true,
+      retryStrategy: () => null,
+    });
     let lastError: Error | undefined;
     const onError = (error: Error): void => {
       lastError = error;
@@ -89,6 +99,9 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
       if (signal?.aborted) throw new RedisWaitAbortedError(shownUrl);
       const cause = lastError ?? (error as Error);
       if (cause instanceof ReplyError) throw new RedisRefusedError(shownUrl, cause.message, setting);
+      // A TLS setting that cannot work (wrong scheme, CA, certificate) is said once: retrying cannot fix it.
+      const tlsFailure = await diagnoseRedisTlsFailure(cause, { url: options.url, shownUrl, tls, setting });
+      if (tlsFailure !== undefined) throw tlsFailure;
       const reason = (cause as NodeJS.ErrnoException).code ?? cause.message;
       if (reason !== saidReason) {
         saidReason = reason;

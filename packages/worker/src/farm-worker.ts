@@ -174,7 +174,7 @@ export class FarmWorker {
       env: this.options.nixEnv,
     });
     this.pools = [local, coordinator];
-    const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null } });
+    const redis = await connectRedis({ url: config.redisUrl, logger, ...this.options.redisWait, redisOptions: { maxRetriesPerRequest: null }, tls: config });
     this.redis = redis;
     const lockDurationMs = this.options.lockDurationMs ?? config.lockSeconds * 1000;
     const copier = new StoreCopier({ local, coordinator, logger });

@@ -3,6 +3,7 @@ import { coordinatorConfigSchema, createLogger } from '@nixfarm/shared';
 import { collect, integer, loadConfig, number, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
 import { cliRedisWait } from '../redis-wait.js';
+import { redisTlsFromFlags, redisTlsOption } from '../redis-tls-flags.js';
 import { DEFAULT_COORDINATOR_STATE } from '../api-token-source.js';
 
 export { DEFAULT_COORDINATOR_STATE };
@@ -12,7 +13,10 @@ export function coordinatorCommand(): Command {
     .description('run the coordinator: HTTP API, evaluation, the build graph, queues and the SSH endpoint for its Nix store')
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
     .option('--state-dir <dir>', `host key, authorized_keys, API tokens, embedded Redis data (default ${DEFAULT_COORDINATOR_STATE})`)
-    .option('--redis <url>', 'Redis URL (redis://host:port); without it a private redis-server is started in the state dir')
+    .option('--redis <url>', 'Redis URL (redis://host:port, or rediss://host:port for TLS); without it a private redis-server is started in the state dir')
+    .addOption(redisTlsOption('ca'))
+    .addOption(redisTlsOption('cert'))
+    .addOption(redisTlsOption('key'))
     .option('--http-host <host>', 'HTTP API address (default 127.0.0.1)')
     .option('--http-port <port>', 'HTTP API port (default 8420; 0 picks a free one)', integer('--http-port'))
     .option('--ssh-host <host>', 'SSH store endpoint address (default 0.0.0.0)')
@@ -69,6 +73,7 @@ export function coordinatorCommand(): Command {
         {
           stateDir: flags.stateDir,
           redisUrl: flags.redis,
+          ...redisTlsFromFlags(flags),
           httpHost: flags.httpHost,
           httpPort: flags.httpPort,
           sshHost: flags.sshHost,

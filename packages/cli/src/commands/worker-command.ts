@@ -8,11 +8,13 @@ import { commaList, integer, loadConfig, number, parseNixOption, collect } from 
 import { listenForShutdownSignals } from '../shutdown.js';
 import { hostSystem } from '../host-system.js';
 import { cliRedisWait } from '../redis-wait.js';
+import { redisTlsFromFlags, redisTlsOption } from '../redis-tls-flags.js';
 
 export const DEFAULT_WORKER_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'worker');
 
 interface CoordinatorFile {
   redisUrl: string;
+  redisCaFile?: string;
   sshPort: number;
   hostKey: string;
 }
@@ -38,11 +40,14 @@ export function workerCommand(): Command {
     .description('run a worker: take build jobs this machine may build, build them with Nix, copy outputs back to the coordinator')
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
     .option('--name <name>', 'worker name, unique in the farm (default: host name)')
-    .option('--redis <url>', "the coordinator's Redis (redis://host:port)")
+    .option('--redis <url>', "the coordinator's Redis (redis://host:port, or rediss://host:port for TLS)")
+    .addOption(redisTlsOption('ca'))
+    .addOption(redisTlsOption('cert'))
+    .addOption(redisTlsOption('key'))
     .option('--coordinator <host[:port]>', "the coordinator's SSH store endpoint (default port 2222)")
     .option('--host-key <line>', 'the coordinator\'s SSH host key, "ssh-ed25519 AAAA..." (pinned; shown when the coordinator starts)')
     .option('--host-key-file <file>', "file holding the coordinator's host key (its ssh_host_ed25519_key.pub)")
-    .option('--join <coordinator-state-dir>', 'take Redis URL, SSH port and host key from a coordinator on this machine')
+    .option('--join <coordinator-state-dir>', 'take Redis URL (and its --redis-ca), SSH port and host key from a coordinator on this machine')
     .option('--state-dir <dir>', `worker key and SSH client config (default ${DEFAULT_WORKER_STATE})`)
     .option('--system <system>', "a system this worker builds for, repeatable (default: this machine's)", collect)
     .option('--features <list>', 'supported system features, comma-separated (like kvm,big-parallel)', commaList)
@@ -74,6 +79,7 @@ export function workerCommand(): Command {
       const fromFlags: Record<string, unknown> = {
         name: flags.name,
         redisUrl: flags.redis,
+        ...redisTlsFromFlags(flags),
         stateDir: flags.stateDir,
         systems: flags.system,
         supportedFeatures: flags.features,
@@ -90,7 +96,11 @@ export function workerCommand(): Command {
       };
       if (typeof flags.join === 'string') {
         const c = await readCoordinatorFile(flags.join);
-        fromFlags.redisUrl ??= c.redisUrl;
+        if (fromFlags.redisUrl === undefined) {
+          fromFlags.redisUrl = c.redisUrl;
+          // the CA goes with the URL; a client certificate is this worker's own (--redis-cert/--redis-key)
+          fromFlags.redisCaFile ??= c.redisCaFile;
+        }
         fromFlags.coordinatorHost = '127.0.0.1';
         fromFlags.coordinatorPort = c.sshPort;
         fromFlags.coordinatorHostKey = c.hostKey;

@@ -9,12 +9,22 @@ const nixOptionSchema = z.tuple([
   z.string().max(10_000),
 ]);
 const redisUrlSchema = z.string().regex(/^rediss?:\/\//, 'a Redis URL starts with redis:// or rediss://');
+/** TLS to an external Redis (rediss:// URLs): shared/redis-tls.ts reads and checks the files */
+const redisTlsFields = {
+  /** PEM CA certificate(s) the Redis server's certificate must be signed by; absent: the system's CAs */
+  redisCaFile: z.string().min(1).optional(),
+  /** PEM client certificate, for a server with tls-auth-clients (only with redisKeyFile) */
+  redisCertFile: z.string().min(1).optional(),
+  /** PEM private key of redisCertFile, without a passphrase */
+  redisKeyFile: z.string().min(1).optional(),
+};
 
 export const coordinatorConfigSchema = z
   .object({
     stateDir: z.string().min(1),
     /** absent: start a private redis-server from PATH with its data in stateDir */
     redisUrl: redisUrlSchema.optional(),
+    ...redisTlsFields,
     httpHost: z.string().min(1).default('127.0.0.1'),
     httpPort: portSchema.default(8420),
     sshHost: z.string().min(1).default('0.0.0.0'),
@@ -103,6 +113,7 @@ export const workerConfigSchema = z
   .object({
     name: workerNameSchema,
     redisUrl: redisUrlSchema,
+    ...redisTlsFields,
     /** the coordinator's SSH endpoint for its Nix store */
     coordinatorHost: z.string().min(1),
     coordinatorPort: portSchema.default(2222),
