@@ -9,7 +9,7 @@ import type { RunEvents } from '../runs/run-events.js';
 
 export interface WorkerRevocationOptions {
   redis: Pick<Redis, 'hgetall' | 'hdel' | 'publish' | 'smembers'>;
-  keys: Pick<AuthorizedKeys, 'keys' | 'path'>;
+  keys: Pick<AuthorizedKeys, 'keys' | 'path' | 'unusable'>;
   graph: Pick<DerivationGraph, 'runningInRunOn' | 'requeue' | 'runsOf'>;
   dispatcher: Pick<BuildDispatcher, 'dispatch'>;
   events: Pick<RunEvents, 'emit'>;
@@ -42,7 +42,7 @@ export class WorkerRevocation {
     // Bindings to keys that are gone: revoked while the coordinator was down.
     const bindings = await this.options.redis.hgetall(redisKeys.workerKeys);
     const gone = new Set(Object.values(bindings).filter((fingerprint) => !this.known!.has(fingerprint)));
-    if (gone.size > 0) await this.revoke(gone);
+    if (gone.size > 0 && !this.options.keys.unusable) await this.revoke(gone);
     this.timer = setInterval(() => this.check(), this.options.pollMs ?? 1000);
     this.timer.unref();
     try {
@@ -64,6 +64,8 @@ export class WorkerRevocation {
     this.checking = this.checking.then(async () => {
       try {
         const now = await this.fingerprints();
+        // A file refused for its mode (logged by AuthorizedKeys) revokes nobody: it is a mistake to mend, not an intent.
+        if (this.options.keys.unusable) return;
         const removed = new Set([...(this.known ?? [])].filter((fingerprint) => !now.has(fingerprint)));
         this.known = now;
         if (removed.size > 0) await this.revoke(removed);

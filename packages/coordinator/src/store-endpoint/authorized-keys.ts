@@ -46,7 +46,7 @@ export class AuthorizedKeys {
   readonly path: string;
   private readonly stateDir: string;
   private readonly logger: Logger | undefined;
-  private cache: { version: string; keys: readonly AuthorizedKey[] } | undefined;
+  private cache: { version: string; keys: readonly AuthorizedKey[]; unusable?: boolean } | undefined;
   /** Serialises add() within this process; a single O_APPEND write keeps processes apart. */
   private writes: Promise<unknown> = Promise.resolve();
 
@@ -74,12 +74,17 @@ export class AuthorizedKeys {
         { path: this.path, mode: (status.mode & 0o777).toString(8) },
         'authorized_keys is writable by group or others; no key is accepted until it is chmod 600',
       );
-      this.cache = { version, keys: [] };
+      this.cache = { version, keys: [], unusable: true };
       return [];
     }
     const text = await readFile(this.path, 'utf8');
     this.cache = { version, keys: this.parse(text) };
     return this.cache.keys;
+  }
+
+  /** Whether the file as last read was refused whole (others may write it): no key counts, yet none was revoked. */
+  get unusable(): boolean {
+    return this.cache?.unusable === true;
   }
 
   /** The authorised key with this blob, if any. */
