@@ -8,7 +8,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { Redis } from 'ioredis';
-import { CoordinatorNix, SchedulingCore, type OutputVerifier } from '@nixfarm/coordinator';
+import { AuthorizedKeys, CoordinatorNix, SchedulingCore, type OutputVerifier } from '@nixfarm/coordinator';
 import { createLogger } from '@nixfarm/shared';
 import { syntheticDag } from './scheduler-dag.js';
 import type { CoordinatorProcessConfig, FromCoordinator, ToCoordinator } from './scheduler-protocol.js';
@@ -28,7 +28,8 @@ async function main(): Promise<void> {
   await mkdir(config.gcRootsDir, { recursive: true });
   // Never called: nothing here evaluates. The core needs it for submit(), which the bench bypasses.
   const nix = new CoordinatorNix({ logger, nixOptions: [] });
-  const core = new SchedulingCore({ redis, logger, nix, verifier: everythingValid, gcRootsDir: config.gcRootsDir });
+  const reports = { keys: new AuthorizedKeys(config.stateDir) };
+  const core = new SchedulingCore({ redis, logger, nix, verifier: everythingValid, gcRootsDir: config.gcRootsDir, reports });
   await core.start();
 
   const dagStarted = performance.now();

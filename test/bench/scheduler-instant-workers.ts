@@ -2,7 +2,17 @@ import os from 'node:os';
 import { Redis } from 'ioredis';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { WorkerEventPublisher } from '@nixfarm/build';
-import { buildJobSchema, bullmqOptions, canBuild, parseQueueName, redisKeys, type Logger, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
+import {
+  buildJobSchema,
+  bullmqOptions,
+  canBuild,
+  parseQueueName,
+  redisKeys,
+  type Logger,
+  type ReportSigner,
+  type WorkerCapabilities,
+  type WorkerInfo,
+} from '@nixfarm/shared';
 
 export interface InstantWorkersOptions {
   redisUrl: string;
@@ -10,6 +20,8 @@ export interface InstantWorkersOptions {
   /** jobs each worker holds at once (its max-jobs) */
   slots: number;
   logger: Logger;
+  /** signs their reports with a key the bench authorised on the coordinator; each worker posts in a session of its own */
+  signer: ReportSigner;
 }
 
 const CAPABILITIES = { systems: ['x86_64-linux'], supportedFeatures: ['big-parallel', 'kvm'], mandatoryFeatures: [] as string[] } satisfies WorkerCapabilities;
@@ -70,7 +82,7 @@ class InstantWorker {
     private readonly options: InstantWorkersOptions,
   ) {
     this.redis = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
-    this.publisher = new WorkerEventPublisher(this.redis);
+    this.publisher = new WorkerEventPublisher(this.redis, options.signer.newSession());
   }
 
   private info(): WorkerInfo {

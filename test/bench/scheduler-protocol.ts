@@ -2,6 +2,8 @@
 export interface CoordinatorProcessConfig {
   redisUrl: string;
   gcRootsDir: string;
+  /** holds authorized_keys with the instant workers' key */
+  stateDir: string;
   size: number;
   layers: number;
   seed: number;

@@ -22,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { bullmqOptions, createLogger, redisKeys } from '@nixfarm/shared';
+import { AuthorizedKeys } from '@nixfarm/coordinator';
+import { ReportSigner, ValidationError, bullmqOptions, createLogger, loadOrCreateSshKey, redisKeys } from '@nixfarm/shared';
 import { startPrivateRedis } from '../harness/private-redis.js';
 import { onProcessExit } from '../harness/process-cleanup.js';
 import { InstantWorkers } from './scheduler-instant-workers.js';
@@ -103,8 +104,12 @@ async function main(): Promise<number> {
   const gcRootsDir = mkdtempSync(path.join(os.tmpdir(), 'nixfarm-bench-roots-'));
   const unregister = onProcessExit(() => rmSync(gcRootsDir, { recursive: true, force: true }));
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  const workers = new InstantWorkers({ redisUrl: redisServer.url, count: workerCount, slots, logger });
-  const config: CoordinatorProcessConfig = { redisUrl: redisServer.url, gcRootsDir, size, layers, seed };
+  // The workers' reports are signed, as real workers' are: one key, authorised in the coordinator's state dir.
+  const stateDir = path.join(gcRootsDir, 'state');
+  const key = await loadOrCreateSshKey(path.join(stateDir, 'worker-key'), 'bench-workers', (file, reason) => new ValidationError(`${file}: ${reason}`));
+  await new AuthorizedKeys(stateDir).add(key.publicKeyLine);
+  const workers = new InstantWorkers({ redisUrl: redisServer.url, count: workerCount, slots, logger, signer: ReportSigner.fromPrivateKey(key.privateKey) });
+  const config: CoordinatorProcessConfig = { redisUrl: redisServer.url, gcRootsDir, stateDir, size, layers, seed };
   const profileDir = flags['cpu-prof'] === undefined ? undefined : path.resolve(flags['cpu-prof']);
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
   const execArgv = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];

@@ -4,7 +4,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { WorkerEventPublisher } from '@nixfarm/build';
+import ssh2 from 'ssh2';
 import {
+  ReportSigner,
   ServePool,
   ServeSession,
   checkJobId,
@@ -78,6 +80,8 @@ describe('checking a derivation again on another store', () => {
     await coordinator?.destroy();
   });
 
+  const signer = ReportSigner.fromPrivateKey(ssh2.utils.generateKeyPairSync('ecdsa', { bits: 256 }).private);
+
   function checker(handBacks?: HandBackRegistry): CheckExecutor {
     const logger = createLogger({ name: 'test', level: 'silent' });
     const make = () =>
@@ -85,7 +89,7 @@ describe('checking a derivation again on another store', () => {
         workerName: 'checker',
         nix: new WorkerNix({ nixOptions: NIX_OPTIONS, maxLogBytes: 1024 * 1024 }),
         mover: new StoreCopier({ local: workerPool, coordinator: coordinatorPool, logger }),
-        publisher: handBacks === undefined ? new WorkerEventPublisher(client()) : new HandBackPublisher(client(), handBacks),
+        publisher: handBacks === undefined ? new WorkerEventPublisher(client(), signer) : new HandBackPublisher(client(), signer, handBacks),
         redis: client(),
         logger,
       });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
-import { WorkerEventConsumer, type WorkerEventHandler } from '@nixfarm/coordinator';
-import { redisKeys, type WorkerEvent } from '@nixfarm/shared';
+import { ReportGate, WorkerEventConsumer, type WorkerEventHandler } from '@nixfarm/coordinator';
+import { REPORT_SIGNATURE_FIELD, redisKeys, type WorkerEvent } from '@nixfarm/shared';
+import { authorizedKeysWith, reportKeyPair, type ReportKeyPair } from '../harness/report-keys.js';
 import { privateRedisForSuite } from '../harness/private-redis.js';
 import { sleep } from '../harness/poll.js';
 
@@ -21,10 +22,17 @@ function report(i: number): WorkerEvent {
 describe('the worker event consumer after a restart', () => {
   const client = privateRedisForSuite('worker event consumer test');
 
-  const add = (i: number) => client().xadd(redisKeys.workerEvents, '*', 'e', JSON.stringify(report(i)));
+  let key: ReportKeyPair;
+  const add = (i: number) => {
+    const payload = JSON.stringify(report(i));
+    return client().xadd(redisKeys.workerEvents, '*', 'e', payload, REPORT_SIGNATURE_FIELD, key.signer.sign(redisKeys.workerEvents, 'w1', payload));
+  };
 
   it('applies the reports its previous life read but did not acknowledge, then new ones, and then waits in Redis without spinning', async () => {
     const redis = client();
+    key = await reportKeyPair();
+    const logger = pino({ level: 'silent' });
+    const gate = new ReportGate({ redis, keys: await authorizedKeysWith(key), logger });
     await redis.xgroup('CREATE', redisKeys.workerEvents, redisKeys.workerEventsGroup, '0', 'MKSTREAM');
     for (const i of [1, 2, 3]) await add(i);
     // The previous process read two reports and died before acknowledging them.
@@ -33,7 +41,7 @@ describe('the worker event consumer after a restart', () => {
     const handler = {
       handleAll: async (events: readonly WorkerEvent[]) => void applied.push(...events.map((e) => e.drvPath.slice(-6))),
     } as unknown as WorkerEventHandler;
-    const consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler, logger: pino({ level: 'silent' }), blockMs: 1000 });
+    const consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler, gate, logger, blockMs: 1000 });
     await consumer.start();
     try {
       const deadline = Date.now() + 10_000;

@@ -1,7 +1,8 @@
+import ssh2 from 'ssh2';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Redis } from 'ioredis';
-import { createLogger, redisKeys, takesNewBuilds, workerConfigSchema, workerInfoSchema, type WorkerEvent } from '@nixfarm/shared';
+import { ReportSigner, createLogger, redisKeys, takesNewBuilds, workerConfigSchema, workerInfoSchema, type WorkerEvent } from '@nixfarm/shared';
 import { explainDerivation, formatExplanation, judgeWorkers } from '@nixfarm/coordinator';
 import { DiskFloor, HandBackPublisher, HandBackRegistry, PlacementGate } from '@nixfarm/worker';
 import { DRV, NOW, nodeFacts, workerFacts } from '../harness/explanation-facts.js';
@@ -11,6 +12,8 @@ const logger = createLogger({ name: 'test', level: 'silent' });
 
 const worker = workerFacts;
 const node = nodeFacts;
+
+const SIGNER = ReportSigner.fromPrivateKey(ssh2.utils.generateKeyPairSync('ecdsa', { bits: 256 }).private);
 
 describe('worker config and listing: drain and disk floor', () => {
   it('defaults to a 300 s drain and a 1024 MiB floor, and rejects values out of range', () => {
@@ -87,9 +90,9 @@ describe('DiskFloor', () => {
 describe('hand-back reports', () => {
   function publisher(): { registry: HandBackRegistry; publisher: HandBackPublisher; sent: WorkerEvent[] } {
     const sent: WorkerEvent[] = [];
-    const redis = { xadd: async (...args: string[]) => void sent.push(JSON.parse(args[args.length - 1]!) as WorkerEvent) } as unknown as Redis;
+    const redis = { xadd: async (...args: string[]) => void sent.push(JSON.parse(args[args.indexOf('e') + 1]!) as WorkerEvent) } as unknown as Redis;
     const registry = new HandBackRegistry();
-    return { registry, publisher: new HandBackPublisher(redis, registry), sent };
+    return { registry, publisher: new HandBackPublisher(redis, SIGNER, registry), sent };
   }
   const finished = (jobId: string, outcome: 'cancelled' | 'aborted' | 'succeeded'): WorkerEvent => ({
     type: 'finished',

@@ -1,7 +1,8 @@
+import ssh2 from 'ssh2';
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Queue, Worker as BullWorker, type Job } from 'bullmq';
-import { bullmqOptions, createLogger, readWorkerRegistry, redisKeys, type BuildJob, type WorkerEvent, type WorkerInfo } from '@nixfarm/shared';
+import { ReportSigner, bullmqOptions, createLogger, readWorkerRegistry, redisKeys, type BuildJob, type WorkerEvent, type WorkerInfo } from '@nixfarm/shared';
 import { BuildExecutor, SAME_STORE, WorkerEventPublisher } from '@nixfarm/build';
 import { BuildSlots, JobRunner, WorkerHeartbeat } from '@nixfarm/worker';
 import { privateRedisForSuite } from '../harness/private-redis.js';
@@ -90,7 +91,7 @@ describe("a worker's build slot and its advertised load", () => {
       workerName: 'fast',
       builder: { build: async () => ({ status: 'succeeded' }) },
       mover: SAME_STORE,
-      publisher: new WatchingPublisher(redis),
+      publisher: new WatchingPublisher(redis, ReportSigner.fromPrivateKey(ssh2.utils.generateKeyPairSync('ecdsa', { bits: 256 }).private)),
       logger,
       beforeReport: (jobId) => slots.releasing(jobId),
     });

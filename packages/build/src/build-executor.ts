@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { NixSetupError, type BuildJob, type BuildTimings, type Logger, type WorkerOutcome } from '@nixfarm/shared';
+import { NixSetupError, type BuildJob, type BuildTimings, type Logger, type ReportSigner, type WorkerOutcome } from '@nixfarm/shared';
 import { LogStreamer } from './log-streamer.js';
 import type { DerivationBuilder } from './derivation-builder.js';
 import type { WorkerEventPublisher } from './worker-event-publisher.js';
@@ -29,7 +29,7 @@ export interface BuildExecutorDeps {
   /** NAR hashes of the outputs in the building store, reported with a success; absent: none are reported */
   outputHashes?: OutputHashes;
   /** streams each build's log live to Redis, for the coordinator to follow and store; absent: only the tail travels in the report */
-  logStream?: { redis: Redis; maxBytes?: number };
+  logStream?: { redis: Redis; signer: ReportSigner; maxBytes?: number };
   /**
    * Awaited once the build and its copy-out are over, right before the finished
    * report goes out: the worker advertises the slot free here, so the work this

@@ -1,8 +1,20 @@
 import type { Redis } from 'ioredis';
-import { LOG_FIELD, LOG_STREAM_TTL_AFTER_END_SECONDS, LOG_STREAM_TTL_WHILE_OPEN_SECONDS, hashPart, redisKeys, type Logger } from '@nixfarm/shared';
+import {
+  LOG_FIELD,
+  REPORT_SIGNATURE_FIELD,
+  logEntryPayload,
+  LOG_STREAM_TTL_AFTER_END_SECONDS,
+  LOG_STREAM_TTL_WHILE_OPEN_SECONDS,
+  hashPart,
+  redisKeys,
+  type Logger,
+  type ReportSigner,
+} from '@nixfarm/shared';
 
 export interface LogStreamerOptions {
   redis: Redis;
+  /** signs each batch as the worker's report (shared's signed-report.ts): the coordinator shows and stores only entries that verify */
+  signer: ReportSigner;
   logger: Logger;
   drvPath: string;
   worker: string;
@@ -81,7 +93,11 @@ export class LogStreamer {
     this.writing = this.writing.then(async () => {
       try {
         const multi = redis.multi();
-        for (const fields of entries) multi.xadd(this.key, 'MAXLEN', '~', String(MAX_STREAM_ENTRIES), '*', ...tag, ...Object.entries(fields).flat());
+        for (const fields of entries) {
+          const pairs = [...tag, ...Object.entries(fields).flat()];
+          const signature = this.options.signer.sign(this.key, worker, logEntryPayload(pairs));
+          multi.xadd(this.key, 'MAXLEN', '~', String(MAX_STREAM_ENTRIES), '*', ...pairs, REPORT_SIGNATURE_FIELD, signature);
+        }
         await multi.expire(this.key, ttlSeconds).exec();
       } catch (error) {
         this.options.logger.warn({ err: error, drvPath: this.options.drvPath }, 'streaming build log lines failed; they are missing from the stored log');

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
-import type { Logger } from '@nixfarm/shared';
+import type { Logger, ReportKey } from '@nixfarm/shared';
 import type { CoordinatorNix } from './nix/coordinator-nix.js';
 import type { OutputVerifier } from './nix/output-verifier.js';
 import type { LocalBuilder } from './local/local-builder.js';
@@ -26,6 +26,9 @@ import { RunAttributes } from './runs/run-attributes.js';
 import { JobsetSubmission } from './runs/jobset-submission.js';
 import { WorkerEventHandler } from './reports/worker-event-handler.js';
 import { WorkerEventConsumer } from './reports/worker-event-consumer.js';
+import { ReportGate } from './reports/report-gate.js';
+import { WorkerRevocation } from './reports/worker-revocation.js';
+import type { AuthorizedKeys } from './store-endpoint/authorized-keys.js';
 import { FarmMetrics } from './metrics/farm-metrics.js';
 import { UploadQueue } from './uploads/upload-queue.js';
 import { RunPush } from './uploads/run-push.js';
@@ -63,6 +66,11 @@ export interface SchedulingCoreOptions {
    * a differing output comes back, where the copies and reports live, and the user's diff hook.
    */
   checks?: { fraction: number; maxNarBytes: number; dir: string; diffHook?: string };
+  /**
+   * Who may post reports: the workers' authorised keys, the coordinator's own key (its local builder's reports),
+   * and who to tell when a key is revoked (the store endpoint drops its connections).
+   */
+  reports: { keys: AuthorizedKeys; own?: ReportKey; onRevoked?: (fingerprints: ReadonlySet<string>) => void };
 }
 
 /**
@@ -95,6 +103,7 @@ export class SchedulingCore {
   readonly mismatches: MismatchInspector | undefined;
   private readonly checkQueues: CheckQueues;
   private readonly consumer: WorkerEventConsumer;
+  private readonly revocation: WorkerRevocation;
   private reconciler: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SchedulingCoreOptions) {
@@ -205,7 +214,18 @@ export class SchedulingCore {
     this.uploads =
       uploadQueue === undefined ? undefined : { queue: uploadQueue, push: new RunPush({ runs: this.runs, attributes, verifier, uploads: uploadQueue }) };
     // XREADGROUP blocks its connection: the consumer gets one of its own.
-    this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, logger });
+    const reports = options.reports;
+    const gate = new ReportGate({ redis, keys: reports.keys, logger, metrics, ...(reports.own === undefined ? {} : { own: reports.own }) });
+    this.consumer = new WorkerEventConsumer({ redis: redis.duplicate(), handler: this.handler, gate, logger });
+    this.revocation = new WorkerRevocation({
+      redis,
+      keys: reports.keys,
+      graph,
+      dispatcher,
+      events,
+      logger,
+      ...(reports.onRevoked === undefined ? {} : { onRevoked: reports.onRevoked }),
+    });
   }
 
   /** Resumes unfinished runs, starts the periodic reconcile and the consumer of worker events; returns the runs resumed. */
@@ -221,6 +241,7 @@ export class SchedulingCore {
       this.checks.resume().catch((error: unknown) => logger.warn({ err: error }, 'periodic reconcile of checks failed'));
     }, this.options.reconcileIntervalMs ?? 60_000);
     this.reconciler.unref();
+    await this.revocation.start();
     await this.consumer.start();
     this.uploads?.queue.start();
     this.images.start();
@@ -229,6 +250,7 @@ export class SchedulingCore {
 
   async stop(): Promise<void> {
     if (this.reconciler !== undefined) clearInterval(this.reconciler);
+    this.revocation.stop();
     await this.consumer.stop();
     await this.uploads?.queue.close();
     await this.images.close();

@@ -13,6 +13,7 @@ import {
   probeNixBuild,
   RedisTlsSettingError,
   writeFileAtomic,
+  ReportSigner,
   type ApiScope,
   type CoordinatorConfig,
   type CoordinatorConfigInput,
@@ -26,9 +27,12 @@ import { createHttpApi } from './api/http-api.js';
 import { checkDiffHookProgram } from './checks/diff-hook.js';
 import { EmbeddedRedis } from './redis/embedded-redis.js';
 import { StoreEndpoint } from './store-endpoint/store-endpoint.js';
+import { AuthorizedKeys } from './store-endpoint/authorized-keys.js';
+import { loadOrCreateHostKey } from './store-endpoint/host-key.js';
 import { COORDINATOR_NIX, LocalBuilder, NO_LOCAL_BUILDS_FIX } from './local/local-builder.js';
 import { BuildLogStore, DEFAULT_NIX_LOG_DIR } from './logs/build-log-store.js';
 import { BuildLogService } from './logs/build-log-service.js';
+import { SignedLogEntries } from './logs/signed-log-entries.js';
 import { ApiTokens } from './api/api-tokens.js';
 import { checkUploadTarget, parseUploadTarget } from './uploads/upload-target.js';
 import { uploadStagingDir } from './uploads/upload-queue.js';
@@ -134,6 +138,9 @@ export class Coordinator {
       throw error;
     });
 
+    // The host key also signs the local builder's reports: they travel through the same Redis stream as any worker's.
+    const reportSigner = ReportSigner.fromPrivateKey((await loadOrCreateHostKey(stateDir)).privateKey);
+    const authorizedKeys = new AuthorizedKeys(stateDir, { logger: logger.child({ component: 'store-endpoint' }) });
     const nix = new CoordinatorNix({ logger, nixOptions: config.nixOptions, env: this.options.nixEnv });
     const nixVersion = await nix.version();
     this.storeSessions.push(nix);
@@ -143,6 +150,7 @@ export class Coordinator {
         : new LocalBuilder({
             redis,
             logger,
+            signer: reportSigner,
             store: localStore,
             system: await nix.currentSystem(),
             maxJobs: config.localMaxJobs,
@@ -150,7 +158,16 @@ export class Coordinator {
           });
     // Nix's own log dir, so `nix-store --read-log` on this machine shows what workers built.
     const logDir = config.logDir ?? this.options.nixEnv?.NIX_LOG_DIR ?? process.env.NIX_LOG_DIR ?? DEFAULT_NIX_LOG_DIR;
-    const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logger.child({ component: 'build-logs' }) });
+    const logLogger = logger.child({ component: 'build-logs' });
+    const entries = new SignedLogEntries({
+      redis,
+      keys: authorizedKeys,
+      own: reportSigner.reportKey,
+      logger: logLogger,
+      // Called only once the core below exists: when a build's log is stored.
+      count: (reason) => core.metrics.reportRejected(reason),
+    });
+    const logs = new BuildLogService({ redis, store: new BuildLogStore({ logDir }), logger: logLogger, entries });
     const core = new SchedulingCore({
       redis,
       logger,
@@ -160,6 +177,11 @@ export class Coordinator {
       localBuilder,
       logs,
       signing: { key: signingKey, nix },
+      reports: {
+        keys: authorizedKeys,
+        own: reportSigner.reportKey,
+        onRevoked: (fingerprints) => this.endpoint?.disconnectKeys(fingerprints),
+      },
       imagePublish: { attempts: config.imagePublishAttempts, backoffMs: config.imagePublishBackoffMs },
       evaluatorNix: { nixOptions: config.nixOptions, ...(this.options.nixEnv === undefined ? {} : { env: this.options.nixEnv }) },
       uploads: { targets: pushTo, concurrency: config.uploadConcurrency, stagingDir: uploadStagingDir(stateDir) },
@@ -172,7 +194,13 @@ export class Coordinator {
     });
     this.core = core;
 
-    this.endpoint = new StoreEndpoint({ host: config.sshHost, port: config.sshPort, stateDir, logger: logger.child({ component: 'store-endpoint' }) });
+    this.endpoint = new StoreEndpoint({
+      host: config.sshHost,
+      port: config.sshPort,
+      stateDir,
+      authorizedKeys,
+      logger: logger.child({ component: 'store-endpoint' }),
+    });
     const ssh = await this.endpoint.start();
 
     const resumed = await core.start();

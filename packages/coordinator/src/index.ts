@@ -35,6 +35,7 @@ export * from './nix/output-verifier.js';
 export * from './coordinator-systems.js';
 export * from './runs/build-durations.js';
 export * from './reports/worker-event-consumer.js';
+export * from './reports/report-gate.js';
 export * from './metrics/farm-metrics.js';
 export * from './metrics/scaling-signal.js';
 export * from './metrics/queue-wait-tracker.js';

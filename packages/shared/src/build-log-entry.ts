@@ -15,3 +15,8 @@ export function logAttemptKey(worker: string, attempt: number | string, jobId: s
 export const LOG_STREAM_TTL_AFTER_END_SECONDS = 24 * 3600;
 /** How long a stream whose writer vanished stays: long enough to read what it streamed. */
 export const LOG_STREAM_TTL_WHILE_OPEN_SECONDS = 7 * 24 * 3600;
+
+/** What a log entry's signature covers (signed-report.ts): its field-value pairs as posted, in order, the `sig` field aside. */
+export function logEntryPayload(pairs: readonly string[]): string {
+  return JSON.stringify(pairs);
+}

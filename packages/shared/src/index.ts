@@ -36,6 +36,7 @@ export * from './ssh-public-key.js';
 export * from './placement.js';
 export * from './critical-path.js';
 export * from './ssh-key-file.js';
+export * from './signed-report.js';
 export * from './worker-registry.js';
 export * from './serve/wire-writer.js';
 export * from './serve/wire-reader.js';

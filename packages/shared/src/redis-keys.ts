@@ -49,6 +49,12 @@ export const redisKeys = {
   workerWakeups: (worker: string) => `${REDIS_PREFIX}:queue-wakeups:${worker}`,
   /** PUB/SUB channel: the hash part of a derivation whose running build must stop */
   cancelBuilds: `${REDIS_PREFIX}:cancel-builds`,
+  /** STRING per signing key and report session: the highest sequence number the coordinator accepted (signed-report.ts), to refuse replays */
+  reportSession: (fingerprint: string, session: string) => `${REDIS_PREFIX}:report-session:${fingerprint}:${session}`,
+  /** HASH: worker name -> fingerprint of the key that speaks for it, written by the coordinator only */
+  workerKeys: `${REDIS_PREFIX}:worker-keys`,
+  /** PUB/SUB channel: the fingerprint of a worker key the coordinator's operator revoked; that worker stops taking builds */
+  revokedKeys: `${REDIS_PREFIX}:revoked-keys`,
   /** HASH: derivation name -> its last build time in ms, the weight of the critical path */
   durations: `${REDIS_PREFIX}:durations`,
   /** SET of worker names; per worker a JSON string (WorkerInfo), rewritten on each heartbeat */

@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis';
 import { BuildExecutor, ServeBuilder, narHashesIn } from '@nixfarm/build';
 import {
   STORE_DIR,
+  ReportSigner,
   connectRedis,
   hashOfQueuedJobId,
   localStorePool,
@@ -108,6 +109,8 @@ export class FarmWorker {
   private nixSetup: NixSetupPause | undefined;
   /** leaving: takes no new builds, advertises it */
   private draining = false;
+  /** why this worker takes no builds: the coordinator revoked its key (its reports no longer count) */
+  private revoked: string | undefined;
   private cancelSubscriber: Redis | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
@@ -204,7 +207,9 @@ export class FarmWorker {
       maxLogBytes: config.maxLogSize,
       readDerivation: async (drvPath) => parseDerivation(drvPath, (await copier.readCoordinatorFile(drvPath)).toString('utf8')),
     });
-    const publisher = new HandBackPublisher(redis, this.handBacks);
+    // One session for the worker's reports and log batches, all posted on this one connection (sequence order = stream order).
+    const signer = ReportSigner.fromPrivateKey(identity.privateKey);
+    const publisher = new HandBackPublisher(redis, signer, this.handBacks);
     const executor = new BuildExecutor({
       workerName: config.name,
       builder,
@@ -212,7 +217,7 @@ export class FarmWorker {
       publisher,
       logger,
       outputHashes: narHashesIn(local),
-      logStream: { redis, maxBytes: config.maxLogSize },
+      logStream: { redis, signer, maxBytes: config.maxLogSize },
       beforeReport: (jobId) => this.slots.releasing(jobId),
       onNixSetupError: (error, build) => this.nixSetupFailed(error, build.jobId),
     });
@@ -238,7 +243,7 @@ export class FarmWorker {
     const info = (): WorkerInfo => {
       const disk = this.diskFloor.current;
       // Nix that cannot build outranks low disk: it is the one an operator must act on.
-      const paused = this.nixSetup?.paused ?? disk.paused;
+      const paused = this.revoked ?? this.nixSetup?.paused ?? disk.paused;
       return {
         name: config.name,
         ...capabilities,
@@ -260,8 +265,13 @@ export class FarmWorker {
     this.heartbeat = new WorkerHeartbeat(redis, info, { refresh: () => this.diskFloor.check() });
     await this.heartbeat.start();
     this.cancelSubscriber = redis.duplicate();
-    await this.cancelSubscriber.subscribe(redisKeys.cancelBuilds);
-    this.cancelSubscriber.on('message', (_channel: string, hash: string) => {
+    await this.cancelSubscriber.subscribe(redisKeys.cancelBuilds, redisKeys.revokedKeys);
+    this.cancelSubscriber.on('message', (channel: string, message: string) => {
+      if (channel === redisKeys.revokedKeys) {
+        if (message === identity.fingerprint) this.keyRevoked(identity.fingerprint);
+        return;
+      }
+      const hash = message;
       const build = this.builds.get(hash);
       if (build === undefined) return;
       logger.info({ hash }, 'build cancelled by the coordinator; stopping it');
@@ -322,7 +332,7 @@ export class FarmWorker {
       }
       // Low on disk, or Nix cannot build: no new builds (running ones go on) until that passes; the change is advertised at once.
       const disk = await this.diskFloor.check();
-      const now = (await this.nixSetup?.check()) ?? disk.paused;
+      const now = this.revoked ?? (await this.nixSetup?.check()) ?? disk.paused;
       if (now !== paused) {
         paused = now;
         void this.heartbeat?.beat().catch(() => undefined);
@@ -373,6 +383,19 @@ export class FarmWorker {
           }),
       );
     }
+  }
+
+  /**
+   * The coordinator's operator revoked this worker's key: its reports no longer count and its running builds were
+   * queued again elsewhere, so it stops them and takes no more (pausing, as for low disk) until it is authorised
+   * again and restarted.
+   */
+  private keyRevoked(fingerprint: string): void {
+    if (this.revoked !== undefined) return;
+    this.revoked = `this worker's key ${fingerprint} was revoked on the coordinator; authorise it again (nixfarm authorize) and restart the worker`;
+    this.logger.error({ fingerprint, running: this.builds.size }, 'worker key revoked by the coordinator: stopping running builds and taking no more');
+    for (const build of this.builds.values()) build.canceller.abort();
+    void this.heartbeat?.beat().catch(() => undefined);
   }
 
   private runsBackgroundCheck(): boolean {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { WorkerEventPublisher } from '@nixfarm/build';
-import type { WorkerEvent, WorkerOutcome } from '@nixfarm/shared';
+import type { ReportSigner, WorkerEvent, WorkerOutcome } from '@nixfarm/shared';
 
 /**
  * The builds and checks a worker gives back unfinished (it is leaving, its
@@ -50,9 +50,10 @@ export class HandBackRegistry {
 export class HandBackPublisher extends WorkerEventPublisher {
   constructor(
     redis: Redis,
+    signer: ReportSigner,
     private readonly handBacks: HandBackRegistry,
   ) {
-    super(redis);
+    super(redis, signer);
   }
 
   override async publish(event: WorkerEvent): Promise<void> {

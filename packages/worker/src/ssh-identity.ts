@@ -12,6 +12,8 @@ const SSH_USER = 'nixfarm';
 
 export interface WorkerKey {
   privateKeyPath: string;
+  /** OpenSSH private key text: it also signs the worker's reports */
+  privateKey: string;
   /** "ssh-ed25519 AAAA... comment": what the coordinator's operator authorises */
   publicKeyLine: string;
   fingerprint: string;
@@ -36,7 +38,7 @@ export async function loadOrCreateWorkerKey(stateDir: string): Promise<WorkerKey
     `nixfarm-worker@${hostname()}`,
     (path, reason, cause) => new WorkerKeyFileError(path, reason, cause),
   );
-  return { privateKeyPath: key.privateKeyPath, publicKeyLine: key.publicKeyLine, fingerprint: key.fingerprint };
+  return { privateKeyPath: key.privateKeyPath, privateKey: key.privateKey, publicKeyLine: key.publicKeyLine, fingerprint: key.fingerprint };
 }
 
 export interface SshClientConfigOptions {

@@ -9,29 +9,54 @@ import { DEFAULT_WORKER_STATE } from './worker-command.js';
 
 export function authorizeCommand(): Command {
   return new Command('authorize')
-    .description("allow a worker's SSH key to use the coordinator's store endpoint (no restart needed)")
-    .argument('<key>', 'the worker\'s public key line ("ssh-ed25519 AAAA... name") or a file holding it')
+    .description("allow a worker's SSH key to use the coordinator's store endpoint and post reports (no restart needed); --revoke takes it away")
+    .argument('<key>', 'the worker\'s public key line ("ssh-ed25519 AAAA... name"), a file holding it, or with --revoke also its fingerprint (SHA256:...)')
     .option('--state-dir <dir>', `the coordinator's state dir (default ${DEFAULT_COORDINATOR_STATE})`)
-    .addHelpText('after', '\nExample:\n  nixfarm authorize --state-dir /var/lib/nixfarm "$(ssh builder1 nixfarm worker-key)"')
-    .action(async (key: string, flags: { stateDir?: string }) => {
-      let line = key.trim();
-      if (!/^(ssh-|ecdsa-)/.test(line)) {
-        try {
-          line = (await readFile(key, 'utf8')).trim();
-        } catch {
-          throw new CliError(`${JSON.stringify(key)} is neither a public key line (ssh-ed25519 AAAA...) nor a readable file`);
-        }
-      }
+    .option(
+      '--revoke',
+      "remove the key instead: the running coordinator stops counting that worker's reports, queues its running builds again and refuses its logins",
+    )
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nixfarm authorize --state-dir /var/lib/nixfarm "$(ssh builder1 nixfarm worker-key)"\n  nixfarm authorize --state-dir /var/lib/nixfarm --revoke SHA256:2f0cXzE9...',
+    )
+    .action(async (key: string, flags: { stateDir?: string; revoke?: boolean }) => {
+      const line = flags.revoke === true && /^SHA256:/.test(key.trim()) ? key.trim() : await keyLine(key, flags.revoke === true);
       const stateDir = path.resolve(flags.stateDir ?? DEFAULT_COORDINATOR_STATE);
+      const file = path.join(stateDir, 'authorized_keys');
+      const { AuthorizedKeys } = await import('@nixfarm/coordinator');
+      const keys = new AuthorizedKeys(stateDir);
+      if (flags.revoke === true) {
+        let removed: string | undefined;
+        try {
+          removed = await keys.remove(line);
+        } catch (error) {
+          throw new CliError(`cannot revoke that key: ${(error as Error).message}`);
+        }
+        if (removed === undefined) throw new CliError(`${line.length > 80 ? `${line.slice(0, 80)}...` : line} is not in ${file}: nothing revoked`);
+        process.stdout.write(`revoked ${removed} in ${file}\n`);
+        return;
+      }
       let fingerprint: string;
       try {
-        const { AuthorizedKeys } = await import('@nixfarm/coordinator');
-        fingerprint = await new AuthorizedKeys(stateDir).add(line);
+        fingerprint = await keys.add(line);
       } catch (error) {
         throw new CliError(`cannot authorise that key: ${(error as Error).message}`);
       }
-      process.stdout.write(`authorised ${fingerprint} in ${path.join(stateDir, 'authorized_keys')}\n`);
+      process.stdout.write(`authorised ${fingerprint} in ${file}\n`);
     });
+}
+
+/** A public key line as given, or read from the file named. */
+async function keyLine(key: string, revoke: boolean): Promise<string> {
+  const line = key.trim();
+  if (/^(ssh-|ecdsa-)/.test(line)) return line;
+  try {
+    return (await readFile(key, 'utf8')).trim();
+  } catch {
+    const also = revoke ? ', a fingerprint (SHA256:...)' : '';
+    throw new CliError(`${JSON.stringify(key)} is neither a public key line (ssh-ed25519 AAAA...)${also} nor a readable file`);
+  }
 }
 
 export function workerKeyCommand(): Command {

@@ -1,10 +1,12 @@
 import type { Redis } from 'ioredis';
 import { BuildExecutor, SAME_STORE, ServeBuilder, WorkerEventPublisher } from '@nixfarm/build';
-import { BUILTIN_SYSTEM, localJobId, type Derivation, type Logger, type NixSetupError, type ServePool } from '@nixfarm/shared';
+import { BUILTIN_SYSTEM, localJobId, type Derivation, type Logger, type NixSetupError, type ReportSigner, type ServePool } from '@nixfarm/shared';
 import type { ReadyDerivation } from '../graph/derivation-graph.js';
 
 export interface LocalBuilderOptions {
   redis: Redis;
+  /** signs the local builds' reports (the coordinator's host key): they travel through the same stream as a worker's */
+  signer: ReportSigner;
   logger: Logger;
   /** build sessions with the coordinator's own store (localStorePool with --write): the pool its start-up probe built with */
   store: ServePool;
@@ -51,9 +53,9 @@ export class LocalBuilder {
       workerName: LOCAL_BUILDER_NAME,
       builder,
       mover: SAME_STORE,
-      publisher: new WorkerEventPublisher(options.redis),
+      publisher: new WorkerEventPublisher(options.redis, options.signer),
       logger: this.logger,
-      logStream: { redis: options.redis },
+      logStream: { redis: options.redis, signer: options.signer },
       // The report says aborted, not retryable, with the fix: the derivation ends at once (not five tries); the log says it once.
       onNixSetupError: (error) => this.nixSetupFailed(error),
     });

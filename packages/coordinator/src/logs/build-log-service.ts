@@ -14,11 +14,14 @@ import { NodeReader } from '../graph/node-reader.js';
 import { runningAttemptKey } from '../graph/derivation-node.js';
 import type { BuildLogStore } from './build-log-store.js';
 import { LogRenderer, type LogAttemptInfo } from './log-renderer.js';
+import type { SignedLogEntries, StreamEntry } from './signed-log-entries.js';
 
 export interface BuildLogServiceOptions {
   redis: Redis;
   store: BuildLogStore;
   logger: Logger;
+  /** which entries are workers' signed batches: only those are shown and stored */
+  entries: SignedLogEntries;
 }
 
 /** What a log read found, besides its text. */
@@ -36,8 +39,6 @@ export interface BuildLogInfo {
   /** the stored file in Nix's layout (`nix-store --read-log` reads it), when written */
   file?: string;
 }
-
-type StreamEntry = [id: string, fields: string[]];
 
 function fieldsOf(flat: readonly string[]): Record<string, string> {
   const fields: Record<string, string> = {};
@@ -81,7 +82,8 @@ export class BuildLogService {
     const node = await this.node(hash);
     if (node === undefined) return undefined;
     const file = this.options.store.pathFor(drvPath);
-    const entries = (await this.options.redis.xrange(redisKeys.buildLog(hash), '-', '+')) as StreamEntry[];
+    const key = redisKeys.buildLog(hash);
+    const entries = await this.options.entries.filter(key, (await this.options.redis.xrange(key, '-', '+')) as StreamEntry[]);
     if (entries.length > 0) {
       const renderer = new LogRenderer();
       let text = entries.map(([, flat]) => renderer.consume(fieldsOf(flat))).join('');
@@ -129,16 +131,18 @@ export class BuildLogService {
       const renderer = new LogRenderer();
       let cursor = '0';
       let sawStream = false;
+      const sessions = new Map<string, number>();
       while (!signal.aborted) {
         const reply = (await connection.xread('COUNT', 1000, 'BLOCK', pollMs, 'STREAMS', key, cursor)) as Array<[string, StreamEntry[]]> | null;
-        const entries = reply?.[0]?.[1] ?? [];
-        for (const [id, flat] of entries) {
-          cursor = id;
+        const read = reply?.[0]?.[1] ?? [];
+        cursor = read.at(-1)?.[0] ?? cursor;
+        const entries = await this.options.entries.filter(key, read, { sessions });
+        for (const [, flat] of entries) {
           sawStream = true;
           const text = renderer.consume(fieldsOf(flat));
           if (text.length > 0) write(text);
         }
-        if (entries.length > 0) continue;
+        if (read.length > 0) continue;
         const node = await this.node(hash);
         if (node === undefined || isTerminal(node.status)) {
           if (!sawStream) {
@@ -188,7 +192,8 @@ export class BuildLogService {
     const replies = (await pipeline.exec()) ?? [];
     await Promise.all(
       [...drvPaths].map(async (drvPath, i) => {
-        const entries = (replies[i]?.[1] ?? []) as StreamEntry[];
+        const key = redisKeys.buildLog(hashPart(drvPath));
+        const entries = await this.options.entries.filter(key, (replies[i]?.[1] ?? []) as StreamEntry[], { report: true });
         // No entries after a streamed build: its lines were lost on the way (logged by the worker), which is not an empty log.
         if (entries.length === 0 && !silent.has(drvPath)) return;
         // A silent build after earlier attempts that printed: their lines are its derivation's log.

@@ -51,6 +51,7 @@ export class FarmMetrics {
   private readonly signingSeconds: Histogram;
   private readonly narinfoRequests: Counter<'result'>;
   private readonly narBytes: Counter;
+  private readonly rejectedReports: Counter<'reason'>;
   private readonly gauges: {
     queueWaiting: Gauge<'queue' | 'system' | 'features'>;
     queueRunning: Gauge<'queue' | 'system' | 'features'>;
@@ -133,6 +134,11 @@ export class FarmMetrics {
       ['result', 'kind'],
     );
     readOnScrape('nixfarm_checks_pending', 'Reproducibility checks not ended: waiting for their build, queued, or running', () => this.checksPending());
+    this.rejectedReports = counter(
+      'nixfarm_reports_rejected_total',
+      "Worker reports dropped unapplied because they did not verify, by reason (signed-report.ts's REPORT_REJECTIONS)",
+      ['reason'],
+    );
     this.signedOutputs = counter('nixfarm_outputs_signed_total', "Outputs signed with the coordinator's key as they became valid in its store", []);
     this.signingSeconds = new Histogram({
       name: 'nixfarm_signing_seconds',
@@ -208,6 +214,10 @@ export class FarmMetrics {
   outputsSigned(count: number, seconds: number): void {
     this.signedOutputs.inc(count);
     this.signingSeconds.observe(seconds);
+  }
+
+  reportRejected(reason: string): void {
+    this.rejectedReports.inc({ reason });
   }
 
   narinfoServed(hit: boolean): void {

@@ -1,11 +1,14 @@
 import type { Redis } from 'ioredis';
-import { formatZodError, redisKeys, workerEventSchema, type Logger, type WorkerEvent } from '@nixfarm/shared';
+import { REPORT_SIGNATURE_FIELD, formatZodError, redisKeys, workerEventSchema, type Logger, type WorkerEvent } from '@nixfarm/shared';
 import type { WorkerEventHandler } from './worker-event-handler.js';
+import type { PostedReport, ReportGate } from './report-gate.js';
 
 export interface WorkerEventConsumerOptions {
   /** a connection of its own: XREADGROUP blocks it */
   redis: Redis;
   handler: WorkerEventHandler;
+  /** which reports count: signed by the key that speaks for their worker, never seen before */
+  gate: ReportGate;
   logger: Logger;
   consumerName?: string;
   blockMs?: number;
@@ -78,13 +81,20 @@ export class WorkerEventConsumer {
     }
   }
 
-  /** A batch is applied in order; one that fails (Redis blip, Nix call) is retried, never skipped. */
+  /**
+   * A batch is applied in order; one that fails (Redis blip, Nix call) is retried, never skipped. Reports that do not
+   * verify are dropped as if never posted; what the gate learnt (sequences, bindings) is stored with the acknowledgement.
+   */
   private async applyUntilDone(entries: ReadonlyArray<[string, string[]]>): Promise<void> {
-    const events = entries.map(([id, fields]) => this.parse(id, fields)).filter((e) => e !== undefined);
+    const parsed = entries.map(([id, fields]) => this.parse(id, fields)).filter((e) => e !== undefined);
     for (let attempt = 1; this.running; attempt++) {
       try {
-        await this.options.handler.handleAll(events);
-        await this.options.redis.xack(redisKeys.workerEvents, redisKeys.workerEventsGroup, ...entries.map(([id]) => id));
+        const admission = await this.options.gate.admit(parsed.map((p) => p.posted));
+        await this.options.handler.handleAll(parsed.filter((_, i) => admission.admitted[i]).map((p) => p.event));
+        const multi = this.options.redis.multi();
+        admission.commit(multi);
+        await multi.xack(redisKeys.workerEvents, redisKeys.workerEventsGroup, ...entries.map(([id]) => id)).exec();
+        this.options.gate.reportRejections(admission.rejected);
         return;
       } catch (error) {
         this.options.logger.error({ err: error, firstEventId: entries[0]?.[0], events: entries.length, attempt }, 'applying worker events failed; retrying');
@@ -94,18 +104,32 @@ export class WorkerEventConsumer {
   }
 
   /** A malformed event is logged and dropped (acknowledged with its batch): retrying cannot fix it. */
-  private parse(id: string, fields: string[]): WorkerEvent | undefined {
+  private parse(id: string, fields: string[]): { event: WorkerEvent; posted: PostedReport } | undefined {
+    const named = fieldsByName(fields);
+    const payload = named.get('e') ?? 'null';
     let parsed;
     try {
-      parsed = workerEventSchema.safeParse(JSON.parse(fields[1] ?? 'null'), { reportInput: true });
+      parsed = workerEventSchema.safeParse(JSON.parse(payload), { reportInput: true });
     } catch {
       parsed = undefined;
     }
-    if (parsed?.success) return parsed.data;
+    if (parsed?.success) {
+      const event = parsed.data;
+      return {
+        event,
+        posted: { id, stream: redisKeys.workerEvents, payload, signature: named.get(REPORT_SIGNATURE_FIELD), worker: event.worker, type: event.type },
+      };
+    }
     this.options.logger.error(
       { eventId: id, problem: parsed === undefined ? 'not JSON' : formatZodError(parsed.error, 'worker event') },
       'malformed worker event dropped',
     );
     return undefined;
   }
+}
+
+function fieldsByName(flat: readonly string[]): Map<string, string> {
+  const named = new Map<string, string>();
+  for (let i = 0; i + 1 < flat.length; i += 2) named.set(flat[i]!, flat[i + 1]!);
+  return named;
 }

@@ -2,7 +2,17 @@ import { appendFile, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import type { ParsedKey } from 'ssh2';
-import { InvalidSshPublicKeyError, NixfarmError, formatSshPublicKey, parseSshPublicKey, type Logger, type SshPublicKey } from '@nixfarm/shared';
+import {
+  InvalidSshPublicKeyError,
+  NixfarmError,
+  formatSshPublicKey,
+  parseSshPublicKey,
+  reportKeyOf,
+  writeFileAtomic,
+  type Logger,
+  type ReportKey,
+  type SshPublicKey,
+} from '@nixfarm/shared';
 
 const AUTHORIZED_KEYS_FILE = 'authorized_keys';
 
@@ -11,6 +21,8 @@ export interface AuthorizedKey extends SshPublicKey {
   lineNumber: number;
   /** ssh2's form of the key, which verifies signatures */
   verifier: ParsedKey;
+  /** the same key, ready to verify signed worker reports */
+  reportKey: ReportKey;
 }
 
 export interface AuthorizedKeysOptions {
@@ -34,7 +46,7 @@ export class AuthorizedKeys {
   readonly path: string;
   private readonly stateDir: string;
   private readonly logger: Logger | undefined;
-  private cache: { version: string; keys: readonly AuthorizedKey[] } | undefined;
+  private cache: { version: string; keys: readonly AuthorizedKey[]; unusable?: boolean } | undefined;
   /** Serialises add() within this process; a single O_APPEND write keeps processes apart. */
   private writes: Promise<unknown> = Promise.resolve();
 
@@ -62,12 +74,17 @@ export class AuthorizedKeys {
         { path: this.path, mode: (status.mode & 0o777).toString(8) },
         'authorized_keys is writable by group or others; no key is accepted until it is chmod 600',
       );
-      this.cache = { version, keys: [] };
+      this.cache = { version, keys: [], unusable: true };
       return [];
     }
     const text = await readFile(this.path, 'utf8');
     this.cache = { version, keys: this.parse(text) };
     return this.cache.keys;
+  }
+
+  /** Whether the file as last read was refused whole (others may write it): no key counts, yet none was revoked. */
+  get unusable(): boolean {
+    return this.cache?.unusable === true;
   }
 
   /** The authorised key with this blob, if any. */
@@ -91,6 +108,40 @@ export class AuthorizedKeys {
     return result;
   }
 
+  /**
+   * Removes every line holding this key (`SHA256:...` fingerprint, or a public key line), keeping the
+   * rest of the file as it is. Returns the fingerprint removed, or undefined when the key is not there.
+   * A running coordinator notices (worker-revocation.ts) and the endpoint refuses the key from its next login.
+   */
+  async remove(keyOrFingerprint: string): Promise<string | undefined> {
+    const fingerprint = /^SHA256:/.test(keyOrFingerprint.trim()) ? keyOrFingerprint.trim() : parseSshPublicKey(keyOrFingerprint).fingerprint;
+    const result = this.writes.then(async () => {
+      let text;
+      try {
+        text = await readFile(this.path, 'utf8');
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw new AuthorizedKeysFileError(this.path, 'cannot read', error);
+      }
+      const lines = text.split('\n');
+      const kept = lines.filter((raw) => {
+        const line = raw.trim();
+        if (line.length === 0 || line.startsWith('#')) return true;
+        try {
+          return parseSshPublicKey(line).fingerprint !== fingerprint;
+        } catch {
+          return true;
+        }
+      });
+      if (kept.length === lines.length) return undefined;
+      await writeFileAtomic(this.path, kept.join('\n'), 0o600);
+      this.logger?.info({ fingerprint, path: this.path }, 'revoked worker key');
+      return fingerprint;
+    });
+    this.writes = result.catch(() => undefined);
+    return result;
+  }
+
   private parse(text: string): AuthorizedKey[] {
     const keys: AuthorizedKey[] = [];
     for (const [index, raw] of text.split('\n').entries()) {
@@ -98,7 +149,8 @@ export class AuthorizedKeys {
       if (line.length === 0 || line.startsWith('#')) continue;
       try {
         const key = parseSshPublicKey(line);
-        keys.push({ ...key, lineNumber: index + 1, verifier: toVerifier(key) });
+        const verifier = toVerifier(key);
+        keys.push({ ...key, lineNumber: index + 1, verifier, reportKey: reportKeyOf(verifier) });
       } catch (error) {
         this.logger?.warn({ path: this.path, line: index + 1, reason: (error as Error).message }, 'skipping an unusable authorized_keys line');
       }

@@ -22,6 +22,8 @@ export interface StoreEndpointOptions {
   nixDaemonCommand?: string;
   /** environment of the Nix processes; default: this process's */
   env?: NodeJS.ProcessEnv;
+  /** the workers' keys (default: authorized_keys in stateDir), shared with the coordinator's check of their reports */
+  authorizedKeys?: AuthorizedKeys;
 }
 
 export interface StoreEndpointAddress {
@@ -76,6 +78,8 @@ interface ConnectionState {
   children: Set<ChildProcess>;
   authFailures: number;
   loggedKeys: Set<string>;
+  /** the key the worker logged in with */
+  fingerprint?: string;
 }
 
 /**
@@ -91,7 +95,7 @@ export class StoreEndpoint {
   private readonly authorizedKeys: AuthorizedKeys;
   private server: ssh2.Server | undefined;
   private address: StoreEndpointAddress | undefined;
-  private readonly clients = new Set<Connection>();
+  private readonly clients = new Map<Connection, ConnectionState>();
   private readonly children = new Set<ChildProcess>();
   private nextConnectionId = 0;
   private readonly counters: StoreEndpointStats = {
@@ -106,7 +110,7 @@ export class StoreEndpoint {
   constructor(options: StoreEndpointOptions) {
     this.options = options;
     this.logger = options.logger;
-    this.authorizedKeys = new AuthorizedKeys(options.stateDir, { logger: this.logger });
+    this.authorizedKeys = options.authorizedKeys ?? new AuthorizedKeys(options.stateDir, { logger: this.logger });
   }
 
   get stats(): StoreEndpointStats {
@@ -133,6 +137,15 @@ export class StoreEndpoint {
     return this.address;
   }
 
+  /** Disconnects the workers logged in with these keys (revoked: a new login is refused by authorized_keys itself). */
+  disconnectKeys(fingerprints: ReadonlySet<string>): void {
+    for (const [client, state] of this.clients) {
+      if (state.fingerprint === undefined || !fingerprints.has(state.fingerprint)) continue;
+      state.log.warn({ fingerprint: state.fingerprint }, 'worker key revoked; disconnecting');
+      client.end();
+    }
+  }
+
   /** Stops listening, disconnects every worker and waits for their Nix processes to end. */
   async stop(): Promise<void> {
     const server = this.server;
@@ -140,7 +153,7 @@ export class StoreEndpoint {
     this.server = undefined;
     this.address = undefined;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const client of this.clients) client.end();
+    for (const client of this.clients.keys()) client.end();
     for (const child of this.children) terminate(child);
     await Promise.all([...this.children].map((child) => exited(child)));
     // A client that ignores the disconnect must not keep stop() waiting.
@@ -159,7 +172,7 @@ export class StoreEndpoint {
     };
     this.counters.connections += 1;
     this.counters.activeConnections += 1;
-    this.clients.add(client);
+    this.clients.set(client, state);
     state.log.debug({ client: info.header.identRaw }, 'ssh connection');
 
     const authTimer = setTimeout(() => {
@@ -205,7 +218,10 @@ export class StoreEndpoint {
     const reason = await this.checkPublicKey(ctx);
     if (reason === undefined) {
       // Without a signature the client only asks whether this key would do; the signed request follows.
-      if (ctx.signature !== undefined) state.log.info({ user: ctx.username, fingerprint: fingerprintOf(ctx.key.data) }, 'worker key accepted');
+      if (ctx.signature !== undefined) {
+        state.fingerprint = fingerprintOf(ctx.key.data);
+        state.log.info({ user: ctx.username, fingerprint: state.fingerprint }, 'worker key accepted');
+      }
       ctx.accept();
       return;
     }
