@@ -16,7 +16,7 @@ import type { CoordinatorProcessConfig, FromCoordinator, MemoryStage, ToCoordina
 
 /** Not real in this bench: a synthetic plan has no store paths to check. */
 const everythingValid: OutputVerifier = { invalidPaths: async () => new Set<string>() };
-const SAMPLE_MS = 20;
+const SAMPLE_MS = 250;
 
 function send(message: FromCoordinator): void {
   process.send?.(message);

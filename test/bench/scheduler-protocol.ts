@@ -12,7 +12,7 @@ export type ToCoordinator = { type: 'submit' } | { type: 'stop' } | { type: 'mem
 
 /**
  * The coordinator process's memory at one point (after a full GC, `--expose-gc`), or its largest
- * sample over a phase (sampled every 20 ms, no GC): heap used by JS objects and strings, and
+ * sample over a phase (sampled every 250 ms, no GC: more often costs the coordinator CPU): heap used by JS objects and strings, and
  * external (Buffers: Redis replies and pipelines).
  */
 export interface MemoryStage {

@@ -21,23 +21,27 @@ export class PlanOrder<T extends { hash: string; inputs: readonly string[] }> {
     const n = nodes.length;
     this.index = new Map();
     nodes.forEach((node, i) => this.index.set(node.hash, i));
-    // Dependents in compressed rows: count, prefix-sum, fill.
+    // Each input looked up once (-1: not in the plan), then dependents in compressed rows: count, prefix-sum, fill.
+    let edges = 0;
+    for (const node of nodes) edges += node.inputs.length;
+    const inputOf = new Int32Array(edges);
     const indegree = new Int32Array(n);
     const start = new Int32Array(n + 1);
-    for (let i = 0; i < n; i++)
+    for (let i = 0, e = 0; i < n; i++)
       for (const input of nodes[i]!.inputs) {
-        const j = this.index.get(input);
-        if (j === undefined) continue;
+        const j = this.index.get(input) ?? -1;
+        inputOf[e++] = j;
+        if (j < 0) continue;
         indegree[i]!++;
         start[j + 1]!++;
       }
     for (let i = 0; i < n; i++) start[i + 1]! += start[i]!;
     const fill = start.slice(0, n);
     const dependents = new Int32Array(start[n]!);
-    for (let i = 0; i < n; i++)
-      for (const input of nodes[i]!.inputs) {
-        const j = this.index.get(input);
-        if (j !== undefined) dependents[fill[j]!++] = i;
+    for (let i = 0, e = 0; i < n; i++)
+      for (let k = nodes[i]!.inputs.length; k > 0; k--) {
+        const j = inputOf[e++]!;
+        if (j >= 0) dependents[fill[j]!++] = i;
       }
     // Kahn's algorithm, first in first out: every leaf comes before any node with an input.
     const order = new Int32Array(n);
