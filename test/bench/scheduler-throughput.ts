@@ -116,7 +116,7 @@ async function measure(label: string, checkout: string): Promise<SchedulerBenchR
   const config: CoordinatorProcessConfig = { redisUrl: redisServer.url, gcRootsDir, size, layers, seed };
   const profileDir = flags['cpu-prof'] === undefined ? undefined : path.resolve(flags['cpu-prof']);
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
-  const execArgv = ['--expose-gc', ...(process.env.BENCH_COORDINATOR_FLAGS ?? '').split(' ').filter(Boolean), ...(profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir])];
+  const execArgv = ['--expose-gc', ...(profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir])];
   const child = fork(path.join(checkout, 'test', 'dist', 'bench', 'scheduler-coordinator-process.js'), [JSON.stringify(config)], {
     execArgv,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
