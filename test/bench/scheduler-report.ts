@@ -62,7 +62,13 @@ function rows(reports: readonly SchedulerBenchReport[]): Array<[string, ...strin
 
 function printTable(table: ReadonlyArray<readonly string[]>): void {
   const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => (r[c] ?? '').length)));
-  for (const r of table) process.stdout.write(`  ${r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()}\n`);
+  for (const r of table)
+    process.stdout.write(
+      `  ${r
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd()}\n`,
+    );
 }
 
 function printMemory(r: SchedulerBenchReport): void {

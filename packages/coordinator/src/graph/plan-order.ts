@@ -20,7 +20,7 @@ export class PlanOrder<T extends { hash: string; inputs: readonly string[] }> {
   constructor(readonly nodes: readonly T[]) {
     const n = nodes.length;
     this.index = new Map();
-    nodes.forEach((node, i) => this.index.set(node.hash, i));
+    for (let i = 0; i < n; i++) this.index.set(nodes[i]!.hash, i);
     // Each input looked up once (-1: not in the plan), then dependents in compressed rows: count, prefix-sum, fill.
     let edges = 0;
     for (const node of nodes) edges += node.inputs.length;
