@@ -14,7 +14,7 @@ import type { RunQueries } from './run-queries.js';
 
 /** The weight of a derivation never built before: every unknown step counts the same. */
 const DEFAULT_BUILD_MS = 1000;
-/** Derivations registered and queued before anything needs the whole graph's data from Redis (build times): the leaves. */
+/** Derivations registered and queued before the build times are looked up: leaves. */
 const FIRST_PART = 1000;
 
 export interface RunSubmissionDeps {
@@ -65,14 +65,14 @@ export class RunSubmission {
    * the graph and queues what is ready. submit() ends here; the scheduler
    * bench enters here with a synthetic plan, skipping Nix.
    *
-   * The first build waits for nothing that needs the whole graph: the first
-   * part (up to FIRST_PART leaves, found by a scan that stops there) has its
-   * inputs held and is registered and queued at once, each leaf's critical
-   * path estimated as its own weight. Then the graph is ordered in memory,
-   * the build times looked up, the critical paths computed with them, the
-   * estimates corrected (in the nodes, and the BullMQ priority of every job
-   * that still waits), and the rest is held and registered, each chunk
-   * queued as it is registered.
+   * The first build waits for nothing that needs the whole graph's data from
+   * Redis: the plan is ordered in memory (leaves first), the first part
+   * (FIRST_PART derivations, leaves) has its inputs held and is registered
+   * and queued at once, with critical paths estimated from the graph's shape
+   * (every derivation weighs the same). Then the build times are looked up,
+   * the critical paths computed with them, the estimates corrected (in the
+   * nodes, and the BullMQ priority of every job that still waits), and the
+   * rest is held and registered, each chunk queued as it is registered.
    */
   async submitEvaluated(request: SubmitRunRequest, evaluated: EvaluatedRun, runId = newRunId()): Promise<RunView> {
     const { graph, events, gcRoots, logger } = this.deps;
@@ -81,10 +81,13 @@ export class RunSubmission {
     const started = performance.now();
     let firstQueuedMs: number | undefined;
     await gcRoots.prepareRun(runId);
-    // The first part: leaves, found without indexing the graph (a few microseconds each, whatever the plan's size).
-    const first = leaves(plan.nodes, FIRST_PART);
+    // Ordered in memory (typed arrays: tens of ms at 100,000), so that the first part's estimates know the graph's shape.
+    let order: PlanOrder<PlannedDerivation>;
+    let first: PlannedDerivation[];
     try {
-      await this.holdInputsOf(runId, first, () => undefined);
+      order = new PlanOrder(plan.nodes);
+      first = order.slice(0, FIRST_PART);
+      await this.holdInputsOf(runId, first, (hash) => order.node(hash));
     } catch (error) {
       await gcRoots.releaseRun(runId);
       throw error;
@@ -104,14 +107,11 @@ export class RunSubmission {
       await this.reportKnownFailures(runId, part, now);
       await this.deps.dispatcher.dispatch(part.ready);
     };
-    // A leaf's estimate is its own weight: what lies above it is not known before the graph is indexed.
-    const estimate: CriticalPaths = { get: () => DEFAULT_BUILD_MS };
+    // Estimated from the shape alone, every derivation weighing the same: a long chain's leaf still goes first.
+    const estimate = order.criticalPaths(() => DEFAULT_BUILD_MS);
     const head = await graph.registerRun(runId, first, { ...options, ordered: true, ...(fifo ? {} : { criticalPathMs: estimate }) }, onChunk);
     phases.mark('firstPartMs');
-    const order = new PlanOrder(plan.nodes);
-    const registered = new Set(first);
-    const rest = order.slice(0, plan.nodes.length).filter((n) => !registered.has(n));
-    phases.mark('orderMs');
+    const rest = order.slice(FIRST_PART, plan.nodes.length);
     await this.holdInputsOf(runId, rest, (hash) => order.node(hash));
     phases.mark('holdInputsMs');
     const criticalPathMs = fifo ? undefined : await this.criticalPaths(order);
@@ -242,16 +242,6 @@ export class RunSubmission {
     const weights = await this.deps.durations.lookup([...new Set(order.nodes.map((n) => n.drv.name))]);
     return order.criticalPaths((n) => weights.get(n.drv.name) ?? DEFAULT_BUILD_MS);
   }
-}
-
-/** Up to `limit` nodes without inputs, in plan order: they register first. */
-function leaves(nodes: readonly PlannedDerivation[], limit: number): PlannedDerivation[] {
-  const out: PlannedDerivation[] = [];
-  for (const n of nodes) {
-    if (out.length >= limit) break;
-    if (n.inputs.length === 0) out.push(n);
-  }
-  return out;
 }
 
 /** Milliseconds spent in each step of a submission, for its log line: where a large run's time goes. */
