@@ -1,5 +1,5 @@
-import { hashPart, queueNameFor, submitRunRequestSchema, type Derivation, type SubmitRunRequest } from '@nixfarm/shared';
-import type { EvaluatedRun, PlannedDerivation } from '@nixfarm/coordinator';
+import { hashPart, queueNameFor, submitRunRequestSchema, type SubmitRunRequest } from '@nixfarm/shared';
+import type { EvaluatedRun, PlannedDerivation, PlannedDrv } from '@nixfarm/coordinator';
 
 /**
  * A synthetic, already planned run for the scheduler bench: what evaluation
@@ -65,28 +65,15 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
     const inputSrcs = [bootstrap];
     // Half the packages bring a source of their own: that many more already-valid paths the run must hold.
     if (next() < 0.5) inputSrcs.push(storePath(`${name}-src`));
-    const inputDrvs: Record<string, string[]> = {};
-    for (const i of inputs) inputDrvs[i.drv.path] = ['out'];
     const valid: string[] = [];
     if (next() < 0.3) {
       const lib = prebuilt[Math.floor(next() * prebuilt.length)]!;
-      inputDrvs[storePath(`${lib.slice(44)}.drv`)] = ['out'];
+      // its .drv path, drawn as before so that the DAG stays the same for every seed
+      storePath(`${lib.slice(44)}.drv`);
       valid.push(lib);
     }
-    const drv: Derivation = {
-      path: drvPath,
-      name,
-      outputs: { out },
-      inputDrvs,
-      inputSrcs,
-      system: SYSTEM,
-      builder: `${bootstrap}/bin/sh`,
-      args: [],
-      outputHashes: { out: { hashAlgo: '', hash: '' } },
-      env: { name, out, system: SYSTEM, builder: `${bootstrap}/bin/sh` },
-      requiredSystemFeatures: features,
-      preferLocalBuild: false,
-    };
+    // What the planner keeps of a parsed derivation (PlannedDrv); the synthetic one has no env to leave behind.
+    const drv: PlannedDrv = { path: drvPath, name, inputSrcs, system: SYSTEM, requiredSystemFeatures: features, preferLocalBuild: false };
     for (const i of inputs) needed.add(i.hash);
     edges += inputs.length;
     return {
@@ -100,7 +87,7 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
         system: SYSTEM,
         requiredFeatures: features,
         outputs: { out },
-        inputPaths: [...inputs.map((i) => i.drv.outputs.out!), ...valid, ...inputSrcs].sort(),
+        inputPaths: [...inputs.map((i) => i.job.outputs.out!), ...valid, ...inputSrcs].sort(),
       },
     };
   };
@@ -139,7 +126,7 @@ export function syntheticDag(options: SyntheticDagOptions): SyntheticDag {
   return {
     request,
     evaluated: {
-      results: [{ attr: 'tested', drvPath: top.drv.path, outputName: 'out', outputPath: top.drv.outputs.out! }],
+      results: [{ attr: 'tested', drvPath: top.drv.path, outputName: 'out', outputPath: top.job.outputs.out! }],
       plan: { nodes, derivationsRead: nodes.length },
     },
     edges,

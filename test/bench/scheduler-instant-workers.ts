@@ -25,8 +25,10 @@ export interface InstantWorkersOptions {
 }
 
 const CAPABILITIES = { systems: ['x86_64-linux'], supportedFeatures: ['big-parallel', 'kvm'], mandatoryFeatures: [] as string[] } satisfies WorkerCapabilities;
-/** heartbeat and queue discovery */
+/** heartbeat */
 const TICK_MS = 1000;
+/** a look for new queues: often, so that the first build's time measures the coordinator, not this poll */
+const DISCOVER_MS = 25;
 const ZERO_TIMINGS = { copyInMs: 0, buildMs: 0, copyOutMs: 0, totalMs: 0 };
 
 /**
@@ -75,6 +77,8 @@ class InstantWorker {
   private readonly consumers = new Map<string, BullWorker>();
   private readonly ineligible = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  private discovery: NodeJS.Timeout | undefined;
+  private discovering = false;
   private readonly startedAt = Date.now();
 
   constructor(
@@ -102,12 +106,32 @@ class InstantWorker {
 
   async start(): Promise<void> {
     await this.tick();
-    // A heartbeat, and a look for queues that appeared (the coordinator creates them on first use).
+    // A heartbeat, and frequent looks for queues that appeared.
     this.timer = setInterval(() => void this.tick().catch((error: unknown) => this.options.logger.warn({ err: error }, 'instant worker tick failed')), TICK_MS);
+    this.discovery = setInterval(
+      () => void this.discover().catch((error: unknown) => this.options.logger.warn({ err: error }, 'instant worker queue discovery failed')),
+      DISCOVER_MS,
+    );
   }
 
   private async tick(): Promise<void> {
     await this.redis.multi().sadd(redisKeys.workers, this.name).set(redisKeys.worker(this.name), JSON.stringify(this.info())).exec();
+    await this.discover();
+  }
+
+  /** Starts consuming the queues that appeared (the coordinator creates them on first use) and that this worker may serve. */
+  private async discover(): Promise<void> {
+    // One look at a time: two would both start a consumer for a new queue.
+    if (this.discovering) return;
+    this.discovering = true;
+    try {
+      if (this.consumers.size + this.ineligible.size < (await this.redis.scard(redisKeys.queues))) await this.consumeNewQueues();
+    } finally {
+      this.discovering = false;
+    }
+  }
+
+  private async consumeNewQueues(): Promise<void> {
     for (const queue of await this.redis.smembers(redisKeys.queues)) {
       if (this.consumers.has(queue) || this.ineligible.has(queue)) continue;
       if (!canBuild(CAPABILITIES, parseQueueName(queue))) {
@@ -147,6 +171,7 @@ class InstantWorker {
 
   async stop(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.discovery !== undefined) clearInterval(this.discovery);
     await Promise.all([...this.consumers.values()].map((c) => c.close()));
     await this.redis.multi().srem(redisKeys.workers, this.name).del(redisKeys.worker(this.name)).exec();
     this.redis.disconnect();

@@ -4,7 +4,13 @@
  * every job at once. Measures how many derivations the coordinator releases
  * and completes per second, and its peak RSS. A bench, not a test.
  *
- *   npm run bench:scheduler -- [--size 100000] [--workers 4] [--slots 8] [--layers 40] [--label NAME] [--cpu-prof DIR]
+ *   npm run bench:scheduler -- [--size 100000] [--workers 4] [--slots 8] [--layers 40] [--label NAME] [--cpu-prof DIR] [--baseline DIR]
+ *
+ * --baseline DIR: a built checkout of another commit (e.g. main, made with
+ * `git worktree add --detach`): its coordinator process runs the same DAG
+ * first, on a fresh redis-server of its own, then this checkout's; both
+ * columns are printed side by side. Ratios within one invocation are what
+ * compare on a shared machine.
  *
  * What is real: redis-server, the coordinator's SchedulingCore in a process
  * of its own (RunService, DerivationGraph and its Lua, BuildQueues on
@@ -15,7 +21,7 @@
  */
 import { fork } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,11 +34,12 @@ import { startPrivateRedis } from '../harness/private-redis.js';
 import { onProcessExit } from '../harness/process-cleanup.js';
 import { InstantWorkers } from './scheduler-instant-workers.js';
 import { computeRates, type Sample } from './scheduler-rates.js';
-import { printReport, writeReport, type SchedulerBenchReport } from './scheduler-report.js';
-import type { CoordinatorProcessConfig, FromCoordinator, ToCoordinator } from './scheduler-protocol.js';
+import { printComparison, printReport, writeReport, type SchedulerBenchReport } from './scheduler-report.js';
+import type { CoordinatorProcessConfig, FromCoordinator, MemoryStage, ToCoordinator } from './scheduler-protocol.js';
 
-const TARGET_PER_SECOND = 2000;
-const TARGET_RSS_BYTES = 1024 ** 3;
+const TARGET_PER_SECOND = 3000;
+const TARGET_RSS_BYTES = 512 * 1024 ** 2;
+const TARGET_FIRST_BUILD_SECONDS = 1;
 const SAMPLE_MS = 100;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -48,6 +55,7 @@ const { values: flags } = parseArgs({
     label: { type: 'string', default: '' },
     'timeout-seconds': { type: 'string', default: '900' },
     'cpu-prof': { type: 'string' },
+    baseline: { type: 'string' },
   },
 });
 
@@ -90,15 +98,16 @@ function chunkPairs(flat: readonly unknown[]): Array<[string, unknown]> {
   return out;
 }
 
-function gitCommit(): string {
+function gitCommit(dir: string): string {
   try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: dir, encoding: 'utf8' }).trim();
   } catch {
     return 'unknown';
   }
 }
 
-async function main(): Promise<number> {
+/** One checkout's coordinator process on the DAG, with a redis-server and instant workers of its own. */
+async function measure(label: string, checkout: string): Promise<SchedulerBenchReport> {
   const logger = createLogger({ name: 'bench-workers', level: 'warn' });
   const redisServer = await startPrivateRedis({});
   const gcRootsDir = mkdtempSync(path.join(os.tmpdir(), 'nixfarm-bench-roots-'));
@@ -112,14 +121,19 @@ async function main(): Promise<number> {
   const config: CoordinatorProcessConfig = { redisUrl: redisServer.url, gcRootsDir, stateDir, size, layers, seed };
   const profileDir = flags['cpu-prof'] === undefined ? undefined : path.resolve(flags['cpu-prof']);
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
-  const execArgv = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
-  const child = fork(path.join(here, 'scheduler-coordinator-process.js'), [JSON.stringify(config)], {
+  const execArgv = ['--expose-gc', ...(profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir])];
+  const child = fork(path.join(checkout, 'test', 'dist', 'bench', 'scheduler-coordinator-process.js'), [JSON.stringify(config)], {
     execArgv,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const inbox: FromCoordinator[] = [];
+  const memoryStages: MemoryStage[] = [];
   let waiter: (() => void) | undefined;
   child.on('message', (m: FromCoordinator) => {
+    if (m.type === 'memory') {
+      memoryStages.push(m.stage);
+      return;
+    }
     inbox.push(m);
     waiter?.();
   });
@@ -196,6 +210,9 @@ async function main(): Promise<number> {
     }
     const wallSeconds = samples.at(-1)!.t;
     const coordinatorPeakRssBytes = peakRss(child.pid!);
+    // The memory stages of the run; a coordinator process of an older checkout does not answer.
+    tell({ type: 'memory' });
+    await Promise.race([receive('memory-done'), new Promise((r) => setTimeout(r, 3000))]);
     const workersCpu = process.cpuUsage(cpuAtStart.workers);
     const cpu = {
       coordinatorSeconds: cpuSeconds(child.pid!) - cpuAtStart.coordinator,
@@ -206,9 +223,10 @@ async function main(): Promise<number> {
     const redisCommands = topCommands(await redis.info('commandstats'));
     const redisField = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(memory)?.[1] ?? Number.NaN);
     const rates = computeRates(samples, size);
+    const firstBuildSeconds = ((workers.firstTakenAt ?? Number.NaN) - t0) / 1000;
     const report: SchedulerBenchReport = {
-      label: flags.label ?? '',
-      commit: gitCommit(),
+      label,
+      commit: gitCommit(checkout),
       at: new Date().toISOString(),
       machine: { cpus: os.cpus().length, node: process.version },
       size,
@@ -218,7 +236,7 @@ async function main(): Promise<number> {
       runStatus: finishedStatus!,
       dagSeconds: ready.dagMs / 1000,
       submitSeconds: (submitted?.submitMs ?? Number.NaN) / 1000,
-      firstBuildSeconds: ((workers.firstTakenAt ?? Number.NaN) - t0) / 1000,
+      firstBuildSeconds,
       wallSeconds,
       ...rates,
       coordinatorPeakRssBytes,
@@ -226,18 +244,18 @@ async function main(): Promise<number> {
       redisCommands,
       redisUsedMemoryBytes: redisField('used_memory'),
       redisPeakMemoryBytes: redisField('used_memory_peak'),
+      memoryStages,
       targets: {
         perSecond: TARGET_PER_SECOND,
         rssBytes: TARGET_RSS_BYTES,
+        firstBuildSeconds: TARGET_FIRST_BUILD_SECONDS,
         throughputMet: rates.releasedPerSecond >= TARGET_PER_SECOND && rates.completedPerSecond >= TARGET_PER_SECOND,
         rssMet: coordinatorPeakRssBytes <= TARGET_RSS_BYTES,
+        firstBuildMet: firstBuildSeconds <= TARGET_FIRST_BUILD_SECONDS,
       },
       samples,
     };
-    printReport(report);
-    const file = await writeReport(report, path.join(repoRoot, 'bench', 'results'));
-    process.stdout.write(`\nwritten: ${path.relative(repoRoot, file)} (and bench/results/scheduler-latest.json)\n`);
-    return report.runStatus === 'succeeded' && report.targets.throughputMet && report.targets.rssMet ? 0 : 1;
+    return report;
   } finally {
     await workers.stop().catch(() => undefined);
     if (child.exitCode === null && child.signalCode === null) {
@@ -252,6 +270,27 @@ async function main(): Promise<number> {
     rmSync(gcRootsDir, { recursive: true, force: true });
     unregister();
   }
+}
+
+async function main(): Promise<number> {
+  const checkouts: Array<{ label: string; dir: string }> = [];
+  if (flags.baseline !== undefined) checkouts.push({ label: 'baseline', dir: path.resolve(flags.baseline) });
+  checkouts.push({ label: flags.label || (flags.baseline === undefined ? '' : 'this checkout'), dir: repoRoot });
+  for (const { dir } of checkouts) {
+    const script = path.join(dir, 'test', 'dist', 'bench', 'scheduler-coordinator-process.js');
+    if (!existsSync(script)) throw new Error(`${script} does not exist: build that checkout first (npm run build in ${dir})`);
+  }
+  const reports: SchedulerBenchReport[] = [];
+  for (const { label, dir } of checkouts) {
+    process.stderr.write(`scheduler bench: ${label || 'this checkout'} (${dir})\n`);
+    reports.push(await measure(label, dir));
+  }
+  const mine = reports.at(-1)!;
+  if (reports.length === 1) printReport(mine);
+  else printComparison(reports);
+  const file = await writeReport(mine, path.join(repoRoot, 'bench', 'results'), reports.length > 1 ? reports[0] : undefined);
+  process.stdout.write(`\nwritten: ${path.relative(repoRoot, file)} (and bench/results/scheduler-latest.json)\n`);
+  return mine.runStatus === 'succeeded' && mine.targets.throughputMet && mine.targets.rssMet && mine.targets.firstBuildMet ? 0 : 1;
 }
 
 main().then(

@@ -20,20 +20,7 @@ export function plannedDerivation({ hash, name, out, inputs = [] }: PlannedDeriv
     hash,
     inputs: [...inputs],
     queue: 'build@x86_64-linux',
-    drv: {
-      path,
-      name,
-      outputs: { out },
-      inputDrvs: {},
-      inputSrcs: [],
-      system: 'x86_64-linux',
-      builder: '/bin/sh',
-      args: [],
-      outputHashes: {},
-      env: {},
-      requiredSystemFeatures: [],
-      preferLocalBuild: false,
-    },
+    drv: { path, name, inputSrcs: [], system: 'x86_64-linux', requiredSystemFeatures: [], preferLocalBuild: false },
     job: { drvPath: path, name, system: 'x86_64-linux', requiredFeatures: [], outputs: { out }, inputPaths: [] },
   };
 }

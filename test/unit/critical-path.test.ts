@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { criticalPathBucket, criticalPaths, queuePriority } from '@nixfarm/shared';
+import { PlanOrder } from '@nixfarm/coordinator';
+import { criticalPathBucket, queuePriority } from '@nixfarm/shared';
+
+interface WeighedNode {
+  hash: string;
+  inputs: string[];
+  weightMs: number;
+}
+
+const criticalPaths = (nodes: readonly WeighedNode[]) => new PlanOrder(nodes).criticalPaths((n) => n.weightMs);
 
 describe('critical-path order', () => {
   it('weighs each node by the heaviest chain through its dependents', () => {
@@ -17,6 +26,30 @@ describe('critical-path order', () => {
     assert.equal(cp.get('b'), 2000);
     assert.equal(cp.get('a'), 7000);
     assert.equal(cp.get('leaf'), 1000);
+  });
+
+  it('orders every leaf before any node with an input, inputs before dependents, and rejects a cycle', () => {
+    const order = new PlanOrder([
+      { hash: 'd', inputs: ['b', 'c'] },
+      { hash: 'a', inputs: [] },
+      { hash: 'b', inputs: ['a', 'elsewhere'] },
+      { hash: 'c', inputs: ['a'] },
+      { hash: 'leaf', inputs: [] },
+    ]);
+    assert.deepEqual(
+      order.slice(0, 5).map((n) => n.hash),
+      ['a', 'leaf', 'b', 'c', 'd'],
+      'an input outside the plan does not count',
+    );
+    assert.equal(order.leaves, 2);
+    assert.throws(
+      () =>
+        new PlanOrder([
+          { hash: 'p', inputs: ['q'] },
+          { hash: 'q', inputs: ['p'] },
+        ]),
+      /cycle/,
+    );
   });
 
   it('handles a chain of 100,000 without recursion limits', () => {

@@ -222,4 +222,20 @@ describe('fair share between runs of one priority', () => {
     assert.equal(restored, queuePriority(0, 5000));
     assert.equal(fair.standing('b2')?.boosted, false);
   });
+
+  it('corrects an estimated critical path of a waiting job, boosted or not, and leaves a started one as it is', () => {
+    const fair = new FairShare();
+    fair.setSlots(new Map([[QUEUE, 1]]));
+    fair.setWeight('a', 1);
+    fair.setWeight('b', 1);
+    fair.place([candidate('a1', ['a']), candidate('a2', ['a']), candidate('a3', ['a'])]);
+    const [boosted] = fair.place([candidate('b1', ['b'])]);
+    assert.equal(boosted, queuePriority(0, 1000, true), 'b is below its share beside a');
+    fair.started(['a1']);
+    const changes = fair.reprioritize(['a1', 'a2', 'b1', 'unknown'].map((hash) => ({ hash, priority: 0, criticalPathMs: 60_000 })));
+    assert.deepEqual(changes, [
+      { queue: QUEUE, jobId: 'a2-0', priority: queuePriority(0, 60_000) },
+      { queue: QUEUE, jobId: 'b1-0', priority: queuePriority(0, 60_000, true) },
+    ]);
+  });
 });

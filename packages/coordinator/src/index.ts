@@ -7,6 +7,7 @@ export type { EvaluatorPoolEvent } from './evaluation/evaluator-pool.js';
 export { TopLevelListingError } from './evaluation/jobset-attributes.js';
 export * from './graph/derivation-graph.js';
 export * from './graph/derivation-node.js';
+export * from './graph/plan-order.js';
 export * from './graph/node-reader.js';
 export * from './graph/run-record.js';
 export { GRAPH_OPERATIONS } from './graph/operations/index.js';

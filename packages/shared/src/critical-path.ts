@@ -1,61 +1,10 @@
-/**
+/*
  * Ready builds are ordered by the run's priority, then by the longest chain of
  * work still hanging off them (weighted by each derivation's last known build
- * time), then by age: a long chain starts first, so it does not end up alone
- * at the end while short leaves hog the slots.
+ * time; computed over a plan by the coordinator's graph/plan-order.ts), then
+ * by age: a long chain starts first, so it does not end up alone at the end
+ * while short leaves hog the slots.
  */
-export interface CriticalPathNode {
-  hash: string;
-  /** hash parts of this node's inputs within the same plan */
-  inputs: readonly string[];
-  /** expected build time in ms */
-  weightMs: number;
-}
-
-/** For each node, its weight plus the heaviest path through its dependents. Nodes may come in any order; the graph must be acyclic. */
-/** hash -> hashes of the nodes that take it as an input, counting only inputs among `nodes`. */
-export function dependentsOf(nodes: ReadonlyArray<{ hash: string; inputs: readonly string[] }>): Map<string, string[]> {
-  const known = new Set(nodes.map((n) => n.hash));
-  const dependents = new Map<string, string[]>();
-  for (const n of nodes) {
-    for (const i of n.inputs) {
-      if (!known.has(i)) continue;
-      const list = dependents.get(i);
-      if (list === undefined) dependents.set(i, [n.hash]);
-      else list.push(n.hash);
-    }
-  }
-  return dependents;
-}
-
-export function criticalPaths(nodes: readonly CriticalPathNode[]): Map<string, number> {
-  const byHash = new Map(nodes.map((n) => [n.hash, n]));
-  const dependents = dependentsOf(nodes);
-  const result = new Map<string, number>();
-  // Iterative post-order: dependents first, without recursion depth limits on long chains.
-  for (const start of nodes) {
-    if (result.has(start.hash)) continue;
-    const stack: Array<{ hash: string; expanded: boolean }> = [{ hash: start.hash, expanded: false }];
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!;
-      if (result.has(top.hash)) {
-        stack.pop();
-        continue;
-      }
-      const deps = dependents.get(top.hash) ?? [];
-      if (!top.expanded) {
-        top.expanded = true;
-        for (const d of deps) if (!result.has(d)) stack.push({ hash: d, expanded: false });
-        continue;
-      }
-      stack.pop();
-      let longest = 0;
-      for (const d of deps) longest = Math.max(longest, result.get(d) ?? 0);
-      result.set(top.hash, byHash.get(top.hash)!.weightMs + longest);
-    }
-  }
-  return result;
-}
 
 /**
  * BullMQ priorities run from 1 (first) to 2^21 - 1. Run priority -1000..1000

@@ -30,7 +30,7 @@ export interface DispatchReport {
 }
 
 /** What submissions need of the dispatcher: hand over what became ready. */
-export type BuildDispatch = Pick<BuildDispatcher, 'dispatch'>;
+export type BuildDispatch = Pick<BuildDispatcher, 'dispatch' | 'reprioritize'>;
 
 /** What reports need of it: hand over what became ready, and say which builds started, ended or came back (the fair shares count them). */
 export type BuildReportSink = Pick<BuildDispatcher, 'dispatch' | 'started' | 'handedBack'>;
@@ -130,6 +130,12 @@ export class BuildDispatcher {
       if (near === undefined || !near.alive || !takesNewBuilds(near) || !canBuild(near, { system: r.job.system, requiredFeatures: r.job.requiredFeatures }))
         delete r.nearWorker;
     }
+  }
+
+  /** Corrects the critical paths of queued jobs whose were estimated (see FairShare.reprioritize); jobs a worker took keep theirs. */
+  async reprioritize(jobs: ReadonlyArray<{ hash: string; priority: number; criticalPathMs: number }>): Promise<void> {
+    const changes = this.fairShare.reprioritize(jobs);
+    if (changes.length > 0) await this.deps.queues.promote(changes);
   }
 
   /** Builds a worker started: they count against their run's share from now on. */

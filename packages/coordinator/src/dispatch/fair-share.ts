@@ -163,6 +163,25 @@ export class FairShare {
     return priorities;
   }
 
+  /**
+   * A waiting job's critical path was an estimate (a large run's first part is
+   * queued before build times are looked up): its priorities become the
+   * corrected ones, boosted or not as before. Returns the new priority of each
+   * job still waiting (to apply with changePriority); a started or untracked
+   * job is left as it is.
+   */
+  reprioritize(jobs: ReadonlyArray<{ hash: string; priority: number; criticalPathMs: number }>): Promotion[] {
+    const out: Promotion[] = [];
+    for (const { hash, priority, criticalPathMs } of jobs) {
+      const entry = this.entries.get(hash);
+      if (entry === undefined || entry.started) continue;
+      entry.base = queuePriority(priority, criticalPathMs);
+      entry.lifted = queuePriority(priority, criticalPathMs, true);
+      out.push({ queue: entry.band.queue, jobId: entry.jobId, priority: entry.boosted ? entry.lifted : entry.base });
+    }
+    return out;
+  }
+
   /** A worker started these derivations' builds. */
   started(hashes: Iterable<string>): void {
     for (const hash of hashes) {

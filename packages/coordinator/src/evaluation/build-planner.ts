@@ -1,10 +1,18 @@
 import { hashPart, queueNameFor, type BuildJob, type Derivation, type Logger } from '@nixfarm/shared';
 import type { CoordinatorNix } from '../nix/coordinator-nix.js';
 
+/**
+ * What a run needs of a derivation once it is planned. Its environment,
+ * builder and arguments stay behind: the worker reads the .drv itself, and a
+ * real derivation's env is often kilobytes, which a plan of 100,000 would
+ * hold until the run is registered.
+ */
+export type PlannedDrv = Pick<Derivation, 'path' | 'name' | 'system' | 'requiredSystemFeatures' | 'preferLocalBuild' | 'inputSrcs'>;
+
 /** One derivation that must be built, with what the graph and the queue need to know about it. */
 export interface PlannedDerivation {
   hash: string;
-  drv: Derivation;
+  drv: PlannedDrv;
   /** hash parts of input derivations that must be built too (their outputs are not valid yet) */
   inputs: string[];
   queue: string;
@@ -95,7 +103,14 @@ export class BuildPlanner {
         .filter((inputPath) => needed.has(inputPath) || memory.planned.has(inputPath))
         .map(hashPart);
       const requirement = { system: drv.system, requiredFeatures: drv.requiredSystemFeatures };
-      nodes.push({ hash: hashPart(drv.path), drv, inputs, queue: queueNameFor(requirement), job: buildJobOf(drv, read) });
+      const { path, name, system, requiredSystemFeatures, preferLocalBuild, inputSrcs } = drv;
+      nodes.push({
+        hash: hashPart(path),
+        drv: { path, name, system, requiredSystemFeatures, preferLocalBuild, inputSrcs },
+        inputs,
+        queue: queueNameFor(requirement),
+        job: buildJobOf(drv, read),
+      });
     }
     for (const path of needed.keys()) memory.planned.add(path);
     const derivationsRead = read.size - readBefore;

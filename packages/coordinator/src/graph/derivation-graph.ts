@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
-import { dependentsOf, redisKeys, type BuildStatus, type DerivationView, type TerminalStatus } from '@nixfarm/shared';
+import { redisKeys, type BuildStatus, type DerivationView, type TerminalStatus } from '@nixfarm/shared';
 import { encodeNode, type GraphNodeSpec, type HandedBack, type NodeRecord } from './derivation-node.js';
 import { NodeReader } from './node-reader.js';
+import { PlanOrder } from './plan-order.js';
 import { READY_FIELDS, readyFrom, type ReadyDerivation } from './ready-derivation.js';
 import { decodeRun, type RunRecord, type RunField } from './run-record.js';
 import type {
@@ -124,7 +125,7 @@ export class DerivationGraph {
     /** each chunk's reply as it arrives; the next chunk waits for what this returns only to keep one handler behind */
     onReply?: (reply: Reply) => Promise<unknown>,
   ): Promise<Reply[]> {
-    const ordered = topologicalOrder(nodes);
+    const ordered = options.ordered === true ? nodes : topologicalOrder(nodes);
     const now = String(Date.now());
     // Chunks go out in order on one connection, so Redis runs them in order; the next chunk is encoded
     // while Redis runs the one before (one in flight at a time keeps the encoded strings few).
@@ -230,6 +231,14 @@ export class DerivationGraph {
   async handBack(hash: string, handedBack: HandedBack): Promise<string[] | undefined> {
     const reply = await runOperation(this.redis, handBackOperation, { hash, now: String(Date.now()), handedBack });
     return reply.kind === 'handed-back' ? reply.runIds : undefined;
+  }
+
+  /** Corrects the critical paths registered from an estimate (a single field outside Lua: it never changes the status). */
+  async setCriticalPaths(paths: ReadonlyArray<{ hash: string; criticalPathMs: number }>): Promise<void> {
+    if (paths.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const { hash, criticalPathMs } of paths) pipeline.hset(redisKeys.drv(hash), encodeNode({ criticalPath: criticalPathMs }));
+    await pipeline.exec();
   }
 
   /** Records that no live worker can take this queued derivation; views show it as unsupported until a worker starts it. */
@@ -354,24 +363,9 @@ function viewOf(node: NodeRecord): DerivationView | undefined {
   };
 }
 
-/** Inputs before dependents (Kahn's algorithm over the planned subgraph). */
+/** Inputs before dependents, every leaf first (Kahn's algorithm over the planned subgraph). */
 export function topologicalOrder<T extends { hash: string; inputs: readonly string[] }>(nodes: readonly T[]): T[] {
-  const byHash = new Map(nodes.map((n) => [n.hash, n]));
-  const indegree = new Map(nodes.map((n) => [n.hash, n.inputs.filter((i) => byHash.has(i)).length]));
-  const dependents = dependentsOf(nodes);
-  const order: T[] = [];
-  const todo = nodes.filter((n) => indegree.get(n.hash) === 0).map((n) => n.hash);
-  while (todo.length > 0) {
-    const h = todo.pop()!;
-    order.push(byHash.get(h)!);
-    for (const d of dependents.get(h) ?? []) {
-      const left = indegree.get(d)! - 1;
-      indegree.set(d, left);
-      if (left === 0) todo.push(d);
-    }
-  }
-  if (order.length !== nodes.length) throw new Error('derivation graph has a cycle');
-  return order;
+  return new PlanOrder(nodes).slice(0, nodes.length);
 }
 
 /** What registration replies add up to, but the ready derivations (read from their nodes by the caller). */

@@ -1,6 +1,9 @@
 import type { Redis } from 'ioredis';
 import { redisKeys } from '@nixfarm/shared';
 
+/** Names per HMGET: each command stays short, so Redis answers others between them. */
+const LOOKUP_CHUNK = 5000;
+
 export interface BuildDuration {
   /** derivation name (the store path's name part, without .drv) */
   name: string;
@@ -23,13 +26,18 @@ export class BuildDurations {
     await this.redis.hset(redisKeys.durations, fields);
   }
 
-  /** name -> last known ms, for the names that have one */
+  /** name -> last known ms, for the names that have one; many names are asked in chunks, in one round trip */
   async lookup(names: readonly string[]): Promise<Map<string, number>> {
-    const known = names.length === 0 ? [] : await this.redis.hmget(redisKeys.durations, ...names);
     const out = new Map<string, number>();
-    names.forEach((name, i) => {
-      const value = known[i];
-      if (value !== null && value !== undefined) out.set(name, Number(value));
+    if (names.length === 0) return out;
+    const pipeline = this.redis.pipeline();
+    for (let i = 0; i < names.length; i += LOOKUP_CHUNK) pipeline.hmget(redisKeys.durations, ...names.slice(i, i + LOOKUP_CHUNK));
+    const replies = (await pipeline.exec()) ?? [];
+    replies.forEach(([error, values], chunk) => {
+      if (error) throw error;
+      (values as Array<string | null>).forEach((value, i) => {
+        if (value !== null) out.set(names[chunk * LOOKUP_CHUNK + i]!, Number(value));
+      });
     });
     return out;
   }

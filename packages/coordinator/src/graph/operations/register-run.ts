@@ -7,9 +7,11 @@ import { listOf, type GraphOperation, type TaggedReply } from './graph-operation
 export interface RegistrationOptions {
   priority: number;
   rebuildFailed: boolean;
-  criticalPathMs?: ReadonlyMap<string, number>;
+  criticalPathMs?: Pick<ReadonlyMap<string, number>, 'get'>;
   /** when the planner checked which outputs are valid: a node that succeeded since is built, not rebuilt */
   checkedAt?: number;
+  /** the nodes come inputs first already (a PlanOrder's slice): not ordered again */
+  ordered?: boolean;
 }
 
 export interface RegisterCall {
