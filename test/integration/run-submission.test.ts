@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { BuildDurations, CoordinatorNix, SchedulingCore, type OutputVerifier, type PlannedDerivation } from '@nixfarm/coordinator';
+import { AuthorizedKeys, BuildDurations, CoordinatorNix, SchedulingCore, type OutputVerifier, type PlannedDerivation } from '@nixfarm/coordinator';
 import { createLogger, queuePriority, queuedJobId, submitRunRequestSchema } from '@nixfarm/shared';
 import { startPrivateRedis, type PrivateRedis } from '../harness/private-redis.js';
 import { hashOf, plannedDerivation } from '../harness/planned-derivation.js';
@@ -29,7 +29,15 @@ describe('submitting an evaluated run', () => {
     redis = new Redis(server.url, { maxRetriesPerRequest: null });
     roots = await mkdtemp(path.join(os.tmpdir(), 'nixfarm-submission-'));
     const logger = createLogger({ name: 'submission-test', level: 'warn' });
-    core = new SchedulingCore({ redis, logger, nix: new CoordinatorNix({ logger, nixOptions: [] }), verifier: nothingChecked, gcRootsDir: roots });
+    core = new SchedulingCore({
+      redis,
+      logger,
+      nix: new CoordinatorNix({ logger, nixOptions: [] }),
+      verifier: nothingChecked,
+      gcRootsDir: roots,
+      // no worker reports here: nobody is authorised
+      reports: { keys: new AuthorizedKeys(roots) },
+    });
     await core.start();
   });
   after(async () => {

@@ -114,8 +114,8 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
       if (signal?.aborted) throw new RedisWaitAbortedError(shownUrl);
       const cause = lastError ?? (error as Error);
       if (cause instanceof ReplyError) throw new RedisRefusedError(shownUrl, cause.message, setting);
-      // A TLS setting that cannot work (wrong scheme, CA, certificate) is said once: retrying cannot fix it.
-      const tlsFailure = await diagnoseRedisTlsFailure(cause, { url: options.url, shownUrl, tls, setting });
+      // A TLS setting that cannot work (wrong scheme, CA, certificate) is said once: retrying cannot fix it. (Sentinel URLs name several hosts, without TLS.)
+      const tlsFailure = sentinel === undefined ? await diagnoseRedisTlsFailure(cause, { url: options.url, shownUrl, tls, setting }) : undefined;
       if (tlsFailure !== undefined) throw tlsFailure;
       if (sentinel !== undefined && masterUnknownToAll(sentinel, sentinelErrors)) throw new SentinelMasterUnknownError(sentinel, setting);
       const reason =
