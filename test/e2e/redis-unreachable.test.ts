@@ -98,7 +98,10 @@ describe('connectRedis: waiting for Redis', () => {
     const url = `redis://127.0.0.1:${port}`;
     const notices: string[] = [];
     const started = Date.now();
-    const connecting = connectRedis({ url, logger: quietLogger, onNotice: (m) => notices.push(m), firstRetryMs: 200, maxRetryMs: 800 });
+    // the log after start, as JSON lines: a lost connection is said once, not on every reconnect attempt
+    const logLines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => void logLines.push(JSON.parse(line)) });
+    const connecting = connectRedis({ url, logger, onNotice: (m) => notices.push(m), firstRetryMs: 200, maxRetryMs: 800 });
     await waitFor(
       'the first notice',
       () => notices.length > 0,
@@ -119,13 +122,25 @@ describe('connectRedis: waiting for Redis', () => {
     assert.match(notices[1] ?? '', new RegExp(`^connected to Redis at redis://127\\.0\\.0\\.1:${port} after \\d+ s$`));
     assert.ok(Date.now() - started >= 2500);
 
-    // Once connected, the client reconnects by itself after a loss, as ioredis does.
-    await redis.restart();
+    // Once connected, the client reconnects by itself after a loss, as ioredis does, saying the loss once.
+    logLines.length = 0;
+    await redis.stop();
+    await sleep(3000); // reconnect attempts every 50 ms, growing to 2 s
+    const lost = logLines.filter((l) => l.level === 40 && l.msg.startsWith('lost Redis at'));
+    assert.equal(lost.length, 1, `the loss is said once: ${JSON.stringify(logLines)}`);
+    assert.match(lost[0]!.msg, /ECONNREFUSED|Connection is closed|connect/);
+    await redis.restart(); // stopped: starts it again
     await waitFor(
       'a reconnect after a Redis restart',
       async () => (await client.ping().catch(() => 'down')) === 'PONG',
       20_000,
       () => client.status,
+    );
+    await waitFor(
+      "'Redis is back' in the log",
+      () => logLines.some((l) => l.msg === 'Redis is back'),
+      5000,
+      () => JSON.stringify(logLines.slice(-5)),
     );
   });
 

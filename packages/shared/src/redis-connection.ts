@@ -99,6 +99,7 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
     try {
       await redis.connect();
       redis.off('error', onError);
+      logLaterRedisErrors(redis, logger, shownUrl);
       redis.options.retryStrategy = options.redisOptions?.retryStrategy ?? RECONNECT_AFTER_START;
       // After start, a failover may leave no sentinel answering for a while: keep asking them, as ioredis does by default.
       if (sentinel !== undefined) redis.options.sentinelRetryStrategy = (times) => Math.min(times * 10, 1000);
@@ -137,6 +138,27 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
     await pause(delay, signal);
     delay = Math.min(maxRetryMs, delay * 2);
   }
+}
+
+/**
+ * After start, ioredis reconnects by itself; without a listener each failed
+ * attempt would print "Unhandled error event" on the console every 2 s. Say
+ * each cause once in the log (an expired certificate, a refused connection),
+ * then quietly until the connection is back.
+ */
+function logLaterRedisErrors(redis: Redis, logger: Logger, shownUrl: string): void {
+  let said: string | undefined;
+  redis.on('error', (error: Error) => {
+    const reason = (error as NodeJS.ErrnoException).code ?? error.message;
+    if (reason === said) return logger.debug({ redis: shownUrl, reason }, 'Redis still unreachable');
+    said = reason;
+    logger.warn({ redis: shownUrl, reason, err: error }, `lost Redis at ${shownUrl} (${error.message}); reconnecting`);
+  });
+  redis.on('ready', () => {
+    if (said === undefined) return;
+    said = undefined;
+    logger.info({ redis: shownUrl }, 'Redis is back');
+  });
 }
 
 /** The URL without its password, for messages and logs. */
