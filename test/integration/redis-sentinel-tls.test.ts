@@ -60,11 +60,19 @@ describe('Redis through Sentinel over TLS (rediss+sentinel://)', () => {
       set.sentinelPorts.map((p) => `127.0.0.1:${p}`),
       'farm',
     );
-    await assert.rejects(connectRedis({ url: plain, logger, tls: { redisCaFile: ca.caCert } }), /--redis-ca is for a connection over TLS, .*rediss\+sentinel:\/\//);
+    await assert.rejects(
+      connectRedis({ url: plain, logger, tls: { redisCaFile: ca.caCert } }),
+      /--redis-ca is for a connection over TLS, .*rediss\+sentinel:\/\//,
+    );
   });
 
   it('follows a failover over TLS: the replica is promoted and takes writes', async () => {
-    const redis: Redis = await connectRedis({ url: set.url, logger, tls: { redisCaFile: ca.caCert, ...clientCert() }, redisOptions: { maxRetriesPerRequest: null } });
+    const redis: Redis = await connectRedis({
+      url: set.url,
+      logger,
+      tls: { redisCaFile: ca.caCert, ...clientCert() },
+      redisOptions: { maxRetriesPerRequest: null },
+    });
     try {
       await redis.set('before', '1');
       assert.equal(await redis.wait(1, 5000), 1);

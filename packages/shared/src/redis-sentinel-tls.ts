@@ -29,7 +29,12 @@ export async function diagnoseSentinelTlsFailure(target: SentinelTarget, context
     if (error === undefined) continue;
     const host = sentinel.host.includes(':') ? `[${sentinel.host}]` : sentinel.host;
     const url = `rediss://${host}:${sentinel.port}`;
-    const failure = await diagnoseRedisTlsFailure(error, { url, shownUrl: `${url} (a sentinel of ${context.shownUrl})`, tls: context.tls, setting: context.setting });
+    const failure = await diagnoseRedisTlsFailure(error, {
+      url,
+      shownUrl: `${url} (a sentinel of ${context.shownUrl})`,
+      tls: context.tls,
+      setting: context.setting,
+    });
     if (failure !== undefined) return failure;
   }
   return undefined;

@@ -23,7 +23,10 @@ export function coordinatorCommand(): Command {
     .addOption(redisTlsOption('key'))
     .option('--sentinel <host:port>', 'a Redis Sentinel to ask for the primary, repeatable (instead of --redis; with --sentinel-master)', collect)
     .option('--sentinel-master <name>', 'the master name the sentinels monitor')
-    .option('--sentinel-tls', 'TLS to the sentinels and to the primary and replicas (with --sentinel; the CA and client certificate of --redis-ca/--redis-cert)')
+    .option(
+      '--sentinel-tls',
+      'TLS to the sentinels and to the primary and replicas (with --sentinel; the CA and client certificate of --redis-ca/--redis-cert)',
+    )
     .option('--http-host <host>', 'HTTP API address (default 127.0.0.1)')
     .option('--http-port <port>', 'HTTP API port (default 8420; 0 picks a free one)', integer('--http-port'))
     .option('--ssh-host <host>', 'SSH store endpoint address (default 0.0.0.0)')
