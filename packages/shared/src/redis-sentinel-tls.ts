@@ -1,6 +1,6 @@
 import { connect as tlsConnect } from 'node:tls';
 import type { RedisTls } from './redis-tls.js';
-import { diagnoseRedisTlsFailure, type RedisTlsError } from './redis-tls-failure.js';
+import { diagnoseRedisTlsFailure, type RedisTlsError, serverName } from './redis-tls-failure.js';
 import type { SentinelAddress, SentinelTarget } from './redis-sentinel.js';
 
 /** How long one handshake with a sentinel may take. */
@@ -43,8 +43,7 @@ export async function diagnoseSentinelTlsFailure(target: SentinelTarget, context
 /** One TLS session with our settings that sends PING: the error it ended with, or undefined when it was answered (or said nothing in time). */
 function handshakeError(sentinel: SentinelAddress, tls: RedisTls): Promise<Error | undefined> {
   return new Promise((resolve) => {
-    const servername = /^[\d.]+$|:/.test(sentinel.host) ? undefined : sentinel.host;
-    const socket = tlsConnect({ ...tls.options, host: sentinel.host, port: sentinel.port, servername });
+    const socket = tlsConnect({ ...tls.options, host: sentinel.host, port: sentinel.port, servername: serverName(sentinel.host) });
     const done = (error: Error | undefined): void => {
       socket.destroy();
       resolve(error);
