@@ -1,14 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { sentinelUrlOf } from '@nixfarm/shared';
 import { freePort } from './free-port.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
 import { pollFor } from './poll.js';
 import { TcpProxy } from './tcp-proxy.js';
+import type { TestCa } from './test-ca.js';
 
 export interface SentinelRedisOptions {
   /** the name the sentinels monitor (default nixfarm) */
@@ -20,6 +21,12 @@ export interface SentinelRedisOptions {
    * so once promoted every client reaches it through a link the test can freeze.
    */
   replicaBehindProxy?: boolean;
+  /**
+   * Everything speaks TLS only (plain ports off), with this CA's server certificate,
+   * and wants a client certificate of it; replication and the sentinels' own links
+   * use its client certificate. The url is rediss+sentinel://.
+   */
+  tls?: TestCa;
 }
 
 /** An address as the sentinels give it. */
@@ -46,21 +53,27 @@ export class SentinelRedis implements PrivateRedis {
     readonly replica: PrivateRedis,
     /** the link clients reach the replica through, with replicaBehindProxy */
     readonly replicaLink: TcpProxy | undefined,
+    private readonly tls: TestCa | undefined,
   ) {}
 
   static async start(options: SentinelRedisOptions = {}): Promise<SentinelRedis> {
     const dir = mkdtempSync(join(tmpdir(), 'nixfarm-sentinel-'));
     const master = options.master ?? 'nixfarm';
-    const primary = await startPrivateRedis({ dir: join(dir, 'primary') });
+    const ca = options.tls;
+    // A TLS node links to others (replication, sentinels) over TLS too, presenting the client certificate.
+    const tlsLinks = ca === undefined ? [] : ['--tls-replication', 'yes', '--tls-client-cert-file', ca.client.cert, '--tls-client-key-file', ca.client.key];
+    const tls = ca === undefined ? {} : { tls: { ca } };
+    const primary = await startPrivateRedis({ dir: join(dir, 'primary'), ...tls, extraArgs: tlsLinks });
     const replicaPort = await freePort();
     const link = options.replicaBehindProxy === true ? await TcpProxy.start({ targetPort: replicaPort }) : undefined;
     const announce = link === undefined ? [] : ['--replica-announce-ip', '127.0.0.1', '--replica-announce-port', String(link.port)];
     const replica = await startPrivateRedis({
       dir: join(dir, 'replica'),
       port: replicaPort,
-      extraArgs: ['--replicaof', '127.0.0.1', String(primary.port), ...announce],
+      ...tls,
+      extraArgs: ['--replicaof', '127.0.0.1', String(primary.port), ...announce, ...tlsLinks],
     });
-    const set = new SentinelRedis(dir, master, primary, replica, link);
+    const set = new SentinelRedis(dir, master, primary, replica, link, ca);
     set.unregister = onProcessExit(() => {
       for (const s of set.sentinels) killGroup(s.child.pid, 'SIGKILL');
       removeTreeSync(dir);
@@ -79,6 +92,7 @@ export class SentinelRedis implements PrivateRedis {
     return sentinelUrlOf(
       this.sentinels.map((s) => `127.0.0.1:${s.port}`),
       this.master,
+      this.tls !== undefined,
     );
   }
 
@@ -102,7 +116,7 @@ export class SentinelRedis implements PrivateRedis {
   /** Where the sentinels say the primary is now (asks each until one answers). */
   async masterAddress(): Promise<RedisAddress> {
     for (const { port } of this.sentinels) {
-      const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, ...this.clientTls() });
       client.on('error', () => undefined);
       try {
         await client.connect();
@@ -135,6 +149,30 @@ export class SentinelRedis implements PrivateRedis {
     return Promise.reject(new Error('a Sentinel set is not restarted as a whole; kill its primary (killPrimary) instead'));
   }
 
+  /** the options a harness client needs for a TLS sentinel */
+  private clientTls(): RedisOptions {
+    const ca = this.tls;
+    if (ca === undefined) return {};
+    return { tls: { ca: readFileSync(ca.caCert), cert: readFileSync(ca.client.cert), key: readFileSync(ca.client.key) } };
+  }
+
+  /** sentinel.conf's listening lines: the plain port, or TLS only with the links to the nodes and to each other over TLS */
+  private listenLines(port: number): string[] {
+    const ca = this.tls;
+    if (ca === undefined) return [`port ${port}`];
+    return [
+      'port 0',
+      `tls-port ${port}`,
+      `tls-cert-file ${ca.server.cert}`,
+      `tls-key-file ${ca.server.key}`,
+      `tls-client-cert-file ${ca.client.cert}`,
+      `tls-client-key-file ${ca.client.key}`,
+      `tls-ca-cert-file ${ca.caCert}`,
+      'tls-auth-clients yes',
+      'tls-replication yes',
+    ];
+  }
+
   private async startSentinel(n: number, downAfterMs: number): Promise<void> {
     const dir = join(this.dir, `sentinel-${n}`);
     mkdirSync(dir, { recursive: true });
@@ -144,7 +182,7 @@ export class SentinelRedis implements PrivateRedis {
     writeFileSync(
       conf,
       [
-        `port ${port}`,
+        ...this.listenLines(port),
         'bind 127.0.0.1',
         'daemonize no',
         `dir ${dir}`,
@@ -167,7 +205,7 @@ export class SentinelRedis implements PrivateRedis {
     await pollFor(
       async () => {
         for (const { port } of this.sentinels) {
-          const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+          const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, ...this.clientTls() });
           client.on('error', () => undefined);
           try {
             await client.connect();

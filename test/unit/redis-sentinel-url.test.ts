@@ -11,12 +11,29 @@ describe('redis+sentinel:// URLs', () => {
         { host: '::1', port: 26380 },
       ],
       master: 'nixfarm',
+      tls: false,
       db: 2,
       username: 'farm',
       password: 's3cret',
       sentinelPassword: 'x',
     });
-    assert.deepEqual(parseSentinelUrl('redis+sentinel://:pw@h:1/m'), { sentinels: [{ host: 'h', port: 1 }], master: 'm', password: 'pw' });
+    assert.deepEqual(parseSentinelUrl('redis+sentinel://:pw@h:1/m'), { sentinels: [{ host: 'h', port: 1 }], master: 'm', tls: false, password: 'pw' });
+  });
+
+  it('rediss+sentinel:// means TLS to the sentinels and the primary, from the URL or the flags, in a config too', () => {
+    assert.deepEqual(parseSentinelUrl('rediss+sentinel://:pw@h:1,h:2/m'), {
+      sentinels: [
+        { host: 'h', port: 1 },
+        { host: 'h', port: 2 },
+      ],
+      master: 'm',
+      tls: true,
+      password: 'pw',
+    });
+    const url = sentinelUrlOf(['10.0.0.1:26379', '10.0.0.2:26379'], 'nixfarm', true);
+    assert.equal(url, 'rediss+sentinel://10.0.0.1:26379,10.0.0.2:26379/nixfarm');
+    assert.equal(coordinatorConfigSchema.parse({ stateDir: '/s', redisUrl: url, redisCaFile: '/ca.pem' }).redisUrl, url);
+    assert.equal(redactRedisUrl('rediss+sentinel://u:s3cret@h:1/m?sentinelPassword=x'), 'rediss+sentinel://u:***@h:1/m?sentinelPassword=***');
   });
 
   it('names the part that is wrong', () => {

@@ -3,6 +3,7 @@ import { NixfarmError } from './errors.js';
 import type { Logger } from './logger.js';
 import { loadRedisTls, type RedisTlsFiles } from './redis-tls.js';
 import { diagnoseRedisTlsFailure } from './redis-tls-failure.js';
+import { diagnoseSentinelTlsFailure } from './redis-sentinel-tls.js';
 import {
   SentinelMasterUnknownError,
   describeSentinelFailure,
@@ -32,7 +33,7 @@ export interface ConnectRedisOptions extends RedisWaitHooks {
   maxRetryMs?: number;
   /** options for the connection once it is up (retryStrategy: how it reconnects after a later loss) */
   redisOptions?: RedisOptions;
-  /** the CA and client certificate for a rediss:// URL (read once, here); given with a redis:// URL they are an error */
+  /** the CA and client certificate for a rediss:// or rediss+sentinel:// URL (read once, here); given with a redis:// URL they are an error */
   tls?: RedisTlsFiles;
 }
 
@@ -115,8 +116,11 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<Redis>
       if (signal?.aborted) throw new RedisWaitAbortedError(shownUrl);
       const cause = lastError ?? (error as Error);
       if (cause instanceof ReplyError) throw new RedisRefusedError(shownUrl, cause.message, setting);
-      // A TLS setting that cannot work (wrong scheme, CA, certificate) is said once: retrying cannot fix it. (Sentinel URLs name several hosts, without TLS.)
-      const tlsFailure = sentinel === undefined ? await diagnoseRedisTlsFailure(cause, { url: options.url, shownUrl, tls, setting }) : undefined;
+      // A TLS setting that cannot work (wrong scheme, CA, certificate) is said once: retrying cannot fix it.
+      const tlsFailure =
+        sentinel === undefined
+          ? await diagnoseRedisTlsFailure(cause, { url: options.url, shownUrl, tls, setting })
+          : await diagnoseSentinelTlsFailure(sentinel, { shownUrl, tls, setting });
       if (tlsFailure !== undefined) throw tlsFailure;
       if (sentinel !== undefined && masterUnknownToAll(sentinel, sentinelErrors)) throw new SentinelMasterUnknownError(sentinel, setting);
       const reason =

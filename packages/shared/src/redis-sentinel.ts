@@ -2,14 +2,16 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { NixfarmError } from './errors.js';
 
 /**
- * Redis behind Sentinel: `redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER[?db=N&sentinelPassword=P]`.
+ * Redis behind Sentinel: `redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER[?db=N&sentinelPassword=P]`,
+ * or `rediss+sentinel://` for TLS to the sentinels and to the primary and replicas alike.
  * One string, like a plain Redis URL, so it travels wherever a URL does
  * (config files, coordinator.json for `--join`); the user and password are
  * the primary's (its replicas share them), the sentinels' own go in the query.
  */
 const SENTINEL_URL_SCHEME = 'redis+sentinel://';
+const SENTINEL_TLS_URL_SCHEME = 'rediss+sentinel://';
 
-const SENTINEL_URL_FORM = 'redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER (optionally ?db=N&sentinelPassword=P)';
+const SENTINEL_URL_FORM = 'redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER (rediss+sentinel:// for TLS; optionally ?db=N&sentinelPassword=P)';
 const SENTINEL_PORT_DEFAULT = 26379;
 
 export interface SentinelAddress {
@@ -21,6 +23,8 @@ export interface SentinelTarget {
   sentinels: SentinelAddress[];
   /** the master name the sentinels monitor (`sentinel monitor NAME ...`) */
   master: string;
+  /** rediss+sentinel://: TLS to the sentinels and to the data nodes, with the same CA and client certificate */
+  tls: boolean;
   db?: number;
   username?: string;
   password?: string;
@@ -47,19 +51,21 @@ export class SentinelMasterUnknownError extends NixfarmError {
 }
 
 export function isSentinelUrl(url: string): boolean {
-  return url.startsWith(SENTINEL_URL_SCHEME);
+  return url.startsWith(SENTINEL_URL_SCHEME) || url.startsWith(SENTINEL_TLS_URL_SCHEME);
 }
 
 /** Parses a `redis+sentinel://` URL, naming the part that is wrong. */
 export function parseSentinelUrl(url: string): SentinelTarget {
-  if (!isSentinelUrl(url)) throw new SentinelUrlError(url, `it does not start with ${SENTINEL_URL_SCHEME}`);
-  const rest = url.slice(SENTINEL_URL_SCHEME.length);
+  if (!isSentinelUrl(url)) throw new SentinelUrlError(url, `it does not start with ${SENTINEL_URL_SCHEME} or ${SENTINEL_TLS_URL_SCHEME}`);
+  const tls = url.startsWith(SENTINEL_TLS_URL_SCHEME);
+  const rest = url.slice((tls ? SENTINEL_TLS_URL_SCHEME : SENTINEL_URL_SCHEME).length);
   const m = /^(?:([^@/]*)@)?([^/?#]*)(?:\/([^?#]*))?(?:\?([^#]*))?$/.exec(rest);
   if (m === null) throw new SentinelUrlError(url, 'it does not parse');
   const [, userinfo, hosts = '', path = '', query = ''] = m;
   const target: SentinelTarget = {
     sentinels: hosts.split(',').map((h) => parseSentinelAddress(h, (problem) => new SentinelUrlError(url, problem))),
     master: '',
+    tls,
   };
   const master = decodeURIComponent(path);
   if (master === '') throw new SentinelUrlError(url, 'the master name is missing after the hosts (/MASTER)');
@@ -95,16 +101,16 @@ function parseSentinelAddress(value: string, error: (problem: string) => Error =
   return { host: m[1] ?? m[2]!, port };
 }
 
-/** The URL for `--sentinel host:port` (repeatable) and `--sentinel-master NAME`. */
-export function sentinelUrlOf(sentinels: readonly string[], master: string): string {
-  const url = `${SENTINEL_URL_SCHEME}${sentinels.join(',')}/${encodeURIComponent(master)}`;
+/** The URL for `--sentinel host:port` (repeatable) and `--sentinel-master NAME` (and `--sentinel-tls`). */
+export function sentinelUrlOf(sentinels: readonly string[], master: string, tls = false): string {
+  const url = `${tls ? SENTINEL_TLS_URL_SCHEME : SENTINEL_URL_SCHEME}${sentinels.join(',')}/${encodeURIComponent(master)}`;
   parseSentinelUrl(url);
   return url;
 }
 
 /** The URL without its passwords, for messages and logs. */
 export function redactSentinelUrl(url: string): string {
-  return url.replace(/^(redis\+sentinel:\/\/[^:@/]*:)[^@/]*@/, '$1***@').replace(/([?&]sentinelPassword=)[^&#]*/, '$1***');
+  return url.replace(/^(rediss?\+sentinel:\/\/[^:@/]*:)[^@/]*@/, '$1***@').replace(/([?&]sentinelPassword=)[^&#]*/, '$1***');
 }
 
 /** Why a connection through the sentinels failed, as nixfarm says it: ioredis's "All sentinels are unreachable" names neither sentinels nor master. */
@@ -140,9 +146,12 @@ function describeSentinels(target: SentinelTarget): string {
  * failover detector (+switch-master) stays off: a switch announced while a
  * reconnect is asking the sentinels ends that client for good (its connect
  * fails with "Connection is closed." and it never retries; seen in the
- * sentinel-failover scenario).
+ * sentinel-failover scenario). With TLS, extra.tls (the CA and client
+ * certificate) serves the sentinels and the data nodes alike.
  */
 export function newSentinelClient(target: SentinelTarget, extra: RedisOptions): Redis {
+  // ioredis takes TLS for a Sentinel set in two options: `tls` for the primary/replicas (only with enableTLSForSentinelMode), `sentinelTLS` for the sentinels.
+  const tls = target.tls ? { enableTLSForSentinelMode: true, sentinelTLS: extra.tls ?? {}, tls: extra.tls ?? {} } : {};
   return new Redis({
     sentinels: target.sentinels,
     name: target.master,
@@ -153,5 +162,6 @@ export function newSentinelClient(target: SentinelTarget, extra: RedisOptions): 
     ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
     reconnectOnError: (error) => (error.message.startsWith('READONLY') ? 2 : false),
     ...extra,
+    ...tls,
   });
 }

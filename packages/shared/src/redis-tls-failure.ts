@@ -225,6 +225,6 @@ function serverCertificateValidity(target: HostPort, options: ConnectionOptions)
 }
 
 /** SNI takes a host name, never an IP address (Node warns on one). */
-function serverName(host: string): string | undefined {
+export function serverName(host: string): string | undefined {
   return /^[\d.]+$|:/.test(host) ? undefined : host;
 }

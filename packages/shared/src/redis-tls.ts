@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { ConnectionOptions } from 'node:tls';
 import { NixfarmError } from './errors.js';
 
-/** Where the TLS material for a rediss:// connection is: the config fields, by the names the config schemas give them. */
+/** Where the TLS material for a rediss:// (or rediss+sentinel://) connection is: the config fields, by the names the config schemas give them. */
 export interface RedisTlsFiles {
   /** PEM CA certificate(s) the server's certificate must be signed by; absent: the system's CAs */
   redisCaFile?: string | undefined;
@@ -34,12 +34,12 @@ export function hasRedisTlsFiles(files: RedisTlsFiles): boolean {
 }
 
 function isTlsUrl(url: string): boolean {
-  return /^rediss:\/\//i.test(url);
+  return /^rediss(\+sentinel)?:\/\//i.test(url);
 }
 
 /**
  * The ioredis `tls` options for a URL: undefined for redis:// (plain), the
- * CA and client certificate read and checked for rediss://. Verification
+ * CA and client certificate read and checked for rediss:// and rediss+sentinel://. Verification
  * stays Node's default (the chain against the CA, the name against the URL's
  * host); there is deliberately no setting to turn it off.
  */
@@ -50,7 +50,9 @@ export async function loadRedisTls(url: string, shownUrl: string, files: RedisTl
     if (given.length === 0) return undefined;
     const named = given.length === 1 ? `${given[0]!} is` : `${given.slice(0, -1).join(', ')} and ${given.at(-1)!} are`;
     throw new RedisTlsSettingError(
-      `${named} for a connection over TLS, but the Redis URL ${shownUrl} is plain redis://: use rediss://host:port to connect over TLS`,
+      /^redis\+sentinel:/i.test(url)
+        ? `${named} for a connection over TLS, but the Redis URL ${shownUrl} is plain redis+sentinel://: use rediss+sentinel://host:port,host:port/MASTER (or --sentinel-tls) for TLS to the sentinels and the primary`
+        : `${named} for a connection over TLS, but the Redis URL ${shownUrl} is plain redis://: use rediss://host:port to connect over TLS`,
     );
   }
   if ((redisCertFile === undefined) !== (redisKeyFile === undefined)) {

@@ -16,13 +16,17 @@ export function coordinatorCommand(): Command {
     .option('--state-dir <dir>', `host key, authorized_keys, API tokens, embedded Redis data (default ${DEFAULT_COORDINATOR_STATE})`)
     .option(
       '--redis <url>',
-      'Redis URL (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER); without it a private redis-server is started in the state dir',
+      'Redis URL (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER, rediss+sentinel:// for TLS); without it a private redis-server is started in the state dir',
     )
     .addOption(redisTlsOption('ca'))
     .addOption(redisTlsOption('cert'))
     .addOption(redisTlsOption('key'))
     .option('--sentinel <host:port>', 'a Redis Sentinel to ask for the primary, repeatable (instead of --redis; with --sentinel-master)', collect)
     .option('--sentinel-master <name>', 'the master name the sentinels monitor')
+    .option(
+      '--sentinel-tls',
+      'TLS to the sentinels and to the primary and replicas (with --sentinel; the CA and client certificate of --redis-ca/--redis-cert)',
+    )
     .option('--http-host <host>', 'HTTP API address (default 127.0.0.1)')
     .option('--http-port <port>', 'HTTP API port (default 8420; 0 picks a free one)', integer('--http-port'))
     .option('--ssh-host <host>', 'SSH store endpoint address (default 0.0.0.0)')

@@ -41,12 +41,19 @@ export function workerCommand(): Command {
     .description('run a worker: take build jobs this machine may build, build them with Nix, copy outputs back to the coordinator')
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
     .option('--name <name>', 'worker name, unique in the farm (default: host name)')
-    .option('--redis <url>', "the coordinator's Redis (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER)")
+    .option(
+      '--redis <url>',
+      "the coordinator's Redis (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER, rediss+sentinel:// for TLS)",
+    )
     .addOption(redisTlsOption('ca'))
     .addOption(redisTlsOption('cert'))
     .addOption(redisTlsOption('key'))
     .option('--sentinel <host:port>', 'a Redis Sentinel to ask for the primary, repeatable (instead of --redis; with --sentinel-master)', collect)
     .option('--sentinel-master <name>', 'the master name the sentinels monitor')
+    .option(
+      '--sentinel-tls',
+      'TLS to the sentinels and to the primary and replicas (with --sentinel; the CA and client certificate of --redis-ca/--redis-cert)',
+    )
     .option('--coordinator <host[:port]>', "the coordinator's SSH store endpoint (default port 2222)")
     .option('--host-key <line>', 'the coordinator\'s SSH host key, "ssh-ed25519 AAAA..." (pinned; shown when the coordinator starts)')
     .option('--host-key-file <file>', "file holding the coordinator's host key (its ssh_host_ed25519_key.pub)")

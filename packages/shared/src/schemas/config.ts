@@ -11,7 +11,7 @@ const nixOptionSchema = z.tuple([
 ]);
 const redisUrlSchema = z
   .string()
-  .regex(/^(rediss?|redis\+sentinel):\/\//, 'a Redis URL starts with redis://, rediss:// or redis+sentinel://')
+  .regex(/^(rediss?|rediss?\+sentinel):\/\//, 'a Redis URL starts with redis://, rediss://, redis+sentinel:// or rediss+sentinel://')
   .superRefine((url, ctx) => {
     if (!isSentinelUrl(url)) return;
     try {
@@ -20,7 +20,7 @@ const redisUrlSchema = z
       ctx.addIssue({ code: 'custom', message: (error as Error).message, input: url });
     }
   });
-/** TLS to an external Redis (rediss:// URLs): shared/redis-tls.ts reads and checks the files */
+/** TLS to an external Redis (rediss:// and rediss+sentinel:// URLs): shared/redis-tls.ts reads and checks the files */
 const redisTlsFields = {
   /** PEM CA certificate(s) the Redis server's certificate must be signed by; absent: the system's CAs */
   redisCaFile: z.string().min(1).optional(),
