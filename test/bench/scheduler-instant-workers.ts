@@ -2,17 +2,7 @@ import os from 'node:os';
 import { Redis } from 'ioredis';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { WorkerEventPublisher } from '@nixfarm/build';
-import {
-  buildJobSchema,
-  bullmqOptions,
-  canBuild,
-  parseQueueName,
-  redisKeys,
-  type Logger,
-  type ReportSigner,
-  type WorkerCapabilities,
-  type WorkerInfo,
-} from '@nixfarm/shared';
+import { buildJobSchema, canBuild, parseQueueName, redisKeys, type Logger, type ReportSigner, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
 
 export interface InstantWorkersOptions {
   redisUrl: string;
@@ -22,6 +12,8 @@ export interface InstantWorkersOptions {
   logger: Logger;
   /** signs their reports with a key the bench authorised on the coordinator; each worker posts in a session of its own */
   signer: ReportSigner;
+  /** BullMQ's key prefix of the coordinator under test (a baseline from before nixfarm:bull used BullMQ's default, bull) */
+  bullmqPrefix: string;
 }
 
 const CAPABILITIES = { systems: ['x86_64-linux'], supportedFeatures: ['big-parallel', 'kvm'], mandatoryFeatures: [] as string[] } satisfies WorkerCapabilities;
@@ -140,7 +132,8 @@ class InstantWorker {
       }
       // BullMQ's own processing loop: the next job comes back with each completion, one round trip a job.
       const consumer = new BullWorker(queue, (job) => this.build(job), {
-        ...bullmqOptions(this.redis.duplicate()),
+        connection: this.redis.duplicate(),
+        prefix: this.options.bullmqPrefix,
         concurrency: this.options.slots,
         name: this.name,
       });

@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { AuthorizedKeys } from '@nixfarm/coordinator';
-import { ReportSigner, ValidationError, bullmqOptions, createLogger, loadOrCreateSshKey, redisKeys } from '@nixfarm/shared';
+import { BULLMQ_PREFIX, ReportSigner, ValidationError, createLogger, loadOrCreateSshKey, redisKeys } from '@nixfarm/shared';
 import { startPrivateRedis } from '../harness/private-redis.js';
 import { onProcessExit } from '../harness/process-cleanup.js';
 import { InstantWorkers } from './scheduler-instant-workers.js';
@@ -106,6 +106,12 @@ function gitCommit(dir: string): string {
   }
 }
 
+/** BullMQ's key prefix a checkout's coordinator uses: ours, or BullMQ's default for a baseline from before it had one. */
+function bullmqPrefixOf(checkout: string): string {
+  const keys = path.join(checkout, 'packages', 'shared', 'dist', 'redis-keys.js');
+  return readFileSync(keys, 'utf8').includes('BULLMQ_PREFIX') ? BULLMQ_PREFIX : 'bull';
+}
+
 /** One checkout's coordinator process on the DAG, with a redis-server and instant workers of its own. */
 async function measure(label: string, checkout: string): Promise<SchedulerBenchReport> {
   const logger = createLogger({ name: 'bench-workers', level: 'warn' });
@@ -117,7 +123,15 @@ async function measure(label: string, checkout: string): Promise<SchedulerBenchR
   const stateDir = path.join(gcRootsDir, 'state');
   const key = await loadOrCreateSshKey(path.join(stateDir, 'worker-key'), 'bench-workers', (file, reason) => new ValidationError(`${file}: ${reason}`));
   await new AuthorizedKeys(stateDir).add(key.publicKeyLine);
-  const workers = new InstantWorkers({ redisUrl: redisServer.url, count: workerCount, slots, logger, signer: ReportSigner.fromPrivateKey(key.privateKey) });
+  const bullmqPrefix = bullmqPrefixOf(checkout);
+  const workers = new InstantWorkers({
+    redisUrl: redisServer.url,
+    count: workerCount,
+    slots,
+    logger,
+    signer: ReportSigner.fromPrivateKey(key.privateKey),
+    bullmqPrefix,
+  });
   const config: CoordinatorProcessConfig = { redisUrl: redisServer.url, gcRootsDir, stateDir, size, layers, seed };
   const profileDir = flags['cpu-prof'] === undefined ? undefined : path.resolve(flags['cpu-prof']);
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
@@ -158,7 +172,8 @@ async function measure(label: string, checkout: string): Promise<SchedulerBenchR
 
     const queues = new Map<string, Queue>();
     const waiting = async (): Promise<number> => {
-      for (const name of await redis.smembers(redisKeys.queues)) if (!queues.has(name)) queues.set(name, new Queue(name, bullmqOptions(redis)));
+      for (const name of await redis.smembers(redisKeys.queues))
+        if (!queues.has(name)) queues.set(name, new Queue(name, { connection: redis, prefix: bullmqPrefix }));
       let sum = 0;
       for (const q of queues.values()) for (const n of Object.values(await q.getJobCounts('waiting', 'prioritized', 'delayed'))) sum += n;
       return sum;
