@@ -3,30 +3,20 @@ import { coordinatorConfigSchema, createLogger, redactRedisUrl } from '@nixfarm/
 import { collect, integer, loadConfig, number, parseNixOption } from '../config-loader.js';
 import { waitForShutdownSignal } from '../shutdown.js';
 import { cliRedisWait } from '../redis-wait.js';
-import { redisTlsFromFlags, redisTlsOption } from '../redis-tls-flags.js';
-import { redisUrlFromFlags } from '../sentinel-flags.js';
+import { redisSettingsFromFlags, withRedisOptions } from '../redis-flags.js';
 import { DEFAULT_COORDINATOR_STATE } from '../api-token-source.js';
 
 export { DEFAULT_COORDINATOR_STATE };
 
 export function coordinatorCommand(): Command {
-  return new Command('coordinator')
+  const command = new Command('coordinator')
     .description('run the coordinator: HTTP API, evaluation, the build graph, queues and the SSH endpoint for its Nix store')
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
-    .option('--state-dir <dir>', `host key, authorized_keys, API tokens, embedded Redis data (default ${DEFAULT_COORDINATOR_STATE})`)
-    .option(
-      '--redis <url>',
-      'Redis URL (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER, rediss+sentinel:// for TLS); without it a private redis-server is started in the state dir',
-    )
-    .addOption(redisTlsOption('ca'))
-    .addOption(redisTlsOption('cert'))
-    .addOption(redisTlsOption('key'))
-    .option('--sentinel <host:port>', 'a Redis Sentinel to ask for the primary, repeatable (instead of --redis; with --sentinel-master)', collect)
-    .option('--sentinel-master <name>', 'the master name the sentinels monitor')
-    .option(
-      '--sentinel-tls',
-      'TLS to the sentinels and to the primary and replicas (with --sentinel; the CA and client certificate of --redis-ca/--redis-cert)',
-    )
+    .option('--state-dir <dir>', `host key, authorized_keys, API tokens, embedded Redis data (default ${DEFAULT_COORDINATOR_STATE})`);
+  return withRedisOptions(
+    command,
+    'Redis URL (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER, rediss+sentinel:// for TLS); without it a private redis-server is started in the state dir',
+  )
     .option('--http-host <host>', 'HTTP API address (default 127.0.0.1)')
     .option('--http-port <port>', 'HTTP API port (default 8420; 0 picks a free one)', integer('--http-port'))
     .option('--ssh-host <host>', 'SSH store endpoint address (default 0.0.0.0)')
@@ -82,8 +72,7 @@ export function coordinatorCommand(): Command {
         flags.config as string | undefined,
         {
           stateDir: flags.stateDir,
-          redisUrl: redisUrlFromFlags(flags),
-          ...redisTlsFromFlags(flags),
+          ...redisSettingsFromFlags(flags),
           httpHost: flags.httpHost,
           httpPort: flags.httpPort,
           sshHost: flags.sshHost,

@@ -8,8 +8,7 @@ import { commaList, integer, loadConfig, number, parseNixOption, collect } from 
 import { listenForShutdownSignals } from '../shutdown.js';
 import { hostSystem } from '../host-system.js';
 import { cliRedisWait } from '../redis-wait.js';
-import { redisTlsFromFlags, redisTlsOption } from '../redis-tls-flags.js';
-import { redisUrlFromFlags } from '../sentinel-flags.js';
+import { redisSettingsFromFlags, withRedisOptions } from '../redis-flags.js';
 
 export const DEFAULT_WORKER_STATE = path.join(os.homedir(), '.local', 'state', 'nixfarm', 'worker');
 
@@ -37,23 +36,14 @@ function splitHostPort(value: string): { host: string; port?: number } {
 }
 
 export function workerCommand(): Command {
-  return new Command('worker')
+  const command = new Command('worker')
     .description('run a worker: take build jobs this machine may build, build them with Nix, copy outputs back to the coordinator')
     .option('--config <file>', 'JSON file with any of the options below (camelCase keys); flags override it')
-    .option('--name <name>', 'worker name, unique in the farm (default: host name)')
-    .option(
-      '--redis <url>',
-      "the coordinator's Redis (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER, rediss+sentinel:// for TLS)",
-    )
-    .addOption(redisTlsOption('ca'))
-    .addOption(redisTlsOption('cert'))
-    .addOption(redisTlsOption('key'))
-    .option('--sentinel <host:port>', 'a Redis Sentinel to ask for the primary, repeatable (instead of --redis; with --sentinel-master)', collect)
-    .option('--sentinel-master <name>', 'the master name the sentinels monitor')
-    .option(
-      '--sentinel-tls',
-      'TLS to the sentinels and to the primary and replicas (with --sentinel; the CA and client certificate of --redis-ca/--redis-cert)',
-    )
+    .option('--name <name>', 'worker name, unique in the farm (default: host name)');
+  return withRedisOptions(
+    command,
+    "the coordinator's Redis (redis://host:port, rediss://host:port for TLS, or redis+sentinel://host:port,host:port/MASTER, rediss+sentinel:// for TLS)",
+  )
     .option('--coordinator <host[:port]>', "the coordinator's SSH store endpoint (default port 2222)")
     .option('--host-key <line>', 'the coordinator\'s SSH host key, "ssh-ed25519 AAAA..." (pinned; shown when the coordinator starts)')
     .option('--host-key-file <file>', "file holding the coordinator's host key (its ssh_host_ed25519_key.pub)")
@@ -97,8 +87,7 @@ export function workerCommand(): Command {
     .action(async (flags: Record<string, unknown>) => {
       const fromFlags: Record<string, unknown> = {
         name: flags.name,
-        redisUrl: redisUrlFromFlags(flags),
-        ...redisTlsFromFlags(flags),
+        ...redisSettingsFromFlags(flags),
         stateDir: flags.stateDir,
         systems: flags.system,
         supportedFeatures: flags.features,
