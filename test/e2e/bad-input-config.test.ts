@@ -63,7 +63,9 @@ describe('invalid config values', () => {
     {
       what: 'worker --redis without a scheme',
       args: () => [...WORKER, '--redis', '127.0.0.1:6379'],
-      messages: [/redisUrl \(--redis\): a Redis URL starts with redis:\/\/, rediss:\/\/, redis\+sentinel:\/\/ or rediss\+sentinel:\/\/ \(got "127\.0\.0\.1:6379"\)/],
+      messages: [
+        /redisUrl \(--redis\): a Redis URL starts with redis:\/\/, rediss:\/\/, redis\+sentinel:\/\/ or rediss\+sentinel:\/\/ \(got "127\.0\.0\.1:6379"\)/,
+      ],
     },
     {
       what: 'worker --nix-option without =',
@@ -114,7 +116,9 @@ describe('invalid config values', () => {
     {
       what: 'coordinator --redis http://',
       args: () => [...COORDINATOR, '--redis', 'http://127.0.0.1:6379'],
-      messages: [/redisUrl \(--redis\): a Redis URL starts with redis:\/\/, rediss:\/\/, redis\+sentinel:\/\/ or rediss\+sentinel:\/\/ \(got "http:\/\/127\.0\.0\.1:6379"\)/],
+      messages: [
+        /redisUrl \(--redis\): a Redis URL starts with redis:\/\/, rediss:\/\/, redis\+sentinel:\/\/ or rediss\+sentinel:\/\/ \(got "http:\/\/127\.0\.0\.1:6379"\)/,
+      ],
     },
     {
       what: 'coordinator --log-level loud',
