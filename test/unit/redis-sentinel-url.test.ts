@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { coordinatorConfigSchema, parseSentinelUrl, redactRedisUrl, sentinelUrlOf } from '@nixfarm/shared';
+import { coordinatorConfigSchema, parseSentinelUrl, redactRedisUrl, redisUserOf, sentinelUrlOf } from '@nixfarm/shared';
 
 describe('redis+sentinel:// URLs', () => {
+  it('names the user a Sentinel URL logs in as, without its password, as a plain URL does', () => {
+    assert.equal(redisUserOf('redis+sentinel://farm:pw@h1:1,h2:2/m'), '"farm" at redis+sentinel://farm:***@h1:1,h2:2/m');
+    assert.equal(redisUserOf('rediss+sentinel://h1:1/m'), '"default" at rediss+sentinel://h1:1/m');
+    assert.equal(redisUserOf('redis://farm:pw@h:1'), '"farm" at redis://farm:***@h:1');
+  });
   it('gives the sentinels, the master, the db and the passwords', () => {
     assert.deepEqual(parseSentinelUrl('redis+sentinel://farm:s3cret@10.0.0.1:26379,sentinel-b,[::1]:26380/nixfarm?db=2&sentinelPassword=x'), {
       sentinels: [

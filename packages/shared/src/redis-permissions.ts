@@ -3,6 +3,7 @@ import { NixfarmError } from './errors.js';
 import { redactRedisUrl } from './redis-connection.js';
 import { COORDINATOR_REDIS_COMMANDS, WORKER_REDIS_COMMANDS, type RedisRole } from './redis-acl.js';
 import { REDIS_PREFIX } from './redis-keys.js';
+import { isSentinelUrl, parseSentinelUrl } from './redis-sentinel.js';
 
 /** The Redis user may not run a command, or touch a key or channel, that nixfarm needs: no retry can fix that, an operator must. */
 export class RedisNoPermissionError extends NixfarmError {
@@ -118,7 +119,8 @@ export async function probeRedisPermissions(redis: Redis, role: RedisRole, what:
 export function redisUserOf(url: string): string {
   let user = 'default';
   try {
-    user = decodeURIComponent(new URL(url).username) || 'default';
+    // a Sentinel URL names several hosts, which URL cannot parse: its own parser reads the user
+    user = (isSentinelUrl(url) ? parseSentinelUrl(url).username : decodeURIComponent(new URL(url).username)) || 'default';
   } catch {
     // not a URL: connectRedis has said so already
   }
