@@ -132,13 +132,7 @@ export class JobFetcher {
    */
   async fetchConnectionSilentMs(timeoutMs: number): Promise<number> {
     const generation = this.current;
-    const answered = await Promise.race([
-      generation.connection.ping().then(
-        () => true,
-        () => false,
-      ),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref()),
-    ]);
+    const answered = await answersPing(generation.connection, timeoutMs);
     if (generation !== this.generation) return 0;
     if (answered) this.lastAnswerAt = Date.now();
     return answered ? 0 : Date.now() - this.lastAnswerAt;
@@ -212,9 +206,8 @@ export class JobFetcher {
     this.retired.push(old);
     old.abandon();
     this.lastPassEndedAt = this.lastAnswerAt = Date.now();
-    const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 2000).unref());
-    void Promise.race([old.connection.ping().catch(() => 'timeout' as const), timeout]).then((answer) => {
-      if (answer !== 'timeout') return;
+    void answersPing(old.connection, 2000).then((answered) => {
+      if (answered) return;
       this.options.logger.warn('the stalled fetch connection does not answer PING; closing it');
       old.connection.disconnect();
       // disconnect() only half-closes: a peer that no longer answers would keep the socket, and its commands, forever.
@@ -402,4 +395,15 @@ export class JobFetcher {
     }
     await Promise.all([...this.queues.values()].map((q) => q.counter.close().catch(() => undefined)));
   }
+}
+
+/** Whether a connection answers a PING within timeoutMs (an error reply or none in time: it does not). */
+function answersPing(connection: Redis, timeoutMs: number): Promise<boolean> {
+  return Promise.race([
+    connection.ping().then(
+      () => true,
+      () => false,
+    ),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref()),
+  ]);
 }
