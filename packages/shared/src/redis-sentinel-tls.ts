@@ -1,10 +1,6 @@
-import { connect as tlsConnect } from 'node:tls';
 import type { RedisTls } from './redis-tls.js';
-import { diagnoseRedisTlsFailure, type RedisTlsError, serverName } from './redis-tls-failure.js';
-import type { SentinelAddress, SentinelTarget } from './redis-sentinel.js';
-
-/** How long one handshake with a sentinel may take. */
-const PROBE_MS = 3000;
+import { diagnoseRedisTlsFailure, probeTlsSession, type RedisTlsError } from './redis-tls-failure.js';
+import type { SentinelTarget } from './redis-sentinel.js';
 
 export interface SentinelTlsFailureContext {
   /** the rediss+sentinel:// URL as shown (no passwords) */
@@ -25,7 +21,7 @@ export interface SentinelTlsFailureContext {
 export async function diagnoseSentinelTlsFailure(target: SentinelTarget, context: SentinelTlsFailureContext): Promise<RedisTlsError | undefined> {
   if (!target.tls || context.tls === undefined) return undefined;
   for (const sentinel of target.sentinels) {
-    const error = await handshakeError(sentinel, context.tls);
+    const { error } = await probeTlsSession(sentinel, context.tls.options);
     if (error === undefined) continue;
     const host = sentinel.host.includes(':') ? `[${sentinel.host}]` : sentinel.host;
     const url = `rediss://${host}:${sentinel.port}`;
@@ -38,19 +34,4 @@ export async function diagnoseSentinelTlsFailure(target: SentinelTarget, context
     if (failure !== undefined) return failure;
   }
   return undefined;
-}
-
-/** One TLS session with our settings that sends PING: the error it ended with, or undefined when it was answered (or said nothing in time). */
-function handshakeError(sentinel: SentinelAddress, tls: RedisTls): Promise<Error | undefined> {
-  return new Promise((resolve) => {
-    const socket = tlsConnect({ ...tls.options, host: sentinel.host, port: sentinel.port, servername: serverName(sentinel.host) });
-    const done = (error: Error | undefined): void => {
-      socket.destroy();
-      resolve(error);
-    };
-    socket.setTimeout(PROBE_MS, () => done(undefined));
-    socket.once('secureConnect', () => socket.write('PING\r\n'));
-    socket.once('data', () => done(undefined));
-    socket.once('error', (error: Error) => done(error));
-  });
 }

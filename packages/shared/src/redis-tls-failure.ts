@@ -128,7 +128,7 @@ export async function diagnoseRedisTlsFailure(error: Error, context: RedisTlsFai
     );
   // A server that refuses our client certificate may reset the connection before its alert is read: ask once more, and watch.
   const session = await probeTlsSession(target, tls.options);
-  return session === 'closed-after-handshake' ? clientCertificateRefused('it closed the connection after the handshake') : undefined;
+  return session.outcome === 'closed-after-handshake' ? clientCertificateRefused('it closed the connection after the handshake') : undefined;
 }
 
 interface HostPort {
@@ -158,19 +158,28 @@ function speaksTls(target: HostPort): Promise<boolean> {
   });
 }
 
+/** What one probing TLS session saw (probeTlsSession). */
+export interface TlsSessionProbe {
+  outcome: 'answered' | 'closed-after-handshake' | 'no-handshake';
+  /** the error the session ended with, if it ended with one */
+  error?: Error;
+}
+
 /**
  * One TLS session with our settings that sends PING: 'answered' (a reply came:
  * whatever failed before was passing), 'closed-after-handshake' (the handshake
  * passed our checks, then the server hung up unasked: it refused our client
- * certificate, or the lack of one), or 'no-handshake'.
+ * certificate, or the lack of one), or 'no-handshake'; with the error it ended
+ * with, for a caller that diagnoses it (a sentinel, whose client says only
+ * "Connection is closed.").
  */
-function probeTlsSession(target: HostPort, options: ConnectionOptions): Promise<'answered' | 'closed-after-handshake' | 'no-handshake'> {
+export function probeTlsSession(target: HostPort, options: ConnectionOptions): Promise<TlsSessionProbe> {
   return new Promise((resolve) => {
     const socket = tlsConnect({ ...options, ...target, servername: serverName(target.host) });
     let handshook = false;
-    const done = (outcome: 'answered' | 'closed-after-handshake' | 'no-handshake'): void => {
+    const done = (outcome: TlsSessionProbe['outcome'], error?: Error): void => {
       socket.destroy();
-      resolve(outcome);
+      resolve(error === undefined ? { outcome } : { outcome, error });
     };
     socket.setTimeout(PROBE_MS, () => done(handshook ? 'answered' : 'no-handshake'));
     socket.once('secureConnect', () => {
@@ -179,7 +188,7 @@ function probeTlsSession(target: HostPort, options: ConnectionOptions): Promise<
     });
     socket.once('data', () => done('answered'));
     socket.once('error', (error: NodeJS.ErrnoException) =>
-      done(handshook || CERT_REJECTED_CODES.has(error.code ?? '') ? 'closed-after-handshake' : 'no-handshake'),
+      done(handshook || CERT_REJECTED_CODES.has(error.code ?? '') ? 'closed-after-handshake' : 'no-handshake', error),
     );
     socket.once('close', () => done(handshook ? 'closed-after-handshake' : 'no-handshake'));
   });
@@ -225,6 +234,6 @@ function serverCertificateValidity(target: HostPort, options: ConnectionOptions)
 }
 
 /** SNI takes a host name, never an IP address (Node warns on one). */
-export function serverName(host: string): string | undefined {
+function serverName(host: string): string | undefined {
   return /^[\d.]+$|:/.test(host) ? undefined : host;
 }
