@@ -30,13 +30,22 @@ export function alertRules(): AlertRule[] {
 
 export interface DashboardPanel {
   title: string;
+  /** the row it is under (set by dashboardPanels) */
+  row?: string;
   type: string;
   targets?: Array<{ expr: string; legendFormat?: string; refId?: string }>;
   panels?: DashboardPanel[];
 }
 
-/** The Grafana board's panels that query (rows left out, a collapsed row's panels included). */
+/** The Grafana board's panels that query, each with the row it is under (a collapsed row's panels included). */
 export function dashboardPanels(): DashboardPanel[] {
   const board = JSON.parse(readFileSync(MONITORING.dashboard, 'utf8')) as { panels: DashboardPanel[] };
-  return board.panels.flatMap((p) => (p.type === 'row' ? (p.panels ?? []) : [p])).filter((p) => (p.targets ?? []).length > 0);
+  const out: DashboardPanel[] = [];
+  let row: string | undefined;
+  for (const p of board.panels) {
+    if (p.type === 'row') row = p.title;
+    for (const panel of p.type === 'row' ? (p.panels ?? []) : [p])
+      if ((panel.targets ?? []).length > 0) out.push({ ...panel, ...(row === undefined ? {} : { row }) });
+  }
+  return out;
 }
