@@ -89,7 +89,13 @@ const requirements = [
   // the sentinel-failover chaos scenario runs three sentinels over a primary and a replica
   { what: 'redis-sentinel (for the Sentinel failover scenario)', pkg: 'redis-sentinel', present: () => onPath('redis-sentinel') !== undefined, only: 'tests' },
   // the alert rules' test runs promtool; the Grafana board's test runs a private prometheus (never the package's service)
-  { what: 'prometheus and promtool (for the monitoring tests)', pkg: 'prometheus', present: () => existsSync('/usr/bin/promtool'), only: 'tests', service: 'prometheus' },
+  {
+    what: 'prometheus and promtool (for the monitoring tests)',
+    pkg: 'prometheus',
+    present: () => existsSync('/usr/bin/promtool'),
+    only: 'tests',
+    service: 'prometheus',
+  },
   // the image test pushes with skopeo (what the coordinator runs for --publish-images) to Debian's docker-registry on loopback
   { what: 'skopeo (for the image publishing test)', pkg: 'skopeo', present: () => onPath('skopeo') !== undefined, only: 'tests' },
   {

@@ -139,10 +139,12 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     assert.equal(json.exitCode, 0, json.stderr);
     const status: FarmStatus = farmStatusSchema.parse(JSON.parse(json.stdout));
     const q = status.queues.find((x) => x.name === queue);
-    assert.deepEqual(
-      q && { waiting: q.waiting, running: q.running, system: q.system, liveWorkers: q.liveWorkers },
-      { waiting: 1, running: 0, system: other, liveWorkers: 0 },
-    );
+    assert.deepEqual(q && { waiting: q.waiting, running: q.running, system: q.system, liveWorkers: q.liveWorkers }, {
+      waiting: 1,
+      running: 0,
+      system: other,
+      liveWorkers: 0,
+    });
     assert.ok(q!.oldestWaitSeconds >= oldest, 'the later snapshot sees an older wait');
     assert.deepEqual(
       status.scaling.find((s) => s.system === other),

@@ -17,11 +17,7 @@ const UNSERVED = 'riscv64-linux';
 
 /** A panel's query as Grafana would send it for one system: its variables substituted. */
 function substitute(expr: string, system: string): string {
-  return expr
-    .replaceAll('${system}', system)
-    .replaceAll('$system', system)
-    .replaceAll('$__rate_interval', '1m')
-    .replaceAll('$__interval', '15s');
+  return expr.replaceAll('${system}', system).replaceAll('$system', system).replaceAll('$__rate_interval', '1m').replaceAll('$__interval', '15s');
 }
 
 /** Metric names a PromQL expression selects (ours, and Prometheus's `up`). */
@@ -99,7 +95,12 @@ describe("the alert rules and the Grafana board's queries, on a real Prometheus 
         assert.ok(series.some(finite), `panel "${panel.title}" (${panel.row}): no data for ${expr}: ${JSON.stringify(series).slice(0, 500)}`);
         targets.push({ expr, legendFormat: target.legendFormat ?? '', series });
       }
-      kept.push({ row: panel.row, title: panel.title, unit: (panel as { fieldConfig?: { defaults?: { unit?: string } } }).fieldConfig?.defaults?.unit, targets });
+      kept.push({
+        row: panel.row,
+        title: panel.title,
+        unit: (panel as { fieldConfig?: { defaults?: { unit?: string } } }).fieldConfig?.defaults?.unit,
+        targets,
+      });
     }
     writeFileSync(join(artifactDir('prometheus-board'), 'panels.json'), `${JSON.stringify({ system, startSeconds, endSeconds, panels: kept }, null, 1)}\n`);
   });

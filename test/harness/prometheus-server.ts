@@ -43,7 +43,8 @@ export class PrometheusServer {
   ) {}
 
   static async start(options: PrometheusServerOptions): Promise<PrometheusServer> {
-    if (!existsSync(PROMETHEUS_BIN)) throw new Error(`${PROMETHEUS_BIN} not found: install Debian's prometheus package (node scripts/ensure-machine.mjs --tests)`);
+    if (!existsSync(PROMETHEUS_BIN))
+      throw new Error(`${PROMETHEUS_BIN} not found: install Debian's prometheus package (node scripts/ensure-machine.mjs --tests)`);
     const dir = mkdtempSync(join(tmpdir(), 'nixfarm-prometheus-'));
     mkdirSync(join(dir, 'data'));
     const token = join(dir, 'nixfarm-token');
@@ -82,7 +83,12 @@ export class PrometheusServer {
       unregister();
     };
     const deadline = Date.now() + 20_000;
-    while (!(await fetch(`${url}/-/ready`).then((r) => r.ok, () => false))) {
+    while (
+      !(await fetch(`${url}/-/ready`).then(
+        (r) => r.ok,
+        () => false,
+      ))
+    ) {
       if (child.exitCode !== null || Date.now() > deadline) {
         const output = existsSync(log) ? readFileSync(log, 'utf8') : '';
         await stop();

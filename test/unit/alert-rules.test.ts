@@ -28,7 +28,7 @@ describe('the Prometheus alert rules (monitoring/prometheus)', () => {
     assert.match(output, new RegExp(`SUCCESS: ${rules.length} rules found`), output);
   });
 
-  it("pass their promtool unit tests (nixfarm-alerts.test.yaml: each alert fires on its series and stays quiet on the near miss)", () => {
+  it('pass their promtool unit tests (nixfarm-alerts.test.yaml: each alert fires on its series and stays quiet on the near miss)', () => {
     const { status, output } = promtool(['test', 'rules', MONITORING.alertTests]);
     assert.equal(status, 0, output);
     assert.match(output, /SUCCESS/, output);
