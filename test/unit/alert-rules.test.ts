@@ -4,7 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
-import { alertRules, MONITORING, PROMTOOL_BIN } from '../harness/monitoring-files.js';
+import { FarmMetrics } from '@nixfarm/coordinator';
+import { alertRules, dashboardPanels, MONITORING, PROMTOOL_BIN } from '../harness/monitoring-files.js';
 import { REPO_ROOT } from '../harness/test-farm.js';
 
 /** promtool's output of one command; fails, naming the package, when promtool is not installed. */
@@ -55,5 +56,22 @@ describe('the Prometheus alert rules (monitoring/prometheus)', () => {
         `${rule.alert}: a test case where it stays quiet`,
       );
     }
+  });
+
+  it('names only metrics the coordinator exports, in the rules and in every panel of the Grafana board', () => {
+    const exported = new Set<string>();
+    for (const m of new FarmMetrics().registry.getMetricsAsArray()) {
+      exported.add(m.name);
+      // a histogram's series
+      for (const suffix of ['_bucket', '_sum', '_count']) exported.add(`${m.name}${suffix}`);
+    }
+    const exprs = [
+      ...alertRules().map((r) => [r.alert, r.expr] as const),
+      ...dashboardPanels().flatMap((p) => p.targets!.map((t) => [`panel "${p.title}"`, t.expr] as const)),
+    ];
+    const unknown = exprs.flatMap(([where, expr]) =>
+      [...expr.matchAll(/\bnixfarm_[a-z0-9_]+/g)].filter((m) => !exported.has(m[0])).map((m) => `${where}: ${m[0]}`),
+    );
+    assert.deepEqual(unknown, []);
   });
 });
