@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { logOutputTo } from './child-log.js';
 import { freePort } from './free-port.js';
 import { PROMETHEUS_BIN } from './monitoring-files.js';
-import { killGroup, onProcessExit, removeTreeSync, withParentDeathSignal } from './process-cleanup.js';
+import { killGroup, onProcessExit, removeTreeSync, terminateGroup, withParentDeathSignal } from './process-cleanup.js';
 
 export interface PrometheusServerOptions {
   /** host:port of the coordinator, scraped at /metrics by the job `nixfarm` */
@@ -75,10 +75,7 @@ export class PrometheusServer {
       removeTreeSync(dir);
     });
     const stop = async () => {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      killGroup(child.pid, 'SIGTERM');
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
-      killGroup(child.pid, 'SIGKILL');
+      await terminateGroup(child);
       removeTreeSync(dir);
       unregister();
     };
