@@ -209,7 +209,6 @@ export class FarmMetrics {
     }
   }
 
-  /** Where the upload gauges read the queue's backlog from. */
   checkEnded(result: string, background: boolean): void {
     this.checks.inc({ result, kind: background ? 'sampled' : 'requested' });
   }
@@ -223,6 +222,7 @@ export class FarmMetrics {
     this.redisMemory = read;
   }
 
+  /** Where the upload gauges read the queue's backlog from. */
   watchUploads(backlog: () => Promise<UploadBacklog>): void {
     this.uploadBacklog = backlog;
   }
