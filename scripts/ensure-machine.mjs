@@ -2,7 +2,8 @@
 // Makes a fresh Debian machine ready to build and test nixfarm: the system
 // tools it drives (Nix, redis-server, zstd, a static busybox for test derivations,
 // the OpenSSH client, sshd for the bench's Nix remote builds; with --tests,
-// Debian's chromium for the dashboard test, xmllint for the JUnit test and
+// Debian's chromium for the dashboard test, prometheus for the monitoring tests,
+// xmllint for the JUnit test and
 // git for the flake test), a Nix that really builds (its
 // build users), and node_modules. Runs before node_modules exist, so it uses
 // nothing but Node itself. Silent when everything is present already.
@@ -87,6 +88,14 @@ const requirements = [
   { what: 'diffoscope (for the reproducibility check tests)', pkg: 'diffoscope-minimal', present: () => onPath('diffoscope') !== undefined, only: 'tests' },
   // the sentinel-failover chaos scenario runs three sentinels over a primary and a replica
   { what: 'redis-sentinel (for the Sentinel failover scenario)', pkg: 'redis-sentinel', present: () => onPath('redis-sentinel') !== undefined, only: 'tests' },
+  // the alert rules' test runs promtool; the Grafana board's test runs a private prometheus (never the package's service)
+  {
+    what: 'prometheus and promtool (for the monitoring tests)',
+    pkg: 'prometheus',
+    present: () => existsSync('/usr/bin/promtool'),
+    only: 'tests',
+    service: 'prometheus',
+  },
   // the image test pushes with skopeo (what the coordinator runs for --publish-images) to Debian's docker-registry on loopback
   { what: 'skopeo (for the image publishing test)', pkg: 'skopeo', present: () => onPath('skopeo') !== undefined, only: 'tests' },
   {
@@ -96,6 +105,16 @@ const requirements = [
     only: 'tests',
   },
 ].filter((r) => r.only === undefined || process.argv.includes(`--${r.only}`));
+
+/**
+ * A package installed for its binaries only must not leave its daemon running:
+ * under systemd its postinst enabled and started the unit (without systemd,
+ * invoke-rc.d starts nothing: no runlevel, or policy-rc.d in containers).
+ */
+function stopServices(units) {
+  if (units.length === 0 || !existsSync('/run/systemd/system')) return;
+  run('systemctl', ['disable', '--now', ...units]);
+}
 
 function run(command, args, options = {}) {
   say(`running ${command} ${args.join(' ')}`);
@@ -123,6 +142,7 @@ if (missing.length > 0) {
     if (!run('apt-get', ['update', '-q'], { env }) || !run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...packages], { env })) {
       process.exit(1);
     }
+    stopServices(missing.flatMap((r) => (r.service === undefined ? [] : [r.service])));
     missing = requirements.filter((r) => !r.present());
   }
   if (missing.length > 0) {

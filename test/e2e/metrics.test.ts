@@ -87,7 +87,11 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     // the queue drained; nothing is needed
     assert.equal(sampleValue(samples, 'nixfarm_queue_waiting_jobs', { queue, system, features: '' }), 0);
     assert.equal(sampleValue(samples, 'nixfarm_queue_oldest_wait_seconds', { queue }), 0);
+    assert.equal(sampleValue(samples, 'nixfarm_queue_live_workers', { queue }), 1, 'w1 may take it');
     assert.equal(sampleValue(samples, 'nixfarm_workers_needed', { system }), 0);
+    // Redis's memory, from INFO memory: the private Redis has no maxmemory
+    assert.ok(sampleValue(samples, 'nixfarm_redis_memory_used_bytes') > 100_000);
+    assert.equal(sampleValue(samples, 'nixfarm_redis_memory_max_bytes'), 0);
     // process metrics of our own registry
     assert.ok(sampleValue(samples, 'nixfarm_coordinator_process_resident_memory_bytes') > 0);
   });
@@ -119,6 +123,7 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     assert.equal(sampleValue(samples, 'nixfarm_queue_running_jobs', { queue }), 0);
     const oldest = sampleValue(samples, 'nixfarm_queue_oldest_wait_seconds', { queue });
     assert.ok(oldest >= 1.5 && oldest < 120, `oldest wait ${oldest}`);
+    assert.equal(sampleValue(samples, 'nixfarm_queue_live_workers', { queue }), 0, 'no live worker may take it');
     assert.equal(sampleValue(samples, 'nixfarm_unserved_jobs', { system: other }), 1);
     assert.equal(sampleValue(samples, 'nixfarm_workers_needed', { system: other }), 1);
     assert.equal(sampleValue(samples, 'nixfarm_workers_needed', { system }), 0, 'the served system needs nothing');
@@ -134,7 +139,12 @@ describe('metrics, status and the scaling signal (real farm)', () => {
     assert.equal(json.exitCode, 0, json.stderr);
     const status: FarmStatus = farmStatusSchema.parse(JSON.parse(json.stdout));
     const q = status.queues.find((x) => x.name === queue);
-    assert.deepEqual(q && { waiting: q.waiting, running: q.running, system: q.system }, { waiting: 1, running: 0, system: other });
+    assert.deepEqual(q && { waiting: q.waiting, running: q.running, system: q.system, liveWorkers: q.liveWorkers }, {
+      waiting: 1,
+      running: 0,
+      system: other,
+      liveWorkers: 0,
+    });
     assert.ok(q!.oldestWaitSeconds >= oldest, 'the later snapshot sees an older wait');
     assert.deepEqual(
       status.scaling.find((s) => s.system === other),

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { freePort } from './free-port.js';
-import { killGroup, onProcessExit, removeTreeSync } from './process-cleanup.js';
+import { killGroup, onProcessExit, removeTreeSync, terminateGroup } from './process-cleanup.js';
 import { logOutputTo } from './child-log.js';
 
 /** A private Debian docker-registry (distribution) on loopback, plain HTTP, storage in a temp dir. */
@@ -69,10 +69,7 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
     port,
     host: `127.0.0.1:${port}`,
     async stop() {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      killGroup(child.pid, 'SIGTERM');
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
-      killGroup(child.pid, 'SIGKILL');
+      await terminateGroup(child);
       removeTreeSync(dir);
       unregister();
     },

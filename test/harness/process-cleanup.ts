@@ -1,5 +1,5 @@
 import { existsSync, rmSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 
 /**
  * Test processes (redis-server, simulated machines' workers and sshds) must
@@ -45,6 +45,16 @@ export function onProcessExit(cleanup: Cleanup): () => void {
   install();
   cleanups.add(cleanup);
   return () => cleanups.delete(cleanup);
+}
+
+/** Stops a detached child's process group: SIGTERM, up to graceMs for it to exit, then SIGKILL for whatever is left. */
+export async function terminateGroup(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    killGroup(child.pid, 'SIGTERM');
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, graceMs))]);
+  }
+  killGroup(child.pid, 'SIGKILL');
 }
 
 /** Sends a signal to a whole process group; silent when the group is gone already. */

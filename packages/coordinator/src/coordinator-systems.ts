@@ -30,6 +30,7 @@ import { ReportGate } from './reports/report-gate.js';
 import { WorkerRevocation } from './reports/worker-revocation.js';
 import type { AuthorizedKeys } from './store-endpoint/authorized-keys.js';
 import { FarmMetrics } from './metrics/farm-metrics.js';
+import { readRedisMemory } from './metrics/redis-memory.js';
 import { UploadQueue } from './uploads/upload-queue.js';
 import { RunPush } from './uploads/run-push.js';
 import type { UploadTarget } from './uploads/upload-target.js';
@@ -109,6 +110,7 @@ export class SchedulingCore {
   constructor(private readonly options: SchedulingCoreOptions) {
     const { redis, logger, nix, verifier, localBuilder } = options;
     const metrics = this.metrics;
+    metrics.watchRedisMemory(() => readRedisMemory(redis));
     const graph = (this.graph = new DerivationGraph(redis));
     const queues = (this.queues = new BuildQueues({ redis, logger, waits: metrics.queueWaits }));
     const events = (this.events = new RunEvents(redis));

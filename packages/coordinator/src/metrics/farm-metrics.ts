@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
 import type { BuildTimings, FarmStatus } from '@nixfarm/shared';
 import { QueueWaitTracker } from './queue-wait-tracker.js';
+import type { RedisMemory } from './redis-memory.js';
 
 /** Seconds, from a trivial derivation's copy to a long compile. */
 const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200];
@@ -47,6 +48,8 @@ export class FarmMetrics {
   private uploadBacklog: () => Promise<UploadBacklog> = async () => ({ depth: 0, lagSeconds: 0 });
   private readonly checks: Counter<'result' | 'kind'>;
   private checksPending: () => Promise<number> = async () => 0;
+  /** read at each scrape; the coordinator points it at its Redis */
+  private redisMemory: () => Promise<RedisMemory> = async () => ({ usedBytes: 0, maxBytes: 0 });
   private readonly signedOutputs: Counter;
   private readonly signingSeconds: Histogram;
   private readonly narinfoRequests: Counter<'result'>;
@@ -54,6 +57,7 @@ export class FarmMetrics {
   private readonly rejectedReports: Counter<'reason'>;
   private readonly gauges: {
     queueWaiting: Gauge<'queue' | 'system' | 'features'>;
+    queueLiveWorkers: Gauge<'queue' | 'system' | 'features'>;
     queueRunning: Gauge<'queue' | 'system' | 'features'>;
     queueOldest: Gauge<'queue' | 'system' | 'features'>;
     workerRunning: Gauge<'worker'>;
@@ -133,6 +137,12 @@ export class FarmMetrics {
       'Reproducibility checks ended, by result (reproducible, not-reproducible, failed, skipped, cancelled) and kind (requested by a run, or sampled)',
       ['result', 'kind'],
     );
+    readOnScrape('nixfarm_redis_memory_used_bytes', "Bytes Redis uses (INFO memory's used_memory)", async () => (await this.redisMemory()).usedBytes);
+    readOnScrape(
+      'nixfarm_redis_memory_max_bytes',
+      "Redis's maxmemory: where it starts refusing writes (with BullMQ's noeviction policy); 0 when unlimited",
+      async () => (await this.redisMemory()).maxBytes,
+    );
     readOnScrape('nixfarm_checks_pending', 'Reproducibility checks not ended: waiting for their build, queued, or running', () => this.checksPending());
     this.rejectedReports = counter(
       'nixfarm_reports_rejected_total',
@@ -151,6 +161,11 @@ export class FarmMetrics {
     const q = ['queue', 'system', 'features'] as const;
     this.gauges = {
       queueWaiting: gauge('nixfarm_queue_waiting_jobs', 'Jobs waiting in a build queue (incl. prioritized and delayed retries)', q),
+      queueLiveWorkers: gauge(
+        'nixfarm_queue_live_workers',
+        "Live workers (fresh heartbeat, not draining or paused) that may build a queue's jobs: 0 while jobs wait means none will be taken",
+        q,
+      ),
       queueRunning: gauge('nixfarm_queue_running_jobs', 'Jobs of a build queue a worker runs', q),
       queueOldest: gauge('nixfarm_queue_oldest_wait_seconds', 'Age of the oldest job of a queue no worker has started; 0 when none waits', q),
       workerRunning: gauge('nixfarm_worker_running_jobs', 'Builds a worker runs, as of its last heartbeat', ['worker']),
@@ -194,7 +209,6 @@ export class FarmMetrics {
     }
   }
 
-  /** Where the upload gauges read the queue's backlog from. */
   checkEnded(result: string, background: boolean): void {
     this.checks.inc({ result, kind: background ? 'sampled' : 'requested' });
   }
@@ -203,6 +217,12 @@ export class FarmMetrics {
     this.checksPending = pending;
   }
 
+  /** Where the Redis memory gauges read from. */
+  watchRedisMemory(read: () => Promise<RedisMemory>): void {
+    this.redisMemory = read;
+  }
+
+  /** Where the upload gauges read the queue's backlog from. */
   watchUploads(backlog: () => Promise<UploadBacklog>): void {
     this.uploadBacklog = backlog;
   }
@@ -243,6 +263,7 @@ export class FarmMetrics {
     for (const q of status.queues) {
       const labels = { queue: q.name, system: q.system, features: q.features.join(',') };
       g.queueWaiting.set(labels, q.waiting);
+      g.queueLiveWorkers.set(labels, q.liveWorkers);
       g.queueRunning.set(labels, q.running);
       g.queueOldest.set(labels, q.oldestWaitSeconds);
     }

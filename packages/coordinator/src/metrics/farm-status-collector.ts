@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import {
+  canBuild,
   parseQueueName,
   redisKeys,
   takesNewBuilds,
@@ -50,6 +51,7 @@ export class FarmStatusCollector {
     const now = Date.now();
     const oldest = queueWaits.oldest(now);
     const queueStatuses: QueueStatus[] = [];
+    const takers = registry.filter((w) => w.alive && takesNewBuilds(w));
     names.forEach((name, i) => {
       let requirement;
       try {
@@ -69,6 +71,7 @@ export class FarmStatusCollector {
         waiting,
         running: c.active ?? 0,
         oldestWaitSeconds: since === undefined ? 0 : Math.max(0, now - since) / 1000,
+        liveWorkers: takers.filter((w) => canBuild(w, requirement)).length,
       });
     });
     const scaling = scalingSignal(

@@ -12,6 +12,8 @@ export const queueStatusSchema = z.object({
   running: z.number().int().nonnegative(),
   /** age of the oldest job this coordinator queued that no worker has started; 0 when none waits */
   oldestWaitSeconds: z.number().nonnegative(),
+  /** live workers that take new builds and may build this queue (Nix's rule): 0 with jobs waiting means nothing will take them */
+  liveWorkers: z.number().int().nonnegative(),
 });
 export type QueueStatus = z.infer<typeof queueStatusSchema>;
 
