@@ -19,6 +19,7 @@ const ASSETS: Record<string, string> = {
   'app.css': 'text/css; charset=utf-8',
   'logo.svg': 'image/svg+xml',
   'charts.js': 'text/javascript; charset=utf-8',
+  'history.js': 'text/javascript; charset=utf-8',
 };
 
 /** The chart library, served straight from its npm package (a dependency of this one), so a release needs no copy of it. */
