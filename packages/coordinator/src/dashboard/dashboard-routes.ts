@@ -23,9 +23,10 @@ const ASSETS: Record<string, string> = {
 };
 
 /** The chart library, served straight from its npm package (a dependency of this one), so a release needs no copy of it. */
-const VENDOR_ASSETS: Record<string, { module: string; type: string }> = {
-  'uPlot.esm.js': { module: 'uplot/dist/uPlot.esm.js', type: 'text/javascript; charset=utf-8' },
-  'uPlot.min.css': { module: 'uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8' },
+const require = createRequire(import.meta.url);
+const VENDOR_ASSETS: Record<string, { file: string; type: string }> = {
+  'uPlot.esm.js': { file: require.resolve('uplot/dist/uPlot.esm.js'), type: 'text/javascript; charset=utf-8' },
+  'uPlot.min.css': { file: require.resolve('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
 };
 
 /** The page's own rules: its scripts and styles from this origin only, no inline script, no framing. */
@@ -48,8 +49,7 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
   // Read once: the files are part of the release, and a missing one should fail at start, not on a visit.
   const page = readFileSync(new URL('index.html', ASSET_DIR), 'utf8');
   const assets = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readFileSync(new URL(name, ASSET_DIR)) }]));
-  const require = createRequire(import.meta.url);
-  for (const [name, { module, type }] of Object.entries(VENDOR_ASSETS)) assets.set(name, { type, body: readFileSync(require.resolve(module)) });
+  for (const [name, { file, type }] of Object.entries(VENDOR_ASSETS)) assets.set(name, { type, body: readFileSync(file) });
 
   app.get('/', async (_request, reply) => reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(page));
 

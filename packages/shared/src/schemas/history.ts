@@ -14,7 +14,7 @@ export const DEFAULT_HISTORY_INTERVAL_SECONDS = 10;
 const count = z.number().int().nonnegative();
 
 /** One system's queues and scaling signal at a sample. */
-export const historySystemSchema = z.object({
+const historySystemSchema = z.object({
   system: systemSchema,
   /** jobs of the system's queues not taken yet (waiting, prioritized, delayed retries) */
   waiting: count,
