@@ -433,7 +433,11 @@ describe('web dashboard (headless Chromium, real farm)', () => {
       10_000,
       () => 'the page did not notice',
     );
+    const restartedAt = Date.now();
     await farm.restartCoordinator();
+    // The history lives in Redis: the restarted coordinator still answers the samples from before.
+    const kept = await farm.api<HistoryResponse>('/api/history?range=1h');
+    assert.ok(kept.samples.some((s) => s.at < restartedAt) && kept.samples.some((s) => s.at >= restartedAt), 'samples from before and after the restart');
     const before = Number(await page.getAttribute('body', 'data-snapshot-at'));
     await pollFor(
       async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined,

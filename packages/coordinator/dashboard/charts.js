@@ -10,7 +10,9 @@
 //
 // Optional extras: a series may carry `color` and `dash` (e.g. [4, 3]); the
 // options may carry `timeWindow: () => [fromSeconds, toSeconds]`, the span the
-// x axis shows (default: the data's own span).
+// x axis shows (default: the data's own span), and `gapSeconds` (a number or a
+// function answering one): consecutive points further apart than that are not
+// joined, so a time nothing was recorded (a coordinator stopped) shows as a gap.
 //
 // What it drew is readable from the container, for tests: data-points (points
 // per series: the timestamps of all series together), data-series (the labels,
@@ -31,7 +33,7 @@ const STATUS_COLORS = {
   'output-limit-exceeded': '#a0522d',
   cancelled: '#7f8c8d',
 };
-const PALETTE = ['#1f6feb', '#2e8b57', '#c7831a', '#8e44ad', '#c0392b', '#16a085', '#d35400', '#2c3e50', '#b03a8c', '#7f8c8d'];
+const PALETTE = ['#1f6feb', '#8e44ad', '#16a085', '#d35400', '#2c3e50', '#b03a8c', '#c7831a', '#7f8c8d'];
 
 function ensureStylesheet() {
   if (typeof document === 'undefined') return;
@@ -70,7 +72,25 @@ function colorOf(s, i) {
   return s.color ?? STATUS_COLORS[s.label] ?? PALETTE[i % PALETTE.length];
 }
 
-function seriesOptions(series, unit) {
+/**
+ * Gaps where consecutive times lie further apart than `gapSeconds` (canvas
+ * pixels, in order). uPlot's own gaps at nulls are dropped: a series without
+ * a value at another series' time is joined across it, as with spanGaps.
+ */
+function gapsOver(gapSeconds) {
+  return (u, _seriesIdx, idx0, idx1) => {
+    const limit = typeof gapSeconds === 'function' ? gapSeconds() : gapSeconds;
+    const gaps = [];
+    if (limit === undefined || limit === null) return gaps;
+    const xs = u.data[0];
+    for (let i = idx0; i < idx1; i++) {
+      if (xs[i + 1] - xs[i] > limit) gaps.push([Math.round(u.valToPos(xs[i], 'x', true)), Math.round(u.valToPos(xs[i + 1], 'x', true))]);
+    }
+    return gaps;
+  };
+}
+
+function seriesOptions(series, unit, gapSeconds) {
   return [
     {},
     ...series.map((s, i) => ({
@@ -78,7 +98,8 @@ function seriesOptions(series, unit) {
       stroke: colorOf(s, i),
       width: 1.5,
       ...(s.dash === undefined ? {} : { dash: s.dash }),
-      spanGaps: true,
+      // uPlot asks for the gaps only of a series that does not span them
+      ...(gapSeconds === undefined ? { spanGaps: true } : { spanGaps: false, gaps: gapsOver(gapSeconds) }),
       points: { show: false },
       value: (_u, v) => formatValue(v, unit),
     })),
@@ -86,7 +107,7 @@ function seriesOptions(series, unit) {
 }
 
 /** A line chart of one or more series over time in `container`; see the header for the contract. */
-export function timeSeriesChart(container, { title, unit = '', series, width, height = 180, timeWindow }) {
+export function timeSeriesChart(container, { title, unit = '', series, width, height = 180, timeWindow, gapSeconds }) {
   ensureStylesheet();
   let current = series;
   let plot;
@@ -98,7 +119,7 @@ export function timeSeriesChart(container, { title, unit = '', series, width, he
     title,
     width: measure(),
     height,
-    series: seriesOptions(current, unit),
+    series: seriesOptions(current, unit, gapSeconds),
     scales: {
       x: { time: true, ...(timeWindow === undefined ? {} : { range: (_u, min, max) => windowOr(min, max) }) },
       y: { range: (_u, _min, max) => [0, Math.max(1, max ?? 1) * 1.1] },

@@ -72,6 +72,8 @@ export function startHistory(section) {
   const select = section.querySelector('#history-range');
   const status = section.querySelector('#history-status');
   let range = select.value || '1h';
+  /** the coordinator's sampling interval, once known: three of them (and at least a minute) without a sample is a gap in the record */
+  let intervalSeconds;
   let timer;
   let stopped = false;
   /** bumped at each read, so an answer for a range no longer chosen is dropped */
@@ -80,7 +82,8 @@ export function startHistory(section) {
     const now = Date.now() / 1000;
     return [now - RANGE_SECONDS[range], now];
   };
-  const chart = (id, title, unit) => timeSeriesChart(section.querySelector(id), { title, unit, series: [], height: 170, timeWindow });
+  const gapSeconds = () => (intervalSeconds === undefined ? undefined : Math.max(60, 3 * intervalSeconds));
+  const chart = (id, title, unit) => timeSeriesChart(section.querySelector(id), { title, unit, series: [], height: 170, timeWindow, gapSeconds });
   const charts = {
     queues: chart('#chart-queues', 'Queue depth per system', 'jobs'),
     finished: chart('#chart-finished', 'Builds finished per minute', '/min'),
@@ -94,8 +97,10 @@ export function startHistory(section) {
     try {
       const response = await fetch(`/api/history?range=${encodeURIComponent(range)}`, { credentials: 'same-origin' });
       if (!response.ok) throw new Error(`the coordinator answered ${response.status}`);
-      const { samples, intervalSeconds } = await response.json();
+      const answer = await response.json();
       if (stopped || mine !== generation) return;
+      const { samples } = answer;
+      intervalSeconds = answer.intervalSeconds;
       charts.queues.update(queueSeries(samples));
       charts.finished.update(finishedSeries(samples, intervalSeconds));
       charts.workers.update(workerSeries(samples));
