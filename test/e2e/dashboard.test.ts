@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import type { DashboardSnapshot, DerivationView, RunView, QueueSummary, WorkerListing } from '@nixfarm/shared';
+import type { DashboardSnapshot, DerivationView, HistoryResponse, RunView, QueueSummary, WorkerListing } from '@nixfarm/shared';
 import type { RunningCommand } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, scriptedFixture, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
@@ -26,6 +26,8 @@ describe('web dashboard (headless Chromium, real farm)', () => {
       { name: 'w1', maxJobs: 2 },
       { name: 'w2', maxJobs: 2, speedFactor: 2 },
     ],
+    // a history sample a second, so the charts have points to count within the run
+    coordinatorArgs: ['--history-interval-seconds', '1'],
   });
   let browser: Browser;
   let page: Page;
@@ -180,6 +182,98 @@ describe('web dashboard (headless Chromium, real farm)', () => {
     for (const q of queues) await board.getByText(q.name, { exact: false }).first().waitFor({ timeout: 20_000 });
     await board.screenshot({ path: join(shots, '02-queues-running.png'), fullPage: true });
     await board.close();
+  });
+
+  it('charts the history during the run: as many points as GET /api/history has samples, growing, finished builds by status, and the range choice', async () => {
+    const history = (range: string) => farm.api<HistoryResponse>(`/api/history?range=${range}`);
+    const chartIds = ['chart-queues', 'chart-finished', 'chart-workers'];
+    const chart = (id: string) => page.locator(`#${id}`);
+    const points = async (id: string) => Number(await chart(id).getAttribute('data-points'));
+    /** Each chart draws one point per sample of the range, give or take the sample taken between the two reads. */
+    const matchesApi = async (range: string): Promise<number[] | undefined> => {
+      const before = (await history(range)).samples.length;
+      const drawn = await Promise.all(chartIds.map(points));
+      const after = (await history(range)).samples.length;
+      return drawn.every((n) => n >= before - 1 && n <= after + 1) ? drawn : undefined;
+    };
+
+    // The three charts render (a uPlot canvas each) with the API's samples.
+    for (const id of chartIds) await chart(id).locator('canvas').first().waitFor({ timeout: 15_000 });
+    const first = await pollFor(
+      () => matchesApi('1h'),
+      15_000,
+      () => 'the charts never drew as many points as the API has samples',
+      200,
+    );
+    assert.ok(first[0]! > 0, 'samples were taken while the run went on');
+    assert.equal(await page.getAttribute('#history-section', 'data-range'), '1h');
+    // They grow with the samples, without a reload.
+    await pollFor(
+      async () => ((await Promise.all(chartIds.map(points))).every((n, i) => n > first[i]!) ? true : undefined),
+      15_000,
+      () => 'the charts did not grow',
+    );
+    await pollFor(
+      () => matchesApi('1h'),
+      15_000,
+      () => 'the grown charts no longer match the API',
+      200,
+    );
+    assert.deepEqual(JSON.parse((await chart('chart-workers').getAttribute('data-series')) ?? '[]'), ['up', 'needed']);
+    await page.locator('#history-section').screenshot({ path: join(shots, '02b-history-during-run.png') });
+
+    // The finished-per-minute chart counts the run's builds by status: at one sample a second, a build is 60 a minute.
+    const result = await build.result;
+    assert.equal(result.exitCode, 1, result.stderr);
+    const run = await farm.api<RunView>(`/api/runs/${runId}`);
+    const { intervalSeconds } = await history('1h');
+    assert.equal(intervalSeconds, 1);
+    const drawnCounts = await pollFor(
+      async () => {
+        const labels = JSON.parse((await chart('chart-finished').getAttribute('data-series')) ?? '[]') as string[];
+        const sums = JSON.parse((await chart('chart-finished').getAttribute('data-sums')) ?? '[]') as number[];
+        const count = (status: string) => Math.round(((sums[labels.indexOf(status)] ?? 0) * intervalSeconds) / 60);
+        return count('succeeded') === run.counts.succeeded && count('failed') === run.counts.failed ? labels : undefined;
+      },
+      15_000,
+      () => `the finished chart never counted the run's ${run.counts.succeeded} succeeded and ${run.counts.failed} failed builds`,
+    );
+    assert.ok(drawnCounts.includes('succeeded') && drawnCounts.includes('failed'));
+    const api = await history('1h');
+    const total = (status: string) => api.samples.reduce((n, s) => n + (s.finished[status] ?? 0), 0);
+    assert.equal(total('succeeded'), run.counts.succeeded, "the API's samples hold the same builds");
+    assert.equal(total('failed'), 1);
+    await page.locator('#history-section').screenshot({ path: join(shots, '02c-history-run-finished.png') });
+
+    // The range choice changes the span drawn, and each range draws the samples the API gives for it.
+    for (const [range, span] of [
+      ['15m', 900],
+      ['6h', 21_600],
+      ['1h', 3600],
+    ] as const) {
+      await page.selectOption('#history-range', range);
+      await pollFor(
+        async () => ((await page.getAttribute('#history-section', 'data-range')) === range ? true : undefined),
+        10_000,
+        () => `the charts never switched to ${range}`,
+      );
+      await pollFor(
+        () => matchesApi(range),
+        10_000,
+        () => `the ${range} charts do not match the API`,
+        200,
+      );
+      for (const id of chartIds) {
+        const drawnSpan = Number(await chart(id).getAttribute('data-x-max')) - Number(await chart(id).getAttribute('data-x-min'));
+        assert.ok(Math.abs(drawnSpan - span) <= 5, `${id} spans ${drawnSpan} s for ${range}`);
+      }
+      await page.locator('#history-section').screenshot({ path: join(shots, `02d-history-${range}.png`) });
+    }
+
+    // A range the API does not know is refused by name.
+    const bad = await fetch(new URL('/api/history?range=2d', farm.address.httpUrl), { headers: farm.authHeaders('read') });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: { message: string } }).error.message, /15m, 1h, 6h, 24h/);
   });
 
   it("shows the run's progress, its failure linked to the stored log, and updates to the end without a reload", async () => {
@@ -339,7 +433,11 @@ describe('web dashboard (headless Chromium, real farm)', () => {
       10_000,
       () => 'the page did not notice',
     );
+    const restartedAt = Date.now();
     await farm.restartCoordinator();
+    // The history lives in Redis: the restarted coordinator still answers the samples from before.
+    const kept = await farm.api<HistoryResponse>('/api/history?range=1h');
+    assert.ok(kept.samples.some((s) => s.at < restartedAt) && kept.samples.some((s) => s.at >= restartedAt), 'samples from before and after the restart');
     const before = Number(await page.getAttribute('body', 'data-snapshot-at'));
     await pollFor(
       async () => (await page.getAttribute('#connection', 'data-state')) === 'live' || undefined,

@@ -43,6 +43,7 @@ function fullApi(): ReturnType<typeof createHttpApi> {
     metrics: { queueWaits: stub } as never,
     logs: stub,
     graph: stub,
+    history: { store: stub, intervalSeconds: 10 },
     tokens: new ApiTokens({ read: 'nixfarm_read_test', admin: 'nixfarm_admin_test' }),
   };
   return createHttpApi(deps);

@@ -4,6 +4,8 @@
 // (GET /api/logs?follow=1 as events). The browser's session cookie, set by
 // POST /api/session, authorises the GET requests.
 
+import { startHistory } from './history.js';
+
 const $ = (id) => document.getElementById(id);
 
 /** An element with attributes and children (strings become text nodes). */
@@ -408,6 +410,7 @@ function nextPage() {
 }
 
 let events;
+let historyCharts;
 
 async function start() {
   const probe = await fetch('/api/dashboard', { credentials: 'same-origin' });
@@ -419,6 +422,8 @@ async function start() {
   $('farm').hidden = false;
   $('sign-out').hidden = false;
   render(await probe.json());
+  historyCharts?.stop();
+  historyCharts = startHistory($('history-section'));
   events = new EventSource('/api/dashboard/events');
   events.addEventListener('open', () => setConnection('live', 'live'));
   events.addEventListener('snapshot', (event) => {
@@ -442,6 +447,8 @@ async function main() {
   $('sign-out').addEventListener('click', async () => {
     events?.close();
     logSource?.close();
+    historyCharts?.stop();
+    historyCharts = undefined;
     await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin' });
     showSignIn();
   });

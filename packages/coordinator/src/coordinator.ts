@@ -39,6 +39,10 @@ import { uploadStagingDir } from './uploads/upload-queue.js';
 import { loadOrCreateSigningKey } from './cache/signing-key.js';
 import { BinaryCache } from './cache/binary-cache.js';
 import { CACHE_PREFIX } from './cache/cache-routes.js';
+import { FarmStatusCollector } from './metrics/farm-status-collector.js';
+import { FarmHistoryStore } from './history/farm-history-store.js';
+import { FarmHistorySampler } from './history/farm-history-sampler.js';
+import { finishedTotals } from './history/finished-totals.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -81,6 +85,7 @@ export class Coordinator {
   private core: SchedulingCore | undefined;
   private http: FastifyInstance | undefined;
   private endpoint: StoreEndpoint | undefined;
+  private history: FarmHistorySampler | undefined;
   /** serve sessions with the coordinator's own store (validity queries, local builds) */
   private storeSessions: Array<{ close(): Promise<void> }> = [];
   private addressInfo: CoordinatorAddress | undefined;
@@ -205,6 +210,26 @@ export class Coordinator {
 
     const resumed = await core.start();
 
+    // One farm snapshot for the API, /metrics, the dashboard and the history they chart.
+    const status = new FarmStatusCollector({
+      redis,
+      queues: core.queues,
+      workers: core.workers,
+      queueWaits: core.metrics.queueWaits,
+      runs: core.runs,
+      logger,
+    });
+    const intervalSeconds = config.historyIntervalSeconds;
+    const historyStore = new FarmHistoryStore({ redis, intervalSeconds });
+    this.history = new FarmHistorySampler({
+      status,
+      finishedTotals: () => finishedTotals(core.metrics.registry),
+      store: historyStore,
+      intervalSeconds,
+      logger: logger.child({ component: 'history' }),
+    });
+    this.history.start();
+
     this.http = createHttpApi({
       runs: core.runs,
       events: core.events,
@@ -222,6 +247,8 @@ export class Coordinator {
       ...(core.uploads === undefined ? {} : { uploads: core.uploads }),
       cache: new BinaryCache({ redis, nix, logger, metrics: core.metrics }),
       publicCache: config.publicCache,
+      status,
+      history: { store: historyStore, intervalSeconds },
     });
     await this.http.listen({ host: config.httpHost, port: config.httpPort });
     const httpAddress = this.http.server.address();
@@ -281,6 +308,7 @@ export class Coordinator {
   }
 
   async stop(): Promise<void> {
+    await this.history?.stop();
     await this.http?.close();
     await this.core?.stop();
     await this.endpoint?.stop();

@@ -84,6 +84,8 @@ export const redisKeys = {
   runChecks: (id: string) => `${REDIS_PREFIX}:run:${id}:checks`,
   /** SET of check queue names that exist (queue-name.ts's checkQueueNameFor), for workers to discover */
   checkQueues: `${REDIS_PREFIX}:check-queues`,
+  /** LIST of the farm's history samples (HistorySample as JSON), oldest first, trimmed to 24 h and at most 8640 (coordinator/src/history/) */
+  farmHistory: `${REDIS_PREFIX}:history`,
   /** LIST per differing output of a check: its gzip-compressed NAR in chunks, written by the worker, read and deleted by the coordinator (expires after an hour) */
   checkNar: (jobId: string, outputHash: string) => `${REDIS_PREFIX}:check-nar:${jobId}:${outputHash}`,
 } as const;

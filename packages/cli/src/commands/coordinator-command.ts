@@ -64,6 +64,11 @@ export function coordinatorCommand(): Command {
       'a differing output is brought back to show the difference only up to this NAR size (default 268435456)',
       integer('--check-max-nar-bytes'),
     )
+    .option(
+      '--history-interval-seconds <s>',
+      "seconds between samples of the farm's history, which the dashboard charts (default 10; 24 h of samples are kept, at most 8640)",
+      integer('--history-interval-seconds'),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .addHelpText('after', '\nExample:\n  nixfarm coordinator --state-dir /var/lib/nixfarm --redis redis://127.0.0.1:6379 --http-port 8420 --ssh-port 2222')
     .action(async (flags: Record<string, unknown>) => {
@@ -91,6 +96,7 @@ export function coordinatorCommand(): Command {
           checkFraction: flags.checkFraction,
           diffHook: flags.diffHook,
           checkMaxNarBytes: flags.checkMaxNarBytes,
+          historyIntervalSeconds: flags.historyIntervalSeconds,
           logLevel: flags.logLevel,
         },
         'coordinator config',

@@ -25,6 +25,7 @@ import { registerLogRoutes } from './log-routes.js';
 import { registerOpenApiRoute } from './openapi-routes.js';
 import { registerUploadRoutes, type UploadRoutesDeps } from './upload-routes.js';
 import { registerCheckRoutes, type CheckRoutesDeps } from '../checks/check-routes.js';
+import { registerHistoryRoutes, type HistoryRoutesDeps } from '../history/history-routes.js';
 
 export interface ApiRoutesDeps {
   runs: RunService;
@@ -50,6 +51,10 @@ export interface ApiRoutesDeps {
   uploads?: UploadRoutesDeps['uploads'];
   /** reproducibility checks (absent: no check routes) */
   checks?: CheckRoutesDeps;
+  /** the farm status snapshot, when the coordinator shares it with its history sampler (absent: made here from the deps) */
+  status?: FarmStatusCollector;
+  /** the farm's history for the dashboard's charts (absent: no GET /api/history) */
+  history?: HistoryRoutesDeps;
 }
 
 /**
@@ -66,7 +71,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, str
   registerSessionRoutes(app, { tokens: deps.tokens, logger: deps.logger });
 
   if (deps.metrics !== undefined) {
-    const status = new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
+    const status = deps.status ?? new FarmStatusCollector({ ...deps, queueWaits: deps.metrics.queueWaits });
     registerMetricsRoutes(app, { ...deps, metrics: deps.metrics, status });
     if (deps.graph !== undefined) {
       const collector = new DashboardCollector({
@@ -84,6 +89,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiRoutesDeps, str
     }
   }
   registerQueuesRoute(app, deps);
+  if (deps.history !== undefined) registerHistoryRoutes(app, deps.history);
 
   const why = new WhyService({
     redis: deps.redis,

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { FastifyInstance } from 'fastify';
 import { dashboardSnapshotSchema, type DashboardSnapshot } from '@nixfarm/shared';
 import type { DashboardFeed } from './dashboard-feed.js';
@@ -11,12 +12,21 @@ export interface DashboardRoutesDeps {
   streams: EventStreams;
 }
 
-/** The page and its two files, shipped beside the compiled code (packages/coordinator/dashboard). */
+/** The page and its files, shipped beside the compiled code (packages/coordinator/dashboard). */
 const ASSET_DIR = new URL('../../dashboard/', import.meta.url);
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
   'app.css': 'text/css; charset=utf-8',
   'logo.svg': 'image/svg+xml',
+  'charts.js': 'text/javascript; charset=utf-8',
+  'history.js': 'text/javascript; charset=utf-8',
+};
+
+/** The chart library, served straight from its npm package (a dependency of this one), so a release needs no copy of it. */
+const require = createRequire(import.meta.url);
+const VENDOR_ASSETS: Record<string, { file: string; type: string }> = {
+  'uPlot.esm.js': { file: require.resolve('uplot/dist/uPlot.esm.js'), type: 'text/javascript; charset=utf-8' },
+  'uPlot.min.css': { file: require.resolve('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
 };
 
 /** The page's own rules: its scripts and styles from this origin only, no inline script, no framing. */
@@ -39,6 +49,7 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
   // Read once: the files are part of the release, and a missing one should fail at start, not on a visit.
   const page = readFileSync(new URL('index.html', ASSET_DIR), 'utf8');
   const assets = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readFileSync(new URL(name, ASSET_DIR)) }]));
+  for (const [name, { file, type }] of Object.entries(VENDOR_ASSETS)) assets.set(name, { type, body: readFileSync(file) });
 
   app.get('/', async (_request, reply) => reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(page));
 

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { featureSchema, systemSchema, workerNameSchema } from './common.js';
 import { cacheUrlSchema } from '../cache-url.js';
 import { isSentinelUrl, parseSentinelUrl } from '../redis-sentinel.js';
+import { DEFAULT_HISTORY_INTERVAL_SECONDS } from './history.js';
 
 const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const portSchema = z.number().int().min(0).max(65535);
@@ -78,6 +79,13 @@ export const coordinatorConfigSchema = z
       .min(0)
       .max(64 * 1024 ** 3)
       .default(256 * 1024 ** 2),
+    /** seconds between samples of the farm's history (the dashboard's charts, GET /api/history) */
+    historyIntervalSeconds: z
+      .number({ error: 'the history interval must be a whole number of seconds from 1 to 3600' })
+      .int('the history interval must be a whole number of seconds from 1 to 3600')
+      .min(1, 'the history interval must be from 1 to 3600 seconds (default 10)')
+      .max(3600, 'the history interval must be from 1 to 3600 seconds (default 10)')
+      .default(DEFAULT_HISTORY_INTERVAL_SECONDS),
   })
   .strict();
 export type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>;
