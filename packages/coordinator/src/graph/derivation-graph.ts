@@ -302,6 +302,25 @@ export class DerivationGraph {
     return out;
   }
 
+  /**
+   * The inputs of each of these derivations that are among them: hash -> input
+   * hash parts. Edges are stored from an input to its dependents (a node is
+   * shared by runs), so this reads each one's dependents once and turns them round.
+   */
+  async inputsWithin(hashes: readonly string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>(hashes.map((h) => [h, []]));
+    if (hashes.length === 0) return out;
+    const pipeline = this.redis.pipeline();
+    for (const h of hashes) pipeline.smembers(redisKeys.drvDependents(h));
+    const replies = (await pipeline.exec()) ?? [];
+    hashes.forEach((input, i) => {
+      const [error, dependents] = replies[i] ?? [new Error('no reply from redis'), undefined];
+      if (error) throw error;
+      for (const d of dependents as string[]) out.get(d)?.push(input);
+    });
+    return out;
+  }
+
   async attempts(hash: string): Promise<number> {
     return (await this.nodes.read(hash, ['attempts']))?.attempts ?? 0;
   }
