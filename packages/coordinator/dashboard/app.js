@@ -4,7 +4,12 @@
 // (GET /api/logs?follow=1 as events). The browser's session cookie, set by
 // POST /api/session, authorises the GET requests.
 
+import { showTimeline } from './timeline.js';
+
 const $ = (id) => document.getElementById(id);
+
+/** /runs/ID shows that run's timeline (timeline.js) instead of the farm. */
+const timelineRun = /^\/runs\/([^/]+)\/?$/.exec(location.pathname)?.[1];
 
 /** An element with attributes and children (strings become text nodes). */
 function h(tag, attrs = {}, ...children) {
@@ -181,6 +186,7 @@ function renderRuns(snapshot) {
         {},
         h('strong', {}, run.id),
         h('span', { class: 'muted' }, ` ${run.attrs.map((a) => a || '(top level)').join(', ')}`),
+        h('a', { href: `/runs/${encodeURIComponent(run.id)}`, class: 'timeline-link', dataset: { field: 'timeline' } }, 'timeline'),
         h('span', { class: `badge ${run.status}`, dataset: { field: 'status' } }, run.status),
       ),
       h(
@@ -378,6 +384,7 @@ function follow(drvPath, name) {
 function showSignIn(message) {
   $('sign-in').hidden = false;
   $('farm').hidden = true;
+  $('timeline-page').hidden = true;
   $('sign-out').hidden = true;
   $('sign-in-error').textContent = message ?? '';
   setConnection('signed-out', 'signed out');
@@ -410,6 +417,7 @@ function nextPage() {
 let events;
 
 async function start() {
+  if (timelineRun !== undefined) return startTimeline();
   const probe = await fetch('/api/dashboard', { credentials: 'same-origin' });
   if (probe.status === 401) return showSignIn();
   if (!probe.ok) return showSignIn(`the coordinator answered ${probe.status}`);
@@ -426,6 +434,14 @@ async function start() {
     render(JSON.parse(event.data));
   });
   events.addEventListener('error', () => setConnection('reconnecting', 'reconnecting…'));
+}
+
+async function startTimeline() {
+  $('sign-in').hidden = true;
+  $('farm').hidden = true;
+  $('timeline-page').hidden = false;
+  $('sign-out').hidden = false;
+  await showTimeline($('timeline-page'), decodeURIComponent(timelineRun), { h, seconds, setConnection, showSignIn });
 }
 
 async function main() {

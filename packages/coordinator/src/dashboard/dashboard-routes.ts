@@ -11,10 +11,11 @@ export interface DashboardRoutesDeps {
   streams: EventStreams;
 }
 
-/** The page and its two files, shipped beside the compiled code (packages/coordinator/dashboard). */
+/** The page and its files, shipped beside the compiled code (packages/coordinator/dashboard). */
 const ASSET_DIR = new URL('../../dashboard/', import.meta.url);
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
+  'timeline.js': 'text/javascript; charset=utf-8',
   'app.css': 'text/css; charset=utf-8',
   'logo.svg': 'image/svg+xml',
 };
@@ -30,7 +31,8 @@ const PAGE_HEADERS = {
 const SNAPSHOTS = eventStreamSchema('server-sent events whose data lines are DashboardSnapshot objects', dashboardSnapshotSchema);
 
 /**
- * The web dashboard: GET / (the page), GET /dashboard/:asset (its script,
+ * The web dashboard: GET / (the page; GET /runs/:id is the same page showing
+ * that run's timeline), GET /dashboard/:asset (its scripts,
  * styles and logo), GET /api/dashboard (one snapshot) and
  * GET /api/dashboard/events (a snapshot a second as server-sent events, so
  * the page updates without reloads).
@@ -41,6 +43,8 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
   const assets = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readFileSync(new URL(name, ASSET_DIR)) }]));
 
   app.get('/', async (_request, reply) => reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(page));
+  // A run's timeline is the same page: it reads the run id from its address (timeline.js).
+  app.get('/runs/:id', async (_request, reply) => reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(page));
 
   app.get<{ Params: { asset: string } }>('/dashboard/:asset', async (request, reply) => {
     const asset = assets.get(request.params.asset);
