@@ -406,7 +406,10 @@ describe('web dashboard (headless Chromium, real farm)', () => {
       sum.copyOutMs += v.timings!.copyOutMs;
     }
     assert.deepEqual(t.totals, sum);
-    assert.deepEqual(t.workers.map((w) => [w.name, w.builds]).sort(), [...new Set(built.map((d) => d.worker!))].sort().map((w) => [w, built.filter((d) => d.worker === w).length]));
+    assert.deepEqual(
+      t.workers.map((w) => [w.name, w.builds]).sort(),
+      [...new Set(built.map((d) => d.worker!))].sort().map((w) => [w, built.filter((d) => d.worker === w).length]),
+    );
     // The chain that ended last: the ticker that ended last, then `all`, which needs every ticker.
     const lastTicker = built.filter((d) => fixture.names.tickers.includes(d.name)).sort((a, b) => b.segments.at(-1)!.end - a.segments.at(-1)!.end)[0]!;
     assert.deepEqual(
@@ -453,15 +456,18 @@ describe('web dashboard (headless Chromium, real farm)', () => {
         bar.rects.map((r) => [r.kind, r.ms]),
         d.segments.map((s) => [s.kind, s.end - s.start]),
       );
-      for (const r of bar.rects) if (r.kind !== 'wait' && r.ms > 100) assert.ok(Math.abs(r.width - r.ms * pxPerMs) <= 1.5, `${d.name} ${r.kind}: ${r.width} px for ${r.ms} ms`);
+      for (const r of bar.rects)
+        if (r.kind !== 'wait' && r.ms > 100) assert.ok(Math.abs(r.width - r.ms * pxPerMs) <= 1.5, `${d.name} ${r.kind}: ${r.width} px for ${r.ms} ms`);
     }
     assert.deepEqual(await attrs('#timeline-critical li', 'data-drv'), t.criticalPath);
     assert.equal(await page.textContent('#timeline-bottleneck'), t.bottleneck);
     assert.deepEqual(await attrs('#timeline-workers tr.bottleneck', 'data-worker'), [t.bottleneck]);
-    assert.deepEqual(
-      await page.locator('#timeline-totals [data-field="ms"]').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-ms')))),
-      [t.totals.queueWaitMs, t.totals.copyInMs, t.totals.buildMs, t.totals.copyOutMs],
-    );
+    assert.deepEqual(await page.locator('#timeline-totals [data-field="ms"]').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-ms')))), [
+      t.totals.queueWaitMs,
+      t.totals.copyInMs,
+      t.totals.buildMs,
+      t.totals.copyOutMs,
+    ]);
     await shot('05-timeline');
 
     // From the farm page: the run card's link leads to the same timeline.

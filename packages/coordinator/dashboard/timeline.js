@@ -138,7 +138,12 @@ function gantt(t, width, seconds) {
       svg('text', { x: at, y: AXIS_HEIGHT - 8, 'font-size': 10, 'text-anchor': 'middle', fill: '#6b7684' }, step < 1000 ? `${ms} ms` : `${ms / 1000} s`),
     );
   }
-  const chart = svg('svg', { id: 'timeline-chart', width, height: y, viewBox: `0 0 ${width} ${y}`, 'data-bars': [...lanes.values()].flat().length }, axis, ...laneEls);
+  const chart = svg(
+    'svg',
+    { id: 'timeline-chart', width, height: y, viewBox: `0 0 ${width} ${y}`, 'data-bars': [...lanes.values()].flat().length },
+    axis,
+    ...laneEls,
+  );
   if (t.active) chart.append(svg('line', { x1: x(t.end), x2: x(t.end), y1: AXIS_HEIGHT - 4, y2: y, stroke: '#1f6feb', 'stroke-dasharray': '3 3' }));
   chart.dataset.criticalPath = t.criticalPath.map((p) => byDrv.get(p)?.name ?? p).join(' → ');
   return chart;
@@ -148,9 +153,7 @@ function legend(h) {
   return h(
     'p',
     { class: 'timeline-legend' },
-    ...Object.values(KINDS).map((k) =>
-      h('span', {}, h('span', { class: 'swatch', style: { background: k.fill } }), k.label),
-    ),
+    ...Object.values(KINDS).map((k) => h('span', {}, h('span', { class: 'swatch', style: { background: k.fill } }), k.label)),
     h('span', {}, h('span', { class: 'swatch critical', style: { borderColor: CRITICAL } }), 'critical path'),
   );
 }
@@ -280,7 +283,12 @@ export async function showTimeline(root, runId, kit) {
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       root.replaceChildren(
-        kit.h('section', {}, kit.h('p', {}, kit.h('a', { href: '/' }, '← the farm')), kit.h('p', { class: 'error', id: 'timeline-error' }, body.error?.message ?? `the coordinator answered ${response.status}`)),
+        kit.h(
+          'section',
+          {},
+          kit.h('p', {}, kit.h('a', { href: '/' }, '← the farm')),
+          kit.h('p', { class: 'error', id: 'timeline-error' }, body.error?.message ?? `the coordinator answered ${response.status}`),
+        ),
       );
       kit.setConnection('signed-out', 'no such run');
       return;

@@ -22,7 +22,10 @@ export function dashboardCommand(): Command {
     .option('--state-dir <dir>', "the coordinator's state dir, where its tokens are (default $NIXFARM_STATE_DIR or ~/.local/state/nixfarm/coordinator)")
     .option('--scope <scope>', 'the token the link carries: read (enough to watch) or admin', 'read')
     .option('--token <token>', 'put this token in the link instead of one from the state dir')
-    .addHelpText('after', '\nExamples:\n  nixfarm dashboard\n  nixfarm dashboard mwt6nupe0fbb4523e4\n  nixfarm dashboard --coordinator http://farm.example.org:8420 --state-dir /var/lib/nixfarm')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nixfarm dashboard\n  nixfarm dashboard mwt6nupe0fbb4523e4\n  nixfarm dashboard --coordinator http://farm.example.org:8420 --state-dir /var/lib/nixfarm',
+    )
     .action(async (run: string | undefined, flags: { coordinator: string; stateDir?: string; scope: string; token?: string }) => {
       if (!(API_SCOPES as readonly string[]).includes(flags.scope))
         throw new CliError(`--scope takes ${API_SCOPES.join(' or ')}, got ${JSON.stringify(flags.scope)}`, EXIT_USAGE);

@@ -162,9 +162,9 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
         summary:
           "Where a run's time went: each derivation's queue wait, copy in, build and copy out on the worker that built it, the critical path, each worker's share and the bottleneck",
         description:
-          'Segments are ms since the epoch; copy in, build and copy out are the durations the worker measured, laid end to end to finish at the build\'s finishedAt. ' +
+          "Segments are ms since the epoch; copy in, build and copy out are the durations the worker measured, laid end to end to finish at the build's finishedAt. " +
           'The critical path runs back from the derivation that ended last through, each time, the input that ended last. ' +
-          'The bottleneck is the worker that held most of that path\'s work (ties: the larger busy time). While the run is active, `end` is now.',
+          "The bottleneck is the worker that held most of that path's work (ties: the larger busy time). While the run is active, `end` is now.",
         tags: ['runs'],
         params: runParamsSchema,
         response: { '200': jsonResponse('the timeline', runTimelineSchema), '400': BAD_RUN_ID, '404': NO_RUN },

@@ -2,8 +2,7 @@ import { z } from 'zod';
 import { buildStatusSchema, drvPathSchema, runIdSchema, runStatusSchema, workerNameSchema } from './common.js';
 
 /** The parts of a derivation's life a timeline draws, in the order they happen. */
-export const TIMELINE_SEGMENT_KINDS = ['wait', 'copy-in', 'build', 'copy-out', 'running'] as const;
-export type TimelineSegmentKind = (typeof TIMELINE_SEGMENT_KINDS)[number];
+const TIMELINE_SEGMENT_KINDS = ['wait', 'copy-in', 'build', 'copy-out', 'running'] as const;
 
 export const timelineSegmentSchema = z.object({
   /** wait: queued until a worker took it; copy-in, build, copy-out: as the worker reported them; running: started, not finished yet */
@@ -48,14 +47,13 @@ export const timelineWorkerSchema = z.object({
 });
 export type TimelineWorker = z.infer<typeof timelineWorkerSchema>;
 
-export const timelineTotalsSchema = z.object({
+const timelineTotalsSchema = z.object({
   /** sums over the derivations built by the run: where the time went */
   queueWaitMs: z.number().nonnegative(),
   copyInMs: z.number().nonnegative(),
   buildMs: z.number().nonnegative(),
   copyOutMs: z.number().nonnegative(),
 });
-export type TimelineTotals = z.infer<typeof timelineTotalsSchema>;
 
 /** GET /api/runs/{id}/timeline: where a run's time went, per derivation and per worker. */
 export const runTimelineSchema = z.object({
