@@ -15,9 +15,9 @@ export interface DashboardRoutesDeps {
 const ASSET_DIR = new URL('../../dashboard/', import.meta.url);
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
-  'timeline.js': 'text/javascript; charset=utf-8',
   'app.css': 'text/css; charset=utf-8',
   'logo.svg': 'image/svg+xml',
+  'timeline.js': 'text/javascript; charset=utf-8',
 };
 
 /** The page's own rules: its scripts and styles from this origin only, no inline script, no framing. */
