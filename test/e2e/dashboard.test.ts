@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import type { DashboardSnapshot, DerivationView, HistoryResponse, RunView, QueueSummary, WorkerListing } from '@nixfarm/shared';
+import type { DashboardSnapshot, DerivationView, HistoryResponse, RunTimeline, RunView, QueueSummary, WorkerListing } from '@nixfarm/shared';
 import type { RunningCommand } from '../harness/test-farm.js';
 import { farmForSuite } from '../harness/farm-for-suite.js';
 import { freshSalt, scriptedFixture, tickingWorkload, type TickingWorkload } from '../harness/nix-fixtures.js';
@@ -472,5 +472,113 @@ describe('web dashboard (headless Chromium, real farm)', () => {
       pageErrors.filter((e) => !/401/.test(e)),
       [],
     );
+  });
+
+  it("opens a run's timeline from `nixfarm dashboard RUN` and from the run card: a bar per build on its worker's lane, segments, critical path and bottleneck as the API says", async () => {
+    const mark = pageErrors.length;
+    const unknown = await farm.cli(['dashboard', 'nosuchrun0', '--coordinator', farm.address.httpUrl, '--state-dir', farm.coordinatorStateDir]);
+    assert.equal(unknown.exitCode, 2);
+    assert.match(unknown.stderr, /no timeline for "nosuchrun0" .*no run with id "nosuchrun0"/);
+    assert.equal(unknown.stdout, '', 'no link for a run that does not exist');
+    const missing = await fetch(new URL('/api/runs/nosuchrun0/timeline', farm.address.httpUrl), { headers: farm.authHeaders('read') });
+    assert.equal(missing.status, 404);
+    assert.match(((await missing.json()) as { error: { message: string } }).error.message, /nosuchrun0/);
+
+    // The API's answer agrees with the derivations' own timings: segments are those durations, ending at finishedAt, after the queue wait.
+    const t = await farm.api<RunTimeline>(`/api/runs/${runId}/timeline`);
+    const views = new Map((await derivations()).map((d) => [d.drvPath, d]));
+    assert.equal(t.active, false);
+    const built = t.derivations.filter((d) => d.built);
+    assert.equal(built.length, fixture.names.tickers.length + 2, 'the tickers, all, and the broken step were built by the run');
+    const sum = { queueWaitMs: 0, copyInMs: 0, buildMs: 0, copyOutMs: 0 };
+    for (const d of built) {
+      const v = views.get(d.drvPath)!;
+      const ms = Object.fromEntries(d.segments.map((s) => [s.kind, s.end - s.start]));
+      assert.equal(d.worker, v.worker);
+      assert.deepEqual([ms['copy-in'], ms.build, ms['copy-out']], [v.timings!.copyInMs, v.timings!.buildMs, v.timings!.copyOutMs], d.name);
+      assert.equal(d.segments.at(-1)!.end, v.finishedAt);
+      assert.equal(ms.wait, v.startedAt! - v.queuedAt!, `${d.name} waited from queued to started`);
+      sum.queueWaitMs += ms.wait ?? 0;
+      sum.copyInMs += v.timings!.copyInMs;
+      sum.buildMs += v.timings!.buildMs;
+      sum.copyOutMs += v.timings!.copyOutMs;
+    }
+    assert.deepEqual(t.totals, sum);
+    assert.deepEqual(
+      t.workers.map((w) => [w.name, w.builds]).sort(),
+      [...new Set(built.map((d) => d.worker!))].sort().map((w) => [w, built.filter((d) => d.worker === w).length]),
+    );
+    // The chain that ended last: the ticker that ended last, then `all`, which needs every ticker.
+    const lastTicker = built.filter((d) => fixture.names.tickers.includes(d.name)).sort((a, b) => b.segments.at(-1)!.end - a.segments.at(-1)!.end)[0]!;
+    assert.deepEqual(
+      t.criticalPath.map((p) => views.get(p)!.name),
+      [lastTicker.name, fixture.names.all],
+    );
+    const holder = t.workers.reduce((a, b) => (b.criticalPathMs > a.criticalPathMs ? b : a));
+    assert.equal(t.bottleneck, holder.name);
+
+    // The link opens the timeline signed in, the token taken out of the address bar.
+    const linked = await farm.cli(['dashboard', runId, '--coordinator', farm.address.httpUrl, '--state-dir', farm.coordinatorStateDir]);
+    assert.equal(linked.exitCode, 0, linked.stderr);
+    assert.equal(linked.stdout.trim(), `${farm.address.httpUrl}/runs/${runId}#token=${encodeURIComponent(farm.apiToken('read'))}`);
+    await page.goto('about:blank');
+    await page.goto(linked.stdout.trim());
+    await page.locator('#timeline-chart').waitFor({ state: 'visible', timeout: 15_000 });
+    assert.equal(new URL(page.url()).hash, '');
+    assert.equal(new URL(page.url()).pathname, `/runs/${runId}`);
+
+    // One bar per built derivation, on the lane of the worker that built it, its segments the API's durations, drawn to one scale.
+    const bars = await page.locator('#timeline-chart g.bar').evaluateAll((els) =>
+      els.map((g) => ({
+        drv: g.getAttribute('data-drv')!,
+        worker: g.getAttribute('data-worker'),
+        lane: g.closest('g.lane')?.getAttribute('data-worker'),
+        critical: g.getAttribute('data-critical') === 'true',
+        rects: [...g.querySelectorAll('rect[data-kind]')].map((r) => ({
+          kind: r.getAttribute('data-kind')!,
+          ms: Number(r.getAttribute('data-ms')),
+          width: Number(r.getAttribute('width')),
+        })),
+      })),
+    );
+    assert.deepEqual(bars.map((b) => b.drv).sort(), built.map((d) => d.drvPath).sort());
+    // The scale, from the longest segment: every other one is drawn to it.
+    const longest = bars.flatMap((b) => b.rects).reduce((a, b) => (b.ms > a.ms ? b : a));
+    const pxPerMs = longest.width / longest.ms;
+    for (const bar of bars) {
+      const d = t.derivations.find((x) => x.drvPath === bar.drv)!;
+      assert.equal(bar.worker, d.worker);
+      assert.equal(bar.lane, d.worker);
+      assert.equal(bar.critical, d.critical);
+      assert.deepEqual(
+        bar.rects.map((r) => [r.kind, r.ms]),
+        d.segments.map((s) => [s.kind, s.end - s.start]),
+      );
+      for (const r of bar.rects)
+        if (r.kind !== 'wait' && r.ms > 100) assert.ok(Math.abs(r.width - r.ms * pxPerMs) <= 1.5, `${d.name} ${r.kind}: ${r.width} px for ${r.ms} ms`);
+    }
+    assert.deepEqual(await attrs('#timeline-critical li', 'data-drv'), t.criticalPath);
+    assert.equal(await page.textContent('#timeline-bottleneck'), t.bottleneck);
+    assert.deepEqual(await attrs('#timeline-workers tr.bottleneck', 'data-worker'), [t.bottleneck]);
+    assert.deepEqual(await page.locator('#timeline-totals [data-field="ms"]').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-ms')))), [
+      t.totals.queueWaitMs,
+      t.totals.copyInMs,
+      t.totals.buildMs,
+      t.totals.copyOutMs,
+    ]);
+    await shot('05-timeline');
+
+    // From the farm page: the run card's link leads to the same timeline.
+    await page.goto(farm.address.httpUrl);
+    const link = page.locator(`[data-run="${runId}"] a[data-field="timeline"]`);
+    await link.waitFor({ timeout: 15_000 });
+    await link.click();
+    await page.waitForURL(`**/runs/${runId}`);
+    await page.locator('#timeline-chart').waitFor({ state: 'visible', timeout: 15_000 });
+    assert.equal(await page.getAttribute('#timeline-page', 'data-run'), runId);
+    assert.equal(await page.locator('#timeline-chart g.bar').count(), built.length);
+    await page.click('#timeline-back');
+    await page.locator('#farm').waitFor({ state: 'visible', timeout: 15_000 });
+    assert.deepEqual(pageErrors.slice(mark), []);
   });
 });

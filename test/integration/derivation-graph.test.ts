@@ -161,6 +161,35 @@ describe('DerivationGraph on real Redis', () => {
     assert.deepEqual((await graph.runsOf(shared.hash)).sort(), ['r1', 'r2']);
   });
 
+  it("answers a run's inputs within the run from the stored dependents, leaving out another run's dependents, and each derivation's runs", async () => {
+    const shared = node('shared');
+    const leaf = node('leaf');
+    const top1 = node('topone', ['shared', 'leaf']);
+    const top2 = node('toptwo', ['shared']);
+    await startRun(redis, 'r1');
+    await startRun(redis, 'r2');
+    await graph.registerRun('r1', [shared, leaf, top1], OPTS);
+    await graph.registerRun('r2', [shared, top2], OPTS);
+    const inputs = await graph.inputsWithin(await graph.derivationsOf('r1'));
+    assert.deepEqual(
+      [...inputs].map(([h, i]) => [h, i.sort()]).sort(),
+      [
+        [shared.hash, []],
+        [leaf.hash, []],
+        [top1.hash, [shared.hash, leaf.hash].sort()],
+      ].sort(),
+    );
+    assert.deepEqual(await graph.inputsWithin([]), new Map());
+    const runs = await graph.runsOfAll([shared.hash, top2.hash, shared.hash]);
+    assert.deepEqual(
+      [...runs].map(([h, r]) => [h, r.sort()]),
+      [
+        [shared.hash, ['r1', 'r2']],
+        [top2.hash, ['r2']],
+      ],
+    );
+  });
+
   it('reports a derivation that failed before as a cached failure, unless asked to rebuild it', async () => {
     const broken = node('broken');
     const user = node('user', ['broken']);

@@ -146,7 +146,7 @@ describe('OpenAPI document', () => {
     const pages = registered.filter((r) => !isApi(r));
     assert.deepEqual(
       pages.filter((r) => !r.includes(' /queues')),
-      ['GET /', 'GET /dashboard/{asset}'],
+      ['GET /', 'GET /dashboard/{asset}', 'GET /runs/{id}'],
     );
     assert.ok(pages.includes('GET /queues'), pages.join(', '));
     assert.ok(

@@ -5,8 +5,12 @@
 // POST /api/session, authorises the GET requests.
 
 import { startHistory } from './history.js';
+import { showTimeline } from './timeline.js';
 
 const $ = (id) => document.getElementById(id);
+
+/** /runs/ID shows that run's timeline (timeline.js) instead of the farm. */
+const timelineRun = /^\/runs\/([^/]+)\/?$/.exec(location.pathname)?.[1];
 
 /** An element with attributes and children (strings become text nodes). */
 function h(tag, attrs = {}, ...children) {
@@ -183,6 +187,7 @@ function renderRuns(snapshot) {
         {},
         h('strong', {}, run.id),
         h('span', { class: 'muted' }, ` ${run.attrs.map((a) => a || '(top level)').join(', ')}`),
+        h('a', { href: `/runs/${encodeURIComponent(run.id)}`, class: 'timeline-link', dataset: { field: 'timeline' } }, 'timeline'),
         h('span', { class: `badge ${run.status}`, dataset: { field: 'status' } }, run.status),
       ),
       h(
@@ -380,6 +385,7 @@ function follow(drvPath, name) {
 function showSignIn(message) {
   $('sign-in').hidden = false;
   $('farm').hidden = true;
+  $('timeline-page').hidden = true;
   $('sign-out').hidden = true;
   $('sign-in-error').textContent = message ?? '';
   setConnection('signed-out', 'signed out');
@@ -413,6 +419,7 @@ let events;
 let historyCharts;
 
 async function start() {
+  if (timelineRun !== undefined) return startTimeline();
   const probe = await fetch('/api/dashboard', { credentials: 'same-origin' });
   if (probe.status === 401) return showSignIn();
   if (!probe.ok) return showSignIn(`the coordinator answered ${probe.status}`);
@@ -431,6 +438,14 @@ async function start() {
     render(JSON.parse(event.data));
   });
   events.addEventListener('error', () => setConnection('reconnecting', 'reconnecting…'));
+}
+
+async function startTimeline() {
+  $('sign-in').hidden = true;
+  $('farm').hidden = true;
+  $('timeline-page').hidden = false;
+  $('sign-out').hidden = false;
+  await showTimeline($('timeline-page'), decodeURIComponent(timelineRun), { h, seconds, setConnection, showSignIn });
 }
 
 async function main() {

@@ -20,6 +20,7 @@ export * from './runs/run-queries.js';
 export { RunAttributes } from './runs/run-attributes.js';
 export { attributeOutcomeOf, attributeStatuses } from './runs/attribute-status.js';
 export { evaluationProgressOf } from './runs/evaluation-progress.js';
+export { runTimeline, type TimelineInput } from './runs/run-timeline.js';
 export * from './runs/run-evaluation.js';
 export * from './runs/run-finalizer.js';
 export * from './dispatch/build-dispatcher.js';

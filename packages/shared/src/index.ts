@@ -33,6 +33,7 @@ export * from './schemas/dashboard.js';
 export * from './schemas/uploads.js';
 export * from './schemas/checks.js';
 export * from './schemas/history.js';
+export * from './schemas/run-timeline.js';
 export * from './ssh-public-key.js';
 export * from './placement.js';
 export * from './critical-path.js';

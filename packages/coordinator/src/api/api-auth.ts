@@ -16,6 +16,8 @@ const OPEN_ROUTES = new Set([
   'HEAD /api/openapi.json',
   'GET /',
   'HEAD /',
+  'GET /runs/:id',
+  'HEAD /runs/:id',
   'GET /dashboard/:asset',
   'HEAD /dashboard/:asset',
   'POST /api/session',

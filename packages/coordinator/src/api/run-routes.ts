@@ -8,6 +8,7 @@ import {
   runEventSchema,
   runIdSchema,
   runListResponseSchema,
+  runTimelineSchema,
   runViewSchema,
   submitRunRequestSchema,
   type Logger,
@@ -51,7 +52,8 @@ const RUN_EVENTS = eventStreamSchema('server-sent events whose data lines are Ru
 
 /**
  * Runs: POST /api/runs starts one, GET lists them and answers one with its
- * derivations, POST …/cancel cancels, GET …/events streams what happens.
+ * derivations, POST …/cancel cancels, GET …/events streams what happens,
+ * GET …/timeline says where its time went.
  */
 export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): void {
   /** A run id that cannot be one is a bad request (400); a well-formed unknown one is not found (404, from the run service). */
@@ -150,6 +152,25 @@ export function registerRunRoutes(app: FastifyInstance, deps: RunRoutesDeps): vo
       },
     },
     async (request, reply) => checkRunId(request.params.id, reply) ?? { derivations: await deps.runs.derivations(request.params.id) },
+  );
+
+  app.get<RunParams>(
+    '/api/runs/:id/timeline',
+    {
+      schema: {
+        operationId: 'getRunTimeline',
+        summary:
+          "Where a run's time went: each derivation's queue wait, copy in, build and copy out on the worker that built it, the critical path, each worker's share and the bottleneck",
+        description:
+          "Segments are ms since the epoch; copy in, build and copy out are the durations the worker measured, laid end to end to finish at the build's finishedAt. " +
+          'The critical path runs back from the derivation that ended last through, each time, the input that ended last. ' +
+          "The bottleneck is the worker that held most of that path's work (ties: the larger busy time). While the run is active, `end` is now.",
+        tags: ['runs'],
+        params: runParamsSchema,
+        response: { '200': jsonResponse('the timeline', runTimelineSchema), '400': BAD_RUN_ID, '404': NO_RUN },
+      },
+    },
+    async (request, reply) => checkRunId(request.params.id, reply) ?? deps.runs.timeline(request.params.id),
   );
 
   app.get<RunParams & { Querystring: { offset?: number; limit?: number } }>(

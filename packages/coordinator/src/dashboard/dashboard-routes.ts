@@ -20,6 +20,7 @@ const ASSETS: Record<string, string> = {
   'logo.svg': 'image/svg+xml',
   'charts.js': 'text/javascript; charset=utf-8',
   'history.js': 'text/javascript; charset=utf-8',
+  'timeline.js': 'text/javascript; charset=utf-8',
 };
 
 /** The chart library, served straight from its npm package (a dependency of this one), so a release needs no copy of it. */
@@ -40,7 +41,8 @@ const PAGE_HEADERS = {
 const SNAPSHOTS = eventStreamSchema('server-sent events whose data lines are DashboardSnapshot objects', dashboardSnapshotSchema);
 
 /**
- * The web dashboard: GET / (the page), GET /dashboard/:asset (its script,
+ * The web dashboard: GET / (the page; GET /runs/:id is the same page showing
+ * that run's timeline), GET /dashboard/:asset (its scripts,
  * styles and logo), GET /api/dashboard (one snapshot) and
  * GET /api/dashboard/events (a snapshot a second as server-sent events, so
  * the page updates without reloads).
@@ -52,6 +54,8 @@ export function registerDashboardRoutes(app: FastifyInstance, deps: DashboardRou
   for (const [name, { file, type }] of Object.entries(VENDOR_ASSETS)) assets.set(name, { type, body: readFileSync(file) });
 
   app.get('/', async (_request, reply) => reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(page));
+  // A run's timeline is the same page: it reads the run id from its address (timeline.js).
+  app.get('/runs/:id', async (_request, reply) => reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(page));
 
   app.get<{ Params: { asset: string } }>('/dashboard/:asset', async (request, reply) => {
     const asset = assets.get(request.params.asset);

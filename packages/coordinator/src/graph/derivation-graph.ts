@@ -289,17 +289,35 @@ export class DerivationGraph {
   /** The runs of each derivation, in one round trip: hash -> run ids. */
   async runsOfAll(hashes: Iterable<string>): Promise<Map<string, string[]>> {
     const unique = [...new Set(hashes)];
-    const out = new Map<string, string[]>();
-    if (unique.length === 0) return out;
-    const pipeline = this.redis.pipeline();
-    for (const h of unique) pipeline.smembers(redisKeys.drvRuns(h));
-    const replies = (await pipeline.exec()) ?? [];
-    unique.forEach((h, i) => {
-      const [error, runs] = replies[i] ?? [new Error('no reply from redis'), undefined];
-      if (error) throw error;
-      out.set(h, runs as string[]);
+    const runs = await this.membersOfEach(unique.map((h) => redisKeys.drvRuns(h)));
+    return new Map(unique.map((h, i) => [h, runs[i]!]));
+  }
+
+  /**
+   * The inputs of each of these derivations that are among them: hash -> input
+   * hash parts. Edges are stored from an input to its dependents (a node is
+   * shared by runs), so this reads each one's dependents once and turns them round.
+   */
+  async inputsWithin(hashes: readonly string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>(hashes.map((h) => [h, []]));
+    const dependents = await this.membersOfEach(hashes.map((h) => redisKeys.drvDependents(h)));
+    hashes.forEach((input, i) => {
+      for (const d of dependents[i]!) out.get(d)?.push(input);
     });
     return out;
+  }
+
+  /** The members of each set, in one round trip. */
+  private async membersOfEach(keys: readonly string[]): Promise<string[][]> {
+    if (keys.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const key of keys) pipeline.smembers(key);
+    const replies = (await pipeline.exec()) ?? [];
+    return keys.map((_, i) => {
+      const [error, members] = replies[i] ?? [new Error('no reply from redis'), undefined];
+      if (error) throw error;
+      return members as string[];
+    });
   }
 
   async attempts(hash: string): Promise<number> {

@@ -7,10 +7,13 @@ import {
   type CheckView,
   type DerivationView,
   type EvaluatingRun,
+  type RunTimeline,
   type RunView,
+  hashPart,
 } from '@nixfarm/shared';
 import type { DerivationGraph } from '../graph/derivation-graph.js';
 import { attributeStatuses } from './attribute-status.js';
+import { runTimeline } from './run-timeline.js';
 import type { RunAttributes } from './run-attributes.js';
 import type { ImagePublications } from '../images/image-publications.js';
 
@@ -23,7 +26,7 @@ class RunNotFoundError extends NixfarmError {
 export interface RunQueriesDeps {
   /** the index of runs, newest first, and the set of active runs */
   redis: Pick<Redis, 'zrevrange' | 'smembers'>;
-  graph: Pick<DerivationGraph, 'run' | 'statusCounts' | 'derivationsOf' | 'views'>;
+  graph: Pick<DerivationGraph, 'run' | 'statusCounts' | 'derivationsOf' | 'views' | 'inputsWithin'>;
   /** jobset runs' attributes and evaluation progress */
   attributes: Pick<RunAttributes, 'progress' | 'page' | 'count'>;
   /** image publications of runs that asked for them */
@@ -74,6 +77,20 @@ export class RunQueries {
   async derivations(runId: string): Promise<DerivationView[]> {
     await this.get(runId);
     return this.deps.graph.views(await this.deps.graph.derivationsOf(runId));
+  }
+
+  /** Where the run's time went (run-timeline.ts), from its derivations and the edges between them, read now. */
+  async timeline(runId: string, now = Date.now()): Promise<RunTimeline> {
+    const run = await this.get(runId);
+    const { graph } = this.deps;
+    const hashes = await graph.derivationsOf(runId);
+    const [views, inputs] = await Promise.all([graph.views(hashes), graph.inputsWithin(hashes)]);
+    const pathOf = new Map(views.map((v) => [hashPart(v.drvPath), v.drvPath]));
+    const derivations = views.map((view) => ({
+      view,
+      inputs: (inputs.get(hashPart(view.drvPath)) ?? []).map((h) => pathOf.get(h)).filter((p): p is string => p !== undefined),
+    }));
+    return runTimeline(run, derivations, now);
   }
 
   /** The active jobset runs still evaluating, oldest start first: one read per active run. */

@@ -1,4 +1,4 @@
-import type { AttributeListResponse, DerivationView, EvaluatingRun, RunView, SubmitRunRequest } from '@nixfarm/shared';
+import type { AttributeListResponse, DerivationView, EvaluatingRun, RunTimeline, RunView, SubmitRunRequest } from '@nixfarm/shared';
 import type { JobsetSubmission } from './jobset-submission.js';
 import type { EvaluatedRun } from './run-evaluation.js';
 import type { RunSubmission } from './run-submission.js';
@@ -13,7 +13,7 @@ export interface RunServiceSystems {
   jobsets: Pick<JobsetSubmission, 'submit' | 'stopEvaluation'>;
   cancellation: Pick<RunCancellation, 'cancel'>;
   resume: Pick<RunResume, 'resume'>;
-  queries: Pick<RunQueries, 'get' | 'derivations' | 'list' | 'attributes' | 'evaluating'>;
+  queries: Pick<RunQueries, 'get' | 'derivations' | 'list' | 'attributes' | 'evaluating' | 'timeline'>;
   /** refuses a run whose image publishing cannot work (a bad credentials file) before anything is built */
   images?: Pick<ImagePublishQueue, 'checkRequest'>;
 }
@@ -55,6 +55,11 @@ export class RunService {
 
   derivations(runId: string): Promise<DerivationView[]> {
     return this.systems.queries.derivations(runId);
+  }
+
+  /** Where the run's time went: per derivation, per worker, the critical path and the bottleneck. */
+  timeline(runId: string): Promise<RunTimeline> {
+    return this.systems.queries.timeline(runId);
   }
 
   attributes(runId: string, offset: number, limit: number): Promise<AttributeListResponse> {
