@@ -6,9 +6,9 @@ import { createLogger, type FarmStatus, type HistorySample } from '@nixfarm/shar
 const status = (at: number, overrides: Partial<FarmStatus> = {}): FarmStatus => ({
   at,
   queues: [
-    { name: 'x86_64-linux', system: 'x86_64-linux', features: [], waiting: 3, running: 2, oldestWaitSeconds: 4 },
-    { name: 'x86_64-linux-kvm', system: 'x86_64-linux', features: ['kvm'], waiting: 1, running: 0, oldestWaitSeconds: 1 },
-    { name: 'aarch64-linux', system: 'aarch64-linux', features: [], waiting: 5, running: 0, oldestWaitSeconds: 9 },
+    { name: 'x86_64-linux', system: 'x86_64-linux', features: [], waiting: 3, running: 2, oldestWaitSeconds: 4, liveWorkers: 1 },
+    { name: 'x86_64-linux-kvm', system: 'x86_64-linux', features: ['kvm'], waiting: 1, running: 0, oldestWaitSeconds: 1, liveWorkers: 1 },
+    { name: 'aarch64-linux', system: 'aarch64-linux', features: [], waiting: 5, running: 0, oldestWaitSeconds: 9, liveWorkers: 1 },
   ],
   workers: [
     { name: 'w1', up: true, systems: ['x86_64-linux'], running: 2, maxJobs: 2, draining: false, heartbeatAgeSeconds: 1 },
