@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { WorkerListing } from '@nixfarm/shared';
 import { farmForSuite } from '../harness/farm-for-suite.js';
-import { artifactDir } from '../harness/headless-browser.js';
+import { type BoardPanelData, renderBoardPreview } from '../harness/board-preview.js';
+import { artifactDir, launchChromium } from '../harness/headless-browser.js';
 import { alertRules, dashboardPanels, MONITORING } from '../harness/monitoring-files.js';
 import { chain, failingBranch, freshSalt } from '../harness/nix-fixtures.js';
 import { pollFor, sleep } from '../harness/poll.js';
@@ -41,6 +42,8 @@ describe("the alert rules and the Grafana board's queries, on a real Prometheus 
   let system: string;
   let startSeconds: number;
   let unserved: { build: RunningCommand; runId: string };
+  /** every panel with the series Prometheus answered, kept for the picture of the board */
+  const kept: BoardPanelData[] = [];
 
   before(async () => {
     const { workers } = await farm.api<{ workers: WorkerListing[] }>('/api/workers');
@@ -86,7 +89,6 @@ describe("the alert rules and the Grafana board's queries, on a real Prometheus 
     const endSeconds = Math.ceil(Date.now() / 1000);
     const panels = dashboardPanels();
     assert.ok(panels.length >= 20, `only ${panels.length} panels`);
-    const kept = [];
     for (const panel of panels) {
       const targets = [];
       for (const target of panel.targets!) {
@@ -96,13 +98,33 @@ describe("the alert rules and the Grafana board's queries, on a real Prometheus 
         targets.push({ expr, legendFormat: target.legendFormat ?? '', series });
       }
       kept.push({
-        row: panel.row,
+        row: panel.row ?? '',
         title: panel.title,
         unit: (panel as { fieldConfig?: { defaults?: { unit?: string } } }).fieldConfig?.defaults?.unit,
         targets,
       });
     }
     writeFileSync(join(artifactDir('prometheus-board'), 'panels.json'), `${JSON.stringify({ system, startSeconds, endSeconds, panels: kept }, null, 1)}\n`);
+  });
+
+  it("draws every panel's series with the web dashboard's own charts: the picture of the board in the README (docs/monitoring-board.png)", async () => {
+    const browser = await launchChromium();
+    try {
+      const drawn = await renderBoardPreview(browser, kept, join(artifactDir('prometheus-board'), 'board.png'));
+      assert.equal(drawn.length, kept.length);
+      for (const [i, panel] of kept.entries()) {
+        // the chart's points are the times of all its series together, as Prometheus answered them
+        const times = new Set(panel.targets.flatMap((t) => t.series.flatMap((s) => s.values.map(([at]) => at))));
+        assert.equal(drawn[i]!.points, times.size, `panel "${panel.title}" drew ${drawn[i]!.points} points of ${times.size}`);
+        assert.equal(
+          drawn[i]!.labels.length,
+          panel.targets.reduce((n, t) => n + t.series.length, 0),
+          `panel "${panel.title}": one line per series`,
+        );
+      }
+    } finally {
+      await browser.close();
+    }
   });
 
   it('evaluates every alert rule (health ok, each metric it names has series), and the ones the run makes true go pending or fire', async () => {

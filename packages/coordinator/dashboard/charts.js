@@ -62,8 +62,22 @@ function align(series) {
   return [times, ...columns];
 }
 
+/** Large values with a metric suffix (1.5 G rather than 1500000000), so axis labels fit their gutter. */
+const SUFFIXES = [
+  [1e12, 'T'],
+  [1e9, 'G'],
+  [1e6, 'M'],
+  [1e4, 'k'],
+];
+
 function formatValue(value, unit) {
   if (value === null || value === undefined) return '–';
+  const suffix = SUFFIXES.find(([size]) => Math.abs(value) >= size);
+  if (suffix !== undefined) {
+    const [size, letter] = suffix;
+    const scaled = Math.round((value / (letter === 'k' ? 1e3 : size)) * 10) / 10;
+    return `${scaled} ${letter}${unit}`.trim();
+  }
   const rounded = Math.abs(value) >= 100 || Number.isInteger(value) ? Math.round(value) : Math.round(value * 100) / 100;
   return unit ? `${rounded} ${unit}` : String(rounded);
 }
