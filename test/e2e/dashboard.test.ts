@@ -557,6 +557,11 @@ describe('web dashboard (headless Chromium, real farm)', () => {
       for (const r of bar.rects)
         if (r.kind !== 'wait' && r.ms > 100) assert.ok(Math.abs(r.width - r.ms * pxPerMs) <= 1.5, `${d.name} ${r.kind}: ${r.width} px for ${r.ms} ms`);
     }
+    // Each bar links to its build's log, which the page's session may read.
+    const logLinks = await attrs('#timeline-chart a', 'href');
+    assert.deepEqual([...logLinks].sort(), built.map((d) => `/api/logs?path=${encodeURIComponent(d.drvPath)}`).sort());
+    const log = await page.evaluate(async (href) => (await fetch(href, { credentials: 'same-origin' })).status, logLinks[0]!);
+    assert.equal(log, 200, "a bar's log opens with the page's session");
     assert.deepEqual(await attrs('#timeline-critical li', 'data-drv'), t.criticalPath);
     assert.equal(await page.textContent('#timeline-bottleneck'), t.bottleneck);
     assert.deepEqual(await attrs('#timeline-workers tr.bottleneck', 'data-worker'), [t.bottleneck]);

@@ -122,7 +122,8 @@ function gantt(t, width, seconds) {
             'stroke-width': 2,
           }),
         );
-      lane.append(g);
+      // A bar opens its build's log, as a step of a Hydra build links to its log; one link element, no listener per bar.
+      lane.append(svg('a', { href: `/api/logs?path=${encodeURIComponent(d.drvPath)}`, target: '_blank', rel: 'noopener' }, g));
     }
     laneEls.push(lane);
     y += Math.max(height, 30) + LANE_GAP;
