@@ -2,7 +2,17 @@ import os from 'node:os';
 import { Redis } from 'ioredis';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { WorkerEventPublisher } from '@nixfarm/build';
-import { buildJobSchema, canBuild, parseQueueName, redisKeys, type Logger, type ReportSigner, type WorkerCapabilities, type WorkerInfo } from '@nixfarm/shared';
+import {
+  buildJobSchema,
+  canBuild,
+  parseQueueName,
+  redisKeys,
+  removeWorker,
+  type Logger,
+  type ReportSigner,
+  type WorkerCapabilities,
+  type WorkerInfo,
+} from '@nixfarm/shared';
 
 export interface InstantWorkersOptions {
   redisUrl: string;
@@ -166,7 +176,7 @@ class InstantWorker {
     if (this.timer !== undefined) clearInterval(this.timer);
     if (this.discovery !== undefined) clearInterval(this.discovery);
     await Promise.all([...this.consumers.values()].map((c) => c.close()));
-    await this.redis.multi().srem(redisKeys.workers, this.name).del(redisKeys.worker(this.name)).exec();
+    await removeWorker(this.redis, this.name);
     this.redis.disconnect();
   }
 }

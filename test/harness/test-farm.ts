@@ -253,6 +253,16 @@ export class TestFarm {
       const auth = await this.cli(['authorize', '--state-dir', this.coordinatorStateDir, key.stdout.trim()]);
       if (auth.exitCode !== 0) throw new Error(`authorize failed: ${auth.stderr}`);
     }
+    const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort, bytesPerSecond: spec.linkBytesPerSecond }) : undefined;
+    const child = this.spawnWorkerProcess(spec, machine, link);
+    const worker: RunningWorker = { spec, machine, process: child, logFile: this.logFile(spec.name), ...(link === undefined ? {} : { link }) };
+    this.workers.set(spec.name, worker);
+    return worker;
+  }
+
+  /** The `nixfarm worker` process of a spec on its machine, its output appended to the worker's log. */
+  private spawnWorkerProcess(spec: TestWorkerSpec, machine: SimulatedMachine, link: TcpProxy | undefined): ChildProcess {
+    const workerState = join(machine.stateDir, 'worker');
     const args = [NIXFARM_BIN, 'worker', '--join', this.coordinatorStateDir, '--name', spec.name, '--state-dir', workerState, '--log-level', this.logLevel];
     for (const system of spec.systems ?? []) args.push('--system', system);
     if (spec.features?.length) args.push('--features', spec.features.join(','));
@@ -263,13 +273,20 @@ export class TestFarm {
     // the CA comes with the URL through --join; the client certificate is the worker's own
     args.push(...this.redisClientCertArgs());
     if (this.redisUrls !== undefined) args.push('--redis', this.redisUrls.worker);
-    const link = spec.viaProxy ? await TcpProxy.start({ targetPort: this.address.sshPort, bytesPerSecond: spec.linkBytesPerSecond }) : undefined;
     if (link !== undefined) args.push('--coordinator', `127.0.0.1:${link.port}`);
     args.push(...(spec.extraArgs ?? []));
     const child = machine.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     logOutputTo(child, this.logFile(spec.name));
-    const worker: RunningWorker = { spec, machine, process: child, logFile: this.logFile(spec.name), ...(link === undefined ? {} : { link }) };
-    this.workers.set(spec.name, worker);
+    return child;
+  }
+
+  /** Starts a worker whose process has exited (stopped or killed) again: the same machine, store, key and name. */
+  restartWorker(name: string): RunningWorker {
+    const old = this.workers.get(name);
+    if (old === undefined) throw new Error(`no worker ${name} in this farm`);
+    if (old.process.exitCode === null && old.process.signalCode === null) throw new Error(`worker ${name} still runs: stop it first`);
+    const worker: RunningWorker = { ...old, process: this.spawnWorkerProcess(old.spec, old.machine, old.link) };
+    this.workers.set(name, worker);
     return worker;
   }
 

@@ -155,7 +155,7 @@ describe('OpenAPI document', () => {
     );
   });
 
-  it('needs the admin scope exactly for starting and cancelling runs; health, the document and the browser sign-in are open', () => {
+  it('needs the admin scope exactly for starting and cancelling runs and forgetting a worker; health, the document and the browser sign-in are open', () => {
     const scoped = Object.entries(doc.paths).flatMap(([path, ops]) =>
       Object.entries(ops).map(([m, op]) => [`${m.toUpperCase()} ${path}`, op['x-nixfarm-scope'] ?? 'none', op.security] as const),
     );
@@ -164,7 +164,7 @@ describe('OpenAPI document', () => {
         .filter(([, scope]) => scope === 'admin')
         .map(([route]) => route)
         .sort(),
-      ['POST /api/runs', 'POST /api/runs/{id}/cancel'],
+      ['DELETE /api/workers/{name}', 'POST /api/runs', 'POST /api/runs/{id}/cancel'],
     );
     assert.deepEqual(
       scoped

@@ -76,6 +76,10 @@ export class ApiClient {
     return this.request('POST', path, body);
   }
 
+  delete<T>(path: string): Promise<T> {
+    return this.request('DELETE', path);
+  }
+
   /**
    * Follows a run's server-sent events until it finishes, resuming after the
    * last event seen when the connection drops (a coordinator restart). Gives

@@ -46,9 +46,12 @@ export const ERROR_CODES = [
   'attribute-not-found',
   'log-not-found',
   'check-not-found',
+  'worker-not-found',
   'not-in-cache',
   'no-such-route',
   'ambiguous-query',
+  // the farm is not in a state that allows the request
+  'worker-alive',
   // the expression or derivation cannot be built as given
   'evaluation-failed',
   'unsupported-derivation',

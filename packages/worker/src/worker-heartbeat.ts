@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { redisKeys, type WorkerInfo } from '@nixfarm/shared';
+import { redisKeys, removeWorker, type WorkerInfo } from '@nixfarm/shared';
 
 /** How often a worker re-advertises itself; the coordinator calls it gone after a few missed beats. */
 const HEARTBEAT_INTERVAL_MS = 2000;
@@ -42,8 +42,7 @@ export class WorkerHeartbeat {
     // A periodic beat still measuring must not advertise a worker that has left.
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
-    const info = this.info();
     // Leaving on purpose: say so at once instead of waiting for the heartbeat to go stale.
-    await this.redis.multi().srem(redisKeys.workers, info.name).del(redisKeys.worker(info.name)).exec();
+    await removeWorker(this.redis, this.info().name);
   }
 }

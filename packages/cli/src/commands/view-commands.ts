@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import type { RunView, WorkerListing } from '@nixfarm/shared';
+import type { ForgottenWorkerResponse, RunView, WorkerListing } from '@nixfarm/shared';
 import { TOKEN_OPTION_HELP } from '../api-token-source.js';
 import { ApiClient } from '../api-client.js';
 import { buildCounts, evaluationSummary } from '../evaluation-text.js';
@@ -14,8 +14,13 @@ export function workersCommand(): Command {
     .option('--coordinator <url>', 'coordinator HTTP API')
     .option('--token <token>', TOKEN_OPTION_HELP)
     .option('--json', 'print JSON')
-    .addHelpText('after', '\nExample:\n  nixfarm workers --json')
-    .action(async (flags: { coordinator?: string; token?: string; json?: boolean }) => {
+    .option(
+      '--forget <name>',
+      'take a gone worker (killed, its machine lost) out of the listing, the dashboard and the metrics; needs the admin token; a live worker is refused: stop it instead',
+    )
+    .addHelpText('after', '\nExamples:\n  nixfarm workers --json\n  nixfarm workers --forget builder-7')
+    .action(async (flags: { coordinator?: string; token?: string; json?: boolean; forget?: string }) => {
+      if (flags.forget !== undefined) return forget(await client(flags), flags.forget, flags.json === true);
       const { workers } = await (await client(flags)).get<{ workers: WorkerListing[] }>('/api/workers');
       if (flags.json) return void process.stdout.write(`${JSON.stringify(workers, null, 2)}\n`);
       for (const w of workers) {
@@ -26,6 +31,18 @@ export function workersCommand(): Command {
         );
       }
     });
+}
+
+/** DELETE /api/workers/NAME; the coordinator's refusals (unknown, alive) end the command with exit 2 and its message. */
+async function forget(api: ApiClient, name: string, json: boolean): Promise<void> {
+  const answer = await api.delete<ForgottenWorkerResponse>(`/api/workers/${encodeURIComponent(name)}`);
+  if (json) return void process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+  const last = answer.lastSeen;
+  const seen =
+    last === undefined ? '' : ` (last heartbeat ${((Date.now() - last.heartbeatAt) / 1000).toFixed(0)} s ago, ${last.running} build(s) running as of then)`;
+  process.stdout.write(
+    `forgot worker ${answer.name}${seen}: builds it held are requeued when their locks lapse; its name stays bound to its key, and it is listed again if it comes back\n`,
+  );
 }
 
 /** Why a live worker takes no new builds, if it does not. */

@@ -28,7 +28,7 @@ const OPEN_ROUTES = new Set([
 export const SESSION_COOKIE = 'nixfarm_token';
 
 /** Routes that change the farm need admin; every other route (GET /metrics too: scrapers send bearer tokens) needs read. */
-const ADMIN_ROUTES = new Set(['POST /api/runs', 'POST /api/runs/:id/cancel', 'POST /api/runs/:id/uploads']);
+const ADMIN_ROUTES = new Set(['POST /api/runs', 'POST /api/runs/:id/cancel', 'POST /api/runs/:id/uploads', 'DELETE /api/workers/:name']);
 
 export const TOKEN_HINT =
   "nixfarm reads it from --token, NIXFARM_TOKEN or the coordinator's state dir (NIXFARM_STATE_DIR); `nixfarm api-token --state-dir DIR --scope read|admin` on the coordinator prints one";

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import { healthResponseSchema, queueListResponseSchema, workerListResponseSchema } from '@nixfarm/shared';
+import { z } from 'zod';
+import { forgottenWorkerResponseSchema, healthResponseSchema, queueListResponseSchema, workerListResponseSchema } from '@nixfarm/shared';
 import type { WorkerDirectory } from '../dispatch/worker-directory.js';
 import type { BuildQueues } from '../dispatch/build-queues.js';
-import { jsonResponse } from '../http/openapi-components.js';
+import { errorResponse, jsonResponse } from '../http/openapi-components.js';
 
 /** GET /api/health: liveness, no token. */
 export function registerHealthRoute(app: FastifyInstance): void {
@@ -20,7 +21,7 @@ export function registerHealthRoute(app: FastifyInstance): void {
   );
 }
 
-/** GET /api/workers: the registered workers. */
+/** GET /api/workers: the registered workers; DELETE /api/workers/:name forgets a gone one. */
 export function registerWorkersRoute(app: FastifyInstance, deps: { workers: WorkerDirectory }): void {
   app.get(
     '/api/workers',
@@ -33,6 +34,31 @@ export function registerWorkersRoute(app: FastifyInstance, deps: { workers: Work
       },
     },
     async () => ({ workers: await deps.workers.list() }),
+  );
+
+  const workerParamsSchema = z.object({ name: z.string().describe('a worker name, as `nixfarm workers` lists it') });
+  app.delete<{ Params: { name: string } }>(
+    '/api/workers/:name',
+    {
+      schema: {
+        operationId: 'forgetWorker',
+        summary: 'Forget a gone worker: take it out of the registry (the listing, the dashboard, the metrics and their alerts)',
+        description:
+          'For a worker that will not come back (killed, its machine lost): one that stops cleanly leaves by itself. ' +
+          'A worker whose heartbeat is fresh is refused. Its name stays bound to its worker key; builds it held are requeued when their locks lapse, forgotten or not. If it comes back, its heartbeat registers it again.',
+        tags: ['farm'],
+        params: workerParamsSchema,
+        response: {
+          '200': jsonResponse('the worker, as it was last listed', forgottenWorkerResponseSchema),
+          '404': errorResponse('no worker of that name is registered; the message lists those that are (worker-not-found)'),
+          '409': errorResponse('the worker is alive: its heartbeat is fresh (worker-alive)'),
+        },
+      },
+    },
+    async (request) => {
+      const lastSeen = await deps.workers.forget(request.params.name);
+      return { name: request.params.name, ...(lastSeen === undefined ? {} : { lastSeen }) };
+    },
   );
 }
 

@@ -18,6 +18,9 @@ export const derivationListResponseSchema = z.object({ derivations: z.array(deri
 /** A registered worker as GET /api/workers lists it: what it advertises, and whether its heartbeat is recent. */
 const workerListingSchema = workerInfoSchema.extend({ alive: z.boolean() });
 export const workerListResponseSchema = z.object({ workers: z.array(workerListingSchema) });
+/** DELETE /api/workers/{name}: the worker taken out of the registry, as it was last listed (absent: its entry could not be read). */
+export const forgottenWorkerResponseSchema = z.object({ name: z.string(), lastSeen: workerListingSchema.optional() });
+export type ForgottenWorkerResponse = z.infer<typeof forgottenWorkerResponseSchema>;
 
 /** One BullMQ queue (a system and feature set) as GET /api/queues counts it; GET /api/status adds the oldest wait. */
 export const queueSummarySchema = z.object({
