@@ -363,6 +363,20 @@ export class TestFarm {
     }
   }
 
+  /** The log lines of the coordinator and every worker that mention `text` (a derivation's hash, say), for an assertion's message. */
+  linesMentioning(text: string, limit = 60): string {
+    return ['coordinator', ...this.workers.keys()]
+      .map(
+        (n) =>
+          `--- ${n} ---\n${this.tail(n, Number.MAX_SAFE_INTEGER)
+            .split('\n')
+            .filter((l) => l.includes(text))
+            .slice(-limit)
+            .join('\n')}\n`,
+      )
+      .join('');
+  }
+
   diagnostics(): string {
     return ['coordinator', ...this.workers.keys()].map((n) => `--- ${n} ---\n${this.tail(n)}\n`).join('');
   }
