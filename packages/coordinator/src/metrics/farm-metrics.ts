@@ -24,6 +24,19 @@ export interface UploadBacklog {
 }
 
 /**
+ * A read several gauges of one scrape share: prom-client collects every
+ * gauge at once, so callers while a read is in flight get that read instead
+ * of asking Redis again.
+ */
+function sharedRead<T>(read: () => Promise<T>): () => Promise<T> {
+  let inFlight: Promise<T> | undefined;
+  return () =>
+    (inFlight ??= read().finally(() => {
+      inFlight = undefined;
+    }));
+}
+
+/**
  * The coordinator's Prometheus metrics, on a registry of its own (two
  * coordinators in one process, as in tests, never share counters). Counters
  * and histograms are plain in-memory increments on the path that applies
@@ -219,12 +232,14 @@ export class FarmMetrics {
 
   /** Where the Redis memory gauges read from. */
   watchRedisMemory(read: () => Promise<RedisMemory>): void {
-    this.redisMemory = read;
+    // two gauges, one INFO a scrape
+    this.redisMemory = sharedRead(read);
   }
 
   /** Where the upload gauges read the queue's backlog from. */
   watchUploads(backlog: () => Promise<UploadBacklog>): void {
-    this.uploadBacklog = backlog;
+    // two gauges, one read of the queue a scrape
+    this.uploadBacklog = sharedRead(backlog);
   }
 
   uploadAttempted(target: string, result: 'uploaded' | 'failed' | 'given-up'): void {
