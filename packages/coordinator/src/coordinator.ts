@@ -42,7 +42,6 @@ import { CACHE_PREFIX } from './cache/cache-routes.js';
 import { FarmStatusCollector } from './metrics/farm-status-collector.js';
 import { FarmHistoryStore } from './history/farm-history-store.js';
 import { FarmHistorySampler } from './history/farm-history-sampler.js';
-import { finishedTotals } from './history/finished-totals.js';
 
 /** Written to <stateDir>/coordinator.json once the coordinator is ready: how workers, clients and scripts find it. */
 export interface CoordinatorAddress {
@@ -223,7 +222,7 @@ export class Coordinator {
     const historyStore = new FarmHistoryStore({ redis, intervalSeconds });
     this.history = new FarmHistorySampler({
       status,
-      finishedTotals: () => finishedTotals(core.metrics.registry),
+      finishedTotals: () => core.metrics.finishedByStatus(),
       store: historyStore,
       intervalSeconds,
       logger: logger.child({ component: 'history' }),

@@ -208,6 +208,16 @@ export class FarmMetrics {
     }
   }
 
+  /** Builds this process has seen end, per status over all systems (the farm's history charts the same count /metrics exports). */
+  async finishedByStatus(): Promise<Map<string, number>> {
+    const totals = new Map<string, number>();
+    for (const { labels, value } of (await this.finished.get()).values) {
+      const status = String(labels.status ?? 'unknown');
+      totals.set(status, (totals.get(status) ?? 0) + value);
+    }
+    return totals;
+  }
+
   buildsFinished(builds: readonly FinishedBuild[]): void {
     for (const b of builds) {
       const system = b.system ?? 'unknown';
