@@ -35,6 +35,11 @@ const STATUS_COLORS = {
 };
 const PALETTE = ['#1f6feb', '#8e44ad', '#16a085', '#d35400', '#2c3e50', '#b03a8c', '#c7831a', '#7f8c8d'];
 
+/** The i-th colour of the charts' palette: pages that colour several series alike (a system's waiting and running) take it from here. */
+export function paletteColor(i) {
+  return PALETTE[i % PALETTE.length];
+}
+
 function ensureStylesheet() {
   if (typeof document === 'undefined') return;
   const present = [...document.querySelectorAll('link[rel="stylesheet"]')].some((l) => l.href === STYLESHEET || /uPlot(\.min)?\.css$/.test(l.href));
@@ -83,7 +88,7 @@ function formatValue(value, unit) {
 }
 
 function colorOf(s, i) {
-  return s.color ?? STATUS_COLORS[s.label] ?? PALETTE[i % PALETTE.length];
+  return s.color ?? STATUS_COLORS[s.label] ?? paletteColor(i);
 }
 
 /**

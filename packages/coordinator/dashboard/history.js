@@ -3,10 +3,9 @@
 // up beside the workers the scaling signal asks for), from GET /api/history,
 // redrawn at each of the coordinator's samples without a reload.
 
-import { timeSeriesChart } from './charts.js';
+import { paletteColor, timeSeriesChart } from './charts.js';
 
 const RANGE_SECONDS = { '15m': 900, '1h': 3600, '6h': 21600, '24h': 86400 };
-const SYSTEM_COLORS = ['#1f6feb', '#8e44ad', '#16a085', '#d35400', '#2c3e50', '#b03a8c'];
 /** How long to wait after a failed read before trying again. */
 const RETRY_MS = 5000;
 
@@ -23,7 +22,7 @@ function systemValue(sample, system, field) {
 
 function queueSeries(samples) {
   return systemsOf(samples).flatMap((system, i) => {
-    const color = SYSTEM_COLORS[i % SYSTEM_COLORS.length];
+    const color = paletteColor(i);
     return [
       { label: `${system} waiting`, color, points: samples.map((s) => [seconds(s), systemValue(s, system, 'waiting')]) },
       { label: `${system} running`, color, dash: [5, 4], points: samples.map((s) => [seconds(s), systemValue(s, system, 'running')]) },
@@ -49,7 +48,7 @@ function workerSeries(samples) {
     systems.forEach((system, i) => {
       series.push({
         label: `${system} up`,
-        color: SYSTEM_COLORS[i % SYSTEM_COLORS.length],
+        color: paletteColor(i),
         points: samples.map((s) => [seconds(s), systemValue(s, system, 'workersUp')]),
       });
     });
