@@ -90,7 +90,7 @@ describe('a 2,000-attribute jobset on the farm', () => {
       .split('\n')
       .map((l) => JSON.parse(l) as JobsetAttribute);
     const byAttr = new Map(lines.map((l) => [l.attr, l]));
-    assert.equal(lines.length, 2000, 'one line per attribute');
+    assert.equal(lines.length, 2000, `one line per attribute; the CLI said:\n${result.stderr.slice(-3000)}\n${farm.diagnostics()}`);
     assert.deepEqual([...byAttr.keys()].sort(), [...fixture.expected.keys()].sort());
 
     for (const line of lines) {
